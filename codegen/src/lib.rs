@@ -1,0 +1,17 @@
+//! # attention-layout-codegen
+//!
+//! The build-time half of attention-layout: the layout spec (from TOML or from the
+//! attribute's arguments), its validation, the derived geometry of the one coalesced
+//! metadata buffer, the CUDA-graph bucket list, and (behind the `emit` feature) the
+//! emitters for the generated Rust items and CUDA C fill kernels.
+//!
+//! Everything here is plain data and pure functions, so it is unit-tested without a
+//! compiler and shared by the proc-macro, build scripts and the runtime.
+
+pub mod buckets;
+pub mod geometry;
+pub mod spec;
+
+pub use buckets::{BatchDims, BucketParams, Distribution};
+pub use geometry::{Dtype, Field, FieldLayout, Geometry};
+pub use spec::{LayoutSpec, ModelKind, SpecError};
