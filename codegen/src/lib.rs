@@ -10,6 +10,7 @@
 
 pub mod buckets;
 pub mod geometry;
+pub mod memory;
 pub mod spec;
 
 pub use buckets::{BatchDims, BucketParams, Distribution};

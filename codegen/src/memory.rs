@@ -1,0 +1,87 @@
+//! Memory sizing: derives the KV pool and Mamba state pool from a `[memory]` section, so
+//! layouts state model facts and a budget instead of guessed pool sizes.
+
+use crate::spec::{LayoutSpec, MemorySpec, SpecError};
+
+/// What a layout's memory section works out to (per tensor-parallel rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Bytes of K and V for one block across all attention layers.
+    pub kv_bytes_per_block: u64,
+    /// Bytes of conv and SSM state for one Mamba slot across all Mamba layers.
+    pub mamba_bytes_per_slot: u64,
+    /// Mamba slots (one per request row, as in Megatron).
+    pub mamba_slots: u64,
+    /// Bytes given to the Mamba states.
+    pub mamba_bytes: u64,
+    /// The budget in bytes.
+    pub budget_bytes: u64,
+    /// KV blocks the rest of the budget holds (dummy included); 0 without attention layers.
+    pub kv_blocks: u64,
+}
+
+/// Bytes in a GiB.
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Works out the memory plan of `spec` with block-table width `nkv`.
+pub fn plan(spec: &LayoutSpec, m: &MemorySpec) -> Result<MemoryPlan, SpecError> {
+    let b = u64::from(spec.block_size);
+    let kv_bytes_per_block = 2
+        * u64::from(m.attention_layers)
+        * u64::from(m.kv_heads)
+        * u64::from(m.head_dim)
+        * b
+        * u64::from(m.dtype_bytes);
+    let d_conv = spec.mamba.as_ref().map_or(0, |x| u64::from(x.conv_width));
+    let inner = u64::from(m.mamba_heads) * u64::from(m.mamba_head_dim);
+    let ssm = inner * u64::from(m.mamba_state_dim) * u64::from(m.state_dtype_bytes);
+    let conv_channels = inner + 2 * u64::from(m.mamba_groups) * u64::from(m.mamba_state_dim);
+    let conv = conv_channels * d_conv.saturating_sub(1) * u64::from(m.dtype_bytes);
+    let mamba_bytes_per_slot = u64::from(m.mamba_layers) * (ssm + conv);
+    let mamba_slots = u64::from(spec.max_requests);
+    let mamba_bytes = mamba_bytes_per_slot * mamba_slots;
+    let budget_bytes = (m.budget_gib * GIB) as u64;
+    let rest = budget_bytes.checked_sub(mamba_bytes).ok_or_else(|| {
+        SpecError::key(
+            "memory.budget_gib",
+            format!(
+                "{} GiB does not hold the Mamba states of {mamba_slots} requests ({:.2} GiB)",
+                m.budget_gib,
+                mamba_bytes as f64 / GIB
+            ),
+        )
+    })?;
+    let kv_blocks = rest.checked_div(kv_bytes_per_block).unwrap_or(0);
+    Ok(MemoryPlan {
+        kv_bytes_per_block,
+        mamba_bytes_per_slot,
+        mamba_slots,
+        mamba_bytes,
+        budget_bytes,
+        kv_blocks,
+    })
+}
+
+/// The KV pool size a memory section implies: every block the budget holds after the Mamba
+/// states, capped at what the block table can ever reference plus the dummy block.
+pub fn derived_kv_pool_blocks(
+    spec: &LayoutSpec,
+    m: &MemorySpec,
+    nkv: usize,
+) -> Result<usize, SpecError> {
+    let p = plan(spec, m)?;
+    let cap = (spec.max_requests as u64) * (nkv as u64) + 1;
+    if m.attention_layers == 0 {
+        return Ok(cap as usize);
+    }
+    if p.kv_blocks < 2 {
+        return Err(SpecError::key(
+            "memory.budget_gib",
+            format!(
+                "{} GiB holds {} KV blocks of {} bytes after the Mamba states; at least 2 are needed",
+                m.budget_gib, p.kv_blocks, p.kv_bytes_per_block
+            ),
+        ));
+    }
+    Ok(p.kv_blocks.min(cap).min(i32::MAX as u64) as usize)
+}
