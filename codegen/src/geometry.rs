@@ -133,7 +133,15 @@ fields! {
     MambaDeviceDecodePrefill = "mamba_device_decode_prefill",
 }
 
+/// Number of [`Field`] variants.
+pub const FIELD_COUNT: usize = Field::ALL.len();
+
 impl Field {
+    /// Position in [`Field::ALL`] (buffer order).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether the field exists only in layouts with Mamba layers.
     pub const fn is_mamba(self) -> bool {
         (self as usize) >= (Field::MambaBatchIndicesDecode as usize)

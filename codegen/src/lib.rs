@@ -14,5 +14,5 @@ pub mod memory;
 pub mod spec;
 
 pub use buckets::{BatchDims, BucketParams, Distribution};
-pub use geometry::{Dtype, Field, FieldLayout, Geometry};
+pub use geometry::{Dtype, FIELD_COUNT, Field, FieldLayout, Geometry};
 pub use spec::{LayoutSpec, ModelKind, SpecError};

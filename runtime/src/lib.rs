@@ -5,3 +5,16 @@
 //! Mamba slot pool, and the command line tool.
 
 pub mod alloc;
+pub mod dims;
+pub mod error;
+pub mod fill;
+pub mod metadata;
+pub mod step;
+
+pub use attention_layout_codegen as codegen;
+pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
+pub use dims::{Dims, RuntimeDims};
+pub use error::StepError;
+pub use fill::StepInfo;
+pub use metadata::{DecodeIndices, HostMetadata, MetadataView};
+pub use step::{IntermediateOffsets, Phase, RequestRow, Sampling, StepInput};

@@ -1,0 +1,770 @@
+//! The host fill: the reference implementation of every field of SEMANTICS §4–§6.
+//!
+//! A step runs in two passes. [`plan_step`] checks the whole input and works out the real
+//! and padded batch shapes; it writes nothing. [`write_step`] then writes every field into
+//! the coalesced buffer and cannot fail. So a rejected step leaves the previous metadata
+//! exactly as it was.
+//!
+//! Per step the fill allocates nothing and writes only the live prefix of each field; the
+//! block table is tracked row by row so that only entries that may differ from the dummy
+//! block are rewritten.
+
+// Indexing here is into slices whose lengths were checked by `plan_step` (rows, blocks,
+// token counts against capacities) or carved from the geometry; each index is bounded by
+// a capacity the plan verified, so a failed bound would be a bug in this file, not bad
+// input.
+#![allow(clippy::indexing_slicing)]
+
+use attention_layout_codegen::{BatchDims, Field, buckets};
+
+use crate::dims::Dims;
+use crate::error::StepError;
+use crate::step::{Phase, Sampling, StepInput};
+
+/// What a successful step produced, besides the buffer contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepInfo {
+    /// Paused rows `P`.
+    pub paused: u32,
+    /// The real shape `(Σq, F, D)`.
+    pub real: BatchDims,
+    /// The padded shape: the matched bucket, or eager padding.
+    pub padded: BatchDims,
+    /// The shape attention runs with (SEMANTICS §3.3).
+    pub attn: BatchDims,
+    /// Index of the matched bucket in the layout's ascending bucket list.
+    pub bucket: Option<u32>,
+    /// `max_seqlen_q` for the attention kernel.
+    pub max_seqlen_q: u32,
+    /// `max_seqlen_k` for the attention kernel.
+    pub max_seqlen_k: u32,
+    /// Mamba chunk slots `C` of this step (0 without prefill).
+    pub mamba_chunks: u32,
+    /// Intermediate entries `K` of this step (0 without prefill).
+    pub intermediate_len: u32,
+    /// Real intermediate entries.
+    pub intermediate_count: u32,
+    /// Real prefill tokens (`cu_seqlens[F]`).
+    pub real_prefill_tokens: u32,
+}
+
+impl StepInfo {
+    /// Whether a CUDA graph serves this step.
+    pub fn graphed(&self) -> bool {
+        self.bucket.is_some()
+    }
+}
+
+/// State the fill keeps between steps: which block-table entries may differ from the
+/// dummy block, and scratch for duplicate-slot checks. Tied to one buffer.
+#[derive(Debug, Clone)]
+pub struct FillState {
+    /// Per block-table row, how many leading entries may hold something other than the
+    /// dummy block (everything after is known to be the dummy).
+    block_table_dirty: Vec<u32>,
+    /// Per Mamba slot, the generation in which a row last claimed it.
+    slot_generation: Vec<u32>,
+    /// Per Mamba slot, the row that claimed it in that generation.
+    slot_owner: Vec<u32>,
+    generation: u32,
+}
+
+impl FillState {
+    /// State for a buffer that [`init_buffer`] has just initialized.
+    pub fn new<D: Dims>(d: &D) -> Self {
+        let r = d.max_requests();
+        Self {
+            block_table_dirty: vec![0; r],
+            slot_generation: vec![0; if d.has_mamba() { r } else { 0 }],
+            slot_owner: vec![0; if d.has_mamba() { r } else { 0 }],
+            generation: 0,
+        }
+    }
+}
+
+/// Initializes a whole buffer: zeros, and the block table all dummy (what the fill's
+/// block-table tracking assumes of a fresh buffer).
+pub fn init_buffer<D: Dims>(d: &D, bytes: &mut [u8]) -> Result<(), StepError> {
+    let mut v = Views::carve(d, bytes)?;
+    v.zero_all();
+    v.mha_block_table.fill(d.dummy_block());
+    Ok(())
+}
+
+/// The checked shape of a step, from [`plan_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepPlan {
+    info: StepInfo,
+    /// Real active requests `N`.
+    active: usize,
+}
+
+impl StepPlan {
+    /// The step's info (what [`write_step`] will report).
+    pub fn info(&self) -> &StepInfo {
+        &self.info
+    }
+}
+
+/// Checks a step input against the layout and works out its shapes. Writes nothing but
+/// the duplicate-slot scratch in `state`.
+pub fn plan_step<D: Dims>(
+    d: &D,
+    input: &StepInput<'_>,
+    state: &mut FillState,
+) -> Result<StepPlan, StepError> {
+    let rows = input.rows;
+    let r = d.max_requests();
+    if rows.len() > r {
+        return Err(StepError::TooManyRequests {
+            rows: rows.len(),
+            limit: r,
+        });
+    }
+    let s1 = d.num_spec() as u32 + 1;
+    let bs = d.block_size();
+    let max_seq = d.max_seq_len();
+    let nkv = d.block_table_width();
+    let dummy = d.dummy_block();
+    let has_mamba = d.has_mamba();
+    if has_mamba {
+        state.generation = state.generation.wrapping_add(1);
+        if state.generation == 0 {
+            // Wrapped: old stamps could collide with the new generation.
+            state.slot_generation.fill(0);
+            state.generation = 1;
+        }
+    }
+
+    let (mut paused, mut decode, mut prefill) = (0u32, 0u32, 0u32);
+    let mut tokens: u64 = 0;
+    let mut previous = Phase::Paused;
+    for (i, row) in rows.iter().enumerate() {
+        let rank = |p: Phase| match p {
+            Phase::Paused => 0,
+            Phase::Decode => 1,
+            Phase::Prefill => 2,
+        };
+        if rank(row.phase) < rank(previous) {
+            return Err(StepError::PhaseOrder {
+                row: i,
+                phase: row.phase.as_str(),
+                previous: previous.as_str(),
+            });
+        }
+        previous = row.phase;
+        if row.blocks.len() > nkv {
+            return Err(StepError::TooManyBlocks {
+                row: i,
+                count: row.blocks.len(),
+                limit: nkv,
+            });
+        }
+        for (j, &id) in row.blocks.iter().enumerate() {
+            if id != -1 && !(0..dummy).contains(&id) {
+                return Err(StepError::BlockOutOfRange {
+                    row: i,
+                    index: j,
+                    id,
+                    limit: dummy,
+                });
+            }
+        }
+        if has_mamba && row.mamba_slot != -1 {
+            let slot = row.mamba_slot;
+            let Some(su) = usize::try_from(slot).ok().filter(|&s| s < r) else {
+                return Err(StepError::MambaSlotOutOfRange {
+                    row: i,
+                    slot,
+                    limit: r,
+                });
+            };
+            if state.slot_generation[su] == state.generation {
+                return Err(StepError::DuplicateMambaSlot {
+                    row: i,
+                    slot,
+                    other: state.slot_owner[su] as usize,
+                });
+            }
+            state.slot_generation[su] = state.generation;
+            state.slot_owner[su] = i as u32;
+        }
+        match row.phase {
+            Phase::Paused => {
+                paused += 1;
+                continue;
+            }
+            Phase::Decode => decode += 1,
+            Phase::Prefill => prefill += 1,
+        }
+        let q = row.query_length;
+        if q == 0 {
+            return Err(StepError::ZeroQueryLength { row: i });
+        }
+        if row.phase == Phase::Decode && q != s1 {
+            return Err(StepError::DecodeQueryLength {
+                row: i,
+                got: q,
+                expected: s1,
+            });
+        }
+        let end = u64::from(row.kv_offset) + u64::from(q);
+        if end > max_seq as u64 {
+            return Err(StepError::SequenceTooLong {
+                row: i,
+                kv_offset: row.kv_offset,
+                query_length: q,
+                limit: max_seq,
+            });
+        }
+        // Every block the step's positions [kv_offset, end) land in must be present.
+        let first = row.kv_offset as usize / bs;
+        let last = (end as usize - 1) / bs;
+        for j in first..=last {
+            if row.blocks.get(j).is_none_or(|&id| id == -1) {
+                let position = (j * bs).max(row.kv_offset as usize) as u32;
+                return Err(StepError::MissingBlock {
+                    row: i,
+                    position,
+                    index: j,
+                    count: row.blocks.len(),
+                });
+            }
+        }
+        if has_mamba && row.mamba_slot == -1 {
+            return Err(StepError::MissingMambaSlot { row: i });
+        }
+        tokens += u64::from(q);
+    }
+    if tokens > d.max_tokens() as u64 {
+        return Err(StepError::TooManyTokens {
+            tokens,
+            limit: d.max_tokens(),
+        });
+    }
+    if let Some(ids) = input.token_ids
+        && ids.len() as u64 != tokens
+    {
+        return Err(StepError::TokenIdsLength {
+            got: ids.len(),
+            expected: tokens as usize,
+        });
+    }
+    if let Some(inter) = input.intermediate {
+        let expected = if has_mamba { prefill as usize } else { 0 };
+        if inter.len() != expected {
+            return Err(StepError::IntermediateLength {
+                got: inter.len(),
+                expected,
+            });
+        }
+        let first_prefill = (paused + decode) as usize;
+        let mut total = 0usize;
+        for (f, io) in inter.iter().enumerate() {
+            let row = first_prefill + f;
+            let q = rows[row].query_length;
+            if io.count > 3 {
+                return Err(StepError::IntermediateOffset {
+                    row,
+                    offset: u32::from(io.count),
+                    query_length: q,
+                    count: io.count,
+                });
+            }
+            for &off in &io.offsets[..usize::from(io.count)] {
+                if off == 0 || off >= q {
+                    return Err(StepError::IntermediateOffset {
+                        row,
+                        offset: off,
+                        query_length: q,
+                        count: io.count,
+                    });
+                }
+            }
+            total += usize::from(io.count);
+        }
+        if total > d.max_intermediate() {
+            return Err(StepError::TooManyIntermediates {
+                count: total,
+                limit: d.max_intermediate(),
+            });
+        }
+    }
+
+    let real = BatchDims::new(tokens as u32, prefill, decode);
+    let list = d.buckets();
+    let matched = buckets::match_bucket(real, list, has_mamba);
+    let padded = matched.unwrap_or_else(|| {
+        buckets::eager_padding(
+            real,
+            r as u32,
+            d.max_tokens() as u32,
+            d.tp(),
+            d.num_spec() as u32,
+        )
+    });
+    let bucket = matched.and_then(|m| list.iter().position(|b| *b == m).map(|i| i as u32));
+    let attn = buckets::attention_dims(real, matched);
+    let active = (decode + prefill) as usize;
+    let info = StepInfo {
+        paused,
+        real,
+        padded,
+        attn,
+        bucket,
+        ..StepInfo::default()
+    };
+    Ok(StepPlan { info, active })
+}
+
+/// Writes every field of a planned step into `bytes` (the layout's coalesced buffer) and
+/// returns the step's info.
+pub fn write_step<D: Dims>(
+    d: &D,
+    input: &StepInput<'_>,
+    plan: &StepPlan,
+    bytes: &mut [u8],
+    state: &mut FillState,
+) -> Result<StepInfo, StepError> {
+    let mut v = Views::carve(d, bytes)?;
+    let mut info = plan.info;
+    let n = plan.active;
+    let p = info.paused as usize;
+    let active = &input.rows[p..p + n];
+    let padded = info.padded;
+    let np = padded.requests() as usize;
+    let tp_tokens = padded.tokens as usize;
+    let n_real = info.real.tokens as usize;
+    let bs = d.block_size();
+    let shift = bs.trailing_zeros();
+    let mask = bs - 1;
+    let dummy = d.dummy_block();
+    let nkv = d.block_table_width();
+    let s1 = d.num_spec() as u32 + 1;
+
+    // §5 token arrays, and §4 per-request arrays, in one pass over the active rows.
+    let mut t = 0usize;
+    let mut cu_q = 0i32;
+    let mut cu_kv = 0i32;
+    let mut max_q = 0u32;
+    let mut max_k = 0u32;
+    v.mha_cu_query_seq_lengths[0] = 0;
+    v.mha_cu_kv_seq_lengths[0] = 0;
+    for (a, row) in active.iter().enumerate() {
+        let q = row.query_length as usize;
+        let kv = row.kv_offset as usize;
+        let abs_row = (p + a) as i32;
+        let mut pos = kv;
+        let end = kv + q;
+        while pos < end {
+            // One run of positions inside one block.
+            let j = pos >> shift;
+            let run_end = end.min((j + 1) << shift);
+            let block = i64::from(row.blocks[j]);
+            for x in pos..run_end {
+                v.token_to_pos_ids[t] = x as i64;
+                v.token_to_position_in_request[t] = x as i32;
+                v.token_to_request_idx[t] = abs_row;
+                v.token_to_block_idx[t] = block;
+                v.token_to_local_position_within_kv_block[t] = (x & mask) as i32;
+                t += 1;
+            }
+            pos = run_end;
+        }
+        let kv_len = (kv + q) as u32;
+        cu_q += q as i32;
+        cu_kv += kv_len as i32;
+        max_q = max_q.max(q as u32);
+        max_k = max_k.max(kv_len);
+        let sampling = row.sampling;
+        v.request_in_prefill_status[a] = i32::from(row.phase == Phase::Prefill);
+        v.request_query_lengths[a] = q as i32;
+        v.request_kv_length_offsets[a] = kv as i32;
+        v.temperature[a] = sampling.temperature;
+        v.top_k[a] = sampling.top_k;
+        v.top_p[a] = sampling.top_p;
+        v.active_request_last_token_idxs[a] = cu_q - 1;
+        v.mha_query_lengths[a] = q as i32;
+        v.mha_kv_seq_lengths[a] = kv_len as i32;
+        v.mha_cu_query_seq_lengths[a + 1] = cu_q;
+        v.mha_cu_kv_seq_lengths[a + 1] = cu_kv;
+        // Block table row: the row's ids (-1 as dummy), then dummy up to what may be stale.
+        let bt = &mut v.mha_block_table[a * nkv..(a + 1) * nkv];
+        let len = row.blocks.len();
+        for (dst, &id) in bt.iter_mut().zip(row.blocks) {
+            *dst = if id == -1 { dummy } else { id };
+        }
+        let dirty = &mut state.block_table_dirty[a];
+        if (*dirty as usize) > len {
+            bt[len..*dirty as usize].fill(dummy);
+        }
+        *dirty = len as u32;
+    }
+    match input.token_ids {
+        Some(ids) => v.token_to_input_ids[..n_real].copy_from_slice(ids),
+        None => {}
+    }
+    // Token padding [n_real, Tp). Megatron leaves pos ids and request idx stale there;
+    // we write 0 so every backend produces the same bytes (docs/DESIGN.md).
+    v.token_to_input_ids[n_real..tp_tokens].fill(0);
+    v.token_to_pos_ids[n_real..tp_tokens].fill(0);
+    v.token_to_request_idx[n_real..tp_tokens].fill(0);
+    v.token_to_position_in_request[n_real..tp_tokens].fill(0);
+    v.token_to_block_idx[n_real..tp_tokens].fill(i64::from(dummy));
+    v.token_to_local_position_within_kv_block[n_real..tp_tokens].fill(0);
+    // Request padding [N, Np).
+    v.request_in_prefill_status[n..np].fill(0);
+    v.request_query_lengths[n..np].fill(0);
+    v.request_kv_length_offsets[n..np].fill(0);
+    v.temperature[n..np].fill(Sampling::PAD.temperature);
+    v.top_k[n..np].fill(Sampling::PAD.top_k);
+    v.top_p[n..np].fill(Sampling::PAD.top_p);
+    v.active_request_last_token_idxs[n..np].fill(0);
+    v.real_token_count[0] = info.real.tokens as i32;
+    v.mha_query_lengths[n..np].fill(0);
+    v.mha_kv_seq_lengths[n..np].fill(0);
+    v.mha_cu_query_seq_lengths[n + 1..np + 1].fill(cu_q);
+    v.mha_cu_kv_seq_lengths[n + 1..np + 1].fill(cu_kv);
+    for a in n..np {
+        let dirty = &mut state.block_table_dirty[a];
+        if *dirty > 0 {
+            v.mha_block_table[a * nkv..a * nkv + *dirty as usize].fill(dummy);
+            *dirty = 0;
+        }
+    }
+
+    // §4 max_seqlen.
+    if info.graphed() {
+        info.max_seqlen_q = if padded.prefill == 0 {
+            s1
+        } else {
+            padded.tokens.max(2)
+        };
+        info.max_seqlen_k = d.max_seq_len() as u32;
+    } else if n > 0 {
+        info.max_seqlen_q = max_q;
+        info.max_seqlen_k = max_k;
+    } else {
+        info.max_seqlen_q = s1;
+        info.max_seqlen_k = 1;
+    }
+
+    if d.has_mamba() {
+        write_mamba(d, input, &mut info, &mut v, p, active);
+    }
+    Ok(info)
+}
+
+/// §6: the Mamba arrays.
+fn write_mamba<D: Dims>(
+    d: &D,
+    input: &StepInput<'_>,
+    info: &mut StepInfo,
+    v: &mut Views<'_>,
+    _paused: usize,
+    active: &[crate::step::RequestRow<'_>],
+) {
+    let padded = info.padded;
+    let dp = padded.decode as usize;
+    let fp = padded.prefill as usize;
+    let tp_tokens = padded.tokens as usize;
+    let dr = info.attn.decode as usize;
+    let fr = info.attn.prefill as usize;
+    let q = &v.mha_cu_query_seq_lengths;
+    let q_dr = q[dr];
+    let prefill_tokens = (q[dr + fr] - q_dr) as usize;
+
+    if dp > 0 {
+        match &mut v.decode_indices {
+            DecodeIdx::I64(x) => {
+                for (dst, row) in x[..dr].iter_mut().zip(active) {
+                    *dst = i64::from(row.mamba_slot);
+                }
+                x[dr..dp].fill(-1);
+            }
+            DecodeIdx::I32(x) => {
+                for (dst, row) in x[..dr].iter_mut().zip(active) {
+                    *dst = row.mamba_slot;
+                }
+                x[dr..dp].fill(-1);
+            }
+        }
+    }
+    if fp > 0 && dp > 0 {
+        v.mamba_device_decode_prefill[0] = q_dr;
+        v.mamba_device_decode_prefill[1] = prefill_tokens as i32;
+    }
+    if fp == 0 {
+        info.real_prefill_tokens = 0;
+        return;
+    }
+    for (f, row) in active[dr..dr + fr].iter().enumerate() {
+        v.mamba_batch_indices_prefill[f] = row.mamba_slot;
+    }
+    v.mamba_batch_indices_prefill[fr..fp].fill(-1);
+
+    // cu_seqlens, seq_idx, conv arrays over the prefill token sub-stream.
+    v.mamba_cu_seqlens[0] = 0;
+    for f in 0..fr {
+        let st = (q[dr + f] - q_dr) as usize;
+        let en = (q[dr + f + 1] - q_dr) as usize;
+        v.mamba_cu_seqlens[f + 1] = en as i32;
+        v.mamba_seq_idx[st..en].fill(f as i32);
+        v.mamba_conv_seq_idx[st..en].fill(f as i32);
+        v.mamba_conv_seq_start[st..en].fill(st as i32);
+    }
+    let l = prefill_tokens;
+    v.mamba_cu_seqlens[fr + 1..fp + 1].fill(l as i32);
+    v.mamba_seq_idx[l..tp_tokens].fill(-1);
+    v.mamba_conv_seq_idx[l..tp_tokens].fill(0);
+    v.mamba_conv_seq_start[l..tp_tokens].fill(0);
+
+    // Chunks: each sequence restarts chunking; an empty (padded) sequence gets one empty chunk.
+    let cs = d.chunk_size();
+    let c = tp_tokens / cs + fp;
+    v.mamba_cu_chunk_seqlens[0] = 0;
+    let mut k = 0usize;
+    for f in 0..fp {
+        let st = v.mamba_cu_seqlens[f] as usize;
+        let en = v.mamba_cu_seqlens[f + 1] as usize;
+        let nf = (en - st).div_ceil(cs).max(1);
+        for i in 0..nf {
+            k += 1;
+            v.mamba_cu_chunk_seqlens[k] = (st + (i + 1) * cs).min(en) as i32;
+            v.mamba_seq_idx_for_varlen[k - 1] = f as i32;
+        }
+        v.mamba_last_chunk_indices[f] = (k - 1) as i32;
+    }
+    let last = v.mamba_cu_chunk_seqlens[k];
+    v.mamba_cu_chunk_seqlens[k + 1..c + 1].fill(last);
+    v.mamba_seq_idx_for_varlen[k..c].fill(0);
+
+    // Intermediate-state extraction.
+    let kk = (fp * 3).min(d.max_intermediate());
+    let conv = d.conv_width() as i32;
+    let mut emitted = 0usize;
+    if let Some(inter) = input.intermediate {
+        let mut cum = 0usize;
+        for (f, io) in inter.iter().enumerate().take(fr) {
+            let st = v.mamba_cu_seqlens[f];
+            let len = (v.mamba_cu_seqlens[f + 1] - st) as usize;
+            for &off in &io.offsets[..usize::from(io.count.min(3))] {
+                v.mamba_intermediate_chunk_indices[emitted] =
+                    (cum + off as usize / cs) as i64 - 1;
+                v.mamba_intermediate_abs_positions[emitted] = st + off as i32;
+                emitted += 1;
+            }
+            cum += len.div_ceil(cs).max(1);
+        }
+    }
+    v.mamba_intermediate_chunk_indices[emitted..kk].fill(0);
+    v.mamba_intermediate_abs_positions[emitted..kk].fill(conv);
+    v.mamba_intermediate_real_count[0] = emitted as i32;
+
+    info.mamba_chunks = c as u32;
+    info.intermediate_len = kk as u32;
+    info.intermediate_count = emitted as u32;
+    info.real_prefill_tokens = l as u32;
+}
+
+/// `mamba_batch_indices_decode` in its configured type.
+pub(crate) enum DecodeIdx<'a> {
+    I32(&'a mut [i32]),
+    I64(&'a mut [i64]),
+}
+
+/// Mutable typed views of every field of one buffer.
+pub(crate) struct Views<'a> {
+    pub token_to_input_ids: &'a mut [i64],
+    pub token_to_pos_ids: &'a mut [i64],
+    pub token_to_block_idx: &'a mut [i64],
+    pub token_to_local_position_within_kv_block: &'a mut [i32],
+    pub token_to_request_idx: &'a mut [i32],
+    pub token_to_position_in_request: &'a mut [i32],
+    pub request_in_prefill_status: &'a mut [i32],
+    pub request_query_lengths: &'a mut [i32],
+    pub request_kv_length_offsets: &'a mut [i32],
+    pub temperature: &'a mut [f32],
+    pub top_k: &'a mut [i32],
+    pub top_p: &'a mut [f32],
+    pub active_request_last_token_idxs: &'a mut [i32],
+    pub real_token_count: &'a mut [i32],
+    pub mha_query_lengths: &'a mut [i32],
+    pub mha_cu_query_seq_lengths: &'a mut [i32],
+    pub mha_kv_seq_lengths: &'a mut [i32],
+    pub mha_cu_kv_seq_lengths: &'a mut [i32],
+    pub mha_block_table: &'a mut [i32],
+    pub decode_indices: DecodeIdx<'a>,
+    pub mamba_batch_indices_prefill: &'a mut [i32],
+    pub mamba_seq_idx: &'a mut [i32],
+    pub mamba_cu_seqlens: &'a mut [i32],
+    pub mamba_cu_chunk_seqlens: &'a mut [i32],
+    pub mamba_last_chunk_indices: &'a mut [i32],
+    pub mamba_seq_idx_for_varlen: &'a mut [i32],
+    pub mamba_conv_seq_idx: &'a mut [i32],
+    pub mamba_conv_seq_start: &'a mut [i32],
+    pub mamba_intermediate_chunk_indices: &'a mut [i64],
+    pub mamba_intermediate_abs_positions: &'a mut [i32],
+    pub mamba_intermediate_real_count: &'a mut [i32],
+    pub mamba_device_decode_prefill: &'a mut [i32],
+}
+
+/// Splits the next field off `rest` (skipping any alignment pad) as a typed slice.
+fn take<'a, T: bytemuck::Pod>(
+    rest: &mut &'a mut [u8],
+    cursor: &mut usize,
+    offset: usize,
+    elems: usize,
+) -> Option<&'a mut [T]> {
+    let buf = std::mem::take(rest);
+    let (_, buf) = buf.split_at_mut_checked(offset.checked_sub(*cursor)?)?;
+    let (field, tail) = buf.split_at_mut_checked(elems * std::mem::size_of::<T>())?;
+    *rest = tail;
+    *cursor = offset + field.len();
+    bytemuck::try_cast_slice_mut(field).ok()
+}
+
+impl<'a> Views<'a> {
+    /// Carves `bytes` into the layout's fields. Fails only if the buffer is too small or
+    /// misaligned; fields a layout lacks come out empty.
+    pub(crate) fn carve<D: Dims>(d: &D, bytes: &'a mut [u8]) -> Result<Self, StepError> {
+        let bad = |bytes: &[u8]| StepError::Buffer {
+            got: bytes.len(),
+            align: 1 << (bytes.as_ptr() as usize).trailing_zeros().min(3),
+            expected: d.total_bytes(),
+        };
+        if bytes.len() < d.total_bytes() || (bytes.as_ptr() as usize) % 8 != 0 {
+            return Err(bad(bytes));
+        }
+        let err = StepError::Buffer {
+            got: bytes.len(),
+            align: 8,
+            expected: d.total_bytes(),
+        };
+        let mut rest = bytes;
+        let mut cursor = 0usize;
+        macro_rules! next {
+            ($f:ident) => {
+                take(
+                    &mut rest,
+                    &mut cursor,
+                    d.field_offset(Field::$f),
+                    d.field_elems(Field::$f),
+                )
+                .ok_or_else(|| err.clone())?
+            };
+        }
+        let token_to_input_ids = next!(TokenToInputIds);
+        let token_to_pos_ids = next!(TokenToPosIds);
+        let token_to_block_idx = next!(TokenToBlockIdx);
+        let token_to_local_position_within_kv_block = next!(TokenToLocalPositionWithinKvBlock);
+        let token_to_request_idx = next!(TokenToRequestIdx);
+        let token_to_position_in_request = next!(TokenToPositionInRequest);
+        let request_in_prefill_status = next!(RequestInPrefillStatus);
+        let request_query_lengths = next!(RequestQueryLengths);
+        let request_kv_length_offsets = next!(RequestKvLengthOffsets);
+        let temperature = next!(Temperature);
+        let top_k = next!(TopK);
+        let top_p = next!(TopP);
+        let active_request_last_token_idxs = next!(ActiveRequestLastTokenIdxs);
+        let real_token_count = next!(RealTokenCount);
+        let mha_query_lengths = next!(MhaQueryLengths);
+        let mha_cu_query_seq_lengths = next!(MhaCuQuerySeqLengths);
+        let mha_kv_seq_lengths = next!(MhaKvSeqLengths);
+        let mha_cu_kv_seq_lengths = next!(MhaCuKvSeqLengths);
+        let mha_block_table = next!(MhaBlockTable);
+        let mut empty = Self {
+            token_to_input_ids,
+            token_to_pos_ids,
+            token_to_block_idx,
+            token_to_local_position_within_kv_block,
+            token_to_request_idx,
+            token_to_position_in_request,
+            request_in_prefill_status,
+            request_query_lengths,
+            request_kv_length_offsets,
+            temperature,
+            top_k,
+            top_p,
+            active_request_last_token_idxs,
+            real_token_count,
+            mha_query_lengths,
+            mha_cu_query_seq_lengths,
+            mha_kv_seq_lengths,
+            mha_cu_kv_seq_lengths,
+            mha_block_table,
+            decode_indices: DecodeIdx::I32(&mut []),
+            mamba_batch_indices_prefill: &mut [],
+            mamba_seq_idx: &mut [],
+            mamba_cu_seqlens: &mut [],
+            mamba_cu_chunk_seqlens: &mut [],
+            mamba_last_chunk_indices: &mut [],
+            mamba_seq_idx_for_varlen: &mut [],
+            mamba_conv_seq_idx: &mut [],
+            mamba_conv_seq_start: &mut [],
+            mamba_intermediate_chunk_indices: &mut [],
+            mamba_intermediate_abs_positions: &mut [],
+            mamba_intermediate_real_count: &mut [],
+            mamba_device_decode_prefill: &mut [],
+        };
+        if !d.has_mamba() {
+            return Ok(empty);
+        }
+        empty.decode_indices = if d.decode_index_i64() {
+            DecodeIdx::I64(next!(MambaBatchIndicesDecode))
+        } else {
+            DecodeIdx::I32(next!(MambaBatchIndicesDecode))
+        };
+        empty.mamba_batch_indices_prefill = next!(MambaBatchIndicesPrefill);
+        empty.mamba_seq_idx = next!(MambaSeqIdx);
+        empty.mamba_cu_seqlens = next!(MambaCuSeqlens);
+        empty.mamba_cu_chunk_seqlens = next!(MambaCuChunkSeqlens);
+        empty.mamba_last_chunk_indices = next!(MambaLastChunkIndices);
+        empty.mamba_seq_idx_for_varlen = next!(MambaSeqIdxForVarlen);
+        empty.mamba_conv_seq_idx = next!(MambaConvSeqIdx);
+        empty.mamba_conv_seq_start = next!(MambaConvSeqStart);
+        empty.mamba_intermediate_chunk_indices = next!(MambaIntermediateChunkIndices);
+        empty.mamba_intermediate_abs_positions = next!(MambaIntermediateAbsPositions);
+        empty.mamba_intermediate_real_count = next!(MambaIntermediateRealCount);
+        empty.mamba_device_decode_prefill = next!(MambaDeviceDecodePrefill);
+        Ok(empty)
+    }
+
+    fn zero_all(&mut self) {
+        self.token_to_input_ids.fill(0);
+        self.token_to_pos_ids.fill(0);
+        self.token_to_block_idx.fill(0);
+        self.token_to_local_position_within_kv_block.fill(0);
+        self.token_to_request_idx.fill(0);
+        self.token_to_position_in_request.fill(0);
+        self.request_in_prefill_status.fill(0);
+        self.request_query_lengths.fill(0);
+        self.request_kv_length_offsets.fill(0);
+        self.temperature.fill(0.0);
+        self.top_k.fill(0);
+        self.top_p.fill(0.0);
+        self.active_request_last_token_idxs.fill(0);
+        self.real_token_count.fill(0);
+        self.mha_query_lengths.fill(0);
+        self.mha_cu_query_seq_lengths.fill(0);
+        self.mha_kv_seq_lengths.fill(0);
+        self.mha_cu_kv_seq_lengths.fill(0);
+        self.mha_block_table.fill(0);
+        match &mut self.decode_indices {
+            DecodeIdx::I32(x) => x.fill(0),
+            DecodeIdx::I64(x) => x.fill(0),
+        }
+        self.mamba_batch_indices_prefill.fill(0);
+        self.mamba_seq_idx.fill(0);
+        self.mamba_cu_seqlens.fill(0);
+        self.mamba_cu_chunk_seqlens.fill(0);
+        self.mamba_last_chunk_indices.fill(0);
+        self.mamba_seq_idx_for_varlen.fill(0);
+        self.mamba_conv_seq_idx.fill(0);
+        self.mamba_conv_seq_start.fill(0);
+        self.mamba_intermediate_chunk_indices.fill(0);
+        self.mamba_intermediate_abs_positions.fill(0);
+        self.mamba_intermediate_real_count.fill(0);
+        self.mamba_device_decode_prefill.fill(0);
+    }
+}

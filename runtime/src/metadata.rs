@@ -1,0 +1,349 @@
+//! Host metadata: one coalesced buffer, the fill that writes it, and typed read-only
+//! views of exactly what the kernels see after a step.
+
+use attention_layout_codegen::Field;
+
+use crate::dims::Dims;
+use crate::error::StepError;
+use crate::fill::{self, FillState, StepInfo};
+use crate::step::StepInput;
+
+/// A layout's metadata on the host: the buffer, the fill state and the last step's info.
+///
+/// `fill` either succeeds and replaces the metadata, or fails and leaves it untouched.
+#[derive(Debug, Clone)]
+pub struct HostMetadata<D: Dims> {
+    dims: D,
+    /// The buffer, as u64 words so every field is aligned.
+    words: Vec<u64>,
+    state: FillState,
+    info: StepInfo,
+}
+
+impl<D: Dims> HostMetadata<D> {
+    /// Allocates and initializes the buffer for `dims` (the only allocation).
+    pub fn new(dims: D) -> Self {
+        let words = vec![0u64; dims.total_bytes().div_ceil(8)];
+        let mut me = Self {
+            state: FillState::new(&dims),
+            dims,
+            words,
+            info: StepInfo::default(),
+        };
+        let d = &me.dims;
+        // The buffer is freshly allocated with the layout's size: carving cannot fail.
+        let _ = fill::init_buffer(d, bytemuck::cast_slice_mut(&mut me.words));
+        me.info = StepInfo::default();
+        me
+    }
+
+    /// The layout's dims.
+    pub fn dims(&self) -> &D {
+        &self.dims
+    }
+
+    /// Builds the metadata of one step. On error nothing changes.
+    pub fn fill(&mut self, input: &StepInput<'_>) -> Result<&StepInfo, StepError> {
+        let plan = fill::plan_step(&self.dims, input, &mut self.state)?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
+        self.info = fill::write_step(&self.dims, input, &plan, bytes, &mut self.state)?;
+        Ok(&self.info)
+    }
+
+    /// The last step's info.
+    pub fn info(&self) -> &StepInfo {
+        &self.info
+    }
+
+    /// The whole buffer (what one host-to-device copy moves).
+    pub fn bytes(&self) -> &[u8] {
+        let b: &[u8] = bytemuck::cast_slice(&self.words);
+        b.get(..self.dims.total_bytes()).unwrap_or(b)
+    }
+
+    /// Typed views of the last step's metadata.
+    pub fn view(&self) -> MetadataView<'_> {
+        MetadataView {
+            bytes: self.bytes(),
+            info: &self.info,
+            offsets: FieldOffsets::of(&self.dims),
+        }
+    }
+}
+
+/// Offsets and the decode-index type, copied out of a [`Dims`] for a view.
+#[derive(Debug, Clone, Copy)]
+struct FieldOffsets {
+    offsets: [usize; attention_layout_codegen::FIELD_COUNT],
+    nkv: usize,
+    has_mamba: bool,
+    decode_i64: bool,
+}
+
+impl FieldOffsets {
+    fn of<D: Dims>(d: &D) -> Self {
+        let mut offsets = [0; attention_layout_codegen::FIELD_COUNT];
+        for (o, f) in offsets.iter_mut().zip(Field::ALL) {
+            *o = d.field_offset(*f);
+        }
+        Self {
+            offsets,
+            nkv: d.block_table_width(),
+            has_mamba: d.has_mamba(),
+            decode_i64: d.decode_index_i64(),
+        }
+    }
+}
+
+/// Read-only views of one step's metadata, with exactly the lengths the kernels see.
+/// Mamba fields are `None` when absent this step (SEMANTICS §6 presence rules).
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataView<'a> {
+    bytes: &'a [u8],
+    info: &'a StepInfo,
+    offsets: FieldOffsets,
+}
+
+/// `mamba_batch_indices_decode` in the layout's index type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeIndices<'a> {
+    /// i32 indices.
+    I32(&'a [i32]),
+    /// i64 indices.
+    I64(&'a [i64]),
+}
+
+impl DecodeIndices<'_> {
+    /// The indices widened to i64.
+    pub fn to_vec(&self) -> Vec<i64> {
+        match self {
+            Self::I32(x) => x.iter().map(|&v| i64::from(v)).collect(),
+            Self::I64(x) => x.to_vec(),
+        }
+    }
+}
+
+impl<'a> MetadataView<'a> {
+    fn get<T: bytemuck::Pod>(&self, f: Field, len: usize) -> &'a [T] {
+        let off = self.offsets.offsets.get(f.index()).copied().unwrap_or(0);
+        self.bytes
+            .get(off..off + len * std::mem::size_of::<T>())
+            .and_then(|b| bytemuck::try_cast_slice(b).ok())
+            .unwrap_or(&[])
+    }
+
+    /// The step's info.
+    pub fn info(&self) -> &'a StepInfo {
+        self.info
+    }
+    fn tp(&self) -> usize {
+        self.info.padded.tokens as usize
+    }
+    fn np(&self) -> usize {
+        self.info.padded.requests() as usize
+    }
+    fn n(&self) -> usize {
+        (self.info.real.prefill + self.info.real.decode) as usize
+    }
+
+    /// `token_to_input_ids[Tp]`.
+    pub fn token_to_input_ids(&self) -> &'a [i64] {
+        self.get(Field::TokenToInputIds, self.tp())
+    }
+    /// `token_to_pos_ids[Tp]` (padding: 0 here, stale in Megatron).
+    pub fn token_to_pos_ids(&self) -> &'a [i64] {
+        self.get(Field::TokenToPosIds, self.tp())
+    }
+    /// `token_to_block_idx[Tp]`.
+    pub fn token_to_block_idx(&self) -> &'a [i64] {
+        self.get(Field::TokenToBlockIdx, self.tp())
+    }
+    /// `token_to_local_position_within_kv_block[Tp]`.
+    pub fn token_to_local_position_within_kv_block(&self) -> &'a [i32] {
+        self.get(Field::TokenToLocalPositionWithinKvBlock, self.tp())
+    }
+    /// `token_to_request_idx[Tp]` (padding: 0 here, stale in Megatron).
+    pub fn token_to_request_idx(&self) -> &'a [i32] {
+        self.get(Field::TokenToRequestIdx, self.tp())
+    }
+    /// `token_to_position_in_request[Tp]`.
+    pub fn token_to_position_in_request(&self) -> &'a [i32] {
+        self.get(Field::TokenToPositionInRequest, self.tp())
+    }
+    /// `request_in_prefill_status[Np]`.
+    pub fn request_in_prefill_status(&self) -> &'a [i32] {
+        self.get(Field::RequestInPrefillStatus, self.np())
+    }
+    /// `request_query_lengths[Np]`.
+    pub fn request_query_lengths(&self) -> &'a [i32] {
+        self.get(Field::RequestQueryLengths, self.np())
+    }
+    /// `request_kv_length_offsets[Np]`.
+    pub fn request_kv_length_offsets(&self) -> &'a [i32] {
+        self.get(Field::RequestKvLengthOffsets, self.np())
+    }
+    /// `temperature[Np]`.
+    pub fn temperature(&self) -> &'a [f32] {
+        self.get(Field::Temperature, self.np())
+    }
+    /// `top_k[Np]`.
+    pub fn top_k(&self) -> &'a [i32] {
+        self.get(Field::TopK, self.np())
+    }
+    /// `top_p[Np]`.
+    pub fn top_p(&self) -> &'a [f32] {
+        self.get(Field::TopP, self.np())
+    }
+    /// `active_request_last_token_idxs[Np]`.
+    pub fn active_request_last_token_idxs(&self) -> &'a [i32] {
+        self.get(Field::ActiveRequestLastTokenIdxs, self.np())
+    }
+    /// `real_token_count`.
+    pub fn real_token_count(&self) -> i32 {
+        self.get::<i32>(Field::RealTokenCount, 1)
+            .first()
+            .copied()
+            .unwrap_or(0)
+    }
+    /// `query_lengths[Np]`.
+    pub fn query_lengths(&self) -> &'a [i32] {
+        self.get(Field::MhaQueryLengths, self.np())
+    }
+    /// `cu_query_seq_lengths[Np+1]`.
+    pub fn cu_query_seq_lengths(&self) -> &'a [i32] {
+        self.get(Field::MhaCuQuerySeqLengths, self.np() + 1)
+    }
+    /// `kv_seq_lengths[Np]`.
+    pub fn kv_seq_lengths(&self) -> &'a [i32] {
+        self.get(Field::MhaKvSeqLengths, self.np())
+    }
+    /// `cu_kv_seq_lengths[Np+1]`.
+    pub fn cu_kv_seq_lengths(&self) -> &'a [i32] {
+        self.get(Field::MhaCuKvSeqLengths, self.np() + 1)
+    }
+    /// `block_table[Np, nkv]`, row-major.
+    pub fn block_table(&self) -> &'a [i32] {
+        self.get(Field::MhaBlockTable, self.np() * self.offsets.nkv)
+    }
+    /// Block-table width `nkv`.
+    pub fn block_table_width(&self) -> usize {
+        self.offsets.nkv
+    }
+    /// `max_seqlen_q`.
+    pub fn max_seqlen_q(&self) -> u32 {
+        self.info.max_seqlen_q
+    }
+    /// `max_seqlen_k`.
+    pub fn max_seqlen_k(&self) -> u32 {
+        self.info.max_seqlen_k
+    }
+
+    fn dp(&self) -> usize {
+        self.info.padded.decode as usize
+    }
+    fn fp(&self) -> usize {
+        self.info.padded.prefill as usize
+    }
+    fn prefill_present(&self) -> bool {
+        self.offsets.has_mamba && self.fp() > 0
+    }
+    fn when<T>(&self, present: bool, f: impl FnOnce() -> T) -> Option<T> {
+        present.then(f)
+    }
+
+    /// `batch_indices_decode[Dp]`, present when `Dp > 0`.
+    pub fn mamba_batch_indices_decode(&self) -> Option<DecodeIndices<'a>> {
+        self.when(self.offsets.has_mamba && self.dp() > 0, || {
+            if self.offsets.decode_i64 {
+                DecodeIndices::I64(self.get(Field::MambaBatchIndicesDecode, self.dp()))
+            } else {
+                DecodeIndices::I32(self.get(Field::MambaBatchIndicesDecode, self.dp()))
+            }
+        })
+    }
+    /// `batch_indices_prefill[Fp]`.
+    pub fn mamba_batch_indices_prefill(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaBatchIndicesPrefill, self.fp())
+        })
+    }
+    /// `seq_idx[1, Tp]`.
+    pub fn mamba_seq_idx(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaSeqIdx, self.tp())
+        })
+    }
+    /// `cu_seqlens[Fp+1]`.
+    pub fn mamba_cu_seqlens(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaCuSeqlens, self.fp() + 1)
+        })
+    }
+    /// `cu_chunk_seqlens[C+1]`.
+    pub fn mamba_cu_chunk_seqlens(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(
+                Field::MambaCuChunkSeqlens,
+                self.info.mamba_chunks as usize + 1,
+            )
+        })
+    }
+    /// `last_chunk_indices[Fp]`.
+    pub fn mamba_last_chunk_indices(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaLastChunkIndices, self.fp())
+        })
+    }
+    /// `seq_idx_for_varlen[C]`.
+    pub fn mamba_seq_idx_for_varlen(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaSeqIdxForVarlen, self.info.mamba_chunks as usize)
+        })
+    }
+    /// `conv_seq_idx[Tp]`.
+    pub fn mamba_conv_seq_idx(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaConvSeqIdx, self.tp())
+        })
+    }
+    /// `conv_seq_start[Tp]`.
+    pub fn mamba_conv_seq_start(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaConvSeqStart, self.tp())
+        })
+    }
+    /// `device_decode_prefill[2]`, present when `Dp > 0` and `Fp > 0`.
+    pub fn mamba_device_decode_prefill(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present() && self.dp() > 0, || {
+            self.get(Field::MambaDeviceDecodePrefill, 2)
+        })
+    }
+    /// `intermediate_chunk_indices[K]`.
+    pub fn mamba_intermediate_chunk_indices(&self) -> Option<&'a [i64]> {
+        self.when(self.prefill_present(), || {
+            self.get(
+                Field::MambaIntermediateChunkIndices,
+                self.info.intermediate_len as usize,
+            )
+        })
+    }
+    /// `intermediate_abs_positions[K]`.
+    pub fn mamba_intermediate_abs_positions(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(
+                Field::MambaIntermediateAbsPositions,
+                self.info.intermediate_len as usize,
+            )
+        })
+    }
+    /// `intermediate_real_count[1]`.
+    pub fn mamba_intermediate_real_count(&self) -> Option<&'a [i32]> {
+        self.when(self.prefill_present(), || {
+            self.get(Field::MambaIntermediateRealCount, 1)
+        })
+    }
+    /// Real active requests `N`.
+    pub fn active_requests(&self) -> usize {
+        self.n()
+    }
+}

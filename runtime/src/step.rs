@@ -1,0 +1,123 @@
+//! Step inputs: the request rows of one inference step, in context order.
+
+/// What a request row does this step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Holds KV blocks and a Mamba slot but contributes no tokens.
+    Paused,
+    /// Generates: `speculative_tokens + 1` tokens.
+    Decode,
+    /// Processes (a chunk of) its prompt.
+    Prefill,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::Decode => "decode",
+            Self::Prefill => "prefill",
+        }
+    }
+}
+
+/// Sampling parameters carried in the request staging arrays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Temperature.
+    pub temperature: f32,
+    /// Top-k (0: off).
+    pub top_k: i32,
+    /// Top-p (0.0: off).
+    pub top_p: f32,
+}
+
+impl Sampling {
+    /// The values padded rows get (Megatron's pad values).
+    pub const PAD: Self = Self {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 0.0,
+    };
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self::PAD
+    }
+}
+
+/// One request row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestRow<'a> {
+    /// Paused, decode or prefill.
+    pub phase: Phase,
+    /// Tokens it contributes this step (`q`); ignored for paused rows.
+    pub query_length: u32,
+    /// Tokens already in its KV cache (`kv_off`).
+    pub kv_offset: u32,
+    /// Its KV block ids, block `j` holding positions `j*B .. j*B+B-1`; `-1` marks no block.
+    pub blocks: &'a [i32],
+    /// Its Mamba state slot (`-1`: none; required on active rows of Mamba layouts).
+    pub mamba_slot: i32,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+}
+
+impl<'a> RequestRow<'a> {
+    /// A decode row (query length `s + 1`).
+    pub fn decode(query_length: u32, kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
+        Self {
+            phase: Phase::Decode,
+            query_length,
+            kv_offset,
+            blocks,
+            mamba_slot,
+            sampling: Sampling::PAD,
+        }
+    }
+
+    /// A prefill row (a prompt chunk of `query_length` tokens after `kv_offset`).
+    pub fn prefill(
+        query_length: u32,
+        kv_offset: u32,
+        blocks: &'a [i32],
+        mamba_slot: i32,
+    ) -> Self {
+        Self {
+            phase: Phase::Prefill,
+            ..Self::decode(query_length, kv_offset, blocks, mamba_slot)
+        }
+    }
+
+    /// A paused row.
+    pub fn paused(kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
+        Self {
+            phase: Phase::Paused,
+            ..Self::decode(0, kv_offset, blocks, mamba_slot)
+        }
+    }
+}
+
+/// Up to three token offsets into one prefill request's chunk at which the Mamba state is
+/// extracted (prefix caching), SEMANTICS §6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IntermediateOffsets {
+    /// How many of `offsets` are used (0..=3).
+    pub count: u8,
+    /// The offsets; each in `(0, query_length)`.
+    pub offsets: [u32; 3],
+}
+
+/// Everything one step needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepInput<'a> {
+    /// Rows in context order: paused, then decode, then prefill.
+    pub rows: &'a [RequestRow<'a>],
+    /// Token ids of the active tokens in row order; `None` leaves the real entries of
+    /// `token_to_input_ids` as they are (an engine that writes sampled ids on the device).
+    pub token_ids: Option<&'a [i64]>,
+    /// Per prefill request, Mamba intermediate offsets; `None` when not used.
+    pub intermediate: Option<&'a [IntermediateOffsets]>,
+}
