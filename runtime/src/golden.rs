@@ -640,6 +640,7 @@ fn replay_slots(
             }
             "free_slot" => {
                 let slot = op.get("slot").and_then(Value::as_i64).ok_or("no slot")?;
+                let slot = i32::try_from(slot).map_err(|_| format!("slot {slot} out of i32"))?;
                 pool.free(slot).map(|()| None)
             }
             "free_slots" => {
@@ -671,7 +672,7 @@ fn replay_slots(
         match (want_error, outcome) {
             (Some(_), Err(_)) => {}
             (Some(e), Ok(got)) => cmp.miss(&field("error"), None, e.to_owned(), format!("accepted: {got:?}")),
-            (None, Err(AllocError::DoubleFree { id })) => {
+            (None, Err(AllocError::DoubleFree { id, .. })) => {
                 deviations.push(format!(
                     "record {line} ops[{j}]: {name}({id}) accepted by Megatron (a double free), rejected here by design"
                 ));

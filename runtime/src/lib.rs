@@ -5,10 +5,14 @@
 //! Mamba slot pool, and the command line tool.
 
 pub mod alloc;
+pub mod bench;
 pub mod dims;
 pub mod error;
 pub mod fill;
+#[cfg(feature = "golden")]
+pub mod golden;
 pub mod metadata;
+pub mod scenarios;
 pub mod step;
 
 pub use attention_layout_codegen as codegen;

@@ -1,1 +1,92 @@
-fn main() {}
+//! `attention-layout`: replay golden records, time the fill, inspect layouts, simulate a
+//! serving workload.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use attention_layout::{bench, golden, scenarios};
+
+#[derive(Parser)]
+#[command(name = "attention-layout", version, about = "Megatron-exact attention / Mamba step metadata")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay Megatron golden records (JSONL) and compare every array and scalar.
+    Replay {
+        /// The JSONL file.
+        file: PathBuf,
+        /// Print at most this many mismatches.
+        #[arg(long, default_value_t = 50)]
+        max_mismatches: usize,
+    },
+    /// Time the metadata build for the five benchmark scenarios.
+    Bench {
+        /// Steps timed per scenario.
+        #[arg(long, default_value_t = 20_000)]
+        steps: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay {
+            file,
+            max_mismatches,
+        } => replay(&file, max_mismatches),
+        Command::Bench { steps } => run_bench(steps),
+    }
+}
+
+fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let report = golden::replay(&text);
+    for (kind, (pass, fail)) in &report.kinds {
+        println!("{kind:>14}: {pass} passed, {fail} failed");
+    }
+    for d in &report.deviations {
+        println!("documented deviation: {d}");
+    }
+    for m in report.mismatches.iter().take(max_mismatches) {
+        println!("MISMATCH {m}");
+    }
+    if report.mismatches.len() > max_mismatches {
+        println!("... {} more mismatches", report.mismatches.len() - max_mismatches);
+    }
+    println!("{} passed, {} failed", report.passed(), report.failed());
+    if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_bench(steps: usize) -> ExitCode {
+    println!("host fill, CPU backend, one thread, {steps} steps per scenario");
+    println!("{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}", "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B");
+    for s in scenarios::all() {
+        match bench::time_host_fill(&s, steps) {
+            Ok(t) => println!(
+                "{:<40} {:>7} {:>7} {:>10.2} {:>10.2} {:>9}",
+                t.name, t.tokens, t.graphed, t.median_us, t.p99_us, t.buffer_bytes
+            ),
+            Err(e) => {
+                eprintln!("error: {}: {e}", s.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,95 @@
+//! Host-fill timing for `attention-layout bench`: each scenario's step is built many
+//! times, alternating with a copy whose decode rows advanced one token (as in a real
+//! decode loop), and every step is timed on its own.
+
+use std::time::Instant;
+
+use attention_layout_codegen::Geometry;
+
+use crate::dims::RuntimeDims;
+use crate::metadata::HostMetadata;
+use crate::scenarios::Scenario;
+use crate::step::{Phase, RequestRow, StepInput};
+
+/// Timing of one scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Scenario name.
+    pub name: &'static str,
+    /// Steps timed.
+    pub steps: usize,
+    /// Median per-step time, microseconds.
+    pub median_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Tokens per step.
+    pub tokens: u32,
+    /// Whether a graph bucket matched.
+    pub graphed: bool,
+    /// Bytes of the coalesced buffer.
+    pub buffer_bytes: usize,
+}
+
+/// Times the host fill of `scenario` over `steps` steps (after a warm-up).
+pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, String> {
+    let geometry = Geometry::new(&scenario.spec).map_err(|e| e.to_string())?;
+    let buffer_bytes = geometry.total_bytes;
+    let mut meta = HostMetadata::new(RuntimeDims::new(geometry));
+    let rows = scenario.rows();
+    let bs = scenario.spec.block_size as usize;
+    // The same step one token later: decode rows advance by one position.
+    let advanced: Vec<RequestRow<'_>> = rows
+        .iter()
+        .map(|r| {
+            let mut r = *r;
+            if r.phase == Phase::Decode
+                && (r.kv_offset + 1 + r.query_length) as usize <= r.blocks.len() * bs
+            {
+                r.kv_offset += 1;
+            }
+            r
+        })
+        .collect();
+    let ids = scenario.token_ids();
+    let inputs = [
+        StepInput {
+            rows: &rows,
+            token_ids: Some(&ids),
+            intermediate: None,
+        },
+        StepInput {
+            rows: &advanced,
+            token_ids: Some(&ids),
+            intermediate: None,
+        },
+    ];
+    let info = *meta.fill(&inputs[0]).map_err(|e| e.to_string())?;
+    for i in 0..steps.min(2000) {
+        meta.fill(&inputs[i % 2]).map_err(|e| e.to_string())?;
+    }
+    let mut samples = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let input = &inputs[i % 2];
+        let t0 = Instant::now();
+        let r = meta.fill(input);
+        let dt = t0.elapsed();
+        r.map_err(|e| e.to_string())?;
+        samples.push(dt.as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(Timing {
+        name: scenario.name,
+        steps,
+        median_us: pick(0.5),
+        p99_us: pick(0.99),
+        tokens: scenario.tokens(),
+        graphed: info.graphed(),
+        buffer_bytes,
+    })
+}

@@ -1,0 +1,299 @@
+//! Every kind of bad step input gets its typed error, and a rejected step leaves the
+//! previously built metadata byte for byte as it was.
+
+use attention_layout::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};
+use attention_layout::{
+    Geometry, HostMetadata, IntermediateOffsets, Phase, RequestRow, RuntimeDims, StepError,
+    StepInput,
+};
+
+/// R=8, T=64, B=4, S=32, s=1, hybrid, Pk=17 (dummy 16), Kmax = min(16, 24) = 16.
+fn spec() -> LayoutSpec {
+    LayoutSpec {
+        name: None,
+        source: None,
+        model: ModelKind::Hybrid,
+        max_requests: 8,
+        max_tokens: 64,
+        max_seq_len: 32,
+        block_size: 4,
+        speculative_tokens: 1,
+        tensor_parallel: 1,
+        decode_index_dtype: Default::default(),
+        kv_pool_blocks: Some(17),
+        mamba: Some(MambaSpec {
+            chunk_size: 4,
+            conv_width: 4,
+        }),
+        graphs: GraphSpec::default(),
+        memory: None,
+    }
+}
+
+const B0: &[i32] = &[0, 1];
+const B1: &[i32] = &[2, 3, 4];
+const B2: &[i32] = &[5, 6];
+
+/// A valid step: one decode, one prefill.
+fn good_rows() -> Vec<RequestRow<'static>> {
+    vec![
+        RequestRow::decode(2, 5, B0, 0),
+        RequestRow::prefill(6, 4, B1, 1),
+    ]
+}
+
+/// Fills a valid step, then `bad`, and checks the error kind and that nothing changed.
+fn rejects(bad: StepInput<'_>, kind: &str) -> StepError {
+    let mut m = HostMetadata::new(RuntimeDims::new(Geometry::new(&spec()).unwrap()));
+    let rows = good_rows();
+    m.fill(&StepInput {
+        rows: &rows,
+        ..Default::default()
+    })
+    .unwrap();
+    let before = m.bytes().to_vec();
+    let info = *m.info();
+    let err = m.fill(&bad).unwrap_err();
+    assert_eq!(err.kind(), kind, "{err}");
+    assert_eq!(m.bytes(), before.as_slice(), "buffer changed after {err}");
+    assert_eq!(*m.info(), info, "step info changed after {err}");
+    // And the metadata is still usable: the good step again gives the same bytes.
+    m.fill(&StepInput {
+        rows: &rows,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(m.bytes(), before.as_slice());
+    err
+}
+
+fn input<'a>(rows: &'a [RequestRow<'a>]) -> StepInput<'a> {
+    StepInput {
+        rows,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn too_many_requests() {
+    let rows: Vec<_> = (0..9)
+        .map(|i| RequestRow::paused(0, &[], i))
+        .collect();
+    let e = rejects(input(&rows), "too_many_requests");
+    assert!(e.to_string().contains("max_requests = 8"));
+}
+
+#[test]
+fn too_many_tokens() {
+    let blocks: Vec<i32> = (0..7).collect();
+    let rows: Vec<_> = (0..3)
+        .map(|i| RequestRow::prefill(22 + i as u32, 0, &blocks, i as i32))
+        .collect();
+    let e = rejects(input(&rows), "too_many_tokens");
+    assert_eq!(
+        e,
+        StepError::TooManyTokens {
+            tokens: 69,
+            limit: 64
+        }
+    );
+}
+
+#[test]
+fn zero_query_length_on_an_active_row() {
+    let rows = [RequestRow::prefill(0, 0, B0, 0)];
+    assert_eq!(
+        rejects(input(&rows), "zero_query_length"),
+        StepError::ZeroQueryLength { row: 0 }
+    );
+}
+
+#[test]
+fn sequence_beyond_max_seq_len() {
+    let blocks: Vec<i32> = (0..8).collect();
+    let rows = [RequestRow::prefill(4, 30, &blocks, 0)];
+    let e = rejects(input(&rows), "sequence_too_long");
+    assert!(e.to_string().contains("request 0"));
+    assert!(e.to_string().contains("max_seq_len = 32"));
+}
+
+#[test]
+fn block_outside_the_pool() {
+    let rows = [RequestRow::decode(2, 1, &[16], 0)];
+    let e = rejects(input(&rows), "block_out_of_range");
+    assert_eq!(
+        e,
+        StepError::BlockOutOfRange {
+            row: 0,
+            index: 0,
+            id: 16,
+            limit: 16
+        }
+    );
+    let rows = [RequestRow::decode(2, 1, &[-5], 0)];
+    rejects(input(&rows), "block_out_of_range");
+}
+
+#[test]
+fn too_few_blocks_for_the_positions_written() {
+    // Positions 3..5 need blocks 0 and 1; only block 0 given.
+    let rows = [RequestRow::decode(2, 3, &[7], 0)];
+    let e = rejects(input(&rows), "missing_block");
+    assert_eq!(
+        e,
+        StepError::MissingBlock {
+            row: 0,
+            position: 4,
+            index: 1,
+            count: 1
+        }
+    );
+    // A -1 hole where a position lands.
+    let rows = [RequestRow::prefill(8, 0, &[7, -1], 0)];
+    rejects(input(&rows), "missing_block");
+}
+
+#[test]
+fn too_many_block_ids() {
+    let blocks: Vec<i32> = (0..10).collect();
+    let rows = [RequestRow::decode(2, 1, &blocks, 0)];
+    rejects(input(&rows), "too_many_blocks");
+}
+
+#[test]
+fn decode_after_prefill() {
+    let rows = [
+        RequestRow::prefill(3, 0, B0, 0),
+        RequestRow::decode(2, 3, B2, 1),
+    ];
+    let e = rejects(input(&rows), "phase_order");
+    assert!(e.to_string().contains("request 1: a decode row after a prefill row"));
+    let rows = [
+        RequestRow::decode(2, 3, B2, 1),
+        RequestRow::paused(0, &[], 2),
+    ];
+    rejects(input(&rows), "phase_order");
+}
+
+#[test]
+fn decode_query_length_must_be_spec_plus_one() {
+    let rows = [RequestRow::decode(1, 3, B2, 1)];
+    assert_eq!(
+        rejects(input(&rows), "decode_query_length"),
+        StepError::DecodeQueryLength {
+            row: 0,
+            got: 1,
+            expected: 2
+        }
+    );
+}
+
+#[test]
+fn missing_mamba_slot() {
+    let rows = [RequestRow::decode(2, 3, B2, -1)];
+    rejects(input(&rows), "missing_mamba_slot");
+}
+
+#[test]
+fn duplicated_mamba_slot() {
+    let rows = [
+        RequestRow::paused(3, B2, 4),
+        RequestRow::decode(2, 3, B0, 4),
+    ];
+    assert_eq!(
+        rejects(input(&rows), "duplicate_mamba_slot"),
+        StepError::DuplicateMambaSlot {
+            row: 1,
+            slot: 4,
+            other: 0
+        }
+    );
+}
+
+#[test]
+fn mamba_slot_out_of_range() {
+    let rows = [RequestRow::decode(2, 3, B0, 8)];
+    rejects(input(&rows), "mamba_slot_out_of_range");
+}
+
+#[test]
+fn more_intermediate_offsets_than_capacity() {
+    // Kmax = 16 here; 6 prefill rows with 3 offsets each = 18.
+    let blocks: Vec<Vec<i32>> = (0..6).map(|i| vec![2 * i, 2 * i + 1]).collect();
+    let rows: Vec<_> = (0..6)
+        .map(|i| RequestRow::prefill(8, 0, &blocks[i], i as i32))
+        .collect();
+    let three = IntermediateOffsets {
+        count: 3,
+        offsets: [1, 2, 4],
+    };
+    let inter = [three; 6];
+    let e = rejects(
+        StepInput {
+            rows: &rows,
+            token_ids: None,
+            intermediate: Some(&inter),
+        },
+        "too_many_intermediates",
+    );
+    assert_eq!(
+        e,
+        StepError::TooManyIntermediates {
+            count: 18,
+            limit: 16
+        }
+    );
+}
+
+#[test]
+fn bad_intermediate_offsets() {
+    let rows = good_rows();
+    let wrong_len = [IntermediateOffsets::default(); 2];
+    rejects(
+        StepInput {
+            rows: &rows,
+            token_ids: None,
+            intermediate: Some(&wrong_len),
+        },
+        "intermediate_length",
+    );
+    let at_end = [IntermediateOffsets {
+        count: 1,
+        offsets: [6, 0, 0],
+    }];
+    rejects(
+        StepInput {
+            rows: &rows,
+            token_ids: None,
+            intermediate: Some(&at_end),
+        },
+        "intermediate_offset",
+    );
+}
+
+#[test]
+fn token_ids_of_the_wrong_length() {
+    let rows = good_rows();
+    rejects(
+        StepInput {
+            rows: &rows,
+            token_ids: Some(&[1, 2, 3]),
+            intermediate: None,
+        },
+        "token_ids_length",
+    );
+}
+
+#[test]
+fn paused_rows_are_checked_but_contribute_nothing() {
+    let mut m = HostMetadata::new(RuntimeDims::new(Geometry::new(&spec()).unwrap()));
+    let rows = [
+        RequestRow::paused(7, B2, 3),
+        RequestRow::decode(2, 5, B0, 0),
+    ];
+    let info = *m.fill(&input(&rows)).unwrap();
+    assert_eq!(info.paused, 1);
+    assert_eq!(info.real.decode, 1);
+    assert_eq!(m.view().token_to_request_idx()[0], 1);
+    assert_eq!(rows[0].phase, Phase::Paused);
+}

@@ -1,0 +1,410 @@
+//! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field.
+
+use attention_layout::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
+use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
+use attention_layout::{
+    BatchDims, DecodeIndices, Geometry, HostMetadata, IntermediateOffsets, RequestRow,
+    RuntimeDims, StepInput,
+};
+
+/// §11's common config: R=8, T=64, B=4, S=32, s=0, tp=1, hybrid, cs=4, d_conv=4, Pk=17.
+fn common() -> LayoutSpec {
+    LayoutSpec {
+        name: None,
+        source: None,
+        model: ModelKind::Hybrid,
+        max_requests: 8,
+        max_tokens: 64,
+        max_seq_len: 32,
+        block_size: 4,
+        speculative_tokens: 0,
+        tensor_parallel: 1,
+        decode_index_dtype: Default::default(),
+        kv_pool_blocks: Some(17),
+        mamba: Some(MambaSpec {
+            chunk_size: 4,
+            conv_width: 4,
+        }),
+        graphs: GraphSpec::default(),
+        memory: None,
+    }
+}
+
+fn meta(spec: &LayoutSpec) -> HostMetadata<RuntimeDims> {
+    HostMetadata::new(RuntimeDims::new(Geometry::new(spec).unwrap()))
+}
+
+fn rep(v: i32, n: usize) -> Vec<i32> {
+    vec![v; n]
+}
+
+fn cat(parts: &[&[i32]]) -> Vec<i32> {
+    parts.concat()
+}
+
+fn decode_idx(d: Option<DecodeIndices<'_>>) -> Option<Vec<i64>> {
+    d.map(|d| d.to_vec())
+}
+
+#[test]
+fn a_three_decode_two_prefill_graphed_padded_to_eight() {
+    let spec = common();
+    assert_eq!(Geometry::new(&spec).unwrap().buckets.len(), 24);
+    let mut m = meta(&spec);
+    let b = [vec![3, 7], vec![0, 1, 2], vec![4], vec![8, 9], vec![10, 11]];
+    let rows = [
+        RequestRow::decode(1, 5, &b[0], 6),
+        RequestRow::decode(1, 8, &b[1], 5),
+        RequestRow::decode(1, 2, &b[2], 7),
+        RequestRow::prefill(6, 0, &b[3], 4),
+        RequestRow::prefill(3, 4, &b[4], 3),
+    ];
+    let info = *m
+        .fill(&StepInput {
+            rows: &rows,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(info.real, BatchDims::new(12, 2, 3));
+    assert_eq!(info.padded, BatchDims::new(16, 2, 6));
+    assert!(info.graphed());
+    let v = m.view();
+    assert_eq!(v.query_lengths(), [1, 1, 1, 6, 3, 0, 0, 0]);
+    assert_eq!(v.cu_query_seq_lengths(), [0, 1, 2, 3, 9, 12, 12, 12, 12]);
+    assert_eq!(v.kv_seq_lengths(), [6, 9, 3, 6, 7, 0, 0, 0]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0, 6, 15, 18, 24, 31, 31, 31, 31]);
+    let bt = cat(&[
+        &[3, 7],
+        &rep(16, 6),
+        &[0, 1, 2],
+        &rep(16, 5),
+        &[4],
+        &rep(16, 7),
+        &[8, 9],
+        &rep(16, 6),
+        &[10, 11],
+        &rep(16, 6),
+        &rep(16, 24),
+    ]);
+    assert_eq!(v.block_table(), bt.as_slice());
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (16, 32));
+    assert_eq!(
+        &v.token_to_pos_ids()[..12],
+        [5, 8, 2, 0, 1, 2, 3, 4, 5, 4, 5, 6]
+    );
+    assert_eq!(
+        v.token_to_block_idx(),
+        [7, 2, 4, 8, 8, 8, 8, 9, 9, 11, 11, 11, 16, 16, 16, 16]
+    );
+    assert_eq!(
+        v.token_to_local_position_within_kv_block(),
+        [1, 0, 2, 0, 1, 2, 3, 0, 1, 0, 1, 2, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        &v.token_to_request_idx()[..12],
+        [0, 1, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4]
+    );
+    assert_eq!(
+        v.token_to_position_in_request(),
+        [5, 8, 2, 0, 1, 2, 3, 4, 5, 4, 5, 6, 0, 0, 0, 0]
+    );
+    // Flat slots block * B + local.
+    let slots: Vec<i64> = v
+        .token_to_block_idx()
+        .iter()
+        .zip(v.token_to_local_position_within_kv_block())
+        .map(|(&b, &l)| b * 4 + i64::from(l))
+        .collect();
+    assert_eq!(
+        slots,
+        [29, 8, 18, 32, 33, 34, 35, 36, 37, 44, 45, 46, 64, 64, 64, 64]
+    );
+    assert_eq!(v.active_request_last_token_idxs(), [0, 1, 2, 8, 11, 0, 0, 0]);
+    assert_eq!(v.real_token_count(), 12);
+    assert_eq!(
+        decode_idx(v.mamba_batch_indices_decode()),
+        Some(vec![6, 5, 7, -1, -1, -1])
+    );
+    assert_eq!(v.mamba_batch_indices_prefill(), Some(&[4, 3][..]));
+    let seq = cat(&[&rep(0, 6), &rep(1, 3), &rep(-1, 7)]);
+    assert_eq!(v.mamba_seq_idx(), Some(seq.as_slice()));
+    assert_eq!(v.mamba_cu_seqlens(), Some(&[0, 6, 9][..]));
+    assert_eq!(v.mamba_cu_chunk_seqlens(), Some(&[0, 4, 6, 9, 9, 9, 9][..]));
+    assert_eq!(v.mamba_last_chunk_indices(), Some(&[1, 2][..]));
+    assert_eq!(v.mamba_seq_idx_for_varlen(), Some(&[0, 0, 1, 0, 0, 0][..]));
+    let conv_idx = cat(&[&rep(0, 6), &rep(1, 3), &rep(0, 7)]);
+    assert_eq!(v.mamba_conv_seq_idx(), Some(conv_idx.as_slice()));
+    let conv_start = cat(&[&rep(0, 6), &rep(6, 3), &rep(0, 7)]);
+    assert_eq!(v.mamba_conv_seq_start(), Some(conv_start.as_slice()));
+    assert_eq!(v.mamba_device_decode_prefill(), Some(&[3, 9][..]));
+    assert_eq!(v.mamba_intermediate_chunk_indices(), Some(&[0i64; 6][..]));
+    assert_eq!(v.mamba_intermediate_abs_positions(), Some(&[4; 6][..]));
+    assert_eq!(v.mamba_intermediate_real_count(), Some(&[0][..]));
+}
+
+#[test]
+fn b_eager_mixed_with_paused_row_and_speculative_decoding() {
+    let mut spec = common();
+    spec.speculative_tokens = 1;
+    spec.graphs.count = GraphCount::Off;
+    spec.mamba = Some(MambaSpec {
+        chunk_size: 8,
+        conv_width: 4,
+    });
+    let g = Geometry::new(&spec).unwrap();
+    assert_eq!(g.block_table_width, 9);
+    let mut m = meta(&spec);
+    let b = [vec![5, 6, 9], vec![0, 1], vec![2, 3], vec![4, 8]];
+    let rows = [
+        RequestRow::paused(10, &b[0], 7),
+        RequestRow::decode(2, 6, &b[1], 6),
+        RequestRow::decode(2, 3, &b[2], 5),
+        RequestRow::prefill(5, 0, &b[3], 4),
+    ];
+    let info = *m
+        .fill(&StepInput {
+            rows: &rows,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(info.real, BatchDims::new(9, 1, 2));
+    assert_eq!(info.padded, BatchDims::new(64, 2, 2));
+    assert!(!info.graphed());
+    let v = m.view();
+    assert_eq!(v.query_lengths(), [2, 2, 5, 0]);
+    assert_eq!(v.cu_query_seq_lengths(), [0, 2, 4, 9, 9]);
+    assert_eq!(v.kv_seq_lengths(), [8, 5, 5, 0]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0, 8, 13, 18, 18]);
+    let bt = cat(&[
+        &[0, 1],
+        &rep(16, 7),
+        &[2, 3],
+        &rep(16, 7),
+        &[4, 8],
+        &rep(16, 7),
+        &rep(16, 9),
+    ]);
+    assert_eq!(v.block_table(), bt.as_slice());
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (5, 8));
+    assert_eq!(&v.token_to_pos_ids()[..9], [6, 7, 3, 4, 0, 1, 2, 3, 4]);
+    let blocks: Vec<i64> = [1, 1, 2, 3, 4, 4, 4, 4, 8]
+        .into_iter()
+        .chain(std::iter::repeat_n(16, 55))
+        .collect();
+    assert_eq!(v.token_to_block_idx(), blocks.as_slice());
+    let local = cat(&[&[2, 3, 3, 0, 0, 1, 2, 3, 0], &rep(0, 55)]);
+    assert_eq!(
+        v.token_to_local_position_within_kv_block(),
+        local.as_slice()
+    );
+    assert_eq!(&v.token_to_request_idx()[..9], [1, 1, 2, 2, 3, 3, 3, 3, 3]);
+    assert_eq!(v.active_request_last_token_idxs(), [1, 3, 8, 0]);
+    assert_eq!(decode_idx(v.mamba_batch_indices_decode()), Some(vec![6, 5]));
+    assert_eq!(v.mamba_batch_indices_prefill(), Some(&[4, -1][..]));
+    let seq = cat(&[&rep(0, 5), &rep(-1, 59)]);
+    assert_eq!(v.mamba_seq_idx(), Some(seq.as_slice()));
+    assert_eq!(v.mamba_cu_seqlens(), Some(&[0, 5, 5][..]));
+    let chunks = cat(&[&[0], &rep(5, 10)]);
+    assert_eq!(v.mamba_cu_chunk_seqlens(), Some(chunks.as_slice()));
+    assert_eq!(v.mamba_last_chunk_indices(), Some(&[0, 1][..]));
+    let varlen = cat(&[&[0, 1], &rep(0, 8)]);
+    assert_eq!(v.mamba_seq_idx_for_varlen(), Some(varlen.as_slice()));
+    assert_eq!(v.mamba_conv_seq_idx(), Some(&rep(0, 64)[..]));
+    assert_eq!(v.mamba_conv_seq_start(), Some(&rep(0, 64)[..]));
+    assert_eq!(v.mamba_device_decode_prefill(), Some(&[4, 5][..]));
+    assert_eq!(v.mamba_intermediate_chunk_indices(), Some(&[0i64; 6][..]));
+    assert_eq!(v.mamba_intermediate_abs_positions(), Some(&[4; 6][..]));
+    assert_eq!(v.mamba_intermediate_real_count(), Some(&[0][..]));
+}
+
+#[test]
+fn c_decode_only_graphed_with_padding() {
+    let mut m = meta(&common());
+    let b = [vec![2], vec![0, 1], vec![3, 4, 5]];
+    let rows = [
+        RequestRow::decode(1, 3, &b[0], 7),
+        RequestRow::decode(1, 4, &b[1], 6),
+        RequestRow::decode(1, 9, &b[2], 5),
+    ];
+    let info = *m
+        .fill(&StepInput {
+            rows: &rows,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(info.padded, BatchDims::new(4, 0, 4));
+    let v = m.view();
+    assert_eq!(v.query_lengths(), [1, 1, 1, 0]);
+    assert_eq!(v.cu_query_seq_lengths(), [0, 1, 2, 3, 3]);
+    assert_eq!(v.kv_seq_lengths(), [4, 5, 10, 0]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0, 4, 9, 19, 19]);
+    let bt = cat(&[
+        &[2],
+        &rep(16, 7),
+        &[0, 1],
+        &rep(16, 6),
+        &[3, 4, 5],
+        &rep(16, 5),
+        &rep(16, 8),
+    ]);
+    assert_eq!(v.block_table(), bt.as_slice());
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (1, 32));
+    assert_eq!(&v.token_to_pos_ids()[..3], [3, 4, 9]);
+    assert_eq!(v.token_to_block_idx(), [2, 1, 5, 16]);
+    assert_eq!(v.token_to_local_position_within_kv_block(), [3, 0, 1, 0]);
+    assert_eq!(v.active_request_last_token_idxs(), [0, 1, 2, 0]);
+    assert_eq!(
+        decode_idx(v.mamba_batch_indices_decode()),
+        Some(vec![7, 6, 5, -1])
+    );
+    assert_eq!(v.mamba_batch_indices_prefill(), None);
+    assert_eq!(v.mamba_seq_idx(), None);
+    assert_eq!(v.mamba_cu_chunk_seqlens(), None);
+    assert_eq!(v.mamba_device_decode_prefill(), None);
+    assert_eq!(v.mamba_intermediate_chunk_indices(), None);
+}
+
+#[test]
+fn d_prefill_only_eager_with_intermediate_extraction() {
+    let mut spec = common();
+    spec.graphs.count = GraphCount::Off;
+    spec.block_size = 16;
+    spec.max_seq_len = 64;
+    spec.kv_pool_blocks = Some(9);
+    spec.mamba = Some(MambaSpec {
+        chunk_size: 16,
+        conv_width: 4,
+    });
+    let g = Geometry::new(&spec).unwrap();
+    assert_eq!((g.block_table_width, g.max_intermediate), (4, 4));
+    let mut m = meta(&spec);
+    let b = [vec![0, 1], vec![2, 3, 4], vec![5], vec![6]];
+    let rows = [
+        RequestRow::prefill(30, 0, &b[0], 7),
+        RequestRow::prefill(20, 16, &b[1], 6),
+        RequestRow::prefill(10, 0, &b[2], 5),
+        RequestRow::prefill(4, 0, &b[3], 4),
+    ];
+    let one = |o| IntermediateOffsets {
+        count: 1,
+        offsets: [o, 0, 0],
+    };
+    let inter = [one(16), one(16), Default::default(), Default::default()];
+    let info = *m
+        .fill(&StepInput {
+            rows: &rows,
+            token_ids: None,
+            intermediate: Some(&inter),
+        })
+        .unwrap();
+    assert_eq!(info.real, BatchDims::new(64, 4, 0));
+    assert_eq!(info.padded, BatchDims::new(64, 4, 0));
+    let v = m.view();
+    assert_eq!(v.query_lengths(), [30, 20, 10, 4]);
+    assert_eq!(v.cu_query_seq_lengths(), [0, 30, 50, 60, 64]);
+    assert_eq!(v.kv_seq_lengths(), [30, 36, 10, 4]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0, 30, 66, 76, 80]);
+    assert_eq!(
+        v.block_table(),
+        [0, 1, 8, 8, 2, 3, 4, 8, 5, 8, 8, 8, 6, 8, 8, 8]
+    );
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (30, 36));
+    let blocks: Vec<i64> = [(0, 16), (1, 14), (3, 16), (4, 4), (5, 10), (6, 4)]
+        .iter()
+        .flat_map(|&(b, n)| std::iter::repeat_n(b, n))
+        .collect();
+    assert_eq!(v.token_to_block_idx(), blocks.as_slice());
+    assert_eq!(decode_idx(v.mamba_batch_indices_decode()), None);
+    assert_eq!(v.mamba_batch_indices_prefill(), Some(&[7, 6, 5, 4][..]));
+    let seq = cat(&[&rep(0, 30), &rep(1, 20), &rep(2, 10), &rep(3, 4)]);
+    assert_eq!(v.mamba_seq_idx(), Some(seq.as_slice()));
+    assert_eq!(v.mamba_cu_seqlens(), Some(&[0, 30, 50, 60, 64][..]));
+    assert_eq!(
+        v.mamba_cu_chunk_seqlens(),
+        Some(&[0, 16, 30, 46, 50, 60, 64, 64, 64][..])
+    );
+    assert_eq!(v.mamba_last_chunk_indices(), Some(&[1, 3, 4, 5][..]));
+    assert_eq!(
+        v.mamba_seq_idx_for_varlen(),
+        Some(&[0, 0, 1, 1, 2, 3, 0, 0][..])
+    );
+    assert_eq!(v.mamba_conv_seq_idx(), Some(seq.as_slice()));
+    let start = cat(&[&rep(0, 30), &rep(30, 20), &rep(50, 10), &rep(60, 4)]);
+    assert_eq!(v.mamba_conv_seq_start(), Some(start.as_slice()));
+    assert_eq!(v.mamba_device_decode_prefill(), None);
+    assert_eq!(
+        v.mamba_intermediate_chunk_indices(),
+        Some(&[0i64, 2, 0, 0][..])
+    );
+    assert_eq!(
+        v.mamba_intermediate_abs_positions(),
+        Some(&[16, 46, 4, 4][..])
+    );
+    assert_eq!(v.mamba_intermediate_real_count(), Some(&[2][..]));
+    assert_eq!(info.intermediate_count, 2);
+}
+
+#[test]
+fn e_zero_requests_with_and_without_graphs() {
+    let mut m = meta(&common());
+    let info = *m.fill(&StepInput::default()).unwrap();
+    assert_eq!(info.padded, BatchDims::new(1, 0, 1));
+    let v = m.view();
+    assert_eq!(v.query_lengths(), [0]);
+    assert_eq!(v.cu_query_seq_lengths(), [0, 0]);
+    assert_eq!(v.kv_seq_lengths(), [0]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0, 0]);
+    assert_eq!(v.block_table(), rep(16, 8).as_slice());
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (1, 32));
+    assert_eq!(v.token_to_block_idx(), [16]);
+    assert_eq!(v.token_to_local_position_within_kv_block(), [0]);
+    assert_eq!(decode_idx(v.mamba_batch_indices_decode()), Some(vec![-1]));
+    assert_eq!(v.mamba_batch_indices_prefill(), None);
+
+    let mut spec = common();
+    spec.graphs.count = GraphCount::Off;
+    let mut m = meta(&spec);
+    let info = *m.fill(&StepInput::default()).unwrap();
+    assert_eq!(info.padded, BatchDims::new(0, 0, 0));
+    let v = m.view();
+    assert!(v.query_lengths().is_empty());
+    assert_eq!(v.cu_query_seq_lengths(), [0]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0]);
+    assert!(v.block_table().is_empty());
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (1, 1));
+    assert_eq!(decode_idx(v.mamba_batch_indices_decode()), None);
+    assert_eq!(v.mamba_seq_idx(), None);
+}
+
+#[test]
+fn f_allocators() {
+    let mut kv = KvBlockAllocator::new(10).unwrap();
+    assert_eq!(kv.dummy_block(), 9);
+    assert_eq!(kv.allocate(3).unwrap(), [6, 7, 8]);
+    kv.release(&[8, 7, 6]).unwrap();
+    assert_eq!(kv.bag(), [0, 1, 2, 3, 4, 5, 8, 7, 6, 9]);
+    assert_eq!(kv.allocate(1).unwrap(), [6]);
+    kv.release(&[6]).unwrap();
+    assert_eq!(kv.allocate(4).unwrap(), [5, 8, 7, 6]);
+    let mut small = KvBlockAllocator::new(6).unwrap();
+    assert!(small.allocate(9).is_none());
+
+    let mut slots = MambaSlotPool::new(4).unwrap();
+    assert_eq!(slots.allocate(), Some(3));
+    assert_eq!(slots.allocate_n(2).unwrap(), [1, 2]);
+    slots.free(3).unwrap();
+    assert!(slots.allocate_n(3).is_none());
+    assert_eq!(slots.allocate(), Some(3));
+    slots.set_row(0, 2).unwrap();
+    slots.set_row(1, 1).unwrap();
+    slots.free_rows(&[0, 1, 3]).unwrap();
+    assert_eq!(slots.free_stack(), [0, 2, 1]);
+    assert!(matches!(slots.free(7), Err(AllocError::OutOfRange { .. })));
+    assert!(matches!(slots.detach(3), Err(AllocError::RowHasNoSlot { .. })));
+    // Megatron accepts this double free (stack [0,2,1,2]); we reject it and change nothing.
+    assert!(matches!(slots.free(2), Err(AllocError::DoubleFree { .. })));
+    assert_eq!(slots.free_stack(), [0, 2, 1]);
+    slots.reset();
+    assert_eq!(slots.allocate_n(4).unwrap(), [0, 1, 2, 3]);
+    assert_eq!(slots.allocate(), None);
+}
