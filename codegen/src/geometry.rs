@@ -277,11 +277,14 @@ impl Geometry {
             }
             let (dtype, elems) = match field {
                 TokenToInputIds | TokenToPosIds | TokenToBlockIdx => (Dtype::I64, t),
-                TokenToLocalPositionWithinKvBlock | TokenToRequestIdx | TokenToPositionInRequest => {
-                    (Dtype::I32, t)
-                }
+                TokenToLocalPositionWithinKvBlock
+                | TokenToRequestIdx
+                | TokenToPositionInRequest => (Dtype::I32, t),
                 Temperature | TopP => (Dtype::F32, r),
-                RequestInPrefillStatus | RequestQueryLengths | RequestKvLengthOffsets | TopK
+                RequestInPrefillStatus
+                | RequestQueryLengths
+                | RequestKvLengthOffsets
+                | TopK
                 | ActiveRequestLastTokenIdxs => (Dtype::I32, r),
                 RealTokenCount => (Dtype::I32, 1),
                 MhaQueryLengths | MhaKvSeqLengths => (Dtype::I32, r),
@@ -488,7 +491,10 @@ conv_width = 4
         s.decode_index_dtype = IndexDtype::I32;
         let g = Geometry::new(&s).unwrap();
         assert_eq!(g.mamba_pad, 0);
-        assert_eq!(g.field(Field::MambaBatchIndicesDecode).unwrap().offset, 2924);
+        assert_eq!(
+            g.field(Field::MambaBatchIndicesDecode).unwrap().offset,
+            2924
+        );
         s.model = crate::spec::ModelKind::Mha;
         s.mamba = None;
         let g = Geometry::new(&s).unwrap();

@@ -396,7 +396,11 @@ impl SpecError {
     pub fn locate(mut self, file: &str, src: &str) -> Self {
         for d in &mut self.diagnostics {
             if d.location.is_none() {
-                let offset = d.key.as_deref().and_then(|k| key_offset(src, k)).unwrap_or(0);
+                let offset = d
+                    .key
+                    .as_deref()
+                    .and_then(|k| key_offset(src, k))
+                    .unwrap_or(0);
                 d.location = Some(location_of(file, src, offset));
             }
         }
@@ -609,7 +613,9 @@ impl LayoutSpec {
                     "Mamba layers given for an `mha` model".to_owned(),
                 );
             }
-            if m.mamba_layers > 0 && (m.mamba_heads == 0 || m.mamba_head_dim == 0 || m.mamba_state_dim == 0) {
+            if m.mamba_layers > 0
+                && (m.mamba_heads == 0 || m.mamba_head_dim == 0 || m.mamba_state_dim == 0)
+            {
                 err(
                     "memory.mamba_heads",
                     "Mamba layers need `mamba_heads`, `mamba_head_dim` and `mamba_state_dim`"
@@ -673,7 +679,10 @@ conv_width = 4
         assert_eq!(d.key.as_deref(), Some("block_size"));
         let loc = d.location.as_ref().unwrap();
         assert_eq!((loc.line, loc.column), (6, 1));
-        assert!(e.to_string().starts_with("h.toml:6:1: `block_size`: must be a power of two"));
+        assert!(
+            e.to_string()
+                .starts_with("h.toml:6:1: `block_size`: must be a power of two")
+        );
     }
 
     #[test]
@@ -690,8 +699,11 @@ conv_width = 4
         let e = LayoutSpec::from_toml_str(&format!("{HYBRID}\nbogus = 1\n"), "h.toml");
         // `bogus` lands in the [mamba] table here.
         assert!(e.unwrap_err().to_string().contains("unknown field `bogus`"));
-        let e = LayoutSpec::from_toml_str(&HYBRID.replace("max_tokens = 64", "max_tokens = \"x\""), "h.toml")
-            .unwrap_err();
+        let e = LayoutSpec::from_toml_str(
+            &HYBRID.replace("max_tokens = 64", "max_tokens = \"x\""),
+            "h.toml",
+        )
+        .unwrap_err();
         let d = &e.diagnostics[0];
         assert_eq!(d.location.as_ref().unwrap().line, 4);
         assert!(d.message.contains("invalid type"), "{}", d.message);
@@ -705,7 +717,10 @@ conv_width = 4
         let src = HYBRID.replace("max_tokens = 64", "max_tokens = 100");
         let e = LayoutSpec::from_toml_str(&src, "h.toml").unwrap_err();
         assert_eq!(e.diagnostics.len(), 1, "{e}");
-        assert!(e.to_string().contains("multiple of the eager token rounder 64"));
+        assert!(
+            e.to_string()
+                .contains("multiple of the eager token rounder 64")
+        );
     }
 
     #[test]
@@ -738,7 +753,11 @@ conv_width = 4
     #[test]
     fn keys_table_covers_the_struct() {
         // Every key in KEYS deserializes: build a table with all top-level scalar keys.
-        let top: Vec<&str> = KEYS.iter().map(|(k, _)| *k).filter(|k| !k.contains('.')).collect();
+        let top: Vec<&str> = KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !k.contains('.'))
+            .collect();
         for k in REQUIRED_KEYS {
             assert!(top.contains(k));
         }

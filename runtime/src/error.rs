@@ -23,7 +23,9 @@ pub enum StepError {
         limit: usize,
     },
     /// Rows out of the paused / decode / prefill order.
-    #[error("request {row}: a {phase} row after a {previous} row (rows must be paused, then decode, then prefill)")]
+    #[error(
+        "request {row}: a {phase} row after a {previous} row (rows must be paused, then decode, then prefill)"
+    )]
     PhaseOrder {
         /// The row.
         row: usize,
@@ -39,7 +41,9 @@ pub enum StepError {
         row: usize,
     },
     /// A decode row whose query length is not `s + 1`.
-    #[error("request {row}: decode query_length {got} must equal speculative_tokens + 1 = {expected}")]
+    #[error(
+        "request {row}: decode query_length {got} must equal speculative_tokens + 1 = {expected}"
+    )]
     DecodeQueryLength {
         /// The row.
         row: usize,
@@ -49,7 +53,9 @@ pub enum StepError {
         expected: u32,
     },
     /// `kv_offset + query_length` beyond the longest sequence.
-    #[error("request {row}: kv_offset {kv_offset} + query_length {query_length} exceeds max_seq_len = {limit}")]
+    #[error(
+        "request {row}: kv_offset {kv_offset} + query_length {query_length} exceeds max_seq_len = {limit}"
+    )]
     SequenceTooLong {
         /// The row.
         row: usize,
@@ -71,7 +77,9 @@ pub enum StepError {
         limit: usize,
     },
     /// A block id outside the pool (the dummy block is never handed out).
-    #[error("request {row}: blocks[{index}] = {id} is outside the KV pool [0, {limit}) (block {limit} is the dummy block)")]
+    #[error(
+        "request {row}: blocks[{index}] = {id} is outside the KV pool [0, {limit}) (block {limit} is the dummy block)"
+    )]
     BlockOutOfRange {
         /// The row.
         row: usize,
@@ -83,7 +91,9 @@ pub enum StepError {
         limit: i32,
     },
     /// A token position whose block is missing.
-    #[error("request {row}: position {position} needs blocks[{index}], but the row has {count} block ids (or -1 there)")]
+    #[error(
+        "request {row}: position {position} needs blocks[{index}], but the row has {count} block ids (or -1 there)"
+    )]
     MissingBlock {
         /// The row.
         row: usize,
@@ -95,7 +105,9 @@ pub enum StepError {
         count: usize,
     },
     /// A Mamba layout with an active row that has no state slot.
-    #[error("request {row}: mamba_slot is missing (-1); every active request of a Mamba layout needs a state slot")]
+    #[error(
+        "request {row}: mamba_slot is missing (-1); every active request of a Mamba layout needs a state slot"
+    )]
     MissingMambaSlot {
         /// The row.
         row: usize,
@@ -138,7 +150,9 @@ pub enum StepError {
         expected: usize,
     },
     /// A bad intermediate offset.
-    #[error("request {row}: intermediate offset {offset} must lie in (0, query_length = {query_length}) (count {count} of at most 3)")]
+    #[error(
+        "request {row}: intermediate offset {offset} must lie in (0, query_length = {query_length}) (count {count} of at most 3)"
+    )]
     IntermediateOffset {
         /// The row.
         row: usize,
@@ -150,7 +164,9 @@ pub enum StepError {
         count: u8,
     },
     /// More intermediate offsets than the layout's capacity.
-    #[error("{count} intermediate offsets exceed the layout's capacity {limit} (min(ceil(max_tokens / block_size), 3 * max_requests))")]
+    #[error(
+        "{count} intermediate offsets exceed the layout's capacity {limit} (min(ceil(max_tokens / block_size), 3 * max_requests))"
+    )]
     TooManyIntermediates {
         /// Offsets given.
         count: usize,
@@ -158,7 +174,9 @@ pub enum StepError {
         limit: usize,
     },
     /// A buffer handed to the fill that does not fit the layout.
-    #[error("the metadata buffer has {got} bytes at alignment {align}, the layout needs {expected} bytes 8-aligned")]
+    #[error(
+        "the metadata buffer has {got} bytes at alignment {align}, the layout needs {expected} bytes 8-aligned"
+    )]
     Buffer {
         /// Bytes given.
         got: usize,

@@ -549,8 +549,7 @@ fn write_mamba<D: Dims>(
             let st = v.mamba_cu_seqlens[f];
             let len = (v.mamba_cu_seqlens[f + 1] - st) as usize;
             for &off in &io.offsets[..usize::from(io.count.min(3))] {
-                v.mamba_intermediate_chunk_indices[emitted] =
-                    (cum + off as usize / cs) as i64 - 1;
+                v.mamba_intermediate_chunk_indices[emitted] = (cum + off as usize / cs) as i64 - 1;
                 v.mamba_intermediate_abs_positions[emitted] = st + off as i32;
                 emitted += 1;
             }

@@ -124,7 +124,12 @@ pub fn all() -> Vec<Scenario> {
     let mix = [512, 512, 256, 128];
     vec![
         build("mha-256-decode", spec(ModelKind::Mha, true), 256, &[]),
-        build("mha-240-decode-4-prefill", spec(ModelKind::Mha, true), 240, &mix),
+        build(
+            "mha-240-decode-4-prefill",
+            spec(ModelKind::Mha, true),
+            240,
+            &mix,
+        ),
         build("hybrid-256-decode", spec(ModelKind::Hybrid, true), 256, &[]),
         build(
             "hybrid-240-decode-4-prefill",

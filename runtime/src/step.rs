@@ -79,12 +79,7 @@ impl<'a> RequestRow<'a> {
     }
 
     /// A prefill row (a prompt chunk of `query_length` tokens after `kv_offset`).
-    pub fn prefill(
-        query_length: u32,
-        kv_offset: u32,
-        blocks: &'a [i32],
-        mamba_slot: i32,
-    ) -> Self {
+    pub fn prefill(query_length: u32, kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
         Self {
             phase: Phase::Prefill,
             ..Self::decode(query_length, kv_offset, blocks, mamba_slot)

@@ -76,9 +76,7 @@ fn input<'a>(rows: &'a [RequestRow<'a>]) -> StepInput<'a> {
 
 #[test]
 fn too_many_requests() {
-    let rows: Vec<_> = (0..9)
-        .map(|i| RequestRow::paused(0, &[], i))
-        .collect();
+    let rows: Vec<_> = (0..9).map(|i| RequestRow::paused(0, &[], i)).collect();
     let e = rejects(input(&rows), "too_many_requests");
     assert!(e.to_string().contains("max_requests = 8"));
 }
@@ -167,7 +165,10 @@ fn decode_after_prefill() {
         RequestRow::decode(2, 3, B2, 1),
     ];
     let e = rejects(input(&rows), "phase_order");
-    assert!(e.to_string().contains("request 1: a decode row after a prefill row"));
+    assert!(
+        e.to_string()
+            .contains("request 1: a decode row after a prefill row")
+    );
     let rows = [
         RequestRow::decode(2, 3, B2, 1),
         RequestRow::paused(0, &[], 2),

@@ -3,8 +3,8 @@
 use attention_layout::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::{
-    BatchDims, DecodeIndices, Geometry, HostMetadata, IntermediateOffsets, RequestRow,
-    RuntimeDims, StepInput,
+    BatchDims, DecodeIndices, Geometry, HostMetadata, IntermediateOffsets, RequestRow, RuntimeDims,
+    StepInput,
 };
 
 /// §11's common config: R=8, T=64, B=4, S=32, s=0, tp=1, hybrid, cs=4, d_conv=4, Pk=17.
@@ -117,9 +117,14 @@ fn a_three_decode_two_prefill_graphed_padded_to_eight() {
         .collect();
     assert_eq!(
         slots,
-        [29, 8, 18, 32, 33, 34, 35, 36, 37, 44, 45, 46, 64, 64, 64, 64]
+        [
+            29, 8, 18, 32, 33, 34, 35, 36, 37, 44, 45, 46, 64, 64, 64, 64
+        ]
     );
-    assert_eq!(v.active_request_last_token_idxs(), [0, 1, 2, 8, 11, 0, 0, 0]);
+    assert_eq!(
+        v.active_request_last_token_idxs(),
+        [0, 1, 2, 8, 11, 0, 0, 0]
+    );
     assert_eq!(v.real_token_count(), 12);
     assert_eq!(
         decode_idx(v.mamba_batch_indices_decode()),
@@ -400,7 +405,10 @@ fn f_allocators() {
     slots.free_rows(&[0, 1, 3]).unwrap();
     assert_eq!(slots.free_stack(), [0, 2, 1]);
     assert!(matches!(slots.free(7), Err(AllocError::OutOfRange { .. })));
-    assert!(matches!(slots.detach(3), Err(AllocError::RowHasNoSlot { .. })));
+    assert!(matches!(
+        slots.detach(3),
+        Err(AllocError::RowHasNoSlot { .. })
+    ));
     // Megatron accepts this double free (stack [0,2,1,2]); we reject it and change nothing.
     assert!(matches!(slots.free(2), Err(AllocError::DoubleFree { .. })));
     assert_eq!(slots.free_stack(), [0, 2, 1]);

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use attention_layout::{bench, golden, scenarios};
 
 #[derive(Parser)]
-#[command(name = "attention-layout", version, about = "Megatron-exact attention / Mamba step metadata")]
+#[command(
+    name = "attention-layout",
+    version,
+    about = "Megatron-exact attention / Mamba step metadata"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +67,10 @@ fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
         println!("MISMATCH {m}");
     }
     if report.mismatches.len() > max_mismatches {
-        println!("... {} more mismatches", report.mismatches.len() - max_mismatches);
+        println!(
+            "... {} more mismatches",
+            report.mismatches.len() - max_mismatches
+        );
     }
     println!("{} passed, {} failed", report.passed(), report.failed());
     if report.failed() == 0 {
@@ -75,7 +82,10 @@ fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
 
 fn run_bench(steps: usize) -> ExitCode {
     println!("host fill, CPU backend, one thread, {steps} steps per scenario");
-    println!("{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}", "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B");
+    println!(
+        "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
+        "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
+    );
     for s in scenarios::all() {
         match bench::time_host_fill(&s, steps) {
             Ok(t) => println!(
