@@ -97,6 +97,8 @@ pub struct StepPlan {
     info: StepInfo,
     /// Real active requests `N`.
     active: usize,
+    /// Whether any row's block list holds a `-1`.
+    holes: bool,
 }
 
 impl StepPlan {
@@ -139,6 +141,7 @@ pub fn plan_step<D: Dims>(
     let (mut paused, mut decode, mut prefill) = (0u32, 0u32, 0u32);
     let mut tokens: u64 = 0;
     let mut previous = Phase::Paused;
+    let mut holes = false;
     for (i, row) in rows.iter().enumerate() {
         let rank = |p: Phase| match p {
             Phase::Paused => 0,
@@ -160,16 +163,27 @@ pub fn plan_step<D: Dims>(
                 limit: nkv,
             });
         }
-        for (j, &id) in row.blocks.iter().enumerate() {
-            if id != -1 && !(0..dummy).contains(&id) {
-                return Err(StepError::BlockOutOfRange {
-                    row: i,
-                    index: j,
-                    id,
-                    limit: dummy,
-                });
-            }
+        // One branch-free scan of the row (compare-and-or vectorizes even on baseline SSE2):
+        // bit 0 marks an id outside [-1, dummy), bit 1 a -1 hole. The slow search for the
+        // offending index runs only on failure.
+        let flags = row.blocks.iter().fold(0u32, |acc, &id| {
+            acc | u32::from(id < -1) | u32::from(id >= dummy) | (u32::from(id == -1) << 1)
+        });
+        if flags & 1 != 0 {
+            let (index, &id) = row
+                .blocks
+                .iter()
+                .enumerate()
+                .find(|&(_, &id)| id < -1 || id >= dummy)
+                .unwrap_or((0, &-1));
+            return Err(StepError::BlockOutOfRange {
+                row: i,
+                index,
+                id,
+                limit: dummy,
+            });
         }
+        holes |= flags & 2 != 0;
         if has_mamba && row.mamba_slot != -1 {
             let slot = row.mamba_slot;
             let Some(su) = usize::try_from(slot).ok().filter(|&s| s < r) else {
@@ -314,7 +328,11 @@ pub fn plan_step<D: Dims>(
         bucket,
         ..StepInfo::default()
     };
-    Ok(StepPlan { info, active })
+    Ok(StepPlan {
+        info,
+        active,
+        holes,
+    })
 }
 
 /// Writes every field of a planned step into `bytes` (the layout's coalesced buffer) and
@@ -354,23 +372,34 @@ pub fn write_step<D: Dims>(
         let q = row.query_length as usize;
         let kv = row.kv_offset as usize;
         let abs_row = (p + a) as i32;
-        let mut pos = kv;
         let end = kv + q;
+        // Whole-row slices first, so the per-token loops are bounds-check free and vectorize.
+        for (d, x) in v.token_to_pos_ids[t..t + q].iter_mut().zip(kv as i64..) {
+            *d = x;
+        }
+        for (d, x) in v.token_to_position_in_request[t..t + q]
+            .iter_mut()
+            .zip(kv as i32..)
+        {
+            *d = x;
+        }
+        v.token_to_request_idx[t..t + q].fill(abs_row);
+        let mut pos = kv;
         while pos < end {
             // One run of positions inside one block.
             let j = pos >> shift;
-            let run_end = end.min((j + 1) << shift);
-            let block = i64::from(row.blocks[j]);
-            for x in pos..run_end {
-                v.token_to_pos_ids[t] = x as i64;
-                v.token_to_position_in_request[t] = x as i32;
-                v.token_to_request_idx[t] = abs_row;
-                v.token_to_block_idx[t] = block;
-                v.token_to_local_position_within_kv_block[t] = (x & mask) as i32;
-                t += 1;
+            let run = end.min((j + 1) << shift) - pos;
+            let off = t + pos - kv;
+            v.token_to_block_idx[off..off + run].fill(i64::from(row.blocks[j]));
+            for (d, x) in v.token_to_local_position_within_kv_block[off..off + run]
+                .iter_mut()
+                .zip((pos & mask) as i32..)
+            {
+                *d = x;
             }
-            pos = run_end;
+            pos += run;
         }
+        t += q;
         let kv_len = (kv + q) as u32;
         cu_q += q as i32;
         cu_kv += kv_len as i32;
@@ -389,10 +418,15 @@ pub fn write_step<D: Dims>(
         v.mha_cu_query_seq_lengths[a + 1] = cu_q;
         v.mha_cu_kv_seq_lengths[a + 1] = cu_kv;
         // Block table row: the row's ids (-1 as dummy), then dummy up to what may be stale.
-        let bt = &mut v.mha_block_table[a * nkv..(a + 1) * nkv];
         let len = row.blocks.len();
-        for (dst, &id) in bt.iter_mut().zip(row.blocks) {
-            *dst = if id == -1 { dummy } else { id };
+        let bt = &mut v.mha_block_table[a * nkv..(a + 1) * nkv];
+        bt[..len].copy_from_slice(row.blocks);
+        if plan.holes {
+            for id in &mut bt[..len] {
+                if *id == -1 {
+                    *id = dummy;
+                }
+            }
         }
         let dirty = &mut state.block_table_dirty[a];
         if (*dirty as usize) > len {
