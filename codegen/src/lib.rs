@@ -9,6 +9,7 @@
 //! compiler and shared by the proc-macro, build scripts and the runtime.
 
 pub mod buckets;
+pub mod emit_cuda;
 pub mod geometry;
 pub mod memory;
 pub mod spec;
