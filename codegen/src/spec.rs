@@ -521,7 +521,7 @@ impl LayoutSpec {
         }
         if dims_ok {
             let k = self.token_rounder();
-            if self.max_tokens % k != 0 {
+            if !self.max_tokens.is_multiple_of(k) {
                 err(
                     "max_tokens",
                     format!(

@@ -434,9 +434,8 @@ pub fn write_step<D: Dims>(
         }
         *dirty = len as u32;
     }
-    match input.token_ids {
-        Some(ids) => v.token_to_input_ids[..n_real].copy_from_slice(ids),
-        None => {}
+    if let Some(ids) = input.token_ids {
+        v.token_to_input_ids[..n_real].copy_from_slice(ids);
     }
     // Token padding [n_real, Tp). Megatron leaves pos ids and request idx stale there;
     // we write 0 so every backend produces the same bytes (docs/DESIGN.md).
@@ -666,7 +665,7 @@ impl<'a> Views<'a> {
             align: 1 << (bytes.as_ptr() as usize).trailing_zeros().min(3),
             expected: d.total_bytes(),
         };
-        if bytes.len() < d.total_bytes() || (bytes.as_ptr() as usize) % 8 != 0 {
+        if bytes.len() < d.total_bytes() || !(bytes.as_ptr() as usize).is_multiple_of(8) {
             return Err(bad(bytes));
         }
         let err = StepError::Buffer {

@@ -1,6 +1,7 @@
 //! Every kind of bad step input gets its typed error, and a rejected step leaves the
 //! previously built metadata byte for byte as it was.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
 use attention_layout::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::{
     Geometry, HostMetadata, IntermediateOffsets, Phase, RequestRow, RuntimeDims, StepError,
@@ -85,7 +86,7 @@ fn too_many_requests() {
 fn too_many_tokens() {
     let blocks: Vec<i32> = (0..7).collect();
     let rows: Vec<_> = (0..3)
-        .map(|i| RequestRow::prefill(22 + i as u32, 0, &blocks, i as i32))
+        .map(|i: i32| RequestRow::prefill(22 + i as u32, 0, &blocks, i))
         .collect();
     let e = rejects(input(&rows), "too_many_tokens");
     assert_eq!(

@@ -9,7 +9,9 @@
 //! compared again until the next `reset` op; the ops are still applied (no panic allowed).
 
 #![allow(
+    clippy::unwrap_used,
     clippy::expect_used,
+    clippy::indexing_slicing,
     reason = "test helpers: a malformed golden record must fail the test loudly"
 )]
 

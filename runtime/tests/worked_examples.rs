@@ -1,5 +1,6 @@
 //! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
 use attention_layout::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::{
