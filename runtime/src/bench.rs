@@ -57,11 +57,13 @@ pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, Strin
             rows: &rows,
             token_ids: Some(&ids),
             intermediate: None,
+            residency: None,
         },
         StepInput {
             rows: &advanced,
             token_ids: Some(&ids),
             intermediate: None,
+            residency: None,
         },
     ];
     let info = *meta.fill(&inputs[0]).map_err(|e| e.to_string())?;

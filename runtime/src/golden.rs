@@ -450,6 +450,7 @@ fn replay_error(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
         rows: &rows,
         token_ids: Some(&owned.token_ids),
         intermediate: owned.intermediate.as_deref(),
+        residency: None,
     };
     if let Ok(info) = meta.fill(&input) {
         let want = rec
@@ -479,6 +480,7 @@ fn replay_step(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
         rows: &rows,
         token_ids: Some(&owned.token_ids),
         intermediate: owned.intermediate.as_deref(),
+        residency: None,
     };
     let info = match meta.fill(&input) {
         Ok(info) => *info,

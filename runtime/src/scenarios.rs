@@ -47,6 +47,7 @@ impl Scenario {
             rows,
             token_ids: Some(ids),
             intermediate: None,
+            residency: None,
         }
     }
 

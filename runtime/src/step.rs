@@ -105,6 +105,31 @@ pub struct IntermediateOffsets {
     pub offsets: [u32; 3],
 }
 
+/// One block-table entry an engine set (or cleared) since the previous step, in a block
+/// table that stays resident on the device, indexed by resident row (one per request,
+/// stable while the request lives) rather than by the step's active order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockChange {
+    /// Resident row in `[0, max_requests)`.
+    pub resident_row: u32,
+    /// Position in that row's block list.
+    pub index: u32,
+    /// The block id, or `-1` to clear the entry (a finished request's row).
+    pub block: i32,
+}
+
+/// What an engine that owns its request table knows about block-table residency: where
+/// each row of this step lives, and what changed since the previous step. Backends that
+/// keep the block table on the device use it to move only the changes; the host fill
+/// ignores it (the rows' `blocks` stay authoritative and must agree with it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Residency<'a> {
+    /// Resident row of each step row (same length as `StepInput::rows`).
+    pub resident_rows: &'a [u32],
+    /// Entries changed since the previous step, in order (later entries win).
+    pub changes: &'a [BlockChange],
+}
+
 /// Everything one step needs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StepInput<'a> {
@@ -115,4 +140,6 @@ pub struct StepInput<'a> {
     pub token_ids: Option<&'a [i64]>,
     /// Per prefill request, Mamba intermediate offsets; `None` when not used.
     pub intermediate: Option<&'a [IntermediateOffsets]>,
+    /// Block-table residency, when the engine tracks it (see [`Residency`]).
+    pub residency: Option<Residency<'a>>,
 }

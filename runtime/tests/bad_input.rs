@@ -235,6 +235,7 @@ fn more_intermediate_offsets_than_capacity() {
             rows: &rows,
             token_ids: None,
             intermediate: Some(&inter),
+            residency: None,
         },
         "too_many_intermediates",
     );
@@ -256,6 +257,7 @@ fn bad_intermediate_offsets() {
             rows: &rows,
             token_ids: None,
             intermediate: Some(&wrong_len),
+            residency: None,
         },
         "intermediate_length",
     );
@@ -268,6 +270,7 @@ fn bad_intermediate_offsets() {
             rows: &rows,
             token_ids: None,
             intermediate: Some(&at_end),
+            residency: None,
         },
         "intermediate_offset",
     );
@@ -281,6 +284,7 @@ fn token_ids_of_the_wrong_length() {
             rows: &rows,
             token_ids: Some(&[1, 2, 3]),
             intermediate: None,
+            residency: None,
         },
         "token_ids_length",
     );

@@ -301,6 +301,7 @@ fn d_prefill_only_eager_with_intermediate_extraction() {
             rows: &rows,
             token_ids: None,
             intermediate: Some(&inter),
+            residency: None,
         })
         .unwrap();
     assert_eq!(info.real, BatchDims::new(64, 4, 0));

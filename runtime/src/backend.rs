@@ -1,0 +1,136 @@
+//! Backend selection: where a step's metadata is built. `cpu` is the host fill (the
+//! reference); `cuda` builds it on the GPU; `auto` picks CUDA when a driver and NVRTC are
+//! present and says why it chose what it chose.
+
+use std::fmt;
+
+use crate::dims::{Dims, RuntimeDims};
+use crate::error::StepError;
+use crate::fill::StepInfo;
+use crate::metadata::{HostMetadata, MetadataView};
+use crate::step::StepInput;
+
+/// Which backend was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// The host fill.
+    Cpu,
+    /// The CUDA backend (fails when no CUDA is present).
+    Cuda,
+    /// CUDA when available, else the CPU.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "unknown backend `{other}`: expected cpu, cuda or auto"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Auto => "auto",
+        })
+    }
+}
+
+/// A backend could not be set up or a step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The step input was rejected (nothing changed).
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// CUDA was asked for but cannot be used.
+    #[error("CUDA backend unavailable: {0}")]
+    CudaUnavailable(String),
+    /// A CUDA call failed.
+    #[error("CUDA error: {0}")]
+    Cuda(String),
+}
+
+/// Something that builds a layout's metadata, one step at a time.
+pub trait MetadataBackend {
+    /// `"cpu"`, `"cuda (device fill)"`, ...
+    fn name(&self) -> String;
+    /// Builds one step's metadata. On error nothing changes.
+    fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError>;
+    /// Waits until the last step's metadata is ready where the kernels read it.
+    fn synchronize(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    /// Bytes moved host-to-device by the last step (0 for the CPU backend).
+    fn bytes_copied_last_step(&self) -> usize {
+        0
+    }
+}
+
+/// The CPU backend: the host fill into host memory.
+#[derive(Debug, Clone)]
+pub struct CpuBackend<D: Dims> {
+    meta: HostMetadata<D>,
+}
+
+impl<D: Dims> CpuBackend<D> {
+    /// A CPU backend for `dims`.
+    pub fn new(dims: D) -> Self {
+        Self {
+            meta: HostMetadata::new(dims),
+        }
+    }
+
+    /// The metadata of the last step.
+    pub fn view(&self) -> MetadataView<'_> {
+        self.meta.view()
+    }
+
+    /// The host metadata.
+    pub fn metadata(&self) -> &HostMetadata<D> {
+        &self.meta
+    }
+}
+
+impl<D: Dims> MetadataBackend for CpuBackend<D> {
+    fn name(&self) -> String {
+        "cpu".to_owned()
+    }
+    fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
+        Ok(*self.meta.fill(input)?)
+    }
+}
+
+/// The chosen backend and why it was chosen.
+pub struct Selected {
+    /// The backend.
+    pub backend: Box<dyn MetadataBackend>,
+    /// One line saying what was chosen and why.
+    pub reason: String,
+}
+
+/// Sets up the backend `kind` for a layout.
+pub fn select(kind: BackendKind, dims: RuntimeDims) -> Result<Selected, BackendError> {
+    match kind {
+        BackendKind::Cpu => Ok(Selected {
+            backend: Box::new(CpuBackend::new(dims)),
+            reason: "cpu backend (asked for)".to_owned(),
+        }),
+        BackendKind::Cuda => Err(BackendError::CudaUnavailable(
+            "this build has no CUDA support (build with `--features cuda`)".to_owned(),
+        )),
+        BackendKind::Auto => Ok(Selected {
+            backend: Box::new(CpuBackend::new(dims)),
+            reason: "cpu backend (auto: this build has no CUDA support)".to_owned(),
+        }),
+    }
+}
