@@ -125,6 +125,8 @@ pub fn plan_step<D: Dims>(
     }
     let s1 = d.num_spec() as u32 + 1;
     let bs = d.block_size();
+    // The block size is a power of two (validated with the spec): divide by shifting.
+    let shift = bs.trailing_zeros();
     let max_seq = d.max_seq_len();
     let nkv = d.block_table_width();
     let dummy = d.dummy_block();
@@ -163,12 +165,18 @@ pub fn plan_step<D: Dims>(
                 limit: nkv,
             });
         }
-        // One branch-free scan of the row (compare-and-or vectorizes even on baseline SSE2):
-        // bit 0 marks an id outside [-1, dummy), bit 1 a -1 hole. The slow search for the
+        // One branch-free scan of the row (vectorizes with SSE2 alone). Valid ids lie in
+        // [-1, dummy): then `id - dummy` and `-2 - id` are both negative, so `all` keeps
+        // its sign bit iff every id is valid; among valid ids only -1 is negative, so
+        // `any` has its sign bit iff the row has a hole. The slow search for the
         // offending index runs only on failure.
-        let flags = row.blocks.iter().fold(0u32, |acc, &id| {
-            acc | u32::from(id < -1) | u32::from(id >= dummy) | (u32::from(id == -1) << 1)
+        let (all, any) = row.blocks.iter().fold((-1i32, 0i32), |(all, any), &id| {
+            (
+                all & id.wrapping_sub(dummy) & (-2i32).wrapping_sub(id),
+                any | id,
+            )
         });
+        let flags = u32::from(all >= 0) | (u32::from(any < 0) << 1);
         if flags & 1 != 0 {
             let (index, &id) = row
                 .blocks
@@ -232,9 +240,15 @@ pub fn plan_step<D: Dims>(
             });
         }
         // Every block the step's positions [kv_offset, end) land in must be present.
-        let first = row.kv_offset as usize / bs;
-        let last = (end as usize - 1) / bs;
-        for j in first..=last {
+        // Fast path: no -1 in the row, so only the count matters.
+        let first = row.kv_offset as usize >> shift;
+        let last = (end as usize - 1) >> shift;
+        let scan_from = if flags & 2 == 0 {
+            last.min(row.blocks.len()).max(first)
+        } else {
+            first
+        };
+        for j in scan_from..=last {
             if row.blocks.get(j).is_none_or(|&id| id == -1) {
                 let position = (j * bs).max(row.kv_offset as usize) as u32;
                 return Err(StepError::MissingBlock {
@@ -372,34 +386,18 @@ pub fn write_step<D: Dims>(
         let q = row.query_length as usize;
         let kv = row.kv_offset as usize;
         let abs_row = (p + a) as i32;
-        let end = kv + q;
-        // Whole-row slices first, so the per-token loops are bounds-check free and vectorize.
-        for (d, x) in v.token_to_pos_ids[t..t + q].iter_mut().zip(kv as i64..) {
-            *d = x;
+        if q == 1 {
+            // A decode token (s = 0): plain stores beat setting up five slice loops.
+            v.token_to_pos_ids[t] = kv as i64;
+            v.token_to_position_in_request[t] = kv as i32;
+            v.token_to_request_idx[t] = abs_row;
+            v.token_to_block_idx[t] = i64::from(row.blocks[kv >> shift]);
+            v.token_to_local_position_within_kv_block[t] = (kv & mask) as i32;
+            t += 1;
+        } else {
+            write_tokens(&mut v, row.blocks, t, kv, q, abs_row, shift, mask);
+            t += q;
         }
-        for (d, x) in v.token_to_position_in_request[t..t + q]
-            .iter_mut()
-            .zip(kv as i32..)
-        {
-            *d = x;
-        }
-        v.token_to_request_idx[t..t + q].fill(abs_row);
-        let mut pos = kv;
-        while pos < end {
-            // One run of positions inside one block.
-            let j = pos >> shift;
-            let run = end.min((j + 1) << shift) - pos;
-            let off = t + pos - kv;
-            v.token_to_block_idx[off..off + run].fill(i64::from(row.blocks[j]));
-            for (d, x) in v.token_to_local_position_within_kv_block[off..off + run]
-                .iter_mut()
-                .zip((pos & mask) as i32..)
-            {
-                *d = x;
-            }
-            pos += run;
-        }
-        t += q;
         let kv_len = (kv + q) as u32;
         cu_q += q as i32;
         cu_kv += kv_len as i32;
@@ -486,6 +484,49 @@ pub fn write_step<D: Dims>(
         write_mamba(d, input, &mut info, &mut v, p, active);
     }
     Ok(info)
+}
+
+/// Token arrays of one row with `q` tokens starting at position `kv`, written from token
+/// index `t`: whole-row slices first, so the per-token loops are bounds-check free and
+/// vectorize.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn write_tokens(
+    v: &mut Views<'_>,
+    blocks: &[i32],
+    t: usize,
+    kv: usize,
+    q: usize,
+    abs_row: i32,
+    shift: u32,
+    mask: usize,
+) {
+    let end = kv + q;
+    for (d, x) in v.token_to_pos_ids[t..t + q].iter_mut().zip(kv as i64..) {
+        *d = x;
+    }
+    for (d, x) in v.token_to_position_in_request[t..t + q]
+        .iter_mut()
+        .zip(kv as i32..)
+    {
+        *d = x;
+    }
+    v.token_to_request_idx[t..t + q].fill(abs_row);
+    let mut pos = kv;
+    while pos < end {
+        // One run of positions inside one block.
+        let j = pos >> shift;
+        let run = end.min((j + 1) << shift) - pos;
+        let off = t + pos - kv;
+        v.token_to_block_idx[off..off + run].fill(i64::from(blocks[j]));
+        for (d, x) in v.token_to_local_position_within_kv_block[off..off + run]
+            .iter_mut()
+            .zip((pos & mask) as i32..)
+        {
+            *d = x;
+        }
+        pos += run;
+    }
 }
 
 /// §6: the Mamba arrays.

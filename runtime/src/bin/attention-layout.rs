@@ -34,6 +34,9 @@ enum Command {
         /// Steps timed per scenario.
         #[arg(long, default_value_t = 20_000)]
         steps: usize,
+        /// Only scenarios whose name contains this.
+        #[arg(long)]
+        scenario: Option<String>,
     },
 }
 
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
             file,
             max_mismatches,
         } => replay(&file, max_mismatches),
-        Command::Bench { steps } => run_bench(steps),
+        Command::Bench { steps, scenario } => run_bench(steps, scenario.as_deref()),
     }
 }
 
@@ -80,13 +83,16 @@ fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
     }
 }
 
-fn run_bench(steps: usize) -> ExitCode {
+fn run_bench(steps: usize, filter: Option<&str>) -> ExitCode {
     println!("host fill, CPU backend, one thread, {steps} steps per scenario");
     println!(
         "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
         "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
     );
     for s in scenarios::all() {
+        if filter.is_some_and(|f| !s.name.contains(f)) {
+            continue;
+        }
         match bench::time_host_fill(&s, steps) {
             Ok(t) => println!(
                 "{:<40} {:>7} {:>7} {:>10.2} {:>10.2} {:>9}",
