@@ -2,10 +2,11 @@
 //!
 //! Megatron-exact per-step metadata for attention (FlashAttention varlen, paged KV) and
 //! Mamba2 kernels: the host fill (the reference implementation), the KV block allocator and
-//! Mamba slot pool, and the command line tool.
+//! Mamba slot pool, the engine-side batch state and the command line tool.
 
 pub mod alloc;
 pub mod backend;
+pub mod batch;
 pub mod bench;
 pub mod dims;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod step;
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
 pub use backend::{BackendKind, MetadataBackend};
+pub use batch::{BatchError, BatchState, RequestHandle, RequestPhase};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;
