@@ -2,7 +2,8 @@
 //!
 //! Megatron-exact per-step metadata for attention (FlashAttention varlen, paged KV) and
 //! Mamba2 kernels: the host fill (the reference implementation), the KV block allocator and
-//! Mamba slot pool, the engine-side batch state and the command line tool.
+//! Mamba slot pool, the engine-side batch state, the workload simulator and the command
+//! line tool.
 
 pub mod alloc;
 pub mod backend;
@@ -16,6 +17,7 @@ pub mod golden;
 pub mod layouts;
 pub mod metadata;
 pub mod scenarios;
+pub mod simulate;
 pub mod step;
 
 pub use attention_layout_codegen as codegen;

@@ -35,6 +35,8 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         steps: usize,
     },
+    /// Run a dynamic-batching engine loop without a model and report the metadata cost.
+    Simulate(attention_layout::simulate::cli::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             max_mismatches,
         } => replay(&file, max_mismatches),
         Command::Bench { steps } => run_bench(steps),
+        Command::Simulate(args) => attention_layout::simulate::cli::main(args),
     }
 }
 
