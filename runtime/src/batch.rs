@@ -272,7 +272,9 @@ pub enum BatchError {
     /// A layout the batch state cannot serve.
     #[error("layout: {0}")]
     Layout(String),
-    /// An allocator refused an operation (a bug in this module if it ever shows).
+    /// An allocator refused an operation. The state hands out and takes back only ids it
+    /// got from its pools, so this is a bug in this module if it ever shows (and the one
+    /// exception to "nothing changed": a release may have been half done).
     #[error(transparent)]
     Alloc(#[from] AllocError),
 }
@@ -665,14 +667,14 @@ impl BatchState {
             return Err(BatchError::Chunk {
                 id: h.id,
                 chunk: q,
-                remaining: e.prompt_len - e.prompt_done,
+                remaining: e.prompt_len.saturating_sub(e.prompt_done),
             });
         };
-        if phase == RequestPhase::Prefill && q > e.prompt_len - e.prompt_done {
+        if phase == RequestPhase::Prefill && q > e.prompt_len.saturating_sub(e.prompt_done) {
             return Err(BatchError::Chunk {
                 id: h.id,
                 chunk: q,
-                remaining: e.prompt_len - e.prompt_done,
+                remaining: e.prompt_len.saturating_sub(e.prompt_done),
             });
         }
         let tokens = self.scheduled_tokens + u64::from(q);

@@ -35,10 +35,10 @@ pub struct SimulateArgs {
     /// Seed of all random draws.
     #[arg(long, default_value_t = SimConfig::default().seed)]
     pub seed: u64,
-    /// Prompt lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA[,MAX].
+    /// Prompt lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
     #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_PROMPT))]
     pub prompt_len: LengthDist,
-    /// Output lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA[,MAX].
+    /// Output lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
     #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_OUTPUT))]
     pub output_len: LengthDist,
     /// Tokens per step (default: the layout's max_tokens).

@@ -158,7 +158,7 @@ impl Scheduler {
             }
             let held = u64::from(info.blocks) * self.state.block_size() as u64;
             let room = (held + self.free_positions()).saturating_sub(u64::from(info.kv_offset));
-            let left = info.prompt_len - info.prompt_done;
+            let left = info.prompt_len.saturating_sub(info.prompt_done);
             let chunk = u64::from(left).min(u64::from(budget)).min(room) as u32;
             if chunk == 0 {
                 if self.state.pause(h)? {
@@ -253,7 +253,7 @@ impl Scheduler {
                 // Recompute: the prompt plus what was generated becomes the new prompt.
                 self.waiting.push_front(Pending {
                     prompt_len: p.prompt_len + gone.generated,
-                    max_output: p.max_output - gone.generated,
+                    max_output: p.max_output.saturating_sub(gone.generated).max(1),
                     generated_before: p.generated_before + gone.generated,
                     ..p
                 });
