@@ -2,10 +2,12 @@
 //!
 //! Megatron-exact per-step metadata for attention (FlashAttention varlen, paged KV) and
 //! Mamba2 kernels: the host fill (the reference implementation), the KV block allocator and
-//! Mamba slot pool, and the command line tool.
+//! Mamba slot pool, the engine-side batch state, the workload simulator and the command
+//! line tool.
 
 pub mod alloc;
 pub mod backend;
+pub mod batch;
 pub mod bench;
 pub mod dims;
 pub mod error;
@@ -15,11 +17,13 @@ pub mod golden;
 pub mod layouts;
 pub mod metadata;
 pub mod scenarios;
+pub mod simulate;
 pub mod step;
 
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
 pub use backend::{BackendKind, MetadataBackend};
+pub use batch::{BatchError, BatchState, RequestHandle, RequestPhase};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;

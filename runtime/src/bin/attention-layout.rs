@@ -38,6 +38,8 @@ enum Command {
         #[arg(long)]
         scenario: Option<String>,
     },
+    /// Run a dynamic-batching engine loop without a model and report the metadata cost.
+    Simulate(attention_layout::simulate::cli::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
             max_mismatches,
         } => replay(&file, max_mismatches),
         Command::Bench { steps, scenario } => run_bench(steps, scenario.as_deref()),
+        Command::Simulate(args) => attention_layout::simulate::cli::main(args),
     }
 }
 

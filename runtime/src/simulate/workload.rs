@@ -1,0 +1,80 @@
+//! Request arrivals: a Poisson process (exponential inter-arrival times) on the simulated
+//! clock, each request with a prompt and an output length drawn from the configured
+//! distributions and clipped to the layout.
+
+use super::config::{LengthDist, Limits, SimConfig};
+use super::rng::Rng;
+
+/// One arriving request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// Arrival number, from 0.
+    pub id: u64,
+    /// Simulated time of arrival, seconds.
+    pub time: f64,
+    /// Prompt tokens (clipped).
+    pub prompt_len: u32,
+    /// Output tokens to generate (clipped).
+    pub max_output: u32,
+}
+
+/// The arrival process. Arrival times and lengths come from separate random streams, so
+/// changing the rate keeps each request's lengths.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    times: Rng,
+    lengths: Rng,
+    rate: f64,
+    prompt: LengthDist,
+    output: LengthDist,
+    limits: Limits,
+    next: Arrival,
+}
+
+impl Workload {
+    /// The arrival process of `config` (checked) under `limits`; the first request arrives
+    /// after one exponential gap from time 0.
+    pub fn new(config: &SimConfig, limits: Limits) -> Self {
+        let mut w = Self {
+            times: Rng::stream(config.seed, 1),
+            lengths: Rng::stream(config.seed, 2),
+            rate: config.rate,
+            prompt: config.prompt,
+            output: config.output,
+            limits,
+            next: Arrival {
+                id: 0,
+                time: 0.0,
+                prompt_len: 1,
+                max_output: 1,
+            },
+        };
+        w.next = w.draw(0, 0.0);
+        w
+    }
+
+    fn draw(&mut self, id: u64, after: f64) -> Arrival {
+        let time = after + self.times.exponential(self.rate);
+        let p = self.prompt.sample(&mut self.lengths);
+        let o = self.output.sample(&mut self.lengths);
+        let (prompt_len, max_output) = self.limits.clip(p, o);
+        Arrival {
+            id,
+            time,
+            prompt_len,
+            max_output,
+        }
+    }
+
+    /// The next arrival, without taking it.
+    pub fn peek(&self) -> &Arrival {
+        &self.next
+    }
+
+    /// Takes the next arrival and draws the one after it.
+    pub fn take(&mut self) -> Arrival {
+        let a = self.next;
+        self.next = self.draw(a.id + 1, a.time);
+        a
+    }
+}

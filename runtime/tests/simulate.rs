@@ -1,0 +1,443 @@
+//! `simulate` as a library: short runs on every bundled layout and on deliberately tiny KV
+//! pools, on the CPU backend, with the report's invariants checked against the per-step
+//! records and the layout's bucket table.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+
+use attention_layout::backend::CpuBackend;
+use attention_layout::codegen::buckets::eager_padding;
+use attention_layout::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};
+use attention_layout::layouts::BUNDLED;
+use attention_layout::simulate::{self, LengthDist, Report, SimConfig, SimError, StepTime};
+use attention_layout::{Dims, Geometry, RuntimeDims};
+
+fn dims_of(spec: &LayoutSpec) -> RuntimeDims {
+    RuntimeDims::new(Geometry::new(spec).unwrap())
+}
+
+fn run(config: &SimConfig, dims: &RuntimeDims) -> Report {
+    let mut backend = CpuBackend::new(dims.clone());
+    simulate::run(config, dims, &mut backend, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Short requests at a high rate: many admissions, a full batch, a short drain. The
+/// simulated step takes 8 ms whatever its size, so about 3 requests arrive per step.
+fn short_config(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        steps: 120,
+        drain: true,
+        rate: 400.0,
+        prompt: LengthDist::Uniform { lo: 8, hi: 700 },
+        output: LengthDist::Uniform { lo: 2, hi: 40 },
+        token_budget: None,
+        acceptance: 0.7,
+        step_time: StepTime {
+            base_ms: 8.0,
+            per_token_us: 0.0,
+        },
+    }
+}
+
+/// For the tiny pools: about one request every step for 40 steps.
+fn tiny_config(seed: u64) -> SimConfig {
+    SimConfig {
+        steps: 40,
+        rate: 120.0,
+        prompt: LengthDist::Uniform { lo: 16, hi: 200 },
+        output: LengthDist::Uniform { lo: 20, hi: 150 },
+        ..short_config(seed)
+    }
+}
+
+/// Every invariant a drained run must satisfy.
+fn check_invariants(name: &str, dims: &RuntimeDims, r: &Report) {
+    // Every request finished; nothing leaked.
+    assert!(r.requests.arrived > 0, "{name}: no arrivals");
+    assert_eq!(
+        r.requests.completed, r.requests.arrived,
+        "{name}: unfinished requests"
+    );
+    assert_eq!(r.requests.live_at_end, 0, "{name}");
+    assert_eq!(r.requests.waiting_at_end, 0, "{name}");
+    assert_eq!(r.pools.kv_in_use_end, 0, "{name}: KV blocks leaked");
+    assert_eq!(r.pools.mamba_in_use_end, 0, "{name}: Mamba slots leaked");
+    assert!(
+        r.pools.kv_peak <= r.pools.kv_blocks,
+        "{name}: KV over the pool"
+    );
+    assert!(r.pools.kv_peak > 0, "{name}");
+    assert_eq!(r.pools.mamba_peak > 0, dims.has_mamba(), "{name}");
+    assert!(r.pools.mamba_peak <= dims.max_requests(), "{name}");
+    assert!(r.requests.live_peak <= dims.max_requests(), "{name}");
+
+    // Steps and tokens agree with the records.
+    assert_eq!(r.steps, r.records.len() as u64, "{name}");
+    let real: u64 = r.records.iter().map(|s| u64::from(s.real.tokens)).sum();
+    let padded: u64 = r.records.iter().map(|s| u64::from(s.padded.tokens)).sum();
+    assert_eq!(r.tokens.real, real, "{name}");
+    assert_eq!(r.tokens.prefill + r.tokens.decode, real, "{name}");
+    assert!(
+        r.records.iter().all(|s| s.real.tokens > 0),
+        "{name}: empty step"
+    );
+
+    // Padding waste = Σ (padded − real), and every step's padded shape is the layout's:
+    // the matched bucket of the table, or the eager padding.
+    assert_eq!(r.padding.padded_tokens, padded, "{name}");
+    assert_eq!(r.padding.waste_tokens, padded - real, "{name}");
+    assert_eq!(
+        r.padding.graphed_waste_tokens + r.padding.eager_waste_tokens,
+        padded - real,
+        "{name}"
+    );
+    assert_eq!(r.padding.inconsistent_steps, 0, "{name}");
+    let buckets = dims.buckets();
+    let mut hits = vec![0u64; buckets.len()];
+    for (i, s) in r.records.iter().enumerate() {
+        assert!(s.padded.tokens >= s.real.tokens, "{name} step {i}");
+        match s.bucket {
+            Some(b) => {
+                assert_eq!(
+                    s.padded, buckets[b as usize],
+                    "{name} step {i}: not its bucket"
+                );
+                hits[b as usize] += 1;
+            }
+            None => assert_eq!(
+                s.padded,
+                eager_padding(
+                    s.real,
+                    dims.max_requests() as u32,
+                    dims.max_tokens() as u32,
+                    dims.tp(),
+                    dims.num_spec() as u32
+                ),
+                "{name} step {i}: not the eager padding"
+            ),
+        }
+    }
+    let graphed: u64 = hits.iter().sum();
+    assert_eq!(r.graphed_steps, graphed, "{name}");
+    assert_eq!(r.graphed_steps + r.eager_steps, r.steps, "{name}");
+    for b in &r.bucket_hits {
+        assert_eq!(b.hits, hits[b.index as usize], "{name}");
+    }
+    assert_eq!(
+        r.bucket_hits.len(),
+        hits.iter().filter(|&&h| h > 0).count(),
+        "{name}"
+    );
+    assert!(r.latency.p50_us <= r.latency.p99_us && r.latency.p99_us <= r.latency.max_us);
+    assert!(r.metadata_tokens_per_second > 0.0, "{name}");
+}
+
+#[test]
+fn every_bundled_layout_simulates_and_drains() {
+    for (name, src) in BUNDLED {
+        let spec = LayoutSpec::from_toml_str(src, name).unwrap();
+        let dims = dims_of(&spec);
+        let r = run(&short_config(11), &dims);
+        println!("{r}");
+        check_invariants(name, &dims, &r);
+        assert!(r.graphed_steps > 0, "{name}: no step used a graph");
+        assert!(r.requests.live_peak > 8, "{name}: the batch never filled");
+        let svg = simulate::svg::plot(&r);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["requests"]["completed"], r.requests.completed);
+        assert_eq!(json["padding"]["inconsistent_steps"], 0);
+    }
+}
+
+/// A tiny layout whose KV pool holds only a few requests: R = 16, T = 256, S = 1024,
+/// B = 16, 41 blocks (40 usable, 640 positions).
+fn tiny(model: ModelKind, speculative_tokens: u32) -> RuntimeDims {
+    dims_of(&LayoutSpec {
+        name: Some(format!("tiny-{}", model.as_str())),
+        source: None,
+        model,
+        max_requests: 16,
+        max_tokens: 256,
+        max_seq_len: 1024,
+        block_size: 16,
+        speculative_tokens,
+        tensor_parallel: 1,
+        decode_index_dtype: Default::default(),
+        kv_pool_blocks: Some(41),
+        mamba: model.has_mamba().then_some(MambaSpec {
+            chunk_size: 32,
+            conv_width: 4,
+        }),
+        graphs: GraphSpec::default(),
+        memory: None,
+    })
+}
+
+#[test]
+fn exhausted_pools_pause_and_resume_instead_of_failing() {
+    for (model, s) in [
+        (ModelKind::Hybrid, 2),
+        (ModelKind::Mha, 0),
+        (ModelKind::Mamba, 1),
+    ] {
+        let dims = tiny(model, s);
+        let r = run(&tiny_config(5), &dims);
+        println!("{r}");
+        let name = model.as_str();
+        check_invariants(name, &dims, &r);
+        assert!(r.requests.pauses > 0, "{name}: the pool never ran out");
+        assert!(
+            r.requests.resumes > 0,
+            "{name}: paused requests never resumed"
+        );
+        assert!(
+            r.pools.kv_peak >= r.pools.kv_blocks - 4,
+            "{name}: pool not exhausted"
+        );
+        assert_eq!(r.config.max_positions, 640);
+        if s > 0 {
+            assert_eq!(r.tokens.decode % u64::from(s + 1), 0, "{name}");
+            assert!(
+                r.tokens.drafts > 0 && r.tokens.drafts_accepted > 0,
+                "{name}"
+            );
+            assert!(r.tokens.drafts_accepted < r.tokens.drafts, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_pool_for_one_request_still_drains_by_evicting() {
+    // Llama-3.1-8B with 12 usable blocks of 64 (768 positions): each request fits on its
+    // own, two rarely do together.
+    let dims = dims_of(&LayoutSpec {
+        kv_pool_blocks: Some(13),
+        ..LayoutSpec::from_toml_str(BUNDLED[1].1, "llama").unwrap()
+    });
+    let config = SimConfig {
+        steps: 20,
+        prompt: LengthDist::Uniform { lo: 100, hi: 500 },
+        output: LengthDist::Uniform { lo: 50, hi: 150 },
+        ..tiny_config(9)
+    };
+    let r = run(&config, &dims);
+    println!("{r}");
+    check_invariants("one-request pool", &dims, &r);
+    assert!(r.requests.pauses > 0);
+    assert!(r.requests.evictions > 0, "no eviction: {r}");
+    assert!(r.requests.admitted > r.requests.arrived);
+}
+
+#[test]
+fn runs_are_deterministic_for_a_seed() {
+    let dims = tiny(ModelKind::Hybrid, 1);
+    let config = tiny_config(21);
+    let a = run(&config, &dims);
+    let b = run(&config, &dims);
+    let shapes = |r: &Report| -> Vec<_> {
+        r.records
+            .iter()
+            .map(|s| (s.real, s.padded, s.bucket, s.paused))
+            .collect()
+    };
+    assert_eq!(shapes(&a), shapes(&b));
+    assert_eq!(a.requests, b.requests);
+    assert_eq!(a.tokens, b.tokens);
+    let c = run(&SimConfig { seed: 22, ..config }, &dims);
+    assert_ne!(shapes(&a), shapes(&c));
+}
+
+#[test]
+fn no_drain_stops_at_the_step_count() {
+    let spec = LayoutSpec::from_toml_str(BUNDLED[0].1, "nemotron").unwrap();
+    let dims = dims_of(&spec);
+    let r = run(
+        &SimConfig {
+            drain: false,
+            steps: 40,
+            ..short_config(3)
+        },
+        &dims,
+    );
+    assert_eq!(r.steps, 40);
+    assert!(r.requests.live_at_end > 0);
+    assert!(r.pools.kv_in_use_end > 0);
+}
+
+#[test]
+fn impossible_configurations_are_rejected_with_a_message() {
+    let dims = tiny(ModelKind::Hybrid, 2);
+    let bad = |c: SimConfig, needle: &str| {
+        let e = c.check(&dims).unwrap_err();
+        assert!(matches!(e, SimError::Config(_)) && e.is_config());
+        assert!(e.to_string().contains(needle), "`{e}` lacks `{needle}`");
+        let mut backend = CpuBackend::new(dims.clone());
+        assert_eq!(
+            simulate::run(&c, &dims, &mut backend, &mut |_| {}).unwrap_err(),
+            e
+        );
+    };
+    let ok = tiny_config(1);
+    bad(
+        SimConfig {
+            steps: 0,
+            ..ok.clone()
+        },
+        "steps must be at least 1",
+    );
+    for rate in [0.0, -3.0, f64::NAN, f64::INFINITY] {
+        bad(
+            SimConfig { rate, ..ok.clone() },
+            "rate must be a positive number",
+        );
+    }
+    bad(
+        SimConfig {
+            acceptance: 1.5,
+            ..ok.clone()
+        },
+        "acceptance",
+    );
+    bad(
+        SimConfig {
+            token_budget: Some(2),
+            ..ok.clone()
+        },
+        "token budget",
+    );
+    bad(
+        SimConfig {
+            token_budget: Some(512),
+            ..ok.clone()
+        },
+        "token budget",
+    );
+    bad(
+        SimConfig {
+            step_time: StepTime {
+                base_ms: 0.0,
+                per_token_us: 0.0,
+            },
+            ..ok.clone()
+        },
+        "step time",
+    );
+    // Every prompt longer than the 640 positions the pool holds (less 3 for a decode).
+    bad(
+        SimConfig {
+            prompt: LengthDist::Fixed(2000),
+            ..ok.clone()
+        },
+        "prompt length distribution fixed 2000 never fits",
+    );
+    bad(
+        SimConfig {
+            prompt: LengthDist::Uniform { lo: 638, hi: 900 },
+            ..ok.clone()
+        },
+        "never fits",
+    );
+    bad(
+        SimConfig {
+            prompt: LengthDist::Fixed(100),
+            output: LengthDist::Fixed(600),
+            ..ok.clone()
+        },
+        "output length distribution fixed 600 never fits",
+    );
+    bad(
+        SimConfig {
+            prompt: LengthDist::Fixed(0),
+            ..ok.clone()
+        },
+        "prompt length",
+    );
+    // The shortest request must fit: 600 + 1000 − 1 + 2 = 1601 positions do not.
+    bad(
+        SimConfig {
+            prompt: LengthDist::Uniform { lo: 600, hi: 5000 },
+            output: LengthDist::Fixed(1000),
+            ..ok.clone()
+        },
+        "needs 1601 positions, more than 640",
+    );
+    // Distributions that only sometimes overflow are clipped, not rejected.
+    let r = run(
+        &SimConfig {
+            steps: 20,
+            prompt: LengthDist::Uniform { lo: 600, hi: 5000 },
+            output: LengthDist::Uniform { lo: 2, hi: 1000 },
+            ..ok
+        },
+        &dims,
+    );
+    check_invariants("clipped", &dims, &r);
+    assert_eq!(r.config.max_prompt, 637);
+}
+
+/// The command line: a short run writes its report and plot; bad input exits 2 with a
+/// message and no panic.
+#[test]
+fn command_line_runs_and_rejects_bad_input() {
+    let Some(exe) = option_env!("CARGO_BIN_EXE_attention-layout") else {
+        return; // built without the `cli` feature
+    };
+    let dir = std::env::temp_dir().join(format!("al-simulate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let svg = dir.join("plot.svg");
+    let out = std::process::Command::new(exe)
+        .args([
+            "simulate",
+            "mamba2-2.7b",
+            "--backend",
+            "cpu",
+            "--steps",
+            "30",
+            "--rate",
+            "200",
+            "--prompt-len",
+            "uniform:8-300",
+            "--output-len",
+            "uniform:2-20",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("simulate mamba2-2.7b on the cpu backend"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["requests"]["completed"],
+        report["requests"]["arrived"]
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    for args in [
+        &["simulate", "--steps", "0"][..],
+        &["simulate", "--rate", "0"],
+        &["simulate", "--prompt-len", "fixed:9000"],
+        &["simulate", "no-such-layout.toml"],
+    ] {
+        let out = std::process::Command::new(exe).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
