@@ -1,0 +1,731 @@
+//! Paged attention over the metadata: KV append through the token slot arrays, then
+//! attention through `cu_query_seq_lengths`, `cu_kv_seq_lengths` and the block table, for
+//! decode and varlen prefill in one launch (causal within each request).
+//!
+//! The KV cache is `[num_blocks, block_size, heads, head_dim]` f32; queries, new keys and
+//! values and the output are `[Tp, heads, head_dim]` in step-token order (FlashAttention
+//! varlen's `[total_q, heads, d]`). Before a step every cache element holds a NaN sentinel
+//! except the history (positions `< kv_off`) of every row, paused rows included; so a
+//! kernel that reads a slot it should not gets a NaN into its output, and one that writes
+//! a slot it should not changes a bit the guard check compares.
+
+// Dense arrays here are allocated in this module with sizes from the same layout and model
+// dims as the loops that index them. Every index that comes from the metadata is range-
+// checked before it is used, as the kernels do, and counted as a kernel error when it is
+// out of range, so bad metadata fails the batch instead of panicking. The emulation's loops
+// index as the kernels do (one loop per grid or thread dimension), on purpose.
+#![allow(clippy::indexing_slicing, clippy::needless_range_loop)]
+
+use attention_layout::{Dims, Field, HostMetadata, Phase, RuntimeDims, StepInfo};
+
+use crate::batch::{Batch, Kind};
+use crate::check::{BatchReport, Errors, Summary};
+use crate::layouts::{AttnModel, Layout};
+use crate::meta::{MetaBytes, cuda_header};
+use crate::rng::Rng;
+use crate::{Result, RunArgs};
+
+/// Tolerance on the row-wise relative error of the f32 output against the f64 reference.
+pub const TOLERANCE: f64 = 1e-3;
+
+/// Bits of the sentinel in untouched cache slots and output rows: a quiet NaN with a payload.
+pub const SENTINEL_BITS: u32 = 0x7FC0_A11E;
+
+/// Threads per block of the attention kernel.
+pub const ATTENTION_THREADS: u32 = 64;
+
+/// The sentinel value.
+pub fn sentinel() -> f32 {
+    f32::from_bits(SENTINEL_BITS)
+}
+
+/// A paged KV cache, `[num_blocks, block_size, heads, head_dim]` each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cache {
+    /// Keys.
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+}
+
+/// One step's data: the batch, the random tensors and the cache before the step.
+#[derive(Debug, Clone)]
+pub struct AttnCase {
+    /// Model dimensions.
+    pub model: AttnModel,
+    /// `B`.
+    pub block_size: usize,
+    /// KV pool size, dummy block included.
+    pub num_blocks: usize,
+    /// The dummy block.
+    pub dummy: usize,
+    /// The rows.
+    pub batch: Batch,
+    /// Padded token count `Tp` (length of the token-major tensors).
+    pub padded_tokens: usize,
+    /// Real tokens.
+    pub real_tokens: usize,
+    /// Queries `[Tp, H, D]` (padding tokens random too).
+    pub q: Vec<f32>,
+    /// New keys `[Tp, H, D]`.
+    pub k_new: Vec<f32>,
+    /// New values `[Tp, H, D]`.
+    pub v_new: Vec<f32>,
+    /// The cache before the step.
+    pub cache: Cache,
+    /// Per row of `batch.rows`: keys of positions `< kv_off`, `[kv_off, H, D]`.
+    pub hist_k: Vec<Vec<f32>>,
+    /// Per row: values of positions `< kv_off`.
+    pub hist_v: Vec<Vec<f32>>,
+}
+
+impl AttnCase {
+    /// Random tensors for `batch` (already filled into metadata with shapes `info`), and the
+    /// cache with every row's history written through its own block list.
+    pub fn new(layout: &Layout<AttnModel>, batch: Batch, info: &StepInfo, rng: &mut Rng) -> Self {
+        let m = layout.model;
+        let d = &layout.dims;
+        let row = m.heads * m.head_dim;
+        let b = d.block_size();
+        let num_blocks = d.geometry().kv_pool_blocks;
+        let tp = info.padded.tokens as usize;
+        let mut cache = Cache {
+            k: vec![sentinel(); num_blocks * b * row],
+            v: vec![sentinel(); num_blocks * b * row],
+        };
+        let mut hist_k = Vec::new();
+        let mut hist_v = Vec::new();
+        for r in &batch.rows {
+            let n = r.kv_off as usize;
+            let hk = rng.fill(n * row, -1.0, 1.0);
+            let hv = rng.fill(n * row, -1.0, 1.0);
+            for pos in 0..n {
+                let slot = r.blocks[pos / b] as usize * b + pos % b;
+                cache.k[slot * row..(slot + 1) * row]
+                    .copy_from_slice(&hk[pos * row..(pos + 1) * row]);
+                cache.v[slot * row..(slot + 1) * row]
+                    .copy_from_slice(&hv[pos * row..(pos + 1) * row]);
+            }
+            hist_k.push(hk);
+            hist_v.push(hv);
+        }
+        Self {
+            model: m,
+            block_size: b,
+            num_blocks,
+            dummy: d.dummy_block() as usize,
+            real_tokens: batch.real_tokens(),
+            batch,
+            padded_tokens: tp,
+            q: rng.fill(tp * row, -1.0, 1.0),
+            k_new: rng.fill(tp * row, -1.0, 1.0),
+            v_new: rng.fill(tp * row, -1.0, 1.0),
+            cache,
+            hist_k,
+            hist_v,
+        }
+    }
+
+    fn row(&self) -> usize {
+        self.model.heads * self.model.head_dim
+    }
+
+    /// `1 / sqrt(head_dim)`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.model.head_dim as f32).sqrt()
+    }
+
+    /// Dense causal attention in f64 for every real token, `[real_tokens, H, D]`, from the
+    /// rows' own history and new tensors: no metadata, no block table.
+    pub fn reference(&self) -> Vec<f64> {
+        let (h_n, dim) = (self.model.heads, self.model.head_dim);
+        let row = self.row();
+        let scale = 1.0 / (dim as f64).sqrt();
+        let mut out = vec![0.0f64; self.real_tokens * row];
+        let rows: Vec<usize> = (0..self.batch.rows.len())
+            .filter(|&i| self.batch.rows[i].phase != Phase::Paused)
+            .collect();
+        for (act, &ri) in self.batch.active().iter().zip(&rows) {
+            let r = act.row;
+            let kv = r.kv_off as usize;
+            let len = kv + r.q as usize;
+            let key = |pos: usize, h: usize, x: usize, v: bool| -> f64 {
+                let (hist, new) = if v {
+                    (&self.hist_v[ri], &self.v_new)
+                } else {
+                    (&self.hist_k[ri], &self.k_new)
+                };
+                f64::from(if pos < kv {
+                    hist[pos * row + h * dim + x]
+                } else {
+                    new[(act.t0 + pos - kv) * row + h * dim + x]
+                })
+            };
+            for j in 0..r.q as usize {
+                let t = act.t0 + j;
+                let n = kv + j + 1;
+                debug_assert!(n <= len);
+                for h in 0..h_n {
+                    let qv = &self.q[t * row + h * dim..t * row + (h + 1) * dim];
+                    let s: Vec<f64> = (0..n)
+                        .map(|p| {
+                            (0..dim)
+                                .map(|x| f64::from(qv[x]) * key(p, h, x, false))
+                                .sum::<f64>()
+                                * scale
+                        })
+                        .collect();
+                    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let w: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
+                    let sum: f64 = w.iter().sum();
+                    for x in 0..dim {
+                        out[t * row + h * dim + x] =
+                            (0..n).map(|p| w[p] * key(p, h, x, true)).sum::<f64>() / sum;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The cache after a correct step: the cache before, with each real token's K/V at
+    /// `blocks[pos / B]`, `pos % B` of its own row. (The dummy block is not predicted.)
+    pub fn expected_cache(&self) -> Cache {
+        let row = self.row();
+        let b = self.block_size;
+        let mut c = self.cache.clone();
+        for act in self.batch.active() {
+            let r = act.row;
+            for j in 0..r.q as usize {
+                let pos = r.kv_off as usize + j;
+                let slot = r.blocks[pos / b] as usize * b + pos % b;
+                let t = act.t0 + j;
+                c.k[slot * row..(slot + 1) * row]
+                    .copy_from_slice(&self.k_new[t * row..(t + 1) * row]);
+                c.v[slot * row..(slot + 1) * row]
+                    .copy_from_slice(&self.v_new[t * row..(t + 1) * row]);
+            }
+        }
+        c
+    }
+
+    /// Compares a step's results with the reference and the guards.
+    pub fn check(&self, after: &Cache, out: &[f32]) -> Outcome {
+        let row = self.row();
+        let dim = self.model.head_dim;
+        let mut o = Outcome::default();
+        // Guard: every cache element outside the dummy block is exactly as expected.
+        let want = self.expected_cache();
+        let dummy = self.dummy * self.block_size * row..(self.dummy + 1) * self.block_size * row;
+        if after.k.len() != want.k.len() || after.v.len() != want.v.len() {
+            o.guard_violations = usize::MAX;
+        } else {
+            for (i, ((gk, wk), (gv, wv))) in after
+                .k
+                .iter()
+                .zip(&want.k)
+                .zip(after.v.iter().zip(&want.v))
+                .enumerate()
+            {
+                if dummy.contains(&i) {
+                    continue;
+                }
+                o.guard_violations += usize::from(gk.to_bits() != wk.to_bits());
+                o.guard_violations += usize::from(gv.to_bits() != wv.to_bits());
+            }
+        }
+        // Output: real rows against the reference; padding rows must keep the sentinel.
+        let reference = self.reference();
+        if out.len() != self.padded_tokens * row {
+            o.output.nonfinite += 1;
+            o.output.max_rel = f64::INFINITY;
+            return o;
+        }
+        for t in 0..self.padded_tokens {
+            for h in 0..self.model.heads {
+                let r = t * row + h * dim..t * row + (h + 1) * dim;
+                if t < self.real_tokens {
+                    o.output.add_row(&out[r.clone()], &reference[r]);
+                } else if out[r].iter().any(|x| x.to_bits() != SENTINEL_BITS) {
+                    o.padding_writes += 1;
+                }
+            }
+        }
+        o
+    }
+}
+
+/// What [`AttnCase::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Outcome {
+    /// Output errors of the real tokens.
+    pub output: Errors,
+    /// Cache elements outside the dummy block that differ from the expected cache.
+    pub guard_violations: usize,
+    /// Output rows of padding tokens that were written.
+    pub padding_writes: usize,
+}
+
+/// What a step execution returns.
+#[derive(Debug, Clone)]
+pub struct StepRun {
+    /// The cache after the step.
+    pub cache: Cache,
+    /// The output `[Tp, H, D]` (initialised to the sentinel before the step).
+    pub out: Vec<f32>,
+    /// Inconsistencies the kernels counted.
+    pub kernel_errors: u32,
+}
+
+/// Something that runs the two kernels of a step: the CPU emulation or the GPU.
+pub trait Executor {
+    /// What it is, for the first line of a run.
+    fn describe(&self) -> String;
+    /// Runs KV append and attention for one step. `layout_index` identifies the layout
+    /// (executors cache per-layout state such as compiled modules); `meta` is the whole
+    /// coalesced buffer.
+    fn run(
+        &mut self,
+        layout_index: usize,
+        layout: &Layout<AttnModel>,
+        meta: &[u8],
+        info: &StepInfo,
+        case: &AttnCase,
+    ) -> Result<StepRun>;
+}
+
+/// The kernels' index math on the CPU, in f32, reading the metadata bytes by offset as the
+/// kernels do (one loop nest per kernel: grid, then threads).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuEmulation;
+
+impl Executor for CpuEmulation {
+    fn describe(&self) -> String {
+        "CPU emulation of the kernels (f32)".to_owned()
+    }
+
+    fn run(
+        &mut self,
+        _layout_index: usize,
+        layout: &Layout<AttnModel>,
+        meta: &[u8],
+        info: &StepInfo,
+        case: &AttnCase,
+    ) -> Result<StepRun> {
+        let mut cache = case.cache.clone();
+        let mut out = vec![sentinel(); case.q.len()];
+        let m = MetaBytes::new(meta, &layout.dims);
+        let mut errs = emulate_kv_append(&m, &layout.dims, info, case, &mut cache)?;
+        errs += emulate_attention(&m, &layout.dims, info, case, &cache, &mut out)?;
+        Ok(StepRun {
+            cache,
+            out,
+            kernel_errors: errs,
+        })
+    }
+}
+
+/// `kv_append` on the CPU: token `t < Tp` writes its K/V at
+/// `(token_to_block_idx[t], token_to_local_position_within_kv_block[t])`.
+pub fn emulate_kv_append(
+    m: &MetaBytes<'_>,
+    dims: &RuntimeDims,
+    info: &StepInfo,
+    case: &AttnCase,
+    cache: &mut Cache,
+) -> Result<u32> {
+    let row = case.model.heads * case.model.head_dim;
+    let b = dims.block_size() as i64;
+    let mut errs = 0;
+    for t in 0..info.padded.tokens as usize {
+        let blk = m.i64(Field::TokenToBlockIdx, t)?;
+        let loc = i64::from(m.i32(Field::TokenToLocalPositionWithinKvBlock, t)?);
+        if blk < 0 || blk >= case.num_blocks as i64 || loc < 0 || loc >= b {
+            errs += 1;
+            continue;
+        }
+        let slot = (blk * b + loc) as usize;
+        cache.k[slot * row..(slot + 1) * row].copy_from_slice(&case.k_new[t * row..(t + 1) * row]);
+        cache.v[slot * row..(slot + 1) * row].copy_from_slice(&case.v_new[t * row..(t + 1) * row]);
+    }
+    Ok(errs)
+}
+
+/// `paged_attention` on the CPU: one "block" per (padded request `a`, head, query `j`).
+pub fn emulate_attention(
+    m: &MetaBytes<'_>,
+    dims: &RuntimeDims,
+    info: &StepInfo,
+    case: &AttnCase,
+    cache: &Cache,
+    out: &mut [f32],
+) -> Result<u32> {
+    let (heads, dim) = (case.model.heads, case.model.head_dim);
+    let row = heads * dim;
+    let b = dims.block_size();
+    let nkv = dims.block_table_width();
+    let tokens = info.padded.tokens as i64;
+    let max_k = info.max_seqlen_k as i64;
+    let scale = case.scale();
+    let mut errs = 0;
+    for a in 0..info.padded.requests() as usize {
+        let q0 = m.i32(Field::MhaCuQuerySeqLengths, a)?;
+        let qlen = m.i32(Field::MhaCuQuerySeqLengths, a + 1)? - q0;
+        let kvlen = m.i32(Field::MhaCuKvSeqLengths, a + 1)? - m.i32(Field::MhaCuKvSeqLengths, a)?;
+        for h in 0..heads {
+            for j in 0..info.max_seqlen_q as i32 {
+                if j >= qlen {
+                    continue;
+                }
+                let n = i64::from(kvlen - qlen + j + 1);
+                let t = i64::from(q0 + j);
+                if n <= 0 || n > max_k || n > (nkv * b) as i64 || t < 0 || t >= tokens {
+                    errs += 1;
+                    continue;
+                }
+                let (n, t) = (n as usize, t as usize);
+                let qv = &case.q[t * row + h * dim..t * row + (h + 1) * dim];
+                let mut blocks = Vec::with_capacity(n.div_ceil(b));
+                for i in 0..n.div_ceil(b) {
+                    let blk = m.i32(Field::MhaBlockTable, a * nkv + i)?;
+                    blocks.push(
+                        (blk >= 0 && (blk as usize) < case.num_blocks).then_some(blk as usize),
+                    );
+                }
+                let mut p = vec![0.0f32; n];
+                for (i, pi) in p.iter_mut().enumerate() {
+                    let Some(blk) = blocks[i / b] else {
+                        errs += 1;
+                        continue;
+                    };
+                    let at = (blk * b + i % b) * row + h * dim;
+                    let mut s = 0.0f32;
+                    for x in 0..dim {
+                        s += qv[x] * cache.k[at + x];
+                    }
+                    *pi = s * scale;
+                }
+                let mut mx = p[0];
+                for &x in &p[1..] {
+                    mx = mx.max(x);
+                }
+                for x in &mut p {
+                    *x = (*x - mx).exp();
+                }
+                let mut sum = 0.0f32;
+                for &x in &p {
+                    sum += x;
+                }
+                for x in 0..dim {
+                    let mut acc = 0.0f32;
+                    for (i, &pi) in p.iter().enumerate() {
+                        if let Some(blk) = blocks[i / b] {
+                            acc += pi * cache.v[(blk * b + i % b) * row + h * dim + x];
+                        }
+                    }
+                    out[t * row + h * dim + x] = acc / sum;
+                }
+            }
+        }
+    }
+    Ok(errs)
+}
+
+/// The CUDA C source of the two kernels for one layout: the generated header (field
+/// offsets, capacities), the model dims, then `kv_append` and `paged_attention`.
+pub fn cuda_source(layout: &Layout<AttnModel>) -> String {
+    format!(
+        "{}#define HEADS {}\n#define HEAD_DIM {}\n{KERNELS}",
+        cuda_header(&layout.dims),
+        layout.model.heads,
+        layout.model.head_dim
+    )
+}
+
+/// The kernels. Scalar arguments are bucket constants (padded shapes, `max_seqlen_*` of a
+/// graphed step), so the launches could be captured in a CUDA graph per bucket.
+pub const KERNELS: &str = r#"
+// Grid (Tp, HEADS), any block size: token t writes its new K/V into its slot. Padding tokens
+// carry the dummy block and local position 0, so they all write there.
+extern "C" __global__ void kv_append(const u8* meta, int tokens, const float* k_new,
+                                     const float* v_new, float* k_cache, float* v_cache,
+                                     int* err) {
+  const int t = blockIdx.x, h = blockIdx.y;
+  if (t >= tokens) return;
+  const i64 blk = field_i64(meta, OFF_TOKEN_TO_BLOCK_IDX)[t];
+  const i32 loc = field_i32(meta, OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK)[t];
+  if (blk < 0 || blk >= NUM_BLOCKS || loc < 0 || loc >= BLOCK_SIZE) {
+    if (threadIdx.x == 0 && h == 0) atomicAdd(err, 1);
+    return;
+  }
+  const i64 dst = ((blk * BLOCK_SIZE + loc) * HEADS + h) * HEAD_DIM;
+  const i64 src = ((i64)t * HEADS + h) * HEAD_DIM;
+  for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+    k_cache[dst + d] = k_new[src + d];
+    v_cache[dst + d] = v_new[src + d];
+  }
+}
+
+// Grid (Np, HEADS, max_seqlen_q), dynamic shared memory max_seqlen_k floats: query j of padded
+// request a attends to its request's keys at positions <= kv_off + j, found through the block
+// table. Everything comes from cu_query_seq_lengths, cu_kv_seq_lengths and the block table.
+extern "C" __global__ void paged_attention(const u8* meta, int requests, int tokens,
+                                           int max_seqlen_k, float scale, const float* q,
+                                           const float* k_cache, const float* v_cache,
+                                           float* out, int* err) {
+  extern __shared__ float p[];
+  const int a = blockIdx.x, h = blockIdx.y, j = blockIdx.z;
+  if (a >= requests) return;
+  const i32* cu_q = field_i32(meta, OFF_MHA_CU_QUERY_SEQ_LENGTHS);
+  const i32* cu_k = field_i32(meta, OFF_MHA_CU_KV_SEQ_LENGTHS);
+  const i32* table = field_i32(meta, OFF_MHA_BLOCK_TABLE) + (i64)a * NKV;
+  const int q0 = cu_q[a];
+  const int qlen = cu_q[a + 1] - q0;
+  if (j >= qlen) return;  // padded requests have qlen == 0 and do nothing
+  const int kvlen = cu_k[a + 1] - cu_k[a];
+  const int n = kvlen - qlen + j + 1;  // causal: kv_off + j + 1 keys
+  const int t = q0 + j;
+  if (n <= 0 || n > max_seqlen_k || n > NKV * BLOCK_SIZE || t < 0 || t >= tokens) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  const float* qv = q + ((i64)t * HEADS + h) * HEAD_DIM;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int blk = table[i / BLOCK_SIZE];
+    if (blk < 0 || blk >= NUM_BLOCKS) {
+      atomicAdd(err, 1);
+      p[i] = 0.0f;
+      continue;
+    }
+    const float* kr = k_cache + (((i64)blk * BLOCK_SIZE + i % BLOCK_SIZE) * HEADS + h) * HEAD_DIM;
+    float s = 0.0f;
+    for (int d = 0; d < HEAD_DIM; ++d) s += qv[d] * kr[d];
+    p[i] = s * scale;
+  }
+  __syncthreads();
+  float m = p[0];
+  for (int i = 1; i < n; ++i) m = fmaxf(m, p[i]);
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) p[i] = expf(p[i] - m);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) sum += p[i];
+  for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const int blk = table[i / BLOCK_SIZE];
+      if (blk < 0 || blk >= NUM_BLOCKS) continue;
+      acc += p[i] * v_cache[(((i64)blk * BLOCK_SIZE + i % BLOCK_SIZE) * HEADS + h) * HEAD_DIM + d];
+    }
+    out[((i64)t * HEADS + h) * HEAD_DIM + d] = acc / sum;
+  }
+}
+"#;
+
+/// Runs `args.batches` random steps over `layouts` (batch `i` on layout `i mod len`, kind
+/// [`Kind::schedule`]), printing one line per batch through `print`, and returns the
+/// summary. Each layout keeps one [`HostMetadata`] across its steps, so stale tails of
+/// earlier steps travel in the buffer as they do in an engine.
+pub fn run_batches(
+    layouts: &[Layout<AttnModel>],
+    args: RunArgs,
+    exec: &mut dyn Executor,
+    print: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    let mut metas: Vec<HostMetadata<RuntimeDims>> = layouts
+        .iter()
+        .map(|l| HostMetadata::new(l.dims.clone()))
+        .collect();
+    let mut summary = Summary::default();
+    print(&format!("paged attention on {}", exec.describe()));
+    for l in layouts {
+        print(&format!(
+            "layout {}: R={} T={} S={} B={} s={} nkv={} blocks={} dummy={} buckets={} heads={} head_dim={}",
+            l.label,
+            l.dims.max_requests(),
+            l.dims.max_tokens(),
+            l.dims.max_seq_len(),
+            l.dims.block_size(),
+            l.dims.num_spec(),
+            l.dims.block_table_width(),
+            l.dims.geometry().kv_pool_blocks,
+            l.dims.dummy_block(),
+            l.dims.buckets().len(),
+            l.model.heads,
+            l.model.head_dim
+        ));
+    }
+    if layouts.is_empty() {
+        return Err("no layouts to run".into());
+    }
+    for i in 0..args.batches {
+        let li = i % layouts.len();
+        let layout = &layouts[li];
+        let seed = args.seed.wrapping_add(i as u64);
+        let mut rng = Rng::new(seed);
+        let kind = Kind::schedule(i);
+        let batch = Batch::random(&layout.dims, kind, &mut rng);
+        let info = *batch.fill(&mut metas[li])?;
+        let paused = batch
+            .rows
+            .iter()
+            .filter(|r| r.phase == Phase::Paused)
+            .count();
+        let case = AttnCase::new(layout, batch, &info, &mut rng);
+        let run = exec.run(li, layout, metas[li].bytes(), &info, &case)?;
+        let o = case.check(&run.cache, &run.out);
+        let report = BatchReport {
+            index: i,
+            seed,
+            layout: layout.label,
+            kind,
+            info,
+            paused,
+            output: o.output,
+            state: None,
+            tol: TOLERANCE,
+            guard_violations: o.guard_violations,
+            padding_writes: o.padding_writes,
+            kernel_errors: run.kernel_errors,
+        };
+        print(&report.line());
+        summary.add(&report);
+    }
+    print(&summary.lines("paged attention", TOLERANCE));
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layouts;
+
+    fn tiny_case(q: Vec<f32>, k: Vec<f32>, v: Vec<f32>, kv_off: u32, qlen: u32) -> AttnCase {
+        use crate::batch::Row;
+        let model = AttnModel {
+            heads: 1,
+            head_dim: 2,
+        };
+        let n = kv_off as usize;
+        AttnCase {
+            model,
+            block_size: 4,
+            num_blocks: 3,
+            dummy: 2,
+            batch: Batch {
+                kind: Kind::Prefill,
+                rows: vec![Row {
+                    phase: Phase::Prefill,
+                    q: qlen,
+                    kv_off,
+                    blocks: vec![0, 1],
+                    slot: 0,
+                }],
+            },
+            padded_tokens: qlen as usize,
+            real_tokens: qlen as usize,
+            q,
+            k_new: k[n * 2..].to_vec(),
+            v_new: v[n * 2..].to_vec(),
+            cache: Cache {
+                k: vec![0.0; 24],
+                v: vec![0.0; 24],
+            },
+            hist_k: vec![k[..n * 2].to_vec()],
+            hist_v: vec![v[..n * 2].to_vec()],
+        }
+    }
+
+    /// Scores 0 and ln 3 give weights 1/4 and 3/4; the first query sees only its own key.
+    #[test]
+    fn reference_by_hand() {
+        let s2 = 2f32.sqrt();
+        let ln3 = 3f32.ln();
+        // Two prefill tokens, no history: query 0 sees key 0 only, query 1 sees both.
+        let c = tiny_case(
+            vec![1.0, 0.0, 1.0, 0.0],
+            vec![0.0, 0.0, s2 * ln3, 0.0],
+            vec![1.0, 0.0, 0.0, 1.0],
+            0,
+            2,
+        );
+        let r = c.reference();
+        assert!((r[0] - 1.0).abs() < 1e-12 && r[1].abs() < 1e-12, "{r:?}");
+        assert!(
+            (r[2] - 0.25).abs() < 1e-6 && (r[3] - 0.75).abs() < 1e-6,
+            "{r:?}"
+        );
+        // The same keys as history plus one decode token with a zero key.
+        let c = tiny_case(
+            vec![1.0, 0.0],
+            vec![0.0, 0.0, s2 * ln3, 0.0, 0.0, 0.0],
+            vec![1.0, 0.0, 0.0, 1.0, 2.0, 2.0],
+            2,
+            1,
+        );
+        let r = c.reference();
+        // Weights 1:3:1 over values (1,0), (0,1), (2,2).
+        assert!(
+            (r[0] - 3.0 / 5.0).abs() < 1e-6 && (r[1] - 5.0 / 5.0).abs() < 1e-6,
+            "{r:?}"
+        );
+    }
+
+    /// The CPU emulation, reading only the metadata, reproduces the dense f64 reference on
+    /// random batches of every layout, with the guards clean.
+    #[test]
+    fn emulation_matches_reference() {
+        let layouts = layouts::attention().unwrap();
+        let mut lines = Vec::new();
+        let s = run_batches(
+            &layouts,
+            RunArgs {
+                batches: 36,
+                seed: 11,
+            },
+            &mut CpuEmulation,
+            &mut |l| lines.push(l.to_owned()),
+        )
+        .unwrap();
+        let text = lines.join("\n");
+        println!("{text}");
+        assert_eq!(s.failed, 0, "{text}");
+        assert_eq!(s.passed, 36);
+        assert!(s.graphed_padded >= 6 && s.eager >= 6, "{text}");
+        assert!(s.output.max_rel < 1e-5, "{text}");
+        assert!(lines.last().unwrap().ends_with("36 passed, 0 failed"));
+    }
+
+    /// A block table that points a real row at the wrong block is caught: the output goes
+    /// wrong (or NaN from a sentinel slot).
+    #[test]
+    fn wrong_block_table_is_caught() {
+        let layout = &layouts::attention().unwrap()[1];
+        let mut meta = HostMetadata::new(layout.dims.clone());
+        let mut rng = Rng::new(5);
+        let batch = Batch::random(&layout.dims, Kind::Mixed, &mut rng);
+        let info = *batch.fill(&mut meta).unwrap();
+        let case = AttnCase::new(layout, batch, &info, &mut rng);
+        let mut bytes = meta.bytes().to_vec();
+        let off = layout.dims.field_offset(Field::MhaBlockTable);
+        // Swap the first two entries of row 0's block table.
+        let (x, y) = (
+            i32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap()),
+            i32::from_ne_bytes(bytes[off + 4..off + 8].try_into().unwrap()),
+        );
+        bytes[off..off + 4].copy_from_slice(&y.to_ne_bytes());
+        bytes[off + 4..off + 8].copy_from_slice(&x.to_ne_bytes());
+        let run = CpuEmulation.run(1, layout, &bytes, &info, &case).unwrap();
+        let o = case.check(&run.cache, &run.out);
+        assert!(!o.output.within(TOLERANCE), "{o:?}");
+    }
+
+    #[test]
+    fn source_names_both_kernels() {
+        let l = &layouts::attention().unwrap()[2];
+        let s = cuda_source(l);
+        assert!(s.contains("kv_append") && s.contains("paged_attention"));
+        assert!(s.contains("#define NKV 9\n"));
+        assert!(s.contains("#define HEAD_DIM 32\n"));
+    }
+}

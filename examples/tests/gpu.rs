@@ -1,0 +1,40 @@
+//! The consumers on a GPU, as tests (`cuda` feature; ignored unless asked for: run with
+//! `--include-ignored` on a machine with a GPU, where a missing device fails the test).
+#![cfg(feature = "cuda")]
+
+use attention_layout_examples::{RunArgs, attention, gpu, layouts, mamba};
+
+const ARGS: RunArgs = RunArgs {
+    batches: 9,
+    seed: 77,
+};
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn paged_attention_on_gpu() {
+    let layouts = layouts::attention().unwrap();
+    let mut exec = gpu::GpuAttention::new(gpu::Gpu::open().unwrap());
+    let s = attention::run_batches(&layouts, ARGS, &mut exec, &mut |l| println!("{l}")).unwrap();
+    assert_eq!(s.failed, 0);
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn mamba_consumer_on_gpu() {
+    let layouts = layouts::mamba().unwrap();
+    let mut exec = gpu::GpuMamba::new(gpu::Gpu::open().unwrap());
+    let s = mamba::run_batches(&layouts, ARGS, &mut exec, &mut |l| println!("{l}")).unwrap();
+    assert_eq!(s.failed, 0);
+}
+
+/// The kernels compile for Hopper (NVRTC only: no device needed).
+#[test]
+#[ignore = "needs NVRTC (libnvrtc)"]
+fn kernels_compile_with_nvrtc() {
+    let modules = gpu::compile_all("sm_90").unwrap();
+    assert_eq!(modules.len(), 6);
+    for (label, ptx) in modules {
+        println!("{label}: {ptx} bytes of PTX");
+        assert!(ptx > 1000, "{label}");
+    }
+}
