@@ -11,6 +11,7 @@
 pub mod buckets;
 pub mod emit_cuda;
 pub mod geometry;
+pub mod load;
 pub mod memory;
 pub mod spec;
 
