@@ -12,6 +12,7 @@ pub mod error;
 pub mod fill;
 #[cfg(feature = "golden")]
 pub mod golden;
+pub mod layout;
 pub mod layouts;
 pub mod metadata;
 pub mod scenarios;
@@ -23,6 +24,7 @@ pub use backend::{BackendKind, MetadataBackend};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;
+pub use layout::{ConstDims, Layout};
 pub use metadata::{DecodeIndices, HostMetadata, MetadataView};
 pub use step::{
     BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput,
