@@ -12,6 +12,8 @@ pub mod error;
 pub mod fill;
 #[cfg(feature = "golden")]
 pub mod golden;
+#[cfg(feature = "inspect")]
+pub mod inspect;
 pub mod layout;
 pub mod layouts;
 pub mod metadata;
@@ -20,6 +22,9 @@ pub mod step;
 
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
+/// The attribute that generates a [`Layout`] from a spec (feature `macros`).
+#[cfg(feature = "macros")]
+pub use attention_layout_macros::attention_layout;
 pub use backend::{BackendKind, MetadataBackend};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use attention_layout::{bench, golden, scenarios};
+use attention_layout::{bench, golden, inspect, scenarios};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,18 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         steps: usize,
     },
+    /// Print a layout's buffer map, buckets and memory totals; optionally its generated
+    /// Rust and CUDA C.
+    Inspect {
+        /// A bundled layout name or a TOML file.
+        layout: String,
+        /// Also print the generated Rust (formatted with prettyplease).
+        #[arg(long)]
+        rust: bool,
+        /// Also print the generated CUDA C.
+        #[arg(long)]
+        cuda: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +57,7 @@ fn main() -> ExitCode {
             max_mismatches,
         } => replay(&file, max_mismatches),
         Command::Bench { steps } => run_bench(steps),
+        Command::Inspect { layout, rust, cuda } => inspect::main(&layout, rust, cuda),
     }
 }
 
