@@ -266,6 +266,49 @@ mod tests {
         assert!(out.contains("cannot read layout file"), "{out}");
     }
 
+    /// Expansion time of every bundled layout (parse the attribute, read and check the
+    /// file, derive the geometry and buckets, emit the items), median of 31 runs. Run in
+    /// release: `cargo test --release -p attention-layout-macros -- --ignored
+    /// --nocapture expansion_time`. Recorded in BENCHMARKS.md.
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn expansion_time() {
+        let mut worst = std::time::Duration::ZERO;
+        for name in [
+            "nemotron-h-8b",
+            "llama-3.1-8b",
+            "qwen2.5-7b",
+            "mamba2-2.7b",
+            "jamba-1.5-mini",
+        ] {
+            let path = format!("../layouts/{name}.toml");
+            let mut times = Vec::new();
+            let mut size = 0;
+            for _ in 0..31 {
+                let args = quote!(config = #path);
+                let start = std::time::Instant::now();
+                let out = expand(
+                    args,
+                    quote!(
+                        pub struct Model;
+                    ),
+                );
+                times.push(start.elapsed());
+                size = out.to_string().len();
+            }
+            times.sort();
+            let median = times[times.len() / 2];
+            worst = worst.max(median);
+            println!(
+                "{name:>16}: median {:>8.3} ms, min {:>8.3} ms, max {:>8.3} ms, {size} bytes of tokens",
+                median.as_secs_f64() * 1e3,
+                times[0].as_secs_f64() * 1e3,
+                times[times.len() - 1].as_secs_f64() * 1e3,
+            );
+        }
+        assert!(worst.as_millis() < 100, "expansion took {worst:?}");
+    }
+
     #[test]
     fn not_a_struct() {
         let out = expand(
