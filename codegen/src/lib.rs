@@ -9,8 +9,13 @@
 //! compiler and shared by the proc-macro, build scripts and the runtime.
 
 pub mod buckets;
+#[cfg(feature = "build")]
+pub mod build;
 pub mod emit_cuda;
+#[cfg(feature = "emit")]
+pub mod emit_rust;
 pub mod geometry;
+pub mod load;
 pub mod memory;
 pub mod spec;
 

@@ -312,6 +312,14 @@ pub const REQUIRED_KEYS: &[&str] = &[
     "block_size",
 ];
 
+/// Keys a section must have when it is present (dotted: `section.key`).
+pub const REQUIRED_SECTION_KEYS: &[&str] = &[
+    "mamba.chunk_size",
+    "mamba.conv_width",
+    "memory.attention_layers",
+    "memory.budget_gib",
+];
+
 /// Tokens the eager path rounds a step up to (Megatron's token rounder, before `tp`).
 pub const EAGER_TOKEN_ROUNDER: u32 = 64;
 
@@ -420,30 +428,39 @@ fn location_of(file: &str, src: &str, offset: usize) -> Location {
     }
 }
 
-/// Byte offset of a dotted key's name in TOML source, from the parser's spans.
+/// Byte offset of a dotted key's name in TOML source, from the parser's spans; when the key
+/// itself is absent, the offset of the nearest enclosing key that is there.
 fn key_offset(src: &str, dotted: &str) -> Option<usize> {
     let root = toml::de::DeTable::parse(src).ok()?;
     let mut table = root.get_ref();
+    let mut found = None;
     let mut parts = dotted.split('.').peekable();
     while let Some(part) = parts.next() {
-        let (k, v) = table.get_key_value(part)?;
+        let Some((k, v)) = table.get_key_value(part) else {
+            return found;
+        };
+        found = Some(k.span().start);
         if parts.peek().is_none() {
-            return Some(k.span().start);
+            return found;
         }
         match v.get_ref() {
             toml::de::DeValue::Table(t) => table = t,
-            _ => return Some(k.span().start),
+            _ => return found,
         }
     }
-    None
+    found
 }
 
 impl LayoutSpec {
-    /// Reads and validates a spec from TOML source; `file` names it in messages.
+    /// Reads and validates a spec from TOML source; `file` names it in messages. Every
+    /// key is checked first ([`crate::load::check_table`]), so a diagnostic names its key
+    /// as well as the file, line and column.
     pub fn from_toml_str(src: &str, file: &str) -> Result<Self, SpecError> {
-        let spec: Self = toml::from_str(src).map_err(|e| toml_error(file, src, &e))?;
-        spec.validate().map_err(|e| e.locate(file, src))?;
-        Ok(spec)
+        let table = crate::load::parse_toml(crate::load::Source {
+            name: file,
+            text: src,
+        })?;
+        crate::load::spec_from_table(&table).map_err(|e| e.locate(file, src))
     }
 
     /// Reads and validates a spec from an already parsed table (attribute arguments, or a
@@ -558,8 +575,9 @@ impl LayoutSpec {
             }
         }
         match (self.model.has_mamba(), &self.mamba) {
+            // Named by `model`, the key that is there to point at.
             (true, None) => err(
-                "mamba",
+                "model",
                 format!(
                     "a {} model needs `mamba.chunk_size` and `mamba.conv_width`",
                     self.model.as_str()
@@ -632,7 +650,7 @@ impl LayoutSpec {
 }
 
 /// A TOML or serde error as a located diagnostic.
-fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> SpecError {
+pub(crate) fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> SpecError {
     let offset = e.span().map_or(0, |s| s.start);
     SpecError {
         diagnostics: vec![Diagnostic {

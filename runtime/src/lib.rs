@@ -14,6 +14,9 @@ pub mod error;
 pub mod fill;
 #[cfg(feature = "golden")]
 pub mod golden;
+#[cfg(feature = "inspect")]
+pub mod inspect;
+pub mod layout;
 pub mod layouts;
 pub mod metadata;
 pub mod scenarios;
@@ -22,11 +25,15 @@ pub mod step;
 
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
+/// The attribute that generates a [`Layout`] from a spec (feature `macros`).
+#[cfg(feature = "macros")]
+pub use attention_layout_macros::attention_layout;
 pub use backend::{BackendKind, MetadataBackend};
 pub use batch::{BatchError, BatchState, RequestHandle, RequestPhase};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;
+pub use layout::{ConstDims, Layout};
 pub use metadata::{DecodeIndices, HostMetadata, MetadataView};
 pub use step::{
     BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use attention_layout::{bench, golden, scenarios};
+use attention_layout::{bench, golden, inspect, scenarios};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,18 @@ enum Command {
     },
     /// Run a dynamic-batching engine loop without a model and report the metadata cost.
     Simulate(attention_layout::simulate::cli::SimulateArgs),
+    /// Print a layout's buffer map, buckets and memory totals; optionally its generated
+    /// Rust and CUDA C.
+    Inspect {
+        /// A bundled layout name or a TOML file.
+        layout: String,
+        /// Also print the generated Rust (formatted with prettyplease).
+        #[arg(long)]
+        rust: bool,
+        /// Also print the generated CUDA C.
+        #[arg(long)]
+        cuda: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +63,7 @@ fn main() -> ExitCode {
         } => replay(&file, max_mismatches),
         Command::Bench { steps, scenario } => run_bench(steps, scenario.as_deref()),
         Command::Simulate(args) => attention_layout::simulate::cli::main(args),
+        Command::Inspect { layout, rust, cuda } => inspect::main(&layout, rust, cuda),
     }
 }
 

@@ -1,0 +1,886 @@
+/// Attention layout `mamba2-2.7b` (mamba model): R = 128 requests, T = 8192 tokens, S = 65536, B = 256, s = 0 speculative tokens, tensor parallel 1.
+/// Source: <https://huggingface.co/state-spaces/mamba2-2.7b/blob/main/config.json>.
+///
+/// Metadata buffer: 534180 bytes in 32 fields; 91 CUDA-graph buckets; KV pool 32769 blocks (dummy block 32768).
+/// Generated from the spec by attention-layout: the constants are in its `attention_layout::Layout` impl and its field constants; `Mamba2_2_7bBuilder` builds the metadata of a step and `Mamba2_2_7bMetadata` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mamba2_2_7b;
+
+/// `Mamba2_2_7b`'s metadata after a step: the coalesced buffer (534180 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
+///
+/// Field accessors return the whole field (its capacity); `view()` gives the lengths the kernels see this step.
+#[derive(Debug, Clone, Copy)]
+pub struct Mamba2_2_7bMetadata<'a> {
+    host: &'a ::attention_layout::HostMetadata<
+        ::attention_layout::layout::ConstDims<Mamba2_2_7b>,
+    >,
+}
+
+/// Builds `Mamba2_2_7b`'s metadata on the host: the runtime's fill, monomorphized with `Mamba2_2_7b`'s constants.
+///
+/// A step either succeeds and replaces the metadata, or fails with a typed error and leaves it as it was.
+#[derive(Debug, Clone)]
+pub struct Mamba2_2_7bBuilder {
+    host: ::attention_layout::HostMetadata<
+        ::attention_layout::layout::ConstDims<Mamba2_2_7b>,
+    >,
+}
+
+/// `Mamba2_2_7b`'s capacities, buffer layout, CUDA-graph buckets and fill kernels, as constants.
+const _: () = {
+    use ::attention_layout::layout as al;
+    #[automatically_derived]
+    impl al::Layout for Mamba2_2_7b {
+        /// The layout's name.
+        const NAME: &'static str = "mamba2-2.7b";
+        /// The spec it was generated from (TOML, with inline overrides merged).
+        const SPEC_TOML: &'static str = r#"block_size = 256
+max_requests = 128
+max_seq_len = 65536
+max_tokens = 8192
+model = "mamba"
+name = "mamba2-2.7b"
+source = "https://huggingface.co/state-spaces/mamba2-2.7b/blob/main/config.json"
+
+[graphs]
+count = "auto"
+mixed_prefill = 4
+
+[mamba]
+chunk_size = 256
+conv_width = 4
+
+[memory]
+attention_layers = 0
+budget_gib = 40.0
+dtype_bytes = 2
+mamba_groups = 1
+mamba_head_dim = 64
+mamba_heads = 80
+mamba_layers = 64
+mamba_state_dim = 128
+state_dtype_bytes = 4
+"#;
+        /// `mamba`: Mamba fields present, strict bucket matching.
+        const MODEL: al::ModelKind = al::ModelKind::Mamba;
+        /// `R`: request rows per step.
+        const MAX_REQUESTS: usize = 128;
+        /// `T`: tokens per step.
+        const MAX_TOKENS: usize = 8192;
+        /// `S`: longest sequence.
+        const MAX_SEQ_LEN: usize = 65536;
+        /// `B`: tokens per KV block.
+        const BLOCK_SIZE: usize = 256;
+        /// `s`: speculative tokens per decode request.
+        const NUM_SPEC: usize = 0;
+        /// Tensor-parallel size.
+        const TENSOR_PARALLEL: u32 = 1;
+        /// Block-table width `nkv = ceil(S / B) + (s > 0)` = ceil(65536 / 256) + 0.
+        const BLOCK_TABLE_WIDTH: usize = 256;
+        /// KV pool size in blocks, dummy included: what 40 GiB holds after the Mamba states, capped at `R × nkv + 1`.
+        const KV_POOL_BLOCKS: usize = 32769;
+        /// The dummy block id, `KV_POOL_BLOCKS - 1`.
+        const DUMMY_BLOCK: i32 = 32768;
+        /// Whether `mamba_batch_indices_decode` is i64 (else i32).
+        const DECODE_INDEX_I64: bool = true;
+        /// Mamba chunk size `cs` (0 without Mamba).
+        const CHUNK_SIZE: usize = 256;
+        /// Causal-conv1d width `d_conv` (0 without Mamba).
+        const CONV_WIDTH: usize = 4;
+        /// Chunk slots `Cmax = floor(T / cs) + R` = 8192 / 256 + 128.
+        const MAX_CHUNKS: usize = 160;
+        /// Intermediate-state capacity `Kmax = min(ceil(T / B), 3R)` = min(32, 384).
+        const MAX_INTERMEDIATE: usize = 32;
+        /// Bytes of Megatron's coalesced buffer (SEMANTICS §9), before the appended fields.
+        const MEGATRON_BYTES: usize = 533784;
+        /// Bytes of the whole buffer.
+        const TOTAL_BYTES: usize = 534180;
+        /// Every field, in buffer order.
+        const FIELDS: &'static [al::FieldLayout] = &[
+            Self::TOKEN_TO_INPUT_IDS,
+            Self::TOKEN_TO_POS_IDS,
+            Self::TOKEN_TO_BLOCK_IDX,
+            Self::TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK,
+            Self::TOKEN_TO_REQUEST_IDX,
+            Self::TOKEN_TO_POSITION_IN_REQUEST,
+            Self::REQUEST_IN_PREFILL_STATUS,
+            Self::REQUEST_QUERY_LENGTHS,
+            Self::REQUEST_KV_LENGTH_OFFSETS,
+            Self::TEMPERATURE,
+            Self::TOP_K,
+            Self::TOP_P,
+            Self::ACTIVE_REQUEST_LAST_TOKEN_IDXS,
+            Self::REAL_TOKEN_COUNT,
+            Self::MHA_QUERY_LENGTHS,
+            Self::MHA_CU_QUERY_SEQ_LENGTHS,
+            Self::MHA_KV_SEQ_LENGTHS,
+            Self::MHA_CU_KV_SEQ_LENGTHS,
+            Self::MHA_BLOCK_TABLE,
+            Self::MAMBA_BATCH_INDICES_DECODE,
+            Self::MAMBA_BATCH_INDICES_PREFILL,
+            Self::MAMBA_SEQ_IDX,
+            Self::MAMBA_CU_SEQLENS,
+            Self::MAMBA_CU_CHUNK_SEQLENS,
+            Self::MAMBA_LAST_CHUNK_INDICES,
+            Self::MAMBA_SEQ_IDX_FOR_VARLEN,
+            Self::MAMBA_CONV_SEQ_IDX,
+            Self::MAMBA_CONV_SEQ_START,
+            Self::MAMBA_INTERMEDIATE_CHUNK_INDICES,
+            Self::MAMBA_INTERMEDIATE_ABS_POSITIONS,
+            Self::MAMBA_INTERMEDIATE_REAL_COUNT,
+            Self::MAMBA_DEVICE_DECODE_PREFILL,
+        ];
+        /// The 91 CUDA-graph buckets `(tokens, prefill, decode)`, ascending: 8 decode-only, 70 mixed, 13 prefill-only.
+        const BUCKETS: &'static [al::BatchDims] = &[
+            al::BatchDims::new(1, 0, 1),
+            al::BatchDims::new(2, 0, 2),
+            al::BatchDims::new(2, 1, 1),
+            al::BatchDims::new(2, 2, 0),
+            al::BatchDims::new(4, 0, 4),
+            al::BatchDims::new(4, 1, 3),
+            al::BatchDims::new(4, 2, 2),
+            al::BatchDims::new(4, 4, 0),
+            al::BatchDims::new(8, 0, 8),
+            al::BatchDims::new(8, 1, 7),
+            al::BatchDims::new(8, 2, 6),
+            al::BatchDims::new(8, 4, 4),
+            al::BatchDims::new(8, 8, 0),
+            al::BatchDims::new(16, 0, 16),
+            al::BatchDims::new(16, 1, 15),
+            al::BatchDims::new(16, 2, 14),
+            al::BatchDims::new(16, 4, 12),
+            al::BatchDims::new(16, 8, 8),
+            al::BatchDims::new(16, 16, 0),
+            al::BatchDims::new(32, 0, 32),
+            al::BatchDims::new(32, 1, 31),
+            al::BatchDims::new(32, 2, 30),
+            al::BatchDims::new(32, 4, 28),
+            al::BatchDims::new(32, 8, 24),
+            al::BatchDims::new(32, 16, 16),
+            al::BatchDims::new(32, 32, 0),
+            al::BatchDims::new(64, 0, 64),
+            al::BatchDims::new(64, 1, 63),
+            al::BatchDims::new(64, 2, 62),
+            al::BatchDims::new(64, 4, 60),
+            al::BatchDims::new(64, 8, 56),
+            al::BatchDims::new(64, 16, 48),
+            al::BatchDims::new(64, 32, 32),
+            al::BatchDims::new(64, 64, 0),
+            al::BatchDims::new(128, 0, 128),
+            al::BatchDims::new(128, 1, 127),
+            al::BatchDims::new(128, 2, 126),
+            al::BatchDims::new(128, 4, 124),
+            al::BatchDims::new(128, 8, 120),
+            al::BatchDims::new(128, 16, 112),
+            al::BatchDims::new(128, 32, 96),
+            al::BatchDims::new(128, 64, 64),
+            al::BatchDims::new(128, 128, 0),
+            al::BatchDims::new(256, 1, 127),
+            al::BatchDims::new(256, 2, 126),
+            al::BatchDims::new(256, 4, 124),
+            al::BatchDims::new(256, 8, 120),
+            al::BatchDims::new(256, 16, 112),
+            al::BatchDims::new(256, 32, 96),
+            al::BatchDims::new(256, 64, 64),
+            al::BatchDims::new(256, 128, 0),
+            al::BatchDims::new(512, 1, 127),
+            al::BatchDims::new(512, 2, 126),
+            al::BatchDims::new(512, 4, 124),
+            al::BatchDims::new(512, 8, 120),
+            al::BatchDims::new(512, 16, 112),
+            al::BatchDims::new(512, 32, 96),
+            al::BatchDims::new(512, 64, 64),
+            al::BatchDims::new(512, 128, 0),
+            al::BatchDims::new(1024, 1, 127),
+            al::BatchDims::new(1024, 2, 126),
+            al::BatchDims::new(1024, 4, 124),
+            al::BatchDims::new(1024, 8, 120),
+            al::BatchDims::new(1024, 16, 112),
+            al::BatchDims::new(1024, 32, 96),
+            al::BatchDims::new(1024, 64, 64),
+            al::BatchDims::new(1024, 128, 0),
+            al::BatchDims::new(2048, 1, 127),
+            al::BatchDims::new(2048, 2, 126),
+            al::BatchDims::new(2048, 4, 124),
+            al::BatchDims::new(2048, 8, 120),
+            al::BatchDims::new(2048, 16, 112),
+            al::BatchDims::new(2048, 32, 96),
+            al::BatchDims::new(2048, 64, 64),
+            al::BatchDims::new(2048, 128, 0),
+            al::BatchDims::new(4096, 1, 127),
+            al::BatchDims::new(4096, 2, 126),
+            al::BatchDims::new(4096, 4, 124),
+            al::BatchDims::new(4096, 8, 120),
+            al::BatchDims::new(4096, 16, 112),
+            al::BatchDims::new(4096, 32, 96),
+            al::BatchDims::new(4096, 64, 64),
+            al::BatchDims::new(4096, 128, 0),
+            al::BatchDims::new(8192, 1, 127),
+            al::BatchDims::new(8192, 2, 126),
+            al::BatchDims::new(8192, 4, 124),
+            al::BatchDims::new(8192, 8, 120),
+            al::BatchDims::new(8192, 16, 112),
+            al::BatchDims::new(8192, 32, 96),
+            al::BatchDims::new(8192, 64, 64),
+            al::BatchDims::new(8192, 128, 0),
+        ];
+        /// CUDA C source of the fill kernels, one entry point per bucket (91), with these constants baked in.
+        const CUDA_SOURCE: &'static str = r#"// attention-layout fill kernels (placeholder)
+#define AL_TOTAL_BYTES 534180
+"#;
+    }
+};
+
+/// `Mamba2_2_7b`'s field table, the accessors of `Mamba2_2_7bMetadata` and the methods of `Mamba2_2_7bBuilder`.
+const _: () = {
+    use ::attention_layout::layout as al;
+    /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534180-byte buffer (SEMANTICS §9).
+    impl Mamba2_2_7b {
+        /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
+        pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TokenToInputIds,
+            dtype: al::Dtype::I64,
+            elems: 8192,
+            offset: 0,
+        };
+        /// `token_to_pos_ids`: absolute position of each token; 8192 × i64 (T) at bytes 65536..131072.
+        pub const TOKEN_TO_POS_IDS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TokenToPosIds,
+            dtype: al::Dtype::I64,
+            elems: 8192,
+            offset: 65536,
+        };
+        /// `token_to_block_idx`: KV block of each token; 8192 × i64 (T) at bytes 131072..196608.
+        pub const TOKEN_TO_BLOCK_IDX: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TokenToBlockIdx,
+            dtype: al::Dtype::I64,
+            elems: 8192,
+            offset: 131072,
+        };
+        /// `token_to_local_position_within_kv_block`: position of each token within its KV block; 8192 × i32 (T) at bytes 196608..229376.
+        pub const TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TokenToLocalPositionWithinKvBlock,
+            dtype: al::Dtype::I32,
+            elems: 8192,
+            offset: 196608,
+        };
+        /// `token_to_request_idx`: request row of each token; 8192 × i32 (T) at bytes 229376..262144.
+        pub const TOKEN_TO_REQUEST_IDX: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TokenToRequestIdx,
+            dtype: al::Dtype::I32,
+            elems: 8192,
+            offset: 229376,
+        };
+        /// `token_to_position_in_request`: position of each token in its request; 8192 × i32 (T) at bytes 262144..294912.
+        pub const TOKEN_TO_POSITION_IN_REQUEST: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TokenToPositionInRequest,
+            dtype: al::Dtype::I32,
+            elems: 8192,
+            offset: 262144,
+        };
+        /// `request_in_prefill_status`: 1 for prefill rows, 0 for decode rows; 128 × i32 (R) at bytes 294912..295424.
+        pub const REQUEST_IN_PREFILL_STATUS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::RequestInPrefillStatus,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 294912,
+        };
+        /// `request_query_lengths`: query length per active request; 128 × i32 (R) at bytes 295424..295936.
+        pub const REQUEST_QUERY_LENGTHS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::RequestQueryLengths,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 295424,
+        };
+        /// `request_kv_length_offsets`: KV offset per active request; 128 × i32 (R) at bytes 295936..296448.
+        pub const REQUEST_KV_LENGTH_OFFSETS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::RequestKvLengthOffsets,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 295936,
+        };
+        /// `temperature`: sampling temperature per request (padding 1.0); 128 × f32 (R) at bytes 296448..296960.
+        pub const TEMPERATURE: al::FieldLayout = al::FieldLayout {
+            field: al::Field::Temperature,
+            dtype: al::Dtype::F32,
+            elems: 128,
+            offset: 296448,
+        };
+        /// `top_k`: sampling top-k per request; 128 × i32 (R) at bytes 296960..297472.
+        pub const TOP_K: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TopK,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 296960,
+        };
+        /// `top_p`: sampling top-p per request; 128 × f32 (R) at bytes 297472..297984.
+        pub const TOP_P: al::FieldLayout = al::FieldLayout {
+            field: al::Field::TopP,
+            dtype: al::Dtype::F32,
+            elems: 128,
+            offset: 297472,
+        };
+        /// `active_request_last_token_idxs`: index of each request's last token in the step; 128 × i32 (R) at bytes 297984..298496.
+        pub const ACTIVE_REQUEST_LAST_TOKEN_IDXS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::ActiveRequestLastTokenIdxs,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 297984,
+        };
+        /// `real_token_count`: real token count of the step; 1 × i32 (1) at bytes 298496..298500.
+        pub const REAL_TOKEN_COUNT: al::FieldLayout = al::FieldLayout {
+            field: al::Field::RealTokenCount,
+            dtype: al::Dtype::I32,
+            elems: 1,
+            offset: 298496,
+        };
+        /// `mha_query_lengths`: query length per padded request; 128 × i32 (R) at bytes 298500..299012.
+        pub const MHA_QUERY_LENGTHS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MhaQueryLengths,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 298500,
+        };
+        /// `mha_cu_query_seq_lengths`: cumulative query lengths; 129 × i32 (R + 1) at bytes 299012..299528.
+        pub const MHA_CU_QUERY_SEQ_LENGTHS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MhaCuQuerySeqLengths,
+            dtype: al::Dtype::I32,
+            elems: 129,
+            offset: 299012,
+        };
+        /// `mha_kv_seq_lengths`: KV length per padded request; 128 × i32 (R) at bytes 299528..300040.
+        pub const MHA_KV_SEQ_LENGTHS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MhaKvSeqLengths,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 299528,
+        };
+        /// `mha_cu_kv_seq_lengths`: cumulative KV lengths; 129 × i32 (R + 1) at bytes 300040..300556.
+        pub const MHA_CU_KV_SEQ_LENGTHS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MhaCuKvSeqLengths,
+            dtype: al::Dtype::I32,
+            elems: 129,
+            offset: 300040,
+        };
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request; 32768 × i32 (R × nkv) at bytes 300556..431628.
+        pub const MHA_BLOCK_TABLE: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MhaBlockTable,
+            dtype: al::Dtype::I32,
+            elems: 32768,
+            offset: 300556,
+        };
+        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; 128 × i64 (R) at bytes 431632..432656.
+        pub const MAMBA_BATCH_INDICES_DECODE: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaBatchIndicesDecode,
+            dtype: al::Dtype::I64,
+            elems: 128,
+            offset: 431632,
+        };
+        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; 128 × i32 (R) at bytes 432656..433168.
+        pub const MAMBA_BATCH_INDICES_PREFILL: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaBatchIndicesPrefill,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 432656,
+        };
+        /// `mamba_seq_idx`: prefill sequence number per token; 8192 × i32 (T) at bytes 433168..465936.
+        pub const MAMBA_SEQ_IDX: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaSeqIdx,
+            dtype: al::Dtype::I32,
+            elems: 8192,
+            offset: 433168,
+        };
+        /// `mamba_cu_seqlens`: cumulative prefill lengths; 129 × i32 (R + 1) at bytes 465936..466452.
+        pub const MAMBA_CU_SEQLENS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaCuSeqlens,
+            dtype: al::Dtype::I32,
+            elems: 129,
+            offset: 465936,
+        };
+        /// `mamba_cu_chunk_seqlens`: chunk boundaries; 161 × i32 (Cmax + 1) at bytes 466452..467096.
+        pub const MAMBA_CU_CHUNK_SEQLENS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaCuChunkSeqlens,
+            dtype: al::Dtype::I32,
+            elems: 161,
+            offset: 466452,
+        };
+        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; 128 × i32 (R) at bytes 467096..467608.
+        pub const MAMBA_LAST_CHUNK_INDICES: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaLastChunkIndices,
+            dtype: al::Dtype::I32,
+            elems: 128,
+            offset: 467096,
+        };
+        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; 160 × i32 (Cmax) at bytes 467608..468248.
+        pub const MAMBA_SEQ_IDX_FOR_VARLEN: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaSeqIdxForVarlen,
+            dtype: al::Dtype::I32,
+            elems: 160,
+            offset: 467608,
+        };
+        /// `mamba_conv_seq_idx`: conv sequence number per token; 8192 × i32 (T) at bytes 468248..501016.
+        pub const MAMBA_CONV_SEQ_IDX: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaConvSeqIdx,
+            dtype: al::Dtype::I32,
+            elems: 8192,
+            offset: 468248,
+        };
+        /// `mamba_conv_seq_start`: conv sequence start per token; 8192 × i32 (T) at bytes 501016..533784.
+        pub const MAMBA_CONV_SEQ_START: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaConvSeqStart,
+            dtype: al::Dtype::I32,
+            elems: 8192,
+            offset: 501016,
+        };
+        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); 32 × i64 (Kmax) at bytes 533784..534040.
+        pub const MAMBA_INTERMEDIATE_CHUNK_INDICES: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaIntermediateChunkIndices,
+            dtype: al::Dtype::I64,
+            elems: 32,
+            offset: 533784,
+        };
+        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); 32 × i32 (Kmax) at bytes 534040..534168.
+        pub const MAMBA_INTERMEDIATE_ABS_POSITIONS: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaIntermediateAbsPositions,
+            dtype: al::Dtype::I32,
+            elems: 32,
+            offset: 534040,
+        };
+        /// `mamba_intermediate_real_count`: real intermediate entries (appended); 1 × i32 (1) at bytes 534168..534172.
+        pub const MAMBA_INTERMEDIATE_REAL_COUNT: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaIntermediateRealCount,
+            dtype: al::Dtype::I32,
+            elems: 1,
+            offset: 534168,
+        };
+        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); 2 × i32 (2) at bytes 534172..534180.
+        pub const MAMBA_DEVICE_DECODE_PREFILL: al::FieldLayout = al::FieldLayout {
+            field: al::Field::MambaDeviceDecodePrefill,
+            dtype: al::Dtype::I32,
+            elems: 2,
+            offset: 534172,
+        };
+    }
+    impl<'a> Mamba2_2_7bMetadata<'a> {
+        /// The whole buffer (what one host-to-device copy moves).
+        #[inline]
+        pub fn bytes(&self) -> &'a [u8] {
+            self.host.bytes()
+        }
+        /// The step's shapes: real, padded, bucket, `max_seqlen_*`, chunk counts.
+        #[inline]
+        pub fn info(&self) -> &'a al::StepInfo {
+            self.host.info()
+        }
+        /// Typed views with exactly the lengths the kernels see this step (Mamba
+        /// fields `None` when absent this step).
+        #[inline]
+        pub fn view(&self) -> al::MetadataView<'a> {
+            self.host.view()
+        }
+        /// `token_to_input_ids`: token ids of the step's tokens; all 8192 × i64 at byte 0.
+        #[inline]
+        pub fn token_to_input_ids(&self) -> &'a [i64] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOKEN_TO_INPUT_IDS)
+        }
+        /// `token_to_pos_ids`: absolute position of each token; all 8192 × i64 at byte 65536.
+        #[inline]
+        pub fn token_to_pos_ids(&self) -> &'a [i64] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOKEN_TO_POS_IDS)
+        }
+        /// `token_to_block_idx`: KV block of each token; all 8192 × i64 at byte 131072.
+        #[inline]
+        pub fn token_to_block_idx(&self) -> &'a [i64] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOKEN_TO_BLOCK_IDX)
+        }
+        /// `token_to_local_position_within_kv_block`: position of each token within its KV block; all 8192 × i32 at byte 196608.
+        #[inline]
+        pub fn token_to_local_position_within_kv_block(&self) -> &'a [i32] {
+            al::field_slice(
+                self.host.bytes(),
+                Mamba2_2_7b::TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK,
+            )
+        }
+        /// `token_to_request_idx`: request row of each token; all 8192 × i32 at byte 229376.
+        #[inline]
+        pub fn token_to_request_idx(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOKEN_TO_REQUEST_IDX)
+        }
+        /// `token_to_position_in_request`: position of each token in its request; all 8192 × i32 at byte 262144.
+        #[inline]
+        pub fn token_to_position_in_request(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOKEN_TO_POSITION_IN_REQUEST)
+        }
+        /// `request_in_prefill_status`: 1 for prefill rows, 0 for decode rows; all 128 × i32 at byte 294912.
+        #[inline]
+        pub fn request_in_prefill_status(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::REQUEST_IN_PREFILL_STATUS)
+        }
+        /// `request_query_lengths`: query length per active request; all 128 × i32 at byte 295424.
+        #[inline]
+        pub fn request_query_lengths(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::REQUEST_QUERY_LENGTHS)
+        }
+        /// `request_kv_length_offsets`: KV offset per active request; all 128 × i32 at byte 295936.
+        #[inline]
+        pub fn request_kv_length_offsets(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::REQUEST_KV_LENGTH_OFFSETS)
+        }
+        /// `temperature`: sampling temperature per request (padding 1.0); all 128 × f32 at byte 296448.
+        #[inline]
+        pub fn temperature(&self) -> &'a [f32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TEMPERATURE)
+        }
+        /// `top_k`: sampling top-k per request; all 128 × i32 at byte 296960.
+        #[inline]
+        pub fn top_k(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOP_K)
+        }
+        /// `top_p`: sampling top-p per request; all 128 × f32 at byte 297472.
+        #[inline]
+        pub fn top_p(&self) -> &'a [f32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::TOP_P)
+        }
+        /// `active_request_last_token_idxs`: index of each request's last token in the step; all 128 × i32 at byte 297984.
+        #[inline]
+        pub fn active_request_last_token_idxs(&self) -> &'a [i32] {
+            al::field_slice(
+                self.host.bytes(),
+                Mamba2_2_7b::ACTIVE_REQUEST_LAST_TOKEN_IDXS,
+            )
+        }
+        /// `real_token_count`: real token count of the step; all 1 × i32 at byte 298496.
+        #[inline]
+        pub fn real_token_count(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::REAL_TOKEN_COUNT)
+        }
+        /// `mha_query_lengths`: query length per padded request; all 128 × i32 at byte 298500.
+        #[inline]
+        pub fn mha_query_lengths(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_QUERY_LENGTHS)
+        }
+        /// `mha_cu_query_seq_lengths`: cumulative query lengths; all 129 × i32 at byte 299012.
+        #[inline]
+        pub fn mha_cu_query_seq_lengths(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_CU_QUERY_SEQ_LENGTHS)
+        }
+        /// `mha_kv_seq_lengths`: KV length per padded request; all 128 × i32 at byte 299528.
+        #[inline]
+        pub fn mha_kv_seq_lengths(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_KV_SEQ_LENGTHS)
+        }
+        /// `mha_cu_kv_seq_lengths`: cumulative KV lengths; all 129 × i32 at byte 300040.
+        #[inline]
+        pub fn mha_cu_kv_seq_lengths(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_CU_KV_SEQ_LENGTHS)
+        }
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request; all 32768 × i32 at byte 300556.
+        #[inline]
+        pub fn mha_block_table(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_BLOCK_TABLE)
+        }
+        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; all 128 × i64 at byte 431632.
+        #[inline]
+        pub fn mamba_batch_indices_decode(&self) -> &'a [i64] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_BATCH_INDICES_DECODE)
+        }
+        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; all 128 × i32 at byte 432656.
+        #[inline]
+        pub fn mamba_batch_indices_prefill(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_BATCH_INDICES_PREFILL)
+        }
+        /// `mamba_seq_idx`: prefill sequence number per token; all 8192 × i32 at byte 433168.
+        #[inline]
+        pub fn mamba_seq_idx(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_SEQ_IDX)
+        }
+        /// `mamba_cu_seqlens`: cumulative prefill lengths; all 129 × i32 at byte 465936.
+        #[inline]
+        pub fn mamba_cu_seqlens(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CU_SEQLENS)
+        }
+        /// `mamba_cu_chunk_seqlens`: chunk boundaries; all 161 × i32 at byte 466452.
+        #[inline]
+        pub fn mamba_cu_chunk_seqlens(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CU_CHUNK_SEQLENS)
+        }
+        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; all 128 × i32 at byte 467096.
+        #[inline]
+        pub fn mamba_last_chunk_indices(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_LAST_CHUNK_INDICES)
+        }
+        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; all 160 × i32 at byte 467608.
+        #[inline]
+        pub fn mamba_seq_idx_for_varlen(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_SEQ_IDX_FOR_VARLEN)
+        }
+        /// `mamba_conv_seq_idx`: conv sequence number per token; all 8192 × i32 at byte 468248.
+        #[inline]
+        pub fn mamba_conv_seq_idx(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CONV_SEQ_IDX)
+        }
+        /// `mamba_conv_seq_start`: conv sequence start per token; all 8192 × i32 at byte 501016.
+        #[inline]
+        pub fn mamba_conv_seq_start(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CONV_SEQ_START)
+        }
+        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); all 32 × i64 at byte 533784.
+        #[inline]
+        pub fn mamba_intermediate_chunk_indices(&self) -> &'a [i64] {
+            al::field_slice(
+                self.host.bytes(),
+                Mamba2_2_7b::MAMBA_INTERMEDIATE_CHUNK_INDICES,
+            )
+        }
+        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); all 32 × i32 at byte 534040.
+        #[inline]
+        pub fn mamba_intermediate_abs_positions(&self) -> &'a [i32] {
+            al::field_slice(
+                self.host.bytes(),
+                Mamba2_2_7b::MAMBA_INTERMEDIATE_ABS_POSITIONS,
+            )
+        }
+        /// `mamba_intermediate_real_count`: real intermediate entries (appended); all 1 × i32 at byte 534168.
+        #[inline]
+        pub fn mamba_intermediate_real_count(&self) -> &'a [i32] {
+            al::field_slice(
+                self.host.bytes(),
+                Mamba2_2_7b::MAMBA_INTERMEDIATE_REAL_COUNT,
+            )
+        }
+        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); all 2 × i32 at byte 534172.
+        #[inline]
+        pub fn mamba_device_decode_prefill(&self) -> &'a [i32] {
+            al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_DEVICE_DECODE_PREFILL)
+        }
+    }
+    impl Mamba2_2_7bBuilder {
+        /// A builder with its 534180-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (32768).
+        pub fn new() -> Self {
+            Self {
+                host: al::HostMetadata::new(al::ConstDims::new()),
+            }
+        }
+        /// Builds one step's metadata. On error nothing changes.
+        #[inline]
+        pub fn fill(
+            &mut self,
+            input: &al::StepInput<'_>,
+        ) -> ::core::result::Result<Mamba2_2_7bMetadata<'_>, al::StepError> {
+            self.host.fill(input)?;
+            ::core::result::Result::Ok(Mamba2_2_7bMetadata {
+                host: &self.host,
+            })
+        }
+        /// The last step's metadata.
+        #[inline]
+        pub fn metadata(&self) -> Mamba2_2_7bMetadata<'_> {
+            Mamba2_2_7bMetadata {
+                host: &self.host,
+            }
+        }
+        /// The runtime's host metadata underneath, for code generic over `Dims`.
+        #[inline]
+        pub fn host(&self) -> &al::HostMetadata<al::ConstDims<Mamba2_2_7b>> {
+            &self.host
+        }
+    }
+    impl ::core::default::Default for Mamba2_2_7bBuilder {
+        /// Same as `new`.
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+};
+
+/// Compile-time checks of `Mamba2_2_7b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
+const _: () = {
+    use ::attention_layout::layout::{self as al, Layout as _};
+    const R: usize = Mamba2_2_7b::MAX_REQUESTS;
+    const T: usize = Mamba2_2_7b::MAX_TOKENS;
+    const S: usize = Mamba2_2_7b::MAX_SEQ_LEN;
+    const B: usize = Mamba2_2_7b::BLOCK_SIZE;
+    const TP: usize = Mamba2_2_7b::TENSOR_PARALLEL as usize;
+    const NKV: usize = Mamba2_2_7b::BLOCK_TABLE_WIDTH;
+    const CMAX: usize = Mamba2_2_7b::MAX_CHUNKS;
+    const KMAX: usize = Mamba2_2_7b::MAX_INTERMEDIATE;
+    assert!(R != 0 && T != 0 && S != 0 && TP != 0, "capacities must be positive");
+    assert!(B.is_power_of_two(), "`block_size` must be a power of two");
+    assert!(
+        T.is_multiple_of(64usize.div_ceil(TP) * TP),
+        "`max_tokens` must be a multiple of the eager token rounder"
+    );
+    assert!(
+        T >= R * (Mamba2_2_7b::NUM_SPEC + 1),
+        "every request must be able to decode in one step"
+    );
+    assert!(
+        NKV == S.div_ceil(B) + (Mamba2_2_7b::NUM_SPEC != 0) as usize,
+        "`nkv` must be ceil(S / B) + (s > 0)"
+    );
+    assert!(
+        Mamba2_2_7b::KV_POOL_BLOCKS >= 2 && Mamba2_2_7b::DUMMY_BLOCK as usize ==
+        Mamba2_2_7b::KV_POOL_BLOCKS - 1,
+        "the dummy block must be the last block of the pool"
+    );
+    const CS: usize = Mamba2_2_7b::CHUNK_SIZE;
+    assert!(
+        CS != 0 && Mamba2_2_7b::CONV_WIDTH != 0,
+        "Mamba layouts need a chunk size and a conv width"
+    );
+    assert!(CMAX == T / CS + R, "`Cmax` must be floor(T / cs) + R");
+    let k = T.div_ceil(B);
+    assert!(
+        KMAX == if k < 3 * R { k } else { 3 * R }, "`Kmax` must be min(ceil(T / B), 3R)"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOKEN_TO_INPUT_IDS, T, al::Dtype::I64),
+        "`token_to_input_ids` must be T × i64"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOKEN_TO_POS_IDS, T, al::Dtype::I64),
+        "`token_to_pos_ids` must be T × i64"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOKEN_TO_BLOCK_IDX, T, al::Dtype::I64),
+        "`token_to_block_idx` must be T × i64"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK, T,
+        al::Dtype::I32), "`token_to_local_position_within_kv_block` must be T × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOKEN_TO_REQUEST_IDX, T, al::Dtype::I32),
+        "`token_to_request_idx` must be T × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOKEN_TO_POSITION_IN_REQUEST, T, al::Dtype::I32),
+        "`token_to_position_in_request` must be T × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::REQUEST_IN_PREFILL_STATUS, R, al::Dtype::I32),
+        "`request_in_prefill_status` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::REQUEST_QUERY_LENGTHS, R, al::Dtype::I32),
+        "`request_query_lengths` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::REQUEST_KV_LENGTH_OFFSETS, R, al::Dtype::I32),
+        "`request_kv_length_offsets` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TEMPERATURE, R, al::Dtype::F32),
+        "`temperature` must be R × f32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOP_K, R, al::Dtype::I32), "`top_k` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::TOP_P, R, al::Dtype::F32), "`top_p` must be R × f32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::ACTIVE_REQUEST_LAST_TOKEN_IDXS, R, al::Dtype::I32),
+        "`active_request_last_token_idxs` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::REAL_TOKEN_COUNT, 1, al::Dtype::I32),
+        "`real_token_count` must be 1 × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MHA_QUERY_LENGTHS, R, al::Dtype::I32),
+        "`mha_query_lengths` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MHA_CU_QUERY_SEQ_LENGTHS, R + 1, al::Dtype::I32),
+        "`mha_cu_query_seq_lengths` must be R + 1 × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MHA_KV_SEQ_LENGTHS, R, al::Dtype::I32),
+        "`mha_kv_seq_lengths` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MHA_CU_KV_SEQ_LENGTHS, R + 1, al::Dtype::I32),
+        "`mha_cu_kv_seq_lengths` must be R + 1 × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MHA_BLOCK_TABLE, R * NKV, al::Dtype::I32),
+        "`mha_block_table` must be R × nkv × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_BATCH_INDICES_DECODE, R, al::Dtype::I64),
+        "`mamba_batch_indices_decode` must be R × i64"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_BATCH_INDICES_PREFILL, R, al::Dtype::I32),
+        "`mamba_batch_indices_prefill` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_SEQ_IDX, T, al::Dtype::I32),
+        "`mamba_seq_idx` must be T × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_CU_SEQLENS, R + 1, al::Dtype::I32),
+        "`mamba_cu_seqlens` must be R + 1 × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_CU_CHUNK_SEQLENS, CMAX + 1, al::Dtype::I32),
+        "`mamba_cu_chunk_seqlens` must be Cmax + 1 × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_LAST_CHUNK_INDICES, R, al::Dtype::I32),
+        "`mamba_last_chunk_indices` must be R × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_SEQ_IDX_FOR_VARLEN, CMAX, al::Dtype::I32),
+        "`mamba_seq_idx_for_varlen` must be Cmax × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_CONV_SEQ_IDX, T, al::Dtype::I32),
+        "`mamba_conv_seq_idx` must be T × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_CONV_SEQ_START, T, al::Dtype::I32),
+        "`mamba_conv_seq_start` must be T × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_INTERMEDIATE_CHUNK_INDICES, KMAX, al::Dtype::I64),
+        "`mamba_intermediate_chunk_indices` must be Kmax × i64"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_INTERMEDIATE_ABS_POSITIONS, KMAX, al::Dtype::I32),
+        "`mamba_intermediate_abs_positions` must be Kmax × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_INTERMEDIATE_REAL_COUNT, 1, al::Dtype::I32),
+        "`mamba_intermediate_real_count` must be 1 × i32"
+    );
+    assert!(
+        al::holds(Mamba2_2_7b::MAMBA_DEVICE_DECODE_PREFILL, 2, al::Dtype::I32),
+        "`mamba_device_decode_prefill` must be 2 × i32"
+    );
+    assert!(
+        al::fields_in_buffer_order(Mamba2_2_7b::FIELDS, Mamba2_2_7b::MODEL.has_mamba()),
+        "the field table must list every field of the model, in buffer order"
+    );
+    assert!(
+        al::fields_packed(Mamba2_2_7b::FIELDS, Mamba2_2_7b::TOTAL_BYTES),
+        "each field must start at the previous one's end rounded up to its alignment (SEMANTICS §9), and the last end the buffer"
+    );
+    assert!(
+        al::megatron_bytes(Mamba2_2_7b::FIELDS) == Mamba2_2_7b::MEGATRON_BYTES,
+        "Megatron's buffer must end where the appended fields begin"
+    );
+    assert!(
+        Mamba2_2_7b::TOTAL_BYTES <= i32::MAX as usize,
+        "device kernels address the buffer with 32-bit offsets"
+    );
+    assert!(
+        al::buckets_ascending(Mamba2_2_7b::BUCKETS),
+        "the bucket table must be strictly ascending"
+    );
+    assert!(
+        al::buckets_valid(Mamba2_2_7b::BUCKETS, R, T, S, Mamba2_2_7b::NUM_SPEC),
+        "every bucket must be a valid batch shape within max_tokens (SEMANTICS §2)"
+    );
+};

@@ -1,0 +1,2 @@
+// attention-layout fill kernels (placeholder)
+#define AL_TOTAL_BYTES 347172

@@ -1,0 +1,8 @@
+use attention_layout_macros::attention_layout;
+
+#[attention_layout(
+    config = "tests/ui/layouts/missing.toml",
+)]
+pub struct Layout;
+
+fn main() {}

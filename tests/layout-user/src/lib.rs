@@ -1,0 +1,70 @@
+//! Layouts as an engine crate declares them: with the attribute inline, with the attribute
+//! reading a per-model file (with and without inline overrides), and from `build.rs`.
+//! The small layouts equal configs of the golden data, so `tests/` can replay Megatron's
+//! records through their generated builders; the bundled model layouts show real sizes.
+
+#![deny(missing_docs)]
+
+use attention_layout::attention_layout;
+
+/// Hybrid, automatic exponential graphs: the golden data's most common config.
+#[attention_layout(
+    model = "hybrid",
+    max_requests = 8,
+    max_tokens = 64,
+    max_seq_len = 32,
+    block_size = 4,
+    kv_pool_blocks = 65,
+    mamba(chunk_size = 4, conv_width = 4),
+    graphs(count = "auto", distribution = "exponential", mixed_prefill = 4)
+)]
+pub struct HybridSmall;
+
+/// The same layout without CUDA graphs: every step eager.
+#[attention_layout(
+    model = "hybrid",
+    max_requests = 8,
+    max_tokens = 64,
+    max_seq_len = 32,
+    block_size = 4,
+    mamba(chunk_size = 4, conv_width = 4),
+    graphs(count = "off")
+)]
+pub struct HybridEager;
+
+/// Two speculative tokens, from a per-model file.
+#[attention_layout(config = "layouts/hybrid-spec2.toml")]
+pub struct HybridSpec2;
+
+/// `hybrid-small.toml` with an inline override: graphs for decode-only steps alone.
+#[attention_layout(config = "layouts/hybrid-small.toml", graphs(non_decode = false))]
+pub struct HybridDecodeGraphs;
+
+// From build.rs: `MhaGraphs4` and `HybridLinearTp2`.
+include!(concat!(env!("OUT_DIR"), "/mha_graphs4.rs"));
+include!(concat!(env!("OUT_DIR"), "/hybrid_linear_tp2.rs"));
+
+/// Real models: every layout bundled in `layouts/`, generated at full size.
+pub mod models {
+    use attention_layout::attention_layout;
+
+    /// Nemotron-H-8B.
+    #[attention_layout(config = "../../layouts/nemotron-h-8b.toml")]
+    pub struct NemotronH8b;
+
+    /// Llama-3.1-8B.
+    #[attention_layout(config = "../../layouts/llama-3.1-8b.toml")]
+    pub struct Llama3_1_8b;
+
+    /// Qwen2.5-7B.
+    #[attention_layout(config = "../../layouts/qwen2.5-7b.toml")]
+    pub struct Qwen2_5_7b;
+
+    /// Mamba2-2.7B.
+    #[attention_layout(config = "../../layouts/mamba2-2.7b.toml")]
+    pub struct Mamba2_2_7b;
+
+    /// Jamba-1.5-Mini.
+    #[attention_layout(config = "../../layouts/jamba-1.5-mini.toml")]
+    pub struct Jamba1_5Mini;
+}

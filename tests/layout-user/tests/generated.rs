@@ -1,0 +1,158 @@
+//! The generated items themselves: constants equal the geometry derived at run time from
+//! the same spec, the build-script entry writes the same items as the attribute, inline
+//! overrides take effect, and the typed accessors read the buffer the fill wrote.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+
+use attention_layout::codegen::emit_cuda;
+use attention_layout::layout::same_dims;
+use attention_layout::{
+    Field, Layout, RequestRow, RuntimeDims, StepError, StepInput, attention_layout,
+};
+use layout_user::models::*;
+use layout_user::*;
+
+/// The attribute on the file build.rs reads: the same layout as `MhaGraphs4`.
+#[attention_layout(config = "layouts/mha-graphs4.toml")]
+struct MhaGraphs4ByAttribute;
+
+/// Checks a layout's constants against the geometry derived at run time from its spec.
+fn check<L: Layout>() {
+    let g = L::geometry().unwrap_or_else(|e| panic!("{}: {e}", L::NAME));
+    assert!(
+        same_dims(&L::dims(), &RuntimeDims::new(g.clone())),
+        "{}",
+        L::NAME
+    );
+    assert_eq!(L::TOTAL_BYTES, g.total_bytes);
+    assert_eq!(L::MEGATRON_BYTES, g.megatron_bytes);
+    assert_eq!(L::KV_POOL_BLOCKS, g.kv_pool_blocks);
+    assert_eq!(L::MAX_CHUNKS, g.max_chunks);
+    assert_eq!(L::FIELDS, g.fields.as_slice());
+    assert_eq!(L::BUCKETS, g.buckets.as_slice());
+    assert_eq!(L::CUDA_SOURCE, emit_cuda::cuda_source(&g));
+    for f in &g.fields {
+        assert_eq!(L::FIELD_OFFSETS[f.field.index()], f.offset);
+        assert_eq!(L::FIELD_ELEMS[f.field.index()], f.elems);
+    }
+}
+
+#[test]
+fn constants_equal_the_runtime_geometry() {
+    check::<HybridSmall>();
+    check::<HybridEager>();
+    check::<HybridSpec2>();
+    check::<HybridDecodeGraphs>();
+    check::<MhaGraphs4>();
+    check::<HybridLinearTp2>();
+    check::<MhaGraphs4ByAttribute>();
+    check::<NemotronH8b>();
+    check::<Llama3_1_8b>();
+    check::<Qwen2_5_7b>();
+    check::<Mamba2_2_7b>();
+    check::<Jamba1_5Mini>();
+}
+
+#[test]
+fn build_script_and_attribute_generate_the_same_layout() {
+    type A = MhaGraphs4;
+    type B = MhaGraphs4ByAttribute;
+    assert!(same_dims(&A::dims(), &B::dims()));
+    assert_eq!(A::NAME, B::NAME);
+    assert_eq!(A::SPEC_TOML, B::SPEC_TOML);
+    assert_eq!(A::CUDA_SOURCE, B::CUDA_SOURCE);
+    assert_eq!(A::FIELDS, B::FIELDS);
+}
+
+#[test]
+fn inline_keys_override_the_file() {
+    // hybrid-small.toml has mixed and prefill graphs; the override turns them off.
+    assert!(HybridSmall::BUCKETS.iter().any(|b| b.prefill > 0));
+    assert!(!HybridDecodeGraphs::BUCKETS.is_empty());
+    assert!(HybridDecodeGraphs::BUCKETS.iter().all(|b| b.prefill == 0));
+    assert!(HybridDecodeGraphs::SPEC_TOML.contains("non_decode = false"));
+    assert!(HybridDecodeGraphs::SPEC_TOML.contains("mixed_prefill = 4"));
+    assert!(HybridEager::BUCKETS.is_empty());
+    assert_eq!(HybridSpec2::BLOCK_TABLE_WIDTH, 9);
+    assert_eq!(HybridLinearTp2::TENSOR_PARALLEL, 2);
+}
+
+#[test]
+fn accessors_read_the_fields_the_fill_wrote() {
+    let mut b = HybridSmallBuilder::new();
+    let (b0, b1, b2) = ([0, 1], [2, 3, 4], [5]);
+    let rows = [
+        RequestRow::decode(1, 5, &b0, 0),
+        RequestRow::decode(1, 9, &b1, 1),
+        RequestRow::prefill(3, 0, &b2, 2),
+    ];
+    let input = StepInput {
+        rows: &rows,
+        ..Default::default()
+    };
+    let m = b.fill(&input).unwrap();
+    let v = m.view();
+    let info = *m.info();
+    assert_eq!(
+        (info.real.tokens, info.real.prefill, info.real.decode),
+        (5, 1, 2)
+    );
+    // Whole fields, at their constant offsets and capacities.
+    assert_eq!(m.bytes().len(), HybridSmall::TOTAL_BYTES);
+    assert_eq!(m.token_to_input_ids().len(), HybridSmall::MAX_TOKENS);
+    assert_eq!(
+        m.mha_block_table().len(),
+        HybridSmall::MAX_REQUESTS * HybridSmall::BLOCK_TABLE_WIDTH
+    );
+    // The step's views are prefixes of them.
+    let np = info.padded.requests() as usize;
+    assert_eq!(
+        &m.mha_block_table()[..v.block_table().len()],
+        v.block_table()
+    );
+    assert_eq!(
+        &m.mha_cu_query_seq_lengths()[..np + 1],
+        v.cu_query_seq_lengths()
+    );
+    assert_eq!(
+        &m.token_to_position_in_request()[..info.padded.tokens as usize],
+        v.token_to_position_in_request()
+    );
+    let cu = v.mamba_cu_seqlens().unwrap();
+    assert_eq!(&m.mamba_cu_seqlens()[..cu.len()], cu);
+    assert_eq!(m.real_token_count(), [5]);
+    assert_eq!(&m.mha_block_table()[..2], [0, 1]);
+    assert_eq!(
+        HybridSmall::MHA_BLOCK_TABLE.offset,
+        HybridSmall::FIELD_OFFSETS[Field::MhaBlockTable.index()]
+    );
+
+    // A rejected step changes nothing.
+    let before = b.metadata().bytes().to_vec();
+    let bad = [RequestRow::decode(1, 0, &[99], 0)];
+    let err = b
+        .fill(&StepInput {
+            rows: &bad,
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+    assert!(matches!(err, StepError::BlockOutOfRange { .. }), "{err}");
+    assert_eq!(b.metadata().bytes(), before.as_slice());
+}
+
+#[test]
+fn the_big_layouts_build_a_step() {
+    let mut b = NemotronH8bBuilder::default();
+    let blocks: Vec<i32> = (0..4).collect();
+    let rows = [RequestRow::prefill(200, 0, &blocks, 0)];
+    let m = b
+        .fill(&StepInput {
+            rows: &rows,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(m.info().real.tokens, 200);
+    assert_eq!(m.bytes().len(), NemotronH8b::TOTAL_BYTES);
+    assert_eq!(b.host().bytes().len(), 347_172);
+}
