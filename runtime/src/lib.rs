@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod backend;
 pub mod bench;
+pub mod devfill;
 pub mod dims;
 pub mod error;
 pub mod fill;
@@ -23,7 +24,7 @@ pub use backend::{BackendKind, MetadataBackend};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;
-pub use metadata::{DecodeIndices, HostMetadata, MetadataView};
+pub use metadata::{DecodeIndices, Difference, HostMetadata, MetadataView};
 pub use step::{
     BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput,
 };
