@@ -38,6 +38,7 @@
 // below their lengths.
 #![allow(clippy::indexing_slicing)]
 
+use attention_layout_codegen::BatchDims;
 use attention_layout_codegen::emit_cuda::abi;
 use thiserror::Error;
 
@@ -209,6 +210,40 @@ pub fn complete_info<D: Dims>(d: &D, input: &StepInput<'_>, planned: &StepInfo) 
     info
 }
 
+/// Writes the image of a step with no requests padded to `padded` (every field
+/// padding): what a launch needs to warm a kernel up before graph capture. Returns its
+/// bytes.
+pub fn write_empty_step(padded: BatchDims, out: &mut [u8]) -> Result<usize, StagingError> {
+    let need = abi::HEADER_BYTES;
+    let bad = StagingError::Buffer {
+        got: out.len(),
+        align: 1usize << (out.as_ptr() as usize).trailing_zeros().min(4),
+        need,
+    };
+    let words: &mut [u32] = out
+        .get_mut(..need)
+        .and_then(|b| bytemuck::try_cast_slice_mut(b).ok())
+        .ok_or(bad)?;
+    words.fill(0);
+    words[abi::H_ABI] = abi::VERSION;
+    words[abi::H_PAD_TOKENS] = padded.tokens;
+    words[abi::H_PAD_PREFILL] = padded.prefill;
+    words[abi::H_PAD_DECODE] = padded.decode;
+    for w in [
+        abi::H_OFF_REQUESTS,
+        abi::H_OFF_TOKEN_IDS,
+        abi::H_OFF_SAMPLING,
+        abi::H_OFF_INTER,
+        abi::H_OFF_PATCHES,
+        abi::H_OFF_CHANGES,
+        abi::H_OFF_JOBS,
+        abi::H_OFF_BLOCKS,
+    ] {
+        words[w] = need as u32;
+    }
+    Ok(need)
+}
+
 /// Where an active row's block-table row comes from this step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -294,6 +329,8 @@ pub struct StagingBuilder {
     row_stamp: Vec<u32>,
     row_of: Vec<u32>,
     changed_stamp: Vec<u32>,
+    /// Per resident row: entries changed this step (valid where `changed_stamp` is current).
+    changed_count: Vec<u32>,
     element_stamp: Vec<u32>,
     /// Indices into `changes` of the changes kept after deduplication (latest wins).
     kept: Vec<u32>,
@@ -318,6 +355,7 @@ impl StagingBuilder {
             row_stamp: vec![0; r],
             row_of: vec![0; r],
             changed_stamp: vec![0; r],
+            changed_count: vec![0; r],
             element_stamp: vec![0; r * w],
             kept: Vec::new(),
             source: Vec::with_capacity(r),
@@ -376,6 +414,7 @@ impl StagingBuilder {
         if self.generation == 0 {
             self.row_stamp.fill(0);
             self.changed_stamp.fill(0);
+            self.changed_count.fill(0);
             self.element_stamp.fill(0);
             self.generation = 1;
         }
@@ -450,7 +489,12 @@ impl StagingBuilder {
                 let e = ru * self.width + iu;
                 if self.element_stamp[e] != stamp {
                     self.element_stamp[e] = stamp;
-                    self.changed_stamp[ru] = stamp;
+                    if self.changed_stamp[ru] == stamp {
+                        self.changed_count[ru] += 1;
+                    } else {
+                        self.changed_stamp[ru] = stamp;
+                        self.changed_count[ru] = 1;
+                    }
                     self.kept.push(ci as u32);
                 }
             }
@@ -463,11 +507,17 @@ impl StagingBuilder {
                 None => Source::Upload { writeback: false },
                 Some(res) => {
                     let r = res.resident_rows[p + a];
-                    if self.meta_src[a] == r {
+                    let len = rows[p + a].blocks.len();
+                    let changed = if self.changed_stamp[r as usize] == stamp {
+                        self.changed_count[r as usize] as usize
+                    } else {
+                        0
+                    };
+                    // In place, a changed entry costs a patch and a change (16 bytes); an
+                    // upload costs 4 bytes per entry: rewrite rows that mostly changed.
+                    if self.meta_src[a] == r && 4 * changed <= len {
                         Source::Meta
-                    } else if self.changed_stamp[r as usize] != stamp
-                        && self.res_known[r as usize] as usize >= rows[p + a].blocks.len()
-                    {
+                    } else if changed == 0 && self.res_known[r as usize] as usize >= len {
                         Source::Resident
                     } else {
                         Source::Upload { writeback: true }
@@ -1005,18 +1055,19 @@ mod tests {
     #[test]
     fn a_steady_decode_step_moves_only_its_records() {
         let mut s = Stager::new();
-        let (b0, b1) = ([3, 7], [5]);
+        let (a, b) = ([3, 7, 8, 6], [5]);
         let rows = [
-            RequestRow::decode(1, 5, &b0, -1),
-            RequestRow::decode(1, 2, &b1, -1),
+            RequestRow::decode(1, 5, &a, -1),
+            RequestRow::decode(1, 2, &b, -1),
         ];
-        let first = s
-            .stage(&input(
-                &rows,
-                &[2, 0],
-                &[set(2, 0, 3), set(2, 1, 7), set(0, 0, 5)],
-            ))
-            .unwrap();
+        let all = [
+            set(2, 0, 3),
+            set(2, 1, 7),
+            set(2, 2, 8),
+            set(2, 3, 6),
+            set(0, 0, 5),
+        ];
+        let first = s.stage(&input(&rows, &[2, 0], &all)).unwrap();
         assert_eq!((first.uploaded_rows, first.changes), (2, 0));
         // The same rows again: nothing but the header, two records and one sampling record.
         let again = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
@@ -1030,11 +1081,19 @@ mod tests {
         let rows = [rows[1], rows[0]];
         let swapped = s.stage(&input(&rows, &[0, 2], &[])).unwrap();
         assert_eq!((swapped.gathered_rows, swapped.uploaded_rows), (2, 0));
-        // A new block for an in-place row: one change for the resident table, one patch.
-        let b1 = [5, 9];
-        let rows = [RequestRow::decode(1, 4, &b1, -1), rows[1]];
-        let grown = s.stage(&input(&rows, &[0, 2], &[set(0, 1, 9)])).unwrap();
+        // A new block for a long in-place row: one change for the resident table, one patch.
+        let a = [3, 7, 8, 6, 9];
+        let rows = [rows[0], RequestRow::decode(1, 16, &a, -1)];
+        let grown = s.stage(&input(&rows, &[0, 2], &[set(2, 4, 9)])).unwrap();
         assert_eq!((grown.changes, grown.patches, grown.jobs), (1, 1, 0));
+        // A row that mostly changed is rewritten instead (its change rides along).
+        let b = [10];
+        let rows = [RequestRow::decode(1, 2, &b, -1), rows[1]];
+        let replaced = s.stage(&input(&rows, &[0, 2], &[set(0, 0, 10)])).unwrap();
+        assert_eq!(
+            (replaced.uploaded_rows, replaced.changes, replaced.patches),
+            (1, 0, 0)
+        );
     }
 
     #[test]
