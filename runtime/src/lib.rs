@@ -7,6 +7,8 @@
 pub mod alloc;
 pub mod backend;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod devfill;
 pub mod dims;
 pub mod error;
