@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use attention_layout::{bench, golden, scenarios};
+use attention_layout::{BackendKind, bench, golden, scenarios};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,10 @@ enum Command {
         /// Steps timed per scenario.
         #[arg(long, default_value_t = 20_000)]
         steps: usize,
+        /// cpu (host fill), cuda (GPU: host vs device fill, graph vs eager) or auto (cuda
+        /// when a driver, NVRTC and a device are found, else cpu).
+        #[arg(long, default_value = "auto")]
+        backend: BackendKind,
     },
 }
 
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
             file,
             max_mismatches,
         } => replay(&file, max_mismatches),
-        Command::Bench { steps } => run_bench(steps),
+        Command::Bench { steps, backend } => run_bench(steps, backend),
     }
 }
 
@@ -80,7 +84,25 @@ fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
     }
 }
 
-fn run_bench(steps: usize) -> ExitCode {
+fn run_bench(steps: usize, backend: BackendKind) -> ExitCode {
+    match bench::resolve_backend(backend) {
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Ok((gpu, note)) => {
+            println!("{note}");
+            if gpu {
+                return match bench::run_gpu(steps, &mut std::io::stdout()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+        }
+    }
     println!("host fill, CPU backend, one thread, {steps} steps per scenario");
     println!(
         "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
