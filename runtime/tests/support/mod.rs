@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses part of this module.
 
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod layouts;
 pub mod shim;
 pub mod workload;
