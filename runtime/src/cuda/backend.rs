@@ -662,6 +662,9 @@ impl CudaBackend {
                 ring.count
             )));
         }
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda("bind the CUDA context"))?;
         let total = self.dims.total_bytes();
         // SAFETY: snapshot `index` is `stride >= total` bytes inside the ring's pinned
         // allocation; the metadata buffer is `total` bytes; the copy is ordered after the
@@ -761,6 +764,10 @@ impl MetadataBackend for CudaBackend {
                 "the backend is unusable after an earlier CUDA failure: {p}"
             )));
         }
+        // Another library may have made its own context current on this thread.
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda("bind the CUDA context"))?;
         match self.options.mode {
             FillMode::Device => self.step_device(input),
             FillMode::Host => self.step_host(input),
