@@ -580,27 +580,9 @@ impl StagingBuilder {
         c.jobs += (n..np).filter(|&a| self.meta_len[a] > 0).count();
         if let Some(res) = input.residency {
             for &ci in &self.kept {
-                let ch = &res.changes[ci as usize];
-                match self.active_index(ch.resident_row, p, stamp) {
-                    Some(a) => match self.source[a] {
-                        Source::Meta => {
-                            c.changes += 1;
-                            let l0 = self.meta_len[a] as usize;
-                            let l1 = active[a].blocks.len();
-                            if (ch.index as usize) < l0.min(l1) {
-                                c.patches += 1;
-                            }
-                        }
-                        Source::Upload { .. } => {
-                            if ch.index as usize >= active[a].blocks.len() {
-                                c.changes += 1;
-                            }
-                        }
-                        // A gathered row has no changes by construction.
-                        Source::Resident => c.changes += 1,
-                    },
-                    None => c.changes += 1,
-                }
+                let (send, patch) = self.route(&res.changes[ci as usize], active, p, stamp);
+                c.changes += usize::from(send);
+                c.patches += usize::from(patch.is_some());
             }
         }
         let has_inter = input.intermediate.is_some() && info.attn.prefill > 0;
@@ -628,6 +610,29 @@ impl StagingBuilder {
         c.per_request_sampling = per_request;
         c.has_inter = has_inter;
         c
+    }
+
+    /// Where a kept change goes: whether it is sent to the resident table, and the
+    /// active row whose in-place metadata row it patches (entries below both lengths).
+    /// A change of an uploaded row inside its length is dropped (the upload carries it);
+    /// a gathered row has no changes by construction.
+    fn route(
+        &self,
+        ch: &crate::step::BlockChange,
+        active: &[crate::step::RequestRow<'_>],
+        p: usize,
+        stamp: u32,
+    ) -> (bool, Option<usize>) {
+        let Some(a) = self.active_index(ch.resident_row, p, stamp) else {
+            return (true, None);
+        };
+        let j = ch.index as usize;
+        let len = active[a].blocks.len();
+        match self.source[a] {
+            Source::Meta => (true, (j < len.min(self.meta_len[a] as usize)).then_some(a)),
+            Source::Upload { .. } => (j >= len, None),
+            Source::Resident => (true, None),
+        }
     }
 
     /// The active index of resident row `r` this step, if it is an active row.
@@ -658,7 +663,8 @@ impl StagingBuilder {
         let w = self.width;
         let dummy = self.dummy;
         let map = |id: i32| if id == -1 { dummy } else { id };
-        words.fill(0);
+        // Every section is written in full below; the gaps between them are never read.
+        words[..abi::HEADER_BYTES / 4].fill(0);
 
         let mut flags = 0;
         if input.token_ids.is_some() {
@@ -838,22 +844,11 @@ impl StagingBuilder {
         {
             for &ci in &self.kept {
                 let ch = &res.changes[ci as usize];
-                let send = match self.active_index(ch.resident_row, p, stamp) {
-                    Some(a) => match self.source[a] {
-                        Source::Meta => {
-                            let l0 = self.meta_len[a] as usize;
-                            let blocks = active[a].blocks;
-                            let j = ch.index as usize;
-                            if j < l0.min(blocks.len()) {
-                                put_patch(words, a * w + j, map(blocks[j]));
-                            }
-                            true
-                        }
-                        Source::Upload { .. } => ch.index as usize >= active[a].blocks.len(),
-                        Source::Resident => true,
-                    },
-                    None => true,
-                };
+                let (send, patch) = self.route(ch, active, p, stamp);
+                if let Some(a) = patch {
+                    let j = ch.index as usize;
+                    put_patch(words, a * w + j, map(active[a].blocks[j]));
+                }
                 if send {
                     words[change] = ch.resident_row * w as u32 + ch.index;
                     words[change + 1] = ch.block as u32;

@@ -386,9 +386,10 @@ impl CudaBackend {
         dst: sys::CUdeviceptr,
         bytes: usize,
     ) -> Result<(), BackendError> {
-        // SAFETY: `src` points to at least `bytes` bytes of pinned memory that no one
-        // writes until the slot's event completes (recorded after this copy); `dst` has
-        // room for `bytes` (callers copy within the buffer they name).
+        // SAFETY: `src` points to at least `bytes` bytes of pinned memory that stays
+        // unchanged until the copy ran (steps wait on the slot's event, recorded after the
+        // copy, before rewriting it; warm-ups synchronize); `dst` has room for `bytes`
+        // (callers copy within the buffer they name).
         unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, self.stream.cu_stream()) }
             .result()
             .map_err(cuda("copy staging to the device"))
@@ -454,7 +455,9 @@ impl CudaBackend {
                     let f = self.bucket_fns.get(i).or(self.eager.as_ref());
                     let Some(f) = f else { break };
                     let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
-                    let g = self.capture(ptr0, self.staging_ptr, abi_header(), Some((f, grid)))?;
+                    // The captured length is a placeholder: each step sets its own.
+                    let header = emit_cuda::abi::HEADER_BYTES;
+                    let g = self.capture(ptr0, self.staging_ptr, header, Some((f, grid)))?;
                     self.graphs.push(Some(g));
                 }
             }
@@ -684,11 +687,6 @@ impl CudaBackend {
         }
         Ok(())
     }
-}
-
-/// Header bytes of a staging image (what a captured copy moves before its first update).
-fn abi_header() -> usize {
-    emit_cuda::abi::HEADER_BYTES
 }
 
 /// The one copy node of a captured graph and its parameters.
