@@ -58,6 +58,20 @@ pub enum BackendError {
     /// A CUDA call failed.
     #[error("CUDA error: {0}")]
     Cuda(String),
+    /// NVRTC rejected the generated kernels (a bug in the emitter): its log.
+    #[error("NVRTC could not compile the fill kernels (options {options:?}):\n{log}")]
+    Compile {
+        /// NVRTC's log.
+        log: String,
+        /// The options it was given.
+        options: Vec<String>,
+    },
+    /// The step's block-table residency was rejected (nothing changed).
+    #[error(transparent)]
+    Staging(#[from] crate::devfill::StagingError),
+    /// The layout is beyond what the CUDA backend supports.
+    #[error("CUDA backend: unsupported layout: {0}")]
+    Unsupported(String),
 }
 
 /// Something that builds a layout's metadata, one step at a time.
@@ -119,18 +133,54 @@ pub struct Selected {
 }
 
 /// Sets up the backend `kind` for a layout.
+///
+/// `cuda` fails with [`BackendError::CudaUnavailable`] when the build has no CUDA support
+/// or the machine has no driver, NVRTC or device (never a panic). `auto` picks CUDA when
+/// the driver and NVRTC load and a device opens, else the CPU backend; either way
+/// [`Selected::reason`] says which and why.
 pub fn select(kind: BackendKind, dims: RuntimeDims) -> Result<Selected, BackendError> {
     match kind {
         BackendKind::Cpu => Ok(Selected {
             backend: Box::new(CpuBackend::new(dims)),
             reason: "cpu backend (asked for)".to_owned(),
         }),
-        BackendKind::Cuda => Err(BackendError::CudaUnavailable(
-            "this build has no CUDA support (build with `--features cuda`)".to_owned(),
-        )),
-        BackendKind::Auto => Ok(Selected {
-            backend: Box::new(CpuBackend::new(dims)),
-            reason: "cpu backend (auto: this build has no CUDA support)".to_owned(),
-        }),
+        BackendKind::Cuda => {
+            let backend = cuda_backend(dims)?;
+            let reason = format!("{} (asked for)", backend.name());
+            Ok(Selected { backend, reason })
+        }
+        BackendKind::Auto => match cuda_backend(dims.clone()) {
+            Ok(backend) => {
+                let reason = format!(
+                    "{} (auto: a CUDA driver, NVRTC and a device were found)",
+                    backend.name()
+                );
+                Ok(Selected { backend, reason })
+            }
+            Err(e) => Ok(Selected {
+                backend: Box::new(CpuBackend::new(dims)),
+                reason: format!("cpu backend (auto: {})", auto_reason(&e)),
+            }),
+        },
     }
+}
+
+fn auto_reason(e: &BackendError) -> String {
+    match e {
+        BackendError::CudaUnavailable(why) => why.clone(),
+        other => format!("CUDA is present but the CUDA backend could not be set up: {other}"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_backend(dims: RuntimeDims) -> Result<Box<dyn MetadataBackend>, BackendError> {
+    let backend = crate::cuda::CudaBackend::new(dims, crate::cuda::CudaOptions::default())?;
+    Ok(Box::new(backend))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend(_dims: RuntimeDims) -> Result<Box<dyn MetadataBackend>, BackendError> {
+    Err(BackendError::CudaUnavailable(
+        "this build has no CUDA support (build with `--features cuda`)".to_owned(),
+    ))
 }

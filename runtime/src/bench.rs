@@ -96,3 +96,48 @@ pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, Strin
         buffer_bytes,
     })
 }
+
+/// Resolves `bench --backend`: `Ok((true, note))` runs the GPU benchmark, `Ok((false,
+/// note))` the host-fill benchmark (`note` says why), `Err` when CUDA was asked for and
+/// cannot be used (a message, not a panic).
+pub fn resolve_backend(kind: crate::backend::BackendKind) -> Result<(bool, String), String> {
+    use crate::backend::BackendKind;
+    match (kind, gpu_available()) {
+        (BackendKind::Cpu, _) => Ok((false, "backend: cpu (asked for)".to_owned())),
+        (BackendKind::Cuda, Ok(device)) => Ok((true, format!("backend: cuda on {device}"))),
+        (BackendKind::Cuda, Err(why)) => Err(format!("CUDA backend unavailable: {why}")),
+        (BackendKind::Auto, Ok(device)) => Ok((
+            true,
+            format!("backend: cuda on {device} (auto: CUDA found)"),
+        )),
+        (BackendKind::Auto, Err(why)) => Ok((false, format!("backend: cpu (auto: {why})"))),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_available() -> Result<String, String> {
+    crate::cuda::probe(0)
+        .map(|d| d.to_string())
+        .map_err(|e| match e {
+            crate::backend::BackendError::CudaUnavailable(why) => why,
+            other => other.to_string(),
+        })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_available() -> Result<String, String> {
+    Err("this build has no CUDA support (build with `--features cuda`)".to_owned())
+}
+
+/// The GPU benchmark (`bench --backend cuda`), or why this build cannot run it.
+pub fn run_gpu(steps: usize, out: &mut dyn std::io::Write) -> Result<(), String> {
+    #[cfg(feature = "cuda")]
+    {
+        crate::cuda::bench::run(steps, out)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (steps, out);
+        gpu_available().map(|_| ())
+    }
+}

@@ -9,6 +9,9 @@ pub mod alloc;
 pub mod backend;
 pub mod batch;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod devfill;
 pub mod dims;
 pub mod error;
 pub mod fill;
@@ -34,7 +37,7 @@ pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;
 pub use layout::{ConstDims, Layout};
-pub use metadata::{DecodeIndices, HostMetadata, MetadataView};
+pub use metadata::{DecodeIndices, Difference, HostMetadata, MetadataView};
 pub use step::{
     BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput,
 };

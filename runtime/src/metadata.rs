@@ -123,7 +123,156 @@ impl DecodeIndices<'_> {
     }
 }
 
+/// The first difference between two steps' metadata (see [`MetadataView::first_difference`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The field (`None`: the step info differs).
+    pub field: Option<Field>,
+    /// Element index of the first differing element (0 for info or length differences).
+    pub index: usize,
+    /// The value on the left (expected) side.
+    pub expected: String,
+    /// The value on the right side.
+    pub got: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field {
+            Some(field) => write!(
+                f,
+                "{}[{}]: expected {}, got {}",
+                field.name(),
+                self.index,
+                self.expected,
+                self.got
+            ),
+            None => write!(f, "step info: expected {}, got {}", self.expected, self.got),
+        }
+    }
+}
+
 impl<'a> MetadataView<'a> {
+    /// A view of a buffer filled elsewhere (for example a device buffer copied back to the
+    /// host): `bytes` is the layout's whole buffer, `info` the step that filled it.
+    pub fn from_parts<D: Dims>(dims: &D, bytes: &'a [u8], info: &'a StepInfo) -> Self {
+        Self {
+            bytes,
+            info,
+            offsets: FieldOffsets::of(dims),
+        }
+    }
+
+    /// The live bytes of one field: exactly the elements the kernels see this step
+    /// (padding included), or `None` when the field is absent this step or in this layout.
+    pub fn live_bytes(&self, f: Field) -> Option<&'a [u8]> {
+        use Field::*;
+        fn b<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
+            bytemuck::cast_slice(x)
+        }
+        if f.is_mamba() && !self.offsets.has_mamba {
+            return None;
+        }
+        Some(match f {
+            TokenToInputIds => b(self.token_to_input_ids()),
+            TokenToPosIds => b(self.token_to_pos_ids()),
+            TokenToBlockIdx => b(self.token_to_block_idx()),
+            TokenToLocalPositionWithinKvBlock => b(self.token_to_local_position_within_kv_block()),
+            TokenToRequestIdx => b(self.token_to_request_idx()),
+            TokenToPositionInRequest => b(self.token_to_position_in_request()),
+            RequestInPrefillStatus => b(self.request_in_prefill_status()),
+            RequestQueryLengths => b(self.request_query_lengths()),
+            RequestKvLengthOffsets => b(self.request_kv_length_offsets()),
+            Temperature => b(self.temperature()),
+            TopK => b(self.top_k()),
+            TopP => b(self.top_p()),
+            ActiveRequestLastTokenIdxs => b(self.active_request_last_token_idxs()),
+            RealTokenCount => self.get::<u8>(RealTokenCount, 4),
+            MhaQueryLengths => b(self.query_lengths()),
+            MhaCuQuerySeqLengths => b(self.cu_query_seq_lengths()),
+            MhaKvSeqLengths => b(self.kv_seq_lengths()),
+            MhaCuKvSeqLengths => b(self.cu_kv_seq_lengths()),
+            MhaBlockTable => b(self.block_table()),
+            MambaBatchIndicesDecode => match self.mamba_batch_indices_decode()? {
+                DecodeIndices::I32(x) => b(x),
+                DecodeIndices::I64(x) => b(x),
+            },
+            MambaBatchIndicesPrefill => b(self.mamba_batch_indices_prefill()?),
+            MambaSeqIdx => b(self.mamba_seq_idx()?),
+            MambaCuSeqlens => b(self.mamba_cu_seqlens()?),
+            MambaCuChunkSeqlens => b(self.mamba_cu_chunk_seqlens()?),
+            MambaLastChunkIndices => b(self.mamba_last_chunk_indices()?),
+            MambaSeqIdxForVarlen => b(self.mamba_seq_idx_for_varlen()?),
+            MambaConvSeqIdx => b(self.mamba_conv_seq_idx()?),
+            MambaConvSeqStart => b(self.mamba_conv_seq_start()?),
+            MambaIntermediateChunkIndices => b(self.mamba_intermediate_chunk_indices()?),
+            MambaIntermediateAbsPositions => b(self.mamba_intermediate_abs_positions()?),
+            MambaIntermediateRealCount => b(self.mamba_intermediate_real_count()?),
+            MambaDeviceDecodePrefill => b(self.mamba_device_decode_prefill()?),
+        })
+    }
+
+    /// The first difference from `other`: the step info, then every field's live bytes
+    /// in buffer order. `None` when the two steps' metadata is identical.
+    pub fn first_difference(&self, other: &MetadataView<'_>) -> Option<Difference> {
+        if self.info != other.info {
+            return Some(Difference {
+                field: None,
+                index: 0,
+                expected: format!("{:?}", self.info),
+                got: format!("{:?}", other.info),
+            });
+        }
+        for &f in Field::ALL {
+            let (a, b) = (self.live_bytes(f), other.live_bytes(f));
+            if a == b {
+                continue;
+            }
+            let size = match f {
+                Field::TokenToInputIds
+                | Field::TokenToPosIds
+                | Field::TokenToBlockIdx
+                | Field::MambaIntermediateChunkIndices => 8,
+                Field::MambaBatchIndicesDecode if self.offsets.decode_i64 => 8,
+                _ => 4,
+            };
+            let (a, b) = (a.unwrap_or(&[]), b.unwrap_or(&[]));
+            if a.len() != b.len() {
+                return Some(Difference {
+                    field: Some(f),
+                    index: 0,
+                    expected: format!("{} elements", a.len() / size),
+                    got: format!("{} elements", b.len() / size),
+                });
+            }
+            let i = a
+                .chunks(size)
+                .zip(b.chunks(size))
+                .position(|(x, y)| x != y)
+                .unwrap_or(0);
+            let value = |x: &[u8]| -> String {
+                let x = x.get(i * size..(i + 1) * size).unwrap_or(&[]);
+                match (size, f) {
+                    (8, _) => bytemuck::try_pod_read_unaligned::<i64>(x)
+                        .map_or_else(|_| "?".to_owned(), |v| v.to_string()),
+                    (_, Field::Temperature | Field::TopP) => {
+                        bytemuck::try_pod_read_unaligned::<f32>(x)
+                            .map_or_else(|_| "?".to_owned(), |v| format!("{v:?}"))
+                    }
+                    _ => bytemuck::try_pod_read_unaligned::<i32>(x)
+                        .map_or_else(|_| "?".to_owned(), |v| v.to_string()),
+                }
+            };
+            return Some(Difference {
+                field: Some(f),
+                index: i,
+                expected: value(a),
+                got: value(b),
+            });
+        }
+        None
+    }
+
     fn get<T: bytemuck::Pod>(&self, f: Field, len: usize) -> &'a [T] {
         let off = self.offsets.offsets.get(f.index()).copied().unwrap_or(0);
         self.bytes

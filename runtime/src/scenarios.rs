@@ -146,3 +146,60 @@ pub fn all() -> Vec<Scenario> {
         ),
     ]
 }
+
+/// The long-context scenario: R=1024, T=16384, S=131072, block size 64 — a 1024 × 2048
+/// block table (8 MB), which Megatron's design copies to the device every step. 1024
+/// decode requests with contexts spread over `[16384, 131072)` tokens (about 1.1 M block
+/// ids in use). MHA, graphs auto.
+pub fn long_context() -> Scenario {
+    let spec = LayoutSpec {
+        name: Some("long-context".to_owned()),
+        max_requests: 1024,
+        max_tokens: 16384,
+        max_seq_len: 131_072,
+        ..spec(ModelKind::Mha, true)
+    };
+    let bs = spec.block_size;
+    let mut rows = Vec::new();
+    let mut blocks = Vec::new();
+    let mut next_block = 0i32;
+    for i in 0..1024u32 {
+        let kv = 16_384 + (i.wrapping_mul(2_654_435_761) >> 8) % (131_072 - 16_384 - 64);
+        let n = (kv + 1).div_ceil(bs) as i32;
+        blocks.push((next_block..next_block + n).collect::<Vec<_>>());
+        next_block += n;
+        rows.push((false, 1, kv, -1));
+    }
+    Scenario {
+        name: "long-context-1024-decode",
+        spec,
+        rows,
+        blocks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test.
+
+    use super::*;
+    use crate::dims::RuntimeDims;
+    use crate::metadata::HostMetadata;
+    use attention_layout_codegen::Geometry;
+
+    #[test]
+    fn the_long_context_scenario_has_an_8_mb_block_table_and_fills() {
+        let s = long_context();
+        let g = Geometry::new(&s.spec).unwrap();
+        assert_eq!(g.block_table_width, 2048);
+        let bt = g
+            .field(attention_layout_codegen::Field::MhaBlockTable)
+            .unwrap();
+        assert_eq!(bt.bytes(), 8 << 20);
+        let mut meta = HostMetadata::new(RuntimeDims::new(g));
+        let rows = s.rows();
+        let ids = s.token_ids();
+        let info = *meta.fill(&Scenario::input(&rows, &ids)).unwrap();
+        assert_eq!((info.real.decode, info.real.tokens), (1024, 1024));
+    }
+}

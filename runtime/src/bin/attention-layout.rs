@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use attention_layout::{bench, golden, inspect, scenarios};
+use attention_layout::{BackendKind, bench, golden, inspect, scenarios};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,10 @@ enum Command {
         /// Only scenarios whose name contains this.
         #[arg(long)]
         scenario: Option<String>,
+        /// cpu (host fill), cuda (GPU: host vs device fill, graph vs eager) or auto (cuda
+        /// when a driver, NVRTC and a device are found, else cpu).
+        #[arg(long, default_value = "auto")]
+        backend: BackendKind,
     },
     /// Run a dynamic-batching engine loop without a model and report the metadata cost.
     Simulate(attention_layout::simulate::cli::SimulateArgs),
@@ -61,7 +65,11 @@ fn main() -> ExitCode {
             file,
             max_mismatches,
         } => replay(&file, max_mismatches),
-        Command::Bench { steps, scenario } => run_bench(steps, scenario.as_deref()),
+        Command::Bench {
+            steps,
+            scenario,
+            backend,
+        } => run_bench(steps, scenario.as_deref(), backend),
         Command::Simulate(args) => attention_layout::simulate::cli::main(args),
         Command::Inspect { layout, rust, cuda } => inspect::main(&layout, rust, cuda),
     }
@@ -99,7 +107,25 @@ fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
     }
 }
 
-fn run_bench(steps: usize, filter: Option<&str>) -> ExitCode {
+fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> ExitCode {
+    match bench::resolve_backend(backend) {
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Ok((gpu, note)) => {
+            println!("{note}");
+            if gpu {
+                return match bench::run_gpu(steps, &mut std::io::stdout()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+        }
+    }
     println!("host fill, CPU backend, one thread, {steps} steps per scenario");
     println!(
         "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",

@@ -1,0 +1,1152 @@
+//! The host half of the device fill: the staging image of one step.
+//!
+//! The device fill moves no metadata field across the bus. The host writes a compact
+//! image — per-step values, one 16-byte record per active request, the token ids, and the
+//! block-table work of the step — and one host-to-device copy moves it; the layout's fill
+//! kernel (`attention_layout_codegen::emit_cuda`) computes every field on the device.
+//! The image format is `emit_cuda::abi`.
+//!
+//! # The block table
+//!
+//! The device keeps a *resident* block table, one row per resident row of the engine's
+//! request table (`Residency::resident_rows`), updated from `Residency::changes`. The
+//! block table in the metadata buffer is in active order. For each active row the host
+//! knows (from what it sent before) which resident row the metadata row currently holds,
+//! so per row it picks the cheapest correct source:
+//!
+//! * **in place** — the metadata row already holds this request's row: only the entries
+//!   that changed this step (and the ones the row grew into or left) travel, as patches;
+//! * **gather** — the row moved but its resident row is valid and unchanged this step:
+//!   the kernel copies it from the resident table (nothing travels);
+//! * **upload** — otherwise the row's block ids travel (and are written back into the
+//!   resident table). Without residency every active row is uploaded.
+//!
+//! Changes are applied to the resident table in the same launch. The choice above keeps
+//! every memory location written by at most one thread and never both read and written
+//! in one launch: a gathered row has no changes, an uploaded row's changes inside its
+//! length are dropped (the upload carries them), and tokens of moved rows read the row's
+//! source rather than the metadata row being written. A step whose image would not fit
+//! the staging capacity uploads every active row instead (correct, and it forgets the
+//! residency of the rows that were not active).
+//!
+//! Everything here is plain host code, testable without a GPU; `tests/cuda_shim.rs` runs
+//! the emitted kernels on the CPU against the host fill.
+
+// Indexing here is into per-row state sized `max_requests` (indices checked against it on
+// entry), into the staging image (sized by the same plan that indexes it, and checked
+// against the buffer length before writing), and into rows' block lists at positions
+// below their lengths.
+#![allow(clippy::indexing_slicing)]
+
+use attention_layout_codegen::BatchDims;
+use attention_layout_codegen::emit_cuda::abi;
+use thiserror::Error;
+
+use crate::dims::Dims;
+use crate::fill::StepInfo;
+use crate::step::{Sampling, StepInput};
+
+/// No resident row / no metadata row.
+const NONE: u32 = u32::MAX;
+
+/// Why a step's residency was rejected (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StagingError {
+    /// `resident_rows` does not have one entry per step row.
+    #[error("residency has {got} resident rows but the step has {expected} rows")]
+    ResidentRowsLength {
+        /// Entries given.
+        got: usize,
+        /// Rows in the step.
+        expected: usize,
+    },
+    /// A resident row outside the table.
+    #[error("request {row}: resident row {resident_row} is outside [0, {limit})")]
+    ResidentRowOutOfRange {
+        /// The step row.
+        row: usize,
+        /// Its resident row.
+        resident_row: u32,
+        /// `max_requests`.
+        limit: usize,
+    },
+    /// Two step rows sharing a resident row.
+    #[error("request {row}: resident row {resident_row} is already used by request {other}")]
+    DuplicateResidentRow {
+        /// The step row.
+        row: usize,
+        /// Its resident row.
+        resident_row: u32,
+        /// The first step row that uses it.
+        other: usize,
+    },
+    /// A block-table change outside the table or with a block id outside the pool.
+    #[error(
+        "block change {change}: row {resident_row} index {index} block {block} is outside the table ({rows} x {width}) or the pool [-1, {dummy})"
+    )]
+    BadChange {
+        /// Position in `changes`.
+        change: usize,
+        /// Its resident row.
+        resident_row: u32,
+        /// Its index.
+        index: u32,
+        /// Its block id.
+        block: i32,
+        /// Resident rows.
+        rows: usize,
+        /// Block-table width.
+        width: usize,
+        /// The dummy block id.
+        dummy: i32,
+    },
+    /// The image buffer is too small or misaligned (a bug in the caller).
+    #[error(
+        "the staging buffer has {got} bytes at alignment {align}, {need} bytes 16-aligned are needed"
+    )]
+    Buffer {
+        /// Bytes given.
+        got: usize,
+        /// Alignment of its address (capped at 16).
+        align: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+}
+
+/// What one staged step holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Staged {
+    /// Bytes of the image: what the one host-to-device copy moves.
+    pub bytes: usize,
+    /// Whether every active row was uploaded (no residency, or the step did not fit).
+    pub compact: bool,
+    /// Block-table entries patched in place.
+    pub patches: u32,
+    /// Resident block-table entries changed.
+    pub changes: u32,
+    /// Block-table rows rewritten (moved and padding rows).
+    pub jobs: u32,
+    /// Block ids uploaded.
+    pub uploaded_blocks: u32,
+    /// Active rows whose block-table row was uploaded.
+    pub uploaded_rows: u32,
+    /// Active rows whose block-table row was gathered from the resident table.
+    pub gathered_rows: u32,
+    /// Entries the worker blocks write (changes plus job widths).
+    pub worker_entries: u64,
+}
+
+impl Staged {
+    /// Thread blocks for a launch of this step: block 0 alone when the block-table work is
+    /// small, else block 0 plus up to `max_workers` workers at about 32 K entries each.
+    pub fn grid(&self, max_workers: u32) -> u32 {
+        grid_for(self.worker_entries, max_workers)
+    }
+}
+
+/// Thread blocks for `worker_entries` block-table entries (see [`Staged::grid`]).
+pub fn grid_for(worker_entries: u64, max_workers: u32) -> u32 {
+    const ALONE: u64 = 8 * 1024;
+    const PER_WORKER: u64 = 32 * 1024;
+    if worker_entries <= ALONE || max_workers == 0 {
+        return 1;
+    }
+    1 + u32::try_from(worker_entries.div_ceil(PER_WORKER))
+        .unwrap_or(u32::MAX)
+        .min(max_workers)
+}
+
+/// Fills in the parts of a planned step's info that the host fill computes while writing
+/// (`max_seqlen_*`, Mamba chunk and intermediate counts), without writing anything.
+pub fn complete_info<D: Dims>(d: &D, input: &StepInput<'_>, planned: &StepInfo) -> StepInfo {
+    let mut info = *planned;
+    let p = info.paused as usize;
+    let n = info.real.requests() as usize;
+    let active = input.rows.get(p..p + n).unwrap_or(&[]);
+    let s1 = d.num_spec() as u32 + 1;
+    if info.graphed() {
+        info.max_seqlen_q = if info.padded.prefill == 0 {
+            s1
+        } else {
+            info.padded.tokens.max(2)
+        };
+        info.max_seqlen_k = d.max_seq_len() as u32;
+    } else if n > 0 {
+        info.max_seqlen_q = active.iter().map(|r| r.query_length).max().unwrap_or(0);
+        info.max_seqlen_k = active
+            .iter()
+            .map(|r| r.kv_offset + r.query_length)
+            .max()
+            .unwrap_or(0);
+    } else {
+        info.max_seqlen_q = s1;
+        info.max_seqlen_k = 1;
+    }
+    info.mamba_chunks = 0;
+    info.intermediate_len = 0;
+    info.intermediate_count = 0;
+    info.real_prefill_tokens = 0;
+    let fp = info.padded.prefill as usize;
+    if d.has_mamba() && fp > 0 {
+        let dr = info.attn.decode as usize;
+        let fr = info.attn.prefill as usize;
+        info.mamba_chunks = (info.padded.tokens as usize / d.chunk_size() + fp) as u32;
+        info.intermediate_len = (fp * 3).min(d.max_intermediate()) as u32;
+        info.intermediate_count = input.intermediate.map_or(0, |inter| {
+            inter
+                .iter()
+                .take(fr)
+                .map(|io| u32::from(io.count.min(3)))
+                .sum()
+        });
+        info.real_prefill_tokens = active
+            .get(dr..dr + fr)
+            .unwrap_or(&[])
+            .iter()
+            .map(|r| r.query_length)
+            .sum();
+    }
+    info
+}
+
+/// Writes the image of a step with no requests padded to `padded` (every field
+/// padding): what a launch needs to warm a kernel up before graph capture. Returns its
+/// bytes.
+pub fn write_empty_step(padded: BatchDims, out: &mut [u8]) -> Result<usize, StagingError> {
+    let need = abi::HEADER_BYTES;
+    let bad = StagingError::Buffer {
+        got: out.len(),
+        align: 1usize << (out.as_ptr() as usize).trailing_zeros().min(4),
+        need,
+    };
+    let words: &mut [u32] = out
+        .get_mut(..need)
+        .and_then(|b| bytemuck::try_cast_slice_mut(b).ok())
+        .ok_or(bad)?;
+    words.fill(0);
+    words[abi::H_ABI] = abi::VERSION;
+    words[abi::H_PAD_TOKENS] = padded.tokens;
+    words[abi::H_PAD_PREFILL] = padded.prefill;
+    words[abi::H_PAD_DECODE] = padded.decode;
+    for w in [
+        abi::H_OFF_REQUESTS,
+        abi::H_OFF_TOKEN_IDS,
+        abi::H_OFF_SAMPLING,
+        abi::H_OFF_INTER,
+        abi::H_OFF_PATCHES,
+        abi::H_OFF_CHANGES,
+        abi::H_OFF_JOBS,
+        abi::H_OFF_BLOCKS,
+    ] {
+        words[w] = need as u32;
+    }
+    Ok(need)
+}
+
+/// Where an active row's block-table row comes from this step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Already in place in the metadata block table.
+    Meta,
+    /// Gathered from the resident table.
+    Resident,
+    /// Uploaded; `writeback` also stores it into its resident row.
+    Upload { writeback: bool },
+}
+
+/// The sizes of one image, section by section (byte offsets from the start).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sections {
+    requests: usize,
+    token_ids: usize,
+    sampling: usize,
+    inter: usize,
+    patches: usize,
+    changes: usize,
+    jobs: usize,
+    blocks: usize,
+    end: usize,
+}
+
+fn align16(x: usize) -> usize {
+    x.next_multiple_of(16)
+}
+
+impl Sections {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        n: usize,
+        token_ids: usize,
+        sampling: usize,
+        inter: usize,
+        patches: usize,
+        changes: usize,
+        jobs: usize,
+        blocks: usize,
+    ) -> Self {
+        let requests = abi::HEADER_BYTES;
+        let token_ids_at = align16(requests + n * abi::REQUEST_BYTES);
+        let sampling_at = align16(token_ids_at + token_ids * 8);
+        let inter_at = align16(sampling_at + sampling * abi::SAMPLING_BYTES);
+        let patches_at = align16(inter_at + inter * abi::INTER_BYTES);
+        let changes_at = align16(patches_at + patches * abi::WRITE_BYTES);
+        let jobs_at = align16(changes_at + changes * abi::WRITE_BYTES);
+        let blocks_at = align16(jobs_at + jobs * abi::JOB_BYTES);
+        Self {
+            requests,
+            token_ids: token_ids_at,
+            sampling: sampling_at,
+            inter: inter_at,
+            patches: patches_at,
+            changes: changes_at,
+            jobs: jobs_at,
+            blocks: blocks_at,
+            end: align16(blocks_at + blocks * 4),
+        }
+    }
+}
+
+/// The host state of the device fill: what the device's block tables hold, as far as the
+/// host knows, and scratch for the per-step plan. One per device buffer set.
+#[derive(Debug, Clone)]
+pub struct StagingBuilder {
+    rows: usize,
+    width: usize,
+    dummy: i32,
+    capacity: usize,
+    /// Per metadata block-table row: the resident row whose ids it holds (`NONE`: unknown).
+    meta_src: Vec<u32>,
+    /// Per metadata block-table row: entries that may differ from the dummy block.
+    meta_len: Vec<u32>,
+    /// Per resident row: how many leading entries of the device's resident row are known
+    /// to equal the engine's (gathering a row needs its whole length known).
+    res_known: Vec<u32>,
+    /// Per resident row: the metadata row holding its ids (inverse of `meta_src`).
+    res_meta: Vec<u32>,
+    // Per-step scratch, stamped with `generation` so nothing is cleared per step.
+    generation: u32,
+    row_stamp: Vec<u32>,
+    row_of: Vec<u32>,
+    changed_stamp: Vec<u32>,
+    /// Per resident row: entries changed this step (valid where `changed_stamp` is current).
+    changed_count: Vec<u32>,
+    element_stamp: Vec<u32>,
+    /// Indices into `changes` of the changes kept after deduplication (latest wins).
+    kept: Vec<u32>,
+    source: Vec<Source>,
+}
+
+impl StagingBuilder {
+    /// State for a device whose buffers were just allocated (nothing known).
+    pub fn new<D: Dims>(d: &D) -> Self {
+        let r = d.max_requests();
+        let w = d.block_table_width();
+        Self {
+            rows: r,
+            width: w,
+            dummy: d.dummy_block(),
+            capacity: Self::capacity_for(d),
+            meta_src: vec![NONE; r],
+            meta_len: vec![0; r],
+            res_known: vec![0; r],
+            res_meta: vec![NONE; r],
+            generation: 0,
+            row_stamp: vec![0; r],
+            row_of: vec![0; r],
+            changed_stamp: vec![0; r],
+            changed_count: vec![0; r],
+            element_stamp: vec![0; r * w],
+            kept: Vec::new(),
+            source: Vec::with_capacity(r),
+        }
+    }
+
+    /// Bytes of the largest image of a layout (what the staging buffers hold): every
+    /// active row uploaded, no changes.
+    pub fn capacity_for<D: Dims>(d: &D) -> usize {
+        let r = d.max_requests();
+        Sections::new(r, d.max_tokens(), r, r, 0, 0, r, r * d.block_table_width()).end
+    }
+
+    /// Bytes of the largest image.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets what the device holds (after its buffers were reset).
+    pub fn reset(&mut self) {
+        self.meta_src.fill(NONE);
+        self.meta_len.fill(0);
+        self.res_known.fill(0);
+        self.res_meta.fill(NONE);
+    }
+
+    fn unlink_meta(&mut self, a: usize) {
+        let r = self.meta_src[a];
+        if r != NONE {
+            if self.res_meta[r as usize] == a as u32 {
+                self.res_meta[r as usize] = NONE;
+            }
+            self.meta_src[a] = NONE;
+        }
+    }
+
+    fn unlink_resident(&mut self, r: usize) {
+        let a = self.res_meta[r];
+        if a != NONE {
+            if self.meta_src[a as usize] == r as u32 {
+                self.meta_src[a as usize] = NONE;
+            }
+            self.res_meta[r] = NONE;
+        }
+    }
+
+    fn link(&mut self, a: usize, r: usize) {
+        self.unlink_meta(a);
+        self.unlink_resident(r);
+        self.meta_src[a] = r as u32;
+        self.res_meta[r] = a as u32;
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.row_stamp.fill(0);
+            self.changed_stamp.fill(0);
+            self.changed_count.fill(0);
+            self.element_stamp.fill(0);
+            self.generation = 1;
+        }
+        self.generation
+    }
+
+    /// Writes the image of a planned step into `out` (16-byte aligned, at least
+    /// [`capacity`](Self::capacity) bytes) and records what the device will hold after
+    /// the step. `info` must be the step's complete info ([`complete_info`]). On error
+    /// nothing changes.
+    pub fn build(
+        &mut self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        out: &mut [u8],
+    ) -> Result<Staged, StagingError> {
+        let align = 1usize << (out.as_ptr() as usize).trailing_zeros().min(4);
+        if out.len() < self.capacity || align < 16 {
+            return Err(StagingError::Buffer {
+                got: out.len(),
+                align,
+                need: self.capacity,
+            });
+        }
+        let stamp = self.next_generation();
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let rows = input.rows;
+
+        // Pass 1: check the residency; deduplicate the changes (the latest wins).
+        let residency = input.residency;
+        self.kept.clear();
+        if let Some(res) = residency {
+            if res.resident_rows.len() != rows.len() {
+                return Err(StagingError::ResidentRowsLength {
+                    got: res.resident_rows.len(),
+                    expected: rows.len(),
+                });
+            }
+            for (i, &r) in res.resident_rows.iter().enumerate() {
+                let ru = r as usize;
+                if ru >= self.rows {
+                    return Err(StagingError::ResidentRowOutOfRange {
+                        row: i,
+                        resident_row: r,
+                        limit: self.rows,
+                    });
+                }
+                if self.row_stamp[ru] == stamp {
+                    return Err(StagingError::DuplicateResidentRow {
+                        row: i,
+                        resident_row: r,
+                        other: self.row_of[ru] as usize,
+                    });
+                }
+                self.row_stamp[ru] = stamp;
+                self.row_of[ru] = i as u32;
+            }
+            for (ci, c) in res.changes.iter().enumerate().rev() {
+                let (ru, iu) = (c.resident_row as usize, c.index as usize);
+                if ru >= self.rows || iu >= self.width || c.block < -1 || c.block >= self.dummy {
+                    return Err(StagingError::BadChange {
+                        change: ci,
+                        resident_row: c.resident_row,
+                        index: c.index,
+                        block: c.block,
+                        rows: self.rows,
+                        width: self.width,
+                        dummy: self.dummy,
+                    });
+                }
+                let e = ru * self.width + iu;
+                if self.element_stamp[e] != stamp {
+                    self.element_stamp[e] = stamp;
+                    if self.changed_stamp[ru] == stamp {
+                        self.changed_count[ru] += 1;
+                    } else {
+                        self.changed_stamp[ru] = stamp;
+                        self.changed_count[ru] = 1;
+                    }
+                    self.kept.push(ci as u32);
+                }
+            }
+        }
+
+        // Per active row: where its block-table row comes from.
+        self.source.clear();
+        for a in 0..n {
+            let source = match residency {
+                None => Source::Upload { writeback: false },
+                Some(res) => {
+                    let r = res.resident_rows[p + a];
+                    let len = rows[p + a].blocks.len();
+                    let changed = if self.changed_stamp[r as usize] == stamp {
+                        self.changed_count[r as usize] as usize
+                    } else {
+                        0
+                    };
+                    // In place, a changed entry costs a patch and a change (16 bytes); an
+                    // upload costs 4 bytes per entry: rewrite rows that mostly changed.
+                    if self.meta_src[a] == r && 4 * changed <= len {
+                        Source::Meta
+                    } else if changed == 0 && self.res_known[r as usize] as usize >= len {
+                        Source::Resident
+                    } else {
+                        Source::Upload { writeback: true }
+                    }
+                }
+            };
+            self.source.push(source);
+        }
+
+        // Sizes with residency, then the fallback if the image would not fit.
+        let mut plan = self.count(input, info, stamp);
+        let mut compact = residency.is_none();
+        if plan.end > self.capacity {
+            for s in &mut self.source {
+                *s = Source::Upload { writeback: true };
+            }
+            compact = true;
+            self.kept.clear();
+            plan = self.count(input, info, stamp);
+        }
+        debug_assert!(plan.end <= self.capacity);
+
+        // Pass 2: write the image.
+        let got = out.len();
+        let words: &mut [u32] =
+            bytemuck::try_cast_slice_mut(&mut out[..plan.end]).map_err(|_| {
+                StagingError::Buffer {
+                    got,
+                    align,
+                    need: plan.end,
+                }
+            })?;
+        let staged = self.write(input, info, &plan, words, compact, stamp)?;
+
+        // Commit: what the device holds after the step.
+        self.commit(input, info, compact);
+        Ok(staged)
+    }
+
+    /// Counts each section of the image for the current sources and kept changes.
+    fn count(&self, input: &StepInput<'_>, info: &StepInfo, stamp: u32) -> Counted {
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let np = info.padded.requests() as usize;
+        let active = &input.rows[p..p + n];
+        let mut c = Counted::default();
+        for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
+            let l1 = row.blocks.len();
+            match src {
+                Source::Meta => {
+                    c.patches += l1.abs_diff(self.meta_len[a] as usize);
+                }
+                Source::Resident => c.jobs += 1,
+                Source::Upload { .. } => {
+                    c.jobs += 1;
+                    c.blocks += l1;
+                }
+            }
+        }
+        c.jobs += (n..np).filter(|&a| self.meta_len[a] > 0).count();
+        if let Some(res) = input.residency {
+            for &ci in &self.kept {
+                let (send, patch) = self.route(&res.changes[ci as usize], active, p, stamp);
+                c.changes += usize::from(send);
+                c.patches += usize::from(patch.is_some());
+            }
+        }
+        let has_inter = input.intermediate.is_some() && info.attn.prefill > 0;
+        let per_request = !uniform_sampling(active);
+        let sections = Sections::new(
+            n,
+            if input.token_ids.is_some() {
+                info.real.tokens as usize
+            } else {
+                0
+            },
+            if per_request { n } else { 1 },
+            if has_inter {
+                info.attn.prefill as usize
+            } else {
+                0
+            },
+            c.patches,
+            c.changes,
+            c.jobs,
+            c.blocks,
+        );
+        c.end = sections.end;
+        c.sections = sections;
+        c.per_request_sampling = per_request;
+        c.has_inter = has_inter;
+        c
+    }
+
+    /// Where a kept change goes: whether it is sent to the resident table, and the
+    /// active row whose in-place metadata row it patches (entries below both lengths).
+    /// A change of an uploaded row inside its length is dropped (the upload carries it);
+    /// a gathered row has no changes by construction.
+    fn route(
+        &self,
+        ch: &crate::step::BlockChange,
+        active: &[crate::step::RequestRow<'_>],
+        p: usize,
+        stamp: u32,
+    ) -> (bool, Option<usize>) {
+        let Some(a) = self.active_index(ch.resident_row, p, stamp) else {
+            return (true, None);
+        };
+        let j = ch.index as usize;
+        let len = active[a].blocks.len();
+        match self.source[a] {
+            Source::Meta => (true, (j < len.min(self.meta_len[a] as usize)).then_some(a)),
+            Source::Upload { .. } => (j >= len, None),
+            Source::Resident => (true, None),
+        }
+    }
+
+    /// The active index of resident row `r` this step, if it is an active row.
+    fn active_index(&self, r: u32, p: usize, stamp: u32) -> Option<usize> {
+        let ru = r as usize;
+        if self.row_stamp[ru] != stamp {
+            return None;
+        }
+        let i = self.row_of[ru] as usize;
+        let a = i.checked_sub(p)?;
+        (a < self.source.len()).then_some(a)
+    }
+
+    fn write(
+        &self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        plan: &Counted,
+        words: &mut [u32],
+        compact: bool,
+        stamp: u32,
+    ) -> Result<Staged, StagingError> {
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let np = info.padded.requests() as usize;
+        let active = &input.rows[p..p + n];
+        let s = plan.sections;
+        let w = self.width;
+        let dummy = self.dummy;
+        let map = |id: i32| if id == -1 { dummy } else { id };
+        // Every section is written in full below; the gaps between them are never read.
+        words[..abi::HEADER_BYTES / 4].fill(0);
+
+        let mut flags = 0;
+        if input.token_ids.is_some() {
+            flags |= abi::FLAG_TOKEN_IDS;
+        }
+        if plan.has_inter {
+            flags |= abi::FLAG_INTERMEDIATE;
+        }
+        if plan.per_request_sampling {
+            flags |= abi::FLAG_PER_REQUEST_SAMPLING;
+        }
+        let header = [
+            (abi::H_ABI, abi::VERSION),
+            (abi::H_ACTIVE, n as u32),
+            (abi::H_PAUSED, p as u32),
+            (abi::H_REAL_TOKENS, info.real.tokens),
+            (abi::H_REAL_DECODE, info.real.decode),
+            (abi::H_ATTN_DECODE, info.attn.decode),
+            (abi::H_ATTN_PREFILL, info.attn.prefill),
+            (abi::H_PAD_TOKENS, info.padded.tokens),
+            (abi::H_PAD_PREFILL, info.padded.prefill),
+            (abi::H_PAD_DECODE, info.padded.decode),
+            (abi::H_FLAGS, flags),
+            (
+                abi::H_INTER_COUNT,
+                if plan.has_inter {
+                    info.intermediate_count
+                } else {
+                    0
+                },
+            ),
+            (abi::H_OFF_REQUESTS, s.requests as u32),
+            (abi::H_OFF_TOKEN_IDS, s.token_ids as u32),
+            (abi::H_OFF_SAMPLING, s.sampling as u32),
+            (abi::H_OFF_INTER, s.inter as u32),
+            (abi::H_OFF_PATCHES, s.patches as u32),
+            (abi::H_OFF_CHANGES, s.changes as u32),
+            (abi::H_OFF_JOBS, s.jobs as u32),
+            (abi::H_OFF_BLOCKS, s.blocks as u32),
+        ];
+        for (i, v) in header {
+            words[i] = v;
+        }
+
+        // Requests and uploaded rows, in one pass.
+        let mut upload_at = 0usize;
+        let mut job = s.jobs / 4;
+        let push_job = |words: &mut [u32], job: &mut usize, v: [u32; 5]| {
+            words[*job..*job + 5].copy_from_slice(&v);
+            *job += 5;
+        };
+        let mut n_jobs = 0u32;
+        let mut worker_entries = 0u64;
+        let (mut uploaded_rows, mut gathered_rows) = (0u32, 0u32);
+        for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
+            let l1 = row.blocks.len();
+            let (src_word, writeback) = match *src {
+                Source::Meta => (abi::SRC_META, None),
+                Source::Resident => {
+                    gathered_rows += 1;
+                    let r = residency_row(input, p + a);
+                    (abi::SRC_RESIDENT | r, None)
+                }
+                Source::Upload { writeback } => {
+                    uploaded_rows += 1;
+                    let at = s.blocks / 4 + upload_at;
+                    for (dst, &id) in words[at..at + l1].iter_mut().zip(row.blocks) {
+                        *dst = id as u32;
+                    }
+                    let word = abi::SRC_UPLOAD | upload_at as u32;
+                    upload_at += l1;
+                    (word, writeback.then(|| residency_row(input, p + a)))
+                }
+            };
+            let at = s.requests / 4 + a * 4;
+            words[at] = row.query_length;
+            words[at + 1] = row.kv_offset;
+            words[at + 2] = src_word;
+            words[at + 3] = row.mamba_slot as u32;
+            if *src != Source::Meta {
+                let width = l1.max(self.meta_len[a] as usize);
+                push_job(
+                    words,
+                    &mut job,
+                    [
+                        a as u32,
+                        l1 as u32,
+                        width as u32,
+                        src_word,
+                        writeback.unwrap_or(abi::NO_ROW),
+                    ],
+                );
+                n_jobs += 1;
+                worker_entries += width as u64;
+            }
+        }
+        for a in n..np {
+            let len = self.meta_len[a];
+            if len > 0 {
+                push_job(
+                    words,
+                    &mut job,
+                    [a as u32, 0, len, abi::SRC_NONE, abi::NO_ROW],
+                );
+                n_jobs += 1;
+                worker_entries += u64::from(len);
+            }
+        }
+
+        if let Some(ids) = input.token_ids {
+            let at = s.token_ids / 4;
+            let got = words.len() * 4;
+            let dst: &mut [i64] = bytemuck::try_cast_slice_mut(&mut words[at..at + ids.len() * 2])
+                .map_err(|_| StagingError::Buffer {
+                    got,
+                    align: 4,
+                    need: plan.end,
+                })?;
+            dst.copy_from_slice(ids);
+        }
+
+        let at = s.sampling / 4;
+        let put_sampling = |words: &mut [u32], i: usize, x: &Sampling| {
+            words[at + 3 * i] = x.temperature.to_bits();
+            words[at + 3 * i + 1] = x.top_k as u32;
+            words[at + 3 * i + 2] = x.top_p.to_bits();
+        };
+        if plan.per_request_sampling {
+            for (a, row) in active.iter().enumerate() {
+                put_sampling(words, a, &row.sampling);
+            }
+        } else {
+            put_sampling(
+                words,
+                0,
+                active.first().map_or(&Sampling::PAD, |r| &r.sampling),
+            );
+        }
+
+        if plan.has_inter
+            && let Some(inter) = input.intermediate
+        {
+            let fr = info.attn.prefill as usize;
+            let mut base = 0u32;
+            for (f, io) in inter.iter().enumerate().take(fr) {
+                let at = s.inter / 4 + f * 4;
+                let count = u32::from(io.count.min(3));
+                words[at] = base | (count << abi::INTER_COUNT_SHIFT);
+                words[at + 1..at + 4].copy_from_slice(&io.offsets);
+                base += count;
+            }
+        }
+
+        // Patches of in-place rows: entries the row grew into or left, then the changed
+        // entries below both lengths.
+        let mut patch = s.patches / 4;
+        let mut n_patches = 0u32;
+        let mut put_patch = |words: &mut [u32], index: usize, value: i32| {
+            words[patch] = index as u32;
+            words[patch + 1] = value as u32;
+            patch += 2;
+            n_patches += 1;
+        };
+        for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
+            if *src == Source::Meta {
+                let (l0, l1) = (self.meta_len[a] as usize, row.blocks.len());
+                for j in l0.min(l1)..l0.max(l1) {
+                    let v = if j < l1 { map(row.blocks[j]) } else { dummy };
+                    put_patch(words, a * w + j, v);
+                }
+            }
+        }
+        let mut change = s.changes / 4;
+        let mut n_changes = 0u32;
+        if let Some(res) = input.residency
+            && !compact
+        {
+            for &ci in &self.kept {
+                let ch = &res.changes[ci as usize];
+                let (send, patch) = self.route(ch, active, p, stamp);
+                if let Some(a) = patch {
+                    let j = ch.index as usize;
+                    put_patch(words, a * w + j, map(active[a].blocks[j]));
+                }
+                if send {
+                    words[change] = ch.resident_row * w as u32 + ch.index;
+                    words[change + 1] = ch.block as u32;
+                    change += 2;
+                    n_changes += 1;
+                }
+            }
+        }
+        worker_entries += u64::from(n_changes);
+        words[abi::H_N_PATCHES] = n_patches;
+        words[abi::H_N_CHANGES] = n_changes;
+        words[abi::H_N_JOBS] = n_jobs;
+        Ok(Staged {
+            bytes: plan.end,
+            compact,
+            patches: n_patches,
+            changes: n_changes,
+            jobs: n_jobs,
+            uploaded_blocks: upload_at as u32,
+            uploaded_rows,
+            gathered_rows,
+            worker_entries,
+        })
+    }
+
+    /// Records what the device holds once the step ran.
+    fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let np = info.padded.requests() as usize;
+        let stamp = self.generation;
+        match input.residency {
+            None => {
+                // The engine's changes of this step never reach the device.
+                self.meta_src.fill(NONE);
+                self.res_meta.fill(NONE);
+                self.res_known.fill(0);
+            }
+            Some(res) => {
+                if compact {
+                    // The changes were dropped: only the active rows' uploaded prefixes
+                    // are known; every other row is forgotten.
+                    for r in 0..self.rows {
+                        if self.active_index(r as u32, p, stamp).is_none() {
+                            self.res_known[r] = 0;
+                            self.unlink_resident(r);
+                        }
+                    }
+                    for a in 0..n {
+                        let r = res.resident_rows[p + a] as usize;
+                        self.res_known[r] = input.rows[p + a].blocks.len() as u32;
+                    }
+                } else {
+                    for a in 0..n {
+                        if let Source::Upload { writeback: true } = self.source[a] {
+                            let r = res.resident_rows[p + a] as usize;
+                            let len = input.rows[p + a].blocks.len() as u32;
+                            self.res_known[r] = self.res_known[r].max(len);
+                        }
+                    }
+                    for k in 0..self.kept.len() {
+                        let r = res.changes[self.kept[k] as usize].resident_row;
+                        let ru = r as usize;
+                        // A changed row that is not active: its metadata copy is stale.
+                        if self.active_index(r, p, stamp).is_none() {
+                            self.unlink_resident(ru);
+                        }
+                        // Entries set this step right after the known prefix extend it.
+                        let mut known = self.res_known[ru] as usize;
+                        while known < self.width
+                            && self.element_stamp[ru * self.width + known] == stamp
+                        {
+                            known += 1;
+                        }
+                        self.res_known[ru] = known as u32;
+                    }
+                }
+                for a in 0..n {
+                    let r = res.resident_rows[p + a] as usize;
+                    self.link(a, r);
+                }
+            }
+        }
+        for (a, row) in input.rows[p..p + n].iter().enumerate() {
+            self.meta_len[a] = row.blocks.len() as u32;
+        }
+        for a in n..np {
+            self.unlink_meta(a);
+            self.meta_len[a] = 0;
+        }
+    }
+}
+
+/// Section counts of one image.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    patches: usize,
+    changes: usize,
+    jobs: usize,
+    blocks: usize,
+    end: usize,
+    sections: Sections,
+    per_request_sampling: bool,
+    has_inter: bool,
+}
+
+fn residency_row(input: &StepInput<'_>, i: usize) -> u32 {
+    input
+        .residency
+        .and_then(|r| r.resident_rows.get(i).copied())
+        .unwrap_or(0)
+}
+
+/// Whether every active row samples alike (bit for bit), so one record serves them all.
+fn uniform_sampling(active: &[crate::step::RequestRow<'_>]) -> bool {
+    let bits = |s: &Sampling| (s.temperature.to_bits(), s.top_k, s.top_p.to_bits());
+    match active.first() {
+        None => true,
+        Some(first) => {
+            let b = bits(&first.sampling);
+            active.iter().all(|r| bits(&r.sampling) == b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test.
+
+    use super::*;
+    use crate::dims::RuntimeDims;
+    use crate::fill::{FillState, plan_step};
+    use crate::step::{BlockChange, RequestRow, Residency};
+    use attention_layout_codegen::{Geometry, LayoutSpec};
+
+    fn dims() -> RuntimeDims {
+        let spec = LayoutSpec::from_toml_str(
+            "model = \"mha\"\nmax_requests = 4\nmax_tokens = 64\nmax_seq_len = 32\nblock_size = 4\n",
+            "t.toml",
+        )
+        .unwrap();
+        RuntimeDims::new(Geometry::new(&spec).unwrap())
+    }
+
+    struct Stager {
+        d: RuntimeDims,
+        b: StagingBuilder,
+        plan: FillState,
+        buf: Vec<u128>,
+    }
+
+    impl Stager {
+        fn new() -> Self {
+            let d = dims();
+            let b = StagingBuilder::new(&d);
+            let buf = vec![0u128; b.capacity() / 16 + 1];
+            Self {
+                plan: FillState::new(&d),
+                d,
+                b,
+                buf,
+            }
+        }
+        fn stage(&mut self, input: &StepInput<'_>) -> Result<Staged, StagingError> {
+            let plan = plan_step(&self.d, input, &mut self.plan).unwrap();
+            let info = complete_info(&self.d, input, plan.info());
+            self.b
+                .build(input, &info, bytemuck::cast_slice_mut(&mut self.buf))
+        }
+        fn word(&self, i: usize) -> u32 {
+            bytemuck::cast_slice::<u128, u32>(&self.buf)[i]
+        }
+    }
+
+    fn input<'a>(
+        rows: &'a [RequestRow<'a>],
+        resident: &'a [u32],
+        changes: &'a [BlockChange],
+    ) -> StepInput<'a> {
+        StepInput {
+            rows,
+            token_ids: None,
+            intermediate: None,
+            residency: Some(Residency {
+                resident_rows: resident,
+                changes,
+            }),
+        }
+    }
+
+    fn set(row: u32, index: u32, block: i32) -> BlockChange {
+        BlockChange {
+            resident_row: row,
+            index,
+            block,
+        }
+    }
+
+    #[test]
+    fn a_steady_decode_step_moves_only_its_records() {
+        let mut s = Stager::new();
+        let (a, b) = ([3, 7, 8, 6], [5]);
+        let rows = [
+            RequestRow::decode(1, 5, &a, -1),
+            RequestRow::decode(1, 2, &b, -1),
+        ];
+        let all = [
+            set(2, 0, 3),
+            set(2, 1, 7),
+            set(2, 2, 8),
+            set(2, 3, 6),
+            set(0, 0, 5),
+        ];
+        let first = s.stage(&input(&rows, &[2, 0], &all)).unwrap();
+        assert_eq!((first.uploaded_rows, first.changes), (2, 0));
+        // The same rows again: nothing but the header, two records and one sampling record.
+        let again = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
+        assert_eq!(
+            (again.jobs, again.patches, again.changes, again.compact),
+            (0, 0, 0, false)
+        );
+        assert_eq!(again.bytes, abi::HEADER_BYTES + 2 * abi::REQUEST_BYTES + 16);
+        assert_eq!(s.word(abi::H_N_JOBS), 0);
+        // Swapped: both rows are gathered from the resident table, nothing uploaded.
+        let rows = [rows[1], rows[0]];
+        let swapped = s.stage(&input(&rows, &[0, 2], &[])).unwrap();
+        assert_eq!((swapped.gathered_rows, swapped.uploaded_rows), (2, 0));
+        // A new block for a long in-place row: one change for the resident table, one patch.
+        let a = [3, 7, 8, 6, 9];
+        let rows = [rows[0], RequestRow::decode(1, 16, &a, -1)];
+        let grown = s.stage(&input(&rows, &[0, 2], &[set(2, 4, 9)])).unwrap();
+        assert_eq!((grown.changes, grown.patches, grown.jobs), (1, 1, 0));
+        // A row that mostly changed is rewritten instead (its change rides along).
+        let b = [10];
+        let rows = [RequestRow::decode(1, 2, &b, -1), rows[1]];
+        let replaced = s.stage(&input(&rows, &[0, 2], &[set(0, 0, 10)])).unwrap();
+        assert_eq!(
+            (replaced.uploaded_rows, replaced.changes, replaced.patches),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_latest_change_to_an_entry_wins() {
+        let mut s = Stager::new();
+        let b = [4];
+        let rows = [RequestRow::decode(1, 0, &b, -1)];
+        let changes = [set(3, 2, 8), set(1, 0, 9), set(3, 2, 6), set(1, 0, 4)];
+        let staged = s.stage(&input(&rows, &[1], &changes)).unwrap();
+        // Row 1 is uploaded (its change inside the row is dropped); row 3's change travels.
+        assert_eq!((staged.uploaded_rows, staged.changes), (1, 1));
+        let at = s.word(abi::H_OFF_CHANGES) as usize / 4;
+        assert_eq!((s.word(at), s.word(at + 1)), (3 * 8 + 2, 6));
+    }
+
+    #[test]
+    fn bad_residency_is_rejected_and_changes_nothing() {
+        let mut s = Stager::new();
+        let b = [4];
+        let rows = [
+            RequestRow::decode(1, 0, &b, -1),
+            RequestRow::decode(1, 0, &b, -1),
+        ];
+        let e = s.stage(&input(&rows, &[1, 1], &[])).unwrap_err();
+        assert!(
+            matches!(e, StagingError::DuplicateResidentRow { row: 1, .. }),
+            "{e}"
+        );
+        let e = s.stage(&input(&rows, &[1], &[])).unwrap_err();
+        assert!(matches!(e, StagingError::ResidentRowsLength { .. }), "{e}");
+        let e = s.stage(&input(&rows, &[0, 9], &[])).unwrap_err();
+        assert!(
+            matches!(e, StagingError::ResidentRowOutOfRange { row: 1, .. }),
+            "{e}"
+        );
+        let e = s
+            .stage(&input(&rows, &[0, 1], &[set(0, 8, 1)]))
+            .unwrap_err();
+        assert!(
+            matches!(e, StagingError::BadChange { change: 0, .. }),
+            "{e}"
+        );
+        let e = s
+            .stage(&input(&rows, &[0, 1], &[set(0, 0, s.d.dummy_block())]))
+            .unwrap_err();
+        assert!(e.to_string().contains("pool"), "{e}");
+        // Nothing was recorded: both rows are still unknown to the device.
+        let ok = s.stage(&input(&rows, &[0, 1], &[])).unwrap();
+        assert_eq!(ok.uploaded_rows, 2);
+    }
+
+    #[test]
+    fn grids_grow_with_the_block_table_work() {
+        assert_eq!(grid_for(0, 100), 1);
+        assert_eq!(grid_for(8 * 1024, 100), 1);
+        assert_eq!(grid_for(8 * 1024 + 1, 100), 2);
+        assert_eq!(grid_for(1 << 20, 100), 33);
+        assert_eq!(grid_for(1 << 30, 100), 101);
+        assert_eq!(grid_for(1 << 30, 0), 1);
+    }
+}

@@ -1,0 +1,175 @@
+//! GPU: on random workloads (requests arrive, grow, pause, get holes and finish; steps
+//! with and without residency, token ids and intermediate offsets), every field's live
+//! bytes from the CUDA backend equal the host fill's, step after step:
+//!
+//! * device fill with graphs (bucketed steps replay graphs, the others run eagerly),
+//!   at least 10,000 steps per layout;
+//! * host fill on the device (the whole buffer copied), with graphs, 10,000 steps;
+//! * device fill without graphs, with and without per-bucket kernels, 2,000 steps each.
+//!
+//! Layouts: `support/layouts.rs` (hybrid with speculative tokens, MHA with tensor
+//! parallelism, pure Mamba with i32 indices and no graphs, linear ladders, a tight KV
+//! pool, long rows) and the bundled Nemotron-H-8B.
+//!
+//! Run on a GPU machine: `cargo test --features cuda --test cuda_equivalence -- --include-ignored`
+//! (or the staged `.gpu/run-all -- --include-ignored`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+
+mod support;
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use attention_layout::cuda::FillMode;
+    use attention_layout::{HostMetadata, LayoutSpec, RuntimeDims};
+
+    use super::support::gpu::{backend, require_device, step_and_compare};
+    use super::support::layouts;
+    use super::support::workload::Workload;
+
+    /// Steps per layout for the main (device fill, graphs) run.
+    fn steps() -> usize {
+        std::env::var("AL_GPU_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10_000)
+    }
+
+    /// Runs `n` steps; returns (graphed, eager) step counts.
+    fn run(
+        name: &str,
+        dims: &RuntimeDims,
+        mode: FillMode,
+        graphs: bool,
+        bucket_kernels: bool,
+        n: usize,
+        seed: u64,
+    ) -> (usize, usize) {
+        let mut gpu = backend(dims, mode, graphs, bucket_kernels);
+        let mut cpu = HostMetadata::new(dims.clone());
+        let mut w = Workload::new(dims, seed, layouts::knobs(name));
+        let (mut graphed, mut eager) = (0usize, 0usize);
+        for step in 0..n {
+            let st = w.step();
+            let rows = st.rows();
+            let input = st.input(&rows);
+            let what =
+                format!("{name} {mode:?} graphs={graphs} kernels={bucket_kernels} step {step}");
+            if step_and_compare(&what, &mut cpu, &mut gpu, &input) {
+                graphed += 1;
+            } else {
+                eager += 1;
+            }
+            let expect_graph = graphs && cpu.info().graphed();
+            assert_eq!(
+                gpu.last_step_graphed(),
+                expect_graph,
+                "{what}: graph replay"
+            );
+        }
+        eprintln!(
+            "{name} {mode:?} graphs={graphs} kernels={bucket_kernels}: {n} steps, {graphed} graphed, {eager} eager"
+        );
+        if graphs && !dims.geometry().buckets.is_empty() {
+            assert!(graphed > 0, "{name}: no step replayed a graph");
+        }
+        (graphed, eager)
+    }
+
+    fn all_layouts() -> Vec<(String, RuntimeDims)> {
+        let mut v: Vec<(String, RuntimeDims)> = layouts::LAYOUTS
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), layouts::dims(s)))
+            .collect();
+        let src = attention_layout::layouts::bundled("nemotron-h-8b").unwrap();
+        let spec = LayoutSpec::from_toml_str(src, "nemotron-h-8b").unwrap();
+        v.push((
+            "nemotron-h-8b".to_owned(),
+            RuntimeDims::new(attention_layout::Geometry::new(&spec).unwrap()),
+        ));
+        v
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn device_fill_with_graphs_matches_the_host_fill() {
+        require_device();
+        let (mut graphed, mut eager) = (0, 0);
+        for (i, (name, dims)) in all_layouts().iter().enumerate() {
+            let (g, e) = run(
+                name,
+                dims,
+                FillMode::Device,
+                true,
+                true,
+                steps(),
+                0xd15c + i as u64,
+            );
+            graphed += g;
+            eager += e;
+        }
+        assert!(
+            graphed > 0 && eager > 0,
+            "graph and eager steps: {graphed}, {eager}"
+        );
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn host_fill_on_the_device_matches_the_host_fill() {
+        require_device();
+        let (mut graphed, mut eager) = (0, 0);
+        for (i, (name, dims)) in all_layouts().iter().enumerate() {
+            let (g, e) = run(
+                name,
+                dims,
+                FillMode::Host,
+                true,
+                true,
+                steps(),
+                0x4057 + i as u64,
+            );
+            graphed += g;
+            eager += e;
+        }
+        assert!(
+            graphed > 0 && eager > 0,
+            "graph and eager steps: {graphed}, {eager}"
+        );
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn eager_device_fill_matches_the_host_fill() {
+        require_device();
+        for (i, (name, dims)) in all_layouts().iter().enumerate() {
+            let n = (steps() / 5).max(1);
+            let (g, _) = run(
+                name,
+                dims,
+                FillMode::Device,
+                false,
+                true,
+                n,
+                0xea6e + i as u64,
+            );
+            assert_eq!(g, 0, "{name}: graphs are off");
+            run(
+                name,
+                dims,
+                FillMode::Device,
+                false,
+                false,
+                n,
+                0xea6f + i as u64,
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+#[ignore = "needs a CUDA device"]
+fn gpu_tests_need_the_cuda_feature() {
+    panic!("built without the `cuda` feature: build with `--features attention-layout/cuda`");
+}

@@ -1,0 +1,75 @@
+//! GPU test helpers: a device is required (a GPU test that finds none fails), and the
+//! byte-for-byte comparison of a CUDA backend's metadata with the host fill.
+
+use attention_layout::cuda::{CudaBackend, CudaOptions, FillMode};
+use attention_layout::{HostMetadata, MetadataBackend, MetadataView, RuntimeDims, StepInput};
+
+/// Fails the test when no CUDA device can be used, naming why.
+pub fn require_device() -> attention_layout::cuda::DeviceInfo {
+    match attention_layout::cuda::probe(0) {
+        Ok(d) => {
+            eprintln!("GPU: {d}");
+            d
+        }
+        Err(e) => panic!("this GPU test needs a CUDA device: {e}"),
+    }
+}
+
+/// A backend, failing the test with the setup error.
+pub fn backend(
+    dims: &RuntimeDims,
+    mode: FillMode,
+    graphs: bool,
+    bucket_kernels: bool,
+) -> CudaBackend {
+    let b = CudaBackend::new(
+        dims.clone(),
+        CudaOptions {
+            mode,
+            graphs,
+            bucket_kernels,
+            ..CudaOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("CUDA backend setup: {e}"));
+    if graphs && !dims.geometry().buckets.is_empty() {
+        assert_eq!(b.report().graphs_disabled, None, "graphs were asked for");
+        assert!(b.report().graphs > 0, "no graph captured");
+    }
+    b
+}
+
+/// Runs one step on both, then compares every field's live bytes (and the step info).
+/// Returns whether the CUDA step replayed a graph.
+pub fn step_and_compare(
+    what: &str,
+    cpu: &mut HostMetadata<RuntimeDims>,
+    gpu: &mut CudaBackend,
+    input: &StepInput<'_>,
+) -> bool {
+    let want = *cpu
+        .fill(input)
+        .unwrap_or_else(|e| panic!("{what}: the host fill rejected the step: {e}"));
+    let got = gpu
+        .step(input)
+        .unwrap_or_else(|e| panic!("{what}: the CUDA backend failed: {e}"));
+    assert_eq!(want, got, "{what}: step info");
+    let snap = gpu
+        .download()
+        .unwrap_or_else(|e| panic!("{what}: download: {e}"));
+    let dims = cpu.dims().clone();
+    compare(what, &cpu.view(), &snap.view(&dims));
+    gpu.last_step_graphed()
+}
+
+/// Panics with the first differing field and element.
+pub fn compare(what: &str, want: &MetadataView<'_>, got: &MetadataView<'_>) {
+    if let Some(d) = want.first_difference(got) {
+        panic!(
+            "{what} ({:?} real, {:?} padded, bucket {:?}): {d}",
+            want.info().real,
+            want.info().padded,
+            want.info().bucket
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Layouts the device-fill tests run: small enough for thousands of random steps, and
+//! together covering hybrid / MHA / pure Mamba models, speculative tokens, tensor
+//! parallelism (non-strict matching with re-labelled decodes), exponential and linear
+//! graph ladders, no graphs, i32 decode indices and a tight KV pool.
+
+use attention_layout::{Geometry, LayoutSpec, RuntimeDims};
+
+/// `(name, TOML)` of every test layout.
+pub const LAYOUTS: &[(&str, &str)] = &[
+    (
+        // Long block-table rows next to a small token budget: a burst of finishing
+        // requests changes more entries than the staging image holds.
+        "hybrid-long-rows",
+        r#"
+model = "hybrid"
+max_requests = 8
+max_tokens = 64
+max_seq_len = 1024
+block_size = 4
+[mamba]
+chunk_size = 16
+conv_width = 4
+"#,
+    ),
+    (
+        "hybrid-small",
+        r#"
+model = "hybrid"
+max_requests = 8
+max_tokens = 64
+max_seq_len = 32
+block_size = 4
+[mamba]
+chunk_size = 4
+conv_width = 4
+"#,
+    ),
+    (
+        "hybrid-spec2",
+        r#"
+model = "hybrid"
+max_requests = 16
+max_tokens = 128
+max_seq_len = 256
+block_size = 8
+speculative_tokens = 2
+[mamba]
+chunk_size = 8
+conv_width = 4
+[graphs]
+mixed_prefill = 4
+"#,
+    ),
+    (
+        "mha-tp2",
+        r#"
+model = "mha"
+max_requests = 32
+max_tokens = 256
+max_seq_len = 512
+block_size = 16
+tensor_parallel = 2
+[graphs]
+token_budget = 64
+"#,
+    ),
+    (
+        "mamba-i32-eager",
+        r#"
+model = "mamba"
+max_requests = 12
+max_tokens = 128
+max_seq_len = 96
+block_size = 2
+decode_index_dtype = "i32"
+[mamba]
+chunk_size = 16
+conv_width = 3
+[graphs]
+count = "off"
+"#,
+    ),
+    (
+        "hybrid-linear-tight-pool",
+        r#"
+model = "hybrid"
+max_requests = 64
+max_tokens = 512
+max_seq_len = 1024
+block_size = 32
+speculative_tokens = 1
+kv_pool_blocks = 400
+[mamba]
+chunk_size = 64
+conv_width = 4
+[graphs]
+count = 8
+distribution = "linear"
+mixed_prefill = 2
+"#,
+    ),
+];
+
+/// Workload knobs for a test layout: long prompts where rows are long.
+pub fn knobs(name: &str) -> super::workload::Knobs {
+    let mut k = super::workload::Knobs::default();
+    if name == "hybrid-long-rows" {
+        k.max_prompt = 1000;
+        k.finish = 0.01;
+        k.mass_finish = 0.02;
+    }
+    k
+}
+
+/// The dims of a test layout.
+pub fn dims(src: &str) -> RuntimeDims {
+    let spec = LayoutSpec::from_toml_str(src, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    RuntimeDims::new(Geometry::new(&spec).unwrap_or_else(|e| panic!("{e}")))
+}

@@ -1,0 +1,10 @@
+//! Shared test support: random workloads, test layouts, and the CPU build of the emitted
+//! CUDA kernels.
+
+#![allow(dead_code)] // Each test binary uses part of this module.
+
+#[cfg(feature = "cuda")]
+pub mod gpu;
+pub mod layouts;
+pub mod shim;
+pub mod workload;

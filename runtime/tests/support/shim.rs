@@ -1,0 +1,167 @@
+//! Builds the emitted CUDA C with the host C++ compiler through `cuda_shim.h` and runs
+//! staged steps through it, so the kernels' logic is tested on machines without a GPU.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use attention_layout::Geometry;
+use attention_layout::codegen::emit_cuda::{self, EmitOptions};
+
+const SHIM: &str = include_str!("cuda_shim.h");
+
+/// Threads per block in the CPU build (any multiple of 32 works; fewer OS threads).
+pub const THREADS: u32 = 32;
+
+/// The C++ compiler, if this machine has one.
+pub fn compiler() -> Option<String> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".to_owned());
+    Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| cxx)
+}
+
+/// A compiled CPU build of one layout's kernels.
+pub struct Harness {
+    pub exe: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Compiles `geometry`'s kernels (with or without bucket entries) into a harness that
+/// replays a trace file. Entry 0 is the eager entry, entry `i + 1` bucket `i`.
+pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -> Harness {
+    let dir = std::env::temp_dir().join(format!(
+        "attention-layout-shim-{}-{name}-{}",
+        std::process::id(),
+        u8::from(bucket_entries)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cuda_shim.h"), SHIM).unwrap();
+    let source = emit_cuda::cuda_source_with(geometry, EmitOptions { bucket_entries });
+    std::fs::write(dir.join("kernels.cu"), &source).unwrap();
+    let mut entries = vec![emit_cuda::EAGER_ENTRY.to_owned()];
+    if bucket_entries {
+        entries.extend((0..geometry.buckets.len()).map(emit_cuda::bucket_entry));
+    }
+    let main = format!(
+        r#"#include "cuda_shim.h"
+#define AL_THREADS {THREADS}u
+#include "kernels.cu"
+static const al_shim_entry ENTRIES[] = {{ {entries} }};
+static bool read_u32(FILE* f, uint32_t* v) {{ return fread(v, 4, 1, f) == 1; }}
+int main(int argc, char** argv) {{
+  if (argc != 3) return 2;
+  FILE* in = fopen(argv[1], "rb");
+  FILE* out = fopen(argv[2], "wb");
+  if (!in || !out) return 3;
+  uint32_t total = 0, resident_elems = 0;
+  if (!read_u32(in, &total) || !read_u32(in, &resident_elems)) return 4;
+  std::vector<uint64_t> meta(total / 8 + 1);
+  if (fread(meta.data(), 1, total, in) != total) return 5;
+  std::vector<int> resident(resident_elems, -1);
+  std::vector<uint64_t> staging;
+  al_shim_pool pool(AL_THREADS);
+  uint32_t entry = 0;
+  while (read_u32(in, &entry)) {{
+    uint32_t grid = 0, len = 0, ranges = 0;
+    if (!read_u32(in, &grid) || !read_u32(in, &len)) return 6;
+    staging.assign(len / 8 + 2, 0);
+    if (fread(staging.data(), 1, len, in) != len) return 7;
+    if (entry >= sizeof(ENTRIES) / sizeof(ENTRIES[0])) return 8;
+    pool.launch(ENTRIES[entry], grid, (unsigned char*)meta.data(),
+                (const unsigned char*)staging.data(), resident.data());
+    if (!read_u32(in, &ranges)) return 9;
+    for (uint32_t i = 0; i < ranges; ++i) {{
+      uint32_t off = 0, n = 0;
+      if (!read_u32(in, &off) || !read_u32(in, &n)) return 10;
+      fwrite((const unsigned char*)meta.data() + off, 1, n, out);
+    }}
+  }}
+  fclose(out);
+  return 0;
+}}
+"#,
+        entries = entries.join(", ")
+    );
+    std::fs::write(dir.join("main.cpp"), main).unwrap();
+    let exe = dir.join("harness");
+    let out = Command::new(cxx)
+        .args([
+            "-std=c++20",
+            "-O1",
+            "-pthread",
+            "-Wall",
+            "-Wno-unused-function",
+        ])
+        .arg("-o")
+        .arg(&exe)
+        .arg(dir.join("main.cpp"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the emitted kernels do not compile with {cxx}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !warnings.contains("kernels.cu"),
+        "the emitted kernels compile with warnings:\n{warnings}"
+    );
+    Harness { exe, dir }
+}
+
+/// A trace of launches for one harness run.
+pub struct Trace {
+    file: Vec<u8>,
+}
+
+impl Trace {
+    /// A trace starting from `initial` (the whole metadata buffer) and a resident table of
+    /// `resident_elems` entries, all `-1`.
+    pub fn new(initial: &[u8], resident_elems: usize) -> Self {
+        let mut file = Vec::new();
+        file.extend_from_slice(&(initial.len() as u32).to_le_bytes());
+        file.extend_from_slice(&(resident_elems as u32).to_le_bytes());
+        file.extend_from_slice(initial);
+        Self { file }
+    }
+
+    /// One launch; after it the harness writes the bytes of `ranges` (offset, length).
+    pub fn launch(&mut self, entry: u32, grid: u32, staging: &[u8], ranges: &[(u32, u32)]) {
+        for v in [entry, grid, staging.len() as u32] {
+            self.file.extend_from_slice(&v.to_le_bytes());
+        }
+        self.file.extend_from_slice(staging);
+        self.file
+            .extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+        for &(o, n) in ranges {
+            self.file.extend_from_slice(&o.to_le_bytes());
+            self.file.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    /// Runs the trace; returns the concatenated range bytes.
+    pub fn run(&self, h: &Harness, tag: &str) -> Vec<u8> {
+        let input = h.dir.join(format!("trace-{tag}.bin"));
+        let output = h.dir.join(format!("out-{tag}.bin"));
+        std::fs::File::create(&input)
+            .and_then(|mut f| f.write_all(&self.file))
+            .unwrap();
+        let status = Command::new(&h.exe)
+            .arg(&input)
+            .arg(&output)
+            .status()
+            .unwrap();
+        assert!(status.success(), "harness failed: {status}");
+        std::fs::read(&output).unwrap()
+    }
+}
+
+/// Removes a harness's directory.
+pub fn clean(h: &Harness) {
+    let _ = std::fs::remove_dir_all(Path::new(&h.dir));
+}
