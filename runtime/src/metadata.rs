@@ -215,6 +215,18 @@ impl<'a> MetadataView<'a> {
     /// The first difference from `other`: the step info, then every field's live bytes
     /// in buffer order. `None` when the two steps' metadata is identical.
     pub fn first_difference(&self, other: &MetadataView<'_>) -> Option<Difference> {
+        self.first_difference_with(other, false)
+    }
+
+    /// [`first_difference`](Self::first_difference), optionally leaving out the real
+    /// entries of `token_to_input_ids`: after a step without token ids the engine owns
+    /// them (it writes sampled ids on the device), so their contents are the engine's
+    /// history, which a backend with its own buffers need not share.
+    pub fn first_difference_with(
+        &self,
+        other: &MetadataView<'_>,
+        engine_token_ids: bool,
+    ) -> Option<Difference> {
         if self.info != other.info {
             return Some(Difference {
                 field: None,
@@ -224,7 +236,16 @@ impl<'a> MetadataView<'a> {
             });
         }
         for &f in Field::ALL {
-            let (a, b) = (self.live_bytes(f), other.live_bytes(f));
+            let (mut a, mut b) = (self.live_bytes(f), other.live_bytes(f));
+            let skip = if engine_token_ids && f == Field::TokenToInputIds {
+                self.info.real.tokens as usize * 8
+            } else {
+                0
+            };
+            if skip > 0 {
+                a = a.map(|x| x.get(skip..).unwrap_or(&[]));
+                b = b.map(|x| x.get(skip..).unwrap_or(&[]));
+            }
             if a == b {
                 continue;
             }
@@ -265,7 +286,7 @@ impl<'a> MetadataView<'a> {
             };
             return Some(Difference {
                 field: Some(f),
-                index: i,
+                index: i + skip / size,
                 expected: value(a),
                 got: value(b),
             });
