@@ -458,7 +458,8 @@ impl LayoutSpec {
 
     /// `s + 1`: tokens a decode request contributes per step.
     pub const fn decode_tokens(&self) -> u32 {
-        self.speculative_tokens + 1
+        // Saturating: callable on a spec that has not been validated (which caps s at 64).
+        self.speculative_tokens.saturating_add(1)
     }
 
     /// Eager token rounder `ceil(64 / tp) * tp` (SEMANTICS §3.4).
