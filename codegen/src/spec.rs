@@ -520,6 +520,18 @@ impl LayoutSpec {
             );
             dims_ok = false;
         }
+        if dims_ok && u64::from(self.max_requests) * u64::from(self.max_seq_len) > i32::MAX as u64 {
+            // cu_kv_seq_lengths is int32 (as in Megatron and the attention kernels) and
+            // can reach the sum of every row's KV length.
+            err(
+                "max_seq_len",
+                format!(
+                    "max_requests * max_seq_len = {} exceeds {} (the int32 cumulative KV lengths could overflow)",
+                    u64::from(self.max_requests) * u64::from(self.max_seq_len),
+                    i32::MAX
+                ),
+            );
+        }
         if dims_ok {
             let k = self.token_rounder();
             if !self.max_tokens.is_multiple_of(k) {
