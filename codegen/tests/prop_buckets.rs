@@ -14,7 +14,13 @@
 //!
 //! 256 cases per property by default; `PROPTEST_CASES=N` for a long run.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use attention_layout_codegen::buckets::{
     BatchDims, BucketParams, Distribution, attention_dims, build_buckets, eager_padding, is_valid,

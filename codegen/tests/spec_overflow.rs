@@ -1,7 +1,13 @@
 //! Regression tests: layout specs whose sizes overflow 64-bit arithmetic are rejected
 //! with a diagnostic, never a panic (fuzz target `layout_toml`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 use attention_layout_codegen::{Geometry, LayoutSpec};
 
 const BASE: &str = r#"

@@ -1,7 +1,13 @@
 //! Every kind of bad step input gets its typed error, and a rejected step leaves the
 //! previously built metadata byte for byte as it was.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 use attention_layout::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::fill::{self, FillState};
 use attention_layout::{

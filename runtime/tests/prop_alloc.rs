@@ -12,7 +12,13 @@
 //!
 //! 256 cases per property by default; `PROPTEST_CASES=N` for a long run.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -24,7 +24,13 @@
 //! raises them for a long run, e.g.
 //! `PROPTEST_CASES=100000 cargo test --release -p attention-layout --test prop_fill -- --nocapture`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
