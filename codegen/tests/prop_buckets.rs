@@ -174,9 +174,9 @@ proptest! {
         shapes in proptest::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 1..16),
     ) {
         let rounder = 64u32.div_ceil(p.tp) * p.tp;
-        let t = p.max_tokens.div_ceil(rounder) * rounder; // T a multiple of the rounder
         let s1 = p.num_spec + 1;
-        prop_assume!(p.max_requests * s1 <= t);
+        // T as the spec requires it: a multiple of the rounder, at least R·(s+1).
+        let t = p.max_tokens.max(p.max_requests * s1).div_ceil(rounder) * rounder;
         for (f, d, extra) in shapes {
             // Only shapes a validated step can have: N <= R, tokens <= T, each prefill at
             // least one token, each decode s + 1.
