@@ -680,7 +680,7 @@ mod tests {
     fn match_table_of_the_spec() {
         let list = build_buckets(&worked());
         // (real, non-strict, strict)
-        #[allow(clippy::type_complexity)]
+        #[allow(clippy::type_complexity, reason = "a literal table of test cases")]
         let table: [(
             (u32, u32, u32),
             Option<(u32, u32, u32)>,

@@ -23,23 +23,76 @@ pub struct MemoryPlan {
 /// Bytes in a GiB.
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// `factors` multiplied, or an error naming `key` when the product overflows 64 bits.
+fn product(key: &str, what: &str, factors: &[u64]) -> Result<u64, SpecError> {
+    factors
+        .iter()
+        .try_fold(1u64, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| {
+            SpecError::key(
+                key,
+                format!("the {what} overflows a 64-bit byte count; check the [memory] sizes"),
+            )
+        })
+}
+
 /// Works out the memory plan of `spec` with block-table width `nkv`.
+///
+/// Every size is computed with checked 64-bit arithmetic: a section whose products
+/// overflow is a [`SpecError`], never a wrapped (and silently wrong) pool size.
 pub fn plan(spec: &LayoutSpec, m: &MemorySpec) -> Result<MemoryPlan, SpecError> {
     let b = u64::from(spec.block_size);
-    let kv_bytes_per_block = 2
-        * u64::from(m.attention_layers)
-        * u64::from(m.kv_heads)
-        * u64::from(m.head_dim)
-        * b
-        * u64::from(m.dtype_bytes);
+    let kv_bytes_per_block = product(
+        "memory.attention_layers",
+        "KV bytes per block",
+        &[
+            2,
+            u64::from(m.attention_layers),
+            u64::from(m.kv_heads),
+            u64::from(m.head_dim),
+            b,
+            u64::from(m.dtype_bytes),
+        ],
+    )?;
     let d_conv = spec.mamba.as_ref().map_or(0, |x| u64::from(x.conv_width));
-    let inner = u64::from(m.mamba_heads) * u64::from(m.mamba_head_dim);
-    let ssm = inner * u64::from(m.mamba_state_dim) * u64::from(m.state_dtype_bytes);
-    let conv_channels = inner + 2 * u64::from(m.mamba_groups) * u64::from(m.mamba_state_dim);
-    let conv = conv_channels * d_conv.saturating_sub(1) * u64::from(m.dtype_bytes);
-    let mamba_bytes_per_slot = u64::from(m.mamba_layers) * (ssm + conv);
+    let state = "Mamba state per slot";
+    let key = "memory.mamba_layers";
+    let inner = product(
+        key,
+        state,
+        &[u64::from(m.mamba_heads), u64::from(m.mamba_head_dim)],
+    )?;
+    let ssm = product(
+        key,
+        state,
+        &[
+            inner,
+            u64::from(m.mamba_state_dim),
+            u64::from(m.state_dtype_bytes),
+        ],
+    )?;
+    let conv_channels = product(
+        key,
+        state,
+        &[2, u64::from(m.mamba_groups), u64::from(m.mamba_state_dim)],
+    )?
+    .checked_add(inner)
+    .ok_or_else(|| SpecError::key(key, format!("the {state} overflows a 64-bit byte count")))?;
+    let conv = product(
+        key,
+        state,
+        &[
+            conv_channels,
+            d_conv.saturating_sub(1),
+            u64::from(m.dtype_bytes),
+        ],
+    )?;
+    let per_layer = ssm
+        .checked_add(conv)
+        .ok_or_else(|| SpecError::key(key, format!("the {state} overflows a 64-bit byte count")))?;
+    let mamba_bytes_per_slot = product(key, state, &[u64::from(m.mamba_layers), per_layer])?;
     let mamba_slots = u64::from(spec.max_requests);
-    let mamba_bytes = mamba_bytes_per_slot * mamba_slots;
+    let mamba_bytes = product(key, "Mamba state", &[mamba_bytes_per_slot, mamba_slots])?;
     let budget_bytes = (m.budget_gib * GIB) as u64;
     let rest = budget_bytes.checked_sub(mamba_bytes).ok_or_else(|| {
         SpecError::key(

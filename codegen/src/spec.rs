@@ -475,7 +475,8 @@ impl LayoutSpec {
 
     /// `s + 1`: tokens a decode request contributes per step.
     pub const fn decode_tokens(&self) -> u32 {
-        self.speculative_tokens + 1
+        // Saturating: callable on a spec that has not been validated (which caps s at 64).
+        self.speculative_tokens.saturating_add(1)
     }
 
     /// Eager token rounder `ceil(64 / tp) * tp` (SEMANTICS §3.4).
@@ -535,6 +536,18 @@ impl LayoutSpec {
                 format!("must be at most 64, got {}", self.speculative_tokens),
             );
             dims_ok = false;
+        }
+        if dims_ok && u64::from(self.max_requests) * u64::from(self.max_seq_len) > i32::MAX as u64 {
+            // cu_kv_seq_lengths is int32 (as in Megatron and the attention kernels) and
+            // can reach the sum of every row's KV length.
+            err(
+                "max_seq_len",
+                format!(
+                    "max_requests * max_seq_len = {} exceeds {} (the int32 cumulative KV lengths could overflow)",
+                    u64::from(self.max_requests) * u64::from(self.max_seq_len),
+                    i32::MAX
+                ),
+            );
         }
         if dims_ok {
             let k = self.token_rounder();

@@ -2,7 +2,13 @@
 //! bucket sets, token counts and matches of every `buckets` record, and the bucket set,
 //! match / eager padding of every `step` and `error` record (SEMANTICS §3).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 use attention_layout_codegen::buckets::{
     BatchDims, BucketParams, Distribution, build_buckets, eager_padding, match_bucket, token_counts,
 };

@@ -40,6 +40,11 @@
 //! * mapping a row to a slot that is not currently allocated
 //!   ([`MambaSlotPool::set_row`]) — [`AllocError::SlotNotAllocated`]. Megatron writes the
 //!   map unchecked; every legitimate use maps a freshly allocated slot.
+//! * freeing a slot that a row still maps ([`MambaSlotPool::free`]), or mapping a row to a
+//!   slot that another row maps ([`MambaSlotPool::set_row`]) — [`AllocError::SlotMapped`].
+//!   Megatron accepts both; either leaves a row pointing at a slot that may be handed out
+//!   again, and a later `free_rows` of that row would free the new owner's slot, so the
+//!   slot would be handed out twice. (Found by `runtime/tests/prop_alloc.rs`.)
 //!
 //! A call that fails changes **nothing**: every id of a batch call is checked before any
 //! state is touched, so a `release` / `free_rows` containing one bad id leaves the pool
@@ -145,6 +150,18 @@ pub enum AllocError {
     SlotNotAllocated {
         /// The offending slot.
         slot: i32,
+    },
+    /// [`MambaSlotPool::free`] of a slot that a row still maps (free it with
+    /// [`MambaSlotPool::free_rows`], or detach it first), or [`MambaSlotPool::set_row`]
+    /// with a slot that another row maps.
+    #[error(
+        "Mamba slot {slot} is mapped to row {row} (free it with free_rows, or detach it first)"
+    )]
+    SlotMapped {
+        /// The offending slot.
+        slot: i32,
+        /// The row that maps it.
+        row: usize,
     },
 }
 
@@ -377,6 +394,9 @@ pub struct MambaSlotPool {
     allocated: Vec<bool>,
     /// Megatron's `request_to_mamba_state_idx`: `-1` for a row without a slot.
     row_to_slot: Vec<i32>,
+    /// The inverse of `row_to_slot`: the row that maps slot `s`, or `-1`. Kept so that
+    /// [`free`](Self::free) and [`set_row`](Self::set_row) can refuse a mapped slot in O(1).
+    slot_to_row: Vec<i32>,
 }
 
 impl MambaSlotPool {
@@ -399,6 +419,7 @@ impl MambaSlotPool {
             count: max_requests,
             allocated: vec![false; max_requests],
             row_to_slot: vec![-1; max_requests],
+            slot_to_row: vec![-1; max_requests],
         })
     }
 
@@ -479,8 +500,8 @@ impl MambaSlotPool {
         true
     }
 
-    /// Pushes `slot` back onto the free stack. The row map is not touched: free a slot
-    /// that no row maps (a detached one, or one never mapped); use
+    /// Pushes `slot` back onto the free stack. Only a slot that no row maps (a detached
+    /// one, or one never mapped) can be freed this way; use
     /// [`free_rows`](Self::free_rows) for mapped slots.
     ///
     /// # Errors
@@ -488,7 +509,8 @@ impl MambaSlotPool {
     /// Nothing changes on error. In Megatron's order:
     /// [`AllocError::OutOfRange`] (`slot ∉ [0, R)`, Megatron's `ValueError`),
     /// [`AllocError::PoolFull`] (Megatron's `RuntimeError`), then
-    /// [`AllocError::DoubleFree`] (not currently allocated; Megatron accepts it).
+    /// [`AllocError::DoubleFree`] (not currently allocated; Megatron accepts it) and
+    /// [`AllocError::SlotMapped`] (a row still maps it; Megatron accepts it).
     pub fn free(&mut self, slot: i32) -> Result<(), AllocError> {
         let i = checked_index(PoolKind::MambaSlots, slot, self.allocated.len())?;
         let full = AllocError::PoolFull {
@@ -506,6 +528,9 @@ impl MambaSlotPool {
                     id: slot,
                 });
             }
+        }
+        if let Some(row) = self.mapping_row(i) {
+            return Err(AllocError::SlotMapped { slot, row });
         }
         let Some(dst) = self.stack.get_mut(self.count) else {
             return Err(full);
@@ -565,10 +590,28 @@ impl MambaSlotPool {
         self.count = end;
         for &row in rows {
             if let Some(entry) = self.row_to_slot.get_mut(row) {
-                *entry = -1;
+                let slot = std::mem::replace(entry, -1);
+                self.set_inverse(slot, -1);
             }
         }
         Ok(())
+    }
+
+    /// The row that maps the slot at index `slot`, if any.
+    fn mapping_row(&self, slot: usize) -> Option<usize> {
+        self.slot_to_row
+            .get(slot)
+            .and_then(|&row| usize::try_from(row).ok())
+    }
+
+    /// Records that `row` (or `-1`: no row) maps `slot` (ignored for `slot == -1`).
+    fn set_inverse(&mut self, slot: i32, row: i32) {
+        if let Some(entry) = usize::try_from(slot)
+            .ok()
+            .and_then(|s| self.slot_to_row.get_mut(s))
+        {
+            *entry = row;
+        }
     }
 
     /// Checks the slot mapped to `row` (if any) and clears its allocation flag.
@@ -608,19 +651,27 @@ impl MambaSlotPool {
     ///
     /// Nothing changes on error. [`AllocError::RowOutOfRange`],
     /// [`AllocError::OutOfRange`] for `slot ∉ [0, R)`, [`AllocError::SlotNotAllocated`] for
-    /// a slot that is not currently handed out (Megatron does not check).
+    /// a slot that is not currently handed out, [`AllocError::SlotMapped`] for a slot that
+    /// another row maps (Megatron checks neither).
     pub fn set_row(&mut self, row: usize, slot: i32) -> Result<(), AllocError> {
         let rows = self.row_to_slot.len();
         if row >= rows {
             return Err(AllocError::RowOutOfRange { row, rows });
         }
-        checked_index(PoolKind::MambaSlots, slot, self.allocated.len())?;
+        let i = checked_index(PoolKind::MambaSlots, slot, self.allocated.len())?;
         if !self.is_allocated(slot) {
             return Err(AllocError::SlotNotAllocated { slot });
         }
-        if let Some(entry) = self.row_to_slot.get_mut(row) {
-            *entry = slot;
+        if let Some(other) = self.mapping_row(i).filter(|&other| other != row) {
+            return Err(AllocError::SlotMapped { slot, row: other });
         }
+        // `row < rows <= MAX_POOL`, so it fits an i32.
+        let row_id = i32::try_from(row).unwrap_or(i32::MAX);
+        if let Some(entry) = self.row_to_slot.get_mut(row) {
+            let old = std::mem::replace(entry, slot);
+            self.set_inverse(old, -1);
+        }
+        self.set_inverse(slot, row_id);
         Ok(())
     }
 
@@ -637,6 +688,7 @@ impl MambaSlotPool {
             .get_mut(row)
             .ok_or(AllocError::RowOutOfRange { row, rows })?;
         let old = std::mem::replace(entry, -1);
+        self.set_inverse(old, -1);
         Ok((old != -1).then_some(old))
     }
 
@@ -658,7 +710,9 @@ impl MambaSlotPool {
         if *entry < 0 {
             return Err(AllocError::RowHasNoSlot { row });
         }
-        Ok(std::mem::replace(entry, -1))
+        let slot = std::mem::replace(entry, -1);
+        self.set_inverse(slot, -1);
+        Ok(slot)
     }
 
     /// Back to the initial state: stack `[0..R)`, all slots free, every row unmapped.
@@ -669,6 +723,7 @@ impl MambaSlotPool {
         self.count = self.stack.len();
         self.allocated.fill(false);
         self.row_to_slot.fill(-1);
+        self.slot_to_row.fill(-1);
     }
 }
 
@@ -1027,27 +1082,30 @@ mod tests {
             Err(AllocError::DoubleFree { pool: MS, id: 2 })
         );
         assert_eq!(p, before);
-        // A stale row (its slot freed directly) inside a batch.
-        p.free(got[2]).unwrap();
-        let before = p.clone();
-        // Row 0 (slot 1) passes first and must be rolled back.
+        // A mapped slot cannot be freed directly (that would leave a stale row).
         assert_eq!(
-            p.free_rows(&[0, 2]),
-            Err(AllocError::DoubleFree { pool: MS, id: 3 })
+            p.free(got[2]),
+            Err(AllocError::SlotMapped { slot: 3, row: 2 })
         );
+        assert_eq!(p, before);
+        // Rows 0 and 1 pass first, the repeat of row 1 fails: both must be rolled back.
+        assert_eq!(
+            p.free_rows(&[0, 1, 1]),
+            Err(AllocError::DoubleFree { pool: MS, id: 2 })
+        );
+        assert_eq!(p, before);
         // Too many pushes for the room left: Megatron's overflow error comes first.
         assert_eq!(
-            p.free_rows(&[0, 2, 1]),
+            p.free_rows(&[0, 2, 1, 0]),
             Err(AllocError::PoolFull {
                 pool: MS,
                 capacity: 4
             })
         );
         assert_eq!(p, before);
-        assert!(p.is_allocated(1) && p.is_allocated(2));
-        p.clear_row(2).unwrap();
+        assert!(p.is_allocated(1) && p.is_allocated(2) && p.is_allocated(3));
         p.free_rows(&[1, 2, 0]).unwrap();
-        assert_eq!(p.free_stack(), &[0, 3, 2, 1]);
+        assert_eq!(p.free_stack(), &[0, 2, 3, 1]);
         assert_eq!(p.in_use(), 0);
     }
 
@@ -1056,16 +1114,49 @@ mod tests {
         let mut p = slots(2);
         let s = p.allocate().unwrap();
         p.set_row(0, s).unwrap();
-        p.set_row(1, s).unwrap(); // two rows share a slot: Megatron would overflow
+        // Two rows sharing a slot (Megatron accepts it, and its free_slots then overflows)
+        // are refused here.
         let before = p.clone();
         assert_eq!(
-            p.free_rows(&[0, 1]),
+            p.set_row(1, s),
+            Err(AllocError::SlotMapped { slot: s, row: 0 })
+        );
+        assert_eq!(p, before);
+        // A repeated row still asks for more pushes than the stack has room for.
+        assert_eq!(
+            p.free_rows(&[0, 0]),
             Err(AllocError::PoolFull {
                 pool: MS,
                 capacity: 2
             })
         );
         assert_eq!(p, before);
+    }
+
+    /// Found by `tests/prop_alloc.rs`: freeing a slot a row still maps left the row
+    /// pointing at it; once the slot was handed out again, `free_rows` of the stale row
+    /// freed the new owner's slot, which was then handed out twice.
+    #[test]
+    fn mapped_slot_cannot_be_freed_or_shared() {
+        let mut p = slots(3);
+        let s = p.allocate().unwrap();
+        p.set_row(0, s).unwrap();
+        let before = p.clone();
+        assert_eq!(p.free(s), Err(AllocError::SlotMapped { slot: s, row: 0 }));
+        assert_eq!(p, before);
+        // Detached, it can be freed (once); remapped, the old mapping is forgotten.
+        let t = p.allocate().unwrap();
+        p.set_row(0, t).unwrap();
+        p.free(s).unwrap();
+        assert_eq!(
+            p.set_row(1, t),
+            Err(AllocError::SlotMapped { slot: t, row: 0 })
+        );
+        assert_eq!(p.detach(0), Ok(t));
+        p.set_row(1, t).unwrap();
+        p.free_rows(&[1]).unwrap();
+        assert_eq!(p.in_use(), 0);
+        assert_eq!(p.allocate_n(3), Some(vec![0, 2, 1]));
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub struct Timing {
 }
 
 /// Times the host fill of `scenario` over `steps` steps (after a warm-up).
-#[allow(clippy::indexing_slicing)] // `inputs[i & 1]` indexes a two-element array.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "`inputs[i & 1]` indexes a two-element array"
+)]
 pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, String> {
     let geometry = Geometry::new(&scenario.spec).map_err(|e| e.to_string())?;
     let buffer_bytes = geometry.total_bytes;

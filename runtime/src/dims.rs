@@ -5,6 +5,13 @@
 use attention_layout_codegen::{BatchDims, FIELD_COUNT, Field, Geometry};
 
 /// Capacities, offsets and buckets of a layout.
+///
+/// The fill trusts these numbers: they must describe one validated layout, as
+/// [`RuntimeDims`] does for a [`Geometry`] and generated code does with compile-time
+/// assertions. Numbers that contradict each other (a field capacity below the layout's,
+/// a block size that is not a power of two, a chunk size of 0) are a bug in the
+/// implementation and may make the fill panic; a buffer too small for the stated offsets
+/// is reported as [`StepError::Buffer`](crate::StepError::Buffer) (docs/PANIC-AUDIT.md).
 pub trait Dims {
     /// `R`.
     fn max_requests(&self) -> usize;

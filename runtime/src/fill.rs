@@ -9,12 +9,6 @@
 //! block table is tracked row by row so that only entries that may differ from the dummy
 //! block are rewritten.
 
-// Indexing here is into slices whose lengths were checked by `plan_step` (rows, blocks,
-// token counts against capacities) or carved from the geometry; each index is bounded by
-// a capacity the plan verified, so a failed bound would be a bug in this file, not bad
-// input.
-#![allow(clippy::indexing_slicing)]
-
 use attention_layout_codegen::{BatchDims, Field, buckets};
 
 use crate::dims::Dims;
@@ -201,15 +195,22 @@ pub fn plan_step<D: Dims>(
                     limit: r,
                 });
             };
-            if state.slot_generation[su] == state.generation {
-                return Err(StepError::DuplicateMambaSlot {
-                    row: i,
-                    slot,
-                    other: state.slot_owner[su] as usize,
-                });
+            // `su < r`, the length of both scratch vectors (a Mamba layout).
+            if let (Some(stamp), Some(owner)) = (
+                state.slot_generation.get_mut(su),
+                state.slot_owner.get_mut(su),
+            ) {
+                if *stamp == state.generation {
+                    return Err(StepError::DuplicateMambaSlot {
+                        row: i,
+                        slot,
+                        other: *owner as usize,
+                    });
+                }
+                *stamp = state.generation;
+                // `i < rows.len() <= r <= 2^24`: fits.
+                *owner = i as u32;
             }
-            state.slot_generation[su] = state.generation;
-            state.slot_owner[su] = i as u32;
         }
         match row.phase {
             Phase::Paused => {
@@ -290,7 +291,7 @@ pub fn plan_step<D: Dims>(
         let mut total = 0usize;
         for (f, io) in inter.iter().enumerate() {
             let row = first_prefill + f;
-            let q = rows[row].query_length;
+            let q = rows.get(row).map_or(0, |r| r.query_length);
             if io.count > 3 {
                 return Err(StepError::IntermediateOffset {
                     row,
@@ -299,7 +300,7 @@ pub fn plan_step<D: Dims>(
                     count: io.count,
                 });
             }
-            for &off in &io.offsets[..usize::from(io.count)] {
+            for &off in io.offsets.iter().take(usize::from(io.count)) {
                 if off == 0 || off >= q {
                     return Err(StepError::IntermediateOffset {
                         row,
@@ -351,6 +352,22 @@ pub fn plan_step<D: Dims>(
 
 /// Writes every field of a planned step into `bytes` (the layout's coalesced buffer) and
 /// returns the step's info.
+///
+/// # Errors
+///
+/// [`StepError::Buffer`] when `bytes` does not fit the layout (too short or not 8-byte
+/// aligned); then nothing is written.
+///
+/// # Panics
+///
+/// If `plan` did not come from [`plan_step`] with the same `d` and the same, unchanged,
+/// `input` (the plan's shapes are what make every index below in bounds).
+/// [`HostMetadata::fill`](crate::HostMetadata::fill) always pairs them; it never panics.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "every index is bounded by a length or capacity that plan_step checked against \
+              the layout (rows, blocks, tokens, padded shape) or carved from the geometry"
+)]
 pub fn write_step<D: Dims>(
     d: &D,
     input: &StepInput<'_>,
@@ -530,6 +547,11 @@ fn write_tokens(
 }
 
 /// §6: the Mamba arrays.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "as in write_step: the padded shape and the chunk counts are bounded by the \
+              capacities of the Mamba fields (C <= floor(T / cs) + R, K <= Kmax)"
+)]
 fn write_mamba<D: Dims>(
     d: &D,
     input: &StepInput<'_>,

@@ -135,6 +135,12 @@ fn fmt_opt(v: Option<&i64>) -> String {
 }
 
 /// A JSON array of integers (nested arrays flattened), or `None`.
+/// An id read from a record as `i32`; a value outside `i32` becomes `i32::MIN`, which
+/// every consumer rejects as out of range (an `as` cast could wrap it onto a valid id).
+fn id32(x: i64) -> i32 {
+    i32::try_from(x).unwrap_or(i32::MIN)
+}
+
 fn ints(v: &Value) -> Option<Vec<i64>> {
     let mut out = Vec::new();
     fn walk(v: &Value, out: &mut Vec<i64>) -> bool {
@@ -157,7 +163,11 @@ fn u32_of(v: &Value, key: &str) -> Result<u32, String> {
 fn dims_of(v: &Value) -> Option<BatchDims> {
     let a = ints(v)?;
     match a.as_slice() {
-        [t, p, d] => Some(BatchDims::new(*t as u32, *p as u32, *d as u32)),
+        [t, p, d] => Some(BatchDims::new(
+            u32::try_from(*t).ok()?,
+            u32::try_from(*p).ok()?,
+            u32::try_from(*d).ok()?,
+        )),
         _ => None,
     }
 }
@@ -175,7 +185,9 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
     let count = match config.get("num_cuda_graphs").and_then(Value::as_i64) {
         None => GraphCount::Off,
         Some(-1) => GraphCount::Auto,
-        Some(n) if n >= 1 => GraphCount::Count(n as u32),
+        Some(n) if n >= 1 => GraphCount::Count(
+            u32::try_from(n).map_err(|_| format!("num_cuda_graphs {n} out of range"))?,
+        ),
         Some(n) => return Err(format!("num_cuda_graphs {n}")),
     };
     let distribution = match config.get("distribution").and_then(Value::as_str) {
@@ -382,8 +394,8 @@ impl OwnedInput {
                 other => return Err(format!("unknown phase {other:?}")),
             };
             let b = ints(r.get("blocks").unwrap_or(&Value::Null)).ok_or("bad blocks")?;
-            blocks.push(b.into_iter().map(|x| x as i32).collect());
-            let slot = r.get("mamba_slot").and_then(Value::as_i64).unwrap_or(-1) as i32;
+            blocks.push(b.into_iter().map(id32).collect());
+            let slot = id32(r.get("mamba_slot").and_then(Value::as_i64).unwrap_or(-1));
             phases.push((phase, u32_of(r, "q")?, u32_of(r, "kv")?, slot));
         }
         let token_ids = ints(inputs.get("token_to_input_ids").unwrap_or(&Value::Null))
@@ -397,10 +409,12 @@ impl OwnedInput {
                     let o = ints(o).ok_or("bad offsets")?;
                     let mut offsets = [0u32; 3];
                     for (d, s) in offsets.iter_mut().zip(&o) {
-                        *d = *s as u32;
+                        // Out of range: u32::MAX, which the fill rejects (offset >= q).
+                        *d = u32::try_from(*s).unwrap_or(u32::MAX);
                     }
                     v.push(IntermediateOffsets {
-                        count: c as u8,
+                        // Out of range: u8::MAX, which the fill rejects (count > 3).
+                        count: u8::try_from(c).unwrap_or(u8::MAX),
                         offsets,
                     });
                 }
@@ -438,7 +452,8 @@ fn metadata_for(rec: &Value) -> Result<HostMetadata<RuntimeDims>, String> {
         .get("derived")
         .and_then(|d| d.get("kv_pool_size"))
         .and_then(Value::as_u64)
-        .map(|p| p as u32);
+        // Out of range: u32::MAX, which Geometry::new rejects (over i32::MAX blocks).
+        .map(|p| u32::try_from(p).unwrap_or(u32::MAX));
     let spec = spec_of(config, pool)?;
     let geometry = Geometry::new(&spec).map_err(|e| format!("layout rejected: {e}"))?;
     Ok(HostMetadata::new(RuntimeDims::new(geometry)))
@@ -921,7 +936,7 @@ fn replay_kv(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
                 let ids: Vec<i32> = ints(op.get("ids").unwrap_or(&Value::Null))
                     .ok_or("bad ids")?
                     .into_iter()
-                    .map(|x| x as i32)
+                    .map(id32)
                     .collect();
                 if let Err(e) = alloc.release(&ids) {
                     cmp.miss(&field("result"), None, "released".into(), e.to_string());
@@ -984,7 +999,7 @@ fn replay_slots(
                 let rows: Vec<usize> = ints(op.get("request_indices").unwrap_or(&Value::Null))
                     .ok_or("bad request_indices")?
                     .into_iter()
-                    .map(|x| x as usize)
+                    .map(|x| usize::try_from(x).unwrap_or(usize::MAX))
                     .collect();
                 pool.free_rows(&rows).map(|()| None)
             }
@@ -995,7 +1010,7 @@ fn replay_slots(
                     let r = if s == -1 {
                         pool.clear_row(row).map(|_| ())
                     } else {
-                        pool.set_row(row, s as i32)
+                        pool.set_row(row, id32(s))
                     };
                     if let Err(e) = r {
                         outcome = Err(e);

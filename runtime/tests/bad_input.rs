@@ -1,11 +1,18 @@
 //! Every kind of bad step input gets its typed error, and a rejected step leaves the
 //! previously built metadata byte for byte as it was.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 use attention_layout::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};
+use attention_layout::fill::{self, FillState};
 use attention_layout::{
-    Geometry, HostMetadata, IntermediateOffsets, Phase, RequestRow, RuntimeDims, StepError,
-    StepInput,
+    Dims, Field, Geometry, HostMetadata, IntermediateOffsets, Phase, RequestRow, RuntimeDims,
+    StepError, StepInput,
 };
 
 /// R=8, T=64, B=4, S=32, s=1, hybrid, Pk=17 (dummy 16), Kmax = min(16, 24) = 16.
@@ -302,4 +309,258 @@ fn paused_rows_are_checked_but_contribute_nothing() {
     assert_eq!(info.real.decode, 1);
     assert_eq!(m.view().token_to_request_idx()[0], 1);
     assert_eq!(rows[0].phase, Phase::Paused);
+}
+
+#[test]
+fn intermediate_count_over_three() {
+    let rows = good_rows();
+    let four = [IntermediateOffsets {
+        count: 4,
+        offsets: [1, 2, 3],
+    }];
+    let e = rejects(
+        StepInput {
+            rows: &rows,
+            token_ids: None,
+            intermediate: Some(&four),
+            residency: None,
+        },
+        "intermediate_offset",
+    );
+    assert!(e.to_string().contains("count 4"));
+}
+
+/// [`Dims`] of a real layout that claim a buffer 8 bytes too short: the only way a
+/// [`HostMetadata`] can meet a buffer that does not fit (its own buffer is sized from the
+/// same dims).
+#[derive(Debug, Clone)]
+struct ShortBuffer(RuntimeDims);
+
+impl Dims for ShortBuffer {
+    fn max_requests(&self) -> usize {
+        self.0.max_requests()
+    }
+    fn max_tokens(&self) -> usize {
+        self.0.max_tokens()
+    }
+    fn max_seq_len(&self) -> usize {
+        self.0.max_seq_len()
+    }
+    fn block_size(&self) -> usize {
+        self.0.block_size()
+    }
+    fn num_spec(&self) -> usize {
+        self.0.num_spec()
+    }
+    fn tp(&self) -> u32 {
+        self.0.tp()
+    }
+    fn block_table_width(&self) -> usize {
+        self.0.block_table_width()
+    }
+    fn dummy_block(&self) -> i32 {
+        self.0.dummy_block()
+    }
+    fn has_mamba(&self) -> bool {
+        self.0.has_mamba()
+    }
+    fn decode_index_i64(&self) -> bool {
+        self.0.decode_index_i64()
+    }
+    fn chunk_size(&self) -> usize {
+        self.0.chunk_size()
+    }
+    fn conv_width(&self) -> usize {
+        self.0.conv_width()
+    }
+    fn max_intermediate(&self) -> usize {
+        self.0.max_intermediate()
+    }
+    fn total_bytes(&self) -> usize {
+        self.0.total_bytes() - 8
+    }
+    fn field_offset(&self, f: Field) -> usize {
+        self.0.field_offset(f)
+    }
+    fn field_elems(&self, f: Field) -> usize {
+        self.0.field_elems(f)
+    }
+    fn buckets(&self) -> &[attention_layout::BatchDims] {
+        self.0.buckets()
+    }
+}
+
+#[test]
+fn buffer_that_does_not_fit() {
+    let dims = RuntimeDims::new(Geometry::new(&spec()).unwrap());
+    let rows = good_rows();
+    let good = input(&rows);
+
+    // Through HostMetadata (dims that disagree with their own buffer).
+    let mut m = HostMetadata::new(ShortBuffer(dims.clone()));
+    let before = m.bytes().to_vec();
+    let info = *m.info();
+    let e = m.fill(&good).unwrap_err();
+    assert_eq!(e.kind(), "buffer", "{e}");
+    assert_eq!(m.bytes(), before.as_slice(), "buffer changed after {e}");
+    assert_eq!(*m.info(), info);
+
+    // Through the low-level fill: a short buffer and a misaligned one.
+    let total = dims.total_bytes();
+    let mut words = vec![0x5a5a_5a5a_5a5a_5a5au64; total.div_ceil(8) + 1];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    let snapshot = bytes.to_vec();
+    for range in [0..total - 1, 1..total + 1] {
+        let e = fill::init_buffer(&dims, &mut bytes[range]).unwrap_err();
+        assert_eq!(e.kind(), "buffer");
+    }
+    assert_eq!(
+        &*bytes,
+        snapshot.as_slice(),
+        "init_buffer wrote into a bad buffer"
+    );
+    let mut state = FillState::new(&dims);
+    let plan = fill::plan_step(&dims, &good, &mut state).unwrap();
+    let state_before = format!("{state:?}");
+    for range in [0..total - 1, 4..total + 4] {
+        let e = fill::write_step(&dims, &good, &plan, &mut bytes[range], &mut state).unwrap_err();
+        assert_eq!(e.kind(), "buffer");
+    }
+    assert_eq!(
+        &*bytes,
+        snapshot.as_slice(),
+        "write_step wrote into a bad buffer"
+    );
+    assert_eq!(
+        format!("{state:?}"),
+        state_before,
+        "write_step changed its state"
+    );
+}
+
+/// The kind name of every [`StepError`] variant; the match is exhaustive, so a new variant
+/// does not compile until it is listed here and gets a test above.
+fn kind_name(e: &StepError) -> &'static str {
+    match e {
+        StepError::TooManyRequests { .. } => "too_many_requests",
+        StepError::TooManyTokens { .. } => "too_many_tokens",
+        StepError::PhaseOrder { .. } => "phase_order",
+        StepError::ZeroQueryLength { .. } => "zero_query_length",
+        StepError::DecodeQueryLength { .. } => "decode_query_length",
+        StepError::SequenceTooLong { .. } => "sequence_too_long",
+        StepError::TooManyBlocks { .. } => "too_many_blocks",
+        StepError::BlockOutOfRange { .. } => "block_out_of_range",
+        StepError::MissingBlock { .. } => "missing_block",
+        StepError::MissingMambaSlot { .. } => "missing_mamba_slot",
+        StepError::MambaSlotOutOfRange { .. } => "mamba_slot_out_of_range",
+        StepError::DuplicateMambaSlot { .. } => "duplicate_mamba_slot",
+        StepError::TokenIdsLength { .. } => "token_ids_length",
+        StepError::IntermediateLength { .. } => "intermediate_length",
+        StepError::IntermediateOffset { .. } => "intermediate_offset",
+        StepError::TooManyIntermediates { .. } => "too_many_intermediates",
+        StepError::Buffer { .. } => "buffer",
+    }
+}
+
+/// Every kind is provoked by one of the tests of this file (each through `rejects`, which
+/// checks that the metadata bytes and step info are unchanged, or, for `buffer`, by
+/// `buffer_that_does_not_fit`). This test keeps that list complete.
+#[test]
+fn every_step_error_kind_is_covered() {
+    let tested = [
+        "too_many_requests",
+        "too_many_tokens",
+        "phase_order",
+        "zero_query_length",
+        "decode_query_length",
+        "sequence_too_long",
+        "too_many_blocks",
+        "block_out_of_range",
+        "missing_block",
+        "missing_mamba_slot",
+        "mamba_slot_out_of_range",
+        "duplicate_mamba_slot",
+        "token_ids_length",
+        "intermediate_length",
+        "intermediate_offset",
+        "too_many_intermediates",
+        "buffer",
+    ];
+    let samples = [
+        StepError::TooManyRequests { rows: 0, limit: 0 },
+        StepError::TooManyTokens {
+            tokens: 0,
+            limit: 0,
+        },
+        StepError::PhaseOrder {
+            row: 0,
+            phase: "",
+            previous: "",
+        },
+        StepError::ZeroQueryLength { row: 0 },
+        StepError::DecodeQueryLength {
+            row: 0,
+            got: 0,
+            expected: 0,
+        },
+        StepError::SequenceTooLong {
+            row: 0,
+            kv_offset: 0,
+            query_length: 0,
+            limit: 0,
+        },
+        StepError::TooManyBlocks {
+            row: 0,
+            count: 0,
+            limit: 0,
+        },
+        StepError::BlockOutOfRange {
+            row: 0,
+            index: 0,
+            id: 0,
+            limit: 0,
+        },
+        StepError::MissingBlock {
+            row: 0,
+            position: 0,
+            index: 0,
+            count: 0,
+        },
+        StepError::MissingMambaSlot { row: 0 },
+        StepError::MambaSlotOutOfRange {
+            row: 0,
+            slot: 0,
+            limit: 0,
+        },
+        StepError::DuplicateMambaSlot {
+            row: 0,
+            slot: 0,
+            other: 0,
+        },
+        StepError::TokenIdsLength {
+            got: 0,
+            expected: 0,
+        },
+        StepError::IntermediateLength {
+            got: 0,
+            expected: 0,
+        },
+        StepError::IntermediateOffset {
+            row: 0,
+            offset: 0,
+            query_length: 0,
+            count: 0,
+        },
+        StepError::TooManyIntermediates { count: 0, limit: 0 },
+        StepError::Buffer {
+            got: 0,
+            align: 0,
+            expected: 0,
+        },
+    ];
+    for e in &samples {
+        assert_eq!(e.kind(), kind_name(e));
+        assert!(tested.contains(&e.kind()), "{} has no test", e.kind());
+    }
+    assert_eq!(samples.len(), tested.len());
 }

@@ -1,6 +1,12 @@
 //! Every bundled layout loads, validates and derives a geometry.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use attention_layout::layouts::BUNDLED;
 use attention_layout::{Geometry, LayoutSpec};

@@ -1,7 +1,13 @@
 //! The public golden file replays with no mismatch (the file is embedded so the test runs
 //! on a fresh clone and on the GPU machine, where paths differ).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 const GOLDEN: &str = include_str!("../../testdata/megatron-public.jsonl");
 
 #[test]

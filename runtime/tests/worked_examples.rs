@@ -1,6 +1,12 @@
 //! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 use attention_layout::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::{

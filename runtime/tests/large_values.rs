@@ -1,0 +1,67 @@
+//! Regression tests for values near the limits of the 32-bit metadata arrays: the fill
+//! never wraps (or, in debug builds, panics on) an int32 cumulative length.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, ModelKind};
+use attention_layout::{Geometry, HostMetadata, RequestRow, RuntimeDims, StepInput};
+
+/// R decode rows of one token each at the very end of a 2^24-token sequence, one block
+/// per row: the sum of KV lengths is R · 2^24.
+fn spec(r: u32) -> LayoutSpec {
+    LayoutSpec {
+        name: None,
+        source: None,
+        model: ModelKind::Mha,
+        max_requests: r,
+        max_tokens: 64 * r.div_ceil(64),
+        max_seq_len: 1 << 24,
+        block_size: 1 << 24,
+        speculative_tokens: 0,
+        tensor_parallel: 1,
+        decode_index_dtype: Default::default(),
+        kv_pool_blocks: Some(2),
+        mamba: None,
+        graphs: GraphSpec {
+            count: GraphCount::Off,
+            ..GraphSpec::default()
+        },
+        memory: None,
+    }
+}
+
+#[test]
+fn largest_cumulative_kv_length_fits_int32() {
+    // 127 · 2^24 = 2_130_706_432 <= i32::MAX.
+    let g = Geometry::new(&spec(127)).unwrap();
+    let mut m = HostMetadata::new(RuntimeDims::new(g));
+    let blocks = [0];
+    let rows: Vec<_> = (0..127)
+        .map(|_| RequestRow::decode(1, (1 << 24) - 1, &blocks, -1))
+        .collect();
+    m.fill(&StepInput {
+        rows: &rows,
+        ..Default::default()
+    })
+    .unwrap();
+    let v = m.view();
+    assert_eq!(v.cu_kv_seq_lengths()[127], 127 << 24);
+    assert_eq!(v.max_seqlen_k(), 1 << 24);
+}
+
+#[test]
+fn layouts_whose_kv_sum_overflows_int32_are_rejected() {
+    // 128 · 2^24 = 2^31 > i32::MAX: cu_kv_seq_lengths could not hold it.
+    let e = Geometry::new(&spec(128)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("max_requests * max_seq_len = 2147483648"),
+        "{e}"
+    );
+}
