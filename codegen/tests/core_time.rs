@@ -4,7 +4,13 @@
 //! `cargo test --release -p attention-layout-codegen --features emit --test core_time --
 //! --ignored --nocapture`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use std::time::{Duration, Instant};
 

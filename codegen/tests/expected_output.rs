@@ -4,7 +4,13 @@
 //! `BLESS=1 cargo test -p attention-layout-codegen --features build --test expected_output`
 //! and review the diff.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use std::path::PathBuf;
 

@@ -14,7 +14,11 @@
 // checked before it is used, as the kernels do, and counted as a kernel error when it is
 // out of range, so bad metadata fails the batch instead of panicking. The emulation's loops
 // index as the kernels do (one loop per grid or thread dimension), on purpose.
-#![allow(clippy::indexing_slicing, clippy::needless_range_loop)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::needless_range_loop,
+    reason = "the emulation indexes as the kernels do; indices are checked first (above)"
+)]
 
 use attention_layout::{Dims, Field, HostMetadata, Phase, RuntimeDims, StepInfo};
 

@@ -2,7 +2,13 @@
 //! argument that is wrong (or, for a config file, at `config = ...` naming the file, line,
 //! column and key). Re-bless the `.stderr` files with `TRYBUILD=overwrite` and read them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -939,7 +939,12 @@ impl BatchState {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "Test code: a panic is a failed test."
+    )]
 
     use super::*;
     use crate::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};

@@ -506,7 +506,14 @@ pub fn write_step<D: Dims>(
 /// Token arrays of one row with `q` tokens starting at position `kv`, written from token
 /// index `t`: whole-row slices first, so the per-token loops are bounds-check free and
 /// vectorize.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a hot inner helper: a struct of eight loose values would only add a copy"
+)]
+#[allow(
+    clippy::indexing_slicing,
+    reason = "t + q and the block runs stay inside the token capacity and the row's blocks, checked by plan_step"
+)]
 #[inline]
 fn write_tokens(
     v: &mut Views<'_>,

@@ -255,7 +255,10 @@ const fn field_table(fields: &[FieldLayout], elems: bool) -> [usize; FIELD_COUNT
         let i = f.field.index();
         if i < FIELD_COUNT {
             // In range: checked on the line above.
-            #[allow(clippy::indexing_slicing)]
+            #[allow(
+                clippy::indexing_slicing,
+                reason = "in range: checked on the line above"
+            )]
             {
                 out[i] = if elems { f.elems } else { f.offset };
             }

@@ -180,7 +180,7 @@ pub fn long_context() -> Scenario {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test.
+    #![allow(clippy::unwrap_used, reason = "Test code: a panic is a failed test.")]
 
     use super::*;
     use crate::dims::RuntimeDims;

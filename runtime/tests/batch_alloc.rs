@@ -1,7 +1,13 @@
 //! In steady state a `BatchState` step (schedule, build, commit) allocates nothing on the
 //! heap. A counting global allocator, counting only this test's thread, checks it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -3,7 +3,13 @@
 //! reproduce every step's block lists; every step input passes the host fill, whose block
 //! table agrees with the mirror; pools never leak.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use attention_layout::batch::{BatchError, BatchState, RequestPhase};
 use attention_layout::codegen::spec::{GraphSpec, LayoutSpec, MambaSpec, ModelKind};

@@ -5,7 +5,13 @@
 //! synchronize at the end, every step's snapshot equals the host fill of that step — so
 //! no staging buffer was overwritten while a copy still read it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 mod support;
 

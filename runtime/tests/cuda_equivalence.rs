@@ -14,7 +14,13 @@
 //! Run on a GPU machine: `cargo test --features cuda --test cuda_equivalence -- --include-ignored`
 //! (or the staged `.gpu/run-all -- --include-ignored`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 mod support;
 

@@ -8,7 +8,13 @@
 //! (fast to compile), plus, for the first layouts with buckets, per-bucket kernels and
 //! graphs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 mod support;
 

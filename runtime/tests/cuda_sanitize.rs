@@ -4,7 +4,13 @@
 //! under `compute-sanitizer` (memcheck, racecheck, synccheck, initcheck); see
 //! `docs/DESIGN.md` ("Checking the kernels").
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 mod support;
 

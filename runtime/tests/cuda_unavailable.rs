@@ -3,7 +3,13 @@
 //! falls back to the CPU backend and says why. Where CUDA is usable, both pick it. Runs in
 //! the normal test suite (no device needed).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 mod support;
 

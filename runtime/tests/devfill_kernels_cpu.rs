@@ -8,7 +8,13 @@
 //! This is the GPU-free half of the device-fill tests: it checks the kernels' logic and
 //! the staging format. `cuda_equivalence.rs` runs the same comparison on a GPU.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 mod support;
 

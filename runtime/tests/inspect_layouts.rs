@@ -1,7 +1,13 @@
 //! Every file in `layouts/` is bundled, loads, validates and is inspected: the report, the
 //! generated Rust and the CUDA C; and the `inspect` command prints them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use std::process::Command;
 

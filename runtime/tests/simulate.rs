@@ -2,7 +2,13 @@
 //! pools, on the CPU backend, with the report's invariants checked against the per-step
 //! records and the layout's bucket table.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use attention_layout::backend::CpuBackend;
 use attention_layout::codegen::buckets::eager_padding;

@@ -261,7 +261,7 @@ fn write_cached(file: &Path, header: &str, ptx: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)] // Test code: a panic is a failed test.
+    #![allow(clippy::unwrap_used, reason = "Test code: a panic is a failed test.")]
 
     use super::*;
 

@@ -531,7 +531,12 @@ impl fmt::Display for Report {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "Test code: a panic is a failed test."
+    )]
 
     use super::*;
 

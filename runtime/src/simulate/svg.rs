@@ -237,7 +237,12 @@ pub fn plot(report: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "Test code: a panic is a failed test."
+    )]
 
     use super::*;
 

@@ -1,7 +1,11 @@
 //! Shared test support: random workloads, test layouts, and the CPU build of the emitted
 //! CUDA kernels.
 
-#![allow(dead_code)] // Each test binary uses part of this module.
+#![allow(
+    clippy::panic,
+    dead_code,
+    reason = "Each test binary uses part of this module."
+)]
 
 #[cfg(feature = "cuda")]
 pub mod gpu;

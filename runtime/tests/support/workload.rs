@@ -3,7 +3,11 @@
 //! modification is recorded as a `BlockChange` of a stable resident row, as an engine that
 //! owns its request table would report it.
 
-#![allow(dead_code)] // Each test binary uses part of this module.
+#![allow(
+    clippy::panic,
+    dead_code,
+    reason = "Each test binary uses part of this module."
+)]
 
 use attention_layout::{
     BlockChange, Dims, IntermediateOffsets, Phase, RequestRow, Residency, RuntimeDims, Sampling,

@@ -2,7 +2,13 @@
 //! the same spec, the build-script entry writes the same items as the attribute, inline
 //! overrides take effect, and the typed accessors read the buffer the fill wrote.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use attention_layout::codegen::emit_cuda;
 use attention_layout::layout::same_dims;

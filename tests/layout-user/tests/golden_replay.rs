@@ -2,7 +2,13 @@
 //! through the generated builders: every array must match Megatron's, and every byte and
 //! step info must match the runtime's own fill (`RuntimeDims`) of the same input.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // Test code: a panic is a failed test.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "Test code: a panic is a failed test."
+)]
 
 use std::collections::BTreeMap;
 
