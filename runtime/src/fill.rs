@@ -109,6 +109,29 @@ pub fn plan_step<D: Dims>(
     input: &StepInput<'_>,
     state: &mut FillState,
 ) -> Result<StepPlan, StepError> {
+    plan_step_checking(d, input, state, BlockCheck::Full)
+}
+
+/// How much of each row's block list [`plan_step_checking`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockCheck {
+    /// Every id of every row: O(blocks in the table). What the host fill needs, since it
+    /// copies every row into the block table.
+    Full,
+    /// Only the ids the step's tokens land in (O(tokens / B) per step), plus the lengths.
+    /// For a backend that keeps the block table resident and receives every other id
+    /// through [`Residency::changes`](crate::step::Residency), which it checks itself:
+    /// the ids it gathers were then all checked when they were set.
+    Needed,
+}
+
+/// [`plan_step`] with a choice of how much of the block lists to check.
+pub fn plan_step_checking<D: Dims>(
+    d: &D,
+    input: &StepInput<'_>,
+    state: &mut FillState,
+    check: BlockCheck,
+) -> Result<StepPlan, StepError> {
     let rows = input.rows;
     let r = d.max_requests();
     if rows.len() > r {
@@ -164,13 +187,19 @@ pub fn plan_step<D: Dims>(
         // its sign bit iff every id is valid; among valid ids only -1 is negative, so
         // `any` has its sign bit iff the row has a hole. The slow search for the
         // offending index runs only on failure.
-        let (all, any) = row.blocks.iter().fold((-1i32, 0i32), |(all, any), &id| {
-            (
-                all & id.wrapping_sub(dummy) & (-2i32).wrapping_sub(id),
-                any | id,
-            )
-        });
-        let flags = u32::from(all >= 0) | (u32::from(any < 0) << 1);
+        let flags = match check {
+            BlockCheck::Full => {
+                let (all, any) = row.blocks.iter().fold((-1i32, 0i32), |(all, any), &id| {
+                    (
+                        all & id.wrapping_sub(dummy) & (-2i32).wrapping_sub(id),
+                        any | id,
+                    )
+                });
+                u32::from(all >= 0) | (u32::from(any < 0) << 1)
+            }
+            // Unscanned: assume holes, so the needed entries are checked one by one below.
+            BlockCheck::Needed => 2,
+        };
         if flags & 1 != 0 {
             let (index, &id) = row
                 .blocks
@@ -250,6 +279,16 @@ pub fn plan_step<D: Dims>(
             first
         };
         for j in scan_from..=last {
+            if let Some(&id) = row.blocks.get(j)
+                && (id < -1 || id >= dummy)
+            {
+                return Err(StepError::BlockOutOfRange {
+                    row: i,
+                    index: j,
+                    id,
+                    limit: dummy,
+                });
+            }
             if row.blocks.get(j).is_none_or(|&id| id == -1) {
                 let position = (j * bs).max(row.kv_offset as usize) as u32;
                 return Err(StepError::MissingBlock {

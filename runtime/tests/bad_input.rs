@@ -564,3 +564,31 @@ fn every_step_error_kind_is_covered() {
     }
     assert_eq!(samples.len(), tested.len());
 }
+
+#[test]
+fn needed_block_check_reads_only_the_blocks_tokens_land_in() {
+    use attention_layout::fill::{BlockCheck, FillState, plan_step_checking};
+    let dims = RuntimeDims::new(Geometry::new(&spec()).unwrap());
+    let mut state = FillState::new(&dims);
+    // Positions 5..7 land in block index 1; index 0 holds an id outside the pool.
+    let rows = [RequestRow::decode(2, 5, &[99, 3], 0)];
+    let step = input(&rows);
+    let full = plan_step_checking(&dims, &step, &mut state, BlockCheck::Full).unwrap_err();
+    assert_eq!(full.kind(), "block_out_of_range");
+    plan_step_checking(&dims, &step, &mut state, BlockCheck::Needed).unwrap();
+    // An id the tokens land in is checked in both modes.
+    let rows = [RequestRow::decode(2, 5, &[3, 99], 0)];
+    let step = input(&rows);
+    for check in [BlockCheck::Full, BlockCheck::Needed] {
+        let e = plan_step_checking(&dims, &step, &mut state, check).unwrap_err();
+        assert_eq!(
+            e,
+            StepError::BlockOutOfRange {
+                row: 0,
+                index: 1,
+                id: 99,
+                limit: 16
+            }
+        );
+    }
+}
