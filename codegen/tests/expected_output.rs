@@ -34,9 +34,15 @@ const LAYOUTS: &[(&str, &str)] = &[
 ];
 
 fn expected_path(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/expected")
-        .join(file)
+    // The checkout this test was built in, else the repository root as the current
+    // directory (a staged binary runs from the root of a copy elsewhere).
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/expected");
+    let dir = if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("codegen/tests/expected")
+    };
+    dir.join(file)
 }
 
 /// Compares `got` with the expected file, or rewrites the file when `BLESS` is set.

@@ -16,7 +16,14 @@ use attention_layout::layouts::BUNDLED;
 
 #[test]
 fn every_file_in_layouts_is_bundled() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../layouts");
+    // The checkout this test was built in, else `layouts/` under the current directory
+    // (a staged binary runs from the repository root of a copy elsewhere).
+    let built = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../layouts"));
+    let dir = if built.is_dir() {
+        built
+    } else {
+        std::path::Path::new("layouts")
+    };
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
