@@ -88,6 +88,13 @@ pub trait MetadataBackend {
     fn bytes_copied_last_step(&self) -> usize {
         0
     }
+    /// The engine's residency view starts over: from the next step on, `Residency::changes`
+    /// describe every write since an all `-1` resident table (a fresh `BatchState`), not
+    /// since the last step this backend ran — for example a new engine on a backend that
+    /// served another one. A backend that keeps a resident block table forgets what it
+    /// holds (the next steps upload their rows). Without this call such a backend trusts
+    /// rows the old engine wrote. Nothing to do for the CPU backend.
+    fn reset_residency(&mut self) {}
 }
 
 /// The CPU backend: the host fill into host memory.

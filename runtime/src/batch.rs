@@ -41,7 +41,11 @@
 //! contract between this state and that table:
 //!
 //! * **Initial state.** A fresh `BatchState` corresponds to a resident table whose entries
-//!   are all `-1`. The first step's changes describe everything set since creation.
+//!   are all `-1`. The first step's changes describe everything set since creation. A
+//!   backend that already ran steps of another engine (or of an earlier `BatchState`)
+//!   must be told before the fresh state's first step,
+//!   [`MetadataBackend::reset_residency`](crate::MetadataBackend::reset_residency):
+//!   otherwise it keeps trusting rows the other engine wrote and never cleared.
 //! * **Stable rows.** A request keeps its resident row from admission until it finishes or
 //!   is released; `Residency::resident_rows[i]` is the resident row of step row `i` (paused
 //!   rows included), so the rows of a step are pairwise distinct. A freed row is reused by

@@ -29,8 +29,17 @@
 //! the staging capacity uploads every active row instead (correct, and it forgets the
 //! residency of the rows that were not active).
 //!
-//! Everything here is plain host code, testable without a GPU; `tests/cuda_shim.rs` runs
-//! the emitted kernels on the CPU against the host fill.
+//! The host's knowledge rests on the residency contract (`batch.rs`): the changes describe
+//! every write to the engine's table since the last step staged here. An engine whose view
+//! starts over (a new `BatchState` on a device that served another) must say so
+//! ([`StagingBuilder::forget_residency`], `MetadataBackend::reset_residency`), or rows it
+//! believes `-1` are gathered with the old engine's ids. With verification on (debug
+//! builds) the builder checks every step row against a host model of the resident table
+//! and refuses a contradiction ([`StagingError::Contradiction`]).
+//!
+//! Everything here is plain host code, testable without a GPU;
+//! `tests/devfill_kernels_cpu.rs` runs the emitted kernels on the CPU against the host
+//! fill.
 
 // Indexing here is into per-row state sized `max_requests` (indices checked against it on
 // entry), into the staging image (sized by the same plan that indexes it, and checked
@@ -102,6 +111,26 @@ pub enum StagingError {
         width: usize,
         /// The dummy block id.
         dummy: i32,
+    },
+    /// A step row's block list disagrees with the resident table the residency built so
+    /// far: the engine's changes do not describe what the device holds. Typically the
+    /// engine's residency view started over (a new engine or `BatchState` on a backend that
+    /// served another one) without [`StagingBuilder::forget_residency`]. Found only while
+    /// verification is on ([`StagingBuilder::set_verify`]).
+    #[error(
+        "request {row}: resident row {resident_row} entry {index} holds {table} after the changes sent so far, but the row's blocks say {block} (if the engine's residency view started over, the backend must be told: reset_residency)"
+    )]
+    Contradiction {
+        /// The step row.
+        row: usize,
+        /// Its resident row.
+        resident_row: u32,
+        /// The entry.
+        index: u32,
+        /// The id in the row's `blocks`.
+        block: i32,
+        /// The id the resident table holds (after this step's changes).
+        table: i32,
     },
     /// The image buffer is too small or misaligned (a bug in the caller).
     #[error(
@@ -341,6 +370,13 @@ pub struct StagingBuilder {
     /// Indices into `changes` of the changes kept after deduplication (latest wins).
     kept: Vec<u32>,
     source: Vec<Source>,
+    /// Whether steps are verified ([`set_verify`](Self::set_verify)).
+    verify: bool,
+    /// While verifying: the device's resident table as the host models it (raw ids).
+    mirror: Vec<i32>,
+    /// While verifying: per element, the index in `changes` of this step's latest change
+    /// (valid where `element_stamp` is current).
+    latest: Vec<u32>,
 }
 
 impl StagingBuilder {
@@ -365,7 +401,43 @@ impl StagingBuilder {
             element_stamp: vec![0; r * w],
             kept: Vec::new(),
             source: Vec::with_capacity(r),
+            verify: false,
+            mirror: Vec::new(),
+            latest: Vec::new(),
         }
+        .with_verify(cfg!(debug_assertions))
+    }
+
+    fn with_verify(mut self, on: bool) -> Self {
+        self.set_verify(on);
+        self
+    }
+
+    /// Turns verification on or off (on by default in debug builds). While on, the host
+    /// keeps a model of the device's resident table (`max_requests × block_table_width`
+    /// ids) and [`build`](Self::build) checks every step row's blocks against it, after
+    /// the step's changes, wherever the host relies on it: a row whose blocks contradict
+    /// the changes sent so far fails with [`StagingError::Contradiction`] instead of
+    /// filling stale block ids. Costs O(entries of the step's rows) per step. Turning it
+    /// on forgets the residency (the model starts unknown).
+    pub fn set_verify(&mut self, on: bool) {
+        if on == self.verify {
+            return;
+        }
+        self.verify = on;
+        if on {
+            self.mirror = vec![-1; self.rows * self.width];
+            self.latest = vec![0; self.rows * self.width];
+            self.forget_residency();
+        } else {
+            self.mirror = Vec::new();
+            self.latest = Vec::new();
+        }
+    }
+
+    /// Whether verification is on.
+    pub fn verifying(&self) -> bool {
+        self.verify
     }
 
     /// Bytes of the largest image of a layout (what the staging buffers hold): every
@@ -382,10 +454,20 @@ impl StagingBuilder {
 
     /// Forgets what the device holds (after its buffers were reset).
     pub fn reset(&mut self) {
-        self.meta_src.fill(NONE);
+        self.forget_residency();
         self.meta_len.fill(0);
-        self.res_known.fill(0);
+    }
+
+    /// Forgets what the device's resident table holds, keeping what the metadata block
+    /// table holds: for an engine whose residency view starts over (a new `BatchState`, or
+    /// another engine's steps before), whose changes describe writes since an all `-1`
+    /// table rather than since the last step this builder staged. Until rows are uploaded
+    /// again nothing is gathered from the resident table or kept in place. What a step
+    /// without residency does too.
+    pub fn forget_residency(&mut self) {
+        self.meta_src.fill(NONE);
         self.res_meta.fill(NONE);
+        self.res_known.fill(0);
     }
 
     fn unlink_meta(&mut self, a: usize) {
@@ -495,6 +577,9 @@ impl StagingBuilder {
                 let e = ru * self.width + iu;
                 if self.element_stamp[e] != stamp {
                     self.element_stamp[e] = stamp;
+                    if let Some(latest) = self.latest.get_mut(e) {
+                        *latest = ci as u32;
+                    }
                     if self.changed_stamp[ru] == stamp {
                         self.changed_count[ru] += 1;
                     } else {
@@ -504,6 +589,7 @@ impl StagingBuilder {
                     self.kept.push(ci as u32);
                 }
             }
+            self.verify(input, &res, stamp)?;
         }
 
         // Per active row: where its block-table row comes from.
@@ -561,6 +647,72 @@ impl StagingBuilder {
         // Commit: what the device holds after the step.
         self.commit(input, info, compact);
         Ok(staged)
+    }
+
+    /// With verification on: every step row's blocks agree with the resident table after
+    /// this step's changes, on every entry the host knows (changed this step, or inside
+    /// the row's known prefix). Reads only; runs before anything is recorded.
+    fn verify(
+        &self,
+        input: &StepInput<'_>,
+        res: &crate::step::Residency<'_>,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        if !self.verify {
+            return Ok(());
+        }
+        let w = self.width;
+        for (i, (row, &r)) in input.rows.iter().zip(res.resident_rows).enumerate() {
+            let ru = r as usize;
+            let known = self.res_known[ru] as usize;
+            for (j, &block) in row.blocks.iter().enumerate().take(w) {
+                let e = ru * w + j;
+                let table = if self.element_stamp[e] == stamp {
+                    res.changes[self.latest[e] as usize].block
+                } else if j < known {
+                    self.mirror[e]
+                } else {
+                    continue;
+                };
+                if table != block {
+                    return Err(StagingError::Contradiction {
+                        row: i,
+                        resident_row: r,
+                        index: j as u32,
+                        block,
+                        table,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With verification on: applies what the launch writes into the resident table
+    /// (uploads written back, changes sent) to the host's model of it.
+    fn mirror_launch(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
+        let Some(res) = input.residency.filter(|_| self.verify) else {
+            return;
+        };
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let w = self.width;
+        for a in 0..n {
+            if let Source::Upload { writeback: true } = self.source[a] {
+                let r = res.resident_rows[p + a] as usize;
+                let blocks = input.rows[p + a].blocks;
+                self.mirror[r * w..r * w + blocks.len()].copy_from_slice(blocks);
+            }
+        }
+        if !compact {
+            let active = &input.rows[p..p + n];
+            for &ci in &self.kept {
+                let ch = &res.changes[ci as usize];
+                if self.route(ch, active, p, self.generation).0 {
+                    self.mirror[ch.resident_row as usize * w + ch.index as usize] = ch.block;
+                }
+            }
+        }
     }
 
     /// Counts each section of the image for the current sources and kept changes.
@@ -882,6 +1034,7 @@ impl StagingBuilder {
 
     /// Records what the device holds once the step ran.
     fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
+        self.mirror_launch(input, info, compact);
         let p = info.paused as usize;
         let n = info.real.requests() as usize;
         let np = info.padded.requests() as usize;
@@ -889,9 +1042,7 @@ impl StagingBuilder {
         match input.residency {
             None => {
                 // The engine's changes of this step never reach the device.
-                self.meta_src.fill(NONE);
-                self.res_meta.fill(NONE);
-                self.res_known.fill(0);
+                self.forget_residency();
             }
             Some(res) => {
                 if compact {
@@ -1144,6 +1295,53 @@ mod tests {
         // Nothing was recorded: both rows are still unknown to the device.
         let ok = s.stage(&input(&rows, &[0, 1], &[])).unwrap();
         assert_eq!(ok.uploaded_rows, 2);
+    }
+
+    #[test]
+    fn a_residency_view_that_starts_over_must_be_announced() {
+        let mut s = Stager::new();
+        s.b.set_verify(true);
+        // One engine: resident row 0 holds [3, 7, 8, 6].
+        let a = [3, 7, 8, 6];
+        let rows = [RequestRow::decode(1, 5, &a, -1)];
+        let all = [set(0, 0, 3), set(0, 1, 7), set(0, 2, 8), set(0, 3, 6)];
+        s.stage(&input(&rows, &[0], &all)).unwrap();
+        // A new engine whose view of row 0 starts all -1: it sets entry 0 only, and passes
+        // the row with trailing -1s. The device still holds 7, 8, 6 at entries 1..4.
+        let b = [5, -1, -1, -1];
+        let rows = [RequestRow::decode(1, 2, &b, -1)];
+        let changes = [set(0, 0, 5)];
+        let e = s.stage(&input(&rows, &[0], &changes)).unwrap_err();
+        assert_eq!(
+            e,
+            StagingError::Contradiction {
+                row: 0,
+                resident_row: 0,
+                index: 1,
+                block: -1,
+                table: 7
+            }
+        );
+        // Unverified, the row would stay in place with only entry 0 patched: 7, 8, 6 stay.
+        let mut quiet = s.b.clone();
+        quiet.set_verify(false);
+        let plan = plan_step(&s.d, &input(&rows, &[0], &changes), &mut s.plan).unwrap();
+        let info = complete_info(&s.d, &input(&rows, &[0], &changes), plan.info());
+        let mut buf = vec![0u128; quiet.capacity() / 16 + 1];
+        let stale = quiet
+            .build(
+                &input(&rows, &[0], &changes),
+                &info,
+                bytemuck::cast_slice_mut(&mut buf),
+            )
+            .unwrap();
+        assert_eq!((stale.uploaded_rows, stale.patches), (0, 1));
+        // Announced: the row travels again (written back), and is trusted from then on.
+        s.b.forget_residency();
+        let told = s.stage(&input(&rows, &[0], &changes)).unwrap();
+        assert_eq!((told.uploaded_rows, told.changes), (1, 0));
+        let again = s.stage(&input(&rows, &[0], &[])).unwrap();
+        assert_eq!((again.jobs, again.patches), (0, 0));
     }
 
     #[test]

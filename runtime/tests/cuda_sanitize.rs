@@ -17,47 +17,12 @@ mod support;
 #[cfg(feature = "cuda")]
 mod gpu {
     use attention_layout::cuda::FillMode;
-    use attention_layout::{
-        BatchDims, BlockChange, Dims, HostMetadata, LayoutSpec, RequestRow, Residency, RuntimeDims,
-        StepInput,
-    };
+    use attention_layout::{Dims, HostMetadata, LayoutSpec, MetadataBackend, RuntimeDims};
 
     use super::support::gpu::{backend, require_device, step_and_compare};
     use super::support::layouts;
+    use super::support::shaped::ShapedStep;
     use super::support::workload::Workload;
-
-    /// One row: (prefill?, query length, KV offset, blocks).
-    type Row = (bool, u32, u32, Vec<i32>);
-
-    /// Rows whose real shape is exactly `b`: `b.decode` decode rows, `b.prefill` prefill
-    /// rows sharing the remaining tokens. None if no such step exists.
-    fn shaped(dims: &RuntimeDims, b: BatchDims) -> Option<Vec<Row>> {
-        let s1 = dims.num_spec() as u32 + 1;
-        let bs = dims.block_size() as u32;
-        let left = b.tokens.checked_sub(b.decode * s1)?;
-        if (b.prefill == 0) != (left == 0) {
-            return None;
-        }
-        let mut rows = Vec::new();
-        let mut next = 0i32;
-        let mut take = |n: u32| {
-            let v: Vec<i32> = (next..next + n as i32).collect();
-            next += n as i32;
-            v
-        };
-        for i in 0..b.decode {
-            let kv = (i * 7) % (dims.max_seq_len() as u32 - s1 + 1);
-            rows.push((false, s1, kv, take((kv + s1).div_ceil(bs))));
-        }
-        for f in 0..b.prefill {
-            let q = left / b.prefill + u32::from(f < left % b.prefill);
-            if q == 0 || q > dims.max_seq_len() as u32 {
-                return None;
-            }
-            rows.push((true, q, 0, take(q.div_ceil(bs))));
-        }
-        (next < dims.dummy_block()).then_some(rows)
-    }
 
     fn every_bucket(name: &str, dims: &RuntimeDims) {
         for graphs in [true, false] {
@@ -66,47 +31,11 @@ mod gpu {
             let buckets = dims.buckets().to_vec();
             let mut hit = 0;
             for (i, &b) in buckets.iter().enumerate() {
-                let Some(shape) = shaped(dims, b) else {
+                let Some(shaped) = ShapedStep::new(dims, b) else {
                     continue;
                 };
-                let rows: Vec<RequestRow<'_>> = shape
-                    .iter()
-                    .enumerate()
-                    .map(|(k, (prefill, q, kv, blocks))| {
-                        let slot = if dims.has_mamba() { k as i32 } else { -1 };
-                        if *prefill {
-                            RequestRow::prefill(*q, *kv, blocks, slot)
-                        } else {
-                            RequestRow::decode(*q, *kv, blocks, slot)
-                        }
-                    })
-                    .collect();
-                let resident: Vec<u32> = (0..rows.len() as u32).collect();
-                let changes: Vec<BlockChange> = rows
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(r, row)| {
-                        row.blocks
-                            .iter()
-                            .enumerate()
-                            .map(move |(j, &id)| BlockChange {
-                                resident_row: r as u32,
-                                index: j as u32,
-                                block: id,
-                            })
-                    })
-                    .collect();
-                let tokens: u32 = rows.iter().map(|r| r.query_length).sum();
-                let ids: Vec<i64> = (0..i64::from(tokens)).collect();
-                let input = StepInput {
-                    rows: &rows,
-                    token_ids: Some(&ids),
-                    intermediate: None,
-                    residency: Some(Residency {
-                        resident_rows: &resident,
-                        changes: &changes,
-                    }),
-                };
+                let rows = shaped.rows();
+                let input = shaped.input(&rows);
                 let what = format!("{name} bucket {i} {b:?} graphs={graphs}");
                 let replayed = step_and_compare(&what, &mut cpu, &mut gpu, &input);
                 assert_eq!(cpu.info().bucket, Some(i as u32), "{what}: matched bucket");
@@ -121,7 +50,10 @@ mod gpu {
                 "{name} graphs={graphs}: {hit} of {} buckets launched",
                 buckets.len()
             );
-            // The eager entry, on a short random workload.
+            // The eager entry, on a short random workload: a new engine, whose residency
+            // view starts from an all -1 table (the bucket steps wrote rows it never
+            // clears).
+            gpu.reset_residency();
             let mut w = Workload::new(dims, 7, layouts::knobs(name));
             for k in 0..40 {
                 let st = w.step();

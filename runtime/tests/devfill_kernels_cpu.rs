@@ -3,10 +3,12 @@
 //! write exactly the host fill's bytes into every field's live prefix, step after step of
 //! a random workload (requests arrive, grow, pause, get holes and finish; steps with and
 //! without residency, token ids and intermediate offsets; bucket and eager entries; one to
-//! three blocks per launch).
+//! three blocks per launch, block 0 first or last), and on the GPU sanitize test's
+//! sequence (a step per bucket, then a new engine on the same backend).
 //!
 //! This is the GPU-free half of the device-fill tests: it checks the kernels' logic and
-//! the staging format. `cuda_equivalence.rs` runs the same comparison on a GPU.
+//! the staging format. `cuda_equivalence.rs` and `cuda_sanitize.rs` run the same
+//! comparisons on a GPU.
 
 #![allow(
     clippy::panic,
@@ -18,11 +20,12 @@
 
 mod support;
 
-use attention_layout::devfill::{self, StagingBuilder};
-use attention_layout::fill::{self, FillState};
-use attention_layout::{Dims, Field, HostMetadata, MetadataView};
+use attention_layout::devfill::{self, StagingError};
+use attention_layout::{Dims, RuntimeDims, StepInfo};
+use support::layouts;
+use support::shaped::ShapedStep;
+use support::shim::{self, Replay};
 use support::workload::Workload;
-use support::{layouts, shim};
 
 #[derive(Default, Debug)]
 struct Coverage {
@@ -43,16 +46,8 @@ fn run_layout(name: &str, src: &str, steps: usize, seed: u64, bucket_entries: bo
         return Coverage::default();
     };
     let dims = layouts::dims(src);
-    let g = dims.geometry().clone();
-    let harness = shim::build(&cxx, name, &g, bucket_entries);
-    let mut cpu = HostMetadata::new(dims.clone());
-    let mut trace = shim::Trace::new(cpu.bytes(), dims.max_requests() * dims.block_table_width());
-    let mut builder = StagingBuilder::new(&dims);
-    let mut plan_state = FillState::new(&dims);
-    let mut staging = vec![0u128; builder.capacity() / 16 + 1];
-    let mut expected = Vec::new();
-    let mut layout_of_step: Vec<Vec<(Field, usize)>> = Vec::new();
-    let mut infos = Vec::new();
+    let harness = shim::build(&cxx, name, dims.geometry(), bucket_entries);
+    let mut replay = Replay::new(&dims);
     let mut w = Workload::new(&dims, seed, layouts::knobs(name));
     let mut cov = Coverage::default();
     let debug: Option<usize> = std::env::var("AL_DEBUG_STEP")
@@ -60,10 +55,8 @@ fn run_layout(name: &str, src: &str, steps: usize, seed: u64, bucket_entries: bo
         .and_then(|s| s.parse().ok());
     for step in 0..steps {
         let st = w.step();
-        if let Some(d) = debug
-            && step + 8 >= d
-            && step <= d
-        {
+        let shown = debug.is_some_and(|d| step + 8 >= d && step <= d);
+        if shown {
             eprintln!(
                 "--- step {step}: residency {} changes {:?}",
                 st.residency, st.changes
@@ -76,30 +69,19 @@ fn run_layout(name: &str, src: &str, steps: usize, seed: u64, bucket_entries: bo
             }
         }
         let rows = st.rows();
-        let input = st.input(&rows);
-        let plan = fill::plan_step(&dims, &input, &mut plan_state)
-            .unwrap_or_else(|e| panic!("{name} step {step}: workload produced a bad step: {e}"));
-        let info = devfill::complete_info(&dims, &input, plan.info());
-        let cpu_info = *cpu.fill(&input).unwrap();
-        assert_eq!(info, cpu_info, "{name} step {step}: step info");
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut staging);
-        let staged = builder
-            .build(&input, &info, bytes)
-            .unwrap_or_else(|e| panic!("{name} step {step}: {e}"));
-        let entry = match (bucket_entries, info.bucket) {
-            (true, Some(b)) => b + 1,
-            _ => 0,
+        // One to three blocks per launch.
+        let launch = |info: &StepInfo, _: &devfill::Staged| match (bucket_entries, info.bucket) {
+            (true, Some(b)) => (b + 1, 1 + (step % 3) as u32),
+            _ => (0, 1 + (step % 3) as u32),
         };
+        let (info, staged) = replay.step(format!("{name} step {step}"), &st.input(&rows), &launch);
+        if shown {
+            eprintln!("  staged {staged:?} info {:?} {:?}", info.real, info.padded);
+        }
         if info.graphed() {
             cov.graphed += 1;
         } else {
             cov.eager += 1;
-        }
-        if let Some(d) = debug
-            && step + 8 >= d
-            && step <= d
-        {
-            eprintln!("  staged {staged:?} info {:?} {:?}", info.real, info.padded);
         }
         cov.compact += u32::from(staged.compact);
         cov.overflow += u32::from(staged.compact && st.residency);
@@ -108,45 +90,8 @@ fn run_layout(name: &str, src: &str, steps: usize, seed: u64, bucket_entries: bo
         cov.gathered += u64::from(staged.gathered_rows);
         cov.uploaded += u64::from(staged.uploaded_rows);
         cov.prefill_steps += u32::from(info.padded.prefill > 0);
-        let view = cpu.view();
-        let mut ranges = Vec::new();
-        let mut lens = Vec::new();
-        for &f in Field::ALL {
-            if let Some(live) = view.live_bytes(f) {
-                ranges.push((dims.field_offset(f) as u32, live.len() as u32));
-                lens.push((f, live.len()));
-                expected.extend_from_slice(live);
-            }
-        }
-        let grid = 1 + (step % 3) as u32;
-        trace.launch(entry, grid, &bytes[..staged.bytes], &ranges);
-        layout_of_step.push(lens);
-        infos.push(info);
     }
-    let got = trace.run(&harness, name);
-    assert_eq!(got.len(), expected.len(), "{name}: output length");
-    let mut at = 0;
-    for (step, lens) in layout_of_step.iter().enumerate() {
-        for &(f, len) in lens {
-            let (e, o) = (&expected[at..at + len], &got[at..at + len]);
-            if e != o {
-                // Rebuild both views of this field to name the first differing element.
-                let mut eb = vec![0u8; dims.total_bytes()];
-                let mut ob = vec![0u8; dims.total_bytes()];
-                let off = dims.field_offset(f);
-                eb[off..off + len].copy_from_slice(e);
-                ob[off..off + len].copy_from_slice(o);
-                let ev = MetadataView::from_parts(&dims, &eb, &infos[step]);
-                let ov = MetadataView::from_parts(&dims, &ob, &infos[step]);
-                let d = ev.first_difference(&ov).unwrap();
-                panic!(
-                    "{name} step {step} ({:?} real, {:?} padded): {d}",
-                    infos[step].real, infos[step].padded
-                );
-            }
-            at += len;
-        }
-    }
+    replay.check(&harness, name);
     shim::clean(&harness);
     println!("{name}: {steps} steps, {cov:?}");
     cov
@@ -182,4 +127,110 @@ fn emitted_kernels_match_the_host_fill_on_every_test_layout() {
         overflow += cov.overflow;
     }
     assert!(overflow > 0, "no step overflowed the staging capacity");
+}
+
+/// Worker blocks the bucket graphs get on an H200 (132 SMs), where the sequence below
+/// first failed.
+const H200_WORKERS: u32 = 131;
+
+/// What the GPU test `cuda_sanitize.rs` runs on one backend: a step shaped like each
+/// bucket (resident rows 0.., blocks numbered from 0, no clears in between), then a new
+/// engine — a random workload whose residency view starts from an all -1 table — for
+/// `steps` steps. `reset`: tell the builder the view started over. Launches as the CUDA
+/// backend with graphs and bucket kernels: a matched bucket replays its graph (the
+/// bucket's entry and fixed grid), others run the eager entry on the step's grid.
+fn bucket_steps_then_a_new_engine(
+    name: &str,
+    dims: &RuntimeDims,
+    steps: usize,
+    reset: bool,
+) -> (Replay, Result<(), StagingError>) {
+    let nkv = dims.block_table_width() as u64;
+    let bucket_grid: Vec<u32> = dims
+        .buckets()
+        .iter()
+        .map(|b| devfill::grid_for(u64::from(b.requests()) * nkv, H200_WORKERS))
+        .collect();
+    let launch = |info: &StepInfo, staged: &devfill::Staged| match info.bucket {
+        Some(b) => (b + 1, bucket_grid[b as usize]),
+        None => (0, staged.grid(H200_WORKERS)),
+    };
+    let mut replay = Replay::new(dims);
+    for (i, &b) in dims.buckets().iter().enumerate() {
+        let Some(shaped) = ShapedStep::new(dims, b) else {
+            continue;
+        };
+        let rows = shaped.rows();
+        let (info, _) = replay.step(format!("{name} bucket {i}"), &shaped.input(&rows), &launch);
+        assert_eq!(
+            info.bucket,
+            Some(i as u32),
+            "{name} bucket {i}: matched bucket"
+        );
+    }
+    if reset {
+        replay.builder.forget_residency();
+    }
+    let mut w = Workload::new(dims, 7, layouts::knobs(name));
+    for k in 0..steps {
+        let st = w.step();
+        let rows = st.rows();
+        let what = format!("{name} random step {k}");
+        if let Err(e) = replay.try_step(what, &st.input(&rows), &launch) {
+            return (replay, Err(e));
+        }
+    }
+    (replay, Ok(()))
+}
+
+/// Regression (first seen on an H200, `cuda_sanitize.rs`): after the bucket steps, the
+/// resident table held their block ids in rows the new engine believes are `-1`, and the
+/// builder still trusted them, so a row passed with trailing `-1`s was gathered with the
+/// bucket steps' ids (`mha_block_table[597]: expected 399, got 235` at random step 14 of
+/// `hybrid-linear-tight-pool`). Told that the residency view started over, the builder
+/// uploads such rows again; the kernels then match the host fill.
+#[test]
+fn a_new_engine_after_the_bucket_steps_is_filled_from_its_own_residency() {
+    let (name, src) = layouts::LAYOUTS
+        .iter()
+        .find(|(n, _)| *n == "hybrid-linear-tight-pool")
+        .unwrap();
+    let dims = layouts::dims(src);
+    let (replay, result) = bucket_steps_then_a_new_engine(name, &dims, 40, true);
+    result.unwrap_or_else(|e| panic!("{e}"));
+    let Some(cxx) = shim::compiler() else {
+        eprintln!("skipped the kernels: no C++ compiler (set CXX)");
+        return;
+    };
+    let harness = shim::build(&cxx, "new-engine", dims.geometry(), true);
+    replay.check(&harness, name);
+    shim::clean(&harness);
+}
+
+/// Without the reset, the verifying builder refuses the first step whose rows contradict
+/// the resident table (instead of filling stale ids); with it, every test layout runs the
+/// sequence through.
+#[test]
+fn a_residency_view_that_started_over_unannounced_is_refused() {
+    let mut refused = 0;
+    for (name, src) in layouts::LAYOUTS {
+        let dims = layouts::dims(src);
+        let (_, told) = bucket_steps_then_a_new_engine(name, &dims, 40, true);
+        told.unwrap_or_else(|e| panic!("{name}, reset: {e}"));
+        let (replay, untold) = bucket_steps_then_a_new_engine(name, &dims, 40, false);
+        if let Err(e) = untold {
+            assert!(
+                matches!(e, StagingError::Contradiction { .. }),
+                "{name}: {e}"
+            );
+            refused += 1;
+        } else {
+            assert!(
+                *name != "hybrid-linear-tight-pool",
+                "{name}: the stale rows went unnoticed ({} steps)",
+                replay.len()
+            );
+        }
+    }
+    assert!(refused > 0);
 }

@@ -779,6 +779,12 @@ impl MetadataBackend for CudaBackend {
     fn bytes_copied_last_step(&self) -> usize {
         self.bytes_copied
     }
+
+    fn reset_residency(&mut self) {
+        // The device's resident table keeps its contents; the host just stops relying on
+        // them. The metadata block table stays known (its dirty lengths still hold).
+        self.builder.forget_residency();
+    }
 }
 
 /// A copy of the device metadata buffer after one step.

@@ -50,7 +50,8 @@ inline unsigned __shfl_sync(unsigned, unsigned v, unsigned src) {
 typedef void (*al_shim_entry)(unsigned char*, const unsigned char*, int*);
 
 // A pool of `threads` OS threads standing in for the threads of one block; blocks run one
-// after another. Created once per harness run.
+// after another, in either order (on a GPU they run concurrently, so a launch whose
+// result depends on the order has a race). Created once per harness run.
 struct al_shim_pool {
   unsigned threads;
   std::barrier<> block_barrier;  // __syncthreads
@@ -81,12 +82,13 @@ struct al_shim_pool {
     start.arrive_and_wait();
     for (auto& w : workers) w.join();
   }
-  // One launch: `grid` blocks, one after another.
-  void launch(al_shim_entry e, unsigned grid, unsigned char* m, const unsigned char* s, int* r) {
+  // One launch: `grid` blocks, one after another (the last first if `reverse`).
+  void launch(al_shim_entry e, unsigned grid, bool reverse, unsigned char* m, const unsigned char* s, int* r) {
     entry = e; meta = m; staging = s; resident = r;
     gridDim = {grid, 1, 1};
     blockDim = {threads, 1, 1};
-    for (unsigned b = 0; b < grid; ++b) {
+    for (unsigned i = 0; i < grid; ++i) {
+      const unsigned b = reverse ? grid - 1u - i : i;
       blockIdx = {b, 0, 0};
       start.arrive_and_wait();
       finish.arrive_and_wait();

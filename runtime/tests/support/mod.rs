@@ -10,5 +10,6 @@
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod layouts;
+pub mod shaped;
 pub mod shim;
 pub mod workload;

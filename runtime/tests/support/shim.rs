@@ -5,8 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use attention_layout::Geometry;
 use attention_layout::codegen::emit_cuda::{self, EmitOptions};
+use attention_layout::devfill::{self, Staged, StagingBuilder, StagingError};
+use attention_layout::fill::{self, FillState};
+use attention_layout::{
+    Dims, Field, Geometry, HostMetadata, MetadataView, RuntimeDims, StepInfo, StepInput,
+};
 
 const SHIM: &str = include_str!("cuda_shim.h");
 
@@ -66,12 +70,12 @@ int main(int argc, char** argv) {{
   al_shim_pool pool(AL_THREADS);
   uint32_t entry = 0;
   while (read_u32(in, &entry)) {{
-    uint32_t grid = 0, len = 0, ranges = 0;
-    if (!read_u32(in, &grid) || !read_u32(in, &len)) return 6;
+    uint32_t grid = 0, reverse = 0, len = 0, ranges = 0;
+    if (!read_u32(in, &grid) || !read_u32(in, &reverse) || !read_u32(in, &len)) return 6;
     staging.assign(len / 8 + 2, 0);
     if (fread(staging.data(), 1, len, in) != len) return 7;
     if (entry >= sizeof(ENTRIES) / sizeof(ENTRIES[0])) return 8;
-    pool.launch(ENTRIES[entry], grid, (unsigned char*)meta.data(),
+    pool.launch(ENTRIES[entry], grid, reverse != 0, (unsigned char*)meta.data(),
                 (const unsigned char*)staging.data(), resident.data());
     if (!read_u32(in, &ranges)) return 9;
     for (uint32_t i = 0; i < ranges; ++i) {{
@@ -130,9 +134,18 @@ impl Trace {
         Self { file }
     }
 
-    /// One launch; after it the harness writes the bytes of `ranges` (offset, length).
-    pub fn launch(&mut self, entry: u32, grid: u32, staging: &[u8], ranges: &[(u32, u32)]) {
-        for v in [entry, grid, staging.len() as u32] {
+    /// One launch of `grid` blocks, run one after another, the last first if `reverse`
+    /// (block 0 after the workers); after it the harness writes the bytes of `ranges`
+    /// (offset, length).
+    pub fn launch(
+        &mut self,
+        entry: u32,
+        grid: u32,
+        reverse: bool,
+        staging: &[u8],
+        ranges: &[(u32, u32)],
+    ) {
+        for v in [entry, grid, u32::from(reverse), staging.len() as u32] {
             self.file.extend_from_slice(&v.to_le_bytes());
         }
         self.file.extend_from_slice(staging);
@@ -164,4 +177,124 @@ impl Trace {
 /// Removes a harness's directory.
 pub fn clean(h: &Harness) {
     let _ = std::fs::remove_dir_all(Path::new(&h.dir));
+}
+
+/// How a replayed step is launched: the entry (0 eager, `i + 1` bucket `i`) and the grid.
+pub type Launch<'a> = &'a dyn Fn(&StepInfo, &Staged) -> (u32, u32);
+
+/// Stages steps as the CUDA backend's device fill does and records their launches into a
+/// trace, next to the host fill's bytes, for one comparison at the end ([`Replay::check`]).
+pub struct Replay {
+    pub dims: RuntimeDims,
+    pub cpu: HostMetadata<RuntimeDims>,
+    /// The staging builder (verifying the residency whatever the build profile).
+    pub builder: StagingBuilder,
+    plan_state: FillState,
+    staging: Vec<u128>,
+    trace: Trace,
+    expected: Vec<u8>,
+    steps: Vec<Recorded>,
+}
+
+/// One recorded step: its name, info and the live length of each field.
+type Recorded = (String, StepInfo, Vec<(Field, usize)>);
+
+impl Replay {
+    pub fn new(dims: &RuntimeDims) -> Self {
+        let cpu = HostMetadata::new(dims.clone());
+        let trace = Trace::new(cpu.bytes(), dims.max_requests() * dims.block_table_width());
+        let mut builder = StagingBuilder::new(dims);
+        builder.set_verify(true);
+        let staging = vec![0u128; builder.capacity() / 16 + 1];
+        Self {
+            dims: dims.clone(),
+            cpu,
+            plan_state: FillState::new(dims),
+            builder,
+            staging,
+            trace,
+            expected: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Stages one step (the host fill runs alongside) and records its launch; `Err` when
+    /// the staging builder rejects it (nothing recorded).
+    pub fn try_step(
+        &mut self,
+        what: String,
+        input: &StepInput<'_>,
+        launch: Launch<'_>,
+    ) -> Result<(StepInfo, Staged), StagingError> {
+        let plan = fill::plan_step(&self.dims, input, &mut self.plan_state)
+            .unwrap_or_else(|e| panic!("{what}: the workload produced a bad step: {e}"));
+        let info = devfill::complete_info(&self.dims, input, plan.info());
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.staging);
+        let staged = self.builder.build(input, &info, bytes)?;
+        let cpu_info = *self.cpu.fill(input).unwrap();
+        assert_eq!(info, cpu_info, "{what}: step info");
+        let (entry, grid) = launch(&info, &staged);
+        let view = self.cpu.view();
+        let mut ranges = Vec::new();
+        let mut lens = Vec::new();
+        for &f in Field::ALL {
+            if let Some(live) = view.live_bytes(f) {
+                ranges.push((self.dims.field_offset(f) as u32, live.len() as u32));
+                lens.push((f, live.len()));
+                self.expected.extend_from_slice(live);
+            }
+        }
+        // Block 0 first, then last, step after step: a launch whose result depends on the
+        // order of its blocks (a race on a GPU) shows.
+        let reverse = self.steps.len() % 2 == 1;
+        self.trace
+            .launch(entry, grid, reverse, &bytes[..staged.bytes], &ranges);
+        self.steps.push((what, info, lens));
+        Ok((info, staged))
+    }
+
+    /// [`try_step`](Self::try_step), panicking on a rejected step.
+    pub fn step(
+        &mut self,
+        what: String,
+        input: &StepInput<'_>,
+        launch: Launch<'_>,
+    ) -> (StepInfo, Staged) {
+        self.try_step(what.clone(), input, launch)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// Runs the trace through `h` and panics at the first step whose bytes differ from the
+    /// host fill's, naming the field and element.
+    pub fn check(&self, h: &Harness, tag: &str) {
+        let got = self.trace.run(h, tag);
+        assert_eq!(got.len(), self.expected.len(), "{tag}: output length");
+        let mut at = 0;
+        for (what, info, lens) in &self.steps {
+            for &(f, len) in lens {
+                let (e, o) = (&self.expected[at..at + len], &got[at..at + len]);
+                if e != o {
+                    // Rebuild both views of this field to name the first differing element.
+                    let total = self.dims.total_bytes();
+                    let (mut eb, mut ob) = (vec![0u8; total], vec![0u8; total]);
+                    let off = self.dims.field_offset(f);
+                    eb[off..off + len].copy_from_slice(e);
+                    ob[off..off + len].copy_from_slice(o);
+                    let ev = MetadataView::from_parts(&self.dims, &eb, info);
+                    let ov = MetadataView::from_parts(&self.dims, &ob, info);
+                    let d = ev.first_difference(&ov).unwrap();
+                    panic!(
+                        "{what} ({:?} real, {:?} padded, bucket {:?}): {d}",
+                        info.real, info.padded, info.bucket
+                    );
+                }
+                at += len;
+            }
+        }
+    }
+
+    /// Steps recorded.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
 }
