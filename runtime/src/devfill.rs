@@ -132,6 +132,23 @@ pub enum StagingError {
         /// The id the resident table holds (after this step's changes).
         table: i32,
     },
+    /// A block id the step would send to the device (an uploaded row, or an in-place
+    /// row's new or patched entry) outside `[-1, dummy)`. Checked here because a backend
+    /// that plans with [`BlockCheck::Needed`](crate::fill::BlockCheck) leaves every id that
+    /// no token lands in to the staging builder.
+    #[error(
+        "request {row}: blocks[{index}] = {block} is outside the KV pool [0, {dummy}) (block {dummy} is the dummy block)"
+    )]
+    BadBlock {
+        /// The step row.
+        row: usize,
+        /// Position in its block list.
+        index: usize,
+        /// The id.
+        block: i32,
+        /// The dummy block id.
+        dummy: i32,
+    },
     /// The image buffer is too small or misaligned (a bug in the caller).
     #[error(
         "the staging buffer has {got} bytes at alignment {align}, {need} bytes 16-aligned are needed"
@@ -631,6 +648,7 @@ impl StagingBuilder {
             plan = self.count(input, info, stamp);
         }
         debug_assert!(plan.end <= self.capacity);
+        self.check_sent_ids(input, info, stamp)?;
 
         // Pass 2: write the image.
         let got = out.len();
@@ -713,6 +731,62 @@ impl StagingBuilder {
                 }
             }
         }
+    }
+
+    /// Checks every block id this step takes from the rows' block lists and sends to the
+    /// device: uploaded rows whole, in-place rows' grown entries and patched changes. Ids
+    /// gathered from the resident table were checked when they were sent. O(what is sent).
+    fn check_sent_ids(
+        &self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let active = &input.rows[p..p + n];
+        let dummy = self.dummy;
+        let bad = |a: usize, j: usize, block: i32| StagingError::BadBlock {
+            row: p + a,
+            index: j,
+            block,
+            dummy,
+        };
+        let check = |a: usize, from: usize, ids: &[i32]| -> Result<(), StagingError> {
+            // Branch-free scan first (as in the fill); the search only on failure.
+            let ok = ids.iter().fold(-1i32, |all, &id| {
+                all & id.wrapping_sub(dummy) & (-2i32).wrapping_sub(id)
+            }) < 0;
+            if ok {
+                return Ok(());
+            }
+            match ids.iter().position(|&id| id < -1 || id >= dummy) {
+                Some(j) => Err(bad(a, from + j, ids[j])),
+                None => Ok(()),
+            }
+        };
+        for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
+            match src {
+                Source::Upload { .. } => check(a, 0, row.blocks)?,
+                Source::Meta => {
+                    let l0 = (self.meta_len[a] as usize).min(row.blocks.len());
+                    check(a, l0, &row.blocks[l0..])?;
+                }
+                Source::Resident => {}
+            }
+        }
+        if let Some(res) = input.residency {
+            for &ci in &self.kept {
+                let ch = &res.changes[ci as usize];
+                if let (_, Some(a)) = self.route(ch, active, p, stamp) {
+                    let j = ch.index as usize;
+                    if let Some(&id) = active[a].blocks.get(j) {
+                        check(a, j, &[id])?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counts each section of the image for the current sources and kept changes.
@@ -1202,6 +1276,33 @@ mod tests {
             index,
             block,
         }
+    }
+
+    #[test]
+    fn ids_no_token_lands_in_are_checked_when_they_are_sent() {
+        use crate::fill::{BlockCheck, plan_step_checking};
+        let mut s = Stager::new();
+        // Dummy block 32 (4 rows x 8 blocks + 1). Entry 0 is outside the pool; the step's
+        // token lands in entry 1, so a plan that reads only those ids accepts the step.
+        let a = [99, 7];
+        let rows = [RequestRow::decode(1, 5, &a, -1)];
+        let changes = [set(0, 1, 7)];
+        let step = input(&rows, &[0], &changes);
+        let plan = plan_step_checking(&s.d, &step, &mut s.plan, BlockCheck::Needed).unwrap();
+        let info = complete_info(&s.d, &step, plan.info());
+        // The row is new on the device, so it is uploaded: the staging builder refuses it.
+        let e =
+            s.b.build(&step, &info, bytemuck::cast_slice_mut(&mut s.buf))
+                .unwrap_err();
+        assert_eq!(
+            e,
+            StagingError::BadBlock {
+                row: 0,
+                index: 0,
+                block: 99,
+                dummy: 32
+            }
+        );
     }
 
     #[test]

@@ -508,7 +508,15 @@ impl CudaBackend {
     }
 
     fn step_device(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
-        let plan = fill::plan_step(&self.dims, input, &mut self.plan_state)?;
+        // With residency the staging builder checks every id it sends (changes, uploads,
+        // patches): the plan only reads the ids the step's tokens land in, so a step costs
+        // what changed rather than the whole table.
+        let check = if input.residency.is_some() {
+            fill::BlockCheck::Needed
+        } else {
+            fill::BlockCheck::Full
+        };
+        let plan = fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?;
         let info = devfill::complete_info(&self.dims, input, plan.info());
         let slot = self.next;
         let (ptr, len) = {
