@@ -287,8 +287,18 @@ pub fn is_valid(d: BatchDims, max_requests: u32, max_seq_len: u32, num_spec: u32
 /// must pass [`is_valid`]. (Because ladder entries are at least 2, a `cg_max` of 1 can
 /// still yield a 2-token bucket, as in Megatron.)
 pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
+    build_buckets_bounded(p, u64::MAX).unwrap_or_default()
+}
+
+/// [`build_buckets`], unless it would examine more than `max_candidates` candidate
+/// buckets: then `Err` with that number, after only the ladders were built (O(their
+/// length), at most about `T / 2` entries). The candidate count bounds both the list's
+/// length and the work (one set insertion each): a linear ladder with a huge graph count
+/// or token budget asks for millions of CUDA graphs, which takes seconds and gigabytes
+/// to enumerate and could never be captured.
+pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Vec<BatchDims>, u64> {
     let Some(num_graphs) = p.num_cuda_graphs else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let r = u64::from(p.max_requests);
     let s1 = u64::from(p.num_spec) + 1;
@@ -319,6 +329,32 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
         }
         // (Order and duplicates of the decode ladder do not affect the final set.)
     }
+    let non_decode = p.mixed_prefill_count > 0 && p.non_decode_graphs;
+    let (grid, prefill_floor): (Vec<u64>, u64) = match p.distribution {
+        _ if !non_decode => (Vec::new(), 0),
+        Distribution::Exponential => {
+            let mut grid = Vec::new();
+            let mut v = 1_u64;
+            while v < r {
+                grid.push(v);
+                v *= 2;
+            }
+            grid.push(r);
+            (grid, 1)
+        }
+        Distribution::Linear => (
+            vec![u64::from(p.mixed_prefill_count).min(r)],
+            u64::from(p.mixed_prefill_count),
+        ),
+    };
+    let candidates = (decode_ladder.len() as u64).saturating_add(if non_decode {
+        (prefill_ladder.len() as u64).saturating_mul(grid.len() as u64 + 1)
+    } else {
+        0
+    });
+    if candidates > max_candidates {
+        return Err(candidates);
+    }
 
     // Step 4.
     let mut out = BTreeSet::new();
@@ -332,23 +368,7 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
         let t = d * s1 / tp * tp; // <= x
         add(BatchDims::new(sat_u32(t), 0, sat_u32(d)));
     }
-    if p.mixed_prefill_count > 0 && p.non_decode_graphs {
-        let (grid, prefill_floor): (Vec<u64>, u64) = match p.distribution {
-            Distribution::Exponential => {
-                let mut grid = Vec::new();
-                let mut v = 1_u64;
-                while v < r {
-                    grid.push(v);
-                    v *= 2;
-                }
-                grid.push(r);
-                (grid, 1)
-            }
-            Distribution::Linear => (
-                vec![u64::from(p.mixed_prefill_count).min(r)],
-                u64::from(p.mixed_prefill_count),
-            ),
-        };
+    if non_decode {
         let seq_div = u64::from(p.max_seq_len).saturating_sub(1).max(1);
         for &x in prefill_ladder.iter().filter(|&&x| x >= 2) {
             let x64 = u64::from(x);
@@ -366,7 +386,7 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
         }
     }
     // Step 5: BTreeSet iteration is ascending and duplicate-free.
-    out.into_iter().collect()
+    Ok(out.into_iter().collect())
 }
 
 /// The distinct token counts of `buckets`, descending (SEMANTICS §3.2 step 6; Megatron
