@@ -244,6 +244,20 @@ fn linear_ladder(tp: u32, n: i64, max: u32) -> Vec<u32> {
     out
 }
 
+/// The length of `linear_ladder(tp, n, max)` for `n >= 1`, in O(1) (the ladder is
+/// `step, 2·step, … < m` and `m`).
+fn linear_ladder_len(tp: u32, n: i64, max: u32) -> u64 {
+    let tp = tp_divisor(tp);
+    let max = u64::from(max);
+    let n = u64::try_from(n.max(1)).unwrap_or(1);
+    if n == 1 {
+        return 1;
+    }
+    let step = round_up(2 * ceil_div(max / n, 2), tp).max(tp);
+    let m = max / tp * tp;
+    m.saturating_sub(1) / step + 1
+}
+
 // ---------------------------------------------------------------------------------------
 // §2 Validity and §3.2 bucket lists
 
@@ -317,8 +331,22 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
     };
 
     // Step 3.
-    let prefill_ladder = ladder(p.tp, n, cg_max, p.distribution);
     let decode_max = sat_u32(u64::from(cg_max).min(r.saturating_mul(s1)));
+    let non_decode = p.mixed_prefill_count > 0 && p.non_decode_graphs;
+    if p.distribution == Distribution::Linear && n >= 1 {
+        // A linear ladder with an explicit count can be as long as cg_max / 2: count the
+        // candidates before building anything (the exact count of the check below;
+        // the linear prefill-count grid has one entry).
+        let candidates = linear_ladder_len(p.tp, n, decode_max).saturating_add(if non_decode {
+            linear_ladder_len(p.tp, n, cg_max).saturating_mul(2)
+        } else {
+            0
+        });
+        if candidates > max_candidates {
+            return Err(candidates);
+        }
+    }
+    let prefill_ladder = ladder(p.tp, n, cg_max, p.distribution);
     let mut decode_ladder = ladder(p.tp, n, decode_max, p.distribution);
     if n == -1 {
         let u = lcm(s1, tp);
@@ -329,7 +357,6 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
         }
         // (Order and duplicates of the decode ladder do not affect the final set.)
     }
-    let non_decode = p.mixed_prefill_count > 0 && p.non_decode_graphs;
     let (grid, prefill_floor): (Vec<u64>, u64) = match p.distribution {
         _ if !non_decode => (Vec::new(), 0),
         Distribution::Exponential => {
@@ -570,6 +597,21 @@ mod tests {
         assert_eq!(ladder(4, -1, 16, EXP), [16, 8, 4]);
         assert_eq!(ladder(1, 16, 10, EXP), [10, 4, 2, 1]);
         assert_eq!(ladder(8, 64, 8, EXP), [8]);
+    }
+
+    #[test]
+    fn linear_ladder_len_is_exact() {
+        for tp in 1..=5 {
+            for n in 1..=40 {
+                for max in (0..300).chain([1000, 4096, 4099, 65_536]) {
+                    assert_eq!(
+                        linear_ladder_len(tp, n, max),
+                        ladder(tp, n, max, LIN).len() as u64,
+                        "tp {tp} n {n} max {max}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
