@@ -211,16 +211,7 @@ fn linear_ladder(tp: u32, n: i64, max: u32) -> Vec<u32> {
         // non-decreasing: "drop duplicates keeping the first occurrence" is a consecutive
         // dedup and "keep values <= M" keeps a prefix. Every grid value in `(v, r]`
         // rounds to the same `r`, so jump straight to the first grid value above `r`.
-        let mut out: Vec<u64> = Vec::new();
-        let mut value = 1_u64;
-        loop {
-            let rounded = round_up(value, tp);
-            if rounded > max {
-                break;
-            }
-            out.push(rounded);
-            value = next_linear_grid_value(rounded);
-        }
+        let mut out: Vec<u64> = linear_auto_grid(tp, max).collect();
         if out.last() != Some(&max) {
             out.push(max);
         }
@@ -242,6 +233,22 @@ fn linear_ladder(tp: u32, n: i64, max: u32) -> Vec<u32> {
     out.push(sat_u32(m));
     out.reverse();
     out
+}
+
+/// The automatic linear grid rounded up to multiples of `tp` (a divisor, `>= 1`),
+/// deduplicated and capped at `max`, ascending (`linear_ladder` with `n == -1` before
+/// `max` is appended). The grid is increasing and rounding up is monotone, so every grid
+/// value in `(v, r]` rounds to the same `r`: jump straight to the first one above `r`.
+fn linear_auto_grid(tp: u64, max: u64) -> impl Iterator<Item = u64> {
+    let mut value = 1_u64;
+    std::iter::from_fn(move || {
+        let rounded = round_up(value, tp);
+        if rounded > max {
+            return None;
+        }
+        value = next_linear_grid_value(rounded);
+        Some(rounded)
+    })
 }
 
 /// The length of `linear_ladder(tp, n, max)` for `n >= 1`, in O(1) (the ladder is
@@ -333,12 +340,23 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
     // Step 3.
     let decode_max = sat_u32(u64::from(cg_max).min(r.saturating_mul(s1)));
     let non_decode = p.mixed_prefill_count > 0 && p.non_decode_graphs;
-    if p.distribution == Distribution::Linear && n >= 1 {
-        // A linear ladder with an explicit count can be as long as cg_max / 2: count the
-        // candidates before building anything (the exact count of the check below;
-        // the linear prefill-count grid has one entry).
-        let candidates = linear_ladder_len(p.tp, n, decode_max).saturating_add(if non_decode {
-            linear_ladder_len(p.tp, n, cg_max).saturating_mul(2)
+    if p.distribution == Distribution::Linear {
+        // A linear ladder can be as long as cg_max / 2 (explicit count) or cg_max / 16
+        // (automatic): count the candidates before building anything. With an explicit
+        // count the count is exact; the automatic one is counted up to the bound, a lower
+        // bound on the exact count below (M may be appended, and the decode extras). The
+        // linear prefill-count grid has one entry.
+        let cap = max_candidates.saturating_add(1);
+        let len = |m: u32| {
+            if n >= 1 {
+                linear_ladder_len(p.tp, n, m)
+            } else {
+                let capped = usize::try_from(cap).unwrap_or(usize::MAX);
+                linear_auto_grid(tp, u64::from(m)).take(capped).count() as u64
+            }
+        };
+        let candidates = len(decode_max).saturating_add(if non_decode {
+            len(cg_max).saturating_mul(2)
         } else {
             0
         });

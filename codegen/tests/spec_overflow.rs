@@ -100,3 +100,34 @@ fn bounded_build_matches_the_unbounded_one() {
     // Decode ladder 4 (+2 extra) and prefill ladder 7 x (grid 4 + 1): 41 candidates.
     assert_eq!(build_buckets_bounded(&p, 10), Err(41));
 }
+
+/// The same layout with the automatic linear ladder (a step of 16 tokens up to
+/// 16,132,608): about a million candidates, refused after counting 65,537 grid values.
+#[test]
+fn an_automatic_linear_ladder_over_millions_of_tokens_is_rejected() {
+    use attention_layout_codegen::spec::{GraphCount, GraphSpec, ModelKind};
+    let spec = LayoutSpec {
+        name: None,
+        source: None,
+        model: ModelKind::Mha,
+        max_requests: 2_490_614,
+        max_tokens: 16_132_608,
+        max_seq_len: 58,
+        block_size: 512,
+        speculative_tokens: 4,
+        tensor_parallel: 1,
+        decode_index_dtype: Default::default(),
+        kv_pool_blocks: None,
+        mamba: None,
+        graphs: GraphSpec {
+            count: GraphCount::Auto,
+            distribution: attention_layout_codegen::Distribution::Linear,
+            token_budget: None,
+            mixed_prefill: 458_990,
+            non_decode: true,
+        },
+        memory: None,
+    };
+    let e = Geometry::new(&spec).unwrap_err().to_string();
+    assert!(e.contains("candidate CUDA-graph buckets"), "{e}");
+}
