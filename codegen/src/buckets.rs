@@ -211,16 +211,7 @@ fn linear_ladder(tp: u32, n: i64, max: u32) -> Vec<u32> {
         // non-decreasing: "drop duplicates keeping the first occurrence" is a consecutive
         // dedup and "keep values <= M" keeps a prefix. Every grid value in `(v, r]`
         // rounds to the same `r`, so jump straight to the first grid value above `r`.
-        let mut out: Vec<u64> = Vec::new();
-        let mut value = 1_u64;
-        loop {
-            let rounded = round_up(value, tp);
-            if rounded > max {
-                break;
-            }
-            out.push(rounded);
-            value = next_linear_grid_value(rounded);
-        }
+        let mut out: Vec<u64> = linear_auto_grid(tp, max).collect();
         if out.last() != Some(&max) {
             out.push(max);
         }
@@ -242,6 +233,36 @@ fn linear_ladder(tp: u32, n: i64, max: u32) -> Vec<u32> {
     out.push(sat_u32(m));
     out.reverse();
     out
+}
+
+/// The automatic linear grid rounded up to multiples of `tp` (a divisor, `>= 1`),
+/// deduplicated and capped at `max`, ascending (`linear_ladder` with `n == -1` before
+/// `max` is appended). The grid is increasing and rounding up is monotone, so every grid
+/// value in `(v, r]` rounds to the same `r`: jump straight to the first one above `r`.
+fn linear_auto_grid(tp: u64, max: u64) -> impl Iterator<Item = u64> {
+    let mut value = 1_u64;
+    std::iter::from_fn(move || {
+        let rounded = round_up(value, tp);
+        if rounded > max {
+            return None;
+        }
+        value = next_linear_grid_value(rounded);
+        Some(rounded)
+    })
+}
+
+/// The length of `linear_ladder(tp, n, max)` for `n >= 1`, in O(1) (the ladder is
+/// `step, 2·step, … < m` and `m`).
+fn linear_ladder_len(tp: u32, n: i64, max: u32) -> u64 {
+    let tp = tp_divisor(tp);
+    let max = u64::from(max);
+    let n = u64::try_from(n.max(1)).unwrap_or(1);
+    if n == 1 {
+        return 1;
+    }
+    let step = round_up(2 * ceil_div(max / n, 2), tp).max(tp);
+    let m = max / tp * tp;
+    m.saturating_sub(1) / step + 1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -287,8 +308,18 @@ pub fn is_valid(d: BatchDims, max_requests: u32, max_seq_len: u32, num_spec: u32
 /// must pass [`is_valid`]. (Because ladder entries are at least 2, a `cg_max` of 1 can
 /// still yield a 2-token bucket, as in Megatron.)
 pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
+    build_buckets_bounded(p, u64::MAX).unwrap_or_default()
+}
+
+/// [`build_buckets`], unless it would examine more than `max_candidates` candidate
+/// buckets: then `Err` with that number, after only the ladders were built (O(their
+/// length), at most about `T / 2` entries). The candidate count bounds both the list's
+/// length and the work (one set insertion each): a linear ladder with a huge graph count
+/// or token budget asks for millions of CUDA graphs, which takes seconds and gigabytes
+/// to enumerate and could never be captured.
+pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Vec<BatchDims>, u64> {
     let Some(num_graphs) = p.num_cuda_graphs else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let r = u64::from(p.max_requests);
     let s1 = u64::from(p.num_spec) + 1;
@@ -307,8 +338,33 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
     };
 
     // Step 3.
-    let prefill_ladder = ladder(p.tp, n, cg_max, p.distribution);
     let decode_max = sat_u32(u64::from(cg_max).min(r.saturating_mul(s1)));
+    let non_decode = p.mixed_prefill_count > 0 && p.non_decode_graphs;
+    if p.distribution == Distribution::Linear {
+        // A linear ladder can be as long as cg_max / 2 (explicit count) or cg_max / 16
+        // (automatic): count the candidates before building anything. With an explicit
+        // count the count is exact; the automatic one is counted up to the bound, a lower
+        // bound on the exact count below (M may be appended, and the decode extras). The
+        // linear prefill-count grid has one entry.
+        let cap = max_candidates.saturating_add(1);
+        let len = |m: u32| {
+            if n >= 1 {
+                linear_ladder_len(p.tp, n, m)
+            } else {
+                let capped = usize::try_from(cap).unwrap_or(usize::MAX);
+                linear_auto_grid(tp, u64::from(m)).take(capped).count() as u64
+            }
+        };
+        let candidates = len(decode_max).saturating_add(if non_decode {
+            len(cg_max).saturating_mul(2)
+        } else {
+            0
+        });
+        if candidates > max_candidates {
+            return Err(candidates);
+        }
+    }
+    let prefill_ladder = ladder(p.tp, n, cg_max, p.distribution);
     let mut decode_ladder = ladder(p.tp, n, decode_max, p.distribution);
     if n == -1 {
         let u = lcm(s1, tp);
@@ -318,6 +374,31 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
             }
         }
         // (Order and duplicates of the decode ladder do not affect the final set.)
+    }
+    let (grid, prefill_floor): (Vec<u64>, u64) = match p.distribution {
+        _ if !non_decode => (Vec::new(), 0),
+        Distribution::Exponential => {
+            let mut grid = Vec::new();
+            let mut v = 1_u64;
+            while v < r {
+                grid.push(v);
+                v *= 2;
+            }
+            grid.push(r);
+            (grid, 1)
+        }
+        Distribution::Linear => (
+            vec![u64::from(p.mixed_prefill_count).min(r)],
+            u64::from(p.mixed_prefill_count),
+        ),
+    };
+    let candidates = (decode_ladder.len() as u64).saturating_add(if non_decode {
+        (prefill_ladder.len() as u64).saturating_mul(grid.len() as u64 + 1)
+    } else {
+        0
+    });
+    if candidates > max_candidates {
+        return Err(candidates);
     }
 
     // Step 4.
@@ -332,23 +413,7 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
         let t = d * s1 / tp * tp; // <= x
         add(BatchDims::new(sat_u32(t), 0, sat_u32(d)));
     }
-    if p.mixed_prefill_count > 0 && p.non_decode_graphs {
-        let (grid, prefill_floor): (Vec<u64>, u64) = match p.distribution {
-            Distribution::Exponential => {
-                let mut grid = Vec::new();
-                let mut v = 1_u64;
-                while v < r {
-                    grid.push(v);
-                    v *= 2;
-                }
-                grid.push(r);
-                (grid, 1)
-            }
-            Distribution::Linear => (
-                vec![u64::from(p.mixed_prefill_count).min(r)],
-                u64::from(p.mixed_prefill_count),
-            ),
-        };
+    if non_decode {
         let seq_div = u64::from(p.max_seq_len).saturating_sub(1).max(1);
         for &x in prefill_ladder.iter().filter(|&&x| x >= 2) {
             let x64 = u64::from(x);
@@ -366,7 +431,7 @@ pub fn build_buckets(p: &BucketParams) -> Vec<BatchDims> {
         }
     }
     // Step 5: BTreeSet iteration is ascending and duplicate-free.
-    out.into_iter().collect()
+    Ok(out.into_iter().collect())
 }
 
 /// The distinct token counts of `buckets`, descending (SEMANTICS §3.2 step 6; Megatron
@@ -550,6 +615,21 @@ mod tests {
         assert_eq!(ladder(4, -1, 16, EXP), [16, 8, 4]);
         assert_eq!(ladder(1, 16, 10, EXP), [10, 4, 2, 1]);
         assert_eq!(ladder(8, 64, 8, EXP), [8]);
+    }
+
+    #[test]
+    fn linear_ladder_len_is_exact() {
+        for tp in 1..=5 {
+            for n in 1..=40 {
+                for max in (0..300).chain([1000, 4096, 4099, 65_536]) {
+                    assert_eq!(
+                        linear_ladder_len(tp, n, max),
+                        ladder(tp, n, max, LIN).len() as u64,
+                        "tp {tp} n {n} max {max}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

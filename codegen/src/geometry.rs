@@ -222,6 +222,11 @@ pub struct Geometry {
 /// Intermediate offsets per prefill request (Megatron's fixed 3).
 pub const MAX_INTERMEDIATE_PER_REQUEST: usize = 3;
 
+/// Most candidate buckets a layout's graph policy may enumerate (see
+/// [`buckets::build_buckets_bounded`]); far above any real policy (an exponential ladder
+/// gives at most about a thousand), far below what takes noticeable time to build.
+pub const MAX_BUCKET_CANDIDATES: u64 = 1 << 16;
+
 /// Largest buffer a layout may have: device kernels use 32-bit offsets.
 pub const MAX_BUFFER_BYTES: usize = i32::MAX as usize;
 
@@ -343,7 +348,15 @@ impl Geometry {
             num_spec: spec.speculative_tokens,
             distribution: spec.graphs.distribution,
         };
-        let buckets = buckets::build_buckets(&bucket_params);
+        let buckets = buckets::build_buckets_bounded(&bucket_params, MAX_BUCKET_CANDIDATES)
+            .map_err(|n| {
+                SpecError::key(
+                    "graphs.count",
+                    format!(
+                        "the graph policy would enumerate {n} candidate CUDA-graph buckets, over the limit of {MAX_BUCKET_CANDIDATES} (use fewer graphs, the exponential distribution, or a smaller graphs.token_budget)"
+                    ),
+                )
+            })?;
 
         Ok(Self {
             spec: spec.clone(),
