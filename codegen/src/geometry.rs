@@ -336,18 +336,7 @@ impl Geometry {
             )));
         }
 
-        let bucket_params = BucketParams {
-            tp: spec.tensor_parallel,
-            num_cuda_graphs: spec.graphs.count.as_megatron(),
-            cg_max: spec.graph_token_budget(),
-            mixed_prefill_count: spec.graphs.mixed_prefill,
-            max_requests: spec.max_requests,
-            max_tokens: spec.max_tokens,
-            max_seq_len: spec.max_seq_len,
-            non_decode_graphs: spec.graphs.non_decode,
-            num_spec: spec.speculative_tokens,
-            distribution: spec.graphs.distribution,
-        };
+        let bucket_params = spec.bucket_params();
         let buckets = buckets::build_buckets_bounded(&bucket_params, MAX_BUCKET_CANDIDATES)
             .map_err(|n| {
                 SpecError::key(
@@ -382,19 +371,7 @@ impl Geometry {
 
     /// The bucket-generation parameters this layout uses.
     pub fn bucket_params(&self) -> BucketParams {
-        let spec = &self.spec;
-        BucketParams {
-            tp: spec.tensor_parallel,
-            num_cuda_graphs: spec.graphs.count.as_megatron(),
-            cg_max: spec.graph_token_budget(),
-            mixed_prefill_count: spec.graphs.mixed_prefill,
-            max_requests: spec.max_requests,
-            max_tokens: spec.max_tokens,
-            max_seq_len: spec.max_seq_len,
-            non_decode_graphs: spec.graphs.non_decode,
-            num_spec: spec.speculative_tokens,
-            distribution: spec.graphs.distribution,
-        }
+        self.spec.bucket_params()
     }
 
     /// Whether the layout has Mamba fields.

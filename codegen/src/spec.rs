@@ -485,6 +485,22 @@ impl LayoutSpec {
         EAGER_TOKEN_ROUNDER.div_ceil(tp) * tp
     }
 
+    /// The bucket-generation parameters of this spec (SEMANTICS §3.2 inputs).
+    pub fn bucket_params(&self) -> crate::buckets::BucketParams {
+        crate::buckets::BucketParams {
+            tp: self.tensor_parallel,
+            num_cuda_graphs: self.graphs.count.as_megatron(),
+            cg_max: self.graph_token_budget(),
+            mixed_prefill_count: self.graphs.mixed_prefill,
+            max_requests: self.max_requests,
+            max_tokens: self.max_tokens,
+            max_seq_len: self.max_seq_len,
+            non_decode_graphs: self.graphs.non_decode,
+            num_spec: self.speculative_tokens,
+            distribution: self.graphs.distribution,
+        }
+    }
+
     /// The graph token budget in effect (`max_tokens` when not set).
     pub fn graph_token_budget(&self) -> u32 {
         self.graphs.token_budget.unwrap_or(self.max_tokens)

@@ -7,7 +7,7 @@ use std::fmt;
 use serde_json::Value;
 
 use attention_layout_codegen::Geometry;
-use attention_layout_codegen::buckets::{self, BatchDims, BucketParams, Distribution};
+use attention_layout_codegen::buckets::{self, BatchDims, Distribution};
 use attention_layout_codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 
 use crate::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
@@ -235,22 +235,6 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
     })
 }
 
-/// Bucket-generation parameters of a golden config.
-fn bucket_params(spec: &LayoutSpec) -> BucketParams {
-    BucketParams {
-        tp: spec.tensor_parallel,
-        num_cuda_graphs: spec.graphs.count.as_megatron(),
-        cg_max: spec.graph_token_budget(),
-        mixed_prefill_count: spec.graphs.mixed_prefill,
-        max_requests: spec.max_requests,
-        max_tokens: spec.max_tokens,
-        max_seq_len: spec.max_seq_len,
-        non_decode_graphs: spec.graphs.non_decode,
-        num_spec: spec.speculative_tokens,
-        distribution: spec.graphs.distribution,
-    }
-}
-
 /// Replays every record of a golden JSONL text.
 pub fn replay(text: &str) -> Report {
     let mut report = Report::default();
@@ -309,7 +293,7 @@ fn tally(report: &mut Report, kind: &str, found: usize, mut mismatches: Vec<Mism
 fn replay_buckets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
     let config = rec.get("config").ok_or("no config")?;
     let spec = spec_of(config, None)?;
-    let list = buckets::build_buckets(&bucket_params(&spec));
+    let list = buckets::build_buckets(&spec.bucket_params());
     compare_bucket_set(cmp, rec.get("buckets").unwrap_or(&Value::Null), &list);
     let counts = buckets::token_counts(&list);
     let want = rec.get("token_counts").unwrap_or(&Value::Null);
