@@ -537,7 +537,7 @@ pub fn write_step<D: Dims>(
     }
 
     if d.has_mamba() {
-        write_mamba(d, input, &mut info, &mut v, p, active);
+        write_mamba(d, input, &mut info, &mut v, active);
     }
     Ok(info)
 }
@@ -603,7 +603,6 @@ fn write_mamba<D: Dims>(
     input: &StepInput<'_>,
     info: &mut StepInfo,
     v: &mut Views<'_>,
-    _paused: usize,
     active: &[crate::step::RequestRow<'_>],
 ) {
     let padded = info.padded;
