@@ -307,6 +307,13 @@ fn impossible_configurations_are_rejected_with_a_message() {
     }
     bad(
         SimConfig {
+            rate: 5e-324,
+            ..ok.clone()
+        },
+        "rate 5e-324 requests per second is too small",
+    );
+    bad(
+        SimConfig {
             acceptance: 1.5,
             ..ok.clone()
         },

@@ -312,6 +312,12 @@ impl SimConfig {
                 self.rate
             ));
         }
+        if !self.rate.recip().is_finite() {
+            return err(format!(
+                "rate {:e} requests per second is too small: the mean time between arrivals, 1 / rate, is not a finite number of seconds",
+                self.rate
+            ));
+        }
         if !(0.0..=1.0).contains(&self.acceptance) {
             return err(format!(
                 "acceptance must lie in [0, 1], got {}",
