@@ -30,12 +30,28 @@ pub struct Timing {
     pub buffer_bytes: usize,
 }
 
-/// Times the host fill of `scenario` over `steps` steps (after a warm-up).
+/// Most steps `bench` times per scenario: one `f64` sample each, 80 MB at the cap.
+pub const MAX_STEPS: usize = 10_000_000;
+
+/// Checks a step count for [`time_host_fill`] and the GPU benchmark: `1 ..= MAX_STEPS`.
+pub fn check_steps(steps: usize) -> Result<(), String> {
+    if (1..=MAX_STEPS).contains(&steps) {
+        Ok(())
+    } else {
+        Err(format!(
+            "steps must lie in [1, {MAX_STEPS}] (one timing sample per step), got {steps}"
+        ))
+    }
+}
+
+/// Times the host fill of `scenario` over `steps` steps (after a warm-up); `steps` must
+/// pass [`check_steps`].
 #[allow(
     clippy::indexing_slicing,
     reason = "`inputs[i & 1]` indexes a two-element array"
 )]
 pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, String> {
+    check_steps(steps)?;
     let geometry = Geometry::new(&scenario.spec).map_err(|e| e.to_string())?;
     let buffer_bytes = geometry.total_bytes;
     let mut meta = HostMetadata::new(RuntimeDims::new(geometry));

@@ -3,6 +3,7 @@
 //! padded sizes, memory totals, and on request the generated Rust and CUDA C.
 
 use std::fmt::Write as _;
+#[cfg(feature = "cli")]
 use std::process::ExitCode;
 
 use attention_layout_codegen::load::{self, Loaded, Source};
@@ -78,32 +79,49 @@ pub fn cuda_source(layout: &Inspected) -> String {
 }
 
 /// The whole `inspect` command: prints the report, then the Rust and CUDA C if asked.
+/// Exit 0, 2 for a layout that cannot be read, 1 when the output cannot be produced or
+/// written, [`crate::cli::CLOSED_PIPE_STATUS`] when the reader closed the pipe.
+#[cfg(feature = "cli")]
 pub fn main(name_or_path: &str, rust: bool, cuda: bool) -> ExitCode {
+    use std::io::Write as _;
+
     let layout = match read(name_or_path) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::cli::error(e);
             return ExitCode::from(2);
         }
     };
-    print!("{}", report(&layout));
+    let mut text = report(&layout);
     if rust {
         match rust_source(&layout) {
             Ok(src) => {
-                println!("\n// ---- generated Rust ({}) ----\n", layout.type_name());
-                print!("{src}");
+                let _ = write!(
+                    text,
+                    "\n// ---- generated Rust ({}) ----\n\n{src}",
+                    layout.type_name()
+                );
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::cli::error(e);
                 return ExitCode::FAILURE;
             }
         }
     }
     if cuda {
-        println!("\n// ---- generated CUDA C ----\n");
-        print!("{}", cuda_source(&layout));
+        let _ = write!(
+            text,
+            "\n// ---- generated CUDA C ----\n\n{}",
+            cuda_source(&layout)
+        );
     }
-    ExitCode::SUCCESS
+    match crate::cli::stdout().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::cli::error(format!("cannot write the output: {e}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn header(out: &mut String, layout: &Inspected) {

@@ -5,10 +5,16 @@
 //! Mamba slot pool, the engine-side batch state, the workload simulator and the command
 //! line tool.
 
+// The library never prints: the command line tool writes through `cli`, which handles
+// a closed pipe, and `print!`/`eprint!` would panic there.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod alloc;
 pub mod backend;
 pub mod batch;
 pub mod bench;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod devfill;

@@ -1,11 +1,20 @@
 //! `attention-layout`: replay golden records, time the fill, inspect layouts, simulate a
 //! serving workload.
+//!
+//! Exit status: 0 success, 1 a failure (a replay mismatch, a run or a write that failed),
+//! 2 refused input (with a message), 141 when the reader of standard output or standard
+//! error closed the pipe (quietly; see `attention_layout::cli`).
 
+// Every write goes through `attention_layout::cli`, which handles a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use attention_layout::cli;
 use attention_layout::{BackendKind, bench, golden, inspect, scenarios};
 
 #[derive(Parser)]
@@ -26,16 +35,17 @@ enum Command {
         /// The JSONL file.
         file: PathBuf,
         /// Print at most this many mismatches.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = cli::whole::<usize>)]
         max_mismatches: usize,
     },
     /// Time the metadata build for the five benchmark scenarios.
     Bench {
         /// Steps timed per scenario.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, allow_negative_numbers = true, value_parser = cli::whole::<usize>,
+              help = format!("Steps timed per scenario (1 to {})", bench::MAX_STEPS))]
         steps: usize,
-        /// Only scenarios whose name contains this.
-        #[arg(long)]
+        /// Only scenarios whose name contains this (cpu backend; the names are listed).
+        #[arg(long, help = scenario_help())]
         scenario: Option<String>,
         /// cpu (host fill), cuda (GPU: host vs device fill, graph vs eager) or auto (cuda
         /// when a driver, NVRTC and a device are found, else cpu).
@@ -58,9 +68,18 @@ enum Command {
     },
 }
 
+/// `bench --scenario`'s help, naming the scenarios.
+fn scenario_help() -> String {
+    let names: Vec<&str> = scenarios::all().iter().map(|s| s.name).collect();
+    format!(
+        "Only scenarios whose name contains this (cpu backend): {}",
+        names.join(", ")
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Replay {
             file,
             max_mismatches,
@@ -70,81 +89,150 @@ fn main() -> ExitCode {
             scenario,
             backend,
         } => run_bench(steps, scenario.as_deref(), backend),
-        Command::Simulate(args) => attention_layout::simulate::cli::main(args),
-        Command::Inspect { layout, rust, cuda } => inspect::main(&layout, rust, cuda),
-    }
+        Command::Simulate(args) => return attention_layout::simulate::cli::main(args),
+        Command::Inspect { layout, rust, cuda } => return inspect::main(&layout, rust, cuda),
+    };
+    // A closed pipe has already ended the process (`cli::Console`); what is left is
+    // another write error.
+    result.unwrap_or_else(|e| {
+        cli::error(format!("cannot write the output: {e}"));
+        ExitCode::FAILURE
+    })
 }
 
-fn replay(file: &std::path::Path, max_mismatches: usize) -> ExitCode {
+fn fail(code: u8, message: impl std::fmt::Display) -> io::Result<ExitCode> {
+    cli::error(message);
+    Ok(ExitCode::from(code))
+}
+
+/// Why `text` is not a file of golden records: empty, or no line is a JSON object with a
+/// `kind` (a file of other JSON, or not JSON at all). A file with some records is replayed;
+/// its bad lines count as failed records.
+fn not_golden_records(text: &str) -> Option<String> {
+    let mut first_bad: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let why = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v.get("kind").is_some_and(serde_json::Value::is_string) => return None,
+            Ok(_) => "a JSON value without a string `kind`".to_owned(),
+            Err(e) => format!("not JSON: {e}"),
+        };
+        first_bad.get_or_insert((i + 1, why));
+    }
+    Some(match first_bad {
+        None => "the file is empty (expected Megatron golden records, one JSON object a line)"
+            .to_owned(),
+        Some((line, why)) => format!(
+            "no golden record in the file (expected one JSON object with a `kind` a line); line {line}: {why}"
+        ),
+    })
+}
+
+fn replay(file: &std::path::Path, max_mismatches: usize) -> io::Result<ExitCode> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(2, format!("cannot read {}: {e}", file.display())),
     };
+    if let Some(why) = not_golden_records(&text) {
+        return fail(2, format!("{}: {why}", file.display()));
+    }
     let report = golden::replay(&text);
+    let mut out = cli::stdout();
     for (kind, (pass, fail)) in &report.kinds {
-        println!("{kind:>14}: {pass} passed, {fail} failed");
+        writeln!(out, "{kind:>14}: {pass} passed, {fail} failed")?;
     }
     for d in &report.deviations {
-        println!("documented deviation: {d}");
+        writeln!(out, "documented deviation: {d}")?;
     }
     for m in report.mismatches.iter().take(max_mismatches) {
-        println!("MISMATCH {m}");
+        writeln!(out, "MISMATCH {m}")?;
     }
     if report.mismatches.len() > max_mismatches {
-        println!(
+        writeln!(
+            out,
             "... {} more mismatches",
             report.mismatches.len() - max_mismatches
-        );
+        )?;
     }
-    println!("{} passed, {} failed", report.passed(), report.failed());
-    if report.failed() == 0 {
+    writeln!(
+        out,
+        "{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    )?;
+    Ok(if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
-fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> ExitCode {
-    match bench::resolve_backend(backend) {
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-        Ok((gpu, note)) => {
-            println!("{note}");
-            if gpu {
-                return match bench::run_gpu(steps, &mut std::io::stdout()) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-        }
+fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> io::Result<ExitCode> {
+    if let Err(e) = bench::check_steps(steps) {
+        return fail(2, e);
     }
-    println!("host fill, CPU backend, one thread, {steps} steps per scenario");
-    println!(
+    let selected: Vec<scenarios::Scenario> = scenarios::all()
+        .into_iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+        .collect();
+    if let Some(f) = filter
+        && selected.is_empty()
+    {
+        let names: Vec<&str> = scenarios::all().iter().map(|s| s.name).collect();
+        return fail(
+            2,
+            format!(
+                "no benchmark scenario name contains `{f}`; the scenarios are {}",
+                names.join(", ")
+            ),
+        );
+    }
+    let (gpu, note) = match bench::resolve_backend(backend) {
+        Ok(x) => x,
+        Err(e) => return fail(2, e),
+    };
+    if gpu && filter.is_some() {
+        return fail(
+            2,
+            format!(
+                "{note}: --scenario selects among the host-fill scenarios, the GPU benchmark runs them all (use --backend cpu, or leave out --scenario)"
+            ),
+        );
+    }
+    let mut out = cli::stdout();
+    writeln!(out, "{note}")?;
+    if gpu {
+        return Ok(match bench::run_gpu(steps, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                cli::error(e);
+                ExitCode::FAILURE
+            }
+        });
+    }
+    writeln!(
+        out,
+        "host fill, CPU backend, one thread, {steps} steps per scenario"
+    )?;
+    writeln!(
+        out,
         "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
         "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
-    );
-    for s in scenarios::all() {
-        if filter.is_some_and(|f| !s.name.contains(f)) {
-            continue;
-        }
-        match bench::time_host_fill(&s, steps) {
-            Ok(t) => println!(
+    )?;
+    for s in &selected {
+        match bench::time_host_fill(s, steps) {
+            Ok(t) => writeln!(
+                out,
                 "{:<40} {:>7} {:>7} {:>10.2} {:>10.2} {:>9}",
                 t.name, t.tokens, t.graphed, t.median_us, t.p99_us, t.buffer_bytes
-            ),
+            )?,
             Err(e) => {
-                eprintln!("error: {}: {e}", s.name);
-                return ExitCode::FAILURE;
+                cli::error(format!("{}: {e}", s.name));
+                return Ok(ExitCode::FAILURE);
             }
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

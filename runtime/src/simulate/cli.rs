@@ -1,19 +1,20 @@
 //! The `simulate` subcommand: arguments, progress display, report output.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use crate::backend::{self, BackendKind};
+use crate::cli::{self, Console};
 use crate::codegen::{Geometry, LayoutSpec};
 use crate::dims::RuntimeDims;
 use crate::layouts;
 
-use super::config::{LengthDist, SimConfig, StepTime};
-use super::{Progress, SimError};
+use super::Progress;
+use super::config::{LengthDist, MAX_STEPS, SimConfig, StepTime};
 
 /// Arguments of `attention-layout simulate`.
 #[derive(Debug, Clone, Args)]
@@ -24,16 +25,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "auto")]
     pub backend: BackendKind,
     /// Steps during which requests arrive.
-    #[arg(long, default_value_t = SimConfig::default().steps)]
+    #[arg(long, default_value_t = SimConfig::default().steps, allow_negative_numbers = true, value_parser = cli::whole::<u64>,
+          help = format!("Steps during which requests arrive (a run takes at most {MAX_STEPS}, drain included)"))]
     pub steps: u64,
     /// Stop after `--steps` instead of draining (finishing every request).
     #[arg(long)]
     pub no_drain: bool,
     /// Mean request arrivals per simulated second (Poisson).
-    #[arg(long, default_value_t = SimConfig::default().rate)]
+    #[arg(long, default_value_t = SimConfig::default().rate, allow_negative_numbers = true)]
     pub rate: f64,
     /// Seed of all random draws.
-    #[arg(long, default_value_t = SimConfig::default().seed)]
+    #[arg(long, default_value_t = SimConfig::default().seed, allow_negative_numbers = true, value_parser = cli::whole::<u64>)]
     pub seed: u64,
     /// Prompt lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
     #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_PROMPT))]
@@ -42,21 +44,22 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_OUTPUT))]
     pub output_len: LengthDist,
     /// Tokens per step (default: the layout's max_tokens).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = cli::whole::<u32>)]
     pub token_budget: Option<u32>,
     /// Probability that a draft token is accepted (layouts with speculative tokens).
-    #[arg(long, default_value_t = SimConfig::default().acceptance)]
+    #[arg(long, default_value_t = SimConfig::default().acceptance, allow_negative_numbers = true)]
     pub acceptance: f64,
     /// Simulated step time: fixed part, milliseconds.
-    #[arg(long, default_value_t = StepTime::default().base_ms)]
+    #[arg(long, default_value_t = StepTime::default().base_ms, allow_negative_numbers = true)]
     pub step_base_ms: f64,
     /// Simulated step time: per token, microseconds.
-    #[arg(long, default_value_t = StepTime::default().per_token_us)]
+    #[arg(long, default_value_t = StepTime::default().per_token_us, allow_negative_numbers = true)]
     pub step_token_us: f64,
-    /// Write the report as JSON to this file.
+    /// Write the report as JSON to this file; `-`: to standard output (the text report then
+    /// goes to standard error).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Draw per-step latency and bucket use to this SVG file.
+    /// Draw per-step latency and bucket use to this SVG file (the name must end in `.svg`).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// No progress display.
@@ -85,13 +88,39 @@ impl SimulateArgs {
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    cli::error(message);
     ExitCode::from(code)
 }
 
+/// `--json -`: the JSON goes to standard output.
+fn json_to_stdout(path: Option<&Path>) -> bool {
+    path.is_some_and(|p| p.as_os_str() == "-")
+}
+
+/// `--plot` writes SVG only: refuses a file name that does not end in `.svg`.
+fn check_plot_path(path: &Path) -> Result<(), String> {
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if svg {
+        Ok(())
+    } else {
+        Err(format!(
+            "--plot writes SVG only: `{}` does not end in .svg",
+            path.display()
+        ))
+    }
+}
+
 /// Runs `simulate`: exit 0 on success, 2 on bad input (layout, settings, unavailable
-/// backend), 1 when the run itself fails.
+/// backend, a run past the memory bounds), 1 when the run itself fails or an output file
+/// cannot be written, [`cli::CLOSED_PIPE_STATUS`] when a reader closed the pipe.
 pub fn main(args: SimulateArgs) -> ExitCode {
+    if let Some(path) = &args.plot
+        && let Err(e) = check_plot_path(path)
+    {
+        return fail(2, e);
+    }
     let name = args.layout.as_deref().unwrap_or(layouts::DEFAULT);
     let (src, shown) = match layouts::read(name) {
         Ok(x) => x,
@@ -114,7 +143,8 @@ pub fn main(args: SimulateArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(2, e),
     };
-    eprintln!("layout {shown}; {}", selected.reason);
+    let mut err = cli::stderr();
+    let _ = writeln!(err, "layout {shown}; {}", selected.reason);
 
     // A TTY gets one line rewritten at most every 100 ms; a log gets a line every 10 % of
     // the arrival steps, when draining starts, and at most every 2 s while draining.
@@ -155,34 +185,56 @@ pub fn main(args: SimulateArgs) -> ExitCode {
             return;
         }
         last = Instant::now();
+        // A closed pipe ends the process in the write; other failures only lose a line.
         if tty {
-            eprint!("\r\x1b[2K{}", line());
-            let _ = std::io::stderr().flush();
+            let _ = write!(err, "\r\x1b[2K{}", line());
+            let _ = err.flush();
         } else {
             drain_announced |= p.draining;
             next_step = p.step + (p.steps / 10).max(1);
-            eprintln!("{}", line());
+            let _ = writeln!(err, "{}", line());
         }
     };
     let result = super::run(&config, &dims, selected.backend.as_mut(), &mut progress);
     if show && tty {
-        eprint!("\r\x1b[2K");
+        let _ = write!(cli::stderr(), "\r\x1b[2K");
     }
     let report = match result {
         Ok(r) => r,
-        Err(e @ SimError::Config(_)) => return fail(2, e),
+        Err(e) if e.is_config() => return fail(2, e),
         Err(e) => return fail(1, e),
     };
-    print!("{report}");
-    if let Some(path) = &args.json
-        && let Err(e) = std::fs::write(path, report.to_json() + "\n")
-    {
-        return fail(1, format!("cannot write {}: {e}", path.display()));
+    match write_outputs(&args, &report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
     }
-    if let Some(path) = &args.plot
-        && let Err(e) = std::fs::write(path, super::svg::plot(&report))
-    {
-        return fail(1, format!("cannot write {}: {e}", path.display()));
+}
+
+/// Writes the text report (standard output, or standard error under `--json -`), the
+/// JSON and the plot.
+fn write_outputs(args: &SimulateArgs, report: &super::Report) -> Result<(), String> {
+    let json = args.json.as_deref();
+    let mut text: Console = if json_to_stdout(json) {
+        cli::stderr()
+    } else {
+        cli::stdout()
+    };
+    write!(text, "{report}").map_err(|e| format!("cannot write the report: {e}"))?;
+    let write_file = |path: &Path, contents: String| {
+        std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(path) = json {
+        let contents = report.to_json() + "\n";
+        if json_to_stdout(Some(path)) {
+            cli::stdout()
+                .write_all(contents.as_bytes())
+                .map_err(|e| format!("cannot write the JSON report: {e}"))?;
+        } else {
+            write_file(path, contents)?;
+        }
     }
-    ExitCode::SUCCESS
+    if let Some(path) = &args.plot {
+        write_file(path, super::svg::plot(report))?;
+    }
+    Ok(())
 }

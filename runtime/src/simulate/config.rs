@@ -195,6 +195,21 @@ impl StepTime {
     }
 }
 
+/// Most steps a run takes, arrivals and drain together. A run keeps one
+/// [`StepRecord`](super::StepRecord) per step (48 bytes, and 8 more while the report sorts
+/// the latencies: about 560 MB at the cap; the default run takes about 6,000 steps). More
+/// arrival steps are refused before the run; a drain that would pass the cap stops with
+/// [`SimError::TooLong`].
+pub const MAX_STEPS: u64 = 10_000_000;
+
+/// Most requests the waiting queue holds (32 bytes each: 32 MB). Arrivals faster than the
+/// layout serves them grow the queue without bound, so an arrival that would pass this
+/// stops the run with [`SimError::Overloaded`] (at `--rate 1e9` in the second step)
+/// instead of growing it further (the default layout at twice its sustainable rate,
+/// `--rate 40`, finishes its 10,197 requests without coming near it). With [`MAX_STEPS`]
+/// this bounds the memory of any accepted run.
+pub const MAX_WAITING: usize = 1_000_000;
+
 /// Everything a simulation run needs besides the layout and the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -276,7 +291,7 @@ impl SimConfig {
     ///
     /// # Errors
     ///
-    /// [`SimError::Config`] naming the setting: zero steps; a rate that is not a positive
+    /// [`SimError::Config`] naming the setting: zero steps or more than [`MAX_STEPS`]; a rate that is not a positive
     /// finite number; an acceptance outside `[0, 1]`; a token budget outside
     /// `[s + 1, max_tokens]`; a clock that does not advance; a length distribution whose
     /// every draw is too long for the layout.
@@ -285,9 +300,21 @@ impl SimConfig {
         if self.steps == 0 {
             return err("steps must be at least 1".to_owned());
         }
+        if self.steps > MAX_STEPS {
+            return err(format!(
+                "steps must be at most {MAX_STEPS} (a run keeps a record of every step), got {}",
+                self.steps
+            ));
+        }
         if !(self.rate.is_finite() && self.rate > 0.0) {
             return err(format!(
                 "rate must be a positive number of requests per second, got {}",
+                self.rate
+            ));
+        }
+        if !self.rate.recip().is_finite() {
+            return err(format!(
+                "rate {:e} requests per second is too small: the mean time between arrivals, 1 / rate, is not a finite number of seconds",
                 self.rate
             ));
         }

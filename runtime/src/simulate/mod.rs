@@ -30,7 +30,7 @@ use crate::backend::{BackendError, MetadataBackend};
 use crate::batch::{BatchError, BatchState};
 use crate::dims::{Dims, RuntimeDims};
 
-pub use config::{LengthDist, Limits, SimConfig, StepTime};
+pub use config::{LengthDist, Limits, MAX_STEPS, MAX_WAITING, SimConfig, StepTime};
 pub use report::{Report, StepRecord};
 
 use rng::Rng;
@@ -59,6 +59,36 @@ pub enum SimError {
         /// The error.
         error: BatchError,
     },
+    /// Requests arrived faster than the layout served them until the waiting queue held
+    /// [`MAX_WAITING`] (the run stopped: the configuration asks for more than the memory
+    /// bound allows).
+    #[error(
+        "the waiting queue reached {limit} requests at step {step} ({sim_seconds:.3} simulated s, {completed} requests completed): {rate} requests/s overload this layout; lower the rate or the number of steps"
+    )]
+    Overloaded {
+        /// The queue bound, [`MAX_WAITING`].
+        limit: usize,
+        /// Step number, from 0.
+        step: u64,
+        /// Simulated seconds.
+        sim_seconds: f64,
+        /// Requests completed so far.
+        completed: u64,
+        /// The configured arrival rate.
+        rate: f64,
+    },
+    /// Draining would take the run past [`MAX_STEPS`] steps (the run stopped).
+    #[error(
+        "the run reached {limit} steps while draining ({live} live and {waiting} waiting requests left); lower the rate or the number of steps, or do not drain"
+    )]
+    TooLong {
+        /// The step bound, [`MAX_STEPS`].
+        limit: u64,
+        /// Live requests left.
+        live: usize,
+        /// Waiting requests left.
+        waiting: usize,
+    },
     /// Draining took more steps than any schedule can need (a bug).
     #[error(
         "the run did not drain within {limit} steps ({live} live and {waiting} waiting requests left)"
@@ -74,9 +104,14 @@ pub enum SimError {
 }
 
 impl SimError {
-    /// Whether the error is about the input (exit code 2) rather than a failure.
+    /// Whether the error is about the input (exit code 2) rather than a failure: a
+    /// configuration refused before the run, or one that asked for more than the memory
+    /// bounds ([`MAX_STEPS`], [`MAX_WAITING`]) allow.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Config(_))
+        matches!(
+            self,
+            Self::Config(_) | Self::Overloaded { .. } | Self::TooLong { .. }
+        )
     }
 }
 
@@ -142,12 +177,39 @@ pub struct RunTotals {
 /// # Errors
 ///
 /// [`SimError::Config`] before anything runs when the configuration cannot work with the
-/// layout; the other variants are failures (bugs) found while running.
+/// layout; [`SimError::Overloaded`] or [`SimError::TooLong`] when the run would pass a
+/// memory bound; the other variants are failures (bugs) found while running.
 pub fn run(
     config: &SimConfig,
     dims: &RuntimeDims,
     backend: &mut dyn MetadataBackend,
     progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, SimError> {
+    run_within(
+        config,
+        dims,
+        backend,
+        progress,
+        Bounds {
+            steps: MAX_STEPS,
+            waiting: MAX_WAITING,
+        },
+    )
+}
+
+/// The memory bounds of a run: [`MAX_STEPS`] and [`MAX_WAITING`], smaller in tests.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    steps: u64,
+    waiting: usize,
+}
+
+fn run_within(
+    config: &SimConfig,
+    dims: &RuntimeDims,
+    backend: &mut dyn MetadataBackend,
+    progress: &mut dyn FnMut(&Progress),
+    bounds: Bounds,
 ) -> Result<Report, SimError> {
     let limits = config.check(dims)?;
     let state = BatchState::new(dims).map_err(|e| SimError::Config(e.to_string()))?;
@@ -170,6 +232,15 @@ pub fn run(
         let open = step < config.steps;
         if open {
             while workload.peek().time <= clock {
+                if sched.waiting.len() >= bounds.waiting {
+                    return Err(SimError::Overloaded {
+                        limit: bounds.waiting,
+                        step,
+                        sim_seconds: clock,
+                        completed: totals.completed,
+                        rate: config.rate,
+                    });
+                }
                 let a = workload.take();
                 totals.arrived += 1;
                 sched.waiting.push_back(Pending {
@@ -198,6 +269,13 @@ pub fn run(
                 let outstanding = (sched.state.live_count() + sched.waiting.len()) as u64;
                 step + outstanding.saturating_mul(dims.max_seq_len() as u64 + 2) + 1000
             });
+            if step >= bounds.steps {
+                return Err(SimError::TooLong {
+                    limit: bounds.steps,
+                    live: sched.state.live_count(),
+                    waiting: sched.waiting.len(),
+                });
+            }
             if step >= limit {
                 return Err(SimError::Stalled {
                     limit,
@@ -307,5 +385,107 @@ pub fn expected_padding<D: Dims>(
             dims.tp(),
             dims.num_spec() as u32,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "Test code: a panic is a failed test."
+    )]
+
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::codegen::{Geometry, LayoutSpec};
+
+    fn nemotron() -> RuntimeDims {
+        let (src, name) = crate::layouts::read("nemotron-h-8b").unwrap();
+        RuntimeDims::new(Geometry::new(&LayoutSpec::from_toml_str(&src, &name).unwrap()).unwrap())
+    }
+
+    fn run_bounded(config: &SimConfig, bounds: Bounds) -> Result<Report, SimError> {
+        let dims = nemotron();
+        let mut backend = CpuBackend::new(dims.clone());
+        run_within(config, &dims, &mut backend, &mut |_| {}, bounds)
+    }
+
+    /// Short requests, 8 ms steps: about `rate / 125` arrivals per step.
+    fn config(steps: u64, rate: f64) -> SimConfig {
+        SimConfig {
+            steps,
+            rate,
+            prompt: LengthDist::Uniform { lo: 8, hi: 64 },
+            output: LengthDist::Uniform { lo: 2, hi: 8 },
+            step_time: StepTime {
+                base_ms: 8.0,
+                per_token_us: 0.0,
+            },
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_arrival_past_the_queue_bound_stops_the_run_as_refused_input() {
+        let bounds = Bounds {
+            steps: 1000,
+            waiting: 500,
+        };
+        // 1e6 requests/s: 8,000 arrive during the first step.
+        let e = run_bounded(&config(50, 1e6), bounds).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        let SimError::Overloaded { limit, step, .. } = e else {
+            panic!("{e}")
+        };
+        assert_eq!((limit, step), (500, 1));
+        assert!(
+            e.to_string()
+                .starts_with("the waiting queue reached 500 requests at step 1"),
+            "{e}"
+        );
+        // A rate the layout keeps up with stays under the same bound.
+        let r = run_bounded(&config(50, 1000.0), bounds).unwrap();
+        assert_eq!(r.requests.completed, r.requests.arrived);
+    }
+
+    #[test]
+    fn a_drain_past_the_step_bound_stops_the_run_as_refused_input() {
+        let bounds = Bounds {
+            steps: 60,
+            waiting: 100_000,
+        };
+        // 20 steps of 640 arrivals each are far more than 40 more steps can finish.
+        let e = run_bounded(&config(20, 80_000.0), bounds).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        let SimError::TooLong { limit, waiting, .. } = e else {
+            panic!("{e}")
+        };
+        assert_eq!(limit, 60);
+        assert!(waiting > 0);
+        // Without the drain the same run stops at its 20 steps.
+        let r = run_bounded(
+            &SimConfig {
+                drain: false,
+                ..config(20, 80_000.0)
+            },
+            bounds,
+        )
+        .unwrap();
+        assert_eq!(r.steps, 20);
+    }
+
+    /// The figures `MAX_STEPS` and `MAX_WAITING` document: 48 bytes a step record (and 8
+    /// for the sorted latency), 32 a waiting request, under a gigabyte in all (the queue
+    /// rounded up to a power of two, as a growing buffer may be).
+    #[test]
+    fn the_memory_bounds_keep_a_run_under_a_gigabyte() {
+        assert_eq!(std::mem::size_of::<StepRecord>(), 48);
+        assert_eq!(std::mem::size_of::<Pending>(), 32);
+        let per_step = std::mem::size_of::<StepRecord>() + std::mem::size_of::<f64>();
+        let queue = MAX_WAITING.next_power_of_two() * std::mem::size_of::<Pending>();
+        let total = MAX_STEPS as usize * per_step + queue;
+        assert!(total < 1 << 30, "{total} bytes");
     }
 }

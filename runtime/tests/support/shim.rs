@@ -17,15 +17,35 @@ const SHIM: &str = include_str!("cuda_shim.h");
 /// Threads per block in the CPU build (any multiple of 32 works; fewer OS threads).
 pub const THREADS: u32 = 32;
 
-/// The C++ compiler, if this machine has one.
-pub fn compiler() -> Option<String> {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".to_owned());
-    Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| cxx)
+/// The C++ compiler that builds the emitted kernels for the CPU: `$CXX` if set, else the
+/// first of `g++`, `clang++` and `c++` that runs. It needs C++20 with `<barrier>` and
+/// `-pthread` (g++ 11 or newer; README, "Tests"). Panics, failing the test, when there is
+/// none: these tests are the only check of the kernels' logic on a machine without a GPU,
+/// so they must not pass without running.
+pub fn compiler() -> String {
+    let runs = |cxx: &str| {
+        Command::new(cxx)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if let Ok(cxx) = std::env::var("CXX") {
+        assert!(
+            runs(&cxx),
+            "CXX={cxx} does not run (`{cxx} --version` failed); the emitted CUDA C is compiled for the CPU with it"
+        );
+        return cxx;
+    }
+    ["g++", "clang++", "c++"]
+        .into_iter()
+        .find(|c| runs(c))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            panic!(
+                "no C++ compiler found (tried g++, clang++, c++; set CXX): the emitted CUDA C is \
+                 compiled for the CPU with a C++20 compiler that has <barrier> (g++ 11 or newer)"
+            )
+        })
 }
 
 /// A compiled CPU build of one layout's kernels.
