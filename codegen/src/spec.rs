@@ -553,6 +553,17 @@ impl LayoutSpec {
             );
             dims_ok = false;
         }
+        if dims_ok && !self.max_requests.is_multiple_of(self.tensor_parallel) {
+            // Megatron asserts this when it builds the context: eager decode steps pad the
+            // request count, and with it the token count, to a multiple of tp.
+            err(
+                "max_requests",
+                format!(
+                    "must be a multiple of tensor_parallel = {}, got max_requests = {} (Megatron refuses such a context: padded decode steps would have token counts that are not multiples of tensor_parallel)",
+                    self.tensor_parallel, self.max_requests
+                ),
+            );
+        }
         if dims_ok && u64::from(self.max_requests) * u64::from(self.max_seq_len) > i32::MAX as u64 {
             // cu_kv_seq_lengths is int32 (as in Megatron and the attention kernels) and
             // can reach the sum of every row's KV length.

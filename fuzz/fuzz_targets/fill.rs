@@ -75,11 +75,13 @@ fn spec_of(l: &Layout) -> LayoutSpec {
     let tp = u32::from(l.tp % 5); // 0 is invalid on purpose
     let rounder = 64u32.div_ceil(tp.max(1)) * tp.max(1);
     let t = rounder * u32::from(l.t_mult % 5);
+    // A multiple of tp (a spec rule), so that tp > 1 layouts stay reachable.
+    let r = u32::from(l.r % 40) / tp.max(1) * tp.max(1);
     LayoutSpec {
         name: None,
         source: None,
         model,
-        max_requests: u32::from(l.r % 40),
+        max_requests: r,
         max_tokens: t,
         max_seq_len: u32::from(l.s % 1100),
         block_size: 1 << (l.b_log % 7),
