@@ -564,14 +564,22 @@ impl LayoutSpec {
                 ),
             );
         }
-        if dims_ok && u64::from(self.max_requests) * u64::from(self.max_seq_len) > i32::MAX as u64 {
+        // A decode row's KV length reaches max_seq_len + s (its draft tokens run past the
+        // sequence's end, into the block table's extra column).
+        let longest_kv = u64::from(self.max_seq_len) + u64::from(self.speculative_tokens);
+        if dims_ok && u64::from(self.max_requests) * longest_kv > i32::MAX as u64 {
             // cu_kv_seq_lengths is int32 (as in Megatron and the attention kernels) and
             // can reach the sum of every row's KV length.
+            let what = if self.speculative_tokens == 0 {
+                "max_requests * max_seq_len"
+            } else {
+                "max_requests * (max_seq_len + speculative_tokens)"
+            };
             err(
                 "max_seq_len",
                 format!(
-                    "max_requests * max_seq_len = {} exceeds {} (the int32 cumulative KV lengths could overflow)",
-                    u64::from(self.max_requests) * u64::from(self.max_seq_len),
+                    "{what} = {} exceeds {} (the int32 cumulative KV lengths could overflow)",
+                    u64::from(self.max_requests) * longest_kv,
                     i32::MAX
                 ),
             );

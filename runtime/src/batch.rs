@@ -186,19 +186,37 @@ pub enum BatchError {
     /// A request that asks for no output.
     #[error("a request needs to generate at least one token (max_output = 0)")]
     NoOutput,
-    /// A request whose positions can never fit the longest sequence.
+    /// A request longer than the longest sequence: Megatron's admission rule,
+    /// `prompt + output ≤ max_seq_len`.
     #[error(
-        "a request of {prompt_len} prompt and {max_output} output tokens needs {positions} KV positions (prompt + output - 1 + speculative tokens), more than max_seq_len = {max_seq_len}"
+        "a request of {prompt_len} prompt and {max_output} output tokens has {tokens} tokens, more than max_seq_len = {max_seq_len}"
     )]
     TooLong {
         /// Prompt tokens.
         prompt_len: u32,
         /// Output tokens.
         max_output: u32,
-        /// KV positions its last step writes up to.
-        positions: u64,
+        /// `prompt_len + max_output`.
+        tokens: u64,
         /// `max_seq_len`.
         max_seq_len: usize,
+    },
+    /// A request whose last decode step would write past the block table's positions
+    /// (only possible when `speculative_tokens` exceeds the room the extra block-table
+    /// column leaves; Megatron would index past the block table there).
+    #[error(
+        "a request of {prompt_len} prompt and {max_output} output tokens writes {positions} KV positions (prompt + output - 1 + speculative tokens), more than the {limit} a block-table row holds (block_table_width * block_size)"
+    )]
+    ExceedsBlockTable {
+        /// Prompt tokens.
+        prompt_len: u32,
+        /// Output tokens.
+        max_output: u32,
+        /// KV positions its last step writes up to.
+        positions: u64,
+        /// The positions one block-table row holds, capped at `max_seq_len + s`
+        /// ([`Dims::decode_kv_limit`]).
+        limit: usize,
     },
     /// A request that needs more KV blocks than the whole pool holds.
     #[error(
@@ -305,6 +323,8 @@ pub struct BatchState {
     max_requests: usize,
     max_tokens: usize,
     max_seq_len: usize,
+    /// [`Dims::decode_kv_limit`].
+    decode_kv_limit: usize,
     block_size: usize,
     num_spec: u32,
     nkv: usize,
@@ -373,6 +393,7 @@ impl BatchState {
             max_requests: r,
             max_tokens: dims.max_tokens(),
             max_seq_len: dims.max_seq_len(),
+            decode_kv_limit: dims.decode_kv_limit(),
             block_size: dims.block_size().max(1),
             num_spec: u32::try_from(dims.num_spec()).unwrap_or(u32::MAX),
             nkv,
@@ -527,8 +548,13 @@ impl BatchState {
         }
     }
 
-    /// Checks that a request could ever be served: a prompt, some output, positions within
-    /// `max_seq_len`, and few enough blocks for the whole pool.
+    /// Checks that a request could ever be served: a prompt, some output,
+    /// `prompt + output ≤ max_seq_len` (Megatron's admission rule), the positions of its
+    /// last step inside a block-table row, and few enough blocks for the whole pool.
+    ///
+    /// With `s` draft tokens the last decode step of a request that reaches `max_seq_len`
+    /// writes up to position `max_seq_len − 2 + s`: past the sequence, into the block
+    /// table's extra column (see [`Dims::decode_kv_limit`]).
     pub fn check_request(&self, prompt_len: u32, max_output: u32) -> Result<(), BatchError> {
         if prompt_len == 0 {
             return Err(BatchError::EmptyPrompt);
@@ -536,13 +562,22 @@ impl BatchState {
         if max_output == 0 {
             return Err(BatchError::NoOutput);
         }
-        let positions = self.positions_needed(prompt_len, max_output);
-        if positions > self.max_seq_len as u64 {
+        let tokens = u64::from(prompt_len) + u64::from(max_output);
+        if tokens > self.max_seq_len as u64 {
             return Err(BatchError::TooLong {
                 prompt_len,
                 max_output,
-                positions,
+                tokens,
                 max_seq_len: self.max_seq_len,
+            });
+        }
+        let positions = self.positions_needed(prompt_len, max_output);
+        if positions > self.decode_kv_limit as u64 {
+            return Err(BatchError::ExceedsBlockTable {
+                prompt_len,
+                max_output,
+                positions,
+                limit: self.decode_kv_limit,
             });
         }
         let blocks = positions.div_ceil(self.block_size as u64);
@@ -692,8 +727,8 @@ impl BatchState {
         if extra > 0 {
             let start = h.row as usize * self.nkv + e.blocks as usize;
             let end = start + extra as usize;
-            // `check_request` bounded the positions by max_seq_len, so the blocks fit the
-            // row (nkv = ceil(S / B) + (s > 0)); checked again rather than trusted.
+            // `check_request` bounded the positions by the decode limit, at most the
+            // row's nkv · B positions; checked again rather than trusted.
             if end > (h.row as usize + 1) * self.nkv {
                 return Err(BatchError::Layout(format!(
                     "request {} would need more than {} blocks",
@@ -1086,6 +1121,64 @@ mod tests {
             })
         );
         assert_eq!(b.kv_pool().available(), before);
+    }
+
+    #[test]
+    fn admission_follows_megatron_prompt_plus_output_within_max_seq_len() {
+        let spec = LayoutSpec {
+            kv_pool_blocks: Some(40),
+            ..dims().geometry().spec.clone()
+        };
+        let mut b = BatchState::new(&RuntimeDims::new(Geometry::new(&spec).unwrap())).unwrap();
+        // S = 64, s = 1: 63 + 1 and 2 + 62 fit (their last steps write up to positions 62
+        // and 63).
+        b.admit(63, 1).unwrap();
+        b.admit(2, 62).unwrap();
+        // A whole-sequence prompt leaves no room for the output Megatron counts in S.
+        assert_eq!(
+            b.admit(64, 1),
+            Err(BatchError::TooLong {
+                prompt_len: 64,
+                max_output: 1,
+                tokens: 65,
+                max_seq_len: 64
+            })
+        );
+        assert_eq!(b.live_count(), 2);
+    }
+
+    #[test]
+    fn drafts_past_the_block_table_are_refused() {
+        // S = 8, B = 1, s = 3: nkv = 9 one-position blocks, fewer than S + s = 11.
+        let spec = LayoutSpec {
+            max_seq_len: 8,
+            block_size: 1,
+            speculative_tokens: 3,
+            kv_pool_blocks: Some(40),
+            ..dims().geometry().spec.clone()
+        };
+        let d = RuntimeDims::new(Geometry::new(&spec).unwrap());
+        assert_eq!(d.decode_kv_limit(), 9);
+        let mut b = BatchState::new(&d).unwrap();
+        // 5 + 2: the last decode step (kv = 5) writes positions 5..=8, the ninth column.
+        let h = b.admit(5, 2).unwrap();
+        // 6 + 2 <= S, but its last decode step would write position 9.
+        let before = b.kv_pool().available();
+        assert_eq!(
+            b.admit(6, 2),
+            Err(BatchError::ExceedsBlockTable {
+                prompt_len: 6,
+                max_output: 2,
+                positions: 10,
+                limit: 9
+            })
+        );
+        assert_eq!((b.live_count(), b.kv_pool().available()), (1, before));
+        b.schedule_prefill(h, 5).unwrap();
+        b.with_step(|_| ());
+        b.commit_step(|_| 0).unwrap();
+        b.schedule_decode(h).unwrap();
+        assert_eq!(b.blocks(h).unwrap().len(), 9);
     }
 
     #[test]

@@ -326,7 +326,10 @@ fn build_step(g: &Geometry, rc: &StepRecipe) -> Step {
         match phase {
             Phase::Decode if s1 <= s && s1 <= left => {
                 q = s1;
-                kv = x.kv % (s - s1 + 1);
+                // Up to the end of the block table's extra column: a decode row's draft
+                // tokens may run up to s past max_seq_len.
+                let reach = (s + s1 - 1).min(nkv as u32 * b);
+                kv = x.kv % (reach - s1 + 1);
             }
             Phase::Prefill if left > 0 => {
                 kv = x.kv % s;
@@ -651,10 +654,17 @@ fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
             e.insert("decode_query_length");
         }
         let end = u64::from(row.kv) + u64::from(row.q);
-        if end > s {
+        // A decode row's s draft tokens may run past max_seq_len, as far as the block
+        // table's columns reach (nkv = ceil(S / B) + 1 when s > 0).
+        let reach = if row.phase == Phase::Decode {
+            (s + u64::from(s1 - 1)).min((g.block_table_width as u64) * b)
+        } else {
+            s
+        };
+        if end > reach {
             e.insert("sequence_too_long");
         }
-        for pos in u64::from(row.kv)..end.min(s) {
+        for pos in u64::from(row.kv)..end.min(reach) {
             if row
                 .blocks
                 .get((pos / b) as usize)

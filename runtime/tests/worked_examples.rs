@@ -1,4 +1,6 @@
-//! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field.
+//! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field, and
+//! one more worked by hand from Megatron's rules, through the batch state: G, speculative
+//! decoding at the end of the longest sequence (the block table's extra column).
 
 #![allow(
     clippy::unwrap_used,
@@ -8,10 +10,11 @@
     reason = "test code: a panic is a failed test"
 )]
 use attention_layout::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
+use attention_layout::batch::{BatchError, BatchState, RequestPhase};
 use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::{
-    BatchDims, DecodeIndices, Geometry, HostMetadata, IntermediateOffsets, RequestRow, RuntimeDims,
-    StepInput,
+    BatchDims, DecodeIndices, Dims, Geometry, HostMetadata, IntermediateOffsets, RequestRow,
+    RuntimeDims, StepError, StepInput,
 };
 
 /// §11's common config: R=8, T=64, B=4, S=32, s=0, tp=1, hybrid, cs=4, d_conv=4, Pk=17.
@@ -423,4 +426,112 @@ fn f_allocators() {
     slots.reset();
     assert_eq!(slots.allocate_n(4).unwrap(), [0, 1, 2, 3]);
     assert_eq!(slots.allocate(), None);
+}
+
+/// G. S = 32, B = 16, s = 2: the block table is `ceil(32 / 16) + 1 = 3` columns wide.
+/// Megatron admits a request of 30 prompt and 2 output tokens (`30 + 2 ≤ S`); its prefill
+/// takes 2 blocks, samples the first output token, and its one decode step (q = 3 at
+/// kv = 30) writes positions 30, 31, 32: position 32 needs a third block, in column 2.
+/// Graphed in the decode bucket (3, 0, 1). Worked by hand from Megatron's rules.
+#[test]
+fn g_speculative_decode_at_the_end_of_the_sequence_uses_the_extra_column() {
+    let mut spec = common();
+    spec.speculative_tokens = 2;
+    spec.block_size = 16;
+    let dims = RuntimeDims::new(Geometry::new(&spec).unwrap());
+    assert_eq!(dims.block_table_width(), 3);
+    assert_eq!(dims.decode_kv_limit(), 34);
+    let mut m = HostMetadata::new(dims.clone());
+    let mut b = BatchState::new(&dims).unwrap();
+
+    // Admission: Megatron's rule is prompt + output <= max_seq_len.
+    let h = b.admit(30, 2).unwrap();
+    assert_eq!(
+        b.admit(31, 2),
+        Err(BatchError::TooLong {
+            prompt_len: 31,
+            max_output: 2,
+            tokens: 33,
+            max_seq_len: 32
+        })
+    );
+    assert_eq!(b.live_count(), 1);
+
+    // Prefill: 30 positions, 2 blocks (LIFO from the top of a 17-block pool).
+    b.schedule_prefill(h, 30).unwrap();
+    assert_eq!(b.blocks(h).unwrap(), [14, 15]);
+    let info = b.with_step(|input| m.fill(input).copied()).unwrap();
+    assert_eq!(info.real, BatchDims::new(30, 1, 0));
+    assert_eq!(&m.view().block_table()[..3], [14, 15, 16]);
+    b.commit_step(|_| 0).unwrap();
+    let i = b.info(h).unwrap();
+    assert_eq!(
+        (i.phase, i.kv_offset, i.generated),
+        (RequestPhase::Decode, 30, 1)
+    );
+
+    // The decode step: positions 30..=32, the last in a third block, column 2.
+    b.schedule_decode(h).unwrap();
+    assert_eq!(b.blocks(h).unwrap(), [14, 15, 13]);
+    let info = b.with_step(|input| m.fill(input).copied()).unwrap();
+    assert_eq!(info.real, BatchDims::new(3, 0, 1));
+    assert_eq!(info.padded, BatchDims::new(3, 0, 1));
+    assert!(info.graphed());
+    let v = m.view();
+    assert_eq!(v.query_lengths(), [3]);
+    assert_eq!(v.cu_query_seq_lengths(), [0, 3]);
+    assert_eq!(v.kv_seq_lengths(), [33]);
+    assert_eq!(v.cu_kv_seq_lengths(), [0, 33]);
+    assert_eq!(v.block_table(), [14, 15, 13]);
+    // Graphed: max_seqlen_q = s + 1 and max_seqlen_k = S, as Megatron passes them (here
+    // below the row's 33 KV positions).
+    assert_eq!((v.max_seqlen_q(), v.max_seqlen_k()), (3, 32));
+    assert_eq!(v.token_to_pos_ids(), [30, 31, 32]);
+    assert_eq!(v.token_to_block_idx(), [15, 15, 13]);
+    assert_eq!(v.token_to_local_position_within_kv_block(), [14, 15, 0]);
+    assert_eq!(v.token_to_request_idx(), [0, 0, 0]);
+    assert_eq!(v.token_to_position_in_request(), [30, 31, 32]);
+    assert_eq!(v.active_request_last_token_idxs(), [2]);
+    assert_eq!(v.real_token_count(), 3);
+    assert_eq!(decode_idx(v.mamba_batch_indices_decode()), Some(vec![7]));
+    assert_eq!(v.mamba_batch_indices_prefill(), None);
+    // It samples its last output token and finishes; everything goes back.
+    let done = b.commit_step(|_| 2).unwrap();
+    assert_eq!((done.len(), done[0].generated), (1, 2));
+    assert_eq!(b.kv_pool().in_use(), 0);
+
+    // The fill accepts exactly kv + q <= S + s for a decode row, S for a prefill row.
+    let blocks = [0, 1, 2];
+    let last = [RequestRow::decode(3, 31, &blocks, 0)];
+    m.fill(&StepInput {
+        rows: &last,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(m.view().token_to_block_idx(), [1, 2, 2]);
+    for (row, limit, bound) in [
+        (
+            RequestRow::decode(3, 32, &blocks, 0),
+            34,
+            "max_seq_len + speculative_tokens",
+        ),
+        (RequestRow::prefill(3, 30, &blocks, 0), 32, "max_seq_len"),
+    ] {
+        let e = m
+            .fill(&StepInput {
+                rows: &[row],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            e,
+            StepError::SequenceTooLong {
+                row: 0,
+                kv_offset: row.kv_offset,
+                query_length: 3,
+                limit,
+                bound
+            }
+        );
+    }
 }
