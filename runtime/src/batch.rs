@@ -17,9 +17,14 @@
 //!    [`schedule_decode`](BatchState::schedule_decode) (`s + 1` tokens: the last sampled
 //!    token and `s` draft tokens). Scheduling allocates, from the [`KvBlockAllocator`],
 //!    the blocks the step's positions need: `ceil((kv_offset + q) / block_size)` blocks in
-//!    all. A live request that is not scheduled is a *paused row* of the step (it keeps
-//!    its blocks and slot; Megatron's paused rows do too). [`pause`](BatchState::pause)
-//!    marks a request as paused on purpose (it then refuses to be scheduled until
+//!    all. A live *decode* request that is not scheduled is a *paused row* of the step
+//!    (it keeps its blocks and slot; Megatron's paused rows do too). A live *prefill*
+//!    request that is not scheduled (a chunked prefill between two chunks, or one admitted
+//!    but not started) is no row of the step at all: Megatron keeps its one in-flight
+//!    chunked prefill request beyond `total_request_count`, not among the paused rows, and
+//!    adds a waiting request to the context only with its first chunk. It keeps its
+//!    resident row, blocks and slot all the same. [`pause`](BatchState::pause) marks a
+//!    request as paused on purpose (it then refuses to be scheduled until
 //!    [`resume`](BatchState::resume)), which is what a scheduler does when KV blocks run
 //!    out.
 //! 3. [`with_step`](BatchState::with_step) builds the step input and hands it to a
@@ -48,8 +53,9 @@
 //!   otherwise it keeps trusting rows the other engine wrote and never cleared.
 //! * **Stable rows.** A request keeps its resident row from admission until it finishes or
 //!   is released; `Residency::resident_rows[i]` is the resident row of step row `i` (paused
-//!   rows included), so the rows of a step are pairwise distinct. A freed row is reused by
-//!   a later admission (lowest free row first).
+//!   rows included), so the rows of a step are pairwise distinct. A request with no row in
+//!   the step (an unscheduled prefill) keeps its resident row and its entries there. A
+//!   freed row is reused by a later admission (lowest free row first).
 //! * **Changes are absolute and ordered.** `Residency::changes` lists every entry written
 //!   since the previous *committed* step, in the order the writes happened: an appended
 //!   block is `{resident_row, index, block}` where `index` is its position in the
@@ -58,7 +64,8 @@
 //!   `j` in `0..len`, in increasing `j`. When a row is freed and reused between two steps,
 //!   its clears come before the new request's sets. Applying the changes in order to the
 //!   resident table makes row `r`, entries `0..len`, equal the block list of the request
-//!   living in row `r` (the `blocks` of its step row), and every other entry `-1`.
+//!   living in row `r` (the `blocks` of its step row, when it has one), and every other
+//!   entry `-1`.
 //! * **Idempotent, all or nothing.** A backend applies the changes only when its step
 //!   succeeds. If the step fails, the engine does not commit it, and the next
 //!   [`with_step`](BatchState::with_step) hands out the same changes again, followed by any
@@ -146,7 +153,8 @@ pub struct RequestInfo {
     pub mamba_slot: i32,
     /// Whether it is paused on purpose ([`BatchState::pause`]).
     pub paused: bool,
-    /// Tokens scheduled this step (0: none; it will be a paused row).
+    /// Tokens scheduled this step (0: none; a decode request is then a paused row of the
+    /// step, a prefill request no row at all).
     pub scheduled: u32,
 }
 
@@ -767,8 +775,9 @@ impl BatchState {
         Ok(())
     }
 
-    /// Pauses a live request that is not scheduled this step: it stays a paused row (with
-    /// its blocks and slot) until [`resume`](Self::resume). Returns whether it was running.
+    /// Pauses a live request that is not scheduled this step: it cannot be scheduled (a
+    /// decode request stays a paused row, a prefill request out of the steps, with its
+    /// blocks and slot) until [`resume`](Self::resume). Returns whether it was running.
     pub fn pause(&mut self, h: RequestHandle) -> Result<bool, BatchError> {
         let e = self.entry_mut(h)?;
         if e.scheduled.is_some() {
@@ -840,9 +849,12 @@ impl BatchState {
 
     /// Builds the step input of the current schedule and calls `f` with it.
     ///
-    /// Rows, in Megatron's context order: every live request that is not scheduled, as a
-    /// paused row, oldest first; then the decode rows, then the prefill rows, each in the
-    /// order they were scheduled. `residency` is `Some`: the resident row of each step row
+    /// Rows, in Megatron's context order: every live decode request that is not
+    /// scheduled, as a paused row, oldest first; then the decode rows, then the prefill
+    /// rows, each in the order they were scheduled. Live prefill requests that are not
+    /// scheduled are no row (see the [module documentation](self)), so they shift neither
+    /// the paused count nor `token_to_request_idx`. `residency` is `Some`: the resident
+    /// row of each step row
     /// and every block-table change not yet committed (see the
     /// [residency contract](self#residency-contract)). `token_ids` and `intermediate` are
     /// `None`.
@@ -850,15 +862,16 @@ impl BatchState {
     /// May be called more than once for the same schedule (after a failed backend step);
     /// each call hands out the same changes.
     pub fn with_step<R>(&mut self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
-        // Resident rows in step order.
+        // Resident rows in step order: paused rows are the unscheduled decode requests
+        // (an unscheduled prefill request is hidden, as Megatron's chunked one is).
         self.resident_rows.clear();
         for &row in &self.live {
-            let unscheduled = self
+            let paused = self
                 .rows
                 .get(row as usize)
                 .and_then(|e| e.as_ref())
-                .is_some_and(|e| e.scheduled.is_none());
-            if unscheduled {
+                .is_some_and(|e| e.scheduled.is_none() && e.phase == RequestPhase::Decode);
+            if paused {
                 self.resident_rows.push(row);
             }
         }
@@ -1038,11 +1051,12 @@ mod tests {
         let d = b.admit(2, 2).unwrap();
         assert_eq!(d.row(), 1);
         assert!(b.info(c).is_err());
-        // a: 2 more prompt tokens; d paused row (not scheduled).
+        // a: 2 more prompt tokens; d, a prefill request not scheduled, is no row.
         b.schedule_prefill(a, 2).unwrap();
         b.with_step(|input| {
-            assert_eq!(input.rows[0].phase, crate::Phase::Paused);
-            assert_eq!(input.residency.unwrap().resident_rows, &[1, 0]);
+            assert_eq!(input.rows.len(), 1);
+            assert_eq!(input.rows[0].phase, crate::Phase::Prefill);
+            assert_eq!(input.residency.unwrap().resident_rows, &[0]);
         });
         b.commit_step(|_| 0).unwrap();
         let i = b.info(a).unwrap();

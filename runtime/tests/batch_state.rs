@@ -1,7 +1,8 @@
 //! `BatchState` driven by a random engine: the residency changes, applied in order to a
 //! mirror table (what the CUDA backend does with its device-resident block table),
-//! reproduce every step's block lists; every step input passes the host fill, whose block
-//! table agrees with the mirror; pools never leak.
+//! reproduce every step's block lists (and those of the prefill requests the step leaves
+//! out); paused rows are exactly the unscheduled decode requests; every step input passes
+//! the host fill, whose block table agrees with the mirror; pools never leak.
 
 #![allow(
     clippy::panic,
@@ -58,9 +59,31 @@ impl Mirror {
     }
 }
 
+/// Live requests the step has no row for: prefill requests that are not scheduled (a
+/// chunked prefill between chunks, or one not started), by resident row, with their
+/// blocks. Megatron keeps its in-flight chunked request hidden, not paused.
+type Hidden = Vec<(u32, Vec<i32>)>;
+
+/// The live prefill requests that are not scheduled this step.
+fn hidden(state: &BatchState) -> Hidden {
+    state
+        .live()
+        .filter(|&h| {
+            let i = state.info(h).unwrap();
+            i.phase == RequestPhase::Prefill && i.scheduled == 0
+        })
+        .map(|h| (h.row(), state.blocks(h).unwrap().to_vec()))
+        .collect()
+}
+
 /// Checks one step input against the mirror (after its changes were applied) and runs
 /// it through the host fill.
-fn check_step(input: &StepInput<'_>, mirror: &Mirror, meta: &mut HostMetadata<RuntimeDims>) {
+fn check_step(
+    input: &StepInput<'_>,
+    hidden: &Hidden,
+    mirror: &Mirror,
+    meta: &mut HostMetadata<RuntimeDims>,
+) {
     let res = input
         .residency
         .expect("the batch state always gives residency");
@@ -74,6 +97,16 @@ fn check_step(input: &StepInput<'_>, mirror: &Mirror, meta: &mut HostMetadata<Ru
         assert!(
             m[row.blocks.len()..].iter().all(|&b| b == -1),
             "row {r} tail"
+        );
+    }
+    for &(r, ref blocks) in hidden {
+        assert!(!seen[r as usize], "hidden request in row {r} is a step row");
+        seen[r as usize] = true;
+        let m = mirror.row(r);
+        assert_eq!(&m[..blocks.len()], blocks.as_slice(), "hidden row {r}");
+        assert!(
+            m[blocks.len()..].iter().all(|&b| b == -1),
+            "hidden row {r} tail"
         );
     }
     for (r, used) in seen.iter().enumerate() {
@@ -127,6 +160,7 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
     let s = d.num_spec() as u32;
     let max_tokens = d.max_tokens() as u64;
     let (mut failed_steps, mut out_of_blocks, mut finished, mut paused_rows) = (0, 0, 0, 0);
+    let mut chunked_hidden = 0;
     for step in 0..steps {
         // Arrivals.
         for _ in 0..rng.range_inclusive(0, 2) {
@@ -195,14 +229,27 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
             assert_eq!(first, again, "step {step}: changes not redelivered");
             mirror.apply(&first[..first.len() / 2]);
         }
+        let hid = hidden(&state);
+        // Paused rows are exactly the unscheduled decode requests, oldest first.
+        let paused: Vec<u32> = state
+            .live()
+            .filter(|&h| {
+                let i = state.info(h).unwrap();
+                i.phase == RequestPhase::Decode && i.scheduled == 0
+            })
+            .map(|h| h.row())
+            .collect();
+        chunked_hidden += hid.iter().filter(|(_, b)| !b.is_empty()).count();
         state.with_step(|input| {
             mirror.apply(input.residency.unwrap().changes);
-            paused_rows += input
+            let n = input
                 .rows
                 .iter()
                 .filter(|r| r.phase == Phase::Paused)
                 .count();
-            check_step(input, &mirror, &mut meta);
+            assert_eq!(&input.residency.unwrap().resident_rows[..n], &paused[..]);
+            paused_rows += n;
+            check_step(input, &hid, &mirror, &mut meta);
         });
         // The consumer's table now equals the state's own copy (a commit's clears reach
         // it with the next step).
@@ -232,13 +279,17 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
     state.with_step(|input| {
         assert!(input.rows.is_empty());
         mirror.apply(input.residency.unwrap().changes);
-        check_step(input, &mirror, &mut meta);
+        check_step(input, &Vec::new(), &mirror, &mut meta);
     });
     assert!(mirror.table.iter().all(|&b| b == -1));
     // The run exercised what it is meant to.
     assert!(finished > 20, "{finished} finished");
     assert!(out_of_blocks > 0, "the pool never ran out");
     assert!(failed_steps > 0 && paused_rows > 0);
+    assert!(
+        chunked_hidden > 0,
+        "no chunked prefill was left out of a step"
+    );
 }
 
 #[test]

@@ -239,8 +239,9 @@ fn a_residency_view_that_started_over_unannounced_is_refused() {
 
 /// `BatchState` drives the steps (with its residency), on a layout with draft tokens:
 /// requests whose prompt + output is exactly `max_seq_len`, so their last decode steps
-/// write draft tokens past it, into the block table's extra column. The kernels match the
-/// host fill on every step.
+/// write draft tokens past it, into the block table's extra column; long prompts are
+/// chunked, and every third step a chunked prefill waits (no row of the step, its entries
+/// kept in the resident table). The kernels match the host fill on every step.
 #[test]
 fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill() {
     let (name, src) = layouts::LAYOUTS
@@ -266,7 +267,7 @@ fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill(
         Some(b) => (b + 1, 2),
         None => (0, 2),
     };
-    let (mut steps, mut past_the_end) = (0u32, 0u32);
+    let (mut steps, mut past_the_end, mut waited) = (0u32, 0u32, 0u32);
     while state.live_count() > 0 {
         let live: Vec<_> = state.live().collect();
         for h in live {
@@ -274,6 +275,7 @@ fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill(
             let left = budget - state.scheduled_tokens();
             match info.phase {
                 RequestPhase::Decode if left >= u64::from(s1) => state.schedule_decode(h).unwrap(),
+                RequestPhase::Prefill if info.prompt_done > 0 && steps % 3 == 1 => waited += 1,
                 RequestPhase::Prefill if left > 0 => {
                     let chunk = (info.prompt_len - info.prompt_done).min(left as u32);
                     state.schedule_prefill(h, chunk).unwrap();
@@ -303,6 +305,7 @@ fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill(
         past_the_end >= 3,
         "{past_the_end} decode rows ran past max_seq_len"
     );
+    assert!(waited > 0, "no chunked prefill waited");
     let Some(cxx) = shim::compiler() else {
         eprintln!("skipped the kernels: no C++ compiler (set CXX)");
         return;

@@ -1,6 +1,7 @@
 //! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field, and
-//! one more worked by hand from Megatron's rules, through the batch state: G, speculative
-//! decoding at the end of the longest sequence (the block table's extra column).
+//! two more worked by hand from Megatron's rules, through the batch state: G, speculative
+//! decoding at the end of the longest sequence (the block table's extra column), and H, a
+//! chunked prefill that is not scheduled in a step (hidden, not a paused row).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,7 +14,7 @@ use attention_layout::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use attention_layout::batch::{BatchError, BatchState, RequestPhase};
 use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 use attention_layout::{
-    BatchDims, DecodeIndices, Dims, Geometry, HostMetadata, IntermediateOffsets, RequestRow,
+    BatchDims, DecodeIndices, Dims, Geometry, HostMetadata, IntermediateOffsets, Phase, RequestRow,
     RuntimeDims, StepError, StepInput,
 };
 
@@ -534,4 +535,87 @@ fn g_speculative_decode_at_the_end_of_the_sequence_uses_the_extra_column() {
             }
         );
     }
+}
+
+/// H. The common config (s = 0, B = 4). Two requests prefill whole, a third is cut after 8
+/// of its 20 prompt tokens. Next step only the two decode: Megatron keeps the in-flight
+/// chunked request beyond `total_request_count`, not among the paused rows, so the step
+/// has no paused row and `token_to_request_idx = [0, 1]` (a paused row would make it 1 and
+/// `[1, 2]`). A decode request that is not scheduled is still a paused row. Worked by
+/// hand from Megatron's rules.
+#[test]
+fn h_a_chunked_prefill_left_out_of_a_step_is_hidden_not_paused() {
+    let dims = RuntimeDims::new(Geometry::new(&common()).unwrap());
+    let mut m = HostMetadata::new(dims.clone());
+    let mut b = BatchState::new(&dims).unwrap();
+    let a = b.admit(4, 5).unwrap();
+    let c = b.admit(4, 5).unwrap();
+    let long = b.admit(20, 2).unwrap();
+    // Step 1: both short prompts, then the first 8 tokens of the long one (the cut
+    // prefill is the last row).
+    b.schedule_prefill(a, 4).unwrap();
+    b.schedule_prefill(c, 4).unwrap();
+    b.schedule_prefill(long, 8).unwrap();
+    let info = b.with_step(|input| m.fill(input).copied()).unwrap();
+    assert_eq!((info.paused, info.real), (0, BatchDims::new(16, 3, 0)));
+    b.commit_step(|_| 0).unwrap();
+    let i = b.info(long).unwrap();
+    assert_eq!(
+        (i.phase, i.prompt_done, i.blocks),
+        (RequestPhase::Prefill, 8, 2)
+    );
+
+    // Step 2: the two decode; the chunked request waits.
+    b.schedule_decode(a).unwrap();
+    b.schedule_decode(c).unwrap();
+    let (rows, resident) = b.with_step(|input| {
+        let r = input.residency.unwrap().resident_rows.to_vec();
+        (input.rows.len(), r)
+    });
+    assert_eq!((rows, resident), (2, vec![0, 1]));
+    let info = b.with_step(|input| m.fill(input).copied()).unwrap();
+    assert_eq!(info.paused, 0);
+    assert_eq!(info.real, BatchDims::new(2, 0, 2));
+    assert_eq!(info.padded, BatchDims::new(2, 0, 2));
+    let v = m.view();
+    assert_eq!(v.token_to_request_idx(), [0, 1]);
+    assert_eq!(v.token_to_pos_ids(), [4, 4]);
+    assert_eq!(v.query_lengths(), [1, 1]);
+    assert_eq!(v.kv_seq_lengths(), [5, 5]);
+    // Blocks LIFO from a 17-block pool: a 15, c 14, the long prompt 12, 13; then the
+    // decode steps' second blocks a 11, c 10.
+    let bt = cat(&[&[15, 11], &rep(16, 6), &[14, 10], &rep(16, 6)]);
+    assert_eq!(v.block_table(), bt.as_slice());
+    assert_eq!(v.token_to_block_idx(), [11, 10]);
+    assert_eq!(decode_idx(v.mamba_batch_indices_decode()), Some(vec![7, 6]));
+    // The hidden request keeps its row, blocks and slot; the resident table still has them.
+    assert_eq!(b.blocks(long).unwrap(), [12, 13]);
+    assert_eq!(&b.resident_table()[16..18], [12, 13]);
+    assert_eq!(b.info(long).unwrap().mamba_slot, 5);
+    b.commit_step(|_| 0).unwrap();
+
+    // Step 3: its next chunk is the last row again, continuing at kv = 8.
+    b.schedule_decode(a).unwrap();
+    b.schedule_decode(c).unwrap();
+    b.schedule_prefill(long, 12).unwrap();
+    let info = b.with_step(|input| m.fill(input).copied()).unwrap();
+    assert_eq!((info.paused, info.real), (0, BatchDims::new(14, 1, 2)));
+    let v = m.view();
+    assert_eq!(
+        &v.token_to_request_idx()[..14],
+        cat(&[&[0, 1], &rep(2, 12)])
+    );
+    assert_eq!(&v.request_kv_length_offsets()[..3], [5, 5, 8]);
+    b.commit_step(|_| 0).unwrap();
+
+    // Step 4 (the long prompt is done, so all three decode): a decode request left out
+    // is a paused row, and shifts the rows after it.
+    b.pause(a).unwrap();
+    b.schedule_decode(c).unwrap();
+    b.schedule_decode(long).unwrap();
+    let phases = b.with_step(|input| input.rows.iter().map(|r| r.phase).collect::<Vec<_>>());
+    assert_eq!(phases, [Phase::Paused, Phase::Decode, Phase::Decode]);
+    let info = b.with_step(|input| m.fill(input).copied()).unwrap();
+    assert_eq!(info.paused, 1);
+    assert_eq!(m.view().token_to_request_idx(), [1, 2]);
 }
