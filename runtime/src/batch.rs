@@ -544,6 +544,44 @@ impl BatchState {
         self.table.get(start..start + len as usize).unwrap_or(&[])
     }
 
+    /// Megatron's `request_kv_block_counts` of a live request: the KV blocks it holds
+    /// (`ceil((kv_offset + q) / B)` once its step is scheduled; after rejected draft
+    /// tokens it may hold one block beyond its last cached token until its next step).
+    pub fn kv_block_count(&self, h: RequestHandle) -> Result<u32, BatchError> {
+        Ok(self.entry(h)?.blocks)
+    }
+
+    /// The last KV position of a request: the last one its scheduled step writes
+    /// (`kv_offset + q − 1`), else its last cached token (`kv_offset − 1`); `None` before
+    /// it has any.
+    fn last_position(e: &Entry) -> Option<u64> {
+        let q = e.scheduled.map_or(0, NonZeroU32::get);
+        (u64::from(e.kv) + u64::from(q)).checked_sub(1)
+    }
+
+    /// Megatron's `request_last_kv_block_offset` of a live request: where in its block its
+    /// last KV position lies, `position mod B`, the position being the last one its
+    /// scheduled step writes (`kv_offset + q − 1`) or, when it is not scheduled, its last
+    /// cached token (`kv_offset − 1`; Megatron pauses a decode request whose last token
+    /// filled its block, i.e. at offset `B − 1`). `None` before it has any position (admitted,
+    /// not yet scheduled).
+    pub fn last_kv_block_offset(&self, h: RequestHandle) -> Result<Option<u32>, BatchError> {
+        let e = self.entry(h)?;
+        Ok(Self::last_position(e).and_then(|p| u32::try_from(p % self.block_size as u64).ok()))
+    }
+
+    /// Megatron's `request_last_kv_block_id` of a live request: the block holding the
+    /// position [`last_kv_block_offset`](Self::last_kv_block_offset) describes (for a
+    /// scheduled request, its last block, entry `kv_block_count − 1`). `None` before it
+    /// has any position.
+    pub fn last_kv_block_id(&self, h: RequestHandle) -> Result<Option<i32>, BatchError> {
+        let e = self.entry(h)?;
+        let blocks = self.row_blocks(h.row, e.blocks);
+        Ok(Self::last_position(e)
+            .and_then(|p| usize::try_from(p / self.block_size as u64).ok())
+            .and_then(|j| blocks.get(j).copied()))
+    }
+
     /// KV positions a request's longest step writes up to: the whole prompt, or, when it
     /// decodes, `prompt + max_output − 1 + s` (its last decode step starts at
     /// `kv_offset = prompt + max_output − 2` and writes `s + 1` positions).
@@ -843,6 +881,34 @@ impl BatchState {
         }
         self.live.retain(|&r| r != row);
         Ok(())
+    }
+
+    /// Back to the freshly built state, whatever happened before: no live request, every
+    /// resident row free, the KV block allocator and the Mamba slot pool reset (their
+    /// Megatron `reset`), the resident table all `-1`, nothing scheduled, no pending
+    /// block-table change, no finished request. The next steps are then exactly those of a
+    /// new `BatchState` given the same calls. Allocates nothing.
+    ///
+    /// Two things carry over, on purpose: admission numbers continue (so a handle from
+    /// before the reset stays stale, [`BatchError::UnknownRequest`], instead of naming a
+    /// new request in the same row), and a backend that ran this state's steps still holds
+    /// their resident table: as for a new `BatchState`, tell it before the next step
+    /// ([`MetadataBackend::reset_residency`](crate::MetadataBackend::reset_residency)).
+    pub fn reset(&mut self) {
+        self.kv.reset();
+        if let Some(pool) = &mut self.slots {
+            pool.reset();
+        }
+        self.rows.fill(None);
+        self.table.fill(-1);
+        self.live.clear();
+        self.decode_order.clear();
+        self.prefill_order.clear();
+        self.scheduled_tokens = 0;
+        self.changes.clear();
+        self.resident_rows.clear();
+        self.finished.clear();
+        self.built = false;
     }
 
     // --- the step --------------------------------------------------------------------------

@@ -74,6 +74,15 @@ impl FillState {
             generation: 0,
         }
     }
+
+    /// Back to the state [`new`](Self::new) gives (for a buffer [`init_buffer`] has just
+    /// initialized again), without allocating.
+    pub fn reset(&mut self) {
+        self.block_table_dirty.fill(0);
+        self.slot_generation.fill(0);
+        self.slot_owner.fill(0);
+        self.generation = 0;
+    }
 }
 
 /// Initializes a whole buffer: zeros, and the block table all dummy (what the fill's

@@ -125,6 +125,7 @@ fn check_step(
     let nkv = view.block_table_width();
     let dummy = meta.dims().dummy_block();
     let paused = info.paused as usize;
+    let bs = meta.dims().block_size() as u32;
     for (a, &r) in res.resident_rows[paused..].iter().enumerate() {
         let got = &view.block_table()[a * nkv..(a + 1) * nkv];
         let want: Vec<i32> = mirror
@@ -133,6 +134,14 @@ fn check_step(
             .map(|&b| if b == -1 { dummy } else { b })
             .collect();
         assert_eq!(got, &want[..], "active row {a} (resident {r})");
+        // A scheduled request holds exactly the blocks of its positions, and the view's
+        // per-row KV bookkeeping names its last one.
+        let row = &input.rows[paused + a];
+        let end = row.kv_offset + row.query_length;
+        assert_eq!(row.blocks.len() as u32, end.div_ceil(bs), "active row {a}");
+        assert_eq!(view.kv_block_count(a), Some(end.div_ceil(bs)));
+        assert_eq!(view.last_kv_block_offset(a), Some((end - 1) % bs));
+        assert_eq!(view.last_kv_block_id(a), row.blocks.last().copied());
     }
     // Megatron order.
     let rank = |p: Phase| match p {
@@ -334,4 +343,48 @@ fn stale_handles_are_rejected_after_row_reuse() {
             (c[1].resident_row, c[1].index)
         );
     });
+}
+
+/// Megatron's per-request KV bookkeeping through one request's life, worked by hand:
+/// B = 8, s = 2, a 41-block pool handing out 39, 38, ... from the top.
+#[test]
+fn per_request_kv_block_bookkeeping_follows_the_last_position() {
+    let d = dims(ModelKind::Mha, 2, 41);
+    let mut state = BatchState::new(&d).unwrap();
+    let h = state.admit(14, 10).unwrap();
+    let book = |state: &BatchState| {
+        (
+            state.kv_block_count(h).unwrap(),
+            state.last_kv_block_offset(h).unwrap(),
+            state.last_kv_block_id(h).unwrap(),
+        )
+    };
+    // Admitted, nothing scheduled: no position yet.
+    assert_eq!(book(&state), (0, None, None));
+    // Prefill of 14: positions 0..=13 in blocks [38, 39], the last at offset 5 of 39.
+    state.schedule_prefill(h, 14).unwrap();
+    assert_eq!(state.blocks(h).unwrap(), [38, 39]);
+    assert_eq!(book(&state), (2, Some(5), Some(39)));
+    state.with_step(|_| ());
+    state.commit_step(|_| 0).unwrap();
+    // Between steps: its last cached token, position 13.
+    assert_eq!(book(&state), (2, Some(5), Some(39)));
+    // Decode (q = 3 at kv = 14): positions 14..=16, the last at offset 0 of a third block.
+    state.schedule_decode(h).unwrap();
+    assert_eq!(state.blocks(h).unwrap(), [38, 39, 37]);
+    assert_eq!(book(&state), (3, Some(0), Some(37)));
+    state.with_step(|_| ());
+    // No draft accepted: kv = 15, its last cached token is position 14 (offset 6 of 39),
+    // while it keeps the third block the rejected draft was written to.
+    state.commit_step(|_| 0).unwrap();
+    assert_eq!(book(&state), (3, Some(6), Some(39)));
+    // Next decode: positions 15..=17, the last at offset 1 of 37, no new block.
+    state.schedule_decode(h).unwrap();
+    assert_eq!(book(&state), (3, Some(1), Some(37)));
+    // A stale handle is refused.
+    state.release(h).unwrap();
+    assert!(matches!(
+        state.kv_block_count(h),
+        Err(BatchError::UnknownRequest { .. })
+    ));
 }

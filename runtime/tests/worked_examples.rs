@@ -494,6 +494,15 @@ fn g_speculative_decode_at_the_end_of_the_sequence_uses_the_extra_column() {
     assert_eq!(v.token_to_position_in_request(), [30, 31, 32]);
     assert_eq!(v.active_request_last_token_idxs(), [2]);
     assert_eq!(v.real_token_count(), 3);
+    // Megatron's per-request KV bookkeeping of the row: 3 blocks, the last token (position
+    // 32) at offset 0 of block 13; the same from the batch state.
+    assert_eq!(v.kv_block_count(0), Some(3));
+    assert_eq!(v.last_kv_block_offset(0), Some(0));
+    assert_eq!(v.last_kv_block_id(0), Some(13));
+    assert_eq!(v.kv_block_count(1), None);
+    assert_eq!(b.kv_block_count(h), Ok(3));
+    assert_eq!(b.last_kv_block_offset(h), Ok(Some(0)));
+    assert_eq!(b.last_kv_block_id(h), Ok(Some(13)));
     assert_eq!(decode_idx(v.mamba_batch_indices_decode()), Some(vec![7]));
     assert_eq!(v.mamba_batch_indices_prefill(), None);
     // It samples its last output token and finishes; everything goes back.
@@ -588,6 +597,24 @@ fn h_a_chunked_prefill_left_out_of_a_step_is_hidden_not_paused() {
     assert_eq!(v.block_table(), bt.as_slice());
     assert_eq!(v.token_to_block_idx(), [11, 10]);
     assert_eq!(decode_idx(v.mamba_batch_indices_decode()), Some(vec![7, 6]));
+    // Per row: 2 blocks each, the token (position 4) at offset 0 of the second.
+    let per_row: Vec<_> = (0..2)
+        .map(|a| {
+            (
+                v.kv_block_count(a),
+                v.last_kv_block_offset(a),
+                v.last_kv_block_id(a),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_row,
+        [(Some(2), Some(0), Some(11)), (Some(2), Some(0), Some(10))]
+    );
+    // The waiting chunk's last cached token (position 7) is at offset 3 of block 13.
+    assert_eq!(b.kv_block_count(long), Ok(2));
+    assert_eq!(b.last_kv_block_offset(long), Ok(Some(3)));
+    assert_eq!(b.last_kv_block_id(long), Ok(Some(13)));
     // The hidden request keeps its row, blocks and slot; the resident table still has them.
     assert_eq!(b.blocks(long).unwrap(), [12, 13]);
     assert_eq!(&b.resident_table()[16..18], [12, 13]);
@@ -606,6 +633,16 @@ fn h_a_chunked_prefill_left_out_of_a_step_is_hidden_not_paused() {
         cat(&[&[0, 1], &rep(2, 12)])
     );
     assert_eq!(&v.request_kv_length_offsets()[..3], [5, 5, 8]);
+    // The chunk writes positions 8..=19: 5 blocks, [12, 13, 7, 8, 9], the last at offset 3.
+    assert_eq!(b.blocks(long).unwrap(), [12, 13, 7, 8, 9]);
+    assert_eq!(
+        (
+            v.kv_block_count(2),
+            v.last_kv_block_offset(2),
+            v.last_kv_block_id(2)
+        ),
+        (Some(5), Some(3), Some(9))
+    );
     b.commit_step(|_| 0).unwrap();
 
     // Step 4 (the long prompt is done, so all three decode): a decode request left out
