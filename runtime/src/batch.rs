@@ -563,8 +563,8 @@ impl BatchState {
     /// last KV position lies, `position mod B`, the position being the last one its
     /// scheduled step writes (`kv_offset + q − 1`) or, when it is not scheduled, its last
     /// cached token (`kv_offset − 1`; Megatron pauses a decode request whose last token
-    /// filled its block, i.e. at offset `B − 1`). `None` before it has any position (admitted,
-    /// not yet scheduled).
+    /// filled its block, i.e. at offset `B − 1`). `None` before it has any position
+    /// (admitted, not yet scheduled).
     pub fn last_kv_block_offset(&self, h: RequestHandle) -> Result<Option<u32>, BatchError> {
         let e = self.entry(h)?;
         Ok(Self::last_position(e).and_then(|p| u32::try_from(p % self.block_size as u64).ok()))
@@ -920,8 +920,7 @@ impl BatchState {
     /// rows, each in the order they were scheduled. Live prefill requests that are not
     /// scheduled are no row (see the [module documentation](self)), so they shift neither
     /// the paused count nor `token_to_request_idx`. `residency` is `Some`: the resident
-    /// row of each step row
-    /// and every block-table change not yet committed (see the
+    /// row of each step row and every block-table change not yet committed (see the
     /// [residency contract](self#residency-contract)). `token_ids` and `intermediate` are
     /// `None`.
     ///
