@@ -20,8 +20,8 @@ use attention_layout::codegen::spec::{
     GraphCount, GraphSpec, IndexDtype, LayoutSpec, MambaSpec, ModelKind,
 };
 use attention_layout::{
-    Dims, Geometry, HostMetadata, IntermediateOffsets, MetadataView, Phase, RequestRow, RuntimeDims,
-    Sampling, StepInput,
+    Dims, Geometry, HostMetadata, IntermediateOffsets, MetadataView, Phase, RequestRow,
+    RuntimeDims, Sampling, StepInput,
 };
 use libfuzzer_sys::fuzz_target;
 
