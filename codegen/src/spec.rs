@@ -553,14 +553,33 @@ impl LayoutSpec {
             );
             dims_ok = false;
         }
-        if dims_ok && u64::from(self.max_requests) * u64::from(self.max_seq_len) > i32::MAX as u64 {
+        if dims_ok && !self.max_requests.is_multiple_of(self.tensor_parallel) {
+            // Megatron asserts this when it builds the context: eager decode steps pad the
+            // request count, and with it the token count, to a multiple of tp.
+            err(
+                "max_requests",
+                format!(
+                    "must be a multiple of tensor_parallel = {}, got max_requests = {} (Megatron refuses such a context: padded decode steps would have token counts that are not multiples of tensor_parallel)",
+                    self.tensor_parallel, self.max_requests
+                ),
+            );
+        }
+        // A decode row's KV length reaches max_seq_len + s (its draft tokens run past the
+        // sequence's end, into the block table's extra column).
+        let longest_kv = u64::from(self.max_seq_len) + u64::from(self.speculative_tokens);
+        if dims_ok && u64::from(self.max_requests) * longest_kv > i32::MAX as u64 {
             // cu_kv_seq_lengths is int32 (as in Megatron and the attention kernels) and
             // can reach the sum of every row's KV length.
+            let what = if self.speculative_tokens == 0 {
+                "max_requests * max_seq_len"
+            } else {
+                "max_requests * (max_seq_len + speculative_tokens)"
+            };
             err(
                 "max_seq_len",
                 format!(
-                    "max_requests * max_seq_len = {} exceeds {} (the int32 cumulative KV lengths could overflow)",
-                    u64::from(self.max_requests) * u64::from(self.max_seq_len),
+                    "{what} = {} exceeds {} (the int32 cumulative KV lengths could overflow)",
+                    u64::from(self.max_requests) * longest_kv,
                     i32::MAX
                 ),
             );

@@ -3,7 +3,7 @@
 //! The bytes choose a small layout (any of the spec's knobs, possibly invalid: then
 //! `Geometry::new` must say so without panicking) and a short sequence of steps whose
 //! fields are drawn from ranges just around the valid ones (block ids from -2 to the dummy
-//! block, slots from -2 to R, lengths up to S + 2, ...). A step's `repair` bit turns it
+//! block, slots from -2 to R, lengths up to S + 2, ...; a decode row may reach S + s). A step's `repair` bit turns it
 //! into a valid step first, so that both the rejection and the write paths are reached.
 //!
 //! Checked: no panic; a rejected step leaves the buffer and the step info byte for byte as
@@ -20,8 +20,8 @@ use attention_layout::codegen::spec::{
     GraphCount, GraphSpec, IndexDtype, LayoutSpec, MambaSpec, ModelKind,
 };
 use attention_layout::{
-    Geometry, HostMetadata, IntermediateOffsets, MetadataView, Phase, RequestRow, RuntimeDims,
-    Sampling, StepInput,
+    Dims, Geometry, HostMetadata, IntermediateOffsets, MetadataView, Phase, RequestRow,
+    RuntimeDims, Sampling, StepInput,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -75,11 +75,13 @@ fn spec_of(l: &Layout) -> LayoutSpec {
     let tp = u32::from(l.tp % 5); // 0 is invalid on purpose
     let rounder = 64u32.div_ceil(tp.max(1)) * tp.max(1);
     let t = rounder * u32::from(l.t_mult % 5);
+    // A multiple of tp (a spec rule), so that tp > 1 layouts stay reachable.
+    let r = u32::from(l.r % 40) / tp.max(1) * tp.max(1);
     LayoutSpec {
         name: None,
         source: None,
         model,
-        max_requests: u32::from(l.r % 40),
+        max_requests: r,
         max_tokens: t,
         max_seq_len: u32::from(l.s % 1100),
         block_size: 1 << (l.b_log % 7),
@@ -133,7 +135,9 @@ fn modulo(raw: i64, n: i64) -> i64 {
     raw.rem_euclid(n.max(1))
 }
 
-fn step_of(g: &Geometry, s: &StepIn) -> Step {
+/// `decode_reach`: the most KV positions a decode row may reach
+/// ([`Dims::decode_kv_limit`]: its draft tokens may run past max_seq_len).
+fn step_of(g: &Geometry, s: &StepIn, decode_reach: u32) -> Step {
     let r = g.max_requests as i64;
     let seq = g.max_seq_len as u32;
     let b = g.block_size as u32;
@@ -169,7 +173,7 @@ fn step_of(g: &Geometry, s: &StepIn) -> Step {
             match row.phase {
                 Phase::Decode if s1 <= seq && s1 <= left => {
                     row.q = s1;
-                    row.kv = row.kv.min(seq - s1);
+                    row.kv = row.kv.min(decode_reach - s1);
                 }
                 Phase::Prefill if left > 0 && seq > 0 => {
                     row.kv = row.kv.min(seq - 1);
@@ -301,9 +305,11 @@ fuzz_target!(|case: Case| {
     if g.total_bytes > 4 << 20 {
         return;
     }
-    let mut meta = HostMetadata::new(RuntimeDims::new(g.clone()));
+    let dims = RuntimeDims::new(g.clone());
+    let decode_reach = dims.decode_kv_limit() as u32;
+    let mut meta = HostMetadata::new(dims);
     for s in case.steps.iter().take(6) {
-        let step = step_of(&g, s);
+        let step = step_of(&g, s, decode_reach);
         let rows: Vec<RequestRow<'_>> = step
             .rows
             .iter()

@@ -17,9 +17,14 @@
 //!    [`schedule_decode`](BatchState::schedule_decode) (`s + 1` tokens: the last sampled
 //!    token and `s` draft tokens). Scheduling allocates, from the [`KvBlockAllocator`],
 //!    the blocks the step's positions need: `ceil((kv_offset + q) / block_size)` blocks in
-//!    all. A live request that is not scheduled is a *paused row* of the step (it keeps
-//!    its blocks and slot; Megatron's paused rows do too). [`pause`](BatchState::pause)
-//!    marks a request as paused on purpose (it then refuses to be scheduled until
+//!    all. A live *decode* request that is not scheduled is a *paused row* of the step
+//!    (it keeps its blocks and slot; Megatron's paused rows do too). A live *prefill*
+//!    request that is not scheduled (a chunked prefill between two chunks, or one admitted
+//!    but not started) is no row of the step at all: Megatron keeps its one in-flight
+//!    chunked prefill request beyond `total_request_count`, not among the paused rows, and
+//!    adds a waiting request to the context only with its first chunk. It keeps its
+//!    resident row, blocks and slot all the same. [`pause`](BatchState::pause) marks a
+//!    request as paused on purpose (it then refuses to be scheduled until
 //!    [`resume`](BatchState::resume)), which is what a scheduler does when KV blocks run
 //!    out.
 //! 3. [`with_step`](BatchState::with_step) builds the step input and hands it to a
@@ -48,8 +53,9 @@
 //!   otherwise it keeps trusting rows the other engine wrote and never cleared.
 //! * **Stable rows.** A request keeps its resident row from admission until it finishes or
 //!   is released; `Residency::resident_rows[i]` is the resident row of step row `i` (paused
-//!   rows included), so the rows of a step are pairwise distinct. A freed row is reused by
-//!   a later admission (lowest free row first).
+//!   rows included), so the rows of a step are pairwise distinct. A request with no row in
+//!   the step (an unscheduled prefill) keeps its resident row and its entries there. A
+//!   freed row is reused by a later admission (lowest free row first).
 //! * **Changes are absolute and ordered.** `Residency::changes` lists every entry written
 //!   since the previous *committed* step, in the order the writes happened: an appended
 //!   block is `{resident_row, index, block}` where `index` is its position in the
@@ -58,7 +64,8 @@
 //!   `j` in `0..len`, in increasing `j`. When a row is freed and reused between two steps,
 //!   its clears come before the new request's sets. Applying the changes in order to the
 //!   resident table makes row `r`, entries `0..len`, equal the block list of the request
-//!   living in row `r` (the `blocks` of its step row), and every other entry `-1`.
+//!   living in row `r` (the `blocks` of its step row, when it has one), and every other
+//!   entry `-1`.
 //! * **Idempotent, all or nothing.** A backend applies the changes only when its step
 //!   succeeds. If the step fails, the engine does not commit it, and the next
 //!   [`with_step`](BatchState::with_step) hands out the same changes again, followed by any
@@ -146,7 +153,8 @@ pub struct RequestInfo {
     pub mamba_slot: i32,
     /// Whether it is paused on purpose ([`BatchState::pause`]).
     pub paused: bool,
-    /// Tokens scheduled this step (0: none; it will be a paused row).
+    /// Tokens scheduled this step (0: none; a decode request is then a paused row of the
+    /// step, a prefill request no row at all).
     pub scheduled: u32,
 }
 
@@ -186,19 +194,37 @@ pub enum BatchError {
     /// A request that asks for no output.
     #[error("a request needs to generate at least one token (max_output = 0)")]
     NoOutput,
-    /// A request whose positions can never fit the longest sequence.
+    /// A request longer than the longest sequence: Megatron's admission rule,
+    /// `prompt + output ≤ max_seq_len`.
     #[error(
-        "a request of {prompt_len} prompt and {max_output} output tokens needs {positions} KV positions (prompt + output - 1 + speculative tokens), more than max_seq_len = {max_seq_len}"
+        "a request of {prompt_len} prompt and {max_output} output tokens has {tokens} tokens, more than max_seq_len = {max_seq_len}"
     )]
     TooLong {
         /// Prompt tokens.
         prompt_len: u32,
         /// Output tokens.
         max_output: u32,
-        /// KV positions its last step writes up to.
-        positions: u64,
+        /// `prompt_len + max_output`.
+        tokens: u64,
         /// `max_seq_len`.
         max_seq_len: usize,
+    },
+    /// A request whose last decode step would write past the block table's positions
+    /// (only possible when `speculative_tokens` exceeds the room the extra block-table
+    /// column leaves; Megatron would index past the block table there).
+    #[error(
+        "a request of {prompt_len} prompt and {max_output} output tokens writes {positions} KV positions (prompt + output - 1 + speculative tokens), more than the {limit} a block-table row holds (block_table_width * block_size)"
+    )]
+    ExceedsBlockTable {
+        /// Prompt tokens.
+        prompt_len: u32,
+        /// Output tokens.
+        max_output: u32,
+        /// KV positions its last step writes up to.
+        positions: u64,
+        /// The positions one block-table row holds, capped at `max_seq_len + s`
+        /// ([`Dims::decode_kv_limit`]).
+        limit: usize,
     },
     /// A request that needs more KV blocks than the whole pool holds.
     #[error(
@@ -305,6 +331,8 @@ pub struct BatchState {
     max_requests: usize,
     max_tokens: usize,
     max_seq_len: usize,
+    /// [`Dims::decode_kv_limit`].
+    decode_kv_limit: usize,
     block_size: usize,
     num_spec: u32,
     nkv: usize,
@@ -373,6 +401,7 @@ impl BatchState {
             max_requests: r,
             max_tokens: dims.max_tokens(),
             max_seq_len: dims.max_seq_len(),
+            decode_kv_limit: dims.decode_kv_limit(),
             block_size: dims.block_size().max(1),
             num_spec: u32::try_from(dims.num_spec()).unwrap_or(u32::MAX),
             nkv,
@@ -515,6 +544,44 @@ impl BatchState {
         self.table.get(start..start + len as usize).unwrap_or(&[])
     }
 
+    /// Megatron's `request_kv_block_counts` of a live request: the KV blocks it holds
+    /// (`ceil((kv_offset + q) / B)` once its step is scheduled; after rejected draft
+    /// tokens it may hold one block beyond its last cached token until its next step).
+    pub fn kv_block_count(&self, h: RequestHandle) -> Result<u32, BatchError> {
+        Ok(self.entry(h)?.blocks)
+    }
+
+    /// The last KV position of a request: the last one its scheduled step writes
+    /// (`kv_offset + q − 1`), else its last cached token (`kv_offset − 1`); `None` before
+    /// it has any.
+    fn last_position(e: &Entry) -> Option<u64> {
+        let q = e.scheduled.map_or(0, NonZeroU32::get);
+        (u64::from(e.kv) + u64::from(q)).checked_sub(1)
+    }
+
+    /// Megatron's `request_last_kv_block_offset` of a live request: where in its block its
+    /// last KV position lies, `position mod B`, the position being the last one its
+    /// scheduled step writes (`kv_offset + q − 1`) or, when it is not scheduled, its last
+    /// cached token (`kv_offset − 1`; Megatron pauses a decode request whose last token
+    /// filled its block, i.e. at offset `B − 1`). `None` before it has any position
+    /// (admitted, not yet scheduled).
+    pub fn last_kv_block_offset(&self, h: RequestHandle) -> Result<Option<u32>, BatchError> {
+        let e = self.entry(h)?;
+        Ok(Self::last_position(e).and_then(|p| u32::try_from(p % self.block_size as u64).ok()))
+    }
+
+    /// Megatron's `request_last_kv_block_id` of a live request: the block holding the
+    /// position [`last_kv_block_offset`](Self::last_kv_block_offset) describes (for a
+    /// scheduled request, its last block, entry `kv_block_count − 1`). `None` before it
+    /// has any position.
+    pub fn last_kv_block_id(&self, h: RequestHandle) -> Result<Option<i32>, BatchError> {
+        let e = self.entry(h)?;
+        let blocks = self.row_blocks(h.row, e.blocks);
+        Ok(Self::last_position(e)
+            .and_then(|p| usize::try_from(p / self.block_size as u64).ok())
+            .and_then(|j| blocks.get(j).copied()))
+    }
+
     /// KV positions a request's longest step writes up to: the whole prompt, or, when it
     /// decodes, `prompt + max_output − 1 + s` (its last decode step starts at
     /// `kv_offset = prompt + max_output − 2` and writes `s + 1` positions).
@@ -527,8 +594,13 @@ impl BatchState {
         }
     }
 
-    /// Checks that a request could ever be served: a prompt, some output, positions within
-    /// `max_seq_len`, and few enough blocks for the whole pool.
+    /// Checks that a request could ever be served: a prompt, some output,
+    /// `prompt + output ≤ max_seq_len` (Megatron's admission rule), the positions of its
+    /// last step inside a block-table row, and few enough blocks for the whole pool.
+    ///
+    /// With `s` draft tokens the last decode step of a request that reaches `max_seq_len`
+    /// writes up to position `max_seq_len − 2 + s`: past the sequence, into the block
+    /// table's extra column (see [`Dims::decode_kv_limit`]).
     pub fn check_request(&self, prompt_len: u32, max_output: u32) -> Result<(), BatchError> {
         if prompt_len == 0 {
             return Err(BatchError::EmptyPrompt);
@@ -536,13 +608,22 @@ impl BatchState {
         if max_output == 0 {
             return Err(BatchError::NoOutput);
         }
-        let positions = self.positions_needed(prompt_len, max_output);
-        if positions > self.max_seq_len as u64 {
+        let tokens = u64::from(prompt_len) + u64::from(max_output);
+        if tokens > self.max_seq_len as u64 {
             return Err(BatchError::TooLong {
                 prompt_len,
                 max_output,
-                positions,
+                tokens,
                 max_seq_len: self.max_seq_len,
+            });
+        }
+        let positions = self.positions_needed(prompt_len, max_output);
+        if positions > self.decode_kv_limit as u64 {
+            return Err(BatchError::ExceedsBlockTable {
+                prompt_len,
+                max_output,
+                positions,
+                limit: self.decode_kv_limit,
             });
         }
         let blocks = positions.div_ceil(self.block_size as u64);
@@ -692,8 +773,8 @@ impl BatchState {
         if extra > 0 {
             let start = h.row as usize * self.nkv + e.blocks as usize;
             let end = start + extra as usize;
-            // `check_request` bounded the positions by max_seq_len, so the blocks fit the
-            // row (nkv = ceil(S / B) + (s > 0)); checked again rather than trusted.
+            // `check_request` bounded the positions by the decode limit, at most the
+            // row's nkv · B positions; checked again rather than trusted.
             if end > (h.row as usize + 1) * self.nkv {
                 return Err(BatchError::Layout(format!(
                     "request {} would need more than {} blocks",
@@ -732,8 +813,9 @@ impl BatchState {
         Ok(())
     }
 
-    /// Pauses a live request that is not scheduled this step: it stays a paused row (with
-    /// its blocks and slot) until [`resume`](Self::resume). Returns whether it was running.
+    /// Pauses a live request that is not scheduled this step: it cannot be scheduled (a
+    /// decode request stays a paused row, a prefill request out of the steps, with its
+    /// blocks and slot) until [`resume`](Self::resume). Returns whether it was running.
     pub fn pause(&mut self, h: RequestHandle) -> Result<bool, BatchError> {
         let e = self.entry_mut(h)?;
         if e.scheduled.is_some() {
@@ -801,29 +883,60 @@ impl BatchState {
         Ok(())
     }
 
+    /// Back to the freshly built state, whatever happened before: no live request, every
+    /// resident row free, the KV block allocator and the Mamba slot pool reset (their
+    /// Megatron `reset`), the resident table all `-1`, nothing scheduled, no pending
+    /// block-table change, no finished request. The next steps are then exactly those of a
+    /// new `BatchState` given the same calls. Allocates nothing.
+    ///
+    /// Two things carry over, on purpose: admission numbers continue (so a handle from
+    /// before the reset stays stale, [`BatchError::UnknownRequest`], instead of naming a
+    /// new request in the same row), and a backend that ran this state's steps still holds
+    /// their resident table: as for a new `BatchState`, tell it before the next step
+    /// ([`MetadataBackend::reset_residency`](crate::MetadataBackend::reset_residency)).
+    pub fn reset(&mut self) {
+        self.kv.reset();
+        if let Some(pool) = &mut self.slots {
+            pool.reset();
+        }
+        self.rows.fill(None);
+        self.table.fill(-1);
+        self.live.clear();
+        self.decode_order.clear();
+        self.prefill_order.clear();
+        self.scheduled_tokens = 0;
+        self.changes.clear();
+        self.resident_rows.clear();
+        self.finished.clear();
+        self.built = false;
+    }
+
     // --- the step --------------------------------------------------------------------------
 
     /// Builds the step input of the current schedule and calls `f` with it.
     ///
-    /// Rows, in Megatron's context order: every live request that is not scheduled, as a
-    /// paused row, oldest first; then the decode rows, then the prefill rows, each in the
-    /// order they were scheduled. `residency` is `Some`: the resident row of each step row
-    /// and every block-table change not yet committed (see the
+    /// Rows, in Megatron's context order: every live decode request that is not
+    /// scheduled, as a paused row, oldest first; then the decode rows, then the prefill
+    /// rows, each in the order they were scheduled. Live prefill requests that are not
+    /// scheduled are no row (see the [module documentation](self)), so they shift neither
+    /// the paused count nor `token_to_request_idx`. `residency` is `Some`: the resident
+    /// row of each step row and every block-table change not yet committed (see the
     /// [residency contract](self#residency-contract)). `token_ids` and `intermediate` are
     /// `None`.
     ///
     /// May be called more than once for the same schedule (after a failed backend step);
     /// each call hands out the same changes.
     pub fn with_step<R>(&mut self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
-        // Resident rows in step order.
+        // Resident rows in step order: paused rows are the unscheduled decode requests
+        // (an unscheduled prefill request is hidden, as Megatron's chunked one is).
         self.resident_rows.clear();
         for &row in &self.live {
-            let unscheduled = self
+            let paused = self
                 .rows
                 .get(row as usize)
                 .and_then(|e| e.as_ref())
-                .is_some_and(|e| e.scheduled.is_none());
-            if unscheduled {
+                .is_some_and(|e| e.scheduled.is_none() && e.phase == RequestPhase::Decode);
+            if paused {
                 self.resident_rows.push(row);
             }
         }
@@ -1003,11 +1116,12 @@ mod tests {
         let d = b.admit(2, 2).unwrap();
         assert_eq!(d.row(), 1);
         assert!(b.info(c).is_err());
-        // a: 2 more prompt tokens; d paused row (not scheduled).
+        // a: 2 more prompt tokens; d, a prefill request not scheduled, is no row.
         b.schedule_prefill(a, 2).unwrap();
         b.with_step(|input| {
-            assert_eq!(input.rows[0].phase, crate::Phase::Paused);
-            assert_eq!(input.residency.unwrap().resident_rows, &[1, 0]);
+            assert_eq!(input.rows.len(), 1);
+            assert_eq!(input.rows[0].phase, crate::Phase::Prefill);
+            assert_eq!(input.residency.unwrap().resident_rows, &[0]);
         });
         b.commit_step(|_| 0).unwrap();
         let i = b.info(a).unwrap();
@@ -1086,6 +1200,64 @@ mod tests {
             })
         );
         assert_eq!(b.kv_pool().available(), before);
+    }
+
+    #[test]
+    fn admission_follows_megatron_prompt_plus_output_within_max_seq_len() {
+        let spec = LayoutSpec {
+            kv_pool_blocks: Some(40),
+            ..dims().geometry().spec.clone()
+        };
+        let mut b = BatchState::new(&RuntimeDims::new(Geometry::new(&spec).unwrap())).unwrap();
+        // S = 64, s = 1: 63 + 1 and 2 + 62 fit (their last steps write up to positions 62
+        // and 63).
+        b.admit(63, 1).unwrap();
+        b.admit(2, 62).unwrap();
+        // A whole-sequence prompt leaves no room for the output Megatron counts in S.
+        assert_eq!(
+            b.admit(64, 1),
+            Err(BatchError::TooLong {
+                prompt_len: 64,
+                max_output: 1,
+                tokens: 65,
+                max_seq_len: 64
+            })
+        );
+        assert_eq!(b.live_count(), 2);
+    }
+
+    #[test]
+    fn drafts_past_the_block_table_are_refused() {
+        // S = 8, B = 1, s = 3: nkv = 9 one-position blocks, fewer than S + s = 11.
+        let spec = LayoutSpec {
+            max_seq_len: 8,
+            block_size: 1,
+            speculative_tokens: 3,
+            kv_pool_blocks: Some(40),
+            ..dims().geometry().spec.clone()
+        };
+        let d = RuntimeDims::new(Geometry::new(&spec).unwrap());
+        assert_eq!(d.decode_kv_limit(), 9);
+        let mut b = BatchState::new(&d).unwrap();
+        // 5 + 2: the last decode step (kv = 5) writes positions 5..=8, the ninth column.
+        let h = b.admit(5, 2).unwrap();
+        // 6 + 2 <= S, but its last decode step would write position 9.
+        let before = b.kv_pool().available();
+        assert_eq!(
+            b.admit(6, 2),
+            Err(BatchError::ExceedsBlockTable {
+                prompt_len: 6,
+                max_output: 2,
+                positions: 10,
+                limit: 9
+            })
+        );
+        assert_eq!((b.live_count(), b.kv_pool().available()), (1, before));
+        b.schedule_prefill(h, 5).unwrap();
+        b.with_step(|_| ());
+        b.commit_step(|_| 0).unwrap();
+        b.schedule_decode(h).unwrap();
+        assert_eq!(b.blocks(h).unwrap().len(), 9);
     }
 
     #[test]

@@ -47,6 +47,22 @@ pub trait Dims {
     fn field_elems(&self, f: Field) -> usize;
     /// The CUDA-graph buckets, ascending.
     fn buckets(&self) -> &[BatchDims];
+
+    /// The most KV positions a *decode* row may reach, `kv_offset + query_length`:
+    /// `max_seq_len + s`, but no more than the `nkv · B` positions one block-table row
+    /// holds. A prefill row may reach `max_seq_len`.
+    ///
+    /// Megatron admits a request when `prompt + output ≤ max_seq_len`; the last decode
+    /// step of one that reaches that length writes its `s + 1` tokens past
+    /// `max_seq_len − 1`, which is what the `+ 1` column of the block table
+    /// (`nkv = ceil(S / B) + (s > 0)`) is for. So a decode row's first position must lie
+    /// inside the sequence (`kv_offset < max_seq_len`) while its `s` draft positions may
+    /// run up to `s` past it, as long as they stay in the block table's columns.
+    fn decode_kv_limit(&self) -> usize {
+        self.max_seq_len()
+            .saturating_add(self.num_spec())
+            .min(self.block_table_width().saturating_mul(self.block_size()))
+    }
 }
 
 /// [`Dims`] of a layout read at run time (from TOML or golden records).

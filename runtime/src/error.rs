@@ -52,9 +52,12 @@ pub enum StepError {
         /// `s + 1`.
         expected: u32,
     },
-    /// `kv_offset + query_length` beyond the longest sequence.
+    /// `kv_offset + query_length` beyond the longest sequence: `max_seq_len` for a
+    /// prefill row; for a decode row `max_seq_len + speculative_tokens` (its draft tokens
+    /// may run past the sequence's end), within the block table's positions
+    /// ([`Dims::decode_kv_limit`](crate::Dims::decode_kv_limit)).
     #[error(
-        "request {row}: kv_offset {kv_offset} + query_length {query_length} exceeds max_seq_len = {limit}"
+        "request {row}: kv_offset {kv_offset} + query_length {query_length} exceeds {bound} = {limit}"
     )]
     SequenceTooLong {
         /// The row.
@@ -63,8 +66,11 @@ pub enum StepError {
         kv_offset: u32,
         /// Its query length.
         query_length: u32,
-        /// `max_seq_len`.
+        /// The largest `kv_offset + query_length` allowed for the row.
         limit: usize,
+        /// What sets the limit: `"max_seq_len"`, `"max_seq_len + speculative_tokens"` or
+        /// `"block_table_width * block_size"`.
+        bound: &'static str,
     },
     /// More block ids than the block table is wide.
     #[error("request {row}: {count} block ids exceed the block table width {limit}")]

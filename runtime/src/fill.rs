@@ -74,6 +74,15 @@ impl FillState {
             generation: 0,
         }
     }
+
+    /// Back to the state [`new`](Self::new) gives (for a buffer [`init_buffer`] has just
+    /// initialized again), without allocating.
+    pub fn reset(&mut self) {
+        self.block_table_dirty.fill(0);
+        self.slot_generation.fill(0);
+        self.slot_owner.fill(0);
+        self.generation = 0;
+    }
 }
 
 /// Initializes a whole buffer: zeros, and the block table all dummy (what the fill's
@@ -145,6 +154,7 @@ pub fn plan_step_checking<D: Dims>(
     // The block size is a power of two (validated with the spec): divide by shifting.
     let shift = bs.trailing_zeros();
     let max_seq = d.max_seq_len();
+    let decode_max = d.decode_kv_limit();
     let nkv = d.block_table_width();
     let dummy = d.dummy_block();
     let has_mamba = d.has_mamba();
@@ -261,12 +271,18 @@ pub fn plan_step_checking<D: Dims>(
             });
         }
         let end = u64::from(row.kv_offset) + u64::from(q);
-        if end > max_seq as u64 {
+        let limit = if row.phase == Phase::Decode {
+            decode_max
+        } else {
+            max_seq
+        };
+        if end > limit as u64 {
             return Err(StepError::SequenceTooLong {
                 row: i,
                 kv_offset: row.kv_offset,
                 query_length: q,
-                limit: max_seq,
+                limit,
+                bound: kv_bound(d, row.phase),
             });
         }
         // Every block the step's positions [kv_offset, end) land in must be present.
@@ -387,6 +403,18 @@ pub fn plan_step_checking<D: Dims>(
         active,
         holes,
     })
+}
+
+/// What sets the largest `kv_offset + query_length` of a row in `phase` (see
+/// [`Dims::decode_kv_limit`]), for [`StepError::SequenceTooLong`].
+fn kv_bound<D: Dims>(d: &D, phase: Phase) -> &'static str {
+    if phase != Phase::Decode || d.num_spec() == 0 {
+        "max_seq_len"
+    } else if d.decode_kv_limit() < d.max_seq_len().saturating_add(d.num_spec()) {
+        "block_table_width * block_size"
+    } else {
+        "max_seq_len + speculative_tokens"
+    }
 }
 
 /// Writes every field of a planned step into `bytes` (the layout's coalesced buffer) and

@@ -30,11 +30,20 @@ impl<D: Dims> HostMetadata<D> {
             words,
             info: StepInfo::default(),
         };
-        let d = &me.dims;
-        // The buffer is freshly allocated with the layout's size: carving cannot fail.
-        let _ = fill::init_buffer(d, bytemuck::cast_slice_mut(&mut me.words));
-        me.info = StepInfo::default();
+        me.reset();
         me
+    }
+
+    /// Back to the freshly built state, whatever was filled before: the buffer zeroed with
+    /// the block table all dummy block, the fill's block-table tracking and slot scratch
+    /// cleared, the step info the default one. The next step's metadata is then exactly
+    /// what a new `HostMetadata` would build. Allocates nothing.
+    pub fn reset(&mut self) {
+        self.words.fill(0);
+        // The buffer was allocated with the layout's size: carving cannot fail.
+        let _ = fill::init_buffer(&self.dims, bytemuck::cast_slice_mut(&mut self.words));
+        self.state.reset();
+        self.info = StepInfo::default();
     }
 
     /// The layout's dims.
@@ -76,6 +85,7 @@ impl<D: Dims> HostMetadata<D> {
 struct FieldOffsets {
     offsets: [usize; attention_layout_codegen::FIELD_COUNT],
     nkv: usize,
+    block_size: usize,
     has_mamba: bool,
     decode_i64: bool,
 }
@@ -89,6 +99,7 @@ impl FieldOffsets {
         Self {
             offsets,
             nkv: d.block_table_width(),
+            block_size: d.block_size().max(1),
             has_mamba: d.has_mamba(),
             decode_i64: d.decode_index_i64(),
         }
@@ -398,6 +409,44 @@ impl<'a> MetadataView<'a> {
     /// Block-table width `nkv`.
     pub fn block_table_width(&self) -> usize {
         self.offsets.nkv
+    }
+
+    /// The last KV position of active row `a` (`kv_offset + q − 1`), from its
+    /// `kv_seq_lengths` entry; `None` for a padded or missing row.
+    fn last_position(&self, a: usize) -> Option<usize> {
+        if a >= self.n() {
+            return None;
+        }
+        let len = *self.kv_seq_lengths().get(a)?;
+        usize::try_from(len).ok()?.checked_sub(1)
+    }
+
+    /// Megatron's `request_kv_block_counts` of active row `a` (`0 ≤ a < N`, step order):
+    /// the KV blocks covering its positions `0 .. kv_offset + q`, i.e.
+    /// `ceil((kv_offset + q) / B)`. `None` for a padded row. (A row given more blocks than
+    /// its positions need counts only those.)
+    pub fn kv_block_count(&self, a: usize) -> Option<u32> {
+        let last = self.last_position(a)?;
+        u32::try_from(last / self.offsets.block_size + 1).ok()
+    }
+
+    /// Megatron's `request_last_kv_block_offset` of active row `a`: where in its block the
+    /// step's last token lands, `(kv_offset + q − 1) mod B`. `None` for a padded row.
+    pub fn last_kv_block_offset(&self, a: usize) -> Option<u32> {
+        let last = self.last_position(a)?;
+        u32::try_from(last % self.offsets.block_size).ok()
+    }
+
+    /// Megatron's `request_last_kv_block_id` of active row `a`: the block the step's last
+    /// token lands in (entry `kv_block_count − 1` of its block-table row). `None` for a
+    /// padded row.
+    pub fn last_kv_block_id(&self, a: usize) -> Option<i32> {
+        let last = self.last_position(a)?;
+        let j = last / self.offsets.block_size;
+        if j >= self.offsets.nkv {
+            return None;
+        }
+        self.block_table().get(a * self.offsets.nkv + j).copied()
     }
     /// `max_seqlen_q`.
     pub fn max_seqlen_q(&self) -> u32 {

@@ -52,10 +52,19 @@ fn good_rows() -> Vec<RequestRow<'static>> {
 
 /// Fills a valid step, then `bad`, and checks the error kind and that nothing changed.
 fn rejects(bad: StepInput<'_>, kind: &str) -> StepError {
-    let mut m = HostMetadata::new(RuntimeDims::new(Geometry::new(&spec()).unwrap()));
-    let rows = good_rows();
+    rejects_in(&spec(), &good_rows(), bad, kind)
+}
+
+/// [`rejects`] on another layout, with a valid step `rows` of it.
+fn rejects_in(
+    spec: &LayoutSpec,
+    rows: &[RequestRow<'_>],
+    bad: StepInput<'_>,
+    kind: &str,
+) -> StepError {
+    let mut m = HostMetadata::new(RuntimeDims::new(Geometry::new(spec).unwrap()));
     m.fill(&StepInput {
-        rows: &rows,
+        rows,
         ..Default::default()
     })
     .unwrap();
@@ -67,7 +76,7 @@ fn rejects(bad: StepInput<'_>, kind: &str) -> StepError {
     assert_eq!(*m.info(), info, "step info changed after {err}");
     // And the metadata is still usable: the good step again gives the same bytes.
     m.fill(&StepInput {
-        rows: &rows,
+        rows,
         ..Default::default()
     })
     .unwrap();
@@ -121,6 +130,85 @@ fn sequence_beyond_max_seq_len() {
     let e = rejects(input(&rows), "sequence_too_long");
     assert!(e.to_string().contains("request 0"));
     assert!(e.to_string().contains("max_seq_len = 32"));
+    // A prefill row gets no room for draft tokens: 33 positions are one too many.
+    let blocks: Vec<i32> = (0..9).collect();
+    let rows = [RequestRow::prefill(3, 30, &blocks, 0)];
+    assert_eq!(
+        rejects(input(&rows), "sequence_too_long"),
+        StepError::SequenceTooLong {
+            row: 0,
+            kv_offset: 30,
+            query_length: 3,
+            limit: 32,
+            bound: "max_seq_len",
+        }
+    );
+}
+
+/// S = 32, B = 4, s = 1: the block table is 8 + 1 columns wide so that the last decode
+/// step of a request reaching max_seq_len can write its draft token at position 32.
+#[test]
+fn a_decode_row_may_run_its_draft_tokens_past_max_seq_len() {
+    let mut m = HostMetadata::new(RuntimeDims::new(Geometry::new(&spec()).unwrap()));
+    let blocks: Vec<i32> = (0..9).collect();
+    let rows = [RequestRow::decode(2, 31, &blocks, 0)];
+    m.fill(&input(&rows)).unwrap();
+    let v = m.view();
+    assert_eq!(v.kv_seq_lengths()[0], 33);
+    assert_eq!(&v.token_to_pos_ids()[..2], [31, 32]);
+    // Position 32 lands in column 8, the extra one.
+    assert_eq!(&v.token_to_block_idx()[..2], [7, 8]);
+    assert_eq!(&v.token_to_local_position_within_kv_block()[..2], [3, 0]);
+    assert_eq!(&v.block_table()[..9], blocks.as_slice());
+}
+
+#[test]
+fn a_decode_row_beyond_max_seq_len_plus_speculative_tokens() {
+    let blocks: Vec<i32> = (0..9).collect();
+    let rows = [RequestRow::decode(2, 32, &blocks, 0)];
+    let e = rejects(input(&rows), "sequence_too_long");
+    assert_eq!(
+        e,
+        StepError::SequenceTooLong {
+            row: 0,
+            kv_offset: 32,
+            query_length: 2,
+            limit: 33,
+            bound: "max_seq_len + speculative_tokens",
+        }
+    );
+    assert!(
+        e.to_string()
+            .contains("exceeds max_seq_len + speculative_tokens = 33"),
+        "{e}"
+    );
+}
+
+/// More draft tokens than the extra column holds: S = 8, B = 1, s = 2 gives 8 + 1 columns
+/// of one position, so a decode row may reach 9 positions, not S + s = 10.
+#[test]
+fn a_decode_row_beyond_the_block_table_positions() {
+    let mut tight = spec();
+    tight.max_seq_len = 8;
+    tight.block_size = 1;
+    tight.speculative_tokens = 2;
+    let g = Geometry::new(&tight).unwrap();
+    assert_eq!(g.block_table_width, 9);
+    assert_eq!(RuntimeDims::new(g).decode_kv_limit(), 9);
+    let blocks: Vec<i32> = (0..9).collect();
+    let good = [RequestRow::decode(3, 6, &blocks, 0)];
+    let bad = [RequestRow::decode(3, 7, &blocks, 0)];
+    let e = rejects_in(&tight, &good, input(&bad), "sequence_too_long");
+    assert_eq!(
+        e,
+        StepError::SequenceTooLong {
+            row: 0,
+            kv_offset: 7,
+            query_length: 3,
+            limit: 9,
+            bound: "block_table_width * block_size",
+        }
+    );
 }
 
 #[test]
@@ -508,6 +596,7 @@ fn every_step_error_kind_is_covered() {
             kv_offset: 0,
             query_length: 0,
             limit: 0,
+            bound: "",
         },
         StepError::TooManyBlocks {
             row: 0,

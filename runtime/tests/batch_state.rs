@@ -1,7 +1,8 @@
 //! `BatchState` driven by a random engine: the residency changes, applied in order to a
 //! mirror table (what the CUDA backend does with its device-resident block table),
-//! reproduce every step's block lists; every step input passes the host fill, whose block
-//! table agrees with the mirror; pools never leak.
+//! reproduce every step's block lists (and those of the prefill requests the step leaves
+//! out); paused rows are exactly the unscheduled decode requests; every step input passes
+//! the host fill, whose block table agrees with the mirror; pools never leak.
 
 #![allow(
     clippy::panic,
@@ -58,9 +59,31 @@ impl Mirror {
     }
 }
 
+/// Live requests the step has no row for: prefill requests that are not scheduled (a
+/// chunked prefill between chunks, or one not started), by resident row, with their
+/// blocks. Megatron keeps its in-flight chunked request hidden, not paused.
+type Hidden = Vec<(u32, Vec<i32>)>;
+
+/// The live prefill requests that are not scheduled this step.
+fn hidden(state: &BatchState) -> Hidden {
+    state
+        .live()
+        .filter(|&h| {
+            let i = state.info(h).unwrap();
+            i.phase == RequestPhase::Prefill && i.scheduled == 0
+        })
+        .map(|h| (h.row(), state.blocks(h).unwrap().to_vec()))
+        .collect()
+}
+
 /// Checks one step input against the mirror (after its changes were applied) and runs
 /// it through the host fill.
-fn check_step(input: &StepInput<'_>, mirror: &Mirror, meta: &mut HostMetadata<RuntimeDims>) {
+fn check_step(
+    input: &StepInput<'_>,
+    hidden: &Hidden,
+    mirror: &Mirror,
+    meta: &mut HostMetadata<RuntimeDims>,
+) {
     let res = input
         .residency
         .expect("the batch state always gives residency");
@@ -74,6 +97,16 @@ fn check_step(input: &StepInput<'_>, mirror: &Mirror, meta: &mut HostMetadata<Ru
         assert!(
             m[row.blocks.len()..].iter().all(|&b| b == -1),
             "row {r} tail"
+        );
+    }
+    for &(r, ref blocks) in hidden {
+        assert!(!seen[r as usize], "hidden request in row {r} is a step row");
+        seen[r as usize] = true;
+        let m = mirror.row(r);
+        assert_eq!(&m[..blocks.len()], blocks.as_slice(), "hidden row {r}");
+        assert!(
+            m[blocks.len()..].iter().all(|&b| b == -1),
+            "hidden row {r} tail"
         );
     }
     for (r, used) in seen.iter().enumerate() {
@@ -92,6 +125,7 @@ fn check_step(input: &StepInput<'_>, mirror: &Mirror, meta: &mut HostMetadata<Ru
     let nkv = view.block_table_width();
     let dummy = meta.dims().dummy_block();
     let paused = info.paused as usize;
+    let bs = meta.dims().block_size() as u32;
     for (a, &r) in res.resident_rows[paused..].iter().enumerate() {
         let got = &view.block_table()[a * nkv..(a + 1) * nkv];
         let want: Vec<i32> = mirror
@@ -100,6 +134,14 @@ fn check_step(input: &StepInput<'_>, mirror: &Mirror, meta: &mut HostMetadata<Ru
             .map(|&b| if b == -1 { dummy } else { b })
             .collect();
         assert_eq!(got, &want[..], "active row {a} (resident {r})");
+        // A scheduled request holds exactly the blocks of its positions, and the view's
+        // per-row KV bookkeeping names its last one.
+        let row = &input.rows[paused + a];
+        let end = row.kv_offset + row.query_length;
+        assert_eq!(row.blocks.len() as u32, end.div_ceil(bs), "active row {a}");
+        assert_eq!(view.kv_block_count(a), Some(end.div_ceil(bs)));
+        assert_eq!(view.last_kv_block_offset(a), Some((end - 1) % bs));
+        assert_eq!(view.last_kv_block_id(a), row.blocks.last().copied());
     }
     // Megatron order.
     let rank = |p: Phase| match p {
@@ -127,6 +169,7 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
     let s = d.num_spec() as u32;
     let max_tokens = d.max_tokens() as u64;
     let (mut failed_steps, mut out_of_blocks, mut finished, mut paused_rows) = (0, 0, 0, 0);
+    let mut chunked_hidden = 0;
     for step in 0..steps {
         // Arrivals.
         for _ in 0..rng.range_inclusive(0, 2) {
@@ -195,14 +238,27 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
             assert_eq!(first, again, "step {step}: changes not redelivered");
             mirror.apply(&first[..first.len() / 2]);
         }
+        let hid = hidden(&state);
+        // Paused rows are exactly the unscheduled decode requests, oldest first.
+        let paused: Vec<u32> = state
+            .live()
+            .filter(|&h| {
+                let i = state.info(h).unwrap();
+                i.phase == RequestPhase::Decode && i.scheduled == 0
+            })
+            .map(|h| h.row())
+            .collect();
+        chunked_hidden += hid.iter().filter(|(_, b)| !b.is_empty()).count();
         state.with_step(|input| {
             mirror.apply(input.residency.unwrap().changes);
-            paused_rows += input
+            let n = input
                 .rows
                 .iter()
                 .filter(|r| r.phase == Phase::Paused)
                 .count();
-            check_step(input, &mirror, &mut meta);
+            assert_eq!(&input.residency.unwrap().resident_rows[..n], &paused[..]);
+            paused_rows += n;
+            check_step(input, &hid, &mirror, &mut meta);
         });
         // The consumer's table now equals the state's own copy (a commit's clears reach
         // it with the next step).
@@ -232,13 +288,17 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
     state.with_step(|input| {
         assert!(input.rows.is_empty());
         mirror.apply(input.residency.unwrap().changes);
-        check_step(input, &mirror, &mut meta);
+        check_step(input, &Vec::new(), &mirror, &mut meta);
     });
     assert!(mirror.table.iter().all(|&b| b == -1));
     // The run exercised what it is meant to.
     assert!(finished > 20, "{finished} finished");
     assert!(out_of_blocks > 0, "the pool never ran out");
     assert!(failed_steps > 0 && paused_rows > 0);
+    assert!(
+        chunked_hidden > 0,
+        "no chunked prefill was left out of a step"
+    );
 }
 
 #[test]
@@ -283,4 +343,48 @@ fn stale_handles_are_rejected_after_row_reuse() {
             (c[1].resident_row, c[1].index)
         );
     });
+}
+
+/// Megatron's per-request KV bookkeeping through one request's life, worked by hand:
+/// B = 8, s = 2, a 41-block pool handing out 39, 38, ... from the top.
+#[test]
+fn per_request_kv_block_bookkeeping_follows_the_last_position() {
+    let d = dims(ModelKind::Mha, 2, 41);
+    let mut state = BatchState::new(&d).unwrap();
+    let h = state.admit(14, 10).unwrap();
+    let book = |state: &BatchState| {
+        (
+            state.kv_block_count(h).unwrap(),
+            state.last_kv_block_offset(h).unwrap(),
+            state.last_kv_block_id(h).unwrap(),
+        )
+    };
+    // Admitted, nothing scheduled: no position yet.
+    assert_eq!(book(&state), (0, None, None));
+    // Prefill of 14: positions 0..=13 in blocks [38, 39], the last at offset 5 of 39.
+    state.schedule_prefill(h, 14).unwrap();
+    assert_eq!(state.blocks(h).unwrap(), [38, 39]);
+    assert_eq!(book(&state), (2, Some(5), Some(39)));
+    state.with_step(|_| ());
+    state.commit_step(|_| 0).unwrap();
+    // Between steps: its last cached token, position 13.
+    assert_eq!(book(&state), (2, Some(5), Some(39)));
+    // Decode (q = 3 at kv = 14): positions 14..=16, the last at offset 0 of a third block.
+    state.schedule_decode(h).unwrap();
+    assert_eq!(state.blocks(h).unwrap(), [38, 39, 37]);
+    assert_eq!(book(&state), (3, Some(0), Some(37)));
+    state.with_step(|_| ());
+    // No draft accepted: kv = 15, its last cached token is position 14 (offset 6 of 39),
+    // while it keeps the third block the rejected draft was written to.
+    state.commit_step(|_| 0).unwrap();
+    assert_eq!(book(&state), (3, Some(6), Some(39)));
+    // Next decode: positions 15..=17, the last at offset 1 of 37, no new block.
+    state.schedule_decode(h).unwrap();
+    assert_eq!(book(&state), (3, Some(1), Some(37)));
+    // A stale handle is refused.
+    state.release(h).unwrap();
+    assert!(matches!(
+        state.kv_block_count(h),
+        Err(BatchError::UnknownRequest { .. })
+    ));
 }

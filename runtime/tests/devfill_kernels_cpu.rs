@@ -3,8 +3,9 @@
 //! write exactly the host fill's bytes into every field's live prefix, step after step of
 //! a random workload (requests arrive, grow, pause, get holes and finish; steps with and
 //! without residency, token ids and intermediate offsets; bucket and eager entries; one to
-//! three blocks per launch, block 0 first or last), and on the GPU sanitize test's
-//! sequence (a step per bucket, then a new engine on the same backend).
+//! three blocks per launch, block 0 first or last), on the GPU sanitize test's sequence
+//! (a step per bucket, then a new engine on the same backend), and on steps `BatchState`
+//! builds (with its residency) for requests that reach `max_seq_len` with draft tokens.
 //!
 //! This is the GPU-free half of the device-fill tests: it checks the kernels' logic and
 //! the staging format. `cuda_equivalence.rs` and `cuda_sanitize.rs` run the same
@@ -20,8 +21,9 @@
 
 mod support;
 
+use attention_layout::batch::{BatchState, RequestPhase};
 use attention_layout::devfill::{self, StagingError};
-use attention_layout::{Dims, RuntimeDims, StepInfo};
+use attention_layout::{Dims, Phase, RuntimeDims, StepInfo};
 use support::layouts;
 use support::shaped::ShapedStep;
 use support::shim::{self, Replay};
@@ -224,4 +226,82 @@ fn a_residency_view_that_started_over_unannounced_is_refused() {
         }
     }
     assert!(refused > 0);
+}
+
+/// `BatchState` drives the steps (with its residency), on a layout with draft tokens:
+/// requests whose prompt + output is exactly `max_seq_len`, so their last decode steps
+/// write draft tokens past it, into the block table's extra column; long prompts are
+/// chunked, and every third step a chunked prefill waits (no row of the step, its entries
+/// kept in the resident table). The kernels match the host fill on every step.
+#[test]
+fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill() {
+    let (name, src) = layouts::LAYOUTS
+        .iter()
+        .find(|(n, _)| *n == "hybrid-spec2")
+        .unwrap();
+    let dims = layouts::dims(src);
+    let s = dims.max_seq_len() as u32;
+    let s1 = dims.num_spec() as u32 + 1;
+    let budget = dims.max_tokens() as u64;
+    let mut state = BatchState::new(&dims).unwrap();
+    let mut replay = Replay::new(&dims);
+    for (p, o) in [
+        (s - 2, 2),
+        (s - 9, 9),
+        (s - 40, 40),
+        (100, s - 100),
+        (30, 20),
+    ] {
+        state.admit(p, o).unwrap();
+    }
+    let launch = |info: &StepInfo, _: &devfill::Staged| match info.bucket {
+        Some(b) => (b + 1, 2),
+        None => (0, 2),
+    };
+    let (mut steps, mut past_the_end, mut waited) = (0u32, 0u32, 0u32);
+    while state.live_count() > 0 {
+        let live: Vec<_> = state.live().collect();
+        for h in live {
+            let info = state.info(h).unwrap();
+            let left = budget - state.scheduled_tokens();
+            match info.phase {
+                RequestPhase::Decode if left >= u64::from(s1) => state.schedule_decode(h).unwrap(),
+                RequestPhase::Prefill if info.prompt_done > 0 && steps % 3 == 1 => waited += 1,
+                RequestPhase::Prefill if left > 0 => {
+                    let chunk = (info.prompt_len - info.prompt_done).min(left as u32);
+                    state.schedule_prefill(h, chunk).unwrap();
+                }
+                _ => {}
+            }
+        }
+        past_the_end += state.with_step(|input| {
+            replay.step(format!("{name} batch step {steps}"), input, &launch);
+            input
+                .rows
+                .iter()
+                .filter(|r| r.phase == Phase::Decode && r.kv_offset + r.query_length > s)
+                .count() as u32
+        });
+        // The first three requests accept no draft, so each reaches its last position
+        // with a decode step at kv = S - 2 (writing up to S); the others alternate full
+        // and no acceptance.
+        let accept = steps % 2 * 2;
+        state
+            .commit_step(|h| if h.id() <= 3 { 0 } else { accept })
+            .unwrap();
+        steps += 1;
+        assert!(steps < 1000, "the requests do not finish");
+    }
+    assert!(
+        past_the_end >= 3,
+        "{past_the_end} decode rows ran past max_seq_len"
+    );
+    assert!(waited > 0, "no chunked prefill waited");
+    let Some(cxx) = shim::compiler() else {
+        eprintln!("skipped the kernels: no C++ compiler (set CXX)");
+        return;
+    };
+    let harness = shim::build(&cxx, "batch-end", dims.geometry(), true);
+    replay.check(&harness, name);
+    shim::clean(&harness);
 }

@@ -1,13 +1,14 @@
 //! Property tests of the host fill against a deliberately simple reference model.
 //!
-//! Random small layouts (R 1..=16, T a multiple of the eager token rounder up to 4 of them,
-//! B a power of two up to 32, S up to 256, s 0..=3, tp 1..=4, MHA / hybrid / Mamba, random
-//! graph policy and pool size) get random step inputs that are mostly consistent (phase
-//! order, enough blocks, unique Mamba slots, `q = s + 1` on decode rows, the token budget)
-//! with an occasional corruption. The reference model below is written straight from
-//! SEMANTICS §2–§6 (a linear scan for the bucket, plain loops for every array); it shares
-//! nothing with `fill.rs` but the bucket *list* of the geometry (bucket generation is
-//! tested against the golden data and in `codegen/tests/prop_buckets.rs`).
+//! Random small layouts (R 1..=16 a multiple of tp, T a multiple of the eager token
+//! rounder up to 4 of them, B a power of two up to 32, S up to 256, s 0..=3, tp 1..=4,
+//! MHA / hybrid / Mamba, random graph policy and pool size) get random step inputs that
+//! are mostly consistent (phase order, enough blocks, unique Mamba slots, `q = s + 1` on
+//! decode rows, the token budget) with an occasional corruption. The reference model
+//! below is written straight from SEMANTICS §2–§6 (a linear scan for the bucket, plain
+//! loops for every array); it shares nothing with `fill.rs` but the bucket *list* of the
+//! geometry (bucket generation is tested against the golden data and in
+//! `codegen/tests/prop_buckets.rs`).
 //!
 //! Properties:
 //! * `fill_matches_reference_model`: the model's validity verdict and the fill agree; on
@@ -87,6 +88,8 @@ type LayoutRest = (bool, Option<u32>, u32, u32);
 
 fn build_layout((core, graphs, rest): (LayoutCore, LayoutGraphs, LayoutRest)) -> LayoutSpec {
     let (model, r, t_mult, b_log, s, spec, tp) = core;
+    // A multiple of tp (a spec rule, as in Megatron), still at most 16.
+    let r = (r / tp).max(1) * tp;
     let (count, count_n, linear, budget, mixed, non_decode) = graphs;
     let (i32_idx, pool, cs, dconv) = rest;
     let model = [ModelKind::Mha, ModelKind::Hybrid, ModelKind::Mamba][usize::from(model % 3)];
@@ -323,7 +326,10 @@ fn build_step(g: &Geometry, rc: &StepRecipe) -> Step {
         match phase {
             Phase::Decode if s1 <= s && s1 <= left => {
                 q = s1;
-                kv = x.kv % (s - s1 + 1);
+                // Up to the end of the block table's extra column: a decode row's draft
+                // tokens may run up to s past max_seq_len.
+                let reach = (s + s1 - 1).min(nkv as u32 * b);
+                kv = x.kv % (reach - s1 + 1);
             }
             Phase::Prefill if left > 0 => {
                 kv = x.kv % s;
@@ -648,10 +654,17 @@ fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
             e.insert("decode_query_length");
         }
         let end = u64::from(row.kv) + u64::from(row.q);
-        if end > s {
+        // A decode row's s draft tokens may run past max_seq_len, as far as the block
+        // table's columns reach (nkv = ceil(S / B) + 1 when s > 0).
+        let reach = if row.phase == Phase::Decode {
+            (s + u64::from(s1 - 1)).min((g.block_table_width as u64) * b)
+        } else {
+            s
+        };
+        if end > reach {
             e.insert("sequence_too_long");
         }
-        for pos in u64::from(row.kv)..end.min(s) {
+        for pos in u64::from(row.kv)..end.min(reach) {
             if row
                 .blocks
                 .get((pos / b) as usize)

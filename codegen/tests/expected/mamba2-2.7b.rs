@@ -1869,6 +1869,12 @@ const _: () = {
                 host: &self.host,
             }
         }
+        /// Back to the freshly built state (`HostMetadata::reset`): the next step's
+        /// metadata is what a new builder would build. Allocates nothing.
+        #[inline]
+        pub fn reset(&mut self) {
+            self.host.reset();
+        }
         /// The runtime's host metadata underneath, for code generic over `Dims`.
         #[inline]
         pub fn host(&self) -> &al::HostMetadata<al::ConstDims<Mamba2_2_7b>> {

@@ -274,13 +274,15 @@ pub struct Limits {
 
 impl Limits {
     /// Clips a drawn `(prompt, output)` pair to what the layout holds: the prompt to
-    /// `max_prompt`, then the output so that `prompt + output − 1 + s ≤ positions`.
+    /// `max_prompt`, then the output so that `prompt + output − 1 + s ≤ positions` and
+    /// `prompt + output ≤ positions` (so that the batch state's admission rule, Megatron's
+    /// `prompt + output ≤ max_seq_len`, holds; the tighter of the two only when `s = 0`).
     pub fn clip(&self, prompt: u32, output: u32) -> (u32, u32) {
         let p = prompt.clamp(1, self.max_prompt);
         let room = self
             .positions
             .saturating_add(1)
-            .saturating_sub(u64::from(p) + u64::from(self.num_spec));
+            .saturating_sub(u64::from(p) + u64::from(self.num_spec.max(1)));
         let o = u64::from(output.max(1)).min(room.max(1));
         (p, u32::try_from(o).unwrap_or(u32::MAX))
     }
@@ -479,5 +481,9 @@ mod tests {
         // prompt + output - 1 + s <= positions
         let (p, o) = l.clip(50, 1000);
         assert_eq!(u64::from(p + o - 1 + 2), 100);
+        // Without draft tokens, prompt + output <= positions (the admission rule).
+        let l = Limits { num_spec: 0, ..l };
+        assert_eq!(l.clip(50, 1000), (50, 50));
+        assert_eq!(l.clip(99, 5), (97, 3));
     }
 }

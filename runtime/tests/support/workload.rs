@@ -157,6 +157,9 @@ pub struct Workload {
     r: usize,
     t: u32,
     s_max: u32,
+    /// The most KV positions a decode row may reach (`Dims::decode_kv_limit`: its draft
+    /// tokens run into the block table's extra column at the end of a sequence).
+    decode_reach: u32,
     b: u32,
     spec: u32,
     width: usize,
@@ -190,6 +193,7 @@ impl Workload {
             r,
             t: d.max_tokens() as u32,
             s_max: d.max_seq_len() as u32,
+            decode_reach: d.decode_kv_limit() as u32,
             b: d.block_size() as u32,
             spec: d.num_spec() as u32,
             width: d.block_table_width(),
@@ -309,7 +313,7 @@ impl Workload {
             let decoding = req.kv >= req.prompt;
             if decoding
                 && (everyone
-                    || req.kv + self.spec + 1 > self.s_max
+                    || req.kv + self.spec + 1 > self.decode_reach
                     || self.rng.chance(self.knobs.finish))
             {
                 self.release_request(i);
@@ -361,7 +365,7 @@ impl Workload {
             if decoding
                 && !pause
                 && budget >= s1
-                && req.kv + s1 <= self.s_max
+                && req.kv + s1 <= self.decode_reach
                 && self.ensure_blocks(i, s1)
             {
                 budget -= s1;

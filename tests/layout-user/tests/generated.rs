@@ -148,6 +148,31 @@ fn accessors_read_the_fields_the_fill_wrote() {
 }
 
 #[test]
+fn a_reset_builder_builds_what_a_new_one_builds() {
+    let (b0, b1, b2) = ([0, 1], [2, 3, 4], [5]);
+    let first = [
+        RequestRow::paused(4, &b2, 3),
+        RequestRow::decode(1, 5, &b0, 0),
+        RequestRow::prefill(9, 0, &b1, 1),
+    ];
+    let next = [RequestRow::decode(1, 2, &b2, 5)];
+    let step = |rows| StepInput {
+        rows,
+        ..Default::default()
+    };
+    let mut used = HybridSmallBuilder::new();
+    used.fill(&step(&first)).unwrap();
+    used.reset();
+    let mut fresh = HybridSmallBuilder::new();
+    assert_eq!(used.metadata().bytes(), fresh.metadata().bytes());
+    assert_eq!(used.metadata().info(), fresh.metadata().info());
+    used.fill(&step(&next)).unwrap();
+    fresh.fill(&step(&next)).unwrap();
+    assert_eq!(used.metadata().bytes(), fresh.metadata().bytes());
+    assert_eq!(used.metadata().info(), fresh.metadata().info());
+}
+
+#[test]
 fn the_big_layouts_build_a_step() {
     let mut b = NemotronH8bBuilder::default();
     let blocks: Vec<i32> = (0..4).collect();
