@@ -297,10 +297,7 @@ fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill(
         "{past_the_end} decode rows ran past max_seq_len"
     );
     assert!(waited > 0, "no chunked prefill waited");
-    let Some(cxx) = shim::compiler() else {
-        eprintln!("skipped the kernels: no C++ compiler (set CXX)");
-        return;
-    };
+    let cxx = shim::compiler();
     let harness = shim::build(&cxx, "batch-end", dims.geometry(), true);
     replay.check(&harness, name);
     shim::clean(&harness);
