@@ -5,6 +5,7 @@
 //! Mamba slot pool, the engine-side batch state, the workload simulator and the command
 //! line tool.
 
+pub mod agree;
 pub mod alloc;
 pub mod backend;
 pub mod batch;
@@ -26,6 +27,7 @@ pub mod scenarios;
 pub mod simulate;
 pub mod step;
 
+pub use agree::{AgreedShape, ShapeAgreement};
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
 /// The attribute that generates a [`Layout`] from a spec (feature `macros`).
