@@ -81,6 +81,15 @@ pub fn nccl_version() -> Result<(i32, i32, i32), AgreeError> {
     Ok((code / 10_000, code / 100 % 100, code % 100))
 }
 
+/// `(rank, ranks)` as `u32`s, if `rank < ranks <= i32::MAX` (NCCL counts ranks in `int`).
+fn group_size(rank: usize, ranks: usize) -> Result<(u32, u32), AgreeError> {
+    let limit = i32::MAX.unsigned_abs();
+    match (u32::try_from(rank), u32::try_from(ranks)) {
+        (Ok(r), Ok(n)) if n <= limit && r < n => Ok((r, n)),
+        _ => Err(AgreeError::GroupSize { ranks, limit }),
+    }
+}
+
 /// The identity of an NCCL group: rank 0 creates it ([`GroupId::new`]) and hands its bytes
 /// to every other rank (over whatever channel the engine has), which rebuild it with
 /// [`GroupId::from_bytes`].
@@ -141,6 +150,7 @@ impl NcclAgreement {
         ranks: usize,
         id: &GroupId,
     ) -> Result<Self, AgreeError> {
+        group_size(rank, ranks)?;
         nccl_present()?;
         let ctx = CudaContext::new(ordinal).map_err(cuda("open the CUDA device"))?;
         let stream = ctx.new_stream().map_err(cuda("create a stream"))?;
@@ -159,13 +169,7 @@ impl NcclAgreement {
         ranks: usize,
         id: &GroupId,
     ) -> Result<Self, AgreeError> {
-        let limit = i32::MAX.unsigned_abs();
-        let (Ok(r), Ok(n)) = (u32::try_from(rank), u32::try_from(ranks)) else {
-            return Err(AgreeError::GroupSize { ranks, limit });
-        };
-        if n == 0 || n > limit || r >= n {
-            return Err(AgreeError::GroupSize { ranks, limit });
-        }
+        let (r, n) = group_size(rank, ranks)?;
         nccl_present()?;
         let buffer = stream
             .alloc_zeros::<u32>(2)
@@ -205,6 +209,25 @@ impl NcclAgreement {
     /// The stream the all-reduce and its copies run on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// The host-device round trip of [`agree`](ShapeAgreement::agree) without the
+    /// all-reduce: the two copies and the synchronize. For measurements (what the
+    /// all-reduce adds); it changes nothing the group sees.
+    ///
+    /// # Errors
+    ///
+    /// [`AgreeError::Cuda`] when a copy or the synchronize fails.
+    pub fn round_trip(&mut self) -> Result<(), AgreeError> {
+        let send = [0u32; 2];
+        let mut got = [0u32; 2];
+        self.stream
+            .memcpy_htod(&send, &mut self.buffer)
+            .map_err(cuda("copy to the device"))?;
+        self.stream
+            .memcpy_dtoh(&self.buffer, &mut got)
+            .map_err(cuda("copy to the host"))?;
+        self.stream.synchronize().map_err(cuda("synchronize"))
     }
 }
 
