@@ -13,6 +13,7 @@ use crate::dims::RuntimeDims;
 use crate::layouts;
 
 use super::config::{LengthDist, SimConfig, StepTime};
+use super::ep::EpConfig;
 use super::{Progress, SimError};
 
 /// Arguments of `attention-layout simulate`.
@@ -62,9 +63,25 @@ pub struct SimulateArgs {
     /// No progress display.
     #[arg(long)]
     pub quiet: bool,
+    /// Expert-parallel ranks: each with its own arrivals, scheduler and backend, agreeing
+    /// on every step's shape (1: no expert parallelism, the plain report).
+    #[arg(long, default_value_t = EpConfig::default().ranks)]
+    pub ep_ranks: u32,
+    /// Load skew between ranks: the busiest rank gets 1 + X times the arrivals of the
+    /// idlest, geometrically in between, the mean staying `--rate` per rank.
+    #[arg(long, default_value_t = EpConfig::default().rank_skew)]
+    pub rank_skew: f64,
 }
 
 impl SimulateArgs {
+    /// The expert-parallel settings these arguments ask for.
+    pub fn ep_config(&self) -> EpConfig {
+        EpConfig {
+            ranks: self.ep_ranks,
+            rank_skew: self.rank_skew,
+        }
+    }
+
     /// The simulation settings these arguments ask for.
     pub fn config(&self) -> SimConfig {
         SimConfig {
@@ -109,6 +126,13 @@ pub fn main(args: SimulateArgs) -> ExitCode {
     let config = args.config();
     if let Err(e) = config.check(&dims) {
         return fail(2, e);
+    }
+    let ep = args.ep_config();
+    if let Err(e) = ep.check() {
+        return fail(2, e);
+    }
+    if ep.ranks > 1 {
+        return main_ep(&args, &config, &ep, dims, &shown);
     }
     let mut selected = match backend::select(args.backend, dims.clone()) {
         Ok(s) => s,
@@ -181,6 +205,69 @@ pub fn main(args: SimulateArgs) -> ExitCode {
     }
     if let Some(path) = &args.plot
         && let Err(e) = std::fs::write(path, super::svg::plot(&report))
+    {
+        return fail(1, format!("cannot write {}: {e}", path.display()));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `simulate --ep-ranks N` with `N > 1`: one backend per rank, the expert-parallel report.
+fn main_ep(
+    args: &SimulateArgs,
+    config: &SimConfig,
+    ep: &EpConfig,
+    dims: RuntimeDims,
+    shown: &str,
+) -> ExitCode {
+    let mut backends = Vec::with_capacity(ep.ranks as usize);
+    for rank in 0..ep.ranks {
+        match backend::select(args.backend, dims.clone()) {
+            Ok(s) => {
+                if rank == 0 {
+                    eprintln!("layout {shown}; {} on each of {} ranks", s.reason, ep.ranks);
+                }
+                backends.push(s.backend);
+            }
+            Err(e) => return fail(2, format!("rank {rank}: {e}")),
+        }
+    }
+    // A line every 10 % of the arrival steps and every 1,000 steps while draining.
+    let show = !args.quiet;
+    let mut next = 0u64;
+    let mut progress = |p: &Progress| {
+        if !show || p.step < next {
+            return;
+        }
+        next = p.step
+            + if p.draining {
+                1000
+            } else {
+                (p.steps / 10).max(1)
+            };
+        eprintln!(
+            "step {}{} | {:.1} sim s | {} live, {} waiting, {} done on all ranks",
+            p.step,
+            if p.draining { " (draining)" } else { "" },
+            p.sim_seconds,
+            p.live,
+            p.waiting,
+            p.completed
+        );
+    };
+    let report = match super::run_ep(config, ep, &dims, &mut backends, &mut progress) {
+        Ok(r) => r,
+        Err(e @ SimError::Config(_)) => return fail(2, e),
+        Err(e) => return fail(1, e),
+    };
+    print!("{report}");
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, report.to_json() + "\n")
+    {
+        return fail(1, format!("cannot write {}: {e}", path.display()));
+    }
+    if let Some(path) = &args.plot
+        && let Some(first) = report.per_rank.first()
+        && let Err(e) = std::fs::write(path, super::svg::plot(&first.report))
     {
         return fail(1, format!("cannot write {}: {e}", path.display()));
     }
