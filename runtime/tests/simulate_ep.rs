@@ -105,6 +105,7 @@ fn check(name: &str, dims: &RuntimeDims, ep: &EpReport) {
         );
         // Recompute the forced work from the records.
         let (mut dummy, mut alone_eager, mut forced_eager, mut forced_pad) = (0, 0, 0, 0);
+        let mut delta = 0i64;
         for s in &rep.records {
             if s.real == BatchDims::default() {
                 dummy += 1;
@@ -116,7 +117,10 @@ fn check(name: &str, dims: &RuntimeDims, ep: &EpReport) {
                     assert_eq!(b, None, "{name}: graphed under the agreement but not alone");
                     alone_eager += 1;
                 }
-                (Some(_), None) => forced_eager += 1,
+                (Some(a), None) => {
+                    forced_eager += 1;
+                    delta += i64::from(s.padded.tokens) - i64::from(a.tokens);
+                }
                 (Some(a), Some(b)) => {
                     let agreed = dims.buckets()[b as usize];
                     assert_eq!(
@@ -141,6 +145,7 @@ fn check(name: &str, dims: &RuntimeDims, ep: &EpReport) {
             "{name}"
         );
         assert_eq!(f.forced_padding_tokens, forced_pad, "{name}");
+        assert_eq!(f.forced_eager_padding_delta, delta, "{name}");
         total.forced_eager_steps += f.forced_eager_steps;
         total.forced_padding_tokens += f.forced_padding_tokens;
         total.dummy_steps += f.dummy_steps;

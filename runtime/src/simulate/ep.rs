@@ -132,6 +132,10 @@ pub struct Forced {
     pub forced_eager_by_max_tokens: u64,
     /// `forced_eager_steps / active_steps`.
     pub forced_eager_share: f64,
+    /// Σ over forced eager steps of (eager padded tokens − tokens of the bucket the rank
+    /// would have replayed alone): what running eagerly changed in padding (negative when
+    /// the eager padding is the smaller).
+    pub forced_eager_padding_delta: i64,
     /// Σ over graphed active steps of (agreed bucket tokens − own bucket tokens).
     pub forced_padding_tokens: u64,
     /// Padded tokens of the active steps.
@@ -162,6 +166,7 @@ impl Forced {
         self.forced_eager_by_other_prefill += o.forced_eager_by_other_prefill;
         self.forced_eager_by_own_prefill += o.forced_eager_by_own_prefill;
         self.forced_eager_by_max_tokens += o.forced_eager_by_max_tokens;
+        self.forced_eager_padding_delta += o.forced_eager_padding_delta;
         self.forced_padding_tokens += o.forced_padding_tokens;
         self.active_padded_tokens += o.active_padded_tokens;
         self
@@ -190,8 +195,10 @@ impl Forced {
                 self.forced_padding_tokens +=
                     u64::from(ran.padded.tokens.saturating_sub(own.tokens));
             }
-            (Some(_), false) => {
+            (Some(own), false) => {
                 self.forced_eager_steps += 1;
+                self.forced_eager_padding_delta +=
+                    i64::from(ran.padded.tokens) - i64::from(own.tokens);
                 if local.prefill > 0 {
                     self.forced_eager_by_own_prefill += 1;
                 } else if agreed.any_prefill {
@@ -621,13 +628,14 @@ impl fmt::Display for EpReport {
         )?;
         writeln!(
             f,
-            "  forced     eager: {} of {} rank-steps with requests ({}) that a graph would have served alone — {} by another rank's prefill, {} by the rank's own prefill, {} by the largest rank's tokens",
+            "  forced     eager: {} of {} rank-steps with requests ({}) that a graph would have served alone — {} by another rank's prefill, {} by the rank's own prefill, {} by the largest rank's tokens; their eager padding differs from the graphs' by {:+} tokens",
             n(t.forced_eager_steps),
             n(t.active_steps),
             pct(t.forced_eager_share),
             n(t.forced_eager_by_other_prefill),
             n(t.forced_eager_by_own_prefill),
-            n(t.forced_eager_by_max_tokens)
+            n(t.forced_eager_by_max_tokens),
+            t.forced_eager_padding_delta
         )?;
         writeln!(
             f,
