@@ -150,6 +150,37 @@ fn decode_only_skew_replays_the_bucket_of_the_largest_rank_everywhere() {
     );
 }
 
+/// The worked example of `docs/DESIGN.md` ("Expert-parallel shape agreement").
+#[test]
+fn the_worked_example_of_the_design_notes() {
+    let dims = layouts::dims(WORKED_MHA);
+    // Step 1: decode-only ranks and an empty one replay (8, 0, 8).
+    let step1 = [b(3, 0, 3), b(7, 0, 7), b(1, 0, 1), b(0, 0, 0)];
+    let results = run_group(&dims, &step1);
+    assert_eq!(padded(&results), vec![(b(8, 0, 8), true); 4]);
+    let own: Vec<u32> = alone(&dims, &step1[..3])
+        .iter()
+        .map(|m| m.unwrap().tokens)
+        .collect();
+    assert_eq!(own, [4, 8, 1], "forced padding 4 + 0 + 7");
+    // Step 2: rank 1 prefills; nobody replays a graph.
+    let step2 = [b(3, 0, 3), b(12, 1, 7), b(1, 0, 1), b(0, 0, 0)];
+    let results = run_group(&dims, &step2);
+    assert_eq!(
+        padded(&results),
+        [
+            (b(8, 0, 8), false),
+            (b(64, 1, 7), false),
+            (b(8, 0, 8), false),
+            (b(0, 0, 0), false)
+        ]
+    );
+    assert_eq!(
+        alone(&dims, &step2[..3]),
+        [Some(b(4, 0, 4)), Some(b(16, 1, 7)), Some(b(1, 0, 1))]
+    );
+}
+
 #[test]
 fn one_rank_prefilling_makes_every_rank_run_eagerly() {
     let dims = layouts::dims(WORKED_MHA);
