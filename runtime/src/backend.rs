@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::agree::AgreedShape;
 use crate::dims::{Dims, RuntimeDims};
 use crate::error::StepError;
 use crate::fill::StepInfo;
@@ -72,6 +73,9 @@ pub enum BackendError {
     /// The layout is beyond what the CUDA backend supports.
     #[error("CUDA backend: unsupported layout: {0}")]
     Unsupported(String),
+    /// The expert-parallel group could not agree on the step's shape (nothing was built).
+    #[error(transparent)]
+    Agree(#[from] crate::agree::AgreeError),
 }
 
 /// Something that builds a layout's metadata, one step at a time.
@@ -80,6 +84,15 @@ pub trait MetadataBackend {
     fn name(&self) -> String;
     /// Builds one step's metadata. On error nothing changes.
     fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError>;
+    /// Builds one step's metadata on a rank of an expert-parallel group: the padded shape
+    /// is the one `agreed` selects (the same bucket on every rank, or eager padding on
+    /// every rank; `crate::agree`), the rest as for [`step`](Self::step). With a
+    /// one-rank agreement this is `step`. On error nothing changes.
+    fn step_agreed(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: &AgreedShape,
+    ) -> Result<StepInfo, BackendError>;
     /// Waits until the last step's metadata is ready where the kernels read it.
     fn synchronize(&mut self) -> Result<(), BackendError> {
         Ok(())
@@ -128,6 +141,13 @@ impl<D: Dims> MetadataBackend for CpuBackend<D> {
     }
     fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
         Ok(*self.meta.fill(input)?)
+    }
+    fn step_agreed(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: &AgreedShape,
+    ) -> Result<StepInfo, BackendError> {
+        Ok(*self.meta.fill_agreed(input, agreed)?)
     }
 }
 

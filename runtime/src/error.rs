@@ -179,6 +179,21 @@ pub enum StepError {
         /// `Kmax`.
         limit: usize,
     },
+    /// An expert-parallel step whose shape the group's agreement does not cover: the rank
+    /// agreed on another step than the one it builds (see `crate::agree`).
+    #[error(
+        "the step ({tokens} tokens, {prefill} prefill requests) is not covered by the expert-parallel agreement (at most {max_tokens} tokens, prefill on some rank: {any_prefill}); this rank agreed on another step"
+    )]
+    NotAgreed {
+        /// The step's real tokens.
+        tokens: u32,
+        /// Its prefill requests.
+        prefill: u32,
+        /// The group's largest token count.
+        max_tokens: u32,
+        /// Whether the group saw a prefill request.
+        any_prefill: bool,
+    },
     /// A buffer handed to the fill that does not fit the layout.
     #[error(
         "the metadata buffer has {got} bytes at alignment {align}, the layout needs {expected} bytes 8-aligned"
@@ -213,6 +228,7 @@ impl StepError {
             Self::IntermediateLength { .. } => "intermediate_length",
             Self::IntermediateOffset { .. } => "intermediate_offset",
             Self::TooManyIntermediates { .. } => "too_many_intermediates",
+            Self::NotAgreed { .. } => "not_agreed",
             Self::Buffer { .. } => "buffer",
         }
     }

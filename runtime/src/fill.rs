@@ -11,6 +11,7 @@
 
 use attention_layout_codegen::{BatchDims, Field, buckets};
 
+use crate::agree::AgreedShape;
 use crate::dims::Dims;
 use crate::error::StepError;
 use crate::step::{Phase, Sampling, StepInput};
@@ -140,6 +141,36 @@ pub fn plan_step_checking<D: Dims>(
     input: &StepInput<'_>,
     state: &mut FillState,
     check: BlockCheck,
+) -> Result<StepPlan, StepError> {
+    plan(d, input, state, check, None)
+}
+
+/// [`plan_step_checking`] for one rank of an expert-parallel group: the padded shape
+/// follows what the group agreed ([`AgreedShape::match_bucket`]: every rank replays the
+/// same bucket, or every rank pads eagerly), not the step's own match. Everything else is
+/// planned as for [`plan_step`].
+///
+/// # Errors
+///
+/// Those of [`plan_step`], and [`StepError::NotAgreed`] when the step's shape is not one
+/// the agreement covers (more tokens than the group's maximum, or a prefill request the
+/// group did not see).
+pub fn plan_step_agreed<D: Dims>(
+    d: &D,
+    input: &StepInput<'_>,
+    state: &mut FillState,
+    check: BlockCheck,
+    agreed: &AgreedShape,
+) -> Result<StepPlan, StepError> {
+    plan(d, input, state, check, Some(agreed))
+}
+
+fn plan<D: Dims>(
+    d: &D,
+    input: &StepInput<'_>,
+    state: &mut FillState,
+    check: BlockCheck,
+    agreed: Option<&AgreedShape>,
 ) -> Result<StepPlan, StepError> {
     let rows = input.rows;
     let r = d.max_requests();
@@ -377,7 +408,18 @@ pub fn plan_step_checking<D: Dims>(
 
     let real = BatchDims::new(tokens as u32, prefill, decode);
     let list = d.buckets();
-    let matched = buckets::match_bucket(real, list, has_mamba);
+    let matched = match agreed {
+        None => buckets::match_bucket(real, list, has_mamba),
+        Some(g) if g.covers(real) => g.match_bucket(real, list, has_mamba),
+        Some(g) => {
+            return Err(StepError::NotAgreed {
+                tokens: real.tokens,
+                prefill: real.prefill,
+                max_tokens: g.max_tokens,
+                any_prefill: g.any_prefill,
+            });
+        }
+    };
     let padded = matched.unwrap_or_else(|| {
         buckets::eager_padding(
             real,

@@ -9,6 +9,7 @@
 // a closed pipe, and `print!`/`eprint!` would panic there.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod agree;
 pub mod alloc;
 pub mod backend;
 pub mod batch;
@@ -32,6 +33,7 @@ pub mod scenarios;
 pub mod simulate;
 pub mod step;
 
+pub use agree::{AgreedShape, ShapeAgreement};
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
 /// The attribute that generates a [`Layout`] from a spec (feature `macros`).

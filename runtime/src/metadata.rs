@@ -3,6 +3,7 @@
 
 use attention_layout_codegen::Field;
 
+use crate::agree::AgreedShape;
 use crate::dims::Dims;
 use crate::error::StepError;
 use crate::fill::{self, FillState, StepInfo};
@@ -54,6 +55,25 @@ impl<D: Dims> HostMetadata<D> {
     /// Builds the metadata of one step. On error nothing changes.
     pub fn fill(&mut self, input: &StepInput<'_>) -> Result<&StepInfo, StepError> {
         let plan = fill::plan_step(&self.dims, input, &mut self.state)?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
+        self.info = fill::write_step(&self.dims, input, &plan, bytes, &mut self.state)?;
+        Ok(&self.info)
+    }
+
+    /// Builds the metadata of one step of an expert-parallel rank: the padded shape is the
+    /// one the group agreed ([`fill::plan_step_agreed`]). On error nothing changes.
+    pub fn fill_agreed(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: &AgreedShape,
+    ) -> Result<&StepInfo, StepError> {
+        let plan = fill::plan_step_agreed(
+            &self.dims,
+            input,
+            &mut self.state,
+            fill::BlockCheck::Full,
+            agreed,
+        )?;
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
         self.info = fill::write_step(&self.dims, input, &plan, bytes, &mut self.state)?;
         Ok(&self.info)

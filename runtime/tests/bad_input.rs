@@ -418,6 +418,53 @@ fn intermediate_count_over_three() {
     assert!(e.to_string().contains("count 4"));
 }
 
+/// An expert-parallel rank whose step is not the one its group agreed on (more tokens than
+/// the group's maximum, or a prefill the group did not see) is refused before anything is
+/// written, and the agreed step still builds afterwards.
+#[test]
+fn a_step_the_expert_parallel_group_did_not_agree_on() {
+    use attention_layout::AgreedShape;
+    let mut m = HostMetadata::new(RuntimeDims::new(Geometry::new(&spec()).unwrap()));
+    let rows = good_rows();
+    let good = input(&rows);
+    // The good step: 8 tokens, one prefill. Agreed on it (and a bigger step elsewhere).
+    let agreed = AgreedShape {
+        ranks: 2,
+        max_tokens: 20,
+        any_prefill: true,
+    };
+    m.fill_agreed(&good, &agreed).unwrap();
+    let before = m.bytes().to_vec();
+    let info = *m.info();
+    for wrong in [
+        AgreedShape {
+            max_tokens: 7,
+            ..agreed
+        },
+        AgreedShape {
+            any_prefill: false,
+            ..agreed
+        },
+    ] {
+        let e = m.fill_agreed(&good, &wrong).unwrap_err();
+        assert_eq!(e.kind(), "not_agreed", "{e}");
+        assert_eq!(
+            e,
+            StepError::NotAgreed {
+                tokens: 8,
+                prefill: 1,
+                max_tokens: wrong.max_tokens,
+                any_prefill: wrong.any_prefill,
+            }
+        );
+        assert!(e.to_string().contains("8 tokens, 1 prefill"), "{e}");
+        assert_eq!(m.bytes(), before.as_slice(), "buffer changed after {e}");
+        assert_eq!(*m.info(), info, "step info changed after {e}");
+    }
+    m.fill_agreed(&good, &agreed).unwrap();
+    assert_eq!(m.bytes(), before.as_slice());
+}
+
 /// [`Dims`] of a real layout that claim a buffer 8 bytes too short: the only way a
 /// [`HostMetadata`] can meet a buffer that does not fit (its own buffer is sized from the
 /// same dims).
@@ -546,6 +593,7 @@ fn kind_name(e: &StepError) -> &'static str {
         StepError::IntermediateLength { .. } => "intermediate_length",
         StepError::IntermediateOffset { .. } => "intermediate_offset",
         StepError::TooManyIntermediates { .. } => "too_many_intermediates",
+        StepError::NotAgreed { .. } => "not_agreed",
         StepError::Buffer { .. } => "buffer",
     }
 }
@@ -572,6 +620,7 @@ fn every_step_error_kind_is_covered() {
         "intermediate_length",
         "intermediate_offset",
         "too_many_intermediates",
+        "not_agreed",
         "buffer",
     ];
     let samples = [
@@ -641,6 +690,12 @@ fn every_step_error_kind_is_covered() {
             count: 0,
         },
         StepError::TooManyIntermediates { count: 0, limit: 0 },
+        StepError::NotAgreed {
+            tokens: 0,
+            prefill: 0,
+            max_tokens: 0,
+            any_prefill: false,
+        },
         StepError::Buffer {
             got: 0,
             align: 0,

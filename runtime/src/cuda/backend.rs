@@ -13,6 +13,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::compile::{self, CompileOptions, CompileReport};
 use super::{DeviceInfo, probe};
+use crate::agree::AgreedShape;
 use crate::backend::{BackendError, MetadataBackend};
 use crate::devfill::{self, Staged, StagingBuilder};
 use crate::dims::{Dims, RuntimeDims};
@@ -507,7 +508,11 @@ impl CudaBackend {
         Ok(slot)
     }
 
-    fn step_device(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
+    fn step_device(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: Option<&AgreedShape>,
+    ) -> Result<StepInfo, BackendError> {
         // With residency the staging builder checks every id it sends (changes, uploads,
         // patches): the plan only reads the ids the step's tokens land in, so a step costs
         // what changed rather than the whole table.
@@ -516,7 +521,10 @@ impl CudaBackend {
         } else {
             fill::BlockCheck::Full
         };
-        let plan = fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?;
+        let plan = match agreed {
+            None => fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?,
+            Some(g) => fill::plan_step_agreed(&self.dims, input, &mut self.plan_state, check, g)?,
+        };
         let info = devfill::complete_info(&self.dims, input, plan.info());
         let slot = self.next;
         let (ptr, len) = {
@@ -577,7 +585,11 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn step_host(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
+    fn step_host(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: Option<&AgreedShape>,
+    ) -> Result<StepInfo, BackendError> {
         let slot = self.next;
         self.claim(slot)?;
         let total = self.dims.total_bytes();
@@ -590,7 +602,10 @@ impl CudaBackend {
         // SAFETY: the slot's pinned buffer (`len >= total` bytes) is idle: its event
         // completed.
         let bytes = unsafe { std::slice::from_raw_parts_mut(s.ptr, s.len) };
-        let plan = fill::plan_step(&self.dims, input, state)?;
+        let plan = match agreed {
+            None => fill::plan_step(&self.dims, input, state)?,
+            Some(g) => fill::plan_step_agreed(&self.dims, input, state, fill::BlockCheck::Full, g)?,
+        };
         let info = fill::write_step(&self.dims, input, &plan, bytes, state)?;
         let src = s.ptr;
         // Without token ids the device keeps its own (an engine that writes sampled ids
@@ -765,19 +780,15 @@ impl MetadataBackend for CudaBackend {
     }
 
     fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
-        if let Some(p) = &self.poisoned {
-            return Err(BackendError::Cuda(format!(
-                "the backend is unusable after an earlier CUDA failure: {p}"
-            )));
-        }
-        // Another library may have made its own context current on this thread.
-        self.ctx
-            .bind_to_thread()
-            .map_err(cuda("bind the CUDA context"))?;
-        match self.options.mode {
-            FillMode::Device => self.step_device(input),
-            FillMode::Host => self.step_host(input),
-        }
+        self.step_with(input, None)
+    }
+
+    fn step_agreed(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: &AgreedShape,
+    ) -> Result<StepInfo, BackendError> {
+        self.step_with(input, Some(agreed))
     }
 
     fn synchronize(&mut self) -> Result<(), BackendError> {
@@ -792,6 +803,29 @@ impl MetadataBackend for CudaBackend {
         // The device's resident table keeps its contents; the host just stops relying on
         // them. The metadata block table stays known (its dirty lengths still hold).
         self.builder.forget_residency();
+    }
+}
+
+impl CudaBackend {
+    /// A step, matched on its own (`agreed` is `None`) or as the group agreed.
+    fn step_with(
+        &mut self,
+        input: &StepInput<'_>,
+        agreed: Option<&AgreedShape>,
+    ) -> Result<StepInfo, BackendError> {
+        if let Some(p) = &self.poisoned {
+            return Err(BackendError::Cuda(format!(
+                "the backend is unusable after an earlier CUDA failure: {p}"
+            )));
+        }
+        // Another library may have made its own context current on this thread.
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda("bind the CUDA context"))?;
+        match self.options.mode {
+            FillMode::Device => self.step_device(input, agreed),
+            FillMode::Host => self.step_host(input, agreed),
+        }
     }
 }
 

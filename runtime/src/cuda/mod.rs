@@ -18,6 +18,8 @@
 mod backend;
 pub mod bench;
 pub mod compile;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
 pub use compile::{CompileOptions, CompileReport, PtxOrigin};

@@ -15,6 +15,7 @@ use crate::layouts;
 
 use super::Progress;
 use super::config::{LengthDist, MAX_STEPS, SimConfig, StepTime};
+use super::ep::EpConfig;
 
 /// Arguments of `attention-layout simulate`.
 #[derive(Debug, Clone, Args)]
@@ -65,9 +66,25 @@ pub struct SimulateArgs {
     /// No progress display.
     #[arg(long)]
     pub quiet: bool,
+    /// Expert-parallel ranks: each with its own arrivals, scheduler and backend, agreeing
+    /// on every step's shape (1: no expert parallelism, the plain report).
+    #[arg(long, default_value_t = EpConfig::default().ranks)]
+    pub ep_ranks: u32,
+    /// Load skew between ranks: the busiest rank gets 1 + X times the arrivals of the
+    /// idlest, geometrically in between, the mean staying `--rate` per rank.
+    #[arg(long, default_value_t = EpConfig::default().rank_skew)]
+    pub rank_skew: f64,
 }
 
 impl SimulateArgs {
+    /// The expert-parallel settings these arguments ask for.
+    pub fn ep_config(&self) -> EpConfig {
+        EpConfig {
+            ranks: self.ep_ranks,
+            rank_skew: self.rank_skew,
+        }
+    }
+
     /// The simulation settings these arguments ask for.
     pub fn config(&self) -> SimConfig {
         SimConfig {
@@ -139,6 +156,13 @@ pub fn main(args: SimulateArgs) -> ExitCode {
     if let Err(e) = config.check(&dims) {
         return fail(2, e);
     }
+    let ep = args.ep_config();
+    if let Err(e) = ep.check() {
+        return fail(2, e);
+    }
+    if ep.ranks > 1 {
+        return main_ep(&args, &config, &ep, dims, &shown);
+    }
     let mut selected = match backend::select(args.backend, dims.clone()) {
         Ok(s) => s,
         Err(e) => return fail(2, e),
@@ -204,27 +228,32 @@ pub fn main(args: SimulateArgs) -> ExitCode {
         Err(e) if e.is_config() => return fail(2, e),
         Err(e) => return fail(1, e),
     };
-    match write_outputs(&args, &report) {
+    match write_outputs(&args, &report, report.to_json(), Some(&report)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }
 }
 
 /// Writes the text report (standard output, or standard error under `--json -`), the
-/// JSON and the plot.
-fn write_outputs(args: &SimulateArgs, report: &super::Report) -> Result<(), String> {
+/// JSON and the plot (the plot of `plot`, when there is one).
+fn write_outputs(
+    args: &SimulateArgs,
+    text_report: &dyn std::fmt::Display,
+    json_report: String,
+    plot: Option<&super::Report>,
+) -> Result<(), String> {
     let json = args.json.as_deref();
     let mut text: Console = if json_to_stdout(json) {
         cli::stderr()
     } else {
         cli::stdout()
     };
-    write!(text, "{report}").map_err(|e| format!("cannot write the report: {e}"))?;
+    write!(text, "{text_report}").map_err(|e| format!("cannot write the report: {e}"))?;
     let write_file = |path: &Path, contents: String| {
         std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
     if let Some(path) = json {
-        let contents = report.to_json() + "\n";
+        let contents = json_report + "\n";
         if json_to_stdout(Some(path)) {
             cli::stdout()
                 .write_all(contents.as_bytes())
@@ -233,8 +262,71 @@ fn write_outputs(args: &SimulateArgs, report: &super::Report) -> Result<(), Stri
             write_file(path, contents)?;
         }
     }
-    if let Some(path) = &args.plot {
+    if let (Some(path), Some(report)) = (&args.plot, plot) {
         write_file(path, super::svg::plot(report))?;
     }
     Ok(())
+}
+
+/// `simulate --ep-ranks N` with `N > 1`: one backend per rank, the expert-parallel report.
+fn main_ep(
+    args: &SimulateArgs,
+    config: &SimConfig,
+    ep: &EpConfig,
+    dims: RuntimeDims,
+    shown: &str,
+) -> ExitCode {
+    let mut backends = Vec::with_capacity(ep.ranks as usize);
+    for rank in 0..ep.ranks {
+        match backend::select(args.backend, dims.clone()) {
+            Ok(s) => {
+                if rank == 0 {
+                    let _ = writeln!(
+                        cli::stderr(),
+                        "layout {shown}; {} on each of {} ranks",
+                        s.reason,
+                        ep.ranks
+                    );
+                }
+                backends.push(s.backend);
+            }
+            Err(e) => return fail(2, format!("rank {rank}: {e}")),
+        }
+    }
+    // A line every 10 % of the arrival steps and every 1,000 steps while draining.
+    let show = !args.quiet;
+    let mut next = 0u64;
+    let mut progress = |p: &Progress| {
+        if !show || p.step < next {
+            return;
+        }
+        next = p.step
+            + if p.draining {
+                1000
+            } else {
+                (p.steps / 10).max(1)
+            };
+        // A closed pipe ends the process in the write; other failures only lose a line.
+        let _ = writeln!(
+            cli::stderr(),
+            "step {}{} | {:.1} sim s | {} live, {} waiting, {} done on all ranks",
+            p.step,
+            if p.draining { " (draining)" } else { "" },
+            p.sim_seconds,
+            p.live,
+            p.waiting,
+            p.completed
+        );
+    };
+    let report = match super::run_ep(config, ep, &dims, &mut backends, &mut progress) {
+        Ok(r) => r,
+        Err(e) if e.is_config() => return fail(2, e),
+        Err(e) => return fail(1, e),
+    };
+    // The plot shows rank 0 (the busiest rank).
+    let plot = report.per_rank.first().map(|r| &r.report);
+    match write_outputs(args, &report, report.to_json(), plot) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
 }

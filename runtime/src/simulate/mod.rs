@@ -13,6 +13,7 @@
 //! gives the same steps on every machine and backend.
 
 pub mod config;
+pub mod ep;
 pub mod report;
 pub mod rng;
 pub mod scheduler;
@@ -31,6 +32,7 @@ use crate::batch::{BatchError, BatchState};
 use crate::dims::{Dims, RuntimeDims};
 
 pub use config::{LengthDist, Limits, MAX_STEPS, MAX_WAITING, SimConfig, StepTime};
+pub use ep::{EpConfig, EpReport, run_ep};
 pub use report::{Report, StepRecord};
 
 use rng::Rng;
@@ -89,6 +91,14 @@ pub enum SimError {
         /// Waiting requests left.
         waiting: usize,
     },
+    /// A failure on one rank of an expert-parallel run (`ep::run_ep`).
+    #[error("rank {rank}: {error}")]
+    Rank {
+        /// The rank.
+        rank: u32,
+        /// What failed there.
+        error: Box<SimError>,
+    },
     /// Draining took more steps than any schedule can need (a bug).
     #[error(
         "the run did not drain within {limit} steps ({live} live and {waiting} waiting requests left)"
@@ -111,7 +121,7 @@ impl SimError {
         matches!(
             self,
             Self::Config(_) | Self::Overloaded { .. } | Self::TooLong { .. }
-        )
+        ) || matches!(self, Self::Rank { error, .. } if error.is_config())
     }
 }
 

@@ -5,6 +5,13 @@
 use super::config::{LengthDist, Limits, SimConfig};
 use super::rng::Rng;
 
+/// The random stream number of stream `k` (1: arrival times, 2: lengths, 3: draft
+/// acceptance) of expert-parallel rank `rank`: `k + 3 · rank`, so rank 0 draws exactly what
+/// a run without expert parallelism draws and every rank has streams of its own.
+pub const fn stream_of_rank(rank: u32, k: u64) -> u64 {
+    k + 3 * rank as u64
+}
+
 /// One arriving request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Arrival {
@@ -35,10 +42,16 @@ impl Workload {
     /// The arrival process of `config` (checked) under `limits`; the first request arrives
     /// after one exponential gap from time 0.
     pub fn new(config: &SimConfig, limits: Limits) -> Self {
+        Self::for_rank(config, limits, 0, config.rate)
+    }
+
+    /// The arrival process of expert-parallel rank `rank` at `rate` arrivals per simulated
+    /// second: its own streams ([`stream_of_rank`]; rank 0's are those of [`new`](Self::new)).
+    pub fn for_rank(config: &SimConfig, limits: Limits, rank: u32, rate: f64) -> Self {
         let mut w = Self {
-            times: Rng::stream(config.seed, 1),
-            lengths: Rng::stream(config.seed, 2),
-            rate: config.rate,
+            times: Rng::stream(config.seed, stream_of_rank(rank, 1)),
+            lengths: Rng::stream(config.seed, stream_of_rank(rank, 2)),
+            rate,
             prompt: config.prompt,
             output: config.output,
             limits,
