@@ -18,6 +18,7 @@
 mod backend;
 pub mod bench;
 pub mod compile;
+mod pinned;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
 pub use compile::{CompileOptions, CompileReport, PtxOrigin};
