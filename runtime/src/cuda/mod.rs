@@ -21,7 +21,7 @@ pub mod compile;
 mod pinned;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
-pub use compile::{CompileOptions, CompileReport, PtxOrigin};
+pub use compile::{CompileOptions, CompileReport, PtxOrigin, RejectedEntry};
 
 use cudarc::driver::{CudaContext, sys};
 
