@@ -244,20 +244,27 @@ fn buckets(out: &mut String, g: &Geometry) {
         .iter()
         .filter(|b| b.decode == 0 && b.prefill > 0)
         .count();
+    let policy = if s.graphs.buckets.is_some() {
+        "explicit table (graphs.buckets)".to_owned()
+    } else {
+        format!(
+            "graphs {}, {} ladder, token budget {}, mixed prefill {}",
+            count,
+            match s.graphs.distribution {
+                attention_layout_codegen::Distribution::Exponential => "exponential",
+                attention_layout_codegen::Distribution::Linear => "linear",
+            },
+            s.graph_token_budget(),
+            s.graphs.mixed_prefill,
+        )
+    };
     let _ = writeln!(
         out,
-        "\nCUDA-graph buckets: {} ({} decode-only, {} mixed, {} prefill-only); graphs {}, {} ladder, token budget {}, mixed prefill {}{}",
+        "\nCUDA-graph buckets: {} ({} decode-only, {} mixed, {} prefill-only); {policy}{}",
         g.buckets.len(),
         decode,
         g.buckets.len() - decode - prefill,
         prefill,
-        count,
-        match s.graphs.distribution {
-            attention_layout_codegen::Distribution::Exponential => "exponential",
-            attention_layout_codegen::Distribution::Linear => "linear",
-        },
-        s.graph_token_budget(),
-        s.graphs.mixed_prefill,
         if s.model.strict_matching() {
             ", strict matching"
         } else {

@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod scenarios;
 pub mod simulate;
 pub mod step;
+pub mod tune;
 
 pub use attention_layout_codegen as codegen;
 pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
