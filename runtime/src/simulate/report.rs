@@ -207,6 +207,9 @@ pub struct Report {
     /// Every step (not serialized).
     #[serde(skip)]
     pub records: Vec<StepRecord>,
+    /// The layout's buckets, ascending (not serialized; `bucket_count` says how many).
+    #[serde(skip)]
+    pub buckets: Vec<BatchDims>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -362,6 +365,7 @@ impl Report {
             },
             sim_seconds: totals.sim_seconds,
             records,
+            buckets: buckets.to_vec(),
         }
     }
 

@@ -373,3 +373,79 @@ fn bucket_shortening(table: &BucketTable, real: BatchDims, chunk: u32) -> u32 {
         })
         .map_or(0, |t| real.tokens - t)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "Test code: a panic is a failed test."
+    )]
+
+    use super::*;
+    use crate::dims::RuntimeDims;
+    use attention_layout_codegen::{Geometry, LayoutSpec};
+
+    /// Hybrid (strict), R = 8, T = 64: buckets (8, 0, 8), (16, 2, 6), (32, 2, 6),
+    /// (64, 2, 6) and (64, 4, 4).
+    fn table() -> BucketTable {
+        let spec = LayoutSpec::from_toml_str(
+            r#"
+model = "hybrid"
+max_requests = 8
+max_tokens = 64
+max_seq_len = 64
+block_size = 4
+[mamba]
+chunk_size = 4
+conv_width = 4
+[graphs]
+buckets = [[8, 0, 8], [16, 2, 6], [32, 2, 6], [64, 2, 6], [64, 4, 4]]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        BucketTable::of(&RuntimeDims::new(Geometry::new(&spec).unwrap()))
+    }
+
+    fn b(t: u32, p: u32, d: u32) -> BatchDims {
+        BatchDims::new(t, p, d)
+    }
+
+    #[test]
+    fn the_last_chunk_shortens_to_the_largest_bucket_below() {
+        let t = table();
+        // 40 tokens pad to 64 (24 padded); 32 is a bucket of (2, 3): defer 8.
+        assert_eq!(bucket_shortening(&t, b(40, 2, 3), 30), 8);
+        // 20 tokens pad to 32 (12 padded); 16 hosts (2, 3) exactly: defer 4.
+        assert_eq!(bucket_shortening(&t, b(20, 2, 3), 10), 4);
+    }
+
+    #[test]
+    fn the_chunk_keeps_a_token_and_defers_no_more_than_the_padding() {
+        let t = table();
+        // A 4-token chunk cannot give up 4 tokens (the row would vanish).
+        assert_eq!(bucket_shortening(&t, b(20, 2, 3), 4), 0);
+        assert_eq!(bucket_shortening(&t, b(20, 2, 3), 5), 4);
+        // 30 tokens pad to 32: deferring 14 to reach 16 costs more than 2 padded tokens.
+        assert_eq!(bucket_shortening(&t, b(30, 2, 3), 29), 0);
+        // Exactly on a bucket: nothing to gain.
+        assert_eq!(bucket_shortening(&t, b(32, 2, 3), 20), 0);
+    }
+
+    #[test]
+    fn only_buckets_that_host_the_step_exactly_count() {
+        let t = table();
+        // Three prefills: only (64, 4, 4) hosts them, strictly; 32 hosts (2, ·) only.
+        assert_eq!(t.pad(b(40, 3, 3)).0, b(64, 4, 4));
+        assert_eq!(bucket_shortening(&t, b(40, 3, 3), 30), 0);
+        // Five decodes and one prefill: strict needs 6 decode slots at most, (16, 2, 6)
+        // hosts it — the shortening lands on 16.
+        assert_eq!(bucket_shortening(&t, b(20, 1, 5), 14), 4);
+        // A step no bucket hosts (three prefills and five decodes) runs eagerly, padded to
+        // 64 tokens; no shorter chunk changes its counts, so it stays as it is.
+        assert_eq!(t.pad(b(40, 3, 5)), (b(64, 3, 5), false));
+        assert_eq!(bucket_shortening(&t, b(40, 3, 5), 30), 0);
+    }
+}
