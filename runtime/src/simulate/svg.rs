@@ -250,7 +250,9 @@ pub fn plot(report: &Report) -> String {
 fn shapes_panel(s: &mut String, report: &Report) {
     use std::collections::BTreeMap;
     // Distinct (real, padded, graphed) with their step counts, most frequent first.
-    let mut counts: BTreeMap<(u32, u32, u32, u32, bool), u64> = BTreeMap::new();
+    // (real tokens, real prefill, padded tokens, padded prefill, graphed).
+    type Key = (u32, u32, u32, u32, bool);
+    let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
     for r in &report.records {
         *counts
             .entry((
@@ -262,7 +264,7 @@ fn shapes_panel(s: &mut String, report: &Report) {
             ))
             .or_default() += 1;
     }
-    let mut shapes: Vec<((u32, u32, u32, u32, bool), u64)> = counts.into_iter().collect();
+    let mut shapes: Vec<(Key, u64)> = counts.into_iter().collect();
     shapes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let drawn = shapes.len().min(MAX_SHAPES);
     let t_max = shapes
