@@ -24,6 +24,10 @@ pub const BUNDLED: &[(&str, &str)] = &[
         "llama-3.1-8b-spec2",
         include_str!("../../layouts/llama-3.1-8b-spec2.toml"),
     ),
+    (
+        "nemotron-h-8b-tuned",
+        include_str!("../../layouts/nemotron-h-8b-tuned.toml"),
+    ),
 ];
 
 /// The default layout: the first bundled one.
