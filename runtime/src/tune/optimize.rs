@@ -933,4 +933,69 @@ mod tests {
         // With room for both, both.
         assert_eq!(optimize(f, cheap, &sh, 3).unwrap().cost, 0);
     }
+
+    /// The exact optimum of a one-dimensional problem: `vals` (ascending, with weights)
+    /// hosted by `k` thresholds among the values, the largest value among them; the cost
+    /// of a value is the distance up to the next threshold.
+    fn exact_1d(vals: &[(u64, u64)], k: usize) -> Option<u64> {
+        let m = vals.len();
+        if m == 0 {
+            return Some(0);
+        }
+        let cost = |i: usize, j: usize| -> u64 {
+            vals[i..=j].iter().map(|&(v, w)| (vals[j].0 - v) * w).sum()
+        };
+        // f[j]: groups 0..=j with the last threshold at j.
+        let mut f: Vec<Option<u64>> = (0..m).map(|j| Some(cost(0, j))).collect();
+        for _ in 1..k {
+            let g: Vec<Option<u64>> = (0..m)
+                .map(|j| {
+                    (0..j)
+                        .filter_map(|i| f[i].map(|c| c + cost(i + 1, j)))
+                        .chain(f[j])
+                        .min()
+                })
+                .collect();
+            f = g;
+        }
+        if k == 0 { None } else { f[m - 1] }
+    }
+
+    /// Without strict matching and with eager steps priced out, decode-only and mixed
+    /// steps are two one-dimensional problems; the search finds their exact optimum.
+    #[test]
+    fn without_strict_matching_the_search_is_exact() {
+        let dear = CostModel {
+            token_ns: 1,
+            eager_ns: 1 << 40,
+        };
+        for (s, seed) in [(0, 1), (0, 2), (2, 3), (0, 4), (1, 5)] {
+            let f = facts(false, 16, 256, s, 1);
+            let sh = shapes(&f, seed, 120);
+            let (mut dec, mut mix) = (
+                std::collections::BTreeMap::<u64, u64>::new(),
+                std::collections::BTreeMap::<u64, u64>::new(),
+            );
+            for x in &sh {
+                let m = if x.real.prefill == 0 {
+                    &mut dec
+                } else {
+                    &mut mix
+                };
+                *m.entry(u64::from(x.real.tokens)).or_default() += x.steps;
+            }
+            dec.entry(u64::from(f.rules.full_decode().tokens))
+                .or_default();
+            let dec: Vec<(u64, u64)> = dec.into_iter().collect();
+            let mix: Vec<(u64, u64)> = mix.into_iter().collect();
+            for n in 2..=10 {
+                let best = (1..n)
+                    .filter_map(|kd| Some(exact_1d(&dec, kd)? + exact_1d(&mix, n - kd)?))
+                    .min()
+                    .unwrap();
+                let got = optimize(f, dear, &sh, n).unwrap();
+                assert_eq!(got.cost, u128::from(best), "s {s} seed {seed} n {n}");
+            }
+        }
+    }
 }
