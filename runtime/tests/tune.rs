@@ -322,13 +322,13 @@ fn the_command_prints_a_section_to_paste_and_json() {
         v["tuning_traffic"]
             .as_str()
             .unwrap()
-            .contains("(first part)")
+            .contains("[requests 1–200] (200 requests")
     );
     assert!(
         v["held_out_traffic"]
             .as_str()
             .unwrap()
-            .contains("(second part)")
+            .contains("[requests 201–400] (200 requests")
     );
     assert!(
         printed.contains("# tuned table, held-out traffic"),

@@ -118,10 +118,16 @@ impl Trace {
         let n = self.requests.len();
         let k = ((fraction * n as f64).ceil() as usize).clamp(1, n);
         let (a, b) = self.requests.split_at(k);
-        let part = |reqs: &[TraceRequest], which: &str| {
-            Self::new(&format!("{} ({which})", self.name), reqs.to_vec()).ok()
+        let part = |reqs: &[TraceRequest], first: usize| {
+            let name = format!(
+                "{} [requests {}–{}]",
+                self.name,
+                first + 1,
+                first + reqs.len()
+            );
+            Self::new(&name, reqs.to_vec()).ok()
         };
-        Some((part(a, "first part")?, part(b, "second part")?))
+        Some((part(a, 0)?, part(b, k)?))
     }
 
     /// The same requests arriving `factor` times faster (`factor > 0`).
@@ -606,6 +612,11 @@ mod tests {
         assert_eq!((a.requests().len(), b.requests().len()), (3, 2));
         assert_eq!(b.requests()[0].arrival_s, 0.0);
         assert_eq!(b.span_s(), 2.0);
+        assert_eq!(a.name(), "t [requests 1–3]");
+        assert_eq!(
+            b.to_string(),
+            "trace t [requests 4–5] (2 requests over 2.0 s)"
+        );
         assert!(t.split(1.0).is_none());
         assert!(t.split(0.0).is_none());
         assert_eq!(t.speed_up(4.0).span_s(), 2.0);

@@ -425,16 +425,15 @@ pub fn tune(
 
 /// A traffic setting in words.
 pub fn describe(c: &SimConfig) -> String {
-    let arrivals = match &c.trace {
-        Some(t) => t.to_string(),
-        None => format!(
-            "seed {}, Poisson {} req/s, prompt {}, output {}",
-            c.seed, c.rate, c.prompt, c.output
+    let drain = if c.drain { " then drain" } else { "" };
+    match &c.trace {
+        Some(t) => format!(
+            "{t}; arrivals until its end or for {} steps{drain}",
+            c.steps
         ),
-    };
-    format!(
-        "{arrivals}; {} steps of arrivals{}",
-        c.steps,
-        if c.drain { " then drain" } else { "" }
-    )
+        None => format!(
+            "seed {}, Poisson {} req/s, prompt {}, output {}; {} steps of arrivals{drain}",
+            c.seed, c.rate, c.prompt, c.output, c.steps
+        ),
+    }
 }
