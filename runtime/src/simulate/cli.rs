@@ -55,7 +55,8 @@ pub struct SimulateArgs {
     pub step_token_us: f64,
     /// Replay a recorded trace (CSV or JSONL: arrival time, prompt tokens, output tokens;
     /// the Azure LLM inference trace columns are read as they are) instead of Poisson
-    /// arrivals; --rate and the length distributions are then unused.
+    /// arrivals; --rate and the length distributions are then unused. Arrivals stop at
+    /// the trace's end or after --steps steps (raise --steps to replay a long trace whole).
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// With --trace: replay it this many times faster.

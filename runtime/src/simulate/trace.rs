@@ -247,6 +247,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+#[cfg(feature = "cli")]
 /// A column name with case and `_`, `-`, space ignored.
 fn canonical(name: &str) -> String {
     name.chars()
@@ -255,6 +256,7 @@ fn canonical(name: &str) -> String {
         .collect()
 }
 
+#[cfg(feature = "cli")]
 /// Which of the three columns a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
@@ -263,6 +265,7 @@ enum Column {
     Output,
 }
 
+#[cfg(feature = "cli")]
 fn column_of(name: &str) -> Option<Column> {
     match canonical(name).as_str() {
         "arrivals" | "timestamp" => Some(Column::Time),
@@ -272,6 +275,7 @@ fn column_of(name: &str) -> Option<Column> {
     }
 }
 
+#[cfg(feature = "cli")]
 /// An arrival time as read: seconds, or a date and time (seconds and nanoseconds since
 /// the epoch), made relative once every row is read.
 #[derive(Debug, Clone, Copy)]
@@ -280,6 +284,7 @@ enum Time {
     Date(i64, u32),
 }
 
+#[cfg(feature = "cli")]
 fn parse_time(s: &str) -> Option<Time> {
     let s = s.trim();
     match s.parse::<f64>() {
@@ -289,6 +294,7 @@ fn parse_time(s: &str) -> Option<Time> {
     }
 }
 
+#[cfg(feature = "cli")]
 fn parse_tokens(s: &str) -> Option<u32> {
     let s = s.trim();
     s.parse::<u32>().ok().or_else(|| {
@@ -300,6 +306,7 @@ fn parse_tokens(s: &str) -> Option<u32> {
     })
 }
 
+#[cfg(feature = "cli")]
 /// Turns read rows into a trace: all times seconds, or all dates (mixing is refused).
 fn assemble(name: &str, rows: Vec<(u64, Time, u32, u32)>) -> Result<Trace, TraceError> {
     let base = rows
@@ -489,7 +496,7 @@ pub fn read(path: &std::path::Path) -> Result<Trace, TraceError> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     #![allow(
         clippy::unwrap_used,

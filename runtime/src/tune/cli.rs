@@ -33,7 +33,8 @@ pub struct TuneArgs {
     #[arg(long)]
     pub bucket_chunking: bool,
     /// Traffic from a trace (CSV or JSONL; see `simulate --trace`) instead of the Poisson
-    /// workload: its first part tunes, the rest is held out.
+    /// workload: its first part tunes, the rest is held out. Each part's arrivals stop at
+    /// its end or after --steps steps.
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// With --trace: the share of its requests (in arrival order) that tunes.
