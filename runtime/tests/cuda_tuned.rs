@@ -125,6 +125,14 @@ mod gpu {
         fn synchronize(&mut self) -> Result<(), BackendError> {
             self.gpu.synchronize()
         }
+
+        fn bytes_copied_last_step(&self) -> usize {
+            self.gpu.bytes_copied_last_step()
+        }
+
+        fn reset_residency(&mut self) {
+            self.gpu.reset_residency();
+        }
     }
 
     fn steps() -> u64 {
