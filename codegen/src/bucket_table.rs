@@ -45,13 +45,14 @@ pub struct TableRules {
 
 impl TableRules {
     /// `s + 1`, widened.
-    fn decode_tokens(&self) -> u64 {
-        u64::from(self.num_spec) + 1
+    fn decode_tokens(&self) -> u128 {
+        u128::from(self.num_spec) + 1
     }
 
-    /// The full decode bucket `(R · (s + 1), 0, R)` every table must hold.
+    /// The full decode bucket `(R · (s + 1), 0, R)` every table must hold (its token count
+    /// saturates at `u32::MAX`, which no legal bucket reaches).
     pub fn full_decode(&self) -> BatchDims {
-        let tokens = u64::from(self.max_requests) * self.decode_tokens();
+        let tokens = u128::from(self.max_requests) * self.decode_tokens();
         BatchDims::new(
             u32::try_from(tokens).unwrap_or(u32::MAX),
             0,
@@ -153,21 +154,22 @@ impl fmt::Display for TableProblem {
 /// Why `b` is not a legal bucket under `rules` (SEMANTICS §2, plus the buffer's token
 /// capacity), or `None`.
 pub fn invalid_reason(b: BatchDims, rules: &TableRules) -> Option<String> {
+    // u128: every product below is exact for any u32 inputs.
     let (t, p, d) = (
-        u64::from(b.tokens),
-        u64::from(b.prefill),
-        u64::from(b.decode),
+        u128::from(b.tokens),
+        u128::from(b.prefill),
+        u128::from(b.decode),
     );
     let decode_tokens = d * rules.decode_tokens();
     let s1 = rules.decode_tokens();
     if t == 0 {
         Some("a bucket needs at least one token".to_owned())
-    } else if t > u64::from(rules.max_tokens) {
+    } else if t > u128::from(rules.max_tokens) {
         Some(format!(
             "{t} tokens exceeds max_tokens = {}",
             rules.max_tokens
         ))
-    } else if p + d > u64::from(rules.max_requests) {
+    } else if p + d > u128::from(rules.max_requests) {
         Some(format!(
             "{p} prefill + {d} decode requests exceeds max_requests = {}",
             rules.max_requests
@@ -177,7 +179,7 @@ pub fn invalid_reason(b: BatchDims, rules: &TableRules) -> Option<String> {
             "{t} tokens cannot hold {p} prefill requests and {d} decode requests of {s1} tokens each (at least {} needed)",
             p + decode_tokens
         ))
-    } else if t > p * u64::from(rules.max_seq_len) + decode_tokens {
+    } else if t > p * u128::from(rules.max_seq_len) + decode_tokens {
         Some(if p == 0 {
             format!(
                 "a decode-only bucket holds exactly decode · (speculative_tokens + 1) = {decode_tokens} tokens, not {t}"
@@ -186,7 +188,7 @@ pub fn invalid_reason(b: BatchDims, rules: &TableRules) -> Option<String> {
             format!(
                 "{t} tokens is more than {p} prefill requests of at most max_seq_len = {} tokens and {d} decode requests can hold ({})",
                 rules.max_seq_len,
-                p * u64::from(rules.max_seq_len) + decode_tokens
+                p * u128::from(rules.max_seq_len) + decode_tokens
             )
         })
     } else {
@@ -357,6 +359,23 @@ mod tests {
         // Nothing covers 4 prefill requests with 5 decodes: eager.
         assert_eq!(match_bucket(b(12, 4, 4), &list, true), Some(b(16, 4, 4)));
         assert_eq!(match_bucket(b(12, 4, 5), &list, false), None);
+    }
+
+    #[test]
+    fn extreme_numbers_do_not_overflow() {
+        let m = u32::MAX;
+        let rules = TableRules {
+            max_requests: m,
+            max_tokens: m,
+            max_seq_len: m,
+            num_spec: m,
+            tp: 0,
+        };
+        assert_eq!(rules.full_decode(), b(m, 0, m));
+        for x in [b(m, m, m), b(m, 0, m), b(1, m, 0), b(m, 1, 0)] {
+            let _ = invalid_reason(x, &rules);
+        }
+        assert!(check_table(&[b(m, m, m), b(m, 0, m)], &rules).is_err());
     }
 
     #[test]

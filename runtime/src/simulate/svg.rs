@@ -283,9 +283,10 @@ fn shapes_panel(s: &mut String, report: &Report) {
         .max(1);
     let plot_w = W - LEFT - RIGHT;
     let lx_max = f64::from(t_max).log2();
-    let ly_max = f64::from(p_max + 1).log2();
+    let ly_max = (f64::from(p_max) + 1.0).log2();
     let x = |t: u32| LEFT + f64::from(t.max(1)).log2() / lx_max * plot_w;
-    let y = |p: u32| TOP3 + SCATTER_H - f64::from(p + 1).log2() / ly_max * (SCATTER_H - 8.0) - 4.0;
+    let y =
+        |p: u32| TOP3 + SCATTER_H - (f64::from(p) + 1.0).log2() / ly_max * (SCATTER_H - 8.0) - 4.0;
     let hit = |b: &attention_layout_codegen::BatchDims| {
         report
             .bucket_hits
@@ -311,9 +312,17 @@ fn shapes_panel(s: &mut String, report: &Report) {
             report.buckets.len()
         ))
     );
-    // Axes: tokens at powers of two, prefill requests at 0 and powers of two.
-    let mut t = 1u32;
-    while t <= t_max {
+    // Axes: tokens at powers of four from 1, prefill requests at 0 and powers of four.
+    let powers = |max: u32| -> Vec<u32> {
+        let mut v = Vec::new();
+        let mut x: u64 = 1;
+        while x <= u64::from(max) {
+            v.push(u32::try_from(x).unwrap_or(max));
+            x *= 4;
+        }
+        v
+    };
+    for t in powers(t_max) {
         let xx = x(t);
         let _ = writeln!(
             s,
@@ -321,10 +330,8 @@ fn shapes_panel(s: &mut String, report: &Report) {
             TOP3 + SCATTER_H,
             TOP3 + SCATTER_H + 13.0
         );
-        t = t.saturating_mul(4);
     }
-    let mut p = 0u32;
-    while p <= p_max {
+    for p in std::iter::once(0).chain(powers(p_max)) {
         let yy = y(p);
         let _ = writeln!(
             s,
@@ -332,7 +339,6 @@ fn shapes_panel(s: &mut String, report: &Report) {
             LEFT - 6.0,
             yy + 3.0
         );
-        p = if p == 0 { 1 } else { p.saturating_mul(4) };
     }
     let _ = writeln!(
         s,

@@ -154,10 +154,10 @@ impl Figures {
         let (mut steps, mut eager, mut padded, mut real) = (0u64, 0u64, 0u64, 0u64);
         for s in shapes {
             let (pad, graphed) = table.pad(s.real);
-            steps += s.steps;
-            eager += if graphed { 0 } else { s.steps };
-            padded += u64::from(pad.tokens) * s.steps;
-            real += u64::from(s.real.tokens) * s.steps;
+            steps = steps.saturating_add(s.steps);
+            eager = eager.saturating_add(if graphed { 0 } else { s.steps });
+            padded = padded.saturating_add(u64::from(pad.tokens).saturating_mul(s.steps));
+            real = real.saturating_add(u64::from(s.real.tokens).saturating_mul(s.steps));
         }
         Self {
             graphs: table.buckets().len(),

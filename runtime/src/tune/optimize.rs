@@ -139,10 +139,10 @@ impl LayoutFacts {
                 if rp == 0 || rp > p || rd > self.r().saturating_sub(p) {
                     return None;
                 }
-                t.max(p + rd * self.s1())
+                t.max(p.saturating_add(rd.saturating_mul(self.s1())))
             }
         };
-        Some(tau.div_ceil(self.tp()) * self.tp())
+        Some(tau.div_ceil(self.tp()).saturating_mul(self.tp()))
     }
 
     /// The eager padding of `real`.
@@ -186,7 +186,25 @@ pub enum OptimizeError {
     /// The full decode bucket is not legal (tokens not a multiple of `tensor_parallel`).
     #[error("the full decode step {0:?} cannot be a bucket of this layout")]
     NoFullDecode(BatchDims),
+    /// A number past the range the search computes exactly in 128 bits.
+    #[error("{what} is {value}, above the {limit} the search allows")]
+    TooLarge {
+        /// Which number.
+        what: &'static str,
+        /// Its value.
+        value: u128,
+        /// The limit.
+        limit: u128,
+    },
 }
+
+/// Largest cost of a padded token, ns (about 18 minutes): with [`MAX_EAGER_NS`] and
+/// [`MAX_STEPS`], every sum the search forms stays below 2^115.
+pub const MAX_TOKEN_NS: u64 = 1 << 40;
+/// Largest eager penalty, ns (about 13 days).
+pub const MAX_EAGER_NS: u64 = 1 << 50;
+/// Most steps the shapes may count in all.
+pub const MAX_STEPS: u64 = 1 << 40;
 
 /// Per-shape cost of one step under a table, and the bucket that hosts it.
 struct Costs {
@@ -248,8 +266,8 @@ impl Search<'_> {
         self.shapes
             .iter()
             .zip(&costs.cost)
-            .map(|(s, &c)| c * u128::from(s.steps))
-            .sum()
+            .map(|(s, &c)| c.saturating_mul(u128::from(s.steps)))
+            .fold(0, u128::saturating_add)
     }
 
     /// The best candidate to add given the current costs: `(gain, bucket)`, gain > 0.
@@ -457,7 +475,7 @@ impl Search<'_> {
                     let Some(slot) = next.get_mut(used + k) else {
                         break;
                     };
-                    let total = cost + c;
+                    let total = cost.saturating_add(*c);
                     if slot.as_ref().is_none_or(|(t, _)| total < *t) {
                         let mut ks = ks.clone();
                         ks.push(k);
@@ -512,9 +530,9 @@ impl Search<'_> {
         for (j, g) in v.iter().enumerate() {
             let prev = pre.get(j).copied().unwrap_or_default();
             if let Some(p) = pre.get_mut(j + 1) {
-                p.steps = prev.steps + g.steps;
-                p.tokens = prev.tokens + g.tokens;
-                p.eager = prev.eager + g.eager;
+                p.steps = prev.steps.saturating_add(g.steps);
+                p.tokens = prev.tokens.saturating_add(g.tokens);
+                p.eager = prev.eager.saturating_add(g.eager);
             }
         }
         let at = |j: usize| pre.get(j).copied().unwrap_or_default();
@@ -527,9 +545,11 @@ impl Search<'_> {
         let span = |i: usize, j: usize| -> u128 {
             let tau = u128::from(v.get(j).map_or(0, |g| g.tau));
             let (hi, lo) = (at(j + 1), at(i));
-            (tau * (hi.steps - lo.steps)).saturating_sub(hi.tokens - lo.tokens) * w
+            tau.saturating_mul(hi.steps.saturating_sub(lo.steps))
+                .saturating_sub(hi.tokens.saturating_sub(lo.tokens))
+                .saturating_mul(w)
         };
-        let eager_from = |j: usize| at(m).eager - at(j).eager;
+        let eager_from = |j: usize| at(m).eager.saturating_sub(at(j).eager);
         let none = u128::MAX;
         let mut out: Curve = vec![None; max_k + 1];
         if !must_end && let Some(o) = out.get_mut(0) {
@@ -554,7 +574,7 @@ impl Search<'_> {
                         if fi == none {
                             continue;
                         }
-                        let c = fi + span(i + 1, j);
+                        let c = fi.saturating_add(span(i + 1, j));
                         if c < gj {
                             (gj, bj) = (c, i);
                         }
@@ -572,7 +592,7 @@ impl Search<'_> {
                 if fj == none || (must_end && j + 1 != m) {
                     continue;
                 }
-                let c = fj + eager_from(j + 1);
+                let c = fj.saturating_add(eager_from(j + 1));
                 if best.is_none_or(|(b, _)| c < b) {
                     best = Some((c, j));
                 }
@@ -646,6 +666,31 @@ pub fn optimize(
     let full = facts.rules.full_decode();
     if !facts.legal(full) {
         return Err(OptimizeError::NoFullDecode(full));
+    }
+    let steps = shapes
+        .iter()
+        .map(|s| u128::from(s.steps))
+        .fold(0, u128::saturating_add);
+    for (what, value, limit) in [
+        (
+            "the cost of a padded token (ns)",
+            u128::from(cost.token_ns),
+            MAX_TOKEN_NS,
+        ),
+        (
+            "the eager penalty (ns)",
+            u128::from(cost.eager_ns),
+            MAX_EAGER_NS,
+        ),
+        ("the number of steps", steps, MAX_STEPS),
+    ] {
+        if value > u128::from(limit) {
+            return Err(OptimizeError::TooLarge {
+                what,
+                value,
+                limit: u128::from(limit),
+            });
+        }
     }
     let search = Search {
         facts,
@@ -997,5 +1042,37 @@ mod tests {
                 assert_eq!(got.cost, u128::from(best), "s {s} seed {seed} n {n}");
             }
         }
+    }
+
+    #[test]
+    fn numbers_past_the_exact_range_are_refused() {
+        let f = facts(true, 8, 64, 0, 1);
+        let sh = [Shape {
+            real: b(8, 0, 8),
+            steps: 1,
+        }];
+        let too = CostModel {
+            token_ns: MAX_TOKEN_NS + 1,
+            eager_ns: 0,
+        };
+        assert!(matches!(
+            optimize(f, too, &sh, 4),
+            Err(OptimizeError::TooLarge { .. })
+        ));
+        let many = [Shape {
+            real: b(8, 0, 8),
+            steps: MAX_STEPS + 1,
+        }];
+        assert!(optimize(f, COST, &many, 4).is_err());
+        // The price of a table never overflows, whatever the numbers.
+        let huge = CostModel {
+            token_ns: u64::MAX,
+            eager_ns: u64::MAX,
+        };
+        let shapes = [Shape {
+            real: b(1, 1, 0),
+            steps: u64::MAX,
+        }];
+        assert_eq!(table_cost(f, huge, &shapes, &[b(8, 0, 8)]), u128::MAX);
     }
 }
