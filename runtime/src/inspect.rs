@@ -368,6 +368,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_explicit_table_is_listed_as_one() {
+        let l = read("nemotron-h-8b-tuned").unwrap();
+        let r = report(&l);
+        assert!(
+            r.contains(&format!(
+                "CUDA-graph buckets: {} ",
+                l.geometry().buckets.len()
+            )),
+            "{r}"
+        );
+        assert!(
+            r.contains("explicit table (graphs.buckets), strict matching"),
+            "{r}"
+        );
+        assert!(!r.contains("ladder"), "{r}");
+        let ladder = report(&read("nemotron-h-8b").unwrap());
+        assert!(
+            ladder.contains("graphs auto, exponential ladder"),
+            "{ladder}"
+        );
+    }
+
+    #[test]
     fn live_bytes_of_the_largest_bucket_fit_the_buffer() {
         for (name, _) in crate::layouts::BUNDLED {
             let l = read(name).unwrap();
