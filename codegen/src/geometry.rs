@@ -337,7 +337,11 @@ impl Geometry {
         }
 
         let bucket_params = spec.bucket_params();
-        let buckets = buckets::build_buckets_bounded(&bucket_params, MAX_BUCKET_CANDIDATES)
+        let buckets = match spec.explicit_buckets() {
+            // An explicit table (`graphs.buckets`) is the bucket list; everything below
+            // reads `buckets` alone, whichever way it came.
+            Some(table) => table?,
+            None => buckets::build_buckets_bounded(&bucket_params, MAX_BUCKET_CANDIDATES)
             .map_err(|n| {
                 SpecError::key(
                     "graphs.count",
@@ -345,7 +349,8 @@ impl Geometry {
                         "the graph policy would enumerate {n} candidate CUDA-graph buckets, over the limit of {MAX_BUCKET_CANDIDATES} (use fewer graphs, the exponential distribution, or a smaller graphs.token_budget)"
                     ),
                 )
-            })?;
+            })?,
+        };
 
         Ok(Self {
             spec: spec.clone(),

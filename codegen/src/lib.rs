@@ -8,6 +8,7 @@
 //! Everything here is plain data and pure functions, so it is unit-tested without a
 //! compiler and shared by the proc-macro, build scripts and the runtime.
 
+pub mod bucket_table;
 pub mod buckets;
 #[cfg(feature = "build")]
 pub mod build;

@@ -110,6 +110,7 @@ pub fn check_table(table: &Table) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut suggested = Vec::new();
     check_level(table, "", &mut out, &mut suggested);
+    out.extend(ladder_conflicts(table));
     // A misspelt key is one mistake: its "did you mean" stands in for "missing".
     let missing = |dotted: &str| !suggested.iter().any(|s| s == dotted);
     for key in REQUIRED_KEYS {
@@ -138,6 +139,30 @@ pub fn check_table(table: &Table) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// One diagnostic per ladder key (`graphs.count`, ...) written next to an explicit bucket
+/// table, which replaces the ladder: the key would silently do nothing.
+fn ladder_conflicts(table: &Table) -> Vec<Diagnostic> {
+    let Some(Value::Table(graphs)) = table.get("graphs") else {
+        return Vec::new();
+    };
+    if !graphs.contains_key("buckets") {
+        return Vec::new();
+    }
+    crate::spec::LADDER_KEYS
+        .iter()
+        .filter(|k| graphs.contains_key(**k))
+        .map(|k| {
+            diag(
+                &format!("graphs.{k}"),
+                format!(
+                    "an explicit bucket table (`{}`) replaces the generated ladder, so `graphs.{k}` would have no effect: remove one of them",
+                    crate::spec::BUCKETS_KEY
+                ),
+            )
+        })
+        .collect()
 }
 
 fn diag(key: &str, message: String) -> Diagnostic {
@@ -337,7 +362,36 @@ fn type_error(key: &str, ty: KeyType, v: &Value) -> Option<String> {
             "unknown graph count \"{s}\": expected a positive integer, \"auto\" or \"off\""
         )),
         (KeyType::IntOrStr, _) => invalid("a positive integer, \"auto\" or \"off\""),
+        (KeyType::Buckets, Value::Array(entries)) => bucket_entries_error(entries),
+        (KeyType::Buckets, _) => invalid(
+            "a list of [tokens, prefill, decode] entries (`buckets = [[256, 0, 256], [4096, 1, 255]]`)",
+        ),
     }
+}
+
+/// Why a bucket table's entries are not all `[tokens, prefill, decode]` triples of 32-bit
+/// non-negative integers, naming the first entry that is not.
+fn bucket_entries_error(entries: &[Value]) -> Option<String> {
+    entries.iter().enumerate().find_map(|(i, e)| {
+        let ok = match e {
+            Value::Array(xs) => {
+                xs.len() == 3
+                    && xs.iter().all(|x| {
+                        matches!(x, Value::Integer(n) if (0..=i64::from(u32::MAX)).contains(n))
+                    })
+            }
+            _ => false,
+        };
+        (!ok).then(|| {
+            format!(
+                "entry {i} ({}) must be [tokens, prefill, decode]: three non-negative 32-bit integers",
+                match e {
+                    Value::Array(_) => e.to_string(),
+                    other => found(other),
+                }
+            )
+        })
+    })
 }
 
 #[cfg(test)]
@@ -466,6 +520,103 @@ conv_width = 4
     }
 
     #[test]
+    fn bucket_tables_must_be_lists_of_triples() {
+        for (table, want) in [
+            (
+                "buckets = 8",
+                "invalid type: integer `8`, expected a list of [tokens, prefill, decode] entries",
+            ),
+            (
+                "buckets = [[8, 0, 8], [4, 1]]",
+                "entry 1 ([4, 1]) must be [tokens, prefill, decode]: three non-negative 32-bit integers",
+            ),
+            (
+                "buckets = [[8, 0, 8], [4, -1, 3]]",
+                "entry 1 ([4, -1, 3]) must be [tokens, prefill, decode]",
+            ),
+            (
+                "buckets = [\"8,0,8\"]",
+                "entry 0 (string \"8,0,8\") must be [tokens, prefill, decode]",
+            ),
+        ] {
+            let d = one(load(
+                Some(src(&format!("{HYBRID}\n[graphs]\n{table}\n"))),
+                Table::new(),
+            )
+            .unwrap_err());
+            assert_eq!(d.key.as_deref(), Some("graphs.buckets"));
+            assert!(d.message.starts_with(want), "{}", d.message);
+            assert_eq!(d.location.unwrap().line, 13);
+        }
+    }
+
+    #[test]
+    fn a_bucket_table_excludes_the_ladder_keys() {
+        let text =
+            format!("{HYBRID}\n[graphs]\ncount = 8\nmixed_prefill = 2\nbuckets = [[8, 0, 8]]\n");
+        let e = load(Some(src(&text)), Table::new()).unwrap_err();
+        let keys: Vec<_> = e
+            .diagnostics
+            .iter()
+            .map(|d| d.key.clone().unwrap())
+            .collect();
+        assert_eq!(keys, ["graphs.count", "graphs.mixed_prefill"]);
+        assert!(
+            e.diagnostics[0].message.starts_with(
+                "an explicit bucket table (`graphs.buckets`) replaces the generated ladder"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.diagnostics[0].location.as_ref().unwrap().line, 13);
+        // An override cannot drop the file's ladder keys: the conflict is reported there.
+        let mut inline = Table::new();
+        let mut graphs = Table::new();
+        graphs.insert(
+            "buckets".into(),
+            Value::Array(vec![Value::Array(vec![
+                Value::Integer(8),
+                Value::Integer(0),
+                Value::Integer(8),
+            ])]),
+        );
+        inline.insert("graphs".into(), Value::Table(graphs));
+        let file = format!("{HYBRID}\n[graphs]\ncount = 8\n");
+        let d = one(load(Some(src(&file)), inline).unwrap_err());
+        assert_eq!(d.key.as_deref(), Some("graphs.count"));
+    }
+
+    #[test]
+    fn an_explicit_table_is_the_bucket_list() {
+        let text = format!("{HYBRID}\n[graphs]\nbuckets = [[64, 2, 6], [8, 0, 8], [4, 0, 4]]\n");
+        let l = load(Some(src(&text)), Table::new()).unwrap();
+        let want: Vec<_> = [(4, 0, 4), (8, 0, 8), (64, 2, 6)]
+            .iter()
+            .map(|&(t, p, d)| crate::BatchDims::new(t, p, d))
+            .collect();
+        assert_eq!(l.geometry.buckets, want);
+        // The recorded TOML reads back to the same list.
+        let again = load(Some(src(&l.spec_toml())), Table::new()).unwrap();
+        assert_eq!(again.geometry.buckets, want);
+    }
+
+    #[test]
+    fn a_bad_table_is_refused_naming_the_key_and_the_entry() {
+        let text = format!("{HYBRID}\n[graphs]\nbuckets = [[8, 0, 8], [63, 1, 7]]\n");
+        let d = one(load(Some(src(&text)), Table::new()).unwrap_err());
+        assert_eq!(d.key.as_deref(), Some("graphs.buckets"));
+        assert_eq!(d.location.as_ref().unwrap().line, 13);
+        assert_eq!(
+            d.to_string(),
+            "h.toml:13:1: `graphs.buckets`: entry 1, [63, 1, 7]: 63 tokens is more than 1 prefill requests of at most max_seq_len = 32 tokens and 7 decode requests can hold (39)"
+        );
+        // Another mistake elsewhere stops the table from being checked at all (no
+        // follow-on diagnostics).
+        let text = text.replace("block_size = 4", "block_size = 3");
+        let d = one(load(Some(src(&text)), Table::new()).unwrap_err());
+        assert_eq!(d.key.as_deref(), Some("block_size"));
+    }
+
+    #[test]
     fn syntax_errors_are_located() {
         let d = one(load(Some(src("model = \n")), Table::new()).unwrap_err());
         assert_eq!(d.key, None);
@@ -475,7 +626,7 @@ conv_width = 4
 
     #[test]
     fn every_key_type_is_checked() {
-        assert_eq!(keys_under("graphs").len(), 5);
+        assert_eq!(keys_under("graphs").len(), 7);
         assert!(keys_under("").contains(&"max_tokens"));
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(

@@ -9,7 +9,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::buckets::Distribution;
+use crate::bucket_table::TableRules;
+use crate::buckets::{BatchDims, Distribution};
 
 /// Which kernels read the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -133,6 +134,13 @@ pub struct GraphSpec {
     pub mixed_prefill: u32,
     /// Whether mixed and prefill steps get graphs (default true).
     pub non_decode: bool,
+    /// An explicit bucket table, `[tokens, prefill, decode]` per CUDA graph, in place of
+    /// the generated ladder (then `count`, `distribution`, `token_budget`, `mixed_prefill`
+    /// and `non_decode` must not be given). Checked by [`crate::bucket_table::check_table`].
+    pub buckets: Option<Vec<[u32; 3]>>,
+    /// Device memory one captured graph of the model takes, MiB: what
+    /// `attention-layout tune --graph-memory` divides its budget by. Optional.
+    pub graph_memory_mib: Option<u32>,
 }
 
 impl Default for GraphSpec {
@@ -143,6 +151,8 @@ impl Default for GraphSpec {
             token_budget: None,
             mixed_prefill: 4,
             non_decode: true,
+            buckets: None,
+            graph_memory_mib: None,
         }
     }
 }
@@ -265,6 +275,8 @@ pub enum KeyType {
     IntOrStr,
     /// A table of further keys.
     Table,
+    /// A list of `[tokens, prefill, decode]` entries (`graphs.buckets`).
+    Buckets,
 }
 
 /// Every key a spec may hold: dotted path and value type. Keys not listed are unknown.
@@ -289,6 +301,8 @@ pub const KEYS: &[(&str, KeyType)] = &[
     ("graphs.token_budget", KeyType::Int),
     ("graphs.mixed_prefill", KeyType::Int),
     ("graphs.non_decode", KeyType::Bool),
+    ("graphs.buckets", KeyType::Buckets),
+    ("graphs.graph_memory_mib", KeyType::Int),
     ("memory", KeyType::Table),
     ("memory.attention_layers", KeyType::Int),
     ("memory.mamba_layers", KeyType::Int),
@@ -690,12 +704,74 @@ impl LayoutSpec {
             }
         }
         if out.is_empty() {
+            out.extend(self.bucket_table_diagnostics());
+        }
+        if out.is_empty() {
             Ok(())
         } else {
             Err(SpecError { diagnostics: out })
         }
     }
 }
+
+/// Explicit bucket tables (`graphs.buckets`): kept apart from [`LayoutSpec::validate`]'s
+/// own rules, which call them last, once everything else is clean.
+impl LayoutSpec {
+    /// The layout facts an explicit bucket table is checked against.
+    pub fn table_rules(&self) -> TableRules {
+        TableRules {
+            max_requests: self.max_requests,
+            max_tokens: self.max_tokens,
+            max_seq_len: self.max_seq_len,
+            num_spec: self.speculative_tokens,
+            tp: self.tensor_parallel,
+        }
+    }
+
+    /// The explicit bucket table, checked and sorted ascending; `None` when the spec
+    /// uses a generated ladder. Errors name `graphs.buckets` and each offending entry.
+    pub fn explicit_buckets(&self) -> Option<Result<Vec<BatchDims>, SpecError>> {
+        let table = self.graphs.buckets.as_ref()?;
+        let dims: Vec<BatchDims> = table
+            .iter()
+            .map(|&[t, p, d]| BatchDims::new(t, p, d))
+            .collect();
+        Some(
+            crate::bucket_table::check_table(&dims, &self.table_rules()).map_err(|problems| {
+                SpecError {
+                    diagnostics: problems
+                        .iter()
+                        .map(|p| Diagnostic {
+                            key: Some(BUCKETS_KEY.to_owned()),
+                            message: p.to_string(),
+                            location: None,
+                        })
+                        .collect(),
+                }
+            }),
+        )
+    }
+
+    /// One diagnostic per problem of the explicit bucket table (none without one).
+    fn bucket_table_diagnostics(&self) -> Vec<Diagnostic> {
+        match self.explicit_buckets() {
+            Some(Err(e)) => e.diagnostics,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The key of an explicit bucket table.
+pub const BUCKETS_KEY: &str = "graphs.buckets";
+
+/// The `graphs` keys that describe a generated ladder, which an explicit table replaces.
+pub const LADDER_KEYS: &[&str] = &[
+    "count",
+    "distribution",
+    "token_budget",
+    "mixed_prefill",
+    "non_decode",
+];
 
 /// A TOML or serde error as a located diagnostic.
 pub(crate) fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> SpecError {

@@ -69,6 +69,8 @@ fn a_graph_policy_with_millions_of_buckets_is_rejected_quickly() {
             token_budget: None,
             mixed_prefill: 458_990,
             non_decode: true,
+            buckets: None,
+            graph_memory_mib: None,
         },
         memory: None,
     };
@@ -125,6 +127,8 @@ fn an_automatic_linear_ladder_over_millions_of_tokens_is_rejected() {
             token_budget: None,
             mixed_prefill: 458_990,
             non_decode: true,
+            buckets: None,
+            graph_memory_mib: None,
         },
         memory: None,
     };

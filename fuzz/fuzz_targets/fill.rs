@@ -111,6 +111,8 @@ fn spec_of(l: &Layout) -> LayoutSpec {
             token_budget: l.budget.map(|b| u32::from(b % 1100)),
             mixed_prefill: u32::from(l.mixed % 8),
             non_decode: l.non_decode,
+            buckets: None,
+            graph_memory_mib: None,
         },
         memory: None,
     }

@@ -87,6 +87,8 @@ fuzz_target!(|raw: Raw| {
             token_budget: raw.token_budget,
             mixed_prefill: raw.mixed_prefill,
             non_decode: raw.non_decode,
+            buckets: None,
+            graph_memory_mib: None,
         },
         memory: raw.memory.map(|m| MemorySpec {
             attention_layers: m.attention_layers,

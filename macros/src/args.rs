@@ -65,7 +65,7 @@ fn parse_level(
         let (value, tokens) = if input.peek(Token![=]) {
             let eq: Token![=] = input.parse()?;
             let (value, value_tokens, lit) = parse_value(input, &dotted)?;
-            literal = Some(lit);
+            literal = lit;
             (value, quote!(#key #eq #value_tokens))
         } else if input.peek(syn::token::Paren) {
             let content;
@@ -110,8 +110,29 @@ fn parse_level(
     Ok(())
 }
 
-/// A literal value (`-` allowed before numbers) and its tokens.
-fn parse_value(input: ParseStream<'_>, key: &str) -> syn::Result<(Value, TokenStream, Lit)> {
+/// A literal value (`-` allowed before numbers) or a `[...]` list of values (a bucket
+/// table: `buckets = [[256, 0, 256], [4096, 1, 255]]`), its tokens, and the literal when it
+/// is one.
+fn parse_value(
+    input: ParseStream<'_>,
+    key: &str,
+) -> syn::Result<(Value, TokenStream, Option<Lit>)> {
+    if input.peek(syn::token::Bracket) {
+        let group: Group = input.parse()?;
+        let items = |content: ParseStream<'_>| {
+            let mut items = Vec::new();
+            while !content.is_empty() {
+                items.push(parse_value(content, key)?.0);
+                if content.is_empty() {
+                    break;
+                }
+                content.parse::<Token![,]>()?;
+            }
+            Ok(items)
+        };
+        let items = items.parse2(group.stream())?;
+        return Ok((Value::Array(items), quote!(#group), None));
+    }
     let minus: Option<Token![-]> = input.parse()?;
     let lit: Lit = input.parse().map_err(|e| {
         syn::Error::new(
@@ -132,7 +153,7 @@ fn parse_value(input: ParseStream<'_>, key: &str) -> syn::Result<(Value, TokenSt
             ));
         }
     };
-    Ok((value, quote!(#minus #lit), lit))
+    Ok((value, quote!(#minus #lit), Some(lit)))
 }
 
 #[cfg(test)]
@@ -165,6 +186,30 @@ mod tests {
                 .starts_with("graphs")
         );
         assert!(a.tokens_for("model").is_none());
+    }
+
+    #[test]
+    fn lists_are_toml_arrays() {
+        let a = parse(quote!(graphs(buckets = [[256, 0, 256], [4096, 1, 255],]))).unwrap();
+        let g = a.table["graphs"].as_table().unwrap();
+        let want: Value = "b = [[256, 0, 256], [4096, 1, 255]]"
+            .parse::<Table>()
+            .unwrap()
+            .remove("b")
+            .unwrap();
+        assert_eq!(g["buckets"], want);
+        assert!(
+            a.tokens_for("graphs.buckets")
+                .unwrap()
+                .to_string()
+                .starts_with("buckets = [")
+        );
+        assert_eq!(
+            parse(quote!(x = [])).unwrap().table["x"],
+            Value::Array(Vec::new())
+        );
+        let e = parse(quote!(x = [1 2])).err().unwrap().to_string();
+        assert!(e.contains("expected `,`"), "{e}");
     }
 
     #[test]

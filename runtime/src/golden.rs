@@ -230,6 +230,8 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
                 .get("non_decode_graphs")
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
+            buckets: None,
+            graph_memory_mib: None,
         },
         memory: None,
     })

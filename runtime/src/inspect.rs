@@ -262,20 +262,27 @@ fn buckets(out: &mut String, g: &Geometry) {
         .iter()
         .filter(|b| b.decode == 0 && b.prefill > 0)
         .count();
+    let policy = if s.graphs.buckets.is_some() {
+        "explicit table (graphs.buckets)".to_owned()
+    } else {
+        format!(
+            "graphs {}, {} ladder, token budget {}, mixed prefill {}",
+            count,
+            match s.graphs.distribution {
+                attention_layout_codegen::Distribution::Exponential => "exponential",
+                attention_layout_codegen::Distribution::Linear => "linear",
+            },
+            s.graph_token_budget(),
+            s.graphs.mixed_prefill,
+        )
+    };
     let _ = writeln!(
         out,
-        "\nCUDA-graph buckets: {} ({} decode-only, {} mixed, {} prefill-only); graphs {}, {} ladder, token budget {}, mixed prefill {}{}",
+        "\nCUDA-graph buckets: {} ({} decode-only, {} mixed, {} prefill-only); {policy}{}",
         g.buckets.len(),
         decode,
         g.buckets.len() - decode - prefill,
         prefill,
-        count,
-        match s.graphs.distribution {
-            attention_layout_codegen::Distribution::Exponential => "exponential",
-            attention_layout_codegen::Distribution::Linear => "linear",
-        },
-        s.graph_token_budget(),
-        s.graphs.mixed_prefill,
         if s.model.strict_matching() {
             ", strict matching"
         } else {
@@ -377,6 +384,29 @@ fn memory_totals(out: &mut String, g: &Geometry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_explicit_table_is_listed_as_one() {
+        let l = read("nemotron-h-8b-tuned").unwrap();
+        let r = report(&l);
+        assert!(
+            r.contains(&format!(
+                "CUDA-graph buckets: {} ",
+                l.geometry().buckets.len()
+            )),
+            "{r}"
+        );
+        assert!(
+            r.contains("explicit table (graphs.buckets), strict matching"),
+            "{r}"
+        );
+        assert!(!r.contains("ladder"), "{r}");
+        let ladder = report(&read("nemotron-h-8b").unwrap());
+        assert!(
+            ladder.contains("graphs auto, exponential ladder"),
+            "{ladder}"
+        );
+    }
 
     #[test]
     fn live_bytes_of_the_largest_bucket_fit_the_buffer() {

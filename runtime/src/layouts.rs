@@ -20,6 +20,14 @@ pub const BUNDLED: &[(&str, &str)] = &[
         "jamba-1.5-mini",
         include_str!("../../layouts/jamba-1.5-mini.toml"),
     ),
+    (
+        "llama-3.1-8b-spec2",
+        include_str!("../../layouts/llama-3.1-8b-spec2.toml"),
+    ),
+    (
+        "nemotron-h-8b-tuned",
+        include_str!("../../layouts/nemotron-h-8b-tuned.toml"),
+    ),
 ];
 
 /// The default layout: the first bundled one.

@@ -32,6 +32,7 @@ pub mod metadata;
 pub mod scenarios;
 pub mod simulate;
 pub mod step;
+pub mod tune;
 
 pub use agree::{AgreedShape, ShapeAgreement};
 pub use attention_layout_codegen as codegen;

@@ -8,8 +8,9 @@
 //! * device fill without graphs, with and without per-bucket kernels, 2,000 steps each.
 //!
 //! Layouts: `support/layouts.rs` (hybrid with speculative tokens, MHA with tensor
-//! parallelism, pure Mamba with i32 indices and no graphs, linear ladders, a tight KV
-//! pool, long rows) and the bundled Nemotron-H-8B.
+//! parallelism, pure Mamba with i32 indices and no graphs, linear ladders, explicit bucket
+//! tables, a tight KV pool, long rows), the bundled Nemotron-H-8B and the same model with
+//! the bucket table `tune` chose (`nemotron-h-8b-tuned`).
 //!
 //! Run on a GPU machine: `cargo test --features cuda --test cuda_equivalence -- --include-ignored`
 //! (or the staged `.gpu/run-all -- --include-ignored`).
@@ -87,12 +88,15 @@ mod gpu {
             .iter()
             .map(|(n, s)| ((*n).to_owned(), layouts::dims(s)))
             .collect();
-        let src = attention_layout::layouts::bundled("nemotron-h-8b").unwrap();
-        let spec = LayoutSpec::from_toml_str(src, "nemotron-h-8b").unwrap();
-        v.push((
-            "nemotron-h-8b".to_owned(),
-            RuntimeDims::new(attention_layout::Geometry::new(&spec).unwrap()),
-        ));
+        // The bundled layout with Megatron's ladder, and with a table tuned by `tune`.
+        for name in ["nemotron-h-8b", "nemotron-h-8b-tuned"] {
+            let src = attention_layout::layouts::bundled(name).unwrap();
+            let spec = LayoutSpec::from_toml_str(src, name).unwrap();
+            v.push((
+                name.to_owned(),
+                RuntimeDims::new(attention_layout::Geometry::new(&spec).unwrap()),
+            ));
+        }
         v
     }
 

@@ -71,12 +71,14 @@ mod gpu {
         for (name, src) in layouts::LAYOUTS {
             every_bucket(name, &layouts::dims(src));
         }
-        let src = attention_layout::layouts::bundled("nemotron-h-8b").unwrap();
-        let spec = LayoutSpec::from_toml_str(src, "nemotron-h-8b").unwrap();
-        every_bucket(
-            "nemotron-h-8b",
-            &RuntimeDims::new(attention_layout::Geometry::new(&spec).unwrap()),
-        );
+        for name in ["nemotron-h-8b", "nemotron-h-8b-tuned"] {
+            let src = attention_layout::layouts::bundled(name).unwrap();
+            let spec = LayoutSpec::from_toml_str(src, name).unwrap();
+            every_bucket(
+                name,
+                &RuntimeDims::new(attention_layout::Geometry::new(&spec).unwrap()),
+            );
+        }
     }
 }
 

@@ -133,6 +133,8 @@ fn build_layout((core, graphs, rest): (LayoutCore, LayoutGraphs, LayoutRest)) ->
             token_budget: budget.map(|x| lo + x % (t - lo + 1)),
             mixed_prefill: mixed,
             non_decode,
+            buckets: None,
+            graph_memory_mib: None,
         },
         memory: None,
     }

@@ -42,6 +42,8 @@ fn config(seed: u64) -> SimConfig {
             base_ms: 8.0,
             per_token_us: 0.0,
         },
+        trace: None,
+        bucket_chunking: false,
     }
 }
 

@@ -54,6 +54,9 @@ enum Command {
     },
     /// Run a dynamic-batching engine loop without a model and report the metadata cost.
     Simulate(attention_layout::simulate::cli::SimulateArgs),
+    /// Derive a layout's CUDA-graph bucket table from traffic (a trace or the simulated
+    /// workload) and compare it with the layout's own on held-out traffic.
+    Tune(attention_layout::tune::cli::TuneArgs),
     /// Print a layout's buffer map, buckets and memory totals; optionally its generated
     /// Rust and CUDA C.
     Inspect {
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             backend,
         } => run_bench(steps, scenario.as_deref(), backend),
         Command::Simulate(args) => return attention_layout::simulate::cli::main(args),
+        Command::Tune(args) => return attention_layout::tune::cli::main(args),
         Command::Inspect { layout, rust, cuda } => return inspect::main(&layout, rust, cuda),
     };
     // A closed pipe has already ended the process (`cli::Console`); what is left is

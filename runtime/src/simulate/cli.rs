@@ -56,6 +56,19 @@ pub struct SimulateArgs {
     /// Simulated step time: per token, microseconds.
     #[arg(long, default_value_t = StepTime::default().per_token_us, allow_negative_numbers = true)]
     pub step_token_us: f64,
+    /// Replay a recorded trace (CSV or JSONL: arrival time, prompt tokens, output tokens;
+    /// the Azure LLM inference trace columns are read as they are) instead of Poisson
+    /// arrivals; --rate and the length distributions are then unused. Arrivals stop at
+    /// the trace's end or after --steps steps (raise --steps to replay a long trace whole).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// With --trace: replay it this many times faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_speedup: f64,
+    /// Bucket-aware chunking: shorten a step's last prefill chunk so the step lands exactly
+    /// on a CUDA-graph bucket's token count.
+    #[arg(long)]
+    pub bucket_chunking: bool,
     /// Write the report as JSON to this file; `-`: to standard output (the text report then
     /// goes to standard error).
     #[arg(long)]
@@ -85,7 +98,8 @@ impl SimulateArgs {
         }
     }
 
-    /// The simulation settings these arguments ask for.
+    /// The simulation settings these arguments ask for (the trace, if any, read by
+    /// [`load_trace`]).
     pub fn config(&self) -> SimConfig {
         SimConfig {
             seed: self.seed,
@@ -100,8 +114,28 @@ impl SimulateArgs {
                 base_ms: self.step_base_ms,
                 per_token_us: self.step_token_us,
             },
+            trace: None,
+            bucket_chunking: self.bucket_chunking,
         }
     }
+}
+
+/// Reads `--trace` (sped up by `speedup`), or `None` without one; errors are messages
+/// naming the file and line.
+pub fn load_trace(
+    path: Option<&std::path::Path>,
+    speedup: f64,
+) -> Result<Option<std::sync::Arc<super::Trace>>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if !(speedup.is_finite() && speedup > 0.0) {
+        return Err(format!(
+            "--trace-speedup must be a positive number, got {speedup}"
+        ));
+    }
+    let trace = super::trace::read(path).map_err(|e| e.to_string())?;
+    Ok(Some(std::sync::Arc::new(trace.speed_up(speedup))))
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -152,7 +186,11 @@ pub fn main(args: SimulateArgs) -> ExitCode {
         Err(e) => return fail(2, e.locate(&shown, &src)),
     };
     let dims = RuntimeDims::new(geometry);
-    let config = args.config();
+    let mut config = args.config();
+    match load_trace(args.trace.as_deref(), args.trace_speedup) {
+        Ok(t) => config.trace = t,
+        Err(e) => return fail(2, e),
+    }
     if let Err(e) = config.check(&dims) {
         return fail(2, e);
     }

@@ -2,11 +2,13 @@
 //! reject a configuration the layout can never serve.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::dims::Dims;
 
 use super::SimError;
 use super::rng::Rng;
+use super::trace::Trace;
 
 /// A distribution of token counts (prompt or output lengths). Draws are at least 1; the
 /// workload then clips them to what the layout can hold (see [`Limits`]).
@@ -235,6 +237,12 @@ pub struct SimConfig {
     pub acceptance: f64,
     /// The simulated clock.
     pub step_time: StepTime,
+    /// Recorded arrivals to replay instead of the Poisson process (`rate`, `prompt` and
+    /// `output` are then unused). Arrivals stop after `steps` steps or at the trace's end.
+    pub trace: Option<Arc<Trace>>,
+    /// Bucket-aware chunking: the scheduler may shorten a step's last prefill chunk so the
+    /// step lands exactly on a bucket's token count (see [`super::scheduler`]).
+    pub bucket_chunking: bool,
 }
 
 impl Default for SimConfig {
@@ -255,6 +263,8 @@ impl Default for SimConfig {
             token_budget: None,
             acceptance: 0.7,
             step_time: StepTime::default(),
+            trace: None,
+            bucket_chunking: false,
         }
     }
 }

@@ -42,6 +42,7 @@ use super::config::{MAX_STEPS, MAX_WAITING, SimConfig};
 use super::report::{ConfigSummary, Report, StepRecord};
 use super::rng::Rng;
 use super::scheduler::{Pending, Scheduler};
+use super::table::BucketTable;
 use super::workload::{Workload, stream_of_rank};
 use super::{Progress, RunTotals, SimError};
 
@@ -321,11 +322,20 @@ pub fn run_ep(
             backends.len()
         )));
     }
+    if ep.ranks > 1 && config.trace.is_some() {
+        return Err(SimError::Config(
+            "--trace replays one engine's requests; it cannot be combined with --ep-ranks > 1 (each rank draws its own arrivals)".into(),
+        ));
+    }
     let mut ranks = Vec::with_capacity(backends.len());
     for (r, &rate) in (0u32..).zip(&ep.rates(config.rate)) {
         let state = BatchState::new(dims).map_err(|e| SimError::Config(e.to_string()))?;
+        let mut sched = Scheduler::new(state, limits.token_budget);
+        if config.bucket_chunking {
+            sched.set_bucket_chunking(Some(BucketTable::of(dims)));
+        }
         ranks.push(Rank {
-            sched: Scheduler::new(state, limits.token_budget),
+            sched,
             workload: Workload::for_rank(config, limits, r, rate),
             accept: Rng::stream(config.seed, stream_of_rank(r, 3)),
             rate,

@@ -18,6 +18,8 @@ pub mod report;
 pub mod rng;
 pub mod scheduler;
 pub mod svg;
+pub mod table;
+pub mod trace;
 pub mod workload;
 
 #[cfg(feature = "cli")]
@@ -34,6 +36,8 @@ use crate::dims::{Dims, RuntimeDims};
 pub use config::{LengthDist, Limits, MAX_STEPS, MAX_WAITING, SimConfig, StepTime};
 pub use ep::{EpConfig, EpReport, run_ep};
 pub use report::{Report, StepRecord};
+pub use table::BucketTable;
+pub use trace::{Trace, TraceRequest};
 
 use rng::Rng;
 use scheduler::{Pending, Scheduler};
@@ -224,12 +228,16 @@ fn run_within(
     let limits = config.check(dims)?;
     let state = BatchState::new(dims).map_err(|e| SimError::Config(e.to_string()))?;
     let mut sched = Scheduler::new(state, limits.token_budget);
+    if config.bucket_chunking {
+        sched.set_bucket_chunking(Some(table::BucketTable::of(dims)));
+    }
     let mut workload = Workload::new(config, limits);
     let mut accept_rng = Rng::stream(config.seed, 3);
     let s = dims.num_spec() as u32;
     let kv_capacity = sched.state.kv_capacity();
 
-    let mut records: Vec<StepRecord> = Vec::with_capacity(config.steps as usize + 1024);
+    let mut records: Vec<StepRecord> =
+        Vec::with_capacity(usize::try_from(config.steps.min(1 << 20)).unwrap_or(0) + 1024);
     let mut totals = RunTotals::default();
     let mut clock = 0.0f64;
     let mut step: u64 = 0;
@@ -239,7 +247,7 @@ fn run_within(
     let mut recent_p50_us = 0.0;
 
     loop {
-        let open = step < config.steps;
+        let open = step < config.steps && !workload.is_exhausted();
         if open {
             while workload.peek().time <= clock {
                 if sched.waiting.len() >= bounds.waiting {

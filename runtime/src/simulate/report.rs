@@ -56,6 +56,10 @@ pub struct ConfigSummary {
     pub max_prompt: u32,
     /// KV positions a request may use.
     pub max_positions: u64,
+    /// The trace replayed (name, requests, span), when arrivals came from one.
+    pub trace: Option<String>,
+    /// Whether bucket-aware chunking was on.
+    pub bucket_chunking: bool,
 }
 
 /// Request counts.
@@ -203,6 +207,9 @@ pub struct Report {
     /// Every step (not serialized).
     #[serde(skip)]
     pub records: Vec<StepRecord>,
+    /// The layout's buckets, ascending (not serialized; `bucket_count` says how many).
+    #[serde(skip)]
+    pub buckets: Vec<BatchDims>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -291,6 +298,8 @@ impl Report {
                 step_token_us: config.step_time.per_token_us,
                 max_prompt: limits.max_prompt,
                 max_positions: limits.positions,
+                trace: config.trace.as_ref().map(|t| t.to_string()),
+                bucket_chunking: config.bucket_chunking,
             },
             steps,
             graphed_steps: graphed,
@@ -356,6 +365,7 @@ impl Report {
             },
             sim_seconds: totals.sim_seconds,
             records,
+            buckets: buckets.to_vec(),
         }
     }
 
@@ -398,24 +408,35 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  workload   seed {}, {} steps of arrivals{}, Poisson {} req/s, token budget {}, s = {}{}",
+            "  workload   seed {}, {} steps of arrivals{}, {}, token budget {}, s = {}{}{}",
             c.seed,
             n(c.steps),
             if c.drain { " then drain" } else { "" },
-            c.rate,
+            match &c.trace {
+                Some(t) => t.clone(),
+                None => format!("Poisson {} req/s", c.rate),
+            },
             n(u64::from(c.token_budget)),
             c.speculative_tokens,
             if c.speculative_tokens > 0 {
                 format!(", acceptance {}", c.acceptance)
             } else {
                 String::new()
+            },
+            if c.bucket_chunking {
+                ", bucket-aware chunking"
+            } else {
+                ""
             }
         )?;
         writeln!(
             f,
-            "             prompt {}, output {} (clipped to {} prompt / {} positions)",
-            c.prompt,
-            c.output,
+            "             {} (clipped to {} prompt / {} positions)",
+            if c.trace.is_some() {
+                "lengths from the trace".to_owned()
+            } else {
+                format!("prompt {}, output {}", c.prompt, c.output)
+            },
             n(u64::from(c.max_prompt)),
             n(c.max_positions)
         )?;

@@ -3,6 +3,12 @@
 //! (each column shows the mean of its steps, and the latency panel also the maximum). The
 //! latency axis ends near three times the p99, so a few descheduled steps (milliseconds on
 //! a busy machine) do not flatten the rest; taller values are drawn at the top edge.
+//!
+//! A third panel shows where the steps land against the bucket table: every distinct real
+//! shape as a dot at (tokens, prefill requests), its size by the number of steps, a line
+//! to the shape it was padded to, and every bucket as a square (filled when steps used
+//! it); eager steps are red. Both axes are logarithmic (tokens from 1, prefill requests
+//! from 0), so decode-only steps and buckets lie along the bottom edge.
 
 use std::fmt::Write;
 
@@ -14,7 +20,11 @@ const RIGHT: f64 = 20.0;
 const PANEL_H: f64 = 160.0;
 const TOP1: f64 = 66.0;
 const TOP2: f64 = TOP1 + PANEL_H + 50.0;
-const H: f64 = TOP2 + PANEL_H + 45.0;
+const TOP3: f64 = TOP2 + PANEL_H + 100.0;
+const SCATTER_H: f64 = 240.0;
+const H: f64 = TOP3 + SCATTER_H + 45.0;
+/// Most distinct step shapes drawn (the most frequent), to bound the file.
+const MAX_SHAPES: usize = 4000;
 const MAX_COLS: usize = 600;
 
 /// One column of the plot.
@@ -231,8 +241,165 @@ pub fn plot(report: &Report) -> String {
             String::new()
         }
     );
+    shapes_panel(&mut s, report);
     s.push_str("</svg>\n");
     s
+}
+
+/// The third panel: real step shapes over the bucket table.
+fn shapes_panel(s: &mut String, report: &Report) {
+    use std::collections::BTreeMap;
+    // Distinct (real, padded, graphed) with their step counts, most frequent first.
+    // (real tokens, real prefill, padded tokens, padded prefill, graphed).
+    type Key = (u32, u32, u32, u32, bool);
+    let mut counts: BTreeMap<Key, u64> = BTreeMap::new();
+    for r in &report.records {
+        *counts
+            .entry((
+                r.real.tokens,
+                r.real.prefill,
+                r.padded.tokens,
+                r.padded.prefill,
+                r.bucket.is_some(),
+            ))
+            .or_default() += 1;
+    }
+    let mut shapes: Vec<(Key, u64)> = counts.into_iter().collect();
+    shapes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let drawn = shapes.len().min(MAX_SHAPES);
+    let t_max = shapes
+        .iter()
+        .map(|((t, _, pt, _, _), _)| (*t).max(*pt))
+        .chain(report.buckets.iter().map(|b| b.tokens))
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let p_max = shapes
+        .iter()
+        .map(|((_, p, _, pp, _), _)| (*p).max(*pp))
+        .chain(report.buckets.iter().map(|b| b.prefill))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let plot_w = W - LEFT - RIGHT;
+    let lx_max = f64::from(t_max).log2();
+    let ly_max = (f64::from(p_max) + 1.0).log2();
+    let x = |t: u32| LEFT + f64::from(t.max(1)).log2() / lx_max * plot_w;
+    let y =
+        |p: u32| TOP3 + SCATTER_H - (f64::from(p) + 1.0).log2() / ly_max * (SCATTER_H - 8.0) - 4.0;
+    let hit = |b: &attention_layout_codegen::BatchDims| {
+        report
+            .bucket_hits
+            .iter()
+            .any(|h| (h.tokens, h.prefill, h.decode) == (b.tokens, b.prefill, b.decode))
+    };
+    let _ = writeln!(
+        s,
+        r##"<rect x="{LEFT}" y="{TOP3}" width="{plot_w}" height="{SCATTER_H}" fill="#fafafa" stroke="#999"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="{}" font-weight="bold">{}</text>"#,
+        TOP3 - 26.0,
+        escape(&format!(
+            "where the steps land: {} step shapes{} over {} buckets",
+            shapes.len(),
+            if drawn < shapes.len() {
+                format!(" ({drawn} most frequent drawn)")
+            } else {
+                String::new()
+            },
+            report.buckets.len()
+        ))
+    );
+    // Axes: tokens at powers of four from 1, prefill requests at 0 and powers of four.
+    let powers = |max: u32| -> Vec<u32> {
+        let mut v = Vec::new();
+        let mut x: u64 = 1;
+        while x <= u64::from(max) {
+            v.push(u32::try_from(x).unwrap_or(max));
+            x *= 4;
+        }
+        v
+    };
+    for t in powers(t_max) {
+        let xx = x(t);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP3}" y2="{}" stroke="#eee"/><text x="{xx:.1}" y="{}" text-anchor="middle" font-size="10">{t}</text>"##,
+            TOP3 + SCATTER_H,
+            TOP3 + SCATTER_H + 13.0
+        );
+    }
+    for p in std::iter::once(0).chain(powers(p_max)) {
+        let yy = y(p);
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{:.1}" text-anchor="end" font-size="10">{p}</text>"##,
+            LEFT - 6.0,
+            yy + 3.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">real tokens per step (log scale); rows: prefill requests (log scale)</text>"#,
+        LEFT + plot_w / 2.0,
+        TOP3 + SCATTER_H + 30.0
+    );
+    // Padding lines, then buckets, then the steps on top.
+    for &((t, p, pt, pp, graphed), _) in shapes.iter().take(drawn) {
+        if (t, p) != (pt, pp) {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="0.5" opacity="0.35"/>"##,
+                x(t),
+                y(p),
+                x(pt),
+                y(pp),
+                if graphed { "#ff7f0e" } else { "#d62728" }
+            );
+        }
+    }
+    for b in &report.buckets {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="7" height="7" fill="{}" stroke="#333" stroke-width="0.8"/>"##,
+            x(b.tokens) - 3.5,
+            y(b.prefill) - 3.5,
+            if hit(b) { "#9e9e9e" } else { "none" }
+        );
+    }
+    for &((t, p, _, _, graphed), n) in shapes.iter().take(drawn) {
+        let r = 1.2 + (n as f64).log2().max(0.0) * 0.6;
+        let _ = writeln!(
+            s,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="{r:.1}" fill="{}" opacity="0.55"/>"##,
+            x(t),
+            y(p),
+            if graphed { "#1f77b4" } else { "#d62728" }
+        );
+    }
+    let items = [
+        ("#1f77b4", "step shape (graphed)"),
+        ("#d62728", "eager"),
+        ("#ff7f0e", "padding to its bucket"),
+        ("#9e9e9e", "bucket (hit)"),
+    ];
+    let width: f64 = items
+        .iter()
+        .map(|(_, t)| 40.0 + 7.0 * t.chars().count() as f64)
+        .sum();
+    let mut px = W - RIGHT - width;
+    for (color, text) in items {
+        let _ = writeln!(
+            s,
+            r#"<rect x="{px}" y="{}" width="14" height="4" fill="{color}"/><text x="{}" y="{}">{text}</text>"#,
+            TOP3 - 10.0,
+            px + 18.0,
+            TOP3 - 6.0
+        );
+        px += 40.0 + 7.0 * text.chars().count() as f64;
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! Request arrivals: a Poisson process (exponential inter-arrival times) on the simulated
 //! clock, each request with a prompt and an output length drawn from the configured
-//! distributions and clipped to the layout.
+//! distributions and clipped to the layout; or the requests of a recorded [`Trace`],
+//! clipped the same way.
+
+use std::sync::Arc;
 
 use super::config::{LengthDist, Limits, SimConfig};
 use super::rng::Rng;
+use super::trace::Trace;
 
 /// The random stream number of stream `k` (1: arrival times, 2: lengths, 3: draft
 /// acceptance) of expert-parallel rank `rank`: `k + 3 · rank`, so rank 0 draws exactly what
@@ -25,35 +29,66 @@ pub struct Arrival {
     pub max_output: u32,
 }
 
+/// Where arrivals come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Poisson arrivals with drawn lengths.
+    Drawn {
+        times: Rng,
+        lengths: Rng,
+        rate: f64,
+        prompt: LengthDist,
+        output: LengthDist,
+    },
+    /// A recorded trace; `pos` is the index of the next request.
+    Recorded { trace: Arc<Trace>, pos: usize },
+}
+
 /// The arrival process. Arrival times and lengths come from separate random streams, so
 /// changing the rate keeps each request's lengths.
 #[derive(Debug, Clone)]
 pub struct Workload {
-    times: Rng,
-    lengths: Rng,
-    rate: f64,
-    prompt: LengthDist,
-    output: LengthDist,
+    source: Source,
     limits: Limits,
     next: Arrival,
 }
 
 impl Workload {
-    /// The arrival process of `config` (checked) under `limits`; the first request arrives
-    /// after one exponential gap from time 0.
+    /// The arrival process of `config` (checked) under `limits`: its trace when it has
+    /// one, else Poisson arrivals whose first request arrives after one exponential gap
+    /// from time 0.
     pub fn new(config: &SimConfig, limits: Limits) -> Self {
-        Self::for_rank(config, limits, 0, config.rate)
+        match &config.trace {
+            Some(trace) => Self::start(
+                Source::Recorded {
+                    trace: Arc::clone(trace),
+                    pos: 0,
+                },
+                limits,
+            ),
+            None => Self::for_rank(config, limits, 0, config.rate),
+        }
     }
 
-    /// The arrival process of expert-parallel rank `rank` at `rate` arrivals per simulated
-    /// second: its own streams ([`stream_of_rank`]; rank 0's are those of [`new`](Self::new)).
+    /// The Poisson arrival process of expert-parallel rank `rank` at `rate` arrivals per
+    /// simulated second: its own streams ([`stream_of_rank`]; rank 0's are those of
+    /// [`new`](Self::new) without a trace).
     pub fn for_rank(config: &SimConfig, limits: Limits, rank: u32, rate: f64) -> Self {
+        Self::start(
+            Source::Drawn {
+                times: Rng::stream(config.seed, stream_of_rank(rank, 1)),
+                lengths: Rng::stream(config.seed, stream_of_rank(rank, 2)),
+                rate,
+                prompt: config.prompt,
+                output: config.output,
+            },
+            limits,
+        )
+    }
+
+    fn start(source: Source, limits: Limits) -> Self {
         let mut w = Self {
-            times: Rng::stream(config.seed, stream_of_rank(rank, 1)),
-            lengths: Rng::stream(config.seed, stream_of_rank(rank, 2)),
-            rate,
-            prompt: config.prompt,
-            output: config.output,
+            source,
             limits,
             next: Arrival {
                 id: 0,
@@ -67,9 +102,28 @@ impl Workload {
     }
 
     fn draw(&mut self, id: u64, after: f64) -> Arrival {
-        let time = after + self.times.exponential(self.rate);
-        let p = self.prompt.sample(&mut self.lengths);
-        let o = self.output.sample(&mut self.lengths);
+        let (time, p, o) = match &mut self.source {
+            Source::Drawn {
+                times,
+                lengths,
+                rate,
+                prompt,
+                output,
+            } => {
+                let time = after + times.exponential(*rate);
+                let p = prompt.sample(lengths);
+                (time, p, output.sample(lengths))
+            }
+            Source::Recorded { trace, pos } => {
+                let next = trace.requests().get(*pos).copied();
+                *pos += usize::from(next.is_some());
+                match next {
+                    Some(r) => (r.arrival_s, r.prompt_tokens, r.output_tokens),
+                    // The trace is over: an arrival that never comes.
+                    None => (f64::INFINITY, 1, 1),
+                }
+            }
+        };
         let (prompt_len, max_output) = self.limits.clip(p, o);
         Arrival {
             id,
@@ -79,9 +133,14 @@ impl Workload {
         }
     }
 
-    /// The next arrival, without taking it.
+    /// The next arrival, without taking it (at an infinite time once a trace is over).
     pub fn peek(&self) -> &Arrival {
         &self.next
+    }
+
+    /// Whether no request will ever arrive again (a trace that is over).
+    pub fn is_exhausted(&self) -> bool {
+        !self.next.time.is_finite()
     }
 
     /// Takes the next arrival and draws the one after it.

@@ -1,7 +1,8 @@
 //! Layouts the device-fill tests run: small enough for thousands of random steps, and
 //! together covering hybrid / MHA / pure Mamba models, speculative tokens, tensor
 //! parallelism (non-strict matching with re-labelled decodes), exponential and linear
-//! graph ladders, no graphs, i32 decode indices and a tight KV pool.
+//! graph ladders, explicit bucket tables (`graphs.buckets`), no graphs, i32 decode indices
+//! and a tight KV pool.
 
 use attention_layout::{Geometry, LayoutSpec, RuntimeDims};
 
@@ -97,6 +98,39 @@ conv_width = 4
 count = 8
 distribution = "linear"
 mixed_prefill = 2
+"#,
+    ),
+    (
+        // An explicit table, matched strictly, with two draft tokens: uneven token
+        // counts, decode buckets of 3-token rows, mixed buckets of 1 to 4 prefills.
+        "hybrid-spec2-table",
+        r#"
+model = "hybrid"
+max_requests = 16
+max_tokens = 128
+max_seq_len = 256
+block_size = 8
+speculative_tokens = 2
+[mamba]
+chunk_size = 8
+conv_width = 4
+[graphs]
+buckets = [[6, 0, 2], [24, 0, 8], [48, 0, 16], [40, 2, 12], [64, 1, 15], [96, 3, 9], [128, 4, 12]]
+"#,
+    ),
+    (
+        // An explicit table, matched non-strictly (decodes re-labelled as prefills),
+        // tensor parallel 2: every token count even; steps above 160 tokens run eagerly.
+        "mha-tp2-table",
+        r#"
+model = "mha"
+max_requests = 32
+max_tokens = 256
+max_seq_len = 512
+block_size = 16
+tensor_parallel = 2
+[graphs]
+buckets = [[8, 0, 8], [32, 0, 32], [64, 32, 0], [100, 6, 26], [160, 32, 0]]
 "#,
     ),
 ];

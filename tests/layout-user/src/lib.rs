@@ -36,6 +36,18 @@ pub struct HybridEager;
 #[attention_layout(config = "layouts/hybrid-spec2.toml")]
 pub struct HybridSpec2;
 
+/// An explicit bucket table written inline: `[tokens, prefill, decode]` per CUDA graph.
+#[attention_layout(
+    model = "hybrid",
+    max_requests = 8,
+    max_tokens = 64,
+    max_seq_len = 32,
+    block_size = 4,
+    mamba(chunk_size = 4, conv_width = 4),
+    graphs(buckets = [[8, 0, 8], [3, 0, 3], [16, 2, 6], [32, 1, 7], [64, 4, 4]])
+)]
+pub struct HybridTable;
+
 /// `hybrid-small.toml` with an inline override: graphs for decode-only steps alone.
 #[attention_layout(config = "layouts/hybrid-small.toml", graphs(non_decode = false))]
 pub struct HybridDecodeGraphs;
@@ -67,4 +79,12 @@ pub mod models {
     /// Jamba-1.5-Mini.
     #[attention_layout(config = "../../layouts/jamba-1.5-mini.toml")]
     pub struct Jamba1_5Mini;
+
+    /// Llama-3.1-8B with two draft tokens per decode step.
+    #[attention_layout(config = "../../layouts/llama-3.1-8b-spec2.toml")]
+    pub struct Llama3_1_8bSpec2;
+
+    /// Nemotron-H-8B with the bucket table `attention-layout tune` chose.
+    #[attention_layout(config = "../../layouts/nemotron-h-8b-tuned.toml")]
+    pub struct NemotronH8bTuned;
 }

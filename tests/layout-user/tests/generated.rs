@@ -57,6 +57,44 @@ fn constants_equal_the_runtime_geometry() {
     check::<Qwen2_5_7b>();
     check::<Mamba2_2_7b>();
     check::<Jamba1_5Mini>();
+    check::<Llama3_1_8bSpec2>();
+    check::<NemotronH8bTuned>();
+    check::<HybridTable>();
+}
+
+#[test]
+fn explicit_tables_are_the_bucket_list_sorted() {
+    use attention_layout::BatchDims;
+    let b = |t, p, d| BatchDims::new(t, p, d);
+    assert_eq!(
+        HybridTable::BUCKETS,
+        [
+            b(3, 0, 3),
+            b(8, 0, 8),
+            b(16, 2, 6),
+            b(32, 1, 7),
+            b(64, 4, 4)
+        ]
+    );
+    assert!(HybridTable::SPEC_TOML.contains("buckets"));
+    assert!(NemotronH8bTuned::BUCKETS.len() <= 32);
+    assert!(NemotronH8bTuned::BUCKETS.contains(&b(256, 0, 256)));
+    // Strict matching: (12, 1, 5) lands in the smallest bucket with at least 12 tokens,
+    // 1 prefill and 5 decode slots.
+    let mut builder = HybridTableBuilder::new();
+    let blocks = [[0, 1, 2]; 6];
+    let mut rows: Vec<RequestRow<'_>> = (0..5)
+        .map(|i| RequestRow::decode(1, 4, &blocks[i], i as i32))
+        .collect();
+    rows.push(RequestRow::prefill(7, 0, &blocks[5], 5));
+    let m = builder
+        .fill(&attention_layout::StepInput {
+            rows: &rows,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(m.info().real, b(12, 1, 5));
+    assert_eq!(m.info().padded, b(16, 2, 6));
 }
 
 #[test]
