@@ -40,9 +40,19 @@ pub struct HybridSpec2;
 #[attention_layout(config = "layouts/hybrid-small.toml", graphs(non_decode = false))]
 pub struct HybridDecodeGraphs;
 
-// From build.rs: `MhaGraphs4` and `HybridLinearTp2`.
+// From build.rs: `MhaGraphs4` and `HybridLinearTp2`, and `Mamba2ByName` (a bundled
+// layout named).
 include!(concat!(env!("OUT_DIR"), "/mha_graphs4.rs"));
 include!(concat!(env!("OUT_DIR"), "/hybrid_linear_tp2.rs"));
+include!(concat!(env!("OUT_DIR"), "/mamba2_by_name.rs"));
+
+/// A bundled layout named rather than found by path: `models::NemotronH8b`, smaller.
+#[attention_layout(config = "nemotron-h-8b", max_requests = 128)]
+pub struct NemotronH8bByName;
+
+/// `models::NemotronH8b`, smaller: the bundled file by path, with the same override.
+#[attention_layout(config = "../../layouts/nemotron-h-8b.toml", max_requests = 128)]
+pub struct NemotronH8bByPath;
 
 /// Real models: every layout bundled in `layouts/`, generated at full size.
 pub mod models {

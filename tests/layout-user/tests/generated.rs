@@ -57,6 +57,23 @@ fn constants_equal_the_runtime_geometry() {
     check::<Qwen2_5_7b>();
     check::<Mamba2_2_7b>();
     check::<Jamba1_5Mini>();
+    check::<NemotronH8bByName>();
+    check::<NemotronH8bByPath>();
+    check::<Mamba2ByName>();
+}
+
+#[test]
+fn a_bundled_layout_named_is_the_layout_of_its_file() {
+    type Name = NemotronH8bByName;
+    type Path = NemotronH8bByPath;
+    assert!(same_dims(&Name::dims(), &Path::dims()));
+    assert_eq!(Name::SPEC_TOML, Path::SPEC_TOML);
+    assert_eq!(Name::FIELDS, Path::FIELDS);
+    assert_eq!(Name::BUCKETS, Path::BUCKETS);
+    assert_eq!(Name::MAX_REQUESTS, 128);
+    // Through the build-script entry too.
+    assert!(same_dims(&Mamba2ByName::dims(), &Mamba2_2_7b::dims()));
+    assert_eq!(Mamba2ByName::SPEC_TOML, Mamba2_2_7b::SPEC_TOML);
 }
 
 #[test]
