@@ -7,6 +7,13 @@
 
 use attention_layout::attention_layout;
 
+/// The repository's README, whose Rust code blocks `cargo test` runs as doctests of this
+/// crate (which depends on `attention-layout` with the `macros` feature, as the README
+/// tells an engine to).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct Readme;
+
 /// Hybrid, automatic exponential graphs: the golden data's most common config.
 #[attention_layout(
     model = "hybrid",
