@@ -76,7 +76,10 @@ fn the_readme_dependency_line_names_the_library_package_with_the_macros_feature(
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(package["package"]["name"].as_str(), Some("attention-layout"));
+    assert_eq!(
+        package["package"]["name"].as_str(),
+        Some("attention-layout")
+    );
     for f in &features {
         assert!(
             package["features"].get(*f).is_some(),
@@ -94,6 +97,14 @@ fn the_readme_engine_example_is_a_program_the_doctest_runs() {
     // Exactly `rust`: `ignore`, `no_run` or `compile_fail` would stop the doctest running
     // it as it is.
     assert_eq!(rust[0].0, "rust");
-    assert!(rust[0].1.contains("\nfn main() -> Result<"), "{}", rust[0].1);
-    assert!(rust[0].1.starts_with("use attention_layout::"), "{}", rust[0].1);
+    assert!(
+        rust[0].1.contains("\nfn main() -> Result<"),
+        "{}",
+        rust[0].1
+    );
+    assert!(
+        rust[0].1.starts_with("use attention_layout::"),
+        "{}",
+        rust[0].1
+    );
 }
