@@ -3,8 +3,8 @@
 //! `#[attention_layout(...)]`: generates a layout's constants, metadata type and builder
 //! from a spec written inline or in a TOML file.
 //!
-//! A thin shell over `attention-layout-codegen`: [`args`] reads the attribute into a TOML
-//! table (remembering where each key was written), [`expand`] hands it to the codegen
+//! A thin shell over `attention-layout-codegen`: `args` reads the attribute into a TOML
+//! table (remembering where each key was written), `expand` hands it to the codegen
 //! library and turns its diagnostics into errors at the offending argument's span.
 //! Use it through the runtime crate (`attention-layout`, feature `macros`), whose paths the
 //! generated code names.
