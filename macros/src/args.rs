@@ -175,7 +175,10 @@ mod tests {
             (quote!(max_tokens = 'x'), "expected a string, integer"),
             (quote!(a = 1, a = 2), "duplicate key `a`"),
             (quote!(graphs(a = 1, a = 2)), "duplicate key `graphs.a`"),
-            (quote!(config = 4), "`config` takes the path"),
+            (
+                quote!(config = 4),
+                "`config` takes a bundled layout's name or the path",
+            ),
             (
                 quote!(max_tokens = foo),
                 "expected a literal value for `max_tokens`",
