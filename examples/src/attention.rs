@@ -91,7 +91,7 @@ impl AttnCase {
         let d = &layout.dims;
         let row = m.heads * m.head_dim;
         let b = d.block_size();
-        let num_blocks = d.geometry().kv_pool_blocks;
+        let num_blocks = d.geometry().facts.kv_pool_blocks;
         let tp = info.padded.tokens as usize;
         let mut cache = Cache {
             k: vec![sentinel(); num_blocks * b * row],
@@ -550,9 +550,9 @@ pub fn run_batches(
             l.dims.max_tokens(),
             l.dims.max_seq_len(),
             l.dims.block_size(),
-            l.dims.num_spec(),
+            l.dims.speculative_tokens(),
             l.dims.block_table_width(),
-            l.dims.geometry().kv_pool_blocks,
+            l.dims.geometry().facts.kv_pool_blocks,
             l.dims.dummy_block(),
             l.dims.buckets().len(),
             l.model.heads,

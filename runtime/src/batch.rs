@@ -403,7 +403,7 @@ impl BatchState {
             max_seq_len: dims.max_seq_len(),
             decode_kv_limit: dims.decode_kv_limit(),
             block_size: dims.block_size().max(1),
-            num_spec: u32::try_from(dims.num_spec()).unwrap_or(u32::MAX),
+            num_spec: u32::try_from(dims.speculative_tokens()).unwrap_or(u32::MAX),
             nkv,
             kv,
             slots,

@@ -132,11 +132,11 @@ fn header(out: &mut String, layout: &Inspected) {
         "layout {}: {} model, R = {} requests, T = {} tokens, S = {}, B = {}, s = {}, tp = {}",
         layout.label,
         s.model.as_str(),
-        g.max_requests,
-        g.max_tokens,
-        g.max_seq_len,
-        g.block_size,
-        g.num_spec,
+        g.facts.max_requests,
+        g.facts.max_tokens,
+        g.facts.max_seq_len,
+        g.facts.block_size,
+        g.facts.speculative_tokens,
         s.tensor_parallel
     );
     if let Some(src) = &s.source {
@@ -145,13 +145,13 @@ fn header(out: &mut String, layout: &Inspected) {
     let _ = write!(
         out,
         "derived: nkv = {}, KV pool {} blocks (dummy block {})",
-        g.block_table_width, g.kv_pool_blocks, g.dummy_block
+        g.facts.block_table_width, g.facts.kv_pool_blocks, g.facts.dummy_block
     );
     if g.has_mamba() {
         let _ = write!(
             out,
             ", cs = {}, d_conv = {}, Cmax = {}, Kmax = {}",
-            g.chunk_size, g.conv_width, g.max_chunks, g.max_intermediate
+            g.facts.chunk_size, g.facts.conv_width, g.facts.max_chunks, g.facts.max_intermediate
         );
     }
     let _ = writeln!(out);
@@ -162,9 +162,9 @@ fn buffer_map(out: &mut String, g: &Geometry) {
         out,
         "\nbuffer map (SEMANTICS §9): {} fields, {} bytes ({} in Megatron's layout, {} appended)",
         g.fields.len(),
-        g.total_bytes,
-        g.megatron_bytes,
-        g.total_bytes - g.megatron_bytes
+        g.facts.total_bytes,
+        g.facts.megatron_bytes,
+        g.facts.total_bytes - g.facts.megatron_bytes
     );
     let _ = writeln!(
         out,
@@ -229,7 +229,7 @@ pub fn live_bytes(g: &Geometry, b: BatchDims) -> usize {
                 | MhaQueryLengths
                 | MhaKvSeqLengths => n,
                 MhaCuQuerySeqLengths | MhaCuKvSeqLengths => n + 1,
-                MhaBlockTable => n * g.block_table_width,
+                MhaBlockTable => n * g.facts.block_table_width,
                 RealTokenCount => 1,
                 MambaBatchIndicesDecode => d,
                 _ if p == 0 => 0,
@@ -303,7 +303,7 @@ fn buckets(out: &mut String, g: &Geometry) {
             b.prefill,
             b.decode,
             b.requests(),
-            format!("{} × {}", b.requests() as usize, g.block_table_width),
+            format!("{} × {}", b.requests() as usize, g.facts.block_table_width),
             live_bytes(g, *b)
         );
     }
@@ -316,24 +316,24 @@ fn memory_totals(out: &mut String, g: &Geometry) {
     let _ = writeln!(
         out,
         "  metadata buffer  {:>14} bytes (one host-to-device copy per step at most)",
-        g.total_bytes
+        g.facts.total_bytes
     );
     let Some(m) = &g.spec.memory else {
         let _ = writeln!(
             out,
             "  KV pool          {:>14} blocks (no [memory] section: sized R × nkv + 1 or as given)",
-            g.kv_pool_blocks
+            g.facts.kv_pool_blocks
         );
         return;
     };
     match memory::plan(&g.spec, m) {
         Ok(p) => {
-            let kv_bytes = p.kv_bytes_per_block * g.kv_pool_blocks as u64;
+            let kv_bytes = p.kv_bytes_per_block * g.facts.kv_pool_blocks as u64;
             if m.attention_layers == 0 {
                 let _ = writeln!(
                     out,
                     "  KV cache         {:>14} bytes (no attention layers: the KV fields only place tokens; pool {} blocks)",
-                    0, g.kv_pool_blocks
+                    0, g.facts.kv_pool_blocks
                 );
             } else {
                 let _ = writeln!(
@@ -343,11 +343,11 @@ fn memory_totals(out: &mut String, g: &Geometry) {
                     m.attention_layers,
                     m.kv_heads,
                     m.head_dim,
-                    g.block_size,
+                    g.facts.block_size,
                     m.dtype_bytes,
-                    g.kv_pool_blocks,
+                    g.facts.kv_pool_blocks,
                     kv_bytes as f64 / GIB,
-                    (g.kv_pool_blocks.saturating_sub(1)) * g.block_size
+                    (g.facts.kv_pool_blocks.saturating_sub(1)) * g.facts.block_size
                 );
             }
             if g.has_mamba() {
@@ -384,7 +384,7 @@ mod tests {
             let l = read(name).unwrap();
             let g = l.geometry();
             for b in &g.buckets {
-                assert!(live_bytes(g, *b) <= g.total_bytes, "{name} {b:?}");
+                assert!(live_bytes(g, *b) <= g.facts.total_bytes, "{name} {b:?}");
             }
         }
     }

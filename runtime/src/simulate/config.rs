@@ -343,7 +343,7 @@ impl SimConfig {
         self.output
             .check()
             .map_err(|e| SimError::Config(format!("output length: {e}")))?;
-        let s = u32::try_from(dims.num_spec()).unwrap_or(u32::MAX);
+        let s = u32::try_from(dims.speculative_tokens()).unwrap_or(u32::MAX);
         let t = u32::try_from(dims.max_tokens()).unwrap_or(u32::MAX);
         let budget = self.token_budget.unwrap_or(t);
         if budget < s.saturating_add(1) || budget > t {

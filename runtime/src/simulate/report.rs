@@ -225,7 +225,7 @@ impl Report {
         totals: RunTotals,
         counters: SchedCounters,
     ) -> Self {
-        let s1 = dims.num_spec() as u64 + 1;
+        let s1 = dims.speculative_tokens() as u64 + 1;
         let buckets = dims.buckets();
         let mut hits = vec![0u64; buckets.len()];
         let (mut graphed, mut real, mut decode, mut padded) = (0u64, 0u64, 0u64, 0u64);
