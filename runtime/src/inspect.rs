@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use attention_layout_codegen::load::{self, Loaded, Source};
-use attention_layout_codegen::{BatchDims, Field, Geometry, emit_cuda, memory};
+use attention_layout_codegen::{BatchDims, Field, Geometry, LiveDims, emit_cuda, memory};
 
 /// A layout read for inspection.
 #[derive(Debug, Clone)]
@@ -206,47 +206,23 @@ fn buffer_map(out: &mut String, g: &Geometry) {
 /// present at that shape (chunk and intermediate fields, whose lengths depend on the
 /// data, at capacity).
 pub fn live_bytes(g: &Geometry, b: BatchDims) -> usize {
-    use Field::*;
-    let (t, p, d) = (b.tokens as usize, b.prefill as usize, b.decode as usize);
-    let n = p + d;
+    live_bytes_by_field(g, b).iter().map(|(_, n)| n).sum()
+}
+
+/// [`live_bytes`] field by field, in buffer order (the layout's fields only).
+pub fn live_bytes_by_field(g: &Geometry, b: BatchDims) -> Vec<(Field, usize)> {
+    let f = &g.facts;
+    let at = LiveDims {
+        tokens: b.tokens as usize,
+        decode: b.decode as usize,
+        prefill: b.prefill as usize,
+        chunks: f.max_chunks,
+        intermediate: f.max_intermediate,
+    };
     g.fields
         .iter()
-        .map(|f| {
-            let elems = match f.field {
-                TokenToInputIds
-                | TokenToPosIds
-                | TokenToBlockIdx
-                | TokenToLocalPositionWithinKvBlock
-                | TokenToRequestIdx
-                | TokenToPositionInRequest => t,
-                RequestInPrefillStatus
-                | RequestQueryLengths
-                | RequestKvLengthOffsets
-                | Temperature
-                | TopK
-                | TopP
-                | ActiveRequestLastTokenIdxs
-                | MhaQueryLengths
-                | MhaKvSeqLengths => n,
-                MhaCuQuerySeqLengths | MhaCuKvSeqLengths => n + 1,
-                MhaBlockTable => n * g.facts.block_table_width,
-                RealTokenCount => 1,
-                MambaBatchIndicesDecode => d,
-                _ if p == 0 => 0,
-                MambaBatchIndicesPrefill | MambaLastChunkIndices => p,
-                MambaCuSeqlens => p + 1,
-                MambaSeqIdx | MambaConvSeqIdx | MambaConvSeqStart => t,
-                MambaDeviceDecodePrefill if d == 0 => 0,
-                MambaCuChunkSeqlens
-                | MambaSeqIdxForVarlen
-                | MambaIntermediateChunkIndices
-                | MambaIntermediateAbsPositions
-                | MambaIntermediateRealCount
-                | MambaDeviceDecodePrefill => f.elems,
-            };
-            elems.min(f.elems) * f.dtype.size()
-        })
-        .sum()
+        .map(|l| (l.field, l.field.live_elems(&at, f) * l.dtype.size()))
+        .collect()
 }
 
 fn buckets(out: &mut String, g: &Geometry) {
