@@ -126,7 +126,11 @@ fn serde_and_the_key_table_know_the_same_keys() {
             serde.extend(serde_fields(k));
         }
     }
-    assert_eq!(serde, table_keys(), "serde's fields (left) and KEYS (right)");
+    assert_eq!(
+        serde,
+        table_keys(),
+        "serde's fields (left) and KEYS (right)"
+    );
 }
 
 #[test]

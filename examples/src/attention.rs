@@ -92,7 +92,7 @@ impl AttnCase {
         let row = m.heads * m.head_dim;
         let b = d.block_size();
         let num_blocks = d.geometry().facts.kv_pool_blocks;
-        let tp = info.padded.tokens as usize;
+        let padded_tokens = info.padded.tokens as usize;
         let mut cache = Cache {
             k: vec![sentinel(); num_blocks * b * row],
             v: vec![sentinel(); num_blocks * b * row],
@@ -120,10 +120,10 @@ impl AttnCase {
             dummy: d.dummy_block() as usize,
             real_tokens: batch.real_tokens(),
             batch,
-            padded_tokens: tp,
-            q: rng.fill(tp * row, -1.0, 1.0),
-            k_new: rng.fill(tp * row, -1.0, 1.0),
-            v_new: rng.fill(tp * row, -1.0, 1.0),
+            padded_tokens,
+            q: rng.fill(padded_tokens * row, -1.0, 1.0),
+            k_new: rng.fill(padded_tokens * row, -1.0, 1.0),
+            v_new: rng.fill(padded_tokens * row, -1.0, 1.0),
             cache,
             hist_k,
             hist_v,

@@ -169,7 +169,7 @@ impl MambaCase {
         let m = layout.model;
         let d_conv = layout.dims.conv_width();
         let slots = layout.dims.max_requests();
-        let tp = info.padded.tokens as usize;
+        let padded_tokens = info.padded.tokens as usize;
         let cd = m.conv_dim();
         let xd = m.nheads * m.headdim;
         let params = Params {
@@ -197,10 +197,10 @@ impl MambaCase {
             slots,
             real_tokens: batch.real_tokens(),
             batch,
-            padded_tokens: tp,
+            padded_tokens,
             params,
-            xbc: rng.fill(tp * cd, -1.0, 1.0),
-            dt: rng.fill(tp * m.nheads, 0.05, 0.5),
+            xbc: rng.fill(padded_tokens * cd, -1.0, 1.0),
+            dt: rng.fill(padded_tokens * m.nheads, 0.05, 0.5),
             states,
         }
     }

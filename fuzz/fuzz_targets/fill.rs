@@ -143,7 +143,7 @@ fn step_of(g: &Geometry, s: &StepIn, decode_reach: u32) -> Step {
     let b = g.block_size as u32;
     let nkv = g.block_table_width;
     let dummy = i64::from(g.dummy_block);
-    let s1 = g.num_spec as u32 + 1;
+    let s1 = g.speculative_tokens as u32 + 1;
     let mut rows: Vec<Row> = s
         .rows
         .iter()

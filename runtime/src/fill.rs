@@ -487,8 +487,8 @@ pub fn write_step<D: Dims>(
     let mut v = Views::carve(d, bytes)?;
     let mut info = plan.info;
     let n = plan.active;
-    let p = info.paused as usize;
-    let active = &input.rows[p..p + n];
+    let paused = info.paused as usize;
+    let active = &input.rows[paused..paused + n];
     let padded = info.padded;
     let np = padded.requests() as usize;
     let tp_tokens = padded.tokens as usize;
@@ -511,7 +511,7 @@ pub fn write_step<D: Dims>(
     for (a, row) in active.iter().enumerate() {
         let q = row.query_length as usize;
         let kv = row.kv_offset as usize;
-        let abs_row = (p + a) as i32;
+        let abs_row = (paused + a) as i32;
         if q == 1 {
             // A decode token (s = 0): plain stores beat setting up five slice loops.
             v.token_to_pos_ids[t] = kv as i64;

@@ -285,7 +285,7 @@ impl Report {
                 prompt: config.prompt.to_string(),
                 output: config.output.to_string(),
                 token_budget: limits.token_budget,
-                speculative_tokens: limits.num_spec,
+                speculative_tokens: limits.speculative_tokens,
                 acceptance: config.acceptance,
                 step_base_ms: config.step_time.base_ms,
                 step_token_us: config.step_time.per_token_us,
