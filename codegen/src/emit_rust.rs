@@ -69,15 +69,9 @@ pub fn type_doc(g: &Geometry, ty: &str) -> Vec<String> {
     let s = &g.spec;
     let name = s.name.as_deref().unwrap_or(ty);
     let mut lines = vec![format!(
-        "Attention layout `{name}` ({} model): R = {} requests, T = {} tokens, S = {}, \
-         B = {}, s = {} speculative tokens, tensor parallel {}.",
+        "Attention layout `{name}` ({} model): {}.",
         s.model.as_str(),
-        g.facts.max_requests,
-        g.facts.max_tokens,
-        g.facts.max_seq_len,
-        g.facts.block_size,
-        g.facts.speculative_tokens,
-        g.facts.tensor_parallel
+        g.facts.headline()
     )];
     if let Some(src) = &s.source {
         lines.push(format!("Source: <{src}>."));

@@ -556,6 +556,20 @@ impl Fact {
 }
 
 impl Facts {
+    /// The main numbers in one line, for docs and reports: `R = 256 requests, T = 4096
+    /// tokens, S = 8192, B = 64, s = 0 speculative tokens, tensor parallel 1`.
+    pub fn headline(&self) -> String {
+        format!(
+            "R = {} requests, T = {} tokens, S = {}, B = {}, s = {} speculative tokens, tensor parallel {}",
+            self.max_requests,
+            self.max_tokens,
+            self.max_seq_len,
+            self.block_size,
+            self.speculative_tokens,
+            self.tensor_parallel
+        )
+    }
+
     /// Whether two facts are the same (`==` in `const` code).
     pub const fn same(&self, o: &Facts) -> bool {
         let mut i = 0;

@@ -129,15 +129,10 @@ fn header(out: &mut String, layout: &Inspected) {
     let s = &g.spec;
     let _ = writeln!(
         out,
-        "layout {}: {} model, R = {} requests, T = {} tokens, S = {}, B = {}, s = {}, tp = {}",
+        "layout {}: {} model, {}",
         layout.label,
         s.model.as_str(),
-        g.facts.max_requests,
-        g.facts.max_tokens,
-        g.facts.max_seq_len,
-        g.facts.block_size,
-        g.facts.speculative_tokens,
-        s.tensor_parallel
+        g.facts.headline()
     );
     if let Some(src) = &s.source {
         let _ = writeln!(out, "source: {src}");
