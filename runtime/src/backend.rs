@@ -76,6 +76,49 @@ pub enum BackendError {
     /// The expert-parallel group could not agree on the step's shape (nothing was built).
     #[error(transparent)]
     Agree(#[from] crate::agree::AgreeError),
+    /// A snapshot ring was misused (nothing was copied).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Why a snapshot ring of the CUDA backend (`cuda::SnapshotRing`) refused a snapshot or a
+/// view. Nothing was copied or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The ring was made by another backend (`CudaBackend::snapshot_ring`): a copy of this
+    /// backend's buffer could run past the ring's snapshots, and the ring's wait would not
+    /// cover it.
+    #[error(
+        "the snapshot ring belongs to another backend (its snapshots hold {ring_bytes} bytes, this backend's layout has {layout_bytes}): take a ring from this backend's snapshot_ring"
+    )]
+    ForeignRing {
+        /// Bytes of each of the ring's snapshots.
+        ring_bytes: usize,
+        /// Bytes of this backend's metadata buffer.
+        layout_bytes: usize,
+    },
+    /// A snapshot index outside the ring.
+    #[error("snapshot {index} is outside the ring of {count}")]
+    Index {
+        /// The index asked for.
+        index: usize,
+        /// Snapshots in the ring.
+        count: usize,
+    },
+    /// A snapshot that was never taken.
+    #[error("snapshot {index} of the ring was never taken")]
+    NotTaken {
+        /// The index asked for.
+        index: usize,
+    },
+    /// The ring would not fit the address space.
+    #[error("a ring of {count} snapshots of {stride} bytes exceeds the address space")]
+    TooLarge {
+        /// Snapshots asked for.
+        count: usize,
+        /// Bytes per snapshot (16-byte aligned).
+        stride: usize,
+    },
 }
 
 /// Something that builds a layout's metadata, one step at a time.

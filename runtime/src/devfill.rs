@@ -33,9 +33,25 @@
 //! every write to the engine's table since the last step staged here. An engine whose view
 //! starts over (a new `BatchState` on a device that served another) must say so
 //! ([`StagingBuilder::forget_residency`], `MetadataBackend::reset_residency`), or rows it
-//! believes `-1` are gathered with the old engine's ids. With verification on (debug
-//! builds) the builder checks every step row against a host model of the resident table
-//! and refuses a contradiction ([`StagingError::Contradiction`]).
+//! believes `-1` are gathered with the old engine's ids.
+//!
+//! The residency is engine input like the step itself, and the builder checks it in every
+//! build profile against a host model of the resident table (the ids it sent there), at a
+//! cost that follows what the step sends rather than what the table holds:
+//!
+//! * every change (after deduplication) that writes inside a step row's block list must
+//!   set the row's id ([`StagingError::ChangeContradictsRow`]), O(changes);
+//! * every entry the step reads from the device or sends to it — the rows it uploads or
+//!   gathers, the entries an in-place row grows into — must agree with what the model
+//!   knows the resident table holds ([`StagingError::ResidentContradictsRow`]),
+//!   O(entries sent or gathered).
+//!
+//! Entries of rows kept in place that the step neither changes nor sends are not read: a
+//! steady decode step costs its changes, not its rows' lengths. An engine whose lists
+//! contradict such entries (ids it never wrote, a view that started over unannounced) is
+//! found only by full verification ([`StagingBuilder::set_verify`]: every entry of every
+//! step row the model knows, O(entries of the step's rows), off by default). A failed
+//! check changes nothing.
 //!
 //! Everything here is plain host code, testable without a GPU;
 //! `tests/devfill_kernels_cpu.rs` runs the emitted kernels on the CPU against the host
@@ -112,24 +128,48 @@ pub enum StagingError {
         /// The dummy block id.
         dummy: i32,
     },
-    /// A step row's block list disagrees with the resident table the residency built so
-    /// far: the engine's changes do not describe what the device holds. Typically the
-    /// engine's residency view started over (a new engine or `BatchState` on a backend that
-    /// served another one) without [`StagingBuilder::forget_residency`]. Found only while
-    /// verification is on ([`StagingBuilder::set_verify`]).
+    /// A block-table change contradicts the step row it writes: the latest change of an
+    /// entry inside a step row's block list must set that entry to the row's id (applied
+    /// in order, the changes make the resident row equal the row's `blocks`). Checked in
+    /// every build, O(changes).
     #[error(
-        "request {row}: resident row {resident_row} entry {index} holds {table} after the changes sent so far, but the row's blocks say {block} (if the engine's residency view started over, the backend must be told: reset_residency)"
+        "request {row}: blocks[{index}] = {block}, but residency change {change} sets resident row {resident_row} entry {index} to {changed_to} (the changes must describe the rows' block lists)"
     )]
-    Contradiction {
+    ChangeContradictsRow {
+        /// The step row.
+        row: usize,
+        /// Position of the change in `changes` (the latest for its entry).
+        change: usize,
+        /// The step row's resident row.
+        resident_row: u32,
+        /// The entry (position in the row's block list).
+        index: u32,
+        /// The id in the row's `blocks`.
+        block: i32,
+        /// The id the change writes.
+        changed_to: i32,
+    },
+    /// A step row's block list disagrees with an entry of the resident table that the
+    /// changes sent so far determine and this step leaves unchanged: the engine's changes
+    /// do not describe what the device holds. Typically the engine's residency view started
+    /// over (a new engine or `BatchState` on a backend that served another one) without
+    /// [`StagingBuilder::forget_residency`]. Checked in every build on the rows whose
+    /// entries the step reads or sends (uploaded and gathered rows, the entries an in-place
+    /// row grows into); on every step row with full verification
+    /// ([`StagingBuilder::set_verify`]).
+    #[error(
+        "request {row}: blocks[{index}] = {block}, but resident row {resident_row} entry {index} holds {table} after the changes sent so far (if the engine's residency view started over, the backend must be told: reset_residency)"
+    )]
+    ResidentContradictsRow {
         /// The step row.
         row: usize,
         /// Its resident row.
         resident_row: u32,
-        /// The entry.
+        /// The entry (position in the row's block list).
         index: u32,
         /// The id in the row's `blocks`.
         block: i32,
-        /// The id the resident table holds (after this step's changes).
+        /// The id the resident table holds.
         table: i32,
     },
     /// A block id the step would send to the device (an uploaded row, or an in-place
@@ -387,14 +427,39 @@ pub struct StagingBuilder {
     /// Indices into `changes` of the changes kept after deduplication (latest wins).
     kept: Vec<u32>,
     source: Vec<Source>,
-    /// Whether steps are verified ([`set_verify`](Self::set_verify)).
+    /// Whether every step row is verified ([`set_verify`](Self::set_verify)).
     verify: bool,
-    /// While verifying: the device's resident table as the host models it (raw ids).
+    /// The device's resident table as the host models it: the raw ids this builder sent
+    /// there (uploads written back, changes sent). Trusted only inside `res_known`.
     mirror: Vec<i32>,
-    /// While verifying: per element, the index in `changes` of this step's latest change
-    /// (valid where `element_stamp` is current).
-    latest: Vec<u32>,
 }
+
+/// Two builders are equal when they hold the same knowledge of the device and the same
+/// settings, so that they stage every future step identically; the per-step scratch is
+/// not compared. (A step the builder refuses leaves it equal to what it was.)
+impl PartialEq for StagingBuilder {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.rows,
+            self.width,
+            self.dummy,
+            self.capacity,
+            self.verify,
+        ) == (
+            other.rows,
+            other.width,
+            other.dummy,
+            other.capacity,
+            other.verify,
+        ) && self.meta_src == other.meta_src
+            && self.meta_len == other.meta_len
+            && self.res_known == other.res_known
+            && self.res_meta == other.res_meta
+            && self.mirror == other.mirror
+    }
+}
+
+impl Eq for StagingBuilder {}
 
 impl StagingBuilder {
     /// State for a device whose buffers were just allocated (nothing known).
@@ -419,40 +484,24 @@ impl StagingBuilder {
             kept: Vec::new(),
             source: Vec::with_capacity(r),
             verify: false,
-            mirror: Vec::new(),
-            latest: Vec::new(),
+            mirror: vec![-1; r * w],
         }
-        .with_verify(cfg!(debug_assertions))
     }
 
-    fn with_verify(mut self, on: bool) -> Self {
-        self.set_verify(on);
-        self
-    }
-
-    /// Turns verification on or off (on by default in debug builds). While on, the host
-    /// keeps a model of the device's resident table (`max_requests × block_table_width`
-    /// ids) and [`build`](Self::build) checks every step row's blocks against it, after
-    /// the step's changes, wherever the host relies on it: a row whose blocks contradict
-    /// the changes sent so far fails with [`StagingError::Contradiction`] instead of
-    /// filling stale block ids. Costs O(entries of the step's rows) per step. Turning it
-    /// on forgets the residency (the model starts unknown).
+    /// Turns full verification on or off (off by default, in every build profile).
+    ///
+    /// Whatever this setting, [`build`](Self::build) checks the residency wherever the
+    /// step reads or sends block-table entries (module docs). With full verification it
+    /// also checks every entry of every step row (paused rows included) that the host's
+    /// model of the resident table knows, so a row whose blocks contradict the changes
+    /// sent so far fails with [`StagingError::ResidentContradictsRow`] even when the step
+    /// would have kept it in place untouched. Costs O(entries of the step's rows) per
+    /// step: for tests and engines under development.
     pub fn set_verify(&mut self, on: bool) {
-        if on == self.verify {
-            return;
-        }
         self.verify = on;
-        if on {
-            self.mirror = vec![-1; self.rows * self.width];
-            self.latest = vec![0; self.rows * self.width];
-            self.forget_residency();
-        } else {
-            self.mirror = Vec::new();
-            self.latest = Vec::new();
-        }
     }
 
-    /// Whether verification is on.
+    /// Whether full verification is on.
     pub fn verifying(&self) -> bool {
         self.verify
     }
@@ -594,9 +643,6 @@ impl StagingBuilder {
                 let e = ru * self.width + iu;
                 if self.element_stamp[e] != stamp {
                     self.element_stamp[e] = stamp;
-                    if let Some(latest) = self.latest.get_mut(e) {
-                        *latest = ci as u32;
-                    }
                     if self.changed_stamp[ru] == stamp {
                         self.changed_count[ru] += 1;
                     } else {
@@ -606,7 +652,10 @@ impl StagingBuilder {
                     self.kept.push(ci as u32);
                 }
             }
-            self.verify(input, &res, stamp)?;
+            self.check_changes(input, &res, stamp)?;
+            if self.verify {
+                self.verify_rows(input, &res, stamp)?;
+            }
         }
 
         // Per active row: where its block-table row comes from.
@@ -649,6 +698,9 @@ impl StagingBuilder {
         }
         debug_assert!(plan.end <= self.capacity);
         self.check_sent_ids(input, info, stamp)?;
+        if let Some(res) = residency {
+            self.check_read_entries(input, info, &res, stamp)?;
+        }
 
         // Pass 2: write the image.
         let got = out.len();
@@ -667,49 +719,118 @@ impl StagingBuilder {
         Ok(staged)
     }
 
-    /// With verification on: every step row's blocks agree with the resident table after
-    /// this step's changes, on every entry the host knows (changed this step, or inside
-    /// the row's known prefix). Reads only; runs before anything is recorded.
-    fn verify(
+    /// Every kept change (the latest for its entry) that writes inside a step row's block
+    /// list sets the row's id. O(changes); reads only.
+    fn check_changes(
         &self,
         input: &StepInput<'_>,
         res: &crate::step::Residency<'_>,
         stamp: u32,
     ) -> Result<(), StagingError> {
-        if !self.verify {
-            return Ok(());
-        }
-        let w = self.width;
-        for (i, (row, &r)) in input.rows.iter().zip(res.resident_rows).enumerate() {
-            let ru = r as usize;
-            let known = self.res_known[ru] as usize;
-            for (j, &block) in row.blocks.iter().enumerate().take(w) {
-                let e = ru * w + j;
-                let table = if self.element_stamp[e] == stamp {
-                    res.changes[self.latest[e] as usize].block
-                } else if j < known {
-                    self.mirror[e]
-                } else {
-                    continue;
-                };
-                if table != block {
-                    return Err(StagingError::Contradiction {
+        for &ci in &self.kept {
+            let ch = &res.changes[ci as usize];
+            let ru = ch.resident_row as usize;
+            if self.row_stamp[ru] != stamp {
+                continue;
+            }
+            let i = self.row_of[ru] as usize;
+            match input.rows[i].blocks.get(ch.index as usize) {
+                Some(&block) if block != ch.block => {
+                    return Err(StagingError::ChangeContradictsRow {
                         row: i,
-                        resident_row: r,
-                        index: j as u32,
+                        change: ci as usize,
+                        resident_row: ch.resident_row,
+                        index: ch.index,
                         block,
-                        table,
+                        changed_to: ch.block,
                     });
                 }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// With verification on: applies what the launch writes into the resident table
-    /// (uploads written back, changes sent) to the host's model of it.
+    /// Entries `from..to` of step row `i` (resident row `r`) agree with the host's model
+    /// of the resident table wherever it knows them and this step does not change them
+    /// (changed entries are [`check_changes`](Self::check_changes)'). Reads only.
+    fn check_known(
+        &self,
+        i: usize,
+        r: u32,
+        blocks: &[i32],
+        from: usize,
+        to: usize,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        let ru = r as usize;
+        let to = to.min(blocks.len()).min(self.res_known[ru] as usize);
+        if from >= to {
+            return Ok(());
+        }
+        let base = ru * self.width;
+        let (ours, table) = (&blocks[from..to], &self.mirror[base + from..base + to]);
+        // Equal slices are the rule; the search (skipping changed entries) only when not.
+        if ours == table {
+            return Ok(());
+        }
+        for (j, (&block, &held)) in (from..to).zip(ours.iter().zip(table)) {
+            if block != held && self.element_stamp[base + j] != stamp {
+                return Err(StagingError::ResidentContradictsRow {
+                    row: i,
+                    resident_row: r,
+                    index: j as u32,
+                    block,
+                    table: held,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Full verification: every step row against every entry the model knows.
+    /// O(entries of the step's rows); reads only.
+    fn verify_rows(
+        &self,
+        input: &StepInput<'_>,
+        res: &crate::step::Residency<'_>,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        for (i, (row, &r)) in input.rows.iter().zip(res.resident_rows).enumerate() {
+            self.check_known(i, r, row.blocks, 0, self.width, stamp)?;
+        }
+        Ok(())
+    }
+
+    /// The entries this step reads from the resident table or sends to the device agree
+    /// with what the model knows: an uploaded row whole (its upload overwrites entries the
+    /// host relied on), a gathered row whole (the device copies it), an in-place row's
+    /// entries it grows into (patched from its list). O(entries sent or gathered); reads
+    /// only. Runs after the sources are final (the fallback may change them).
+    fn check_read_entries(
+        &self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        res: &crate::step::Residency<'_>,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        let p = info.paused as usize;
+        for (a, src) in self.source.iter().enumerate() {
+            let i = p + a;
+            let (row, r) = (&input.rows[i], res.resident_rows[i]);
+            let from = match src {
+                Source::Upload { .. } | Source::Resident => 0,
+                Source::Meta => self.meta_len[a] as usize,
+            };
+            self.check_known(i, r, row.blocks, from, self.width, stamp)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what the launch writes into the resident table (uploads written back,
+    /// changes sent) to the host's model of it. O(what is sent).
     fn mirror_launch(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
-        let Some(res) = input.residency.filter(|_| self.verify) else {
+        let Some(res) = input.residency else {
             return;
         };
         let p = info.paused as usize;
@@ -1393,6 +1514,11 @@ mod tests {
             .stage(&input(&rows, &[0, 1], &[set(0, 0, s.d.dummy_block())]))
             .unwrap_err();
         assert!(e.to_string().contains("pool"), "{e}");
+        assert_eq!(
+            s.b,
+            StagingBuilder::new(&s.d),
+            "refused steps change nothing"
+        );
         // Nothing was recorded: both rows are still unknown to the device.
         let ok = s.stage(&input(&rows, &[0, 1], &[])).unwrap();
         assert_eq!(ok.uploaded_rows, 2);
@@ -1412,10 +1538,11 @@ mod tests {
         let b = [5, -1, -1, -1];
         let rows = [RequestRow::decode(1, 2, &b, -1)];
         let changes = [set(0, 0, 5)];
+        let before = s.b.clone();
         let e = s.stage(&input(&rows, &[0], &changes)).unwrap_err();
         assert_eq!(
             e,
-            StagingError::Contradiction {
+            StagingError::ResidentContradictsRow {
                 row: 0,
                 resident_row: 0,
                 index: 1,
@@ -1423,7 +1550,10 @@ mod tests {
                 table: 7
             }
         );
-        // Unverified, the row would stay in place with only entry 0 patched: 7, 8, 6 stay.
+        assert_eq!(s.b, before, "a refused step changes nothing");
+        // Without full verification the row stays in place with only entry 0 patched, and
+        // entries 1..4 (7, 8, 6) are neither changed nor sent, so nothing reads them: this
+        // is the one kind of contradiction the per-step check does not see (module docs).
         let mut quiet = s.b.clone();
         quiet.set_verify(false);
         let plan = plan_step(&s.d, &input(&rows, &[0], &changes), &mut s.plan).unwrap();
@@ -1443,6 +1573,173 @@ mod tests {
         assert_eq!((told.uploaded_rows, told.changes), (1, 0));
         let again = s.stage(&input(&rows, &[0], &[])).unwrap();
         assert_eq!((again.jobs, again.patches), (0, 0));
+    }
+
+    /// Stages `input` on a clone of `s` first and checks that the refusal is `want` and that
+    /// it left the builder as it was; then the same on `s` itself.
+    fn refused(s: &mut Stager, input: &StepInput<'_>, want: StagingError) {
+        let before = s.b.clone();
+        let e = s.stage(input).unwrap_err();
+        assert_eq!(e, want);
+        assert_eq!(s.b, before, "{want}: a refused step must change nothing");
+    }
+
+    /// Resident row 0 holds [3, 7, 8, 6], uploaded (so known) and in place at metadata
+    /// row 0.
+    fn one_known_row(s: &mut Stager) {
+        let a = [3, 7, 8, 6];
+        let rows = [RequestRow::decode(1, 13, &a, -1)];
+        let all = [set(0, 0, 3), set(0, 1, 7), set(0, 2, 8), set(0, 3, 6)];
+        let first = s.stage(&input(&rows, &[0], &all)).unwrap();
+        assert_eq!(first.uploaded_rows, 1);
+    }
+
+    #[test]
+    fn full_verification_is_off_by_default_in_every_build() {
+        let s = Stager::new();
+        assert!(!s.b.verifying());
+    }
+
+    #[test]
+    fn a_change_that_contradicts_its_row_is_refused() {
+        let mut s = Stager::new();
+        one_known_row(&mut s);
+        // Entry 3 set to 9 while the row's list says 6: an active row kept in place.
+        let a = [3, 7, 8, 6];
+        let rows = [RequestRow::decode(1, 13, &a, -1)];
+        let changes = [set(0, 3, 9)];
+        refused(
+            &mut s,
+            &input(&rows, &[0], &changes),
+            StagingError::ChangeContradictsRow {
+                row: 0,
+                change: 0,
+                resident_row: 0,
+                index: 3,
+                block: 6,
+                changed_to: 9,
+            },
+        );
+        // Only the latest change of an entry counts: 9 then 6 agrees with the row.
+        let ok = s
+            .stage(&input(&rows, &[0], &[set(0, 3, 9), set(0, 3, 6)]))
+            .unwrap();
+        assert_eq!((ok.changes, ok.patches), (1, 1));
+        // A paused row is checked as well (its changes reach the resident table).
+        let b = [4];
+        let rows = [
+            RequestRow::paused(0, &a, -1),
+            RequestRow::decode(1, 2, &b, -1),
+        ];
+        refused(
+            &mut s,
+            &input(&rows, &[0, 1], &[set(1, 0, 4), set(0, 1, 5)]),
+            StagingError::ChangeContradictsRow {
+                row: 0,
+                change: 1,
+                resident_row: 0,
+                index: 1,
+                block: 7,
+                changed_to: 5,
+            },
+        );
+        // Past a row's list a change is not a contradiction (entries there are never read).
+        s.stage(&input(&rows, &[0, 1], &[set(1, 0, 4), set(0, 5, 11)]))
+            .unwrap();
+    }
+
+    #[test]
+    fn an_uploaded_row_that_contradicts_the_known_table_is_refused() {
+        let mut s = Stager::new();
+        one_known_row(&mut s);
+        // The row moves to metadata row 1 and gains entry 4: it is uploaded. Its entry 1
+        // says 9, but the device's resident row holds 7 and no change says otherwise.
+        let (a, b) = ([3, 9, 8, 6, 10], [4]);
+        let rows = [
+            RequestRow::decode(1, 2, &b, -1),
+            RequestRow::decode(1, 17, &a, -1),
+        ];
+        refused(
+            &mut s,
+            &input(&rows, &[1, 0], &[set(1, 0, 4), set(0, 4, 10)]),
+            StagingError::ResidentContradictsRow {
+                row: 1,
+                resident_row: 0,
+                index: 1,
+                block: 9,
+                table: 7,
+            },
+        );
+        // With the change reported, the same step is fine.
+        let ok = s
+            .stage(&input(
+                &rows,
+                &[1, 0],
+                &[set(1, 0, 4), set(0, 4, 10), set(0, 1, 9)],
+            ))
+            .unwrap();
+        assert_eq!(ok.uploaded_rows, 2);
+    }
+
+    #[test]
+    fn a_gathered_row_that_contradicts_the_known_table_is_refused() {
+        let mut s = Stager::new();
+        one_known_row(&mut s);
+        // The row moves without changes: it would be gathered from the resident table,
+        // which holds 7 at entry 1 where its list says 9.
+        let (a, b) = ([3, 9, 8, 6], [4]);
+        let rows = [
+            RequestRow::decode(1, 2, &b, -1),
+            RequestRow::decode(1, 13, &a, -1),
+        ];
+        refused(
+            &mut s,
+            &input(&rows, &[1, 0], &[set(1, 0, 4)]),
+            StagingError::ResidentContradictsRow {
+                row: 1,
+                resident_row: 0,
+                index: 1,
+                block: 9,
+                table: 7,
+            },
+        );
+        let a = [3, 7, 8, 6];
+        let rows = [rows[0], RequestRow::decode(1, 13, &a, -1)];
+        let ok = s.stage(&input(&rows, &[1, 0], &[set(1, 0, 4)])).unwrap();
+        assert_eq!((ok.gathered_rows, ok.uploaded_rows), (1, 1));
+    }
+
+    #[test]
+    fn an_in_place_row_that_grows_into_contradicting_entries_is_refused() {
+        let mut s = Stager::new();
+        // Resident row 0: [3, 7] in the step, and entries 2 and 3 set past the list (an
+        // engine that reserved them): the device's resident row is known up to 4.
+        let a = [3, 7];
+        let rows = [RequestRow::decode(1, 5, &a, -1)];
+        s.stage(&input(&rows, &[0], &[set(0, 0, 3), set(0, 1, 7)]))
+            .unwrap();
+        let grown = s
+            .stage(&input(&rows, &[0], &[set(0, 2, 8), set(0, 3, 6)]))
+            .unwrap();
+        assert_eq!(grown.changes, 2);
+        // The row now lists four entries, the third of which contradicts the table.
+        let a = [3, 7, 5, 6];
+        let rows = [RequestRow::decode(1, 13, &a, -1)];
+        refused(
+            &mut s,
+            &input(&rows, &[0], &[]),
+            StagingError::ResidentContradictsRow {
+                row: 0,
+                resident_row: 0,
+                index: 2,
+                block: 5,
+                table: 8,
+            },
+        );
+        let a = [3, 7, 8, 6];
+        let rows = [RequestRow::decode(1, 13, &a, -1)];
+        let ok = s.stage(&input(&rows, &[0], &[])).unwrap();
+        assert_eq!((ok.patches, ok.jobs), (2, 0));
     }
 
     #[test]

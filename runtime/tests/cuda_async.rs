@@ -58,7 +58,7 @@ mod gpu {
         let total = t0.elapsed();
         eprintln!("{name} {mode:?}: {steps} steps submitted in {submit:?}, done after {total:?}");
         for (k, (info, live, engine_ids)) in want.iter().enumerate() {
-            let got = ring.view(&mut gpu, &dims, k).unwrap();
+            let got = ring.view(k).unwrap();
             assert_eq!(got.info(), info, "{name} step {k}: snapshot info");
             // Rebuild the reference view from its live bytes and compare field by field.
             let mut bytes = vec![0u8; dims.total_bytes()];
@@ -71,6 +71,75 @@ mod gpu {
                 panic!("{name} {mode:?} step {k} (overlapped): {d}");
             }
         }
+    }
+
+    /// A ring belongs to the backend that made it: a backend with a larger layout (whose
+    /// copy would run past the ring's snapshots) and one with the same layout both refuse
+    /// it, an index outside the ring or never taken is an error, and nothing of that
+    /// disturbs the owner's snapshots.
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn a_snapshot_ring_is_refused_by_every_backend_but_its_own() {
+        use attention_layout::backend::{BackendError, SnapshotError};
+        require_device();
+        let sizes: Vec<(usize, &str, &str)> = layouts::LAYOUTS
+            .iter()
+            .map(|(n, s)| (layouts::dims(s).total_bytes(), *n, *s))
+            .collect();
+        let small = sizes.iter().min().unwrap();
+        let large = sizes.iter().max().unwrap();
+        assert!(small.0 < large.0, "the test layouts differ in size");
+        let (small_dims, large_dims) = (layouts::dims(small.2), layouts::dims(large.2));
+        let mut owner = backend(&small_dims, FillMode::Device, true, true);
+        let mut bigger = backend(&large_dims, FillMode::Device, true, true);
+        let mut twin = backend(&small_dims, FillMode::Device, true, true);
+        let mut ring = owner.snapshot_ring(2).unwrap();
+
+        let mut w = Workload::new(&small_dims, 3, layouts::knobs(small.1));
+        let st = w.step();
+        let rows = st.rows();
+        let input = st.input(&rows);
+        let info = owner.step(&input).unwrap();
+        owner.snapshot_into(&mut ring, 0).unwrap();
+        let want = owner.download().unwrap();
+
+        let e = bigger.snapshot_into(&mut ring, 1).unwrap_err();
+        assert_eq!(
+            e,
+            BackendError::Snapshot(SnapshotError::ForeignRing {
+                ring_bytes: small.0,
+                layout_bytes: large.0
+            })
+        );
+        let e = twin.snapshot_into(&mut ring, 1).unwrap_err();
+        assert!(
+            matches!(e, BackendError::Snapshot(SnapshotError::ForeignRing { .. })),
+            "{e}"
+        );
+        let e = owner.snapshot_into(&mut ring, 2).unwrap_err();
+        assert_eq!(
+            e,
+            BackendError::Snapshot(SnapshotError::Index { index: 2, count: 2 })
+        );
+        let e = ring.view(1).unwrap_err();
+        assert_eq!(
+            e,
+            BackendError::Snapshot(SnapshotError::NotTaken { index: 1 })
+        );
+        let mut larger_ring = bigger.snapshot_ring(1).unwrap();
+        let e = owner.snapshot_into(&mut larger_ring, 0).unwrap_err();
+        assert!(
+            matches!(e, BackendError::Snapshot(SnapshotError::ForeignRing { .. })),
+            "{e}"
+        );
+
+        let got = ring.view(0).unwrap();
+        assert_eq!(got.info(), &info);
+        assert_eq!(
+            got.first_difference_with(&want.view(&small_dims), false),
+            None,
+            "the owner's snapshot"
+        );
     }
 
     #[test]

@@ -87,3 +87,39 @@ fn the_cuda_backend_without_a_device_is_a_typed_error() {
         Ok(_) => panic!("a CUDA backend without a device"),
     }
 }
+
+/// The compile functions are public: without NVRTC they return a typed error (cudarc's
+/// loader would panic at the first NVRTC call); with it, a source NVRTC rejects is a
+/// `Compile` error with the log.
+#[cfg(feature = "cuda")]
+#[test]
+fn compiling_without_nvrtc_is_an_error_not_a_panic() {
+    use attention_layout::cuda::{CompileOptions, compile};
+    let options = CompileOptions {
+        cache_dir: Some(std::env::temp_dir().join("attention-layout-no-nvrtc-test")),
+        force_compile: true,
+        skip_memory_cache: true,
+    };
+    let compiled = compile::compile("this is not CUDA", "sm_90", &options);
+    match compile::nvrtc_version() {
+        Err(BackendError::CudaUnavailable(why)) => {
+            eprintln!("no NVRTC here: {why}");
+            assert!(
+                matches!(compiled, Err(BackendError::CudaUnavailable(_))),
+                "{compiled:?}"
+            );
+            assert!(matches!(
+                compile::target_arch(9, 0),
+                Err(BackendError::CudaUnavailable(_))
+            ));
+        }
+        Ok(v) => {
+            eprintln!("NVRTC {v:?} present");
+            assert!(
+                matches!(compiled, Err(BackendError::Compile { .. })),
+                "{compiled:?}"
+            );
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}

@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use attention_layout_codegen::emit_cuda::{self, EmitOptions, THREADS};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr,
-    PinnedHostSlice, result, sys,
+    CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, result, sys,
 };
 use cudarc::nvrtc::Ptx;
 
 use super::compile::{self, CompileOptions, CompileReport};
+use super::pinned::PinnedBuffer;
 use super::{DeviceInfo, probe};
 use crate::agree::AgreedShape;
-use crate::backend::{BackendError, MetadataBackend};
+use crate::backend::{BackendError, MetadataBackend, SnapshotError};
 use crate::devfill::{self, Staged, StagingBuilder};
 use crate::dims::{Dims, RuntimeDims};
 use crate::fill::{self, FillState, StepInfo};
@@ -79,16 +79,11 @@ pub struct SetupReport {
     pub staging_bytes: usize,
 }
 
-/// One pinned staging buffer and the event of the last copy that read it.
+/// One pinned staging buffer and, for the host fill, the fill state of its contents.
 struct Slot {
-    ptr: *mut u8,
-    len: usize,
-    /// Recorded after the step that used this buffer; the host waits on it before
-    /// writing the buffer again (never while a copy may still read it).
-    done: CudaEvent,
+    pinned: PinnedBuffer,
     /// Host fill: the fill state of this buffer's contents.
     fill: Option<FillState>,
-    _pinned: PinnedHostSlice<u8>,
 }
 
 /// A captured step: its graph and the copy node whose source and size change per step.
@@ -98,6 +93,293 @@ struct StepGraph {
     params: sys::CUDA_MEMCPY3D,
 }
 
+/// A fill kernel entry of the backend's module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// The eager entry (padded dims from the staging header).
+    Eager,
+    /// Bucket `i`'s entry (the eager one when bucket entries were not compiled).
+    Bucket(usize),
+}
+
+/// The device buffer a host-to-device copy lands in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The staging buffer the fill kernels read.
+    Staging,
+    /// The metadata buffer (host fill).
+    Meta,
+}
+
+/// The device side of the backend: its stream, kernels and graphs, and the device buffers
+/// they write.
+///
+/// Invariant, on which its launches rest: the function handles are entries of `_module`,
+/// compiled for the layout the buffers were sized for; each address is that of the
+/// allocation owned next to it, of the size recorded with it (the resident table holds
+/// `max_requests × block_table_width` ids); every graph was captured on `stream`.
+struct Device {
+    // Fields drop in order: graphs before the module whose kernels they launch.
+    graphs: Vec<Option<StepGraph>>,
+    host_graph: Option<StepGraph>,
+    eager: Option<CudaFunction>,
+    bucket_fns: Vec<CudaFunction>,
+    _module: Option<Arc<CudaModule>>,
+    meta_ptr: sys::CUdeviceptr,
+    meta_bytes: usize,
+    staging_ptr: sys::CUdeviceptr,
+    staging_bytes: usize,
+    resident_ptr: sys::CUdeviceptr,
+    _meta: CudaSlice<u8>,
+    _staging: Option<CudaSlice<u8>>,
+    _resident: Option<CudaSlice<i32>>,
+    stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+}
+
+fn cuda(what: &str) -> impl Fn(result::DriverError) -> BackendError + '_ {
+    move |e| BackendError::Cuda(format!("{what}: {e}"))
+}
+
+impl Device {
+    fn function(&self, entry: Entry) -> Result<&CudaFunction, BackendError> {
+        let f = match entry {
+            Entry::Eager => self.eager.as_ref(),
+            Entry::Bucket(i) => self.bucket_fns.get(i).or(self.eager.as_ref()),
+        };
+        f.ok_or_else(|| BackendError::Cuda("no fill kernel loaded".into()))
+    }
+
+    /// The device address and size of `target`, with `bytes` at `offset` checked to fit.
+    fn target(
+        &self,
+        target: Target,
+        offset: usize,
+        bytes: usize,
+    ) -> Result<sys::CUdeviceptr, BackendError> {
+        let (ptr, size) = match target {
+            Target::Staging => (self.staging_ptr, self.staging_bytes),
+            Target::Meta => (self.meta_ptr, self.meta_bytes),
+        };
+        match offset.checked_add(bytes) {
+            Some(end) if end <= size && ptr != 0 => Ok(ptr + offset as u64),
+            _ => Err(BackendError::Cuda(format!(
+                "a copy of {bytes} bytes at offset {offset} into a {size}-byte {target:?} buffer"
+            ))),
+        }
+    }
+
+    /// Launches fill entry `entry` with `grid` blocks on the stream.
+    ///
+    /// # Safety
+    ///
+    /// When the launch runs (in stream order), the staging buffer must hold an image for
+    /// this layout — written by [`StagingBuilder::build`] or [`devfill::write_empty_step`]
+    /// and copied in full — since the kernel trusts the offsets and counts in its header.
+    unsafe fn launch_fill(&self, entry: Entry, grid: u32) -> Result<(), BackendError> {
+        let f = self.function(entry)?;
+        let (mut meta, mut staging, mut resident) =
+            (self.meta_ptr, self.staging_ptr, self.resident_ptr);
+        let mut args: [*mut c_void; 3] = [
+            (&raw mut meta).cast(),
+            (&raw mut staging).cast(),
+            (&raw mut resident).cast(),
+        ];
+        // SAFETY: `f` is an entry of this device's module (the invariant above), whose
+        // signature is `(al_u8* meta, const al_u8* staging, al_i32* resident)`; the three
+        // pointers are the live allocations the kernels index (metadata: the layout's
+        // bytes; staging: the builder's capacity; resident: R × nkv ids), and the image
+        // they read is one for this layout (this function's contract). The argument values
+        // outlive the call, which copies them.
+        unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                (grid.max(1), 1, 1),
+                (THREADS, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(cuda("launch the fill kernel"))
+    }
+
+    /// Enqueues a copy of `bytes` bytes from `src` to `target` at `offset` on the stream
+    /// (the target range is checked).
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `bytes` bytes of page-locked host memory that stay
+    /// allocated and unchanged until the copy has executed: an address
+    /// [`PinnedBuffer::device_access`] gave, used inside that call, whose stream is this
+    /// device's stream.
+    unsafe fn copy_async(
+        &self,
+        src: *const u8,
+        target: Target,
+        offset: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError> {
+        let dst = self.target(target, offset, bytes)?;
+        // SAFETY: `dst` has room for `bytes` (checked above, in an allocation this device
+        // owns); `src` is readable and stable until the copy executes (this function's
+        // contract).
+        unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, self.stream.cu_stream()) }
+            .result()
+            .map_err(cuda("copy staging to the device"))
+    }
+
+    /// Enqueues a copy of the first `bytes` bytes of the metadata buffer to `dst` on the
+    /// stream (the size is checked).
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `bytes` bytes of page-locked host memory that
+    /// stay allocated and unread by the host until the copy has executed: an address
+    /// [`PinnedBuffer::device_access`] gave, used inside that call, whose stream is this
+    /// device's stream.
+    unsafe fn download_async(&self, dst: *mut u8, bytes: usize) -> Result<(), BackendError> {
+        let src = self.target(Target::Meta, 0, bytes)?;
+        // SAFETY: `src` holds `bytes` bytes (checked above); `dst` is writable and not
+        // accessed by the host until the copy executes (this function's contract).
+        unsafe { sys::cuMemcpyDtoHAsync_v2(dst.cast(), src, bytes, self.stream.cu_stream()) }
+            .result()
+            .map_err(cuda("snapshot the metadata"))
+    }
+
+    /// Waits for the stream, then copies the start of the metadata buffer into `out`.
+    fn download_sync(&self, out: &mut [u8]) -> Result<(), BackendError> {
+        let src = self.target(Target::Meta, 0, out.len())?;
+        self.stream.synchronize().map_err(cuda("synchronize"))?;
+        // SAFETY: the metadata buffer holds `out.len()` bytes (checked above); `out` is a
+        // unique borrow of that many bytes; the stream is idle, so no kernel writes the
+        // buffer during the copy.
+        unsafe { result::memcpy_dtoh_sync(out, src) }.map_err(cuda("copy the metadata back"))
+    }
+
+    /// Captures a copy of `bytes` bytes from `src` to `target` at `offset` and, given, a
+    /// fill launch on the stream into a graph, and finds its copy node. Nothing runs.
+    ///
+    /// # Safety
+    ///
+    /// At every launch of the returned graph, its copy must read memory that satisfies
+    /// [`copy_async`](Self::copy_async)'s contract — the backend repoints the copy with
+    /// [`set_copy`](Self::set_copy), inside the `device_access` of the pinned buffer it
+    /// reads, before every launch — and, with a kernel, the copied bytes must be an image
+    /// for this layout ([`launch_fill`](Self::launch_fill)'s contract).
+    unsafe fn capture(
+        &self,
+        src: *const u8,
+        target: Target,
+        offset: usize,
+        bytes: usize,
+        kernel: Option<(Entry, u32)>,
+    ) -> Result<StepGraph, BackendError> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda("begin capture"))?;
+        // SAFETY: while capturing, the copy is recorded, not executed; the graph's launches
+        // meet `copy_async`'s contract (this function's contract).
+        let recorded = unsafe { self.copy_async(src, target, offset, bytes) }.and_then(|()| {
+            kernel.map_or(Ok(()), |(entry, grid)| {
+                // SAFETY: recorded, not executed; at each launch the graph's copy brings
+                // an image for this layout (this function's contract).
+                unsafe { self.launch_fill(entry, grid) }
+            })
+        });
+        // Always end the capture, so the stream is usable whatever happened.
+        let ended = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .map_err(cuda("end capture"));
+        recorded?;
+        let graph = ended?.ok_or_else(|| BackendError::Cuda("capture produced no graph".into()))?;
+        graph.upload().map_err(cuda("upload a graph"))?;
+        let (node, params) = copy_node(&graph)?;
+        Ok(StepGraph {
+            graph,
+            node,
+            params,
+        })
+    }
+
+    /// Points a graph's copy at `src` and `target` at `offset`, `bytes` long (the target
+    /// range is checked). Affects only later launches of the graph.
+    ///
+    /// # Safety
+    ///
+    /// `g` must be a graph this device captured, and `src` must meet
+    /// [`copy_async`](Self::copy_async)'s contract for every launch of `g` until the copy
+    /// is repointed again: the backend launches `g` right after this call, inside the
+    /// `device_access` that gave `src`.
+    unsafe fn set_copy(
+        &self,
+        g: &StepGraph,
+        src: *const u8,
+        target: Target,
+        offset: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError> {
+        let dst = self.target(target, offset, bytes)?;
+        let mut p = g.params;
+        match p.srcMemoryType {
+            sys::CUmemorytype::CU_MEMORYTYPE_HOST => p.srcHost = src.cast(),
+            _ => p.srcDevice = src as sys::CUdeviceptr,
+        }
+        p.dstDevice = dst;
+        p.WidthInBytes = bytes;
+        // SAFETY: `g.node` is the copy node of the graph `g.graph.cu_graph_exec()` was
+        // instantiated from (`capture`); the parameters keep the captured 1-D shape and
+        // memory kinds and point into allocations of this context: `dst` into a buffer this
+        // device owns with room for `bytes` (checked above), `src` as this function's
+        // contract says. Launches already enqueued keep their old parameters.
+        unsafe {
+            sys::cuGraphExecMemcpyNodeSetParams(
+                g.graph.cu_graph_exec(),
+                g.node,
+                &p,
+                self.ctx.cu_ctx(),
+            )
+        }
+        .result()
+        .map_err(cuda("update a graph's copy"))
+    }
+
+    /// Copies a step's image from `pinned` to the staging buffer and runs the fill: bucket
+    /// `b`'s graph when the step matched a bucket that has one, else the copy and a launch
+    /// of `grid` blocks. Returns whether a graph ran.
+    fn run_device_step(
+        &self,
+        pinned: &mut PinnedBuffer,
+        bucket: Option<u32>,
+        bytes: usize,
+        grid: u32,
+    ) -> Result<bool, BackendError> {
+        let graph = bucket
+            .and_then(|b| self.graphs.get(b as usize))
+            .and_then(Option::as_ref);
+        pinned.device_access(0..bytes, |stream, src, len| {
+            debug_assert!(Arc::ptr_eq(stream, &self.stream));
+            if let Some(g) = graph {
+                // SAFETY: `g` was captured on this device; `src` is the pinned image,
+                // unchanged until the event `device_access` records after this closure, on
+                // this device's stream (the slot's), and `g` is launched right below.
+                unsafe { self.set_copy(g, src, Target::Staging, 0, len) }?;
+                g.graph.launch().map_err(cuda("launch a graph"))?;
+                Ok(true)
+            } else {
+                // SAFETY: as above.
+                unsafe { self.copy_async(src, Target::Staging, 0, len) }?;
+                let entry = bucket.map_or(Entry::Eager, |b| Entry::Bucket(b as usize));
+                // SAFETY: the copy just enqueued brings the image `StagingBuilder::build`
+                // wrote for this layout, in full.
+                unsafe { self.launch_fill(entry, grid) }?;
+                Ok(false)
+            }
+        })
+    }
+}
+
 /// The CUDA backend. See the [module docs](super).
 ///
 /// Not `Send`: it holds raw pointers into pinned memory. All work runs on its own
@@ -105,21 +387,9 @@ struct StepGraph {
 /// a staging buffer two steps old.
 pub struct CudaBackend {
     // Fields drop in order; `Drop` synchronizes the stream first.
-    graphs: Vec<Option<StepGraph>>,
-    host_graph: Option<StepGraph>,
-    eager: Option<CudaFunction>,
-    bucket_fns: Vec<CudaFunction>,
-    bucket_grid: Vec<u32>,
-    _module: Option<Arc<CudaModule>>,
+    dev: Device,
     slots: Vec<Slot>,
-    meta_ptr: sys::CUdeviceptr,
-    staging_ptr: sys::CUdeviceptr,
-    resident_ptr: sys::CUdeviceptr,
-    _meta: CudaSlice<u8>,
-    _staging: Option<CudaSlice<u8>>,
-    _resident: Option<CudaSlice<i32>>,
-    stream: Arc<CudaStream>,
-    ctx: Arc<CudaContext>,
+    bucket_grid: Vec<u32>,
     dims: RuntimeDims,
     options: CudaOptions,
     builder: StagingBuilder,
@@ -132,10 +402,6 @@ pub struct CudaBackend {
     graphed_last: bool,
     poisoned: Option<String>,
     report: SetupReport,
-}
-
-fn cuda(what: &str) -> impl Fn(result::DriverError) -> BackendError + '_ {
-    move |e| BackendError::Cuda(format!("{what}: {e}"))
 }
 
 impl CudaBackend {
@@ -219,6 +485,7 @@ impl CudaBackend {
         let ptr_of = |s: &CudaSlice<u8>| s.device_ptr(&stream).0;
         let meta_ptr = ptr_of(&meta);
         let staging_ptr = staging.as_ref().map_or(0, ptr_of);
+        let staging_bytes = staging.as_ref().map_or(0, |s| s.len());
         let resident_ptr = resident.as_ref().map_or(0, |s| s.device_ptr(&stream).0);
 
         let slot_len = match options.mode {
@@ -227,26 +494,15 @@ impl CudaBackend {
         };
         let mut slots = Vec::with_capacity(2);
         for _ in 0..2 {
-            // SAFETY: the memory is written (by the fill or the staging builder) before
-            // any copy reads it; flags 0: cached (not write-combined) memory, which the
-            // host fill also reads back.
-            let mut pinned = unsafe { ctx.alloc_pinned_with_flags::<u8>(slot_len, 0) }
-                .map_err(cuda("allocate pinned staging"))?;
-            let ptr = pinned.as_mut_ptr().map_err(cuda("pinned staging"))?;
+            let mut pinned = PinnedBuffer::new(&stream, slot_len)?;
             let mut fill_state = None;
             if options.mode == FillMode::Host {
-                // SAFETY: `ptr` points to `slot_len` bytes of pinned memory owned by
-                // `pinned`, page aligned, not used by any copy yet.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, slot_len) };
-                fill::init_buffer(&dims, bytes)?;
+                fill::init_buffer(&dims, pinned.bytes_mut()?)?;
                 fill_state = Some(FillState::new(&dims));
             }
             slots.push(Slot {
-                ptr,
-                len: slot_len,
-                done: ctx.new_event(None).map_err(cuda("create an event"))?,
+                pinned,
                 fill: fill_state,
-                _pinned: pinned,
             });
         }
 
@@ -258,21 +514,25 @@ impl CudaBackend {
             .map(|b| devfill::grid_for(u64::from(b.requests()) * nkv, max_workers))
             .collect();
         let mut me = Self {
-            graphs: Vec::new(),
-            host_graph: None,
-            eager,
-            bucket_fns,
-            bucket_grid,
-            _module: module,
+            dev: Device {
+                graphs: Vec::new(),
+                host_graph: None,
+                eager,
+                bucket_fns,
+                _module: module,
+                meta_ptr,
+                meta_bytes: total,
+                staging_ptr,
+                staging_bytes,
+                resident_ptr,
+                _meta: meta,
+                _staging: staging,
+                _resident: resident,
+                stream,
+                ctx,
+            },
             slots,
-            meta_ptr,
-            staging_ptr,
-            resident_ptr,
-            _meta: meta,
-            _staging: staging,
-            _resident: resident,
-            stream,
-            ctx,
+            bucket_grid,
             plan_state: FillState::new(&dims),
             dims,
             options,
@@ -294,24 +554,26 @@ impl CudaBackend {
                 staging_bytes: slot_len,
             },
         };
-        me.stream
+        me.dev
+            .stream
             .synchronize()
             .map_err(cuda("initialize the buffers"))?;
         if me.options.graphs && !me.dims.buckets().is_empty() {
             let t0 = Instant::now();
             if let Err(e) = me.capture_graphs() {
                 // Graphs are an optimization: run eagerly, and say why.
-                me.graphs.clear();
-                me.host_graph = None;
+                me.dev.graphs.clear();
+                me.dev.host_graph = None;
                 me.report.graphs_disabled = Some(e.to_string());
-                me.stream
+                me.dev
+                    .stream
                     .synchronize()
                     .map_err(cuda("recover from a failed capture"))?;
             }
             me.report.capture_seconds = t0.elapsed().as_secs_f64();
         }
         me.report.graphs =
-            me.graphs.iter().flatten().count() + usize::from(me.host_graph.is_some());
+            me.dev.graphs.iter().flatten().count() + usize::from(me.dev.host_graph.is_some());
         Ok(me)
     }
 
@@ -348,164 +610,67 @@ impl CudaBackend {
     /// The device address of the coalesced metadata buffer (fields at the layout's
     /// offsets). Kernels that read it must run on [`stream`](Self::stream) or after it.
     pub fn device_buffer(&self) -> u64 {
-        self.meta_ptr
+        self.dev.meta_ptr
     }
 
     /// The stream every step runs on.
     pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-
-    fn launch_fill(&self, f: &CudaFunction, grid: u32) -> Result<(), BackendError> {
-        let (mut meta, mut staging, mut resident) =
-            (self.meta_ptr, self.staging_ptr, self.resident_ptr);
-        let mut args: [*mut c_void; 3] = [
-            (&raw mut meta).cast(),
-            (&raw mut staging).cast(),
-            (&raw mut resident).cast(),
-        ];
-        // SAFETY: every fill entry is `(al_u8* meta, const al_u8* staging, al_i32*
-        // resident)`; the three pointers are live allocations of the sizes the kernels
-        // index (metadata: the layout's bytes; staging: the builder's capacity; resident:
-        // R x nkv ids), and the argument values outlive the call, which copies them.
-        unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                (grid, 1, 1),
-                (THREADS, 1, 1),
-                0,
-                self.stream.cu_stream(),
-                &mut args,
-            )
-        }
-        .map_err(cuda("launch the fill kernel"))
-    }
-
-    fn copy_async(
-        &self,
-        src: *const u8,
-        dst: sys::CUdeviceptr,
-        bytes: usize,
-    ) -> Result<(), BackendError> {
-        // SAFETY: `src` points to at least `bytes` bytes of pinned memory that stays
-        // unchanged until the copy ran (steps wait on the slot's event, recorded after the
-        // copy, before rewriting it; warm-ups synchronize); `dst` has room for `bytes`
-        // (callers copy within the buffer they name).
-        unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), bytes, self.stream.cu_stream()) }
-            .result()
-            .map_err(cuda("copy staging to the device"))
-    }
-
-    /// Captures `copy` (+ `kernel`) into a graph and finds its copy node.
-    fn capture(
-        &self,
-        src: *const u8,
-        dst: sys::CUdeviceptr,
-        bytes: usize,
-        kernel: Option<(&CudaFunction, u32)>,
-    ) -> Result<StepGraph, BackendError> {
-        self.stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(cuda("begin capture"))?;
-        let recorded = self
-            .copy_async(src, dst, bytes)
-            .and_then(|()| kernel.map_or(Ok(()), |(f, grid)| self.launch_fill(f, grid)));
-        // Always end the capture, so the stream is usable whatever happened.
-        let ended = self
-            .stream
-            .end_capture(sys::CUgraphInstantiate_flags(0))
-            .map_err(cuda("end capture"));
-        recorded?;
-        let graph = ended?.ok_or_else(|| BackendError::Cuda("capture produced no graph".into()))?;
-        graph.upload().map_err(cuda("upload a graph"))?;
-        let (node, params) = copy_node(&graph)?;
-        Ok(StepGraph {
-            graph,
-            node,
-            params,
-        })
+        &self.dev.stream
     }
 
     /// Warms every entry up (eager launches of an empty step), then captures one graph
     /// per bucket (device fill) or one copy graph (host fill).
     fn capture_graphs(&mut self) -> Result<(), BackendError> {
-        let slot0 = self.slots.first().map(|s| (s.ptr, s.len));
-        let Some((ptr0, len0)) = slot0 else {
+        let dev = &mut self.dev;
+        let Some(slot0) = self.slots.first_mut() else {
             return Ok(());
         };
+        // Every graph is captured reading slot 0; each step repoints its copy before
+        // launching it (`run_device_step`, `step_host`).
+        let src0 = slot0.pinned.as_ptr();
         match self.options.mode {
             FillMode::Host => {
                 let total = self.dims.total_bytes();
-                self.host_graph = Some(self.capture(ptr0, self.meta_ptr, total, None)?);
+                // SAFETY: the host-fill graph is launched only by `step_host`, right after
+                // `set_copy` inside the `device_access` of the slot it reads; it copies
+                // into the metadata buffer (no kernel).
+                dev.host_graph = Some(unsafe { dev.capture(src0, Target::Meta, 0, total, None) }?);
             }
             FillMode::Device => {
                 let buckets = self.dims.buckets().to_vec();
-                // SAFETY: slot 0's pinned memory, `len0` bytes, not in use by any copy.
-                let image = unsafe { std::slice::from_raw_parts_mut(ptr0, len0) };
                 for (i, b) in buckets.iter().enumerate() {
-                    let bytes = devfill::write_empty_step(*b, image)?;
-                    self.copy_async(ptr0, self.staging_ptr, bytes)?;
-                    let f = self.bucket_fns.get(i).or(self.eager.as_ref());
-                    if let Some(f) = f {
-                        self.launch_fill(f, self.bucket_grid.get(i).copied().unwrap_or(1))?;
-                    }
-                    // Each warm-up reads slot 0: finish before rewriting it.
-                    self.stream.synchronize().map_err(cuda("warm up"))?;
+                    let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
+                    // Waits for the previous warm-up, which read slot 0.
+                    let bytes = devfill::write_empty_step(*b, slot0.pinned.bytes_mut()?)?;
+                    let dev = &*dev;
+                    slot0.pinned.device_access(0..bytes, |stream, src, len| {
+                        debug_assert!(Arc::ptr_eq(stream, &dev.stream));
+                        // SAFETY: `src` is slot 0's image, unchanged until the event
+                        // `device_access` records after this closure, on this device's
+                        // stream (the slot's).
+                        unsafe { dev.copy_async(src, Target::Staging, 0, len) }?;
+                        // SAFETY: the copy just enqueued brings the empty-step image
+                        // `write_empty_step` wrote for bucket `i` of this layout, in full.
+                        unsafe { dev.launch_fill(Entry::Bucket(i), grid) }
+                    })?;
                 }
+                // Module loading happened in the warm-ups, outside capture.
+                dev.stream.synchronize().map_err(cuda("warm up"))?;
                 for i in 0..buckets.len() {
-                    let f = self.bucket_fns.get(i).or(self.eager.as_ref());
-                    let Some(f) = f else { break };
                     let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
                     // The captured length is a placeholder: each step sets its own.
                     let header = emit_cuda::abi::HEADER_BYTES;
-                    let g = self.capture(ptr0, self.staging_ptr, header, Some((f, grid)))?;
-                    self.graphs.push(Some(g));
+                    let kernel = Some((Entry::Bucket(i), grid));
+                    // SAFETY: a step graph is launched only by `run_device_step`, right
+                    // after `set_copy` inside the `device_access` of the slot whose image
+                    // (written by `StagingBuilder::build` for this layout) it copies.
+                    let g = unsafe { dev.capture(src0, Target::Staging, 0, header, kernel) }?;
+                    dev.graphs.push(Some(g));
                 }
             }
         }
-        self.stream.synchronize().map_err(cuda("capture"))?;
-        self.ctx.check_err().map_err(cuda("capture"))
-    }
-
-    /// Points a graph's copy at `src` / `dst`, `bytes` long (before launching it).
-    fn set_copy(
-        &self,
-        g: &StepGraph,
-        src: *const u8,
-        dst: sys::CUdeviceptr,
-        bytes: usize,
-    ) -> Result<(), BackendError> {
-        let mut p = g.params;
-        match p.srcMemoryType {
-            sys::CUmemorytype::CU_MEMORYTYPE_HOST => p.srcHost = src.cast(),
-            _ => p.srcDevice = src as sys::CUdeviceptr,
-        }
-        p.dstDevice = dst;
-        p.WidthInBytes = bytes;
-        // SAFETY: `g.node` is the copy node of the graph `g.graph.cu_graph_exec()` was
-        // instantiated from; the parameters keep the captured (1-D) shape and memory kinds
-        // and point into the same allocations (a pinned slot, a device buffer) of this
-        // context. Launches already enqueued keep their old parameters.
-        unsafe {
-            sys::cuGraphExecMemcpyNodeSetParams(
-                g.graph.cu_graph_exec(),
-                g.node,
-                &p,
-                self.ctx.cu_ctx(),
-            )
-        }
-        .result()
-        .map_err(cuda("update a graph's copy"))
-    }
-
-    /// Waits until no copy reads slot `i` any more.
-    fn claim(&self, i: usize) -> Result<&Slot, BackendError> {
-        let slot = self
-            .slots
-            .get(i)
-            .ok_or_else(|| BackendError::Cuda("no staging slot".into()))?;
-        slot.done.synchronize().map_err(cuda("wait for staging"))?;
-        Ok(slot)
+        dev.stream.synchronize().map_err(cuda("capture"))?;
+        dev.ctx.check_err().map_err(cuda("capture"))
     }
 
     fn step_device(
@@ -527,62 +692,28 @@ impl CudaBackend {
         };
         let info = devfill::complete_info(&self.dims, input, plan.info());
         let slot = self.next;
-        let (ptr, len) = {
-            let s = self.claim(slot)?;
-            (s.ptr, s.len)
+        let Some(s) = self.slots.get_mut(slot) else {
+            return Err(BackendError::Cuda("no staging slot".into()));
         };
-        // SAFETY: slot `slot`'s pinned buffer is `len` bytes, and its event completed:
-        // no copy reads it until the one this step enqueues.
-        let image = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        let staged = self.builder.build(input, &info, image)?;
+        // Waits until no copy reads the slot any more.
+        let staged = self.builder.build(input, &info, s.pinned.bytes_mut()?)?;
         // From here the host state assumes the launch happens: a failure poisons.
-        let launched = self.launch_device(slot, &info, &staged);
-        if let Err(e) = launched {
-            self.poisoned = Some(e.to_string());
-            return Err(e);
+        let grid = staged.grid(self.max_workers);
+        match self
+            .dev
+            .run_device_step(&mut s.pinned, info.bucket, staged.bytes, grid)
+        {
+            Ok(graphed) => self.graphed_last = graphed,
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                return Err(e);
+            }
         }
+        self.next = (slot + 1) % self.slots.len().max(1);
         self.staged = staged;
         self.bytes_copied = staged.bytes;
         self.info = info;
         Ok(info)
-    }
-
-    fn launch_device(
-        &mut self,
-        slot: usize,
-        info: &StepInfo,
-        staged: &Staged,
-    ) -> Result<(), BackendError> {
-        let src = self.slots.get(slot).map_or(std::ptr::null_mut(), |s| s.ptr);
-        let graph = info
-            .bucket
-            .and_then(|b| self.graphs.get(b as usize))
-            .and_then(Option::as_ref);
-        if let Some(g) = graph {
-            self.set_copy(g, src, self.staging_ptr, staged.bytes)?;
-            g.graph.launch().map_err(cuda("launch a graph"))?;
-            self.graphed_last = true;
-        } else {
-            self.copy_async(src, self.staging_ptr, staged.bytes)?;
-            let f = info
-                .bucket
-                .and_then(|b| self.bucket_fns.get(b as usize))
-                .or(self.eager.as_ref())
-                .ok_or_else(|| BackendError::Cuda("no fill kernel loaded".into()))?;
-            self.launch_fill(f, staged.grid(self.max_workers))?;
-            self.graphed_last = false;
-        }
-        self.record(slot)
-    }
-
-    fn record(&mut self, slot: usize) -> Result<(), BackendError> {
-        if let Some(s) = self.slots.get(slot) {
-            s.done
-                .record(&self.stream)
-                .map_err(cuda("record an event"))?;
-        }
-        self.next = (slot + 1) % self.slots.len().max(1);
-        Ok(())
     }
 
     fn step_host(
@@ -591,7 +722,6 @@ impl CudaBackend {
         agreed: Option<&AgreedShape>,
     ) -> Result<StepInfo, BackendError> {
         let slot = self.next;
-        self.claim(slot)?;
         let total = self.dims.total_bytes();
         let Some(s) = self.slots.get_mut(slot) else {
             return Err(BackendError::Cuda("no staging slot".into()));
@@ -599,15 +729,13 @@ impl CudaBackend {
         let Some(state) = s.fill.as_mut() else {
             return Err(BackendError::Cuda("host fill state missing".into()));
         };
-        // SAFETY: the slot's pinned buffer (`len >= total` bytes) is idle: its event
-        // completed.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(s.ptr, s.len) };
+        // Waits until no copy reads the slot any more.
+        let bytes = s.pinned.bytes_mut()?;
         let plan = match agreed {
             None => fill::plan_step(&self.dims, input, state)?,
             Some(g) => fill::plan_step_agreed(&self.dims, input, state, fill::BlockCheck::Full, g)?,
         };
         let info = fill::write_step(&self.dims, input, &plan, bytes, state)?;
-        let src = s.ptr;
         // Without token ids the device keeps its own (an engine that writes sampled ids
         // on the device): skip the ids' real entries, copy the rest.
         let skip = if input.token_ids.is_some() {
@@ -615,19 +743,27 @@ impl CudaBackend {
         } else {
             info.real.tokens as usize * 8
         };
-        let len = total - skip;
-        // SAFETY: `skip <= total` (real tokens fit the buffer): the offset stays inside
-        // the slot's buffer.
-        let src = unsafe { src.add(skip) };
-        let dst = self.meta_ptr + skip as u64;
-        let launched = match (&self.host_graph, info.graphed()) {
-            (Some(g), true) => self
-                .set_copy(g, src, dst, len)
-                .and_then(|()| g.graph.launch().map_err(cuda("launch a graph")))
-                .map(|()| true),
-            _ => self.copy_async(src, dst, len).map(|()| false),
-        }
-        .and_then(|graphed| self.record(slot).map(|()| graphed));
+        let graph = self.dev.host_graph.as_ref().filter(|_| info.graphed());
+        let dev = &self.dev;
+        let launched = s.pinned.device_access(skip..total, |stream, src, len| {
+            debug_assert!(Arc::ptr_eq(stream, &dev.stream));
+            match graph {
+                Some(g) => {
+                    // SAFETY: `g` was captured on this device; `src` is the slot's filled
+                    // buffer from byte `skip`, unchanged until the event `device_access`
+                    // records after this closure, on this device's stream (the slot's),
+                    // and `g` is launched right below.
+                    unsafe { dev.set_copy(g, src, Target::Meta, skip, len) }?;
+                    g.graph.launch().map_err(cuda("launch a graph"))?;
+                    Ok(true)
+                }
+                None => {
+                    // SAFETY: as above.
+                    unsafe { dev.copy_async(src, Target::Meta, skip, len) }?;
+                    Ok(false)
+                }
+            }
+        });
         match launched {
             Ok(graphed) => self.graphed_last = graphed,
             Err(e) => {
@@ -635,21 +771,19 @@ impl CudaBackend {
                 return Err(e);
             }
         }
-        self.bytes_copied = len;
+        self.next = (slot + 1) % self.slots.len().max(1);
+        self.bytes_copied = total.saturating_sub(skip);
         self.info = info;
         Ok(info)
     }
 
     /// Waits for the device and copies the whole metadata buffer back.
     pub fn download(&mut self) -> Result<Snapshot, BackendError> {
-        self.stream.synchronize().map_err(cuda("synchronize"))?;
         let total = self.dims.total_bytes();
         let mut words = vec![0u64; total.div_ceil(8)];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        let bytes = bytes.get_mut(..total).unwrap_or_default();
-        // SAFETY: the metadata buffer is `total` bytes, and the stream is idle.
-        unsafe { result::memcpy_dtoh_sync(bytes, self.meta_ptr) }
-            .map_err(cuda("copy the metadata back"))?;
+        self.dev
+            .download_sync(bytes.get_mut(..total).unwrap_or_default())?;
         Ok(Snapshot {
             words,
             total,
@@ -658,55 +792,52 @@ impl CudaBackend {
     }
 
     /// Pinned room for `count` snapshots of the metadata buffer, filled by
-    /// [`snapshot_into`](Self::snapshot_into) without synchronizing.
+    /// [`snapshot_into`](Self::snapshot_into) without synchronizing. The ring belongs to
+    /// this backend: another backend refuses it.
     pub fn snapshot_ring(&self, count: usize) -> Result<SnapshotRing, BackendError> {
-        let stride = self.dims.total_bytes().next_multiple_of(16);
-        let len = (stride * count).max(16);
-        // SAFETY: read only after the copies that write it completed.
-        let mut pinned = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(len, 0) }
-            .map_err(cuda("allocate snapshot memory"))?;
-        let ptr = pinned.as_mut_ptr().map_err(cuda("snapshot memory"))?;
+        let geometry = RingGeometry::new(self.dims.total_bytes(), count)?;
+        let pinned = PinnedBuffer::new(&self.dev.stream, geometry.bytes())?;
+        let mut infos = Vec::new();
+        infos
+            .try_reserve_exact(count)
+            .map_err(|_| SnapshotError::TooLarge {
+                count,
+                stride: geometry.stride,
+            })?;
+        infos.resize(count, None);
         Ok(SnapshotRing {
-            ptr,
-            stride,
-            count,
-            infos: vec![StepInfo::default(); count],
-            _pinned: pinned,
+            pinned,
+            geometry,
+            infos,
+            dims: self.dims.clone(),
         })
     }
 
     /// Enqueues a copy of the metadata buffer as it is after the last step into snapshot
-    /// `index` of `ring` (stream-ordered: no host synchronization).
+    /// `index` of `ring` (stream-ordered: no host synchronization). Refuses a ring another
+    /// backend made ([`SnapshotError::ForeignRing`]) and an index outside it.
     pub fn snapshot_into(
         &mut self,
         ring: &mut SnapshotRing,
         index: usize,
     ) -> Result<(), BackendError> {
-        if index >= ring.count {
-            return Err(BackendError::Cuda(format!(
-                "snapshot {index} of a ring of {}",
-                ring.count
-            )));
-        }
-        self.ctx
+        let owned = Arc::ptr_eq(ring.pinned.stream(), &self.dev.stream);
+        let range = ring.geometry.range(owned, self.dims.total_bytes(), index)?;
+        self.dev
+            .ctx
             .bind_to_thread()
             .map_err(cuda("bind the CUDA context"))?;
-        let total = self.dims.total_bytes();
-        // SAFETY: snapshot `index` is `stride >= total` bytes inside the ring's pinned
-        // allocation; the metadata buffer is `total` bytes; the copy is ordered after the
-        // last step on this stream.
-        unsafe {
-            sys::cuMemcpyDtoHAsync_v2(
-                ring.ptr.add(index * ring.stride).cast(),
-                self.meta_ptr,
-                total,
-                self.stream.cu_stream(),
-            )
-        }
-        .result()
-        .map_err(cuda("snapshot the metadata"))?;
+        let dev = &self.dev;
+        ring.pinned.device_access(range, |stream, dst, len| {
+            debug_assert!(Arc::ptr_eq(stream, &dev.stream));
+            // SAFETY: `dst` is snapshot `index` of the ring, `len` = the layout's bytes,
+            // not read by the host until the event `device_access` records after this
+            // closure; the ring's stream is this backend's (checked above), so the copy is
+            // ordered after the last step.
+            unsafe { dev.download_async(dst, len) }
+        })?;
         if let Some(i) = ring.infos.get_mut(index) {
-            *i = self.info;
+            *i = Some(self.info);
         }
         Ok(())
     }
@@ -760,8 +891,9 @@ fn copy_node(graph: &CudaGraph) -> Result<(sys::CUgraphNode, sys::CUDA_MEMCPY3D)
 
 impl Drop for CudaBackend {
     fn drop(&mut self) {
-        // In-flight copies read the pinned buffers freed below.
-        let _ = self.stream.synchronize();
+        // In-flight copies read the pinned buffers freed below (each also waits for its
+        // own copies).
+        let _ = self.dev.stream.synchronize();
     }
 }
 
@@ -792,7 +924,7 @@ impl MetadataBackend for CudaBackend {
     }
 
     fn synchronize(&mut self) -> Result<(), BackendError> {
-        self.stream.synchronize().map_err(cuda("synchronize"))
+        self.dev.stream.synchronize().map_err(cuda("synchronize"))
     }
 
     fn bytes_copied_last_step(&self) -> usize {
@@ -819,7 +951,8 @@ impl CudaBackend {
             )));
         }
         // Another library may have made its own context current on this thread.
-        self.ctx
+        self.dev
+            .ctx
             .bind_to_thread()
             .map_err(cuda("bind the CUDA context"))?;
         match self.options.mode {
@@ -855,45 +988,156 @@ impl Snapshot {
     }
 }
 
-/// Pinned memory for many snapshots taken without synchronizing
-/// ([`CudaBackend::snapshot_into`]).
-pub struct SnapshotRing {
-    ptr: *mut u8,
+/// Where the snapshots of a ring lie: `count` snapshots of `total` bytes, `stride` bytes
+/// apart (16-byte aligned). Plain numbers, so the checks can be tested without a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RingGeometry {
+    total: usize,
     stride: usize,
     count: usize,
-    infos: Vec<StepInfo>,
-    _pinned: PinnedHostSlice<u8>,
+}
+
+impl RingGeometry {
+    /// Room for `count` snapshots of a `total`-byte layout.
+    fn new(total: usize, count: usize) -> Result<Self, SnapshotError> {
+        let stride = total.next_multiple_of(16);
+        let fits = stride
+            .checked_mul(count)
+            .is_some_and(|b| isize::try_from(b).is_ok());
+        if !fits {
+            return Err(SnapshotError::TooLarge { count, stride });
+        }
+        Ok(Self {
+            total,
+            stride,
+            count,
+        })
+    }
+
+    /// Bytes of the whole ring.
+    fn bytes(&self) -> usize {
+        self.stride * self.count
+    }
+
+    /// The bytes of snapshot `index`, for a backend whose layout has `layout_bytes` and
+    /// that made the ring (`owned`) — otherwise a copy of its buffer could run past the
+    /// snapshot, or the ring's wait would not cover the copy.
+    fn range(
+        &self,
+        owned: bool,
+        layout_bytes: usize,
+        index: usize,
+    ) -> Result<std::ops::Range<usize>, SnapshotError> {
+        if !owned || layout_bytes != self.total || self.total > self.stride {
+            return Err(SnapshotError::ForeignRing {
+                ring_bytes: self.total,
+                layout_bytes,
+            });
+        }
+        if index >= self.count {
+            return Err(SnapshotError::Index {
+                index,
+                count: self.count,
+            });
+        }
+        let start = index * self.stride;
+        Ok(start..start + self.total)
+    }
+}
+
+/// Pinned memory for many snapshots of one backend's metadata buffer, taken without
+/// synchronizing ([`CudaBackend::snapshot_into`]). It records its owner (the backend's
+/// stream), its layout and where each snapshot lies, so a snapshot can only be written by
+/// its owner and read at the size it was written.
+pub struct SnapshotRing {
+    pinned: PinnedBuffer,
+    geometry: RingGeometry,
+    infos: Vec<Option<StepInfo>>,
+    dims: RuntimeDims,
 }
 
 impl SnapshotRing {
     /// Snapshots it holds.
     pub fn len(&self) -> usize {
-        self.count
+        self.geometry.count
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.geometry.count == 0
     }
 
-    /// Snapshot `index` as a view, after waiting for `backend`'s stream (so every
-    /// enqueued snapshot copy has landed).
-    pub fn view<'a, D: Dims>(
-        &'a self,
-        backend: &mut CudaBackend,
-        dims: &D,
-        index: usize,
-    ) -> Result<MetadataView<'a>, BackendError> {
-        backend.synchronize()?;
-        let info = self
-            .infos
-            .get(index)
-            .ok_or_else(|| BackendError::Cuda(format!("no snapshot {index}")))?;
-        // SAFETY: snapshot `index` lies inside the pinned allocation (index < count), and
-        // the stream that writes it is idle.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(self.ptr.add(index * self.stride), dims.total_bytes())
+    /// Snapshot `index` as a view, once every snapshot copy enqueued into the ring has
+    /// landed (it waits for them). An index outside the ring, or one never taken, is an
+    /// error.
+    pub fn view(&self, index: usize) -> Result<MetadataView<'_>, BackendError> {
+        let range = self.geometry.range(true, self.geometry.total, index)?;
+        let Some(Some(info)) = self.infos.get(index) else {
+            return Err(SnapshotError::NotTaken { index }.into());
         };
-        Ok(MetadataView::from_parts(dims, bytes, info))
+        let bytes = self.pinned.bytes()?;
+        let len = bytes.len();
+        let bytes = bytes.get(range.clone()).ok_or_else(|| {
+            BackendError::Cuda(format!("snapshot bytes {range:?} of a {len}-byte ring"))
+        })?;
+        Ok(MetadataView::from_parts(&self.dims, bytes, info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "Test code: a panic is a failed test.")]
+
+    use super::*;
+
+    #[test]
+    fn a_ring_made_for_a_smaller_layout_is_refused() {
+        // A ring of 4 snapshots of a 1,000-byte layout, offered to a backend whose layout
+        // has 4,000 bytes: its copy would run past the snapshot.
+        let small = RingGeometry::new(1000, 4).unwrap();
+        assert_eq!(
+            small.range(false, 4000, 0),
+            Err(SnapshotError::ForeignRing {
+                ring_bytes: 1000,
+                layout_bytes: 4000
+            })
+        );
+        // Its own backend's, whatever the layout says.
+        assert_eq!(
+            small.range(true, 4000, 3),
+            Err(SnapshotError::ForeignRing {
+                ring_bytes: 1000,
+                layout_bytes: 4000
+            })
+        );
+        // Another backend with a layout of the same size is refused too (its stream does
+        // not order the copy before the ring's wait).
+        assert!(matches!(
+            small.range(false, 1000, 0),
+            Err(SnapshotError::ForeignRing { .. })
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_index_outside_the_ring_is_refused() {
+        let ring = RingGeometry::new(1000, 4).unwrap();
+        assert_eq!(
+            ring.range(true, 1000, 4),
+            Err(SnapshotError::Index { index: 4, count: 4 })
+        );
+        assert_eq!(ring.range(true, 1000, 3), Ok(3 * 1008..3 * 1008 + 1000));
+        assert_eq!(ring.bytes(), 4 * 1008);
+    }
+
+    #[test]
+    fn a_ring_beyond_the_address_space_is_refused_before_allocating() {
+        assert_eq!(
+            RingGeometry::new(1000, usize::MAX / 64),
+            Err(SnapshotError::TooLarge {
+                count: usize::MAX / 64,
+                stride: 1008
+            })
+        );
+        assert!(RingGeometry::new(1000, 0).is_ok());
     }
 }

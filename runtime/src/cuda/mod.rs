@@ -20,9 +20,10 @@ pub mod bench;
 pub mod compile;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+mod pinned;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
-pub use compile::{CompileOptions, CompileReport, PtxOrigin};
+pub use compile::{CompileOptions, CompileReport, PtxOrigin, RejectedEntry};
 
 use cudarc::driver::{CudaContext, sys};
 
