@@ -55,7 +55,7 @@ pub enum Distribution {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketParams {
     /// Tensor-parallel size.
-    pub tp: u32,
+    pub tensor_parallel: u32,
     /// `None`: no graphs; `Some(-1)`: automatic count; `Some(n)`: `n` graphs.
     pub num_cuda_graphs: Option<i64>,
     /// CUDA-graph token budget as the context passes it (`cg_max`).
@@ -71,7 +71,7 @@ pub struct BucketParams {
     /// Whether mixed / prefill steps get graphs.
     pub non_decode_graphs: bool,
     /// Speculative tokens `s`.
-    pub num_spec: u32,
+    pub speculative_tokens: u32,
     /// Ladder spacing.
     pub distribution: Distribution,
 }
@@ -269,7 +269,7 @@ fn linear_ladder_len(tp: u32, n: i64, max: u32) -> u64 {
 // §2 Validity and §3.2 bucket lists
 
 /// Whether `d = (t, p, d)` is a valid bucket for `max_requests = R`, `max_seq_len = S` and
-/// `num_spec = s` (SEMANTICS §2):
+/// `speculative_tokens = s` (SEMANTICS §2):
 /// `t > 0`, `p + d <= R`, `t >= p + d·(s+1)` and `t <= p·S + d·(s+1)`.
 /// (Non-negativity is implied by the unsigned fields.) Exact for all `u32` inputs.
 ///
@@ -278,13 +278,18 @@ fn linear_ladder_len(tp: u32, n: i64, max: u32) -> u64 {
 /// assert!(!is_valid(BatchDims::new(49, 0, 10), 16, 64, 4));
 /// assert!(is_valid(BatchDims::new(50, 0, 10), 16, 64, 4));
 /// ```
-pub fn is_valid(d: BatchDims, max_requests: u32, max_seq_len: u32, num_spec: u32) -> bool {
+pub fn is_valid(
+    d: BatchDims,
+    max_requests: u32,
+    max_seq_len: u32,
+    speculative_tokens: u32,
+) -> bool {
     let (t, p, dec) = (
         u128::from(d.tokens),
         u128::from(d.prefill),
         u128::from(d.decode),
     );
-    let per_decode = u128::from(num_spec) + 1;
+    let per_decode = u128::from(speculative_tokens) + 1;
     let decode_tokens = dec * per_decode;
     t > 0
         && p + dec <= u128::from(max_requests)
@@ -322,8 +327,8 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
         return Ok(Vec::new());
     };
     let r = u64::from(p.max_requests);
-    let s1 = u64::from(p.num_spec) + 1;
-    let tp = tp_divisor(p.tp);
+    let s1 = u64::from(p.speculative_tokens) + 1;
+    let tp = tp_divisor(p.tensor_parallel);
 
     // Step 2.
     let cg_max = if p.cg_max == 0 || p.cg_max > p.max_tokens {
@@ -349,7 +354,7 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
         let cap = max_candidates.saturating_add(1);
         let len = |m: u32| {
             if n >= 1 {
-                linear_ladder_len(p.tp, n, m)
+                linear_ladder_len(p.tensor_parallel, n, m)
             } else {
                 let capped = usize::try_from(cap).unwrap_or(usize::MAX);
                 linear_auto_grid(tp, u64::from(m)).take(capped).count() as u64
@@ -364,8 +369,8 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
             return Err(candidates);
         }
     }
-    let prefill_ladder = ladder(p.tp, n, cg_max, p.distribution);
-    let mut decode_ladder = ladder(p.tp, n, decode_max, p.distribution);
+    let prefill_ladder = ladder(p.tensor_parallel, n, cg_max, p.distribution);
+    let mut decode_ladder = ladder(p.tensor_parallel, n, decode_max, p.distribution);
     if n == -1 {
         let u = lcm(s1, tp);
         for extra in [u, u.saturating_mul(2)] {
@@ -404,7 +409,7 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
     // Step 4.
     let mut out = BTreeSet::new();
     let mut add = |b: BatchDims| {
-        if is_valid(b, p.max_requests, p.max_seq_len, p.num_spec) {
+        if is_valid(b, p.max_requests, p.max_seq_len, p.speculative_tokens) {
             out.insert(b);
         }
     };
@@ -519,7 +524,7 @@ pub fn eager_padding(
     max_requests: u32,
     max_tokens: u32,
     tp: u32,
-    num_spec: u32,
+    speculative_tokens: u32,
 ) -> BatchDims {
     let tp = tp_divisor(tp);
     let token_rounder = ceil_div(64, tp) * tp;
@@ -527,9 +532,9 @@ pub fn eager_padding(
     let r = u64::from(max_requests);
     let d = u64::from(real.decode);
     if real.prefill == 0 {
-        if num_spec > 0 {
+        if speculative_tokens > 0 {
             let pd = r.min(round_up(d, request_rounder));
-            let tokens = pd.saturating_mul(u64::from(num_spec) + 1);
+            let tokens = pd.saturating_mul(u64::from(speculative_tokens) + 1);
             BatchDims::new(sat_u32(tokens), 0, sat_u32(pd))
         } else {
             let pt = u64::from(max_tokens)
@@ -565,7 +570,7 @@ mod tests {
     /// The worked configuration of SEMANTICS §3.2.
     fn worked() -> BucketParams {
         BucketParams {
-            tp: 1,
+            tensor_parallel: 1,
             num_cuda_graphs: Some(-1),
             cg_max: 64,
             mixed_prefill_count: 4,
@@ -573,7 +578,7 @@ mod tests {
             max_tokens: 64,
             max_seq_len: 32,
             non_decode_graphs: true,
-            num_spec: 0,
+            speculative_tokens: 0,
             distribution: EXP,
         }
     }
@@ -705,7 +710,7 @@ mod tests {
     #[test]
     fn worked_list_with_speculative_tokens() {
         let p = BucketParams {
-            num_spec: 2,
+            speculative_tokens: 2,
             max_tokens: 128,
             cg_max: 128,
             ..worked()
@@ -746,7 +751,7 @@ mod tests {
                     max_requests: 16,
                     max_tokens: 256,
                     cg_max: 128,
-                    num_spec: 1,
+                    speculative_tokens: 1,
                     ..worked()
                 };
                 let list = build_buckets(&p);
@@ -877,7 +882,7 @@ mod tests {
                                         let s1 = s + 1;
                                         let cg_max = configured.max(r * s1).min(t);
                                         let p = BucketParams {
-                                            tp,
+                                            tensor_parallel: tp,
                                             num_cuda_graphs: n,
                                             cg_max,
                                             mixed_prefill_count: 2,
@@ -885,7 +890,7 @@ mod tests {
                                             max_tokens: t,
                                             max_seq_len: 32,
                                             non_decode_graphs: non_decode,
-                                            num_spec: s,
+                                            speculative_tokens: s,
                                             distribution: dist,
                                         };
                                         check_facts(&p, cg_max);
@@ -900,11 +905,11 @@ mod tests {
     }
 
     fn check_facts(p: &BucketParams, cg_max: u32) {
-        let s1 = p.num_spec + 1;
+        let s1 = p.speculative_tokens + 1;
         let list = build_buckets(p);
         for x in &list {
             assert!(
-                is_valid(*x, p.max_requests, p.max_seq_len, p.num_spec),
+                is_valid(*x, p.max_requests, p.max_seq_len, p.speculative_tokens),
                 "{p:?} {x:?}"
             );
             if x.prefill == 0 {
@@ -916,15 +921,15 @@ mod tests {
             // so only when that maximum is itself a multiple of tp).
             let aligned = p.distribution == EXP
                 || p.num_cuda_graphs != Some(-1)
-                || cg_max.is_multiple_of(p.tp);
+                || cg_max.is_multiple_of(p.tensor_parallel);
             if aligned {
-                assert_eq!(x.tokens % p.tp, 0, "{p:?} {x:?}");
+                assert_eq!(x.tokens % p.tensor_parallel, 0, "{p:?} {x:?}");
             }
         }
         // Oversized batches match nothing. (The largest token count can exceed a tiny
         // cg_max: the ladder's `max(2, …)` floor puts 2 into `ladder(1, -1, 1)`.)
         let top = list.iter().map(|x| x.tokens).max().unwrap_or(0);
-        assert!(top <= cg_max.max(2 * p.tp), "{p:?}");
+        assert!(top <= cg_max.max(2 * p.tensor_parallel), "{p:?}");
         let big = b(top + 1, 1, 0);
         assert_eq!(match_bucket(big, &list, false), None);
         assert_eq!(
@@ -942,7 +947,7 @@ mod tests {
         for tp in [2, 4, 8] {
             for cg_max in 1..=8 {
                 let p = BucketParams {
-                    tp,
+                    tensor_parallel: tp,
                     cg_max,
                     max_requests: 1,
                     ..worked()
@@ -978,7 +983,7 @@ mod tests {
                 for non_decode in [false, true] {
                     for dist in [EXP, LIN] {
                         let p = BucketParams {
-                            tp,
+                            tensor_parallel: tp,
                             num_cuda_graphs: Some(-1),
                             cg_max: 0,
                             mixed_prefill_count: m,
@@ -986,7 +991,7 @@ mod tests {
                             max_tokens: if dist == EXP { m } else { 4096 },
                             max_seq_len: if spec == 0 { 0 } else { m },
                             non_decode_graphs: non_decode,
-                            num_spec: spec,
+                            speculative_tokens: spec,
                             distribution: dist,
                         };
                         let list = build_buckets(&p);

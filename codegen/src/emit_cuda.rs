@@ -26,68 +26,84 @@
 
 use std::fmt::Write as _;
 
-use crate::geometry::{Dtype, Field, Geometry};
-use crate::spec::IndexDtype;
+use crate::geometry::Geometry;
+use crate::model::{DtypeRule, Fact, FactValue, Field};
 
 /// The binary format of the staging image the host writes and the kernels read.
 ///
 /// All integers are little-endian; every section starts at a 16-byte aligned offset from
 /// the start of the image (the offsets are in the header, in bytes).
+///
+/// Every number here is written once: [`abi_header`](super::abi_header) emits each into
+/// the kernels' C (the header struct from [`HEADER_WORDS`], the rest from [`C_CONSTANTS`]),
+/// and the C records in `kernels/fill.cuh` are checked against them.
 pub mod abi {
     /// Bumped whenever the format changes (part of the emitted source, so of every
     /// compile-cache key).
     pub const VERSION: u32 = 1;
 
+    macro_rules! header_words {
+        ($( $(#[doc = $doc:literal])* $name:ident = $index:literal, $c:literal; )*) => {
+            $( $(#[doc = $doc])* pub const $name: usize = $index; )*
+
+            /// The header's words in order: the C field name and what it holds.
+            pub const HEADER_WORDS: &[(usize, &str, &str)] = &[$(($index, $c, concat!($($doc),*))),*];
+        };
+    }
+
+    header_words! {
+        /// Header word: [`VERSION`].
+        H_ABI = 0, "abi";
+        /// Header word: real active requests `N`.
+        H_ACTIVE = 1, "active";
+        /// Header word: paused rows before them.
+        H_PAUSED = 2, "paused";
+        /// Header word: real tokens.
+        H_REAL_TOKENS = 3, "real_tokens";
+        /// Header word: real decode requests `D` (active rows `[0, D)` are decode rows).
+        H_REAL_DECODE = 4, "real_decode";
+        /// Header word: attention decode count `Dr` (SEMANTICS §3.3; what Mamba uses).
+        H_ATTN_DECODE = 5, "attn_decode";
+        /// Header word: attention prefill count `Fr`.
+        H_ATTN_PREFILL = 6, "attn_prefill";
+        /// Header word: padded tokens `Tp` (read by the eager entry).
+        H_PAD_TOKENS = 7, "pad_tokens";
+        /// Header word: padded prefill requests `Fp`.
+        H_PAD_PREFILL = 8, "pad_prefill";
+        /// Header word: padded decode requests `Dp`.
+        H_PAD_DECODE = 9, "pad_decode";
+        /// Header word: `FLAG_*` bits.
+        H_FLAGS = 10, "flags";
+        /// Header word: intermediate-state entries emitted (real count).
+        H_INTER_COUNT = 11, "inter_count";
+        /// Header word: block-table patches (rows that stay in place).
+        H_N_PATCHES = 12, "n_patches";
+        /// Header word: resident block-table changes.
+        H_N_CHANGES = 13, "n_changes";
+        /// Header word: block-table row jobs (moved and padding rows).
+        H_N_JOBS = 14, "n_jobs";
+        /// Header word: byte offset of the request records.
+        H_OFF_REQUESTS = 15, "off_requests";
+        /// Header word: byte offset of the token ids (`i64`).
+        H_OFF_TOKEN_IDS = 16, "off_token_ids";
+        /// Header word: byte offset of the sampling records.
+        H_OFF_SAMPLING = 17, "off_sampling";
+        /// Header word: byte offset of the intermediate-offset records.
+        H_OFF_INTER = 18, "off_inter";
+        /// Header word: byte offset of the patches.
+        H_OFF_PATCHES = 19, "off_patches";
+        /// Header word: byte offset of the changes.
+        H_OFF_CHANGES = 20, "off_changes";
+        /// Header word: byte offset of the jobs.
+        H_OFF_JOBS = 21, "off_jobs";
+        /// Header word: byte offset of the uploaded block ids (`i32`).
+        H_OFF_BLOCKS = 22, "off_blocks";
+    }
+
+    /// Header words in use (the rest are zero).
+    pub const HEADER_WORDS_USED: usize = HEADER_WORDS.len();
     /// Header size: 24 little-endian `u32` words.
     pub const HEADER_BYTES: usize = 96;
-    /// Header word: [`VERSION`].
-    pub const H_ABI: usize = 0;
-    /// Header word: real active requests `N`.
-    pub const H_ACTIVE: usize = 1;
-    /// Header word: paused rows `P`.
-    pub const H_PAUSED: usize = 2;
-    /// Header word: real tokens.
-    pub const H_REAL_TOKENS: usize = 3;
-    /// Header word: real decode requests `D` (active rows `[0, D)` are decode rows).
-    pub const H_REAL_DECODE: usize = 4;
-    /// Header word: attention decode count `Dr` (SEMANTICS §3.3; what Mamba uses).
-    pub const H_ATTN_DECODE: usize = 5;
-    /// Header word: attention prefill count `Fr`.
-    pub const H_ATTN_PREFILL: usize = 6;
-    /// Header word: padded tokens `Tp` (read by the eager entry).
-    pub const H_PAD_TOKENS: usize = 7;
-    /// Header word: padded prefill requests `Fp`.
-    pub const H_PAD_PREFILL: usize = 8;
-    /// Header word: padded decode requests `Dp`.
-    pub const H_PAD_DECODE: usize = 9;
-    /// Header word: `FLAG_*` bits.
-    pub const H_FLAGS: usize = 10;
-    /// Header word: intermediate-state entries emitted (real count).
-    pub const H_INTER_COUNT: usize = 11;
-    /// Header word: block-table patches (rows that stay in place).
-    pub const H_N_PATCHES: usize = 12;
-    /// Header word: resident block-table changes.
-    pub const H_N_CHANGES: usize = 13;
-    /// Header word: block-table row jobs (moved and padding rows).
-    pub const H_N_JOBS: usize = 14;
-    /// Header word: byte offset of the request records.
-    pub const H_OFF_REQUESTS: usize = 15;
-    /// Header word: byte offset of the token ids (`i64`).
-    pub const H_OFF_TOKEN_IDS: usize = 16;
-    /// Header word: byte offset of the sampling records.
-    pub const H_OFF_SAMPLING: usize = 17;
-    /// Header word: byte offset of the intermediate-offset records.
-    pub const H_OFF_INTER: usize = 18;
-    /// Header word: byte offset of the patches.
-    pub const H_OFF_PATCHES: usize = 19;
-    /// Header word: byte offset of the changes.
-    pub const H_OFF_CHANGES: usize = 20;
-    /// Header word: byte offset of the jobs.
-    pub const H_OFF_JOBS: usize = 21;
-    /// Header word: byte offset of the uploaded block ids (`i32`).
-    pub const H_OFF_BLOCKS: usize = 22;
-    /// Header words in use (the rest are zero).
-    pub const HEADER_WORDS_USED: usize = 23;
 
     /// Flag: token ids are present (else the real entries of `token_to_input_ids` are
     /// left as they are).
@@ -101,8 +117,10 @@ pub mod abi {
     pub const REQUEST_BYTES: usize = 16;
     /// Sampling record: temperature bits, top-k, top-p bits (3 words).
     pub const SAMPLING_BYTES: usize = 12;
-    /// Intermediate record: `base | count << 28`, then three offsets (4 words).
-    pub const INTER_BYTES: usize = 16;
+    /// Intermediate offsets per prefill request (Megatron's fixed 3).
+    pub const INTER_OFFSETS: usize = crate::geometry::MAX_INTERMEDIATE_PER_REQUEST;
+    /// Intermediate record: `base | count << 28`, then [`INTER_OFFSETS`] offsets.
+    pub const INTER_BYTES: usize = 4 + 4 * INTER_OFFSETS;
     /// Bit position of the count in an intermediate record's first word.
     pub const INTER_COUNT_SHIFT: u32 = 28;
     /// Patch or change: element index, value (2 words).
@@ -110,19 +128,94 @@ pub mod abi {
     /// Job: meta row, len, width, src, writeback row (5 words).
     pub const JOB_BYTES: usize = 20;
 
-    /// `src` kind (top two bits): read the row from the block table in the metadata
-    /// buffer itself (the row did not move; the index bits are unused).
+    /// Bit position of the kind in a `src` word (the bits below are the index).
+    pub const SRC_SHIFT: u32 = 30;
+    /// `src` kind: read the row from the block table in the metadata buffer itself (the
+    /// row did not move; the index bits are unused).
     pub const SRC_META: u32 = 0;
     /// `src` kind: read the row from the device-resident block table (index: resident row).
-    pub const SRC_RESIDENT: u32 = 1 << 30;
+    pub const SRC_RESIDENT: u32 = 1 << SRC_SHIFT;
     /// `src` kind: read the row from the uploaded block ids (index: first id).
-    pub const SRC_UPLOAD: u32 = 2 << 30;
+    pub const SRC_UPLOAD: u32 = 2 << SRC_SHIFT;
     /// `src` kind: no source (a padding row: all dummy).
-    pub const SRC_NONE: u32 = 3 << 30;
+    pub const SRC_NONE: u32 = 3 << SRC_SHIFT;
     /// The index bits of `src`.
-    pub const SRC_INDEX_MASK: u32 = (1 << 30) - 1;
+    pub const SRC_INDEX_MASK: u32 = (1 << SRC_SHIFT) - 1;
     /// A job's writeback row when the row is not written back.
     pub const NO_ROW: u32 = u32::MAX;
+
+    /// The temperature padded rows get (Megatron's pad value; the kernels write its bits).
+    pub const PAD_TEMPERATURE: f32 = 1.0;
+
+    /// Every other number of the format, as the C constants the kernels read: name, value,
+    /// what it is. (`src` kinds are emitted shifted down: the C compares `src >>
+    /// AL_SRC_SHIFT` with them.)
+    pub const C_CONSTANTS: &[(&str, u32, &str)] = &[
+        ("AL_ABI_VERSION", VERSION, "staging format version"),
+        ("AL_HEADER_BYTES", HEADER_BYTES as u32, "header size"),
+        ("AL_FLAG_TOKEN_IDS", FLAG_TOKEN_IDS, "token ids are present"),
+        (
+            "AL_FLAG_INTERMEDIATE",
+            FLAG_INTERMEDIATE,
+            "intermediate offsets are present",
+        ),
+        (
+            "AL_FLAG_PER_REQUEST_SAMPLING",
+            FLAG_PER_REQUEST_SAMPLING,
+            "one sampling record per request",
+        ),
+        ("AL_REQUEST_BYTES", REQUEST_BYTES as u32, "request record"),
+        (
+            "AL_SAMPLING_BYTES",
+            SAMPLING_BYTES as u32,
+            "sampling record",
+        ),
+        (
+            "AL_INTER_OFFSETS",
+            INTER_OFFSETS as u32,
+            "intermediate offsets per prefill request",
+        ),
+        ("AL_INTER_BYTES", INTER_BYTES as u32, "intermediate record"),
+        (
+            "AL_INTER_COUNT_SHIFT",
+            INTER_COUNT_SHIFT,
+            "count position in an intermediate record",
+        ),
+        ("AL_WRITE_BYTES", WRITE_BYTES as u32, "patch or change"),
+        ("AL_JOB_BYTES", JOB_BYTES as u32, "block-table row job"),
+        ("AL_SRC_SHIFT", SRC_SHIFT, "kind position in a src word"),
+        (
+            "AL_SRC_META",
+            SRC_META >> SRC_SHIFT,
+            "src kind: the row is in place in the metadata block table",
+        ),
+        (
+            "AL_SRC_RESIDENT",
+            SRC_RESIDENT >> SRC_SHIFT,
+            "src kind: resident block table, row = index",
+        ),
+        (
+            "AL_SRC_UPLOAD",
+            SRC_UPLOAD >> SRC_SHIFT,
+            "src kind: uploaded ids, first = index",
+        ),
+        (
+            "AL_SRC_NONE",
+            SRC_NONE >> SRC_SHIFT,
+            "src kind: padding row",
+        ),
+        (
+            "AL_SRC_INDEX_MASK",
+            SRC_INDEX_MASK,
+            "index bits of a src word",
+        ),
+        ("AL_NO_ROW", NO_ROW, "a job's writeback row when none"),
+        (
+            "AL_PAD_TEMPERATURE_BITS",
+            PAD_TEMPERATURE.to_bits(),
+            "padded rows' temperature",
+        ),
+    ];
 }
 
 /// Threads per block of every fill launch.
@@ -157,10 +250,10 @@ impl Default for EmitOptions {
 
 /// Why a layout cannot run on the device fill kernels.
 pub fn check_supported(geometry: &Geometry) -> Result<(), String> {
-    if geometry.max_requests > MAX_REQUESTS {
+    if geometry.facts.max_requests > MAX_REQUESTS {
         return Err(format!(
             "max_requests = {} exceeds the {MAX_REQUESTS} requests the CUDA fill kernels support",
-            geometry.max_requests
+            geometry.facts.max_requests
         ));
     }
     Ok(())
@@ -169,7 +262,7 @@ pub fn check_supported(geometry: &Geometry) -> Result<(), String> {
 /// Static shared memory of the fill body in bytes.
 pub fn shared_bytes(geometry: &Geometry) -> usize {
     let scans = if geometry.has_mamba() { 2 } else { 1 };
-    scans * (geometry.max_requests + 1) * 4 + 2 * (THREADS as usize / 32) * 4
+    scans * (geometry.facts.max_requests + 1) * 4 + 2 * (THREADS as usize / 32) * 4
 }
 
 /// The CUDA C source of `geometry`'s fill kernels: every bucket's entry and the eager one.
@@ -177,28 +270,27 @@ pub fn cuda_source(geometry: &Geometry) -> String {
     cuda_source_with(geometry, EmitOptions::default())
 }
 
-/// The CUDA C source of `geometry`'s fill kernels, with `options`.
+/// The CUDA C source of `geometry`'s fill kernels, with `options`: a preamble, the facts
+/// header ([`facts_header`]), the staging ABI ([`abi_header`]), the fill body
+/// ([`FILL_CUH`]) and the entry points.
 pub fn cuda_source_with(geometry: &Geometry, options: EmitOptions) -> String {
-    let mut out = String::with_capacity(32 * 1024);
+    let mut out = String::with_capacity(48 * 1024);
     emit_preamble(&mut out, geometry);
-    emit_facts(&mut out, geometry);
-    out.push_str(ABI_AND_BODY);
+    out.push_str(&facts_header(geometry));
+    out.push_str(&abi_header());
+    out.push_str(FILL_CUH);
     emit_entries(&mut out, geometry, options);
     out
 }
 
-fn const_name(f: Field) -> String {
-    f.name().to_ascii_uppercase()
-}
-
 fn emit_preamble(out: &mut String, g: &Geometry) {
+    let f = &g.facts;
     let name = g.spec.name.as_deref().unwrap_or("(unnamed)");
     let _ = writeln!(
         out,
         "// attention-layout fill kernels for layout `{name}` ({model}).\n\
          // Generated by attention-layout-codegen {version} (staging ABI {abi}); do not edit:\n\
-         // regenerate from the layout spec. Every number below is a fact of the layout, and\n\
-         // the static_asserts re-derive each one from the others.\n\
+         // regenerate from the layout spec.\n\
          //\n\
          // R = {r} requests, T = {t} tokens, S = {s} max sequence length, B = {b} tokens per\n\
          // KV block, {spec} speculative tokens, block table {r} x {nkv}, {nb} CUDA-graph buckets,\n\
@@ -206,68 +298,60 @@ fn emit_preamble(out: &mut String, g: &Geometry) {
         model = g.spec.model.as_str(),
         version = env!("CARGO_PKG_VERSION"),
         abi = abi::VERSION,
-        r = g.max_requests,
-        t = g.max_tokens,
-        s = g.max_seq_len,
-        b = g.block_size,
-        spec = g.num_spec,
-        nkv = g.block_table_width,
+        r = f.max_requests,
+        t = f.max_tokens,
+        s = f.max_seq_len,
+        b = f.block_size,
+        spec = f.speculative_tokens,
+        nkv = f.block_table_width,
         nb = g.buckets.len(),
-        bytes = g.total_bytes,
+        bytes = f.total_bytes,
     );
-    out.push_str(
-        "typedef unsigned char al_u8;\n\
+}
+
+/// The name the facts header goes by (consumers may write it to a file of that name).
+pub const FACTS_HEADER_NAME: &str = "attention_layout_facts.h";
+
+/// The public C header of `geometry`'s facts (`attention_layout_facts.h`), what the fill
+/// kernels and any consumer kernel include: integer typedefs (NVRTC has no standard
+/// headers), every fact of [`Facts`](crate::Facts) as `AL_<FACT>`, every field's
+/// `AL_OFF_<FIELD>` / `AL_CAP_<FIELD>` / `AL_SIZE_<FIELD>` (capacity 0 for a field the
+/// layout lacks), and `static_assert`s that re-derive each field's capacity, size and
+/// offset from the facts with the field table's rules.
+pub fn facts_header(geometry: &Geometry) -> String {
+    let g = geometry;
+    let mut out = String::with_capacity(8 * 1024);
+    let _ = writeln!(
+        out,
+        "// ---- {FACTS_HEADER_NAME}: the facts of layout `{}` -------------------\n\
+         // Generated from attention-layout's layout model (codegen/src/model.rs); do not edit.\n\
+         #ifndef ATTENTION_LAYOUT_FACTS_H\n\
+         #define ATTENTION_LAYOUT_FACTS_H\n\
+         typedef unsigned char al_u8;\n\
          typedef int al_i32;\n\
          typedef unsigned int al_u32;\n\
          typedef long long al_i64;\n\
          typedef unsigned long long al_u64;\n\
          static_assert(sizeof(al_i32) == 4 && sizeof(al_u32) == 4, \"32-bit integers\");\n\
-         static_assert(sizeof(al_i64) == 8 && sizeof(al_u64) == 8, \"64-bit integers\");\n\n",
+         static_assert(sizeof(al_i64) == 8 && sizeof(al_u64) == 8, \"64-bit integers\");\n",
+        g.spec.name.as_deref().unwrap_or("(unnamed)")
     );
-}
-
-fn emit_facts(out: &mut String, g: &Geometry) {
-    let has_mamba = g.has_mamba();
-    let decode_i64 = g.spec.decode_index_dtype == IndexDtype::I64;
-    let shift = g.block_size.trailing_zeros();
-    let _ = write!(
-        out,
-        "// ---- Layout facts -----------------------------------------------------------\n\
-         constexpr al_u32 AL_MAX_REQUESTS = {r}u;          // R\n\
-         constexpr al_u32 AL_MAX_TOKENS = {t}u;            // T\n\
-         constexpr al_u32 AL_MAX_SEQ_LEN = {s}u;           // S\n\
-         constexpr al_u32 AL_BLOCK_SIZE = {b}u;            // B (a power of two)\n\
-         constexpr al_u32 AL_BLOCK_SHIFT = {shift}u;           // log2(B)\n\
-         constexpr al_u32 AL_SPECULATIVE_TOKENS = {spec}u;     // s\n\
-         constexpr al_u32 AL_BT_WIDTH = {nkv}u;             // nkv = ceil(S / B) + (s > 0)\n\
-         constexpr al_u32 AL_KV_POOL_BLOCKS = {pool}u;      // KV pool, dummy included\n\
-         constexpr al_i32 AL_DUMMY_BLOCK = {dummy};          // pool - 1\n\
-         constexpr bool AL_HAS_MAMBA = {has_mamba};\n\
-         constexpr bool AL_DECODE_INDEX_I64 = {decode_i64};  // mamba_batch_indices_decode dtype\n\
-         constexpr al_u32 AL_CHUNK_SIZE = {cs}u;            // Mamba chunk size (1 without Mamba: unused)\n\
-         constexpr al_u32 AL_CONV_WIDTH = {dconv}u;            // d_conv\n\
-         constexpr al_u32 AL_MAX_CHUNKS = {cmax}u;           // Cmax = T / cs + R\n\
-         constexpr al_u32 AL_MAX_INTERMEDIATE = {kmax}u;     // Kmax = min(ceil(T / B), 3R)\n\
-         constexpr al_u32 AL_MAMBA_PAD = {pad}u;             // alignment pad before the Mamba fields\n\
-         constexpr al_u32 AL_TOTAL_BYTES = {total}u;\n\n",
-        r = g.max_requests,
-        t = g.max_tokens,
-        s = g.max_seq_len,
-        b = g.block_size,
-        spec = g.num_spec,
-        nkv = g.block_table_width,
-        pool = g.kv_pool_blocks,
-        dummy = g.dummy_block,
-        cs = g.chunk_size.max(1),
-        dconv = g.conv_width,
-        cmax = g.max_chunks,
-        kmax = g.max_intermediate,
-        pad = g.mamba_pad,
-        total = g.total_bytes,
-    );
-
+    for (fact, value) in g.facts.entries() {
+        let info = fact.info();
+        let (ty, v) = match value {
+            FactValue::Count(n) => ("al_u32", format!("{n}u")),
+            FactValue::BlockId(n) => ("al_i32", n.to_string()),
+            FactValue::Flag(b) => ("bool", b.to_string()),
+        };
+        let _ = writeln!(
+            out,
+            "constexpr {ty} {} = {v};  // {}",
+            fact.c_name(),
+            info.doc.replace('`', "").replace("§", "")
+        );
+    }
     out.push_str(
-        "// Fields of the coalesced buffer, in buffer order: byte offset, capacity in elements,\n\
+        "\n// Fields of the coalesced buffer, in buffer order: byte offset, capacity in elements,\n\
          // element size. Fields the layout lacks have capacity 0.\n",
     );
     for &f in Field::ALL {
@@ -275,94 +359,61 @@ fn emit_facts(out: &mut String, g: &Geometry) {
             Some(l) => (l.offset, l.elems, l.dtype.size(), l.dtype.cuda()),
             None => (0, 0, 4, "absent"),
         };
-        let n = const_name(f);
+        let n = f.const_name();
         let _ = writeln!(
             out,
             "constexpr al_u32 AL_OFF_{n} = {off}u, AL_CAP_{n} = {cap}u, AL_SIZE_{n} = {size}u; // {dtype}"
         );
     }
     out.push('\n');
+    emit_checks(&mut out, g);
+    out.push_str("#endif  // ATTENTION_LAYOUT_FACTS_H\n\n");
+    out
+}
 
+/// A fact's value as C source (the fact's C name).
+fn c_fact(f: Fact) -> String {
+    f.c_name()
+}
+
+fn emit_checks(out: &mut String, g: &Geometry) {
     out.push_str(
         "// ---- Checks: every fact above follows from the others -------------------------\n\
-         static_assert((1u << AL_BLOCK_SHIFT) == AL_BLOCK_SIZE, \"B is 2^shift\");\n\
-         static_assert(AL_BT_WIDTH == (AL_MAX_SEQ_LEN + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE + (AL_SPECULATIVE_TOKENS > 0u ? 1u : 0u), \"nkv = ceil(S / B) + (s > 0)\");\n\
+         static_assert(AL_BLOCK_TABLE_WIDTH == (AL_MAX_SEQ_LEN + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE + (AL_SPECULATIVE_TOKENS > 0u ? 1u : 0u), \"nkv = ceil(S / B) + (s > 0)\");\n\
          static_assert(AL_DUMMY_BLOCK == (al_i32)(AL_KV_POOL_BLOCKS - 1u), \"dummy = pool - 1\");\n\
-         static_assert(!AL_HAS_MAMBA || AL_MAX_CHUNKS == AL_MAX_TOKENS / AL_CHUNK_SIZE + AL_MAX_REQUESTS, \"Cmax = T / cs + R\");\n\
-         static_assert(!AL_HAS_MAMBA || AL_MAX_INTERMEDIATE == ((AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE < 3u * AL_MAX_REQUESTS ? (AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE : 3u * AL_MAX_REQUESTS), \"Kmax = min(ceil(T / B), 3R)\");\n\
-         static_assert((al_u64)AL_MAX_REQUESTS * AL_BT_WIDTH < (1ull << 30), \"block-table indices fit 30 bits\");\n",
+         static_assert((al_u64)AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH < (1ull << 30), \"block-table indices fit 30 bits\");\n",
     );
-    // Capacities follow from R, T, nkv, Cmax, Kmax.
-    let cap_rule = |f: Field| -> &'static str {
-        use Field::*;
-        match f {
-            TokenToInputIds
-            | TokenToPosIds
-            | TokenToBlockIdx
-            | TokenToLocalPositionWithinKvBlock
-            | TokenToRequestIdx
-            | TokenToPositionInRequest
-            | MambaSeqIdx
-            | MambaConvSeqIdx
-            | MambaConvSeqStart => "AL_MAX_TOKENS",
-            RequestInPrefillStatus
-            | RequestQueryLengths
-            | RequestKvLengthOffsets
-            | Temperature
-            | TopK
-            | TopP
-            | ActiveRequestLastTokenIdxs
-            | MhaQueryLengths
-            | MhaKvSeqLengths
-            | MambaBatchIndicesDecode
-            | MambaBatchIndicesPrefill
-            | MambaLastChunkIndices => "AL_MAX_REQUESTS",
-            MhaCuQuerySeqLengths | MhaCuKvSeqLengths | MambaCuSeqlens => "AL_MAX_REQUESTS + 1u",
-            MhaBlockTable => "AL_MAX_REQUESTS * AL_BT_WIDTH",
-            MambaCuChunkSeqlens => "AL_MAX_CHUNKS + 1u",
-            MambaSeqIdxForVarlen => "AL_MAX_CHUNKS",
-            MambaIntermediateChunkIndices | MambaIntermediateAbsPositions => "AL_MAX_INTERMEDIATE",
-            RealTokenCount | MambaIntermediateRealCount => "1u",
-            MambaDeviceDecodePrefill => "2u",
-        }
-    };
-    let size_rule = |f: Field| -> &'static str {
-        use Field::*;
-        match f {
-            TokenToInputIds | TokenToPosIds | TokenToBlockIdx | MambaIntermediateChunkIndices => {
-                "8u"
-            }
-            MambaBatchIndicesDecode => "(AL_DECODE_INDEX_I64 ? 8u : 4u)",
-            _ => "4u",
-        }
-    };
+    if g.has_mamba() {
+        out.push_str(
+            "static_assert(AL_MAX_CHUNKS == AL_MAX_TOKENS / AL_CHUNK_SIZE + AL_MAX_REQUESTS, \"Cmax = T / cs + R\");\n\
+             static_assert(AL_MAX_INTERMEDIATE == ((AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE < 3u * AL_MAX_REQUESTS ? (AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE : 3u * AL_MAX_REQUESTS), \"Kmax = min(ceil(T / B), 3R)\");\n",
+        );
+    } else {
+        out.push_str(
+            "static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u, \"no Mamba: no chunk slots\");\n",
+        );
+    }
+    // Capacities and sizes from the field table's rules; offsets chained in buffer order
+    // (each field at the previous end rounded up to its own alignment, SEMANTICS §9).
     let present: Vec<_> = g.fields.iter().map(|l| l.field).collect();
     for (i, &f) in present.iter().enumerate() {
-        let n = const_name(f);
+        let n = f.const_name();
+        let info = f.info();
+        let size = match info.dtype {
+            DtypeRule::Fixed(d) => format!("{}u", d.size()),
+            DtypeRule::DecodeIndex => "(AL_DECODE_INDEX_I64 ? 8u : 4u)".to_owned(),
+        };
         let _ = writeln!(
             out,
             "static_assert(AL_CAP_{n} == {cap} && AL_SIZE_{n} == {size} && AL_OFF_{n} % AL_SIZE_{n} == 0u, \"{name}: capacity, size, alignment\");",
-            cap = cap_rule(f),
-            size = size_rule(f),
+            cap = info.extent.capacity_expr(c_fact, " * ", "u"),
             name = f.name(),
         );
         if let Some(&next) = present.get(i + 1) {
-            let m = const_name(next);
-            // The one SEMANTICS §9 alignment pad sits before the Mamba decode indices; the
-            // appended fields start at the next multiple of 8.
-            let rule = match next {
-                Field::MambaBatchIndicesDecode => {
-                    "AL_OFF_{n} + AL_CAP_{n} * AL_SIZE_{n} + AL_MAMBA_PAD == AL_OFF_{m}"
-                }
-                Field::MambaIntermediateChunkIndices => {
-                    "(AL_OFF_{n} + AL_CAP_{n} * AL_SIZE_{n} + 7u) / 8u * 8u == AL_OFF_{m}"
-                }
-                _ => "AL_OFF_{n} + AL_CAP_{n} * AL_SIZE_{n} == AL_OFF_{m}",
-            };
-            let rule = rule.replace("{n}", &n).replace("{m}", &m);
+            let m = next.const_name();
             let _ = writeln!(
                 out,
-                "static_assert({rule}, \"{} follows {}\");",
+                "static_assert((AL_OFF_{n} + AL_CAP_{n} * AL_SIZE_{n} + AL_SIZE_{m} - 1u) / AL_SIZE_{m} * AL_SIZE_{m} == AL_OFF_{m}, \"{} follows {}\");",
                 next.name(),
                 f.name()
             );
@@ -375,17 +426,46 @@ fn emit_facts(out: &mut String, g: &Geometry) {
         }
     }
     if g.has_mamba() {
-        let rule = if g.field(Field::MambaBatchIndicesDecode).map(|l| l.dtype) == Some(Dtype::I64) {
-            "(8u - (AL_OFF_MHA_BLOCK_TABLE + AL_CAP_MHA_BLOCK_TABLE * 4u) % 8u) % 8u"
-        } else {
-            "0u"
-        };
         let _ = writeln!(
             out,
-            "static_assert(AL_MAMBA_PAD == {rule}, \"the SEMANTICS 9 pad before i64 decode indices\");"
+            "static_assert(AL_OFF_{d} == AL_OFF_{b} + AL_CAP_{b} * AL_SIZE_{b} + AL_MAMBA_PAD, \"the SEMANTICS 9 pad before the decode indices\");",
+            d = Field::MambaBatchIndicesDecode.const_name(),
+            b = Field::MhaBlockTable.const_name(),
         );
     }
     out.push('\n');
+}
+
+/// The staging ABI as C: the header struct from [`abi::HEADER_WORDS`] and every constant
+/// of [`abi::C_CONSTANTS`], plus the launch shape's default ([`THREADS`]).
+pub fn abi_header() -> String {
+    let mut out = String::with_capacity(4 * 1024);
+    out.push_str(
+        "// ---- Staging ABI: emitted from attention_layout_codegen::emit_cuda::abi ----------\n",
+    );
+    for (name, value, what) in abi::C_CONSTANTS {
+        let _ = writeln!(out, "constexpr al_u32 {name} = {value}u;  // {what}");
+    }
+    out.push_str(
+        "// The header: one al_u32 per word, the unused rest reserved.\nstruct AlHeader {\n",
+    );
+    for (_, name, doc) in abi::HEADER_WORDS {
+        let doc = doc
+            .trim()
+            .trim_start_matches("Header word: ")
+            .replace('`', "");
+        let _ = writeln!(out, "  al_u32 {name};  // {doc}");
+    }
+    let _ = writeln!(
+        out,
+        "  al_u32 reserved[{}];\n}};\n\
+         static_assert(sizeof(AlHeader) == AL_HEADER_BYTES, \"staging header\");\n\
+         #ifndef AL_THREADS\n\
+         #define AL_THREADS {THREADS}u\n\
+         #endif\n",
+        abi::HEADER_BYTES / 4 - abi::HEADER_WORDS_USED
+    );
+    out
 }
 
 fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
@@ -428,411 +508,9 @@ fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
     }
 }
 
-/// The staging structs, helpers and the fill body (the same for every layout; they read
-/// the layout facts emitted above).
-const ABI_AND_BODY: &str = r#"// ---- Staging image (the one host-to-device copy of a step) -------------------------
-// Written by the host (attention_layout::devfill), read here. Offsets are bytes from the
-// start of the image; every section is 16-byte aligned.
-constexpr al_u32 AL_ABI_VERSION = 1u;
-struct AlHeader {
-  al_u32 abi;            // AL_ABI_VERSION
-  al_u32 active;         // N: real active requests
-  al_u32 paused;         // P: paused rows before them
-  al_u32 real_tokens;    // real token count
-  al_u32 real_decode;    // D: active rows [0, D) decode, [D, N) prefill
-  al_u32 attn_decode;    // Dr (SEMANTICS 3.3)
-  al_u32 attn_prefill;   // Fr
-  al_u32 pad_tokens;     // Tp (the eager entry reads these three)
-  al_u32 pad_prefill;    // Fp
-  al_u32 pad_decode;     // Dp
-  al_u32 flags;          // AL_FLAG_*
-  al_u32 inter_count;    // intermediate entries emitted
-  al_u32 n_patches;      // block-table patches (rows that stayed in place)
-  al_u32 n_changes;      // resident block-table changes
-  al_u32 n_jobs;         // block-table rows to (re)write: moved and padding rows
-  al_u32 off_requests;   // AlRequest[N]
-  al_u32 off_token_ids;  // al_i64[real_tokens]
-  al_u32 off_sampling;   // AlSampling[N] or [1]
-  al_u32 off_inter;      // AlInter[Fr]
-  al_u32 off_patches;    // AlWrite[n_patches]: block-table element -> id (already mapped)
-  al_u32 off_changes;    // AlWrite[n_changes]: resident element -> raw id
-  al_u32 off_jobs;       // AlJob[n_jobs]
-  al_u32 off_blocks;     // al_i32[]: uploaded rows' raw block ids
-  al_u32 reserved;
-};
-static_assert(sizeof(AlHeader) == 96, "staging header: 24 words");
-constexpr al_u32 AL_FLAG_TOKEN_IDS = 1u;
-constexpr al_u32 AL_FLAG_INTERMEDIATE = 2u;
-constexpr al_u32 AL_FLAG_PER_REQUEST_SAMPLING = 4u;
-
-// One active request. `src` says where its block-table row is read from: the top two bits
-// are the kind, the low 30 bits an index.
-struct AlRequest { al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; };
-static_assert(sizeof(AlRequest) == 16, "request record: 4 words");
-constexpr al_u32 AL_SRC_META = 0u;      // the row is already in place in the metadata block table
-constexpr al_u32 AL_SRC_RESIDENT = 1u;  // resident block table, row = index
-constexpr al_u32 AL_SRC_UPLOAD = 2u;    // uploaded ids, first = index
-constexpr al_u32 AL_SRC_NONE = 3u;      // padding row
-constexpr al_u32 AL_SRC_INDEX_MASK = (1u << 30) - 1u;
-constexpr al_u32 AL_NO_ROW = 0xffffffffu;
-
-// Sampling parameters as raw bits (the kernels copy them; no float arithmetic).
-struct AlSampling { al_u32 temperature_bits; al_i32 top_k; al_u32 top_p_bits; };
-static_assert(sizeof(AlSampling) == 12, "sampling record: 3 words");
-constexpr al_u32 AL_PAD_TEMPERATURE_BITS = 0x3f800000u;  // 1.0f
-
-// Intermediate offsets of one real prefill request: first entry index | count << 28.
-struct AlInter { al_u32 base_count; al_u32 offsets[3]; };
-static_assert(sizeof(AlInter) == 16, "intermediate record: 4 words");
-
-struct AlWrite { al_u32 index; al_i32 value; };
-static_assert(sizeof(AlWrite) == 8, "patch / change: 2 words");
-
-// Rewrite block-table row `row` over [0, width): entries [0, len) from `src` (-1 becomes
-// the dummy block), the rest dummy. `writeback` != AL_NO_ROW also stores the raw ids of
-// [0, len) into that resident row.
-struct AlJob { al_u32 row; al_u32 len; al_u32 width; al_u32 src; al_u32 writeback; };
-static_assert(sizeof(AlJob) == 20, "job: 5 words");
-
-// ---- Launch shape ----------------------------------------------------------------
-#ifndef AL_THREADS
-#define AL_THREADS 512u
-#endif
-constexpr al_u32 AL_WARPS = AL_THREADS / 32u;
-static_assert(AL_THREADS % 32u == 0u && AL_WARPS >= 1u && AL_WARPS <= 32u, "whole warps, at most 32");
-// Requests (and prefill sequences) per thread in the block-wide scans.
-constexpr al_u32 AL_PER_THREAD = (AL_MAX_REQUESTS + AL_THREADS - 1u) / AL_THREADS;
-static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= 48u * 1024u, "static shared memory fits 48 KB");
-
-// ---- Helpers -----------------------------------------------------------------------
-__device__ __forceinline__ al_u32 al_min(al_u32 a, al_u32 b) { return a < b ? a : b; }
-__device__ __forceinline__ al_u32 al_max(al_u32 a, al_u32 b) { return a > b ? a : b; }
-
-// Every block-table entry a kernel sees is a real block or the dummy block, never -1.
-__device__ __forceinline__ al_i32 al_map_block(al_i32 id) { return id == -1 ? AL_DUMMY_BLOCK : id; }
-
-template <typename T>
-__device__ __forceinline__ T* al_field(al_u8* meta, al_u32 offset) {
-  return reinterpret_cast<T*>(meta + offset);
-}
-
-// Largest i in [0, n) with s[i] <= x, given s[0] <= x < s[n] and s increasing.
-__device__ __forceinline__ al_u32 al_search(const al_u32* s, al_u32 n, al_u32 x) {
-  al_u32 lo = 0u, hi = n;
-  while (hi - lo > 1u) {
-    const al_u32 mid = (lo + hi) >> 1;
-    if (s[mid] <= x) lo = mid; else hi = mid;
-  }
-  return lo;
-}
-
-// Inclusive scan of two sums across a warp. Every lane of every warp calls it.
-__device__ __forceinline__ void al_warp_scan2(al_u32& a, al_u32& b) {
-  const al_u32 lane = threadIdx.x & 31u;
-  for (al_u32 d = 1u; d < 32u; d <<= 1) {
-    const al_u32 x = __shfl_up_sync(0xffffffffu, a, d);
-    const al_u32 y = __shfl_up_sync(0xffffffffu, b, d);
-    if (lane >= d) { a += x; b += y; }
-  }
-}
-
-// Block-wide scan of two per-thread sums. Every thread of the block calls it. On return
-// (a, b) hold the exclusive prefixes and (ta, tb) the block totals. s_warp: 2 * AL_WARPS.
-__device__ __forceinline__ void al_block_scan2(al_u32& a, al_u32& b, al_u32& ta, al_u32& tb, al_u32* s_warp) {
-  const al_u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
-  al_u32 ia = a, ib = b;
-  al_warp_scan2(ia, ib);
-  if (lane == 31u) { s_warp[warp] = ia; s_warp[AL_WARPS + warp] = ib; }
-  __syncthreads();
-  // Every warp scans the warp totals itself: no second barrier before reading them.
-  al_u32 wa = lane < AL_WARPS ? s_warp[lane] : 0u;
-  al_u32 wb = lane < AL_WARPS ? s_warp[AL_WARPS + lane] : 0u;
-  al_warp_scan2(wa, wb);
-  ta = __shfl_sync(0xffffffffu, wa, AL_WARPS - 1u);
-  tb = __shfl_sync(0xffffffffu, wb, AL_WARPS - 1u);
-  const al_u32 pa = __shfl_sync(0xffffffffu, wa, (warp + 31u) & 31u);  // warp - 1
-  const al_u32 pb = __shfl_sync(0xffffffffu, wb, (warp + 31u) & 31u);
-  a = (warp > 0u ? pa : 0u) + ia - a;
-  b = (warp > 0u ? pb : 0u) + ib - b;
-  __syncthreads();  // s_warp is reused by the next scan
-}
-
-// ---- Blocks 1.. (or block 0 alone): resident table and row gathers -------------------
-// The host guarantees, per launch: changes target resident rows that no job reads, and
-// distinct elements; a job writes one block-table row that no patch touches and no token
-// of block 0 reads (tokens of moved rows read the job's source, not the row). So these
-// writes race with nothing.
-__device__ __forceinline__ void al_worker(al_u8* meta, const al_u8* staging, al_i32* resident,
-                                          const AlHeader& h, al_u32 worker, al_u32 workers) {
-  const AlWrite* changes = reinterpret_cast<const AlWrite*>(staging + h.off_changes);
-  for (al_u32 i = worker * AL_THREADS + threadIdx.x; i < h.n_changes; i += workers * AL_THREADS) {
-    const AlWrite c = changes[i];
-    resident[c.index] = c.value;
-  }
-  const AlJob* jobs = reinterpret_cast<const AlJob*>(staging + h.off_jobs);
-  const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
-  al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
-  const al_u32 lane = threadIdx.x & 31u;
-  // One warp per row: consecutive lanes, consecutive entries.
-  for (al_u32 g = worker * AL_WARPS + (threadIdx.x >> 5); g < h.n_jobs; g += workers * AL_WARPS) {
-    const AlJob job = jobs[g];
-    al_i32* row = bt + job.row * AL_BT_WIDTH;
-    const al_u32 index = job.src & AL_SRC_INDEX_MASK;
-    const al_i32* from = (job.src >> 30) == AL_SRC_RESIDENT ? resident + index * AL_BT_WIDTH : uploaded + index;
-    al_i32* back = job.writeback != AL_NO_ROW ? resident + job.writeback * AL_BT_WIDTH : nullptr;
-    for (al_u32 j = lane; j < job.width; j += 32u) {
-      if (j < job.len) {
-        const al_i32 id = from[j];
-        row[j] = al_map_block(id);
-        if (back != nullptr) back[j] = id;
-      } else {
-        row[j] = AL_DUMMY_BLOCK;
-      }
-    }
-  }
-}
-
-// ---- Block 0: request, token and Mamba fields (SEMANTICS 4-6) ------------------------
-__device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h, const AlSampling* sampling,
-                                                 al_u32 a, const AlRequest& r, al_u32 cu_q, al_u32 cu_kv) {
-  const AlSampling s = sampling[(h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u ? a : 0u];
-  al_field<al_i32>(meta, AL_OFF_REQUEST_IN_PREFILL_STATUS)[a] = a >= h.real_decode ? 1 : 0;
-  al_field<al_u32>(meta, AL_OFF_REQUEST_QUERY_LENGTHS)[a] = r.q;
-  al_field<al_u32>(meta, AL_OFF_REQUEST_KV_LENGTH_OFFSETS)[a] = r.kv;
-  al_field<al_u32>(meta, AL_OFF_TEMPERATURE)[a] = s.temperature_bits;
-  al_field<al_i32>(meta, AL_OFF_TOP_K)[a] = s.top_k;
-  al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = s.top_p_bits;
-  al_field<al_u32>(meta, AL_OFF_ACTIVE_REQUEST_LAST_TOKEN_IDXS)[a] = cu_q - 1u;
-  al_field<al_u32>(meta, AL_OFF_MHA_QUERY_LENGTHS)[a] = r.q;
-  al_field<al_u32>(meta, AL_OFF_MHA_KV_SEQ_LENGTHS)[a] = r.kv + r.q;
-  al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[a + 1u] = cu_q;
-  al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[a + 1u] = cu_kv;
-}
-
-__device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, al_u32 total_q, al_u32 total_kv) {
-  al_field<al_i32>(meta, AL_OFF_REQUEST_IN_PREFILL_STATUS)[a] = 0;
-  al_field<al_i32>(meta, AL_OFF_REQUEST_QUERY_LENGTHS)[a] = 0;
-  al_field<al_i32>(meta, AL_OFF_REQUEST_KV_LENGTH_OFFSETS)[a] = 0;
-  al_field<al_u32>(meta, AL_OFF_TEMPERATURE)[a] = AL_PAD_TEMPERATURE_BITS;
-  al_field<al_i32>(meta, AL_OFF_TOP_K)[a] = 0;
-  al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = 0u;
-  al_field<al_i32>(meta, AL_OFF_ACTIVE_REQUEST_LAST_TOKEN_IDXS)[a] = 0;
-  al_field<al_i32>(meta, AL_OFF_MHA_QUERY_LENGTHS)[a] = 0;
-  al_field<al_i32>(meta, AL_OFF_MHA_KV_SEQ_LENGTHS)[a] = 0;
-  al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[a + 1u] = total_q;
-  al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[a + 1u] = total_kv;
-}
-
-// The fill of one step. `tp`, `fp`, `dp`: the padded dims (ignored when `eager`: read
-// from the header). Out of line: every entry shares this one body.
-__device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
-                                          al_i32* __restrict__ resident, al_u32 tp, al_u32 fp, al_u32 dp,
-                                          bool eager) {
-  const AlHeader& h = *reinterpret_cast<const AlHeader*>(staging);
-  if (eager) { tp = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
-  const al_u32 np = fp + dp;
-  const al_u32 n = h.active;
-  // The host never sends a step that does not fit; such a launch writes nothing.
-  if (tp > AL_MAX_TOKENS || np > AL_MAX_REQUESTS || n > np || h.real_tokens > tp) return;
-
-  const al_u32 workers = gridDim.x - 1u;
-  if (blockIdx.x != 0u || workers == 0u) {
-    al_worker(meta, staging, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
-    if (blockIdx.x != 0u) return;
-  }
-
-  const al_u32 tid = threadIdx.x;
-  const AlRequest* req = reinterpret_cast<const AlRequest*>(staging + h.off_requests);
-  const AlSampling* sampling = reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
-  al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
-
-  // (1) Block-table rows that stayed in place: only the entries that changed.
-  const AlWrite* patches = reinterpret_cast<const AlWrite*>(staging + h.off_patches);
-  for (al_u32 i = tid; i < h.n_patches; i += AL_THREADS) {
-    const AlWrite p = patches[i];
-    bt[p.index] = p.value;
-  }
-
-  // (2) Cumulative query and KV lengths: thread tid owns requests [tid * k, tid * k + k).
-  __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
-  __shared__ al_u32 s_warp[2u * AL_WARPS];
-  const al_u32 first = tid * AL_PER_THREAD;
-  al_u32 pre_q = 0u, pre_kv = 0u;
-  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    const al_u32 a = first + i;
-    if (a < n) { const AlRequest r = req[a]; pre_q += r.q; pre_kv += r.kv + r.q; }
-  }
-  al_u32 total_q, total_kv;
-  al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp);
-  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    const al_u32 a = first + i;
-    if (a < n) {
-      const AlRequest r = req[a];
-      pre_q += r.q;
-      pre_kv += r.kv + r.q;
-      s_cu_q[a + 1u] = pre_q;
-      al_write_request(meta, h, sampling, a, r, pre_q, pre_kv);
-    }
-  }
-  if (tid == 0u) {
-    s_cu_q[0] = 0u;
-    al_field<al_i32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[0] = 0;
-    al_field<al_i32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[0] = 0;
-    al_field<al_u32>(meta, AL_OFF_REAL_TOKEN_COUNT)[0] = h.real_tokens;
-  }
-  for (al_u32 a = n + tid; a < np; a += AL_THREADS) al_write_padding_request(meta, a, total_q, total_kv);
-
-  // Mamba state slots (present when the padded count is > 0).
-  if constexpr (AL_HAS_MAMBA) {
-    for (al_u32 a = tid; a < dp; a += AL_THREADS) {
-      const al_i32 slot = a < h.attn_decode ? req[a].slot : -1;
-      if constexpr (AL_DECODE_INDEX_I64) al_field<al_i64>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = slot;
-      else al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = slot;
-    }
-    for (al_u32 f = tid; f < fp; f += AL_THREADS) {
-      al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] = f < h.attn_prefill ? req[h.attn_decode + f].slot : -1;
-    }
-  }
-  __syncthreads();  // s_cu_q complete; patched rows final
-
-  // (3) Token arrays: a binary search finds each token's request.
-  {
-    const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
-    const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
-    const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
-    al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
-    al_i64* pos_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_POS_IDS);
-    al_i64* block_idx = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX);
-    al_i32* local = al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
-    al_u32* request_idx = al_field<al_u32>(meta, AL_OFF_TOKEN_TO_REQUEST_IDX);
-    al_u32* position = al_field<al_u32>(meta, AL_OFF_TOKEN_TO_POSITION_IN_REQUEST);
-    for (al_u32 t = tid; t < tp; t += AL_THREADS) {
-      if (t < h.real_tokens) {
-        const al_u32 a = al_search(s_cu_q, n, t);
-        const AlRequest r = req[a];
-        const al_u32 pos = r.kv + (t - s_cu_q[a]);
-        const al_u32 j = pos >> AL_BLOCK_SHIFT;
-        const al_u32 index = r.src & AL_SRC_INDEX_MASK;
-        al_i32 block;
-        switch (r.src >> 30) {
-          case AL_SRC_META: block = bt[a * AL_BT_WIDTH + j]; break;
-          case AL_SRC_RESIDENT: block = resident[index * AL_BT_WIDTH + j]; break;
-          default: block = uploaded[index + j]; break;
-        }
-        if (has_ids) input_ids[t] = ids[t];
-        pos_ids[t] = (al_i64)pos;
-        block_idx[t] = (al_i64)block;
-        local[t] = (al_i32)(pos & (AL_BLOCK_SIZE - 1u));
-        request_idx[t] = h.paused + a;
-        position[t] = pos;
-      } else {
-        // Padding tokens write to the dummy block's slot 0.
-        input_ids[t] = 0;
-        pos_ids[t] = 0;
-        block_idx[t] = (al_i64)AL_DUMMY_BLOCK;
-        local[t] = 0;
-        request_idx[t] = 0u;
-        position[t] = 0u;
-      }
-    }
-  }
-
-  // (4) Mamba prefill arrays (present when Fp > 0), over the prefill token sub-stream.
-  if constexpr (AL_HAS_MAMBA) {
-    if (fp > 0u) {
-      __shared__ al_u32 s_chunk[AL_MAX_REQUESTS + 1u];
-      const al_u32 dr = h.attn_decode, fr = h.attn_prefill;
-      const al_u32 q0 = s_cu_q[dr];
-      const al_u32 l = s_cu_q[dr + fr] - q0;
-      // Start of prefill sequence f in [0, fp] (padded sequences are empty, at l).
-#define AL_SEQ_START(f) ((f) <= fr ? s_cu_q[dr + (f)] - q0 : l)
-      // Chunks per sequence: max(1, ceil(len / cs)); scanned into s_chunk.
-      al_u32 pre_c = 0u, unused = 0u;
-      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-        const al_u32 f = first + i;
-        if (f < fp) pre_c += al_max(1u, (AL_SEQ_START(f + 1u) - AL_SEQ_START(f) + AL_CHUNK_SIZE - 1u) / AL_CHUNK_SIZE);
-      }
-      al_u32 total_chunks, unused_total;
-      al_block_scan2(pre_c, unused, total_chunks, unused_total, s_warp);
-      al_i32* last_chunk = al_field<al_i32>(meta, AL_OFF_MAMBA_LAST_CHUNK_INDICES);
-      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-        const al_u32 f = first + i;
-        if (f < fp) {
-          pre_c += al_max(1u, (AL_SEQ_START(f + 1u) - AL_SEQ_START(f) + AL_CHUNK_SIZE - 1u) / AL_CHUNK_SIZE);
-          s_chunk[f + 1u] = pre_c;
-          last_chunk[f] = (al_i32)pre_c - 1;
-        }
-      }
-      if (tid == 0u) s_chunk[0] = 0u;
-      al_u32* cu_seqlens = al_field<al_u32>(meta, AL_OFF_MAMBA_CU_SEQLENS);
-      for (al_u32 f = tid; f <= fp; f += AL_THREADS) cu_seqlens[f] = AL_SEQ_START(f);
-      al_i32* seq_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX);
-      al_i32* conv_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_CONV_SEQ_IDX);
-      al_u32* conv_start = al_field<al_u32>(meta, AL_OFF_MAMBA_CONV_SEQ_START);
-      for (al_u32 k = tid; k < tp; k += AL_THREADS) {
-        if (k < l) {
-          const al_u32 a = al_search(s_cu_q, n, q0 + k);
-          seq_idx[k] = (al_i32)(a - dr);
-          conv_idx[k] = (al_i32)(a - dr);
-          conv_start[k] = s_cu_q[a] - q0;
-        } else {
-          seq_idx[k] = -1;
-          conv_idx[k] = 0;
-          conv_start[k] = 0u;
-        }
-      }
-      if (tid == 0u && dp > 0u) {
-        al_field<al_u32>(meta, AL_OFF_MAMBA_DEVICE_DECODE_PREFILL)[0] = q0;
-        al_field<al_u32>(meta, AL_OFF_MAMBA_DEVICE_DECODE_PREFILL)[1] = l;
-      }
-      __syncthreads();  // s_chunk complete
-
-      // Chunk boundaries: chunks restart at every sequence start; padding repeats the end.
-      const al_u32 chunks = tp / AL_CHUNK_SIZE + fp;
-      al_u32* cu_chunk = al_field<al_u32>(meta, AL_OFF_MAMBA_CU_CHUNK_SEQLENS);
-      al_i32* varlen = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN);
-      if (tid == 0u) cu_chunk[0] = 0u;
-      for (al_u32 k = tid; k < chunks; k += AL_THREADS) {
-        if (k < total_chunks) {
-          const al_u32 f = al_search(s_chunk, fp, k);
-          const al_u32 start = AL_SEQ_START(f), end = AL_SEQ_START(f + 1u);
-          cu_chunk[k + 1u] = al_min(start + (k - s_chunk[f] + 1u) * AL_CHUNK_SIZE, end);
-          varlen[k] = (al_i32)f;
-        } else {
-          cu_chunk[k + 1u] = l;
-          varlen[k] = 0;
-        }
-      }
-
-      // Intermediate-state extraction: K = min(3 Fp, Kmax) entries, the real ones first.
-      const al_u32 kk = al_min(3u * fp, AL_MAX_INTERMEDIATE);
-      const bool has_inter = (h.flags & AL_FLAG_INTERMEDIATE) != 0u;
-      const al_u32 emitted = has_inter ? h.inter_count : 0u;
-      al_i64* inter_chunk = al_field<al_i64>(meta, AL_OFF_MAMBA_INTERMEDIATE_CHUNK_INDICES);
-      al_u32* inter_abs = al_field<al_u32>(meta, AL_OFF_MAMBA_INTERMEDIATE_ABS_POSITIONS);
-      if (has_inter) {
-        const AlInter* inter = reinterpret_cast<const AlInter*>(staging + h.off_inter);
-        for (al_u32 f = tid; f < fr; f += AL_THREADS) {
-          const AlInter rec = inter[f];
-          const al_u32 base = rec.base_count & ((1u << 28) - 1u), count = rec.base_count >> 28;
-          for (al_u32 j = 0u; j < count && j < 3u; ++j) {
-            const al_u32 off = rec.offsets[j];
-            inter_chunk[base + j] = (al_i64)(s_chunk[f] + off / AL_CHUNK_SIZE) - 1;
-            inter_abs[base + j] = AL_SEQ_START(f) + off;
-          }
-        }
-      }
-      for (al_u32 i = emitted + tid; i < kk; i += AL_THREADS) {
-        inter_chunk[i] = 0;
-        inter_abs[i] = AL_CONV_WIDTH;
-      }
-      if (tid == 0u) al_field<al_u32>(meta, AL_OFF_MAMBA_INTERMEDIATE_REAL_COUNT)[0] = emitted;
-#undef AL_SEQ_START
-    }
-  }
-}
-
-"#;
+/// The staging records, helpers and the fill body: the same for every layout, reading the
+/// facts and the ABI constants emitted before it.
+pub const FILL_CUH: &str = include_str!("kernels/fill.cuh");
 
 #[cfg(test)]
 mod tests {
@@ -869,9 +547,10 @@ count = "off"
     fn facts_match_semantics_9() {
         let src = cuda_source(&geometry(HYBRID));
         for line in [
-            "constexpr al_u32 AL_MAX_REQUESTS = 8u;",
-            "constexpr al_u32 AL_BT_WIDTH = 8u;",
+            "constexpr al_u32 AL_MAX_REQUESTS = 8u;  // R: request rows per step, paused rows included.",
+            "constexpr al_u32 AL_BLOCK_TABLE_WIDTH = 8u;",
             "constexpr al_u32 AL_MAMBA_PAD = 4u;",
+            "constexpr bool AL_DECODE_INDEX_I64 = true;",
             "constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 2668u, AL_CAP_MHA_BLOCK_TABLE = 64u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t",
             "constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 2928u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 8u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t",
             "constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 3800u,",
@@ -908,7 +587,7 @@ count = "off"
             let g = geometry(src);
             let text = cuda_source(&g);
             for l in &g.fields {
-                let n = const_name(l.field);
+                let n = l.field.const_name();
                 assert!(
                     text.contains(&format!("static_assert(AL_CAP_{n} == ")),
                     "{n} unchecked"
@@ -926,73 +605,55 @@ count = "off"
     }
 
     #[test]
-    fn abi_constants_match_the_emitted_structs() {
+    fn abi_constants_are_emitted_from_the_rust_definitions() {
         let text = cuda_source(&geometry(MHA));
+        for (name, value, _) in abi::C_CONSTANTS {
+            assert!(
+                text.contains(&format!("constexpr al_u32 {name} = {value}u;")),
+                "{name}"
+            );
+        }
         assert!(text.contains(&format!(
             "constexpr al_u32 AL_ABI_VERSION = {}u;",
             abi::VERSION
         )));
         assert!(text.contains(&format!(
-            "static_assert(sizeof(AlHeader) == {}",
-            abi::HEADER_BYTES
+            "constexpr al_u32 AL_PAD_TEMPERATURE_BITS = {}u;",
+            1.0f32.to_bits()
         )));
-        assert!(text.contains(&format!(
-            "static_assert(sizeof(AlRequest) == {}",
-            abi::REQUEST_BYTES
-        )));
-        assert!(text.contains(&format!(
-            "static_assert(sizeof(AlSampling) == {}",
-            abi::SAMPLING_BYTES
-        )));
-        assert!(text.contains(&format!(
-            "static_assert(sizeof(AlInter) == {}",
-            abi::INTER_BYTES
-        )));
-        assert!(text.contains(&format!(
-            "static_assert(sizeof(AlWrite) == {}",
-            abi::WRITE_BYTES
-        )));
-        assert!(text.contains(&format!(
-            "static_assert(sizeof(AlJob) == {}",
-            abi::JOB_BYTES
-        )));
-        // Header field order: the words the host writes, in the struct's order.
-        let order = [
-            ("abi;", abi::H_ABI),
-            ("active;", abi::H_ACTIVE),
-            ("paused;", abi::H_PAUSED),
-            ("real_tokens;", abi::H_REAL_TOKENS),
-            ("real_decode;", abi::H_REAL_DECODE),
-            ("attn_decode;", abi::H_ATTN_DECODE),
-            ("attn_prefill;", abi::H_ATTN_PREFILL),
-            ("pad_tokens;", abi::H_PAD_TOKENS),
-            ("pad_prefill;", abi::H_PAD_PREFILL),
-            ("pad_decode;", abi::H_PAD_DECODE),
-            ("flags;", abi::H_FLAGS),
-            ("inter_count;", abi::H_INTER_COUNT),
-            ("n_patches;", abi::H_N_PATCHES),
-            ("n_changes;", abi::H_N_CHANGES),
-            ("n_jobs;", abi::H_N_JOBS),
-            ("off_requests;", abi::H_OFF_REQUESTS),
-            ("off_token_ids;", abi::H_OFF_TOKEN_IDS),
-            ("off_sampling;", abi::H_OFF_SAMPLING),
-            ("off_inter;", abi::H_OFF_INTER),
-            ("off_patches;", abi::H_OFF_PATCHES),
-            ("off_changes;", abi::H_OFF_CHANGES),
-            ("off_jobs;", abi::H_OFF_JOBS),
-            ("off_blocks;", abi::H_OFF_BLOCKS),
-        ];
+        // Every record of fill.cuh is checked against its size constant.
+        for record in [
+            "AlHeader",
+            "AlRequest",
+            "AlSampling",
+            "AlInter",
+            "AlWrite",
+            "AlJob",
+        ] {
+            assert!(
+                text.contains(&format!("static_assert(sizeof({record}) == AL_")),
+                "{record}"
+            );
+        }
+        // Header words: the struct's fields in the order of their word indices.
         let start = text.find("struct AlHeader {").unwrap();
         let end = start + text[start..].find("};").unwrap();
         let body = &text[start..end];
         let mut last = 0;
-        for (i, (name, word)) in order.iter().enumerate() {
+        for (i, (word, name, _)) in abi::HEADER_WORDS.iter().enumerate() {
             assert_eq!(i, *word);
-            let at = body.find(&format!("al_u32 {name}")).unwrap();
-            assert!(at > last || i == 0, "{name} out of order");
+            let at = body.find(&format!("al_u32 {name};")).unwrap();
+            assert!(at > last, "{name} out of order");
             last = at;
         }
-        assert_eq!(order.len(), abi::HEADER_WORDS_USED);
+        assert!(body.contains(&format!(
+            "al_u32 reserved[{}];",
+            abi::HEADER_BYTES / 4 - abi::HEADER_WORDS_USED
+        )));
+        // No ABI number is typed into the C body.
+        for number in ["96", "<< 28", ">> 30", "0x3f800000"] {
+            assert!(!FILL_CUH.contains(number), "fill.cuh repeats {number}");
+        }
     }
 
     #[test]

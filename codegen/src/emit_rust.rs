@@ -6,8 +6,9 @@
 //!
 //! For a layout type `Name` it emits:
 //!
-//! * `impl Layout for Name`: every capacity, the field table, the bucket table, the spec
-//!   and the CUDA C source of the fill kernels, as associated constants;
+//! * `impl Layout for Name`: the layout's facts (one `Facts` constant), the field table,
+//!   the bucket table and the spec, as associated constants (the fill kernels' CUDA C is
+//!   built from them on request, `Layout::cuda_source`, not inlined here);
 //! * an inherent `impl Name` with one `FieldLayout` constant per field (dtype, capacity,
 //!   byte offset);
 //! * `NameMetadata<'a>`: the buffer after a step, with one typed accessor per field at its
@@ -23,8 +24,9 @@ use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::buckets::BatchDims;
-use crate::geometry::{Dtype, Field, FieldLayout, Geometry};
-use crate::spec::{EAGER_TOKEN_ROUNDER, IndexDtype};
+use crate::geometry::{FieldLayout, Geometry};
+use crate::model::{Dtype, DtypeRule, FactValue, Field};
+use crate::spec::EAGER_TOKEN_ROUNDER;
 
 /// Everything the emitter needs besides the geometry.
 #[derive(Debug, Clone, Copy)]
@@ -67,15 +69,9 @@ pub fn type_doc(g: &Geometry, ty: &str) -> Vec<String> {
     let s = &g.spec;
     let name = s.name.as_deref().unwrap_or(ty);
     let mut lines = vec![format!(
-        "Attention layout `{name}` ({} model): R = {} requests, T = {} tokens, S = {}, \
-         B = {}, s = {} speculative tokens, tensor parallel {}.",
+        "Attention layout `{name}` ({} model): {}.",
         s.model.as_str(),
-        g.max_requests,
-        g.max_tokens,
-        g.max_seq_len,
-        g.block_size,
-        g.num_spec,
-        s.tensor_parallel
+        g.facts.headline()
     )];
     if let Some(src) = &s.source {
         lines.push(format!("Source: <{src}>."));
@@ -84,11 +80,11 @@ pub fn type_doc(g: &Geometry, ty: &str) -> Vec<String> {
     lines.push(format!(
         "Metadata buffer: {} bytes in {} fields; {} CUDA-graph buckets; KV pool {} blocks \
          (dummy block {}).",
-        g.total_bytes,
+        g.facts.total_bytes,
         g.fields.len(),
         g.buckets.len(),
-        g.kv_pool_blocks,
-        g.dummy_block
+        g.facts.kv_pool_blocks,
+        g.facts.dummy_block
     ));
     lines.push(format!(
         "Generated from the spec by attention-layout: the constants are in its \
@@ -111,8 +107,8 @@ pub fn emit_struct(names: Names<'_>, g: &Geometry) -> TokenStream {
 }
 
 /// Every item generated for the layout type `names.ty` (not the type itself).
-pub fn emit_layout(names: Names<'_>, g: &Geometry, spec_toml: &str, cuda: &str) -> TokenStream {
-    let layout_impl = emit_layout_impl(names, g, spec_toml, cuda);
+pub fn emit_layout(names: Names<'_>, g: &Geometry, spec_toml: &str) -> TokenStream {
+    let layout_impl = emit_layout_impl(names, g, spec_toml);
     let types = emit_types(names, g);
     let type_impls = emit_type_impls(names, g);
     let checks = emit_checks(names, g);
@@ -184,77 +180,29 @@ fn rust_ty(d: Dtype) -> Ident {
     Ident::new(d.rust(), Span::call_site())
 }
 
-/// What a field holds (for its doc comment).
-fn describe(f: Field) -> &'static str {
-    use Field::*;
-    match f {
-        TokenToInputIds => "token ids of the step's tokens",
-        TokenToPosIds => "absolute position of each token",
-        TokenToBlockIdx => "KV block of each token",
-        TokenToLocalPositionWithinKvBlock => "position of each token within its KV block",
-        TokenToRequestIdx => "request row of each token",
-        TokenToPositionInRequest => "position of each token in its request",
-        RequestInPrefillStatus => "1 for prefill rows, 0 for decode rows",
-        RequestQueryLengths => "query length per active request",
-        RequestKvLengthOffsets => "KV offset per active request",
-        Temperature => "sampling temperature per request (padding 1.0)",
-        TopK => "sampling top-k per request",
-        TopP => "sampling top-p per request",
-        ActiveRequestLastTokenIdxs => "index of each request's last token in the step",
-        RealTokenCount => "real token count of the step",
-        MhaQueryLengths => "query length per padded request",
-        MhaCuQuerySeqLengths => "cumulative query lengths",
-        MhaKvSeqLengths => "KV length per padded request",
-        MhaCuKvSeqLengths => "cumulative KV lengths",
-        MhaBlockTable => "block table, one row of `nkv` block ids per request",
-        MambaBatchIndicesDecode => "Mamba state slot per decode request",
-        MambaBatchIndicesPrefill => "Mamba state slot per prefill request",
-        MambaSeqIdx => "prefill sequence number per token",
-        MambaCuSeqlens => "cumulative prefill lengths",
-        MambaCuChunkSeqlens => "chunk boundaries",
-        MambaLastChunkIndices => "last chunk of each prefill sequence",
-        MambaSeqIdxForVarlen => "sequence number of each chunk",
-        MambaConvSeqIdx => "conv sequence number per token",
-        MambaConvSeqStart => "conv sequence start per token",
-        MambaIntermediateChunkIndices => "intermediate-state chunk indices (appended)",
-        MambaIntermediateAbsPositions => "intermediate-state absolute positions (appended)",
-        MambaIntermediateRealCount => "real intermediate entries (appended)",
-        MambaDeviceDecodePrefill => "real decode and prefill token counts (appended)",
-    }
+/// A field's capacity as a Rust expression over the facts `F` of the checks.
+fn capacity_expr(f: Field) -> TokenStream {
+    f.info()
+        .extent
+        .capacity_expr(|fact| format!("F.{}", fact.info().name), " * ", "")
+        .parse()
+        .unwrap_or_default()
 }
 
-/// A field's capacity as an expression over the layout's constants, and as text.
-fn capacity(f: Field) -> (TokenStream, &'static str) {
-    use Field::*;
-    match f {
-        TokenToInputIds
-        | TokenToPosIds
-        | TokenToBlockIdx
-        | TokenToLocalPositionWithinKvBlock
-        | TokenToRequestIdx
-        | TokenToPositionInRequest
-        | MambaSeqIdx
-        | MambaConvSeqIdx
-        | MambaConvSeqStart => (quote!(T), "T"),
-        RequestInPrefillStatus
-        | RequestQueryLengths
-        | RequestKvLengthOffsets
-        | Temperature
-        | TopK
-        | TopP
-        | ActiveRequestLastTokenIdxs
-        | MhaQueryLengths
-        | MhaKvSeqLengths
-        | MambaBatchIndicesDecode
-        | MambaBatchIndicesPrefill
-        | MambaLastChunkIndices => (quote!(R), "R"),
-        MhaCuQuerySeqLengths | MhaCuKvSeqLengths | MambaCuSeqlens => (quote!(R + 1), "R + 1"),
-        MhaBlockTable => (quote!(R * NKV), "R × nkv"),
-        MambaCuChunkSeqlens => (quote!(CMAX + 1), "Cmax + 1"),
-        MambaSeqIdxForVarlen => (quote!(CMAX), "Cmax"),
-        MambaIntermediateChunkIndices | MambaIntermediateAbsPositions => (quote!(KMAX), "Kmax"),
-        RealTokenCount | MambaIntermediateRealCount => (quote!(1), "1"),
-        MambaDeviceDecodePrefill => (quote!(2), "2"),
+/// A field's element type as a Rust expression over the facts `F` of the checks.
+fn dtype_expr(f: Field) -> TokenStream {
+    match f.info().dtype {
+        DtypeRule::Fixed(d) => {
+            let d = dtype_ident(d);
+            quote!(al::Dtype::#d)
+        }
+        DtypeRule::DecodeIndex => {
+            quote!(if F.decode_index_i64 {
+                al::Dtype::I64
+            } else {
+                al::Dtype::I32
+            })
+        }
     }
 }
 
@@ -262,10 +210,10 @@ fn field_doc(fl: &FieldLayout) -> String {
     format!(
         "`{}`: {}; {} × {} ({}) at bytes {}..{}.",
         fl.field.name(),
-        describe(fl.field),
+        fl.field.info().doc,
         fl.elems,
         fl.dtype.rust(),
-        capacity(fl.field).1,
+        fl.field.info().extent.capacity_text(),
         fl.offset,
         fl.end()
     )
@@ -289,7 +237,7 @@ fn bucket_summary(buckets: &[BatchDims]) -> String {
     }
 }
 
-fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str, cuda: &str) -> TokenStream {
+fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str) -> TokenStream {
     let ty = names.ty;
     let s = &g.spec;
     let name = s.name.clone().unwrap_or_else(|| ty.to_string());
@@ -311,56 +259,46 @@ fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str, cuda: &str)
         }
     ));
     let spec_toml = str_lit(spec_toml);
-    let cuda_lit = str_lit(cuda);
-    let r = lit(g.max_requests);
-    let t = lit(g.max_tokens);
-    let seq = lit(g.max_seq_len);
-    let b = lit(g.block_size);
-    let ns = lit(g.num_spec);
-    let tp = Literal::u32_unsuffixed(s.tensor_parallel);
-    let nkv = lit(g.block_table_width);
-    let nkv_doc = doc(format!(
-        "Block-table width `nkv = ceil(S / B) + (s > 0)` = ceil({} / {}) + {}.",
-        g.max_seq_len,
-        g.block_size,
-        usize::from(g.num_spec > 0)
-    ));
-    let pool = lit(g.kv_pool_blocks);
-    let pool_doc = doc(match (s.kv_pool_blocks, &s.memory) {
-        (Some(_), _) => "KV pool size in blocks, dummy included (from the spec).".to_owned(),
+    let f = &g.facts;
+    let facts = f.entries().into_iter().map(|(fact, value)| {
+        let name = Ident::new(fact.info().name, Span::call_site());
+        let value = match value {
+            FactValue::Count(n) => lit(n),
+            FactValue::BlockId(n) => Literal::i32_unsuffixed(n),
+            FactValue::Flag(b) => return quote!(#name: #b),
+        };
+        quote!(#name: #value)
+    });
+    let pool = match (s.kv_pool_blocks, &s.memory) {
+        (Some(_), _) => "the KV pool's size is the spec's".to_owned(),
         (None, Some(m)) => format!(
-            "KV pool size in blocks, dummy included: what {} GiB holds after the Mamba \
-             states, capped at `R × nkv + 1`.",
+            "the KV pool is what {} GiB holds after the Mamba states, capped at `R × nkv + 1`",
             m.budget_gib
         ),
-        (None, None) => "KV pool size in blocks, dummy included: `R × nkv + 1`.".to_owned(),
-    });
-    let dummy = Literal::i32_unsuffixed(g.dummy_block);
-    let decode_i64 = s.decode_index_dtype == IndexDtype::I64;
-    let cs = lit(g.chunk_size);
-    let dconv = lit(g.conv_width);
-    let cmax = lit(g.max_chunks);
-    let kmax = lit(g.max_intermediate);
-    let (cmax_doc, kmax_doc) = if g.has_mamba() {
-        (
-            doc(format!(
-                "Chunk slots `Cmax = floor(T / cs) + R` = {} / {} + {}.",
-                g.max_tokens, g.chunk_size, g.max_requests
-            )),
-            doc(format!(
-                "Intermediate-state capacity `Kmax = min(ceil(T / B), 3R)` = min({}, {}).",
-                g.max_tokens.div_ceil(g.block_size),
-                3 * g.max_requests
-            )),
-        )
-    } else {
-        (
-            doc("No Mamba fields: no chunk slots.".to_owned()),
-            doc("No Mamba fields: no intermediate states.".to_owned()),
-        )
+        (None, None) => "the KV pool is `R × nkv + 1` blocks".to_owned(),
     };
-    let megatron = lit(g.megatron_bytes);
-    let total = lit(g.total_bytes);
+    let mut facts_doc = vec![
+        "Every number of the layout (SEMANTICS, Notation):".to_owned(),
+        format!(
+            "`nkv = ceil(S / B) + (s > 0)` = ceil({} / {}) + {}; {pool}.",
+            f.max_seq_len,
+            f.block_size,
+            usize::from(f.speculative_tokens > 0)
+        ),
+    ];
+    if f.has_mamba {
+        facts_doc.push(format!(
+            "`Cmax = floor(T / cs) + R` = {} / {} + {}; `Kmax = min(ceil(T / B), 3R)` = min({}, {}).",
+            f.max_tokens,
+            f.chunk_size,
+            f.max_requests,
+            f.max_tokens.div_ceil(f.block_size),
+            3 * f.max_requests
+        ));
+    } else {
+        facts_doc.push("No Mamba fields: no chunk slots, no intermediate states.".to_owned());
+    }
+    let facts_doc = doc_attrs(&facts_doc);
     let fields = g.fields.iter().map(|f| field_const(f.field));
     let buckets = g.buckets.iter().map(|d| {
         let (t, p, dd) = (
@@ -372,12 +310,8 @@ fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str, cuda: &str)
     });
     let buckets_doc = doc(bucket_summary(&g.buckets));
     let impl_doc = doc(format!(
-        "`{ty}`'s capacities, buffer layout, CUDA-graph buckets and fill kernels, as constants."
-    ));
-    let cuda_doc = doc(format!(
-        "CUDA C source of the fill kernels, one entry point per bucket ({}), with these \
-         constants baked in.",
-        g.buckets.len()
+        "`{ty}`'s facts, buffer layout and CUDA-graph buckets, as constants (the fill kernels' \
+         CUDA C: `<{ty} as Layout>::cuda_source()`)."
     ));
     quote! {
         #impl_doc
@@ -392,44 +326,12 @@ fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str, cuda: &str)
                 const SPEC_TOML: &'static str = #spec_toml;
                 #model_doc
                 const MODEL: al::ModelKind = al::ModelKind::#model;
-                /// `R`: request rows per step.
-                const MAX_REQUESTS: usize = #r;
-                /// `T`: tokens per step.
-                const MAX_TOKENS: usize = #t;
-                /// `S`: longest sequence.
-                const MAX_SEQ_LEN: usize = #seq;
-                /// `B`: tokens per KV block.
-                const BLOCK_SIZE: usize = #b;
-                /// `s`: speculative tokens per decode request.
-                const NUM_SPEC: usize = #ns;
-                /// Tensor-parallel size.
-                const TENSOR_PARALLEL: u32 = #tp;
-                #nkv_doc
-                const BLOCK_TABLE_WIDTH: usize = #nkv;
-                #pool_doc
-                const KV_POOL_BLOCKS: usize = #pool;
-                /// The dummy block id, `KV_POOL_BLOCKS - 1`.
-                const DUMMY_BLOCK: i32 = #dummy;
-                /// Whether `mamba_batch_indices_decode` is i64 (else i32).
-                const DECODE_INDEX_I64: bool = #decode_i64;
-                /// Mamba chunk size `cs` (0 without Mamba).
-                const CHUNK_SIZE: usize = #cs;
-                /// Causal-conv1d width `d_conv` (0 without Mamba).
-                const CONV_WIDTH: usize = #dconv;
-                #cmax_doc
-                const MAX_CHUNKS: usize = #cmax;
-                #kmax_doc
-                const MAX_INTERMEDIATE: usize = #kmax;
-                /// Bytes of Megatron's coalesced buffer (SEMANTICS §9), before the appended fields.
-                const MEGATRON_BYTES: usize = #megatron;
-                /// Bytes of the whole buffer.
-                const TOTAL_BYTES: usize = #total;
+                #facts_doc
+                const FACTS: al::Facts = al::Facts { #(#facts),* };
                 /// Every field, in buffer order.
                 const FIELDS: &'static [al::FieldLayout] = &[#(Self::#fields),*];
                 #buckets_doc
                 const BUCKETS: &'static [al::BatchDims] = &[#(#buckets),*];
-                #cuda_doc
-                const CUDA_SOURCE: &'static str = #cuda_lit;
             }
         };
     }
@@ -451,7 +353,7 @@ fn emit_types(names: Names<'_>, g: &Geometry) -> TokenStream {
         format!(
             "`{ty}`'s metadata after a step: the coalesced buffer ({} bytes) with one typed \
              accessor per field at its constant offset, and the step's shapes.",
-            g.total_bytes
+            g.facts.total_bytes
         ),
         String::new(),
         "Field accessors return the whole field (its capacity); `view()` gives the lengths \
@@ -511,7 +413,7 @@ fn emit_type_impls(names: Names<'_>, g: &Geometry) -> TokenStream {
         let d = doc(format!(
             "`{}`: {}; all {} × {} at byte {}.",
             fl.field.name(),
-            describe(fl.field),
+            fl.field.info().doc,
             fl.elems,
             fl.dtype.rust(),
             fl.offset
@@ -527,12 +429,12 @@ fn emit_type_impls(names: Names<'_>, g: &Geometry) -> TokenStream {
     let fields_doc = doc(format!(
         "Where each of `{ty}`'s {} fields lies in its {}-byte buffer (SEMANTICS §9).",
         g.fields.len(),
-        g.total_bytes
+        g.facts.total_bytes
     ));
     let alloc_doc = doc(format!(
         "A builder with its {}-byte buffer allocated (the only allocation) and initialized: \
          zeros, and the block table all dummy block ({}).",
-        g.total_bytes, g.dummy_block
+        g.facts.total_bytes, g.facts.dummy_block
     ));
     let impls_doc = doc(format!(
         "`{ty}`'s field table, the accessors of `{meta}` and the methods of `{builder}`."
@@ -622,32 +524,31 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
     let ty = names.ty;
     let field_checks = g.fields.iter().map(|fl| {
         let c = field_const(fl.field);
-        let dtype = dtype_ident(fl.dtype);
-        let (cap, cap_text) = capacity(fl.field);
+        let cap = capacity_expr(fl.field);
+        let dtype = dtype_expr(fl.field);
         let msg = format!(
             "`{}` must be {} × {}",
             fl.field.name(),
-            cap_text,
+            fl.field.info().extent.capacity_text(),
             fl.dtype.rust()
         );
         quote! {
-            assert!(al::holds(#ty::#c, #cap, al::Dtype::#dtype), #msg);
+            assert!(al::holds(#ty::#c, #cap, #dtype), #msg);
         }
     });
     let mamba_checks = if g.has_mamba() {
         quote! {
-            const CS: usize = #ty::CHUNK_SIZE;
-            assert!(CS != 0 && #ty::CONV_WIDTH != 0, "Mamba layouts need a chunk size and a conv width");
-            assert!(CMAX == T / CS + R, "`Cmax` must be floor(T / cs) + R");
-            let k = T.div_ceil(B);
+            assert!(F.chunk_size != 0 && F.conv_width != 0, "Mamba layouts need a chunk size and a conv width");
+            assert!(F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests, "`Cmax` must be floor(T / cs) + R");
+            let k = F.max_tokens.div_ceil(F.block_size);
             assert!(
-                KMAX == if k < 3 * R { k } else { 3 * R },
+                F.max_intermediate == if k < 3 * F.max_requests { k } else { 3 * F.max_requests },
                 "`Kmax` must be min(ceil(T / B), 3R)"
             );
         }
     } else {
         quote! {
-            assert!(CMAX == 0 && KMAX == 0, "attention-only layouts have no chunk slots");
+            assert!(F.max_chunks == 0 && F.max_intermediate == 0, "attention-only layouts have no chunk slots");
         }
     };
     let rounder = Literal::usize_suffixed(EAGER_TOKEN_ROUNDER as usize);
@@ -658,57 +559,66 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
     quote! {
         #check_doc
         const _: () = {
-            use ::attention_layout::layout::{self as al, Layout as _};
-            const R: usize = #ty::MAX_REQUESTS;
-            const T: usize = #ty::MAX_TOKENS;
-            const S: usize = #ty::MAX_SEQ_LEN;
-            const B: usize = #ty::BLOCK_SIZE;
-            const TP: usize = #ty::TENSOR_PARALLEL as usize;
-            const NKV: usize = #ty::BLOCK_TABLE_WIDTH;
-            const CMAX: usize = #ty::MAX_CHUNKS;
-            const KMAX: usize = #ty::MAX_INTERMEDIATE;
+            use ::attention_layout::layout as al;
+            const F: al::Facts = <#ty as al::Layout>::FACTS;
+            const FIELDS: &[al::FieldLayout] = <#ty as al::Layout>::FIELDS;
+            const BUCKETS: &[al::BatchDims] = <#ty as al::Layout>::BUCKETS;
 
-            assert!(R != 0 && T != 0 && S != 0 && TP != 0, "capacities must be positive");
-            assert!(B.is_power_of_two(), "`block_size` must be a power of two");
             assert!(
-                T.is_multiple_of(#rounder.div_ceil(TP) * TP),
+                F.max_requests != 0 && F.max_tokens != 0 && F.max_seq_len != 0 && F.tensor_parallel != 0,
+                "capacities must be positive"
+            );
+            assert!(F.block_size.is_power_of_two(), "`block_size` must be a power of two");
+            assert!(
+                F.max_tokens.is_multiple_of(#rounder.div_ceil(F.tensor_parallel) * F.tensor_parallel),
                 "`max_tokens` must be a multiple of the eager token rounder"
             );
-            assert!(T >= R * (#ty::NUM_SPEC + 1), "every request must be able to decode in one step");
             assert!(
-                NKV == S.div_ceil(B) + (#ty::NUM_SPEC != 0) as usize,
+                F.max_tokens >= F.max_requests * (F.speculative_tokens + 1),
+                "every request must be able to decode in one step"
+            );
+            assert!(
+                F.block_table_width == F.max_seq_len.div_ceil(F.block_size) + (F.speculative_tokens != 0) as usize,
                 "`nkv` must be ceil(S / B) + (s > 0)"
             );
             assert!(
-                #ty::KV_POOL_BLOCKS >= 2 && #ty::DUMMY_BLOCK as usize == #ty::KV_POOL_BLOCKS - 1,
+                F.kv_pool_blocks >= 2 && F.dummy_block as usize == F.kv_pool_blocks - 1,
                 "the dummy block must be the last block of the pool"
+            );
+            assert!(
+                F.has_mamba == <#ty as al::Layout>::MODEL.has_mamba(),
+                "the Mamba fields exist exactly for `mamba` and `hybrid` models"
             );
             #mamba_checks
 
             #(#field_checks)*
 
             assert!(
-                al::fields_in_buffer_order(#ty::FIELDS, #ty::MODEL.has_mamba()),
+                al::fields_in_buffer_order(FIELDS, F.has_mamba),
                 "the field table must list every field of the model, in buffer order"
             );
             assert!(
-                al::fields_packed(#ty::FIELDS, #ty::TOTAL_BYTES),
+                al::fields_packed(FIELDS, F.total_bytes),
                 "each field must start at the previous one's end rounded up to its alignment (SEMANTICS §9), and the last end the buffer"
             );
             assert!(
-                al::megatron_bytes(#ty::FIELDS) == #ty::MEGATRON_BYTES,
+                al::megatron_bytes(FIELDS) == F.megatron_bytes,
                 "Megatron's buffer must end where the appended fields begin"
             );
             assert!(
-                #ty::TOTAL_BYTES <= i32::MAX as usize,
+                al::mamba_pad(FIELDS) == F.mamba_pad,
+                "the Mamba pad must be the gap before the decode indices"
+            );
+            assert!(
+                F.total_bytes <= i32::MAX as usize,
                 "device kernels address the buffer with 32-bit offsets"
             );
             assert!(
-                al::buckets_ascending(#ty::BUCKETS),
+                al::buckets_ascending(BUCKETS),
                 "the bucket table must be strictly ascending"
             );
             assert!(
-                al::buckets_valid(#ty::BUCKETS, R, T, S, #ty::NUM_SPEC),
+                al::buckets_valid(BUCKETS, F.max_requests, F.max_tokens, F.max_seq_len, F.speculative_tokens),
                 "every bucket must be a valid batch shape within max_tokens (SEMANTICS §2)"
             );
         };
@@ -740,9 +650,8 @@ pub fn layout_source(ty: &str, g: &Geometry, spec_toml: &str) -> Result<String, 
         ty: &ident,
         vis: &vis,
     };
-    let cuda = crate::emit_cuda::cuda_source(g);
     let mut tokens = emit_struct(names, g);
-    tokens.extend(emit_layout(names, g, spec_toml, &cuda));
+    tokens.extend(emit_layout(names, g, spec_toml));
     format(tokens)
 }
 

@@ -19,8 +19,10 @@ pub mod emit_rust;
 pub mod geometry;
 pub mod load;
 pub mod memory;
+pub mod model;
 pub mod spec;
 
 pub use buckets::{BatchDims, BucketParams, Distribution};
-pub use geometry::{Dtype, FIELD_COUNT, Field, FieldLayout, Geometry};
+pub use geometry::{FieldLayout, Geometry};
+pub use model::{Dtype, FIELD_COUNT, Fact, Facts, Field, LiveDims};
 pub use spec::{LayoutSpec, ModelKind, SpecError};

@@ -502,7 +502,7 @@ impl LayoutSpec {
     /// The bucket-generation parameters of this spec (SEMANTICS §3.2 inputs).
     pub fn bucket_params(&self) -> crate::buckets::BucketParams {
         crate::buckets::BucketParams {
-            tp: self.tensor_parallel,
+            tensor_parallel: self.tensor_parallel,
             num_cuda_graphs: self.graphs.count.as_megatron(),
             cg_max: self.graph_token_budget(),
             mixed_prefill_count: self.graphs.mixed_prefill,
@@ -510,7 +510,7 @@ impl LayoutSpec {
             max_tokens: self.max_tokens,
             max_seq_len: self.max_seq_len,
             non_decode_graphs: self.graphs.non_decode,
-            num_spec: self.speculative_tokens,
+            speculative_tokens: self.speculative_tokens,
             distribution: self.graphs.distribution,
         }
     }

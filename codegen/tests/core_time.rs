@@ -34,8 +34,8 @@ fn core_time() {
                     Names { ty: &ty, vis: &vis },
                     &l.geometry,
                     &l.spec_toml(),
-                    &cuda,
                 );
+                assert!(!cuda.is_empty());
                 let t = start.elapsed();
                 assert!(!out.is_empty());
                 t

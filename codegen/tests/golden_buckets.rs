@@ -22,8 +22,8 @@ struct Config {
     max_requests: u32,
     max_tokens: u32,
     max_seq_len: u32,
-    num_spec: u32,
-    tp: u32,
+    speculative_tokens: u32,
+    tensor_parallel: u32,
     hybrid: bool,
     num_cuda_graphs: Option<i64>,
     distribution: Distribution,
@@ -67,8 +67,8 @@ impl Config {
             max_requests: uint(v, "max_requests"),
             max_tokens: uint(v, "max_tokens"),
             max_seq_len: uint(v, "max_seq_len"),
-            num_spec: uint(v, "num_spec"),
-            tp: uint(v, "tp"),
+            speculative_tokens: uint(v, "num_spec"),
+            tensor_parallel: uint(v, "tp"),
             hybrid: flag(v, "hybrid"),
             num_cuda_graphs,
             distribution,
@@ -80,9 +80,9 @@ impl Config {
 
     /// `cg_max` as the context passes it: `min(max(configured, R·(s+1)), T)`.
     fn params(&self) -> BucketParams {
-        let decode_tokens = self.max_requests * (self.num_spec + 1);
+        let decode_tokens = self.max_requests * (self.speculative_tokens + 1);
         BucketParams {
-            tp: self.tp,
+            tensor_parallel: self.tensor_parallel,
             num_cuda_graphs: self.num_cuda_graphs,
             cg_max: self
                 .cuda_graph_max_tokens
@@ -93,7 +93,7 @@ impl Config {
             max_tokens: self.max_tokens,
             max_seq_len: self.max_seq_len,
             non_decode_graphs: self.non_decode_graphs,
-            num_spec: self.num_spec,
+            speculative_tokens: self.speculative_tokens,
             distribution: self.distribution,
         }
     }
@@ -186,8 +186,13 @@ fn golden_buckets_matches_and_padding() {
                     c.graphed_steps += 1;
                 } else {
                     assert_eq!(matched, None, "eager step {real:?} matched at {ctx}");
-                    let eager =
-                        eager_padding(real, cfg.max_requests, cfg.max_tokens, cfg.tp, cfg.num_spec);
+                    let eager = eager_padding(
+                        real,
+                        cfg.max_requests,
+                        cfg.max_tokens,
+                        cfg.tensor_parallel,
+                        cfg.speculative_tokens,
+                    );
                     assert_eq!(eager, padded, "eager padding of {real:?} at {ctx}");
                     c.eager_steps += 1;
                 }

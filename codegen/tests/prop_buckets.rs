@@ -62,7 +62,7 @@ prop_compose! {
         distribution in dist(),
     ) -> BucketParams {
         BucketParams {
-            tp,
+            tensor_parallel: tp,
             num_cuda_graphs: graphs,
             cg_max: cg,
             mixed_prefill_count: mixed,
@@ -70,7 +70,7 @@ prop_compose! {
             max_tokens: t,
             max_seq_len: s,
             non_decode_graphs: non_decode,
-            num_spec: spec,
+            speculative_tokens: spec,
             distribution,
         }
     }
@@ -116,15 +116,15 @@ proptest! {
             prop_assert!(list.is_empty());
         }
         prop_assert!(list.windows(2).all(|w| w[0] < w[1]), "not strictly ascending");
-        let s1 = p.num_spec + 1;
+        let s1 = p.speculative_tokens + 1;
         for b in &list {
-            prop_assert!(is_valid(*b, p.max_requests, p.max_seq_len, p.num_spec), "{:?}", b);
+            prop_assert!(is_valid(*b, p.max_requests, p.max_seq_len, p.speculative_tokens), "{:?}", b);
             if b.prefill == 0 {
                 prop_assert_eq!(b.tokens, b.decode * s1, "decode bucket {:?}", b);
                 prop_assert!(b.tokens <= p.max_requests * s1);
             }
             if p.distribution == Distribution::Exponential {
-                prop_assert_eq!(b.tokens % p.tp, 0, "{:?} with tp {}", b, p.tp);
+                prop_assert_eq!(b.tokens % p.tensor_parallel, 0, "{:?} with tp {}", b, p.tensor_parallel);
             }
         }
         if !p.non_decode_graphs || p.mixed_prefill_count == 0 {
@@ -173,8 +173,8 @@ proptest! {
         p in params(),
         shapes in proptest::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 1..16),
     ) {
-        let rounder = 64u32.div_ceil(p.tp) * p.tp;
-        let s1 = p.num_spec + 1;
+        let rounder = 64u32.div_ceil(p.tensor_parallel) * p.tensor_parallel;
+        let s1 = p.speculative_tokens + 1;
         // T as the spec requires it: a multiple of the rounder, at least R·(s+1).
         let t = p.max_tokens.max(p.max_requests * s1).div_ceil(rounder) * rounder;
         for (f, d, extra) in shapes {
@@ -188,7 +188,7 @@ proptest! {
             }
             let extra = if f > 0 { extra % (t - min_tokens + 1) } else { 0 };
             let real = BatchDims::new(min_tokens + extra, f, d);
-            let padded = eager_padding(real, p.max_requests, t, p.tp, p.num_spec);
+            let padded = eager_padding(real, p.max_requests, t, p.tensor_parallel, p.speculative_tokens);
             prop_assert!(padded.tokens >= real.tokens, "{:?} -> {:?}", real, padded);
             prop_assert!(padded.decode >= real.decode && padded.prefill >= real.prefill);
             prop_assert!(padded.requests() <= p.max_requests);

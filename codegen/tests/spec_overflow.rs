@@ -86,7 +86,7 @@ fn a_graph_policy_with_millions_of_buckets_is_rejected_quickly() {
 fn bounded_build_matches_the_unbounded_one() {
     use attention_layout_codegen::buckets::{BucketParams, build_buckets, build_buckets_bounded};
     let p = BucketParams {
-        tp: 1,
+        tensor_parallel: 1,
         num_cuda_graphs: Some(-1),
         cg_max: 64,
         mixed_prefill_count: 4,
@@ -94,7 +94,7 @@ fn bounded_build_matches_the_unbounded_one() {
         max_tokens: 64,
         max_seq_len: 32,
         non_decode_graphs: true,
-        num_spec: 0,
+        speculative_tokens: 0,
         distribution: attention_layout_codegen::Distribution::Exponential,
     };
     assert_eq!(build_buckets_bounded(&p, 1 << 16), Ok(build_buckets(&p)));

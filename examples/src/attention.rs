@@ -91,8 +91,8 @@ impl AttnCase {
         let d = &layout.dims;
         let row = m.heads * m.head_dim;
         let b = d.block_size();
-        let num_blocks = d.geometry().kv_pool_blocks;
-        let tp = info.padded.tokens as usize;
+        let num_blocks = d.geometry().facts.kv_pool_blocks;
+        let padded_tokens = info.padded.tokens as usize;
         let mut cache = Cache {
             k: vec![sentinel(); num_blocks * b * row],
             v: vec![sentinel(); num_blocks * b * row],
@@ -120,10 +120,10 @@ impl AttnCase {
             dummy: d.dummy_block() as usize,
             real_tokens: batch.real_tokens(),
             batch,
-            padded_tokens: tp,
-            q: rng.fill(tp * row, -1.0, 1.0),
-            k_new: rng.fill(tp * row, -1.0, 1.0),
-            v_new: rng.fill(tp * row, -1.0, 1.0),
+            padded_tokens,
+            q: rng.fill(padded_tokens * row, -1.0, 1.0),
+            k_new: rng.fill(padded_tokens * row, -1.0, 1.0),
+            v_new: rng.fill(padded_tokens * row, -1.0, 1.0),
             cache,
             hist_k,
             hist_v,
@@ -456,13 +456,13 @@ extern "C" __global__ void kv_append(const u8* meta, int tokens, const float* k_
                                      int* err) {
   const int t = blockIdx.x, h = blockIdx.y;
   if (t >= tokens) return;
-  const i64 blk = field_i64(meta, OFF_TOKEN_TO_BLOCK_IDX)[t];
-  const i32 loc = field_i32(meta, OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK)[t];
-  if (blk < 0 || blk >= NUM_BLOCKS || loc < 0 || loc >= BLOCK_SIZE) {
+  const i64 blk = field_i64(meta, AL_OFF_TOKEN_TO_BLOCK_IDX)[t];
+  const i32 loc = field_i32(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK)[t];
+  if (blk < 0 || blk >= (int)AL_KV_POOL_BLOCKS || loc < 0 || loc >= (int)AL_BLOCK_SIZE) {
     if (threadIdx.x == 0 && h == 0) atomicAdd(err, 1);
     return;
   }
-  const i64 dst = ((blk * BLOCK_SIZE + loc) * HEADS + h) * HEAD_DIM;
+  const i64 dst = ((blk * (int)AL_BLOCK_SIZE + loc) * HEADS + h) * HEAD_DIM;
   const i64 src = ((i64)t * HEADS + h) * HEAD_DIM;
   for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
     k_cache[dst + d] = k_new[src + d];
@@ -480,28 +480,28 @@ extern "C" __global__ void paged_attention(const u8* meta, int requests, int tok
   extern __shared__ float p[];
   const int a = blockIdx.x, h = blockIdx.y, j = blockIdx.z;
   if (a >= requests) return;
-  const i32* cu_q = field_i32(meta, OFF_MHA_CU_QUERY_SEQ_LENGTHS);
-  const i32* cu_k = field_i32(meta, OFF_MHA_CU_KV_SEQ_LENGTHS);
-  const i32* table = field_i32(meta, OFF_MHA_BLOCK_TABLE) + (i64)a * NKV;
+  const i32* cu_q = field_i32(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS);
+  const i32* cu_k = field_i32(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS);
+  const i32* table = field_i32(meta, AL_OFF_MHA_BLOCK_TABLE) + (i64)a * (int)AL_BLOCK_TABLE_WIDTH;
   const int q0 = cu_q[a];
   const int qlen = cu_q[a + 1] - q0;
   if (j >= qlen) return;  // padded requests have qlen == 0 and do nothing
   const int kvlen = cu_k[a + 1] - cu_k[a];
   const int n = kvlen - qlen + j + 1;  // causal: kv_off + j + 1 keys
   const int t = q0 + j;
-  if (n <= 0 || n > max_seqlen_k || n > NKV * BLOCK_SIZE || t < 0 || t >= tokens) {
+  if (n <= 0 || n > max_seqlen_k || n > (int)AL_BLOCK_TABLE_WIDTH * (int)AL_BLOCK_SIZE || t < 0 || t >= tokens) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
   const float* qv = q + ((i64)t * HEADS + h) * HEAD_DIM;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const int blk = table[i / BLOCK_SIZE];
-    if (blk < 0 || blk >= NUM_BLOCKS) {
+    const int blk = table[i / (int)AL_BLOCK_SIZE];
+    if (blk < 0 || blk >= (int)AL_KV_POOL_BLOCKS) {
       atomicAdd(err, 1);
       p[i] = 0.0f;
       continue;
     }
-    const float* kr = k_cache + (((i64)blk * BLOCK_SIZE + i % BLOCK_SIZE) * HEADS + h) * HEAD_DIM;
+    const float* kr = k_cache + (((i64)blk * (int)AL_BLOCK_SIZE + i % (int)AL_BLOCK_SIZE) * HEADS + h) * HEAD_DIM;
     float s = 0.0f;
     for (int d = 0; d < HEAD_DIM; ++d) s += qv[d] * kr[d];
     p[i] = s * scale;
@@ -517,9 +517,9 @@ extern "C" __global__ void paged_attention(const u8* meta, int requests, int tok
   for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
     float acc = 0.0f;
     for (int i = 0; i < n; ++i) {
-      const int blk = table[i / BLOCK_SIZE];
-      if (blk < 0 || blk >= NUM_BLOCKS) continue;
-      acc += p[i] * v_cache[(((i64)blk * BLOCK_SIZE + i % BLOCK_SIZE) * HEADS + h) * HEAD_DIM + d];
+      const int blk = table[i / (int)AL_BLOCK_SIZE];
+      if (blk < 0 || blk >= (int)AL_KV_POOL_BLOCKS) continue;
+      acc += p[i] * v_cache[(((i64)blk * (int)AL_BLOCK_SIZE + i % (int)AL_BLOCK_SIZE) * HEADS + h) * HEAD_DIM + d];
     }
     out[((i64)t * HEADS + h) * HEAD_DIM + d] = acc / sum;
   }
@@ -550,9 +550,9 @@ pub fn run_batches(
             l.dims.max_tokens(),
             l.dims.max_seq_len(),
             l.dims.block_size(),
-            l.dims.num_spec(),
+            l.dims.speculative_tokens(),
             l.dims.block_table_width(),
-            l.dims.geometry().kv_pool_blocks,
+            l.dims.geometry().facts.kv_pool_blocks,
             l.dims.dummy_block(),
             l.dims.buckets().len(),
             l.model.heads,
@@ -729,7 +729,7 @@ mod tests {
         let l = &layouts::attention().unwrap()[2];
         let s = cuda_source(l);
         assert!(s.contains("kv_append") && s.contains("paged_attention"));
-        assert!(s.contains("#define NKV 9\n"));
+        assert!(s.contains("constexpr al_u32 AL_BLOCK_TABLE_WIDTH = 9u;"));
         assert!(s.contains("#define HEAD_DIM 32\n"));
     }
 }

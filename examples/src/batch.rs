@@ -90,7 +90,7 @@ impl Batch {
         let t = dims.max_tokens() as u32;
         let s = dims.max_seq_len() as u32;
         let b = dims.block_size() as u32;
-        let s1 = dims.num_spec() as u32 + 1;
+        let s1 = dims.speculative_tokens() as u32 + 1;
         let nkv = dims.block_table_width() as u32;
         let paused = rng.range(0, 2).min(r.saturating_sub(2));
         let room = r - paused;

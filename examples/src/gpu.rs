@@ -351,7 +351,7 @@ impl mamba::Executor for GpuMamba {
         let m = layout.model;
         let p = &case.params;
         let (xd, ds, nh) = (m.nheads * m.headdim, m.d_state, m.nheads);
-        let tp = case.padded_tokens;
+        let padded_tokens = case.padded_tokens;
         let chunks = info.mamba_chunks as usize;
         let xbc = gpu.upload(&case.xbc)?;
         let dt = gpu.upload(&case.dt)?;
@@ -361,16 +361,16 @@ impl mamba::Executor for GpuMamba {
         let conv_b = gpu.upload(&p.conv_b)?;
         let mut conv_state = gpu.upload(&case.states.conv)?;
         let mut ssm_state = gpu.upload(&case.states.ssm)?;
-        let mut y = gpu.upload(&vec![mamba::sentinel(); tp * xd])?;
-        let mut act = gpu.zeros::<f32>(tp * m.conv_dim())?;
-        let mut acum = gpu.zeros::<f32>(tp * nh)?;
+        let mut y = gpu.upload(&vec![mamba::sentinel(); padded_tokens * xd])?;
+        let mut act = gpu.zeros::<f32>(padded_tokens * m.conv_dim())?;
+        let mut acum = gpu.zeros::<f32>(padded_tokens * nh)?;
         let mut chunk_states = gpu.zeros::<f32>(chunks * xd * ds)?;
         let mut chunk_decay = gpu.zeros::<f32>(chunks * nh)?;
         let mut chunk_init = gpu.zeros::<f32>(chunks * xd * ds)?;
         let mut err = gpu.zeros::<i32>(1)?;
         let dp = info.padded.decode as i32;
         let fp = info.padded.prefill as i32;
-        let tokens = tp as i32;
+        let tokens = padded_tokens as i32;
         let nchunks = chunks as i32;
         let t = mamba::THREADS;
         if dp > 0 {
@@ -467,7 +467,7 @@ impl mamba::Executor for GpuMamba {
                 conv: gpu.download(&conv_state, case.states.conv.len())?,
                 ssm: gpu.download(&ssm_state, case.states.ssm.len())?,
             },
-            y: gpu.download(&y, tp * xd)?,
+            y: gpu.download(&y, padded_tokens * xd)?,
             kernel_errors: gpu.download(&err, 1)?.first().copied().unwrap_or(-1) as u32,
         })
     }

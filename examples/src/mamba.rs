@@ -169,7 +169,7 @@ impl MambaCase {
         let m = layout.model;
         let d_conv = layout.dims.conv_width();
         let slots = layout.dims.max_requests();
-        let tp = info.padded.tokens as usize;
+        let padded_tokens = info.padded.tokens as usize;
         let cd = m.conv_dim();
         let xd = m.nheads * m.headdim;
         let params = Params {
@@ -197,10 +197,10 @@ impl MambaCase {
             slots,
             real_tokens: batch.real_tokens(),
             batch,
-            padded_tokens: tp,
+            padded_tokens,
             params,
-            xbc: rng.fill(tp * cd, -1.0, 1.0),
-            dt: rng.fill(tp * m.nheads, 0.05, 0.5),
+            xbc: rng.fill(padded_tokens * cd, -1.0, 1.0),
+            dt: rng.fill(padded_tokens * m.nheads, 0.05, 0.5),
             states,
         }
     }
@@ -687,15 +687,15 @@ pub const KERNELS: &str = r#"
 #define B_OFF XDIM
 #define C_OFF (XDIM + NGROUPS * DSTATE)
 #define HPG (NHEADS / NGROUPS)
-#define DC1 (D_CONV - 1)
-static_assert(D_CONV >= 2, "the consumer keeps a conv state of d_conv - 1 inputs");
+#define DC1 ((int)AL_CONV_WIDTH - 1)
+static_assert((int)AL_CONV_WIDTH >= 2, "the consumer keeps a conv state of d_conv - 1 inputs");
 static_assert(NHEADS % NGROUPS == 0, "heads split evenly over groups");
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // First prefill token in the step's token stream: the real decode tokens come first.
 __device__ __forceinline__ int prefill_offset(const u8* meta, int dp) {
-  return dp > 0 ? field_i32(meta, OFF_MAMBA_DEVICE_DECODE_PREFILL)[0] : 0;
+  return dp > 0 ? field_i32(meta, AL_OFF_MAMBA_DEVICE_DECODE_PREFILL)[0] : 0;
 }
 
 // Grid (Dp): decode entry i updates slot batch_indices_decode[i] with its one token
@@ -707,17 +707,17 @@ extern "C" __global__ void mamba_decode(const u8* meta, int dp, int tokens, cons
   __shared__ float act[CONV_DIM];
   const int i = blockIdx.x;
   if (i >= dp) return;
-  const i64 slot = DECODE_INDEX_I64 ? field_i64(meta, OFF_MAMBA_BATCH_INDICES_DECODE)[i]
-                                    : (i64)field_i32(meta, OFF_MAMBA_BATCH_INDICES_DECODE)[i];
+  const i64 slot = AL_DECODE_INDEX_I64 ? field_i64(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[i]
+                                    : (i64)field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[i];
   if (slot < 0) return;
-  const int t = field_i32(meta, OFF_MHA_CU_QUERY_SEQ_LENGTHS)[i];
-  if (slot >= MAX_REQUESTS || t < 0 || t >= tokens) {
+  const int t = field_i32(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[i];
+  if (slot >= (int)AL_MAX_REQUESTS || t < 0 || t >= tokens) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
   for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
     float* s = conv_state + (slot * CONV_DIM + c) * DC1;
-    const float* w = conv_w + c * D_CONV;
+    const float* w = conv_w + c * (int)AL_CONV_WIDTH;
     const float xin = xbc[(i64)t * CONV_DIM + c];
     float acc = conv_b[c];
     for (int k = 0; k < DC1; ++k) acc += w[k] * s[k];
@@ -752,26 +752,26 @@ extern "C" __global__ void mamba_conv_prefill(const u8* meta, int dp, int fp, in
                                               float* act, int* err) {
   const int k = blockIdx.x;
   if (k >= tokens) return;
-  const int L = field_i32(meta, OFF_MAMBA_CU_SEQLENS)[fp];
+  const int L = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS)[fp];
   if (k >= L) return;
   const int off = prefill_offset(meta, dp);
-  const int f = field_i32(meta, OFF_MAMBA_CONV_SEQ_IDX)[k];
-  const int start = field_i32(meta, OFF_MAMBA_CONV_SEQ_START)[k];
-  const int sidx = field_i32(meta, OFF_MAMBA_SEQ_IDX)[k];
+  const int f = field_i32(meta, AL_OFF_MAMBA_CONV_SEQ_IDX)[k];
+  const int start = field_i32(meta, AL_OFF_MAMBA_CONV_SEQ_START)[k];
+  const int sidx = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX)[k];
   if (L < 0 || off < 0 || off + L > tokens || f < 0 || f >= fp || sidx != f || start < 0 ||
       start > k) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
-  const int slot = field_i32(meta, OFF_MAMBA_BATCH_INDICES_PREFILL)[f];
-  if (slot < 0 || slot >= MAX_REQUESTS) {
+  const int slot = field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f];
+  if (slot < 0 || slot >= (int)AL_MAX_REQUESTS) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
   for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
-    const float* w = conv_w + c * D_CONV;
+    const float* w = conv_w + c * (int)AL_CONV_WIDTH;
     float acc = conv_b[c];
-    for (int wi = 0; wi < D_CONV; ++wi) {
+    for (int wi = 0; wi < (int)AL_CONV_WIDTH; ++wi) {
       const int j = k - DC1 + wi;
       const float v = j >= start
                           ? xbc[(i64)(off + j) * CONV_DIM + c]
@@ -788,12 +788,12 @@ extern "C" __global__ void mamba_conv_state_update(const u8* meta, int dp, int f
                                                    int* err) {
   const int f = blockIdx.x;
   if (f >= fp) return;
-  const int slot = field_i32(meta, OFF_MAMBA_BATCH_INDICES_PREFILL)[f];
+  const int slot = field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f];
   if (slot < 0) return;
-  const i32* cu = field_i32(meta, OFF_MAMBA_CU_SEQLENS);
+  const i32* cu = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS);
   const int s0 = cu[f], len = cu[f + 1] - cu[f];
   const int off = prefill_offset(meta, dp);
-  if (slot >= MAX_REQUESTS || s0 < 0 || len <= 0 || off + s0 + len > tokens) {
+  if (slot >= (int)AL_MAX_REQUESTS || s0 < 0 || len <= 0 || off + s0 + len > tokens) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
@@ -816,17 +816,17 @@ extern "C" __global__ void mamba_chunk_state(const u8* meta, int dp, int fp, int
                                              float* chunk_decay, int* err) {
   const int c = blockIdx.x, h = blockIdx.y;
   if (c >= chunks) return;
-  const i32* cu = field_i32(meta, OFF_MAMBA_CU_CHUNK_SEQLENS);
+  const i32* cu = field_i32(meta, AL_OFF_MAMBA_CU_CHUNK_SEQLENS);
   const int s0 = cu[c], en = cu[c + 1];
-  const int L = field_i32(meta, OFF_MAMBA_CU_SEQLENS)[fp];
+  const int L = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS)[fp];
   const int off = prefill_offset(meta, dp);
-  const int f = field_i32(meta, OFF_MAMBA_SEQ_IDX_FOR_VARLEN)[c];
-  if (s0 < 0 || en < s0 || en > L || en - s0 > CHUNK_SIZE || off < 0 || off + L > tokens) {
+  const int f = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN)[c];
+  if (s0 < 0 || en < s0 || en > L || en - s0 > (int)AL_CHUNK_SIZE || off < 0 || off + L > tokens) {
     if (threadIdx.x == 0 && h == 0) atomicAdd(err, 1);
     return;
   }
   if (threadIdx.x == 0) {
-    const i32* seq_idx = field_i32(meta, OFF_MAMBA_SEQ_IDX);
+    const i32* seq_idx = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX);
     float cum = 0.0f;
     for (int k = s0; k < en; ++k) {
       if (seq_idx[k] != f) atomicAdd(err, 1);
@@ -859,17 +859,17 @@ extern "C" __global__ void mamba_state_passing(const u8* meta, int fp, int chunk
                                                float* ssm_state, int* err) {
   const int f = blockIdx.x, h = blockIdx.y;
   if (f >= fp) return;
-  const int slot = field_i32(meta, OFF_MAMBA_BATCH_INDICES_PREFILL)[f];
+  const int slot = field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f];
   if (slot < 0) return;
-  const i32* last = field_i32(meta, OFF_MAMBA_LAST_CHUNK_INDICES);
+  const i32* last = field_i32(meta, AL_OFF_MAMBA_LAST_CHUNK_INDICES);
   const int first = f == 0 ? 0 : last[f - 1] + 1;
   const int lc = last[f];
-  if (slot >= MAX_REQUESTS || first < 0 || lc < first || lc >= chunks) {
+  if (slot >= (int)AL_MAX_REQUESTS || first < 0 || lc < first || lc >= chunks) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
   if (threadIdx.x == 0) {
-    const i32* seq = field_i32(meta, OFF_MAMBA_SEQ_IDX_FOR_VARLEN);
+    const i32* seq = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN);
     for (int c = first; c <= lc; ++c)
       if (seq[c] != f) atomicAdd(err, 1);
   }
@@ -893,14 +893,14 @@ extern "C" __global__ void mamba_chunk_scan(const u8* meta, int dp, int fp, int 
                                             const float* chunk_init, float* y, int* err) {
   const int c = blockIdx.x, h = blockIdx.y;
   if (c >= chunks) return;
-  const i32* cu = field_i32(meta, OFF_MAMBA_CU_CHUNK_SEQLENS);
+  const i32* cu = field_i32(meta, AL_OFF_MAMBA_CU_CHUNK_SEQLENS);
   const int s0 = cu[c], en = cu[c + 1];
-  const int L = field_i32(meta, OFF_MAMBA_CU_SEQLENS)[fp];
-  if (s0 < 0 || en < s0 || en > L || en - s0 > CHUNK_SIZE) return;  // counted by chunk_state
+  const int L = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS)[fp];
+  if (s0 < 0 || en < s0 || en > L || en - s0 > (int)AL_CHUNK_SIZE) return;  // counted by chunk_state
   if (en == s0) return;
   const int off = prefill_offset(meta, dp);
-  const int f = field_i32(meta, OFF_MAMBA_SEQ_IDX_FOR_VARLEN)[c];
-  if (f < 0 || f >= fp || field_i32(meta, OFF_MAMBA_BATCH_INDICES_PREFILL)[f] < 0) {
+  const int f = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN)[c];
+  if (f < 0 || f >= fp || field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] < 0) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
@@ -1083,9 +1083,9 @@ mod tests {
     fn source_has_layout_constants() {
         let l = &layouts::mamba().unwrap()[2];
         let s = cuda_source(l);
-        assert!(s.contains("#define DECODE_INDEX_I64 0\n"));
-        assert!(s.contains("#define D_CONV 3\n"));
-        assert!(s.contains("#define CHUNK_SIZE 16\n"));
+        assert!(s.contains("constexpr bool AL_DECODE_INDEX_I64 = false;"));
+        assert!(s.contains("constexpr al_u32 AL_CONV_WIDTH = 3u;"));
+        assert!(s.contains("constexpr al_u32 AL_CHUNK_SIZE = 16u;"));
         for k in [
             "mamba_decode",
             "mamba_conv_prefill",

@@ -1,11 +1,11 @@
 //! Reading the coalesced buffer the way a kernel does: a field is a typed array at the
 //! geometry's byte offset. [`MetaBytes`] does it on the host (bounds-checked: a read outside
 //! a field's capacity is an error, where a kernel would read a neighbouring field), and
-//! [`cuda_header`] writes the same offsets as CUDA C constants for the kernels.
+//! [`cuda_header`] gives the kernels the same offsets through the layout's public facts
+//! header (the one the fill kernels include).
 
-use std::fmt::Write as _;
-
-use attention_layout::{Dims, Field, RuntimeDims, codegen::Dtype};
+use attention_layout::codegen::{Dtype, emit_cuda};
+use attention_layout::{Dims, Field, RuntimeDims};
 
 use crate::Result;
 
@@ -64,59 +64,17 @@ impl<'a> MetaBytes<'a> {
     }
 }
 
-/// The CUDA C name of a field's offset constant: `OFF_` and the upper-case field name.
-pub fn offset_name(f: Field) -> String {
-    format!("OFF_{}", f.name().to_ascii_uppercase())
-}
-
-/// A CUDA C prelude for `dims`: integer typedefs (NVRTC has no standard headers here), one
-/// `OFF_*` / `CAP_*` constant per field with a `static_assert` on its alignment, the
-/// layout's capacities, and typed field accessors.
+/// The CUDA C prelude of the example kernels for `dims`: the layout's public facts header
+/// (`emit_cuda::facts_header`, the one the fill kernels include: every fact as `AL_<FACT>`,
+/// every field's `AL_OFF_` / `AL_CAP_` / `AL_SIZE_` with `static_assert`s), then the
+/// examples' own short type names and typed field accessors.
 pub fn cuda_header(dims: &RuntimeDims) -> String {
-    let g = dims.geometry();
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "// Generated from the layout geometry ({}): byte offsets of the coalesced buffer.",
-        g.spec.name.as_deref().unwrap_or("unnamed")
-    );
-    s.push_str("typedef int i32;\ntypedef long long i64;\ntypedef unsigned char u8;\n");
-    for f in &g.fields {
-        let name = offset_name(f.field);
-        let _ = writeln!(s, "#define {name} {}", f.offset);
-        let _ = writeln!(
-            s,
-            "#define CAP_{} {}",
-            f.field.name().to_ascii_uppercase(),
-            f.elems
-        );
-        let _ = writeln!(
-            s,
-            "static_assert({name} % {} == 0, \"{} is misaligned\");",
-            f.dtype.size(),
-            f.field.name()
-        );
-    }
-    let consts = [
-        ("MAX_REQUESTS", dims.max_requests() as i64),
-        ("MAX_TOKENS", dims.max_tokens() as i64),
-        ("MAX_SEQ_LEN", dims.max_seq_len() as i64),
-        ("BLOCK_SIZE", dims.block_size() as i64),
-        ("NKV", dims.block_table_width() as i64),
-        ("NUM_BLOCKS", g.kv_pool_blocks as i64),
-        ("DUMMY_BLOCK", i64::from(dims.dummy_block())),
-        ("SPEC_TOKENS", dims.num_spec() as i64),
-        ("CHUNK_SIZE", dims.chunk_size() as i64),
-        ("D_CONV", dims.conv_width() as i64),
-        ("DECODE_INDEX_I64", i64::from(dims.decode_index_i64())),
-    ];
-    for (k, v) in consts {
-        let _ = writeln!(s, "#define {k} {v}");
-    }
+    let mut s = emit_cuda::facts_header(dims.geometry());
     s.push_str(
-        "__device__ __forceinline__ const i32* field_i32(const u8* meta, int off) {\n  \
+        "typedef al_i32 i32;\ntypedef al_i64 i64;\ntypedef al_u8 u8;\n\
+         __device__ __forceinline__ const i32* field_i32(const u8* meta, al_u32 off) {\n  \
          return reinterpret_cast<const i32*>(meta + off);\n}\n\
-         __device__ __forceinline__ const i64* field_i64(const u8* meta, int off) {\n  \
+         __device__ __forceinline__ const i64* field_i64(const u8* meta, al_u32 off) {\n  \
          return reinterpret_cast<const i64*>(meta + off);\n}\n",
     );
     s
@@ -136,16 +94,21 @@ mod tests {
     fn header_has_every_offset() {
         for l in layouts::mamba().unwrap() {
             let h = cuda_header(&l.dims);
+            assert!(h.starts_with(&emit_cuda::facts_header(l.dims.geometry())));
             for f in &l.dims.geometry().fields {
-                let line = format!("#define {} {}\n", offset_name(f.field), f.offset);
+                let line = format!(
+                    "constexpr al_u32 AL_OFF_{} = {}u,",
+                    f.field.const_name(),
+                    f.offset
+                );
                 assert!(h.contains(&line), "{line}");
             }
         }
         let l = &layouts::attention().unwrap()[0];
         let h = cuda_header(&l.dims);
-        assert!(h.contains("#define NKV 8\n"));
-        assert!(h.contains("#define DUMMY_BLOCK 64\n"));
-        assert!(!h.contains("OFF_MAMBA"));
+        assert!(h.contains("constexpr al_u32 AL_BLOCK_TABLE_WIDTH = 8u;"));
+        assert!(h.contains("constexpr al_i32 AL_DUMMY_BLOCK = 64;"));
+        assert!(h.contains("AL_CAP_MAMBA_SEQ_IDX = 0u"));
     }
 
     #[test]

@@ -140,12 +140,12 @@ fn modulo(raw: i64, n: i64) -> i64 {
 /// `decode_reach`: the most KV positions a decode row may reach
 /// ([`Dims::decode_kv_limit`]: its draft tokens may run past max_seq_len).
 fn step_of(g: &Geometry, s: &StepIn, decode_reach: u32) -> Step {
-    let r = g.max_requests as i64;
-    let seq = g.max_seq_len as u32;
-    let b = g.block_size as u32;
-    let nkv = g.block_table_width;
-    let dummy = i64::from(g.dummy_block);
-    let s1 = g.num_spec as u32 + 1;
+    let r = g.facts.max_requests as i64;
+    let seq = g.facts.max_seq_len as u32;
+    let b = g.facts.block_size as u32;
+    let nkv = g.facts.block_table_width;
+    let dummy = i64::from(g.facts.dummy_block);
+    let s1 = g.facts.speculative_tokens as u32 + 1;
     let mut rows: Vec<Row> = s
         .rows
         .iter()
@@ -168,9 +168,9 @@ fn step_of(g: &Geometry, s: &StepIn, decode_reach: u32) -> Step {
         })
         .collect();
     if s.repair {
-        rows.truncate(g.max_requests);
+        rows.truncate(g.facts.max_requests);
         rows.sort_by_key(|x| x.phase as u8);
-        let mut left = g.max_tokens as u32;
+        let mut left = g.facts.max_tokens as u32;
         for (i, row) in rows.iter_mut().enumerate() {
             match row.phase {
                 Phase::Decode if s1 <= seq && s1 <= left => {
@@ -244,7 +244,7 @@ fn check(g: &Geometry, v: &MetadataView<'_>) {
         v.cu_query_seq_lengths().last().copied(),
         Some(info.real.tokens as i32)
     );
-    let dummy = g.dummy_block;
+    let dummy = g.facts.dummy_block;
     assert!(v.block_table().iter().all(|&id| (0..=dummy).contains(&id)));
     let real = info.real.tokens as usize;
     let blocks = v.token_to_block_idx();
@@ -304,7 +304,7 @@ fuzz_target!(|case: Case| {
     let Ok(g) = Geometry::new(&spec) else {
         return;
     };
-    if g.total_bytes > 4 << 20 {
+    if g.facts.total_bytes > 4 << 20 {
         return;
     }
     let dims = RuntimeDims::new(g.clone());

@@ -121,8 +121,8 @@ fuzz_target!(|raw: Raw| {
         assert_eq!(f.offset % f.dtype.size(), 0, "{:?} misaligned", f.field);
         end = f.end();
     }
-    assert_eq!(end, g.total_bytes);
-    assert!(g.dummy_block >= 1);
+    assert_eq!(end, g.facts.total_bytes);
+    assert!(g.facts.dummy_block >= 1);
     assert!(g.buckets.windows(2).all(|w| w[0] < w[1]));
     for b in &g.buckets {
         assert!(is_valid(
@@ -132,7 +132,7 @@ fuzz_target!(|raw: Raw| {
             spec.speculative_tokens
         ));
     }
-    if g.total_bytes <= 1 << 16 {
+    if g.facts.total_bytes <= 1 << 16 {
         let mut meta = HostMetadata::new(RuntimeDims::new(g));
         let info = *meta
             .fill(&StepInput::default())

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(f.offset % f.dtype.size(), 0, "{:?} misaligned", f.field);
         end = f.end();
     }
-    assert_eq!(end, g.total_bytes);
+    assert_eq!(end, g.facts.total_bytes);
     assert!(g.buckets.windows(2).all(|w| w[0] < w[1]));
     for b in &g.buckets {
         assert!(is_valid(
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             spec.speculative_tokens
         ));
     }
-    if g.total_bytes <= 1 << 16 {
+    if g.facts.total_bytes <= 1 << 16 {
         let mut meta = HostMetadata::new(RuntimeDims::new(g));
         let info = *meta
             .fill(&StepInput::default())

@@ -291,7 +291,7 @@ fn plan_rows(
     picks: &[(u8, u8, u8)],
 ) -> Vec<(usize, Phase, u32, u32)> {
     let bs = d.block_size() as u32;
-    let s1 = d.num_spec() as u32 + 1;
+    let s1 = d.speculative_tokens() as u32 + 1;
     let mut seen = vec![false; e.rows];
     let mut rows = Vec::new();
     let mut tokens = 0u32;

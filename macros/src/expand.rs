@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use attention_layout_codegen::SpecError;
 use attention_layout_codegen::bundled::{self, ConfigRef};
 use attention_layout_codegen::emit_rust::{self, Names};
 use attention_layout_codegen::load::{self, Source};
 use attention_layout_codegen::spec::Diagnostic;
-use attention_layout_codegen::{SpecError, emit_cuda};
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens as _, quote};
 use syn::{Item, ItemStruct, LitStr};
@@ -195,8 +195,7 @@ fn generate(mut item: ItemStruct, loaded: &load::Loaded, tracked: TokenStream) -
         };
         item.attrs.push(syn::parse_quote!(#[doc = #line]));
     }
-    let cuda = emit_cuda::cuda_source(g);
-    let items = emit_rust::emit_layout(Names { ty: &ty, vis: &vis }, g, &loaded.spec_toml(), &cuda);
+    let items = emit_rust::emit_layout(Names { ty: &ty, vis: &vis }, g, &loaded.spec_toml());
     quote! {
         #item
         #tracked

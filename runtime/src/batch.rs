@@ -334,7 +334,7 @@ pub struct BatchState {
     /// [`Dims::decode_kv_limit`].
     decode_kv_limit: usize,
     block_size: usize,
-    num_spec: u32,
+    speculative_tokens: u32,
     nkv: usize,
     kv: KvBlockAllocator,
     slots: Option<MambaSlotPool>,
@@ -403,7 +403,7 @@ impl BatchState {
             max_seq_len: dims.max_seq_len(),
             decode_kv_limit: dims.decode_kv_limit(),
             block_size: dims.block_size().max(1),
-            num_spec: u32::try_from(dims.num_spec()).unwrap_or(u32::MAX),
+            speculative_tokens: u32::try_from(dims.speculative_tokens()).unwrap_or(u32::MAX),
             nkv,
             kv,
             slots,
@@ -430,8 +430,8 @@ impl BatchState {
     }
 
     /// `s`: draft tokens per decode step.
-    pub fn num_spec(&self) -> u32 {
-        self.num_spec
+    pub fn speculative_tokens(&self) -> u32 {
+        self.speculative_tokens
     }
 
     /// Tokens per KV block.
@@ -590,7 +590,7 @@ impl BatchState {
         if max_output <= 1 {
             p
         } else {
-            p + u64::from(max_output) - 1 + u64::from(self.num_spec)
+            p + u64::from(max_output) - 1 + u64::from(self.speculative_tokens)
         }
     }
 
@@ -713,7 +713,11 @@ impl BatchState {
     /// [`BatchError::AlreadyScheduled`], [`BatchError::WrongPhase`],
     /// [`BatchError::TokenBudget`], [`BatchError::OutOfBlocks`].
     pub fn schedule_decode(&mut self, h: RequestHandle) -> Result<(), BatchError> {
-        self.schedule(h, RequestPhase::Decode, self.num_spec.saturating_add(1))
+        self.schedule(
+            h,
+            RequestPhase::Decode,
+            self.speculative_tokens.saturating_add(1),
+        )
     }
 
     /// Schedules a prefill chunk of `chunk` prompt tokens (`1 ..= remaining`) for a live
@@ -996,7 +1000,7 @@ impl BatchState {
         }
         self.changes.clear();
         self.finished.clear();
-        let s = self.num_spec;
+        let s = self.speculative_tokens;
         let order = std::mem::take(&mut self.decode_order);
         for &row in &order {
             let Some(e) = self.rows.get_mut(row as usize).and_then(|x| x.as_mut()) else {

@@ -53,7 +53,7 @@ pub fn check_steps(steps: usize) -> Result<(), String> {
 pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, String> {
     check_steps(steps)?;
     let geometry = Geometry::new(&scenario.spec).map_err(|e| e.to_string())?;
-    let buffer_bytes = geometry.total_bytes;
+    let buffer_bytes = geometry.facts.total_bytes;
     let mut meta = HostMetadata::new(RuntimeDims::new(geometry));
     let rows = scenario.rows();
     let bs = scenario.spec.block_size as usize;

@@ -253,7 +253,7 @@ pub fn complete_info<D: Dims>(d: &D, input: &StepInput<'_>, planned: &StepInfo) 
     let p = info.paused as usize;
     let n = info.real.requests() as usize;
     let active = input.rows.get(p..p + n).unwrap_or(&[]);
-    let s1 = d.num_spec() as u32 + 1;
+    let s1 = d.speculative_tokens() as u32 + 1;
     if info.graphed() {
         info.max_seqlen_q = if info.padded.prefill == 0 {
             s1

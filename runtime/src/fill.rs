@@ -180,7 +180,7 @@ fn plan<D: Dims>(
             limit: r,
         });
     }
-    let s1 = d.num_spec() as u32 + 1;
+    let s1 = d.speculative_tokens() as u32 + 1;
     let bs = d.block_size();
     // The block size is a power of two (validated with the spec): divide by shifting.
     let shift = bs.trailing_zeros();
@@ -425,8 +425,8 @@ fn plan<D: Dims>(
             real,
             r as u32,
             d.max_tokens() as u32,
-            d.tp(),
-            d.num_spec() as u32,
+            d.tensor_parallel(),
+            d.speculative_tokens() as u32,
         )
     });
     let bucket = matched.and_then(|m| list.iter().position(|b| *b == m).map(|i| i as u32));
@@ -450,9 +450,9 @@ fn plan<D: Dims>(
 /// What sets the largest `kv_offset + query_length` of a row in `phase` (see
 /// [`Dims::decode_kv_limit`]), for [`StepError::SequenceTooLong`].
 fn kv_bound<D: Dims>(d: &D, phase: Phase) -> &'static str {
-    if phase != Phase::Decode || d.num_spec() == 0 {
+    if phase != Phase::Decode || d.speculative_tokens() == 0 {
         "max_seq_len"
-    } else if d.decode_kv_limit() < d.max_seq_len().saturating_add(d.num_spec()) {
+    } else if d.decode_kv_limit() < d.max_seq_len().saturating_add(d.speculative_tokens()) {
         "block_table_width * block_size"
     } else {
         "max_seq_len + speculative_tokens"
@@ -487,8 +487,8 @@ pub fn write_step<D: Dims>(
     let mut v = Views::carve(d, bytes)?;
     let mut info = plan.info;
     let n = plan.active;
-    let p = info.paused as usize;
-    let active = &input.rows[p..p + n];
+    let paused = info.paused as usize;
+    let active = &input.rows[paused..paused + n];
     let padded = info.padded;
     let np = padded.requests() as usize;
     let tp_tokens = padded.tokens as usize;
@@ -498,7 +498,7 @@ pub fn write_step<D: Dims>(
     let mask = bs - 1;
     let dummy = d.dummy_block();
     let nkv = d.block_table_width();
-    let s1 = d.num_spec() as u32 + 1;
+    let s1 = d.speculative_tokens() as u32 + 1;
 
     // §5 token arrays, and §4 per-request arrays, in one pass over the active rows.
     let mut t = 0usize;
@@ -511,7 +511,7 @@ pub fn write_step<D: Dims>(
     for (a, row) in active.iter().enumerate() {
         let q = row.query_length as usize;
         let kv = row.kv_offset as usize;
-        let abs_row = (p + a) as i32;
+        let abs_row = (paused + a) as i32;
         if q == 1 {
             // A decode token (s = 0): plain stores beat setting up five slice loops.
             v.token_to_pos_ids[t] = kv as i64;

@@ -626,22 +626,26 @@ fn replay_step_on(
         cmp.scalar(
             "derived.max_kv_blocks",
             d.get("max_kv_blocks").and_then(Value::as_i64),
-            g.block_table_width as i64,
+            g.facts.block_table_width as i64,
         );
         cmp.scalar(
             "derived.dummy_block_idx",
             d.get("dummy_block_idx").and_then(Value::as_i64),
-            i64::from(g.dummy_block),
+            i64::from(g.facts.dummy_block),
         );
         if let Some(k) = d.get("max_intermediate_count").and_then(Value::as_i64) {
             cmp.scalar(
                 "derived.max_intermediate_count",
                 Some(k),
-                g.max_intermediate as i64,
+                g.facts.max_intermediate as i64,
             );
         }
         if let Some(c) = d.get("max_mamba_chunks").and_then(Value::as_i64) {
-            cmp.scalar("derived.max_mamba_chunks", Some(c), g.max_chunks as i64);
+            cmp.scalar(
+                "derived.max_mamba_chunks",
+                Some(c),
+                g.facts.max_chunks as i64,
+            );
         }
     }
     // The derived token_to_request_idx must equal the record's input stream.

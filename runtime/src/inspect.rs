@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use attention_layout_codegen::load::{self, Loaded, Source};
-use attention_layout_codegen::{BatchDims, Field, Geometry, emit_cuda, memory};
+use attention_layout_codegen::{BatchDims, Field, Geometry, LiveDims, emit_cuda, memory};
 
 /// A layout read for inspection.
 #[derive(Debug, Clone)]
@@ -129,15 +129,10 @@ fn header(out: &mut String, layout: &Inspected) {
     let s = &g.spec;
     let _ = writeln!(
         out,
-        "layout {}: {} model, R = {} requests, T = {} tokens, S = {}, B = {}, s = {}, tp = {}",
+        "layout {}: {} model, {}",
         layout.label,
         s.model.as_str(),
-        g.max_requests,
-        g.max_tokens,
-        g.max_seq_len,
-        g.block_size,
-        g.num_spec,
-        s.tensor_parallel
+        g.facts.headline()
     );
     if let Some(src) = &s.source {
         let _ = writeln!(out, "source: {src}");
@@ -145,13 +140,13 @@ fn header(out: &mut String, layout: &Inspected) {
     let _ = write!(
         out,
         "derived: nkv = {}, KV pool {} blocks (dummy block {})",
-        g.block_table_width, g.kv_pool_blocks, g.dummy_block
+        g.facts.block_table_width, g.facts.kv_pool_blocks, g.facts.dummy_block
     );
     if g.has_mamba() {
         let _ = write!(
             out,
             ", cs = {}, d_conv = {}, Cmax = {}, Kmax = {}",
-            g.chunk_size, g.conv_width, g.max_chunks, g.max_intermediate
+            g.facts.chunk_size, g.facts.conv_width, g.facts.max_chunks, g.facts.max_intermediate
         );
     }
     let _ = writeln!(out);
@@ -162,9 +157,9 @@ fn buffer_map(out: &mut String, g: &Geometry) {
         out,
         "\nbuffer map (SEMANTICS §9): {} fields, {} bytes ({} in Megatron's layout, {} appended)",
         g.fields.len(),
-        g.total_bytes,
-        g.megatron_bytes,
-        g.total_bytes - g.megatron_bytes
+        g.facts.total_bytes,
+        g.facts.megatron_bytes,
+        g.facts.total_bytes - g.facts.megatron_bytes
     );
     let _ = writeln!(
         out,
@@ -206,47 +201,23 @@ fn buffer_map(out: &mut String, g: &Geometry) {
 /// present at that shape (chunk and intermediate fields, whose lengths depend on the
 /// data, at capacity).
 pub fn live_bytes(g: &Geometry, b: BatchDims) -> usize {
-    use Field::*;
-    let (t, p, d) = (b.tokens as usize, b.prefill as usize, b.decode as usize);
-    let n = p + d;
+    live_bytes_by_field(g, b).iter().map(|(_, n)| n).sum()
+}
+
+/// [`live_bytes`] field by field, in buffer order (the layout's fields only).
+pub fn live_bytes_by_field(g: &Geometry, b: BatchDims) -> Vec<(Field, usize)> {
+    let f = &g.facts;
+    let at = LiveDims {
+        tokens: b.tokens as usize,
+        decode: b.decode as usize,
+        prefill: b.prefill as usize,
+        chunks: f.max_chunks,
+        intermediate: f.max_intermediate,
+    };
     g.fields
         .iter()
-        .map(|f| {
-            let elems = match f.field {
-                TokenToInputIds
-                | TokenToPosIds
-                | TokenToBlockIdx
-                | TokenToLocalPositionWithinKvBlock
-                | TokenToRequestIdx
-                | TokenToPositionInRequest => t,
-                RequestInPrefillStatus
-                | RequestQueryLengths
-                | RequestKvLengthOffsets
-                | Temperature
-                | TopK
-                | TopP
-                | ActiveRequestLastTokenIdxs
-                | MhaQueryLengths
-                | MhaKvSeqLengths => n,
-                MhaCuQuerySeqLengths | MhaCuKvSeqLengths => n + 1,
-                MhaBlockTable => n * g.block_table_width,
-                RealTokenCount => 1,
-                MambaBatchIndicesDecode => d,
-                _ if p == 0 => 0,
-                MambaBatchIndicesPrefill | MambaLastChunkIndices => p,
-                MambaCuSeqlens => p + 1,
-                MambaSeqIdx | MambaConvSeqIdx | MambaConvSeqStart => t,
-                MambaDeviceDecodePrefill if d == 0 => 0,
-                MambaCuChunkSeqlens
-                | MambaSeqIdxForVarlen
-                | MambaIntermediateChunkIndices
-                | MambaIntermediateAbsPositions
-                | MambaIntermediateRealCount
-                | MambaDeviceDecodePrefill => f.elems,
-            };
-            elems.min(f.elems) * f.dtype.size()
-        })
-        .sum()
+        .map(|l| (l.field, l.field.live_elems(&at, f) * l.dtype.size()))
+        .collect()
 }
 
 fn buckets(out: &mut String, g: &Geometry) {
@@ -310,7 +281,7 @@ fn buckets(out: &mut String, g: &Geometry) {
             b.prefill,
             b.decode,
             b.requests(),
-            format!("{} × {}", b.requests() as usize, g.block_table_width),
+            format!("{} × {}", b.requests() as usize, g.facts.block_table_width),
             live_bytes(g, *b)
         );
     }
@@ -323,24 +294,24 @@ fn memory_totals(out: &mut String, g: &Geometry) {
     let _ = writeln!(
         out,
         "  metadata buffer  {:>14} bytes (one host-to-device copy per step at most)",
-        g.total_bytes
+        g.facts.total_bytes
     );
     let Some(m) = &g.spec.memory else {
         let _ = writeln!(
             out,
             "  KV pool          {:>14} blocks (no [memory] section: sized R × nkv + 1 or as given)",
-            g.kv_pool_blocks
+            g.facts.kv_pool_blocks
         );
         return;
     };
     match memory::plan(&g.spec, m) {
         Ok(p) => {
-            let kv_bytes = p.kv_bytes_per_block * g.kv_pool_blocks as u64;
+            let kv_bytes = p.kv_bytes_per_block * g.facts.kv_pool_blocks as u64;
             if m.attention_layers == 0 {
                 let _ = writeln!(
                     out,
                     "  KV cache         {:>14} bytes (no attention layers: the KV fields only place tokens; pool {} blocks)",
-                    0, g.kv_pool_blocks
+                    0, g.facts.kv_pool_blocks
                 );
             } else {
                 let _ = writeln!(
@@ -350,11 +321,11 @@ fn memory_totals(out: &mut String, g: &Geometry) {
                     m.attention_layers,
                     m.kv_heads,
                     m.head_dim,
-                    g.block_size,
+                    g.facts.block_size,
                     m.dtype_bytes,
-                    g.kv_pool_blocks,
+                    g.facts.kv_pool_blocks,
                     kv_bytes as f64 / GIB,
-                    (g.kv_pool_blocks.saturating_sub(1)) * g.block_size
+                    (g.facts.kv_pool_blocks.saturating_sub(1)) * g.facts.block_size
                 );
             }
             if g.has_mamba() {
@@ -414,7 +385,7 @@ mod tests {
             let l = read(name).unwrap();
             let g = l.geometry();
             for b in &g.buckets {
-                assert!(live_bytes(g, *b) <= g.total_bytes, "{name} {b:?}");
+                assert!(live_bytes(g, *b) <= g.facts.total_bytes, "{name} {b:?}");
             }
         }
     }

@@ -9,7 +9,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 pub use attention_layout_codegen::{
-    BatchDims, Dtype, FIELD_COUNT, Field, FieldLayout, Geometry, LayoutSpec, ModelKind, SpecError,
+    BatchDims, Dtype, FIELD_COUNT, Facts, Field, FieldLayout, Geometry, LayoutSpec, ModelKind,
+    SpecError,
 };
 
 pub use crate::dims::Dims;
@@ -30,47 +31,13 @@ pub trait Layout: 'static {
     const SPEC_TOML: &'static str;
     /// The model kind.
     const MODEL: ModelKind;
-    /// `R`: request rows per step.
-    const MAX_REQUESTS: usize;
-    /// `T`: tokens per step.
-    const MAX_TOKENS: usize;
-    /// `S`: longest sequence.
-    const MAX_SEQ_LEN: usize;
-    /// `B`: tokens per KV block (a power of two).
-    const BLOCK_SIZE: usize;
-    /// `s`: speculative tokens per decode request.
-    const NUM_SPEC: usize;
-    /// Tensor-parallel size.
-    const TENSOR_PARALLEL: u32;
-    /// `nkv = ceil(S / B) + (s > 0)`.
-    const BLOCK_TABLE_WIDTH: usize;
-    /// KV pool size in blocks, dummy included.
-    const KV_POOL_BLOCKS: usize;
-    /// The dummy block id, `KV_POOL_BLOCKS - 1`.
-    const DUMMY_BLOCK: i32;
-    /// Whether `mamba_batch_indices_decode` is i64 (else i32).
-    const DECODE_INDEX_I64: bool;
-    /// Mamba chunk size `cs` (0 without Mamba).
-    const CHUNK_SIZE: usize;
-    /// Causal-conv1d width (0 without Mamba).
-    const CONV_WIDTH: usize;
-    /// `Cmax = floor(T / cs) + R` (0 without Mamba).
-    const MAX_CHUNKS: usize;
-    /// `Kmax = min(ceil(T / B), 3R)` (0 without Mamba).
-    const MAX_INTERMEDIATE: usize;
-    /// Bytes of Megatron's coalesced buffer, before the appended fields.
-    const MEGATRON_BYTES: usize;
-    /// Bytes of the whole buffer.
-    const TOTAL_BYTES: usize;
+    /// Every number of the layout: capacities, derived sizes and switches.
+    const FACTS: Facts;
     /// Every field the layout has, in buffer order.
     const FIELDS: &'static [FieldLayout];
     /// The CUDA-graph buckets, ascending.
     const BUCKETS: &'static [BatchDims];
-    /// CUDA C source of the fill kernels (one entry point per bucket).
-    const CUDA_SOURCE: &'static str;
 
-    /// Whether the Mamba fields exist.
-    const HAS_MAMBA: bool = Self::MODEL.has_mamba();
     /// Byte offset of every field, indexed by [`Field::index`] (0 for absent fields).
     const FIELD_OFFSETS: [usize; FIELD_COUNT] = field_offsets(Self::FIELDS);
     /// Capacity of every field in elements, indexed by [`Field::index`] (0 for absent
@@ -94,6 +61,16 @@ pub trait Layout: 'static {
     /// have; tests compare it with the constants).
     fn geometry() -> Result<Geometry, SpecError> {
         Geometry::new(&Self::spec()?)
+    }
+
+    /// The CUDA C source of the layout's fill kernels (one entry point per bucket), built
+    /// from the spec: the facts header, the staging ABI, the fill body and the entries
+    /// (`attention_layout_codegen::emit_cuda::cuda_source`). Not a constant, so generated
+    /// code does not carry the whole source in every expansion.
+    fn cuda_source() -> Result<String, SpecError> {
+        Ok(attention_layout_codegen::emit_cuda::cuda_source(
+            &Self::geometry()?,
+        ))
     }
 }
 
@@ -132,60 +109,8 @@ impl<L: Layout + ?Sized> fmt::Debug for ConstDims<L> {
 
 impl<L: Layout + ?Sized> Dims for ConstDims<L> {
     #[inline]
-    fn max_requests(&self) -> usize {
-        L::MAX_REQUESTS
-    }
-    #[inline]
-    fn max_tokens(&self) -> usize {
-        L::MAX_TOKENS
-    }
-    #[inline]
-    fn max_seq_len(&self) -> usize {
-        L::MAX_SEQ_LEN
-    }
-    #[inline]
-    fn block_size(&self) -> usize {
-        L::BLOCK_SIZE
-    }
-    #[inline]
-    fn num_spec(&self) -> usize {
-        L::NUM_SPEC
-    }
-    #[inline]
-    fn tp(&self) -> u32 {
-        L::TENSOR_PARALLEL
-    }
-    #[inline]
-    fn block_table_width(&self) -> usize {
-        L::BLOCK_TABLE_WIDTH
-    }
-    #[inline]
-    fn dummy_block(&self) -> i32 {
-        L::DUMMY_BLOCK
-    }
-    #[inline]
-    fn has_mamba(&self) -> bool {
-        L::HAS_MAMBA
-    }
-    #[inline]
-    fn decode_index_i64(&self) -> bool {
-        L::DECODE_INDEX_I64
-    }
-    #[inline]
-    fn chunk_size(&self) -> usize {
-        L::CHUNK_SIZE
-    }
-    #[inline]
-    fn conv_width(&self) -> usize {
-        L::CONV_WIDTH
-    }
-    #[inline]
-    fn max_intermediate(&self) -> usize {
-        L::MAX_INTERMEDIATE
-    }
-    #[inline]
-    fn total_bytes(&self) -> usize {
-        L::TOTAL_BYTES
+    fn facts(&self) -> &Facts {
+        &L::FACTS
     }
     #[inline]
     fn field_offset(&self, f: Field) -> usize {
@@ -212,22 +137,9 @@ pub fn field_slice<T: bytemuck::Pod>(bytes: &[u8], f: FieldLayout) -> &[T] {
         .unwrap_or(&[])
 }
 
-/// Whether two [`Dims`] describe the same layout: every capacity, field and bucket.
+/// Whether two [`Dims`] describe the same layout: every fact, field and bucket.
 pub fn same_dims<A: Dims + ?Sized, B: Dims + ?Sized>(a: &A, b: &B) -> bool {
-    a.max_requests() == b.max_requests()
-        && a.max_tokens() == b.max_tokens()
-        && a.max_seq_len() == b.max_seq_len()
-        && a.block_size() == b.block_size()
-        && a.num_spec() == b.num_spec()
-        && a.tp() == b.tp()
-        && a.block_table_width() == b.block_table_width()
-        && a.dummy_block() == b.dummy_block()
-        && a.has_mamba() == b.has_mamba()
-        && a.decode_index_i64() == b.decode_index_i64()
-        && a.chunk_size() == b.chunk_size()
-        && a.conv_width() == b.conv_width()
-        && a.max_intermediate() == b.max_intermediate()
-        && a.total_bytes() == b.total_bytes()
+    a.facts() == b.facts()
         && Field::ALL.iter().all(|&f| {
             a.field_offset(f) == b.field_offset(f) && a.field_elems(f) == b.field_elems(f)
         })
@@ -326,6 +238,20 @@ pub const fn megatron_bytes(fields: &[FieldLayout]) -> usize {
     end
 }
 
+/// The gap before the Mamba decode indices (0 when the layout has none).
+pub const fn mamba_pad(fields: &[FieldLayout]) -> usize {
+    let mut end = 0;
+    let mut rest = fields;
+    while let [f, tail @ ..] = rest {
+        if matches!(f.field, Field::MambaBatchIndicesDecode) {
+            return f.offset.saturating_sub(end);
+        }
+        end = f.end();
+        rest = tail;
+    }
+    0
+}
+
 /// Whether `buckets` is strictly ascending in `(tokens, prefill, decode)` order.
 pub const fn buckets_ascending(buckets: &[BatchDims]) -> bool {
     let mut rest = buckets;
@@ -350,12 +276,12 @@ pub const fn buckets_valid(
     max_requests: usize,
     max_tokens: usize,
     max_seq_len: usize,
-    num_spec: usize,
+    speculative_tokens: usize,
 ) -> bool {
     let mut rest = buckets;
     while let [b, tail @ ..] = rest {
         let (t, p, d) = (b.tokens as u128, b.prefill as u128, b.decode as u128);
-        let dt = d * (num_spec as u128 + 1);
+        let dt = d * (speculative_tokens as u128 + 1);
         if t == 0
             || t > max_tokens as u128
             || p + d > max_requests as u128
@@ -388,8 +314,9 @@ mod tests {
     fn the_const_checks_accept_a_derived_geometry() {
         let g = geometry();
         assert!(fields_in_buffer_order(&g.fields, true));
-        assert!(fields_packed(&g.fields, g.total_bytes));
-        assert_eq!(megatron_bytes(&g.fields), g.megatron_bytes);
+        assert!(fields_packed(&g.fields, g.facts.total_bytes));
+        assert_eq!(megatron_bytes(&g.fields), g.facts.megatron_bytes);
+        assert_eq!(mamba_pad(&g.fields), g.facts.mamba_pad);
         assert!(buckets_ascending(&g.buckets));
         assert!(buckets_valid(&g.buckets, 8, 64, 32, 0));
         let rt = RuntimeDims::new(g.clone());
@@ -404,7 +331,7 @@ mod tests {
         let g = geometry();
         let mut fields = g.fields.clone();
         fields[3].offset += 4;
-        assert!(!fields_packed(&fields, g.total_bytes));
+        assert!(!fields_packed(&fields, g.facts.total_bytes));
         fields.swap(1, 2);
         assert!(!fields_in_buffer_order(&fields, true));
         assert!(!fields_in_buffer_order(&g.fields, false));

@@ -36,7 +36,7 @@ pub mod tune;
 
 pub use agree::{AgreedShape, ShapeAgreement};
 pub use attention_layout_codegen as codegen;
-pub use attention_layout_codegen::{BatchDims, Field, Geometry, LayoutSpec};
+pub use attention_layout_codegen::{BatchDims, Facts, Field, Geometry, LayoutSpec};
 /// The attribute that generates a [`Layout`] from a spec (feature `macros`).
 #[cfg(feature = "macros")]
 pub use attention_layout_macros::attention_layout;

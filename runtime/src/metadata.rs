@@ -1,7 +1,7 @@
 //! Host metadata: one coalesced buffer, the fill that writes it, and typed read-only
 //! views of exactly what the kernels see after a step.
 
-use attention_layout_codegen::Field;
+use attention_layout_codegen::{Facts, Field, LiveDims};
 
 use crate::agree::AgreedShape;
 use crate::dims::Dims;
@@ -100,14 +100,13 @@ impl<D: Dims> HostMetadata<D> {
     }
 }
 
-/// Offsets and the decode-index type, copied out of a [`Dims`] for a view.
+/// Offsets and facts, copied out of a [`Dims`] for a view.
 #[derive(Debug, Clone, Copy)]
 struct FieldOffsets {
     offsets: [usize; attention_layout_codegen::FIELD_COUNT],
-    nkv: usize,
+    facts: Facts,
+    /// `B`, at least 1 (a divisor).
     block_size: usize,
-    has_mamba: bool,
-    decode_i64: bool,
 }
 
 impl FieldOffsets {
@@ -118,10 +117,8 @@ impl FieldOffsets {
         }
         Self {
             offsets,
-            nkv: d.block_table_width(),
+            facts: *d.facts(),
             block_size: d.block_size().max(1),
-            has_mamba: d.has_mamba(),
-            decode_i64: d.decode_index_i64(),
         }
     }
 }
@@ -197,50 +194,7 @@ impl<'a> MetadataView<'a> {
     /// The live bytes of one field: exactly the elements the kernels see this step
     /// (padding included), or `None` when the field is absent this step or in this layout.
     pub fn live_bytes(&self, f: Field) -> Option<&'a [u8]> {
-        use Field::*;
-        fn b<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
-            bytemuck::cast_slice(x)
-        }
-        if f.is_mamba() && !self.offsets.has_mamba {
-            return None;
-        }
-        Some(match f {
-            TokenToInputIds => b(self.token_to_input_ids()),
-            TokenToPosIds => b(self.token_to_pos_ids()),
-            TokenToBlockIdx => b(self.token_to_block_idx()),
-            TokenToLocalPositionWithinKvBlock => b(self.token_to_local_position_within_kv_block()),
-            TokenToRequestIdx => b(self.token_to_request_idx()),
-            TokenToPositionInRequest => b(self.token_to_position_in_request()),
-            RequestInPrefillStatus => b(self.request_in_prefill_status()),
-            RequestQueryLengths => b(self.request_query_lengths()),
-            RequestKvLengthOffsets => b(self.request_kv_length_offsets()),
-            Temperature => b(self.temperature()),
-            TopK => b(self.top_k()),
-            TopP => b(self.top_p()),
-            ActiveRequestLastTokenIdxs => b(self.active_request_last_token_idxs()),
-            RealTokenCount => self.get::<u8>(RealTokenCount, 4),
-            MhaQueryLengths => b(self.query_lengths()),
-            MhaCuQuerySeqLengths => b(self.cu_query_seq_lengths()),
-            MhaKvSeqLengths => b(self.kv_seq_lengths()),
-            MhaCuKvSeqLengths => b(self.cu_kv_seq_lengths()),
-            MhaBlockTable => b(self.block_table()),
-            MambaBatchIndicesDecode => match self.mamba_batch_indices_decode()? {
-                DecodeIndices::I32(x) => b(x),
-                DecodeIndices::I64(x) => b(x),
-            },
-            MambaBatchIndicesPrefill => b(self.mamba_batch_indices_prefill()?),
-            MambaSeqIdx => b(self.mamba_seq_idx()?),
-            MambaCuSeqlens => b(self.mamba_cu_seqlens()?),
-            MambaCuChunkSeqlens => b(self.mamba_cu_chunk_seqlens()?),
-            MambaLastChunkIndices => b(self.mamba_last_chunk_indices()?),
-            MambaSeqIdxForVarlen => b(self.mamba_seq_idx_for_varlen()?),
-            MambaConvSeqIdx => b(self.mamba_conv_seq_idx()?),
-            MambaConvSeqStart => b(self.mamba_conv_seq_start()?),
-            MambaIntermediateChunkIndices => b(self.mamba_intermediate_chunk_indices()?),
-            MambaIntermediateAbsPositions => b(self.mamba_intermediate_abs_positions()?),
-            MambaIntermediateRealCount => b(self.mamba_intermediate_real_count()?),
-            MambaDeviceDecodePrefill => b(self.mamba_device_decode_prefill()?),
-        })
+        self.field::<u8>(f, f.dtype(&self.offsets.facts).size())
     }
 
     /// The first difference from `other`: the step info, then every field's live bytes
@@ -280,14 +234,7 @@ impl<'a> MetadataView<'a> {
             if a == b {
                 continue;
             }
-            let size = match f {
-                Field::TokenToInputIds
-                | Field::TokenToPosIds
-                | Field::TokenToBlockIdx
-                | Field::MambaIntermediateChunkIndices => 8,
-                Field::MambaBatchIndicesDecode if self.offsets.decode_i64 => 8,
-                _ => 4,
-            };
+            let size = f.dtype(&self.offsets.facts).size();
             let (a, b) = (a.unwrap_or(&[]), b.unwrap_or(&[]));
             if a.len() != b.len() {
                 return Some(Difference {
@@ -325,23 +272,40 @@ impl<'a> MetadataView<'a> {
         None
     }
 
-    fn get<T: bytemuck::Pod>(&self, f: Field, len: usize) -> &'a [T] {
-        let off = self.offsets.offsets.get(f.index()).copied().unwrap_or(0);
-        self.bytes
-            .get(off..off + len * std::mem::size_of::<T>())
-            .and_then(|b| bytemuck::try_cast_slice(b).ok())
-            .unwrap_or(&[])
+    /// The step's lengths, in the field table's terms.
+    fn live(&self) -> LiveDims {
+        LiveDims {
+            tokens: self.info.padded.tokens as usize,
+            decode: self.info.padded.decode as usize,
+            prefill: self.info.padded.prefill as usize,
+            chunks: self.info.mamba_chunks as usize,
+            intermediate: self.info.intermediate_len as usize,
+        }
+    }
+
+    /// Field `f` as `T`s, `per` of them per element, when it is part of this step: its
+    /// live length from the field table (`Field::live_elems`).
+    fn field<T: bytemuck::Pod>(&self, f: Field, per: usize) -> Option<&'a [T]> {
+        let facts = &self.offsets.facts;
+        let live = self.live();
+        f.present(&live, facts).then(|| {
+            let off = self.offsets.offsets.get(f.index()).copied().unwrap_or(0);
+            let len = f.live_elems(&live, facts) * per * std::mem::size_of::<T>();
+            self.bytes
+                .get(off..off + len)
+                .and_then(|b| bytemuck::try_cast_slice(b).ok())
+                .unwrap_or(&[])
+        })
+    }
+
+    /// A field every step has, at its live length.
+    fn slice<T: bytemuck::Pod>(&self, f: Field) -> &'a [T] {
+        self.field(f, 1).unwrap_or(&[])
     }
 
     /// The step's info.
     pub fn info(&self) -> &'a StepInfo {
         self.info
-    }
-    fn tp(&self) -> usize {
-        self.info.padded.tokens as usize
-    }
-    fn np(&self) -> usize {
-        self.info.padded.requests() as usize
     }
     fn n(&self) -> usize {
         (self.info.real.prefill + self.info.real.decode) as usize
@@ -349,86 +313,86 @@ impl<'a> MetadataView<'a> {
 
     /// `token_to_input_ids[Tp]`.
     pub fn token_to_input_ids(&self) -> &'a [i64] {
-        self.get(Field::TokenToInputIds, self.tp())
+        self.slice(Field::TokenToInputIds)
     }
     /// `token_to_pos_ids[Tp]` (padding: 0 here, stale in Megatron).
     pub fn token_to_pos_ids(&self) -> &'a [i64] {
-        self.get(Field::TokenToPosIds, self.tp())
+        self.slice(Field::TokenToPosIds)
     }
     /// `token_to_block_idx[Tp]`.
     pub fn token_to_block_idx(&self) -> &'a [i64] {
-        self.get(Field::TokenToBlockIdx, self.tp())
+        self.slice(Field::TokenToBlockIdx)
     }
     /// `token_to_local_position_within_kv_block[Tp]`.
     pub fn token_to_local_position_within_kv_block(&self) -> &'a [i32] {
-        self.get(Field::TokenToLocalPositionWithinKvBlock, self.tp())
+        self.slice(Field::TokenToLocalPositionWithinKvBlock)
     }
     /// `token_to_request_idx[Tp]` (padding: 0 here, stale in Megatron).
     pub fn token_to_request_idx(&self) -> &'a [i32] {
-        self.get(Field::TokenToRequestIdx, self.tp())
+        self.slice(Field::TokenToRequestIdx)
     }
     /// `token_to_position_in_request[Tp]`.
     pub fn token_to_position_in_request(&self) -> &'a [i32] {
-        self.get(Field::TokenToPositionInRequest, self.tp())
+        self.slice(Field::TokenToPositionInRequest)
     }
     /// `request_in_prefill_status[Np]`.
     pub fn request_in_prefill_status(&self) -> &'a [i32] {
-        self.get(Field::RequestInPrefillStatus, self.np())
+        self.slice(Field::RequestInPrefillStatus)
     }
     /// `request_query_lengths[Np]`.
     pub fn request_query_lengths(&self) -> &'a [i32] {
-        self.get(Field::RequestQueryLengths, self.np())
+        self.slice(Field::RequestQueryLengths)
     }
     /// `request_kv_length_offsets[Np]`.
     pub fn request_kv_length_offsets(&self) -> &'a [i32] {
-        self.get(Field::RequestKvLengthOffsets, self.np())
+        self.slice(Field::RequestKvLengthOffsets)
     }
     /// `temperature[Np]`.
     pub fn temperature(&self) -> &'a [f32] {
-        self.get(Field::Temperature, self.np())
+        self.slice(Field::Temperature)
     }
     /// `top_k[Np]`.
     pub fn top_k(&self) -> &'a [i32] {
-        self.get(Field::TopK, self.np())
+        self.slice(Field::TopK)
     }
     /// `top_p[Np]`.
     pub fn top_p(&self) -> &'a [f32] {
-        self.get(Field::TopP, self.np())
+        self.slice(Field::TopP)
     }
     /// `active_request_last_token_idxs[Np]`.
     pub fn active_request_last_token_idxs(&self) -> &'a [i32] {
-        self.get(Field::ActiveRequestLastTokenIdxs, self.np())
+        self.slice(Field::ActiveRequestLastTokenIdxs)
     }
     /// `real_token_count`.
     pub fn real_token_count(&self) -> i32 {
-        self.get::<i32>(Field::RealTokenCount, 1)
+        self.slice::<i32>(Field::RealTokenCount)
             .first()
             .copied()
             .unwrap_or(0)
     }
     /// `query_lengths[Np]`.
     pub fn query_lengths(&self) -> &'a [i32] {
-        self.get(Field::MhaQueryLengths, self.np())
+        self.slice(Field::MhaQueryLengths)
     }
     /// `cu_query_seq_lengths[Np+1]`.
     pub fn cu_query_seq_lengths(&self) -> &'a [i32] {
-        self.get(Field::MhaCuQuerySeqLengths, self.np() + 1)
+        self.slice(Field::MhaCuQuerySeqLengths)
     }
     /// `kv_seq_lengths[Np]`.
     pub fn kv_seq_lengths(&self) -> &'a [i32] {
-        self.get(Field::MhaKvSeqLengths, self.np())
+        self.slice(Field::MhaKvSeqLengths)
     }
     /// `cu_kv_seq_lengths[Np+1]`.
     pub fn cu_kv_seq_lengths(&self) -> &'a [i32] {
-        self.get(Field::MhaCuKvSeqLengths, self.np() + 1)
+        self.slice(Field::MhaCuKvSeqLengths)
     }
     /// `block_table[Np, nkv]`, row-major.
     pub fn block_table(&self) -> &'a [i32] {
-        self.get(Field::MhaBlockTable, self.np() * self.offsets.nkv)
+        self.slice(Field::MhaBlockTable)
     }
     /// Block-table width `nkv`.
     pub fn block_table_width(&self) -> usize {
-        self.offsets.nkv
+        self.offsets.facts.block_table_width
     }
 
     /// The last KV position of active row `a` (`kv_offset + q − 1`), from its
@@ -463,10 +427,12 @@ impl<'a> MetadataView<'a> {
     pub fn last_kv_block_id(&self, a: usize) -> Option<i32> {
         let last = self.last_position(a)?;
         let j = last / self.offsets.block_size;
-        if j >= self.offsets.nkv {
+        if j >= self.offsets.facts.block_table_width {
             return None;
         }
-        self.block_table().get(a * self.offsets.nkv + j).copied()
+        self.block_table()
+            .get(a * self.offsets.facts.block_table_width + j)
+            .copied()
     }
     /// `max_seqlen_q`.
     pub fn max_seqlen_q(&self) -> u32 {
@@ -477,109 +443,62 @@ impl<'a> MetadataView<'a> {
         self.info.max_seqlen_k
     }
 
-    fn dp(&self) -> usize {
-        self.info.padded.decode as usize
-    }
-    fn fp(&self) -> usize {
-        self.info.padded.prefill as usize
-    }
-    fn prefill_present(&self) -> bool {
-        self.offsets.has_mamba && self.fp() > 0
-    }
-    fn when<T>(&self, present: bool, f: impl FnOnce() -> T) -> Option<T> {
-        present.then(f)
-    }
-
     /// `batch_indices_decode[Dp]`, present when `Dp > 0`.
     pub fn mamba_batch_indices_decode(&self) -> Option<DecodeIndices<'a>> {
-        self.when(self.offsets.has_mamba && self.dp() > 0, || {
-            if self.offsets.decode_i64 {
-                DecodeIndices::I64(self.get(Field::MambaBatchIndicesDecode, self.dp()))
-            } else {
-                DecodeIndices::I32(self.get(Field::MambaBatchIndicesDecode, self.dp()))
-            }
-        })
+        let f = Field::MambaBatchIndicesDecode;
+        if self.offsets.facts.decode_index_i64 {
+            self.field(f, 1).map(DecodeIndices::I64)
+        } else {
+            self.field(f, 1).map(DecodeIndices::I32)
+        }
     }
     /// `batch_indices_prefill[Fp]`.
     pub fn mamba_batch_indices_prefill(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaBatchIndicesPrefill, self.fp())
-        })
+        self.field(Field::MambaBatchIndicesPrefill, 1)
     }
     /// `seq_idx[1, Tp]`.
     pub fn mamba_seq_idx(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaSeqIdx, self.tp())
-        })
+        self.field(Field::MambaSeqIdx, 1)
     }
     /// `cu_seqlens[Fp+1]`.
     pub fn mamba_cu_seqlens(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaCuSeqlens, self.fp() + 1)
-        })
+        self.field(Field::MambaCuSeqlens, 1)
     }
     /// `cu_chunk_seqlens[C+1]`.
     pub fn mamba_cu_chunk_seqlens(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(
-                Field::MambaCuChunkSeqlens,
-                self.info.mamba_chunks as usize + 1,
-            )
-        })
+        self.field(Field::MambaCuChunkSeqlens, 1)
     }
     /// `last_chunk_indices[Fp]`.
     pub fn mamba_last_chunk_indices(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaLastChunkIndices, self.fp())
-        })
+        self.field(Field::MambaLastChunkIndices, 1)
     }
     /// `seq_idx_for_varlen[C]`.
     pub fn mamba_seq_idx_for_varlen(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaSeqIdxForVarlen, self.info.mamba_chunks as usize)
-        })
+        self.field(Field::MambaSeqIdxForVarlen, 1)
     }
     /// `conv_seq_idx[Tp]`.
     pub fn mamba_conv_seq_idx(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaConvSeqIdx, self.tp())
-        })
+        self.field(Field::MambaConvSeqIdx, 1)
     }
     /// `conv_seq_start[Tp]`.
     pub fn mamba_conv_seq_start(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaConvSeqStart, self.tp())
-        })
+        self.field(Field::MambaConvSeqStart, 1)
     }
     /// `device_decode_prefill[2]`, present when `Dp > 0` and `Fp > 0`.
     pub fn mamba_device_decode_prefill(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present() && self.dp() > 0, || {
-            self.get(Field::MambaDeviceDecodePrefill, 2)
-        })
+        self.field(Field::MambaDeviceDecodePrefill, 1)
     }
     /// `intermediate_chunk_indices[K]`.
     pub fn mamba_intermediate_chunk_indices(&self) -> Option<&'a [i64]> {
-        self.when(self.prefill_present(), || {
-            self.get(
-                Field::MambaIntermediateChunkIndices,
-                self.info.intermediate_len as usize,
-            )
-        })
+        self.field(Field::MambaIntermediateChunkIndices, 1)
     }
     /// `intermediate_abs_positions[K]`.
     pub fn mamba_intermediate_abs_positions(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(
-                Field::MambaIntermediateAbsPositions,
-                self.info.intermediate_len as usize,
-            )
-        })
+        self.field(Field::MambaIntermediateAbsPositions, 1)
     }
     /// `intermediate_real_count[1]`.
     pub fn mamba_intermediate_real_count(&self) -> Option<&'a [i32]> {
-        self.when(self.prefill_present(), || {
-            self.get(Field::MambaIntermediateRealCount, 1)
-        })
+        self.field(Field::MambaIntermediateRealCount, 1)
     }
     /// Real active requests `N`.
     pub fn active_requests(&self) -> usize {

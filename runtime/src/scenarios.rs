@@ -191,7 +191,7 @@ mod tests {
     fn the_long_context_scenario_has_an_8_mb_block_table_and_fills() {
         let s = long_context();
         let g = Geometry::new(&s.spec).unwrap();
-        assert_eq!(g.block_table_width, 2048);
+        assert_eq!(g.facts.block_table_width, 2048);
         let bt = g
             .field(attention_layout_codegen::Field::MhaBlockTable)
             .unwrap();

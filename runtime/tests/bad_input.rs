@@ -193,7 +193,7 @@ fn a_decode_row_beyond_the_block_table_positions() {
     tight.block_size = 1;
     tight.speculative_tokens = 2;
     let g = Geometry::new(&tight).unwrap();
-    assert_eq!(g.block_table_width, 9);
+    assert_eq!(g.facts.block_table_width, 9);
     assert_eq!(RuntimeDims::new(g).decode_kv_limit(), 9);
     let blocks: Vec<i32> = (0..9).collect();
     let good = [RequestRow::decode(3, 6, &blocks, 0)];
@@ -469,50 +469,19 @@ fn a_step_the_expert_parallel_group_did_not_agree_on() {
 /// [`HostMetadata`] can meet a buffer that does not fit (its own buffer is sized from the
 /// same dims).
 #[derive(Debug, Clone)]
-struct ShortBuffer(RuntimeDims);
+struct ShortBuffer(RuntimeDims, attention_layout::Facts);
+
+impl ShortBuffer {
+    fn new(dims: RuntimeDims) -> Self {
+        let mut facts = *dims.facts();
+        facts.total_bytes -= 8;
+        Self(dims, facts)
+    }
+}
 
 impl Dims for ShortBuffer {
-    fn max_requests(&self) -> usize {
-        self.0.max_requests()
-    }
-    fn max_tokens(&self) -> usize {
-        self.0.max_tokens()
-    }
-    fn max_seq_len(&self) -> usize {
-        self.0.max_seq_len()
-    }
-    fn block_size(&self) -> usize {
-        self.0.block_size()
-    }
-    fn num_spec(&self) -> usize {
-        self.0.num_spec()
-    }
-    fn tp(&self) -> u32 {
-        self.0.tp()
-    }
-    fn block_table_width(&self) -> usize {
-        self.0.block_table_width()
-    }
-    fn dummy_block(&self) -> i32 {
-        self.0.dummy_block()
-    }
-    fn has_mamba(&self) -> bool {
-        self.0.has_mamba()
-    }
-    fn decode_index_i64(&self) -> bool {
-        self.0.decode_index_i64()
-    }
-    fn chunk_size(&self) -> usize {
-        self.0.chunk_size()
-    }
-    fn conv_width(&self) -> usize {
-        self.0.conv_width()
-    }
-    fn max_intermediate(&self) -> usize {
-        self.0.max_intermediate()
-    }
-    fn total_bytes(&self) -> usize {
-        self.0.total_bytes() - 8
+    fn facts(&self) -> &attention_layout::Facts {
+        &self.1
     }
     fn field_offset(&self, f: Field) -> usize {
         self.0.field_offset(f)
@@ -532,7 +501,7 @@ fn buffer_that_does_not_fit() {
     let good = input(&rows);
 
     // Through HostMetadata (dims that disagree with their own buffer).
-    let mut m = HostMetadata::new(ShortBuffer(dims.clone()));
+    let mut m = HostMetadata::new(ShortBuffer::new(dims.clone()));
     let before = m.bytes().to_vec();
     let info = *m.info();
     let e = m.fill(&good).unwrap_err();

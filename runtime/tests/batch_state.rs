@@ -166,7 +166,7 @@ fn drive(d: &RuntimeDims, seed: u64, steps: usize) {
         table: vec![-1; d.max_requests() * nkv],
     };
     let mut meta = HostMetadata::new(d.clone());
-    let s = d.num_spec() as u32;
+    let s = d.speculative_tokens() as u32;
     let max_tokens = d.max_tokens() as u64;
     let (mut failed_steps, mut out_of_blocks, mut finished, mut paused_rows) = (0, 0, 0, 0);
     let mut chunked_hidden = 0;

@@ -17,12 +17,12 @@ fn every_bundled_layout_validates() {
         let spec = LayoutSpec::from_toml_str(src, name).unwrap_or_else(|e| panic!("{e}"));
         let g = Geometry::new(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(spec.name.as_deref(), Some(*name));
-        assert!(g.total_bytes > 0);
+        assert!(g.facts.total_bytes > 0);
         println!(
             "{name}: {} bytes, {} buckets, KV pool {} blocks",
-            g.total_bytes,
+            g.facts.total_bytes,
             g.buckets.len(),
-            g.kv_pool_blocks
+            g.facts.kv_pool_blocks
         );
     }
 }

@@ -156,13 +156,13 @@ fn simulate_exits_quietly_when_stderr_is_a_closed_pipe() {
     assert_eq!(out.status.code(), Some(i32::from(CLOSED_PIPE_STATUS)));
 }
 
-/// `attention-layout inspect nemotron-h-8b --rust | head -1`: the reader takes one line
-/// and exits while the tool is still writing (the output, 127 kB, is larger than a pipe
-/// holds).
+/// `attention-layout inspect nemotron-h-8b --rust --cuda | head -1`: the reader takes one
+/// line and exits while the tool is still writing (the output, 133 kB, is larger than a
+/// pipe holds).
 #[test]
 fn a_reader_that_stops_after_one_line_ends_inspect_quietly() {
     let mut child = Command::new(EXE)
-        .args(["inspect", "nemotron-h-8b", "--rust"])
+        .args(["inspect", "nemotron-h-8b", "--rust", "--cuda"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -45,7 +45,7 @@ fn the_attribute_compiles_the_tuned_table_into_the_layout() {
         &RuntimeDims::new(g.clone())
     ));
     assert_eq!(
-        NemotronH8bTuned::CUDA_SOURCE,
+        NemotronH8bTuned::cuda_source().unwrap(),
         attention_layout::codegen::emit_cuda::cuda_source(&g)
     );
     // The generated builder pads to the tuned table: a full decode step lands in its

@@ -243,7 +243,7 @@ fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill(
         .unwrap();
     let dims = layouts::dims(src);
     let s = dims.max_seq_len() as u32;
-    let s1 = dims.num_spec() as u32 + 1;
+    let s1 = dims.speculative_tokens() as u32 + 1;
     let budget = dims.max_tokens() as u64;
     let mut state = BatchState::new(&dims).unwrap();
     let mut replay = Replay::new(&dims);

@@ -351,7 +351,7 @@ fn property_layouts() -> Vec<RuntimeDims> {
 fn shape_in(dims: &RuntimeDims, kind: u8, p: u32, d: u32, extra: u32) -> BatchDims {
     let r = dims.max_requests() as u32;
     let t = dims.max_tokens() as u32;
-    let s1 = dims.num_spec() as u32 + 1;
+    let s1 = dims.speculative_tokens() as u32 + 1;
     let d = d % (r + 1);
     match kind % 4 {
         0 => b(0, 0, 0),
@@ -447,8 +447,8 @@ proptest! {
                         *s,
                         dims.max_requests() as u32,
                         dims.max_tokens() as u32,
-                        dims.tp(),
-                        dims.num_spec() as u32,
+                        dims.tensor_parallel(),
+                        dims.speculative_tokens() as u32,
                     )
                 ),
             }

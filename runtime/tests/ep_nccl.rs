@@ -86,8 +86,8 @@ mod gpu {
     /// A shape another (simulated) rank might have this step: mostly decode-only, at
     /// times with a prefill, at times empty.
     fn phantom(rng: &mut Rng, dims: &RuntimeDims) -> BatchDims {
-        let r = dims.geometry().max_requests as u64;
-        let s1 = dims.geometry().num_spec as u32 + 1;
+        let r = dims.geometry().facts.max_requests as u64;
+        let s1 = dims.geometry().facts.speculative_tokens as u32 + 1;
         match rng.below(10) {
             0 => BatchDims::new(0, 0, 0),
             1 => BatchDims::new(1 + s1, 1, 1),

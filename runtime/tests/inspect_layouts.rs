@@ -55,7 +55,7 @@ fn every_layout_is_inspected() {
             assert!(report.contains(&f.offset.to_string()));
         }
         assert!(
-            report.contains(&format!("{} bytes", g.total_bytes)),
+            report.contains(&format!("{} bytes", g.facts.total_bytes)),
             "{report}"
         );
         assert!(report.contains(&format!("CUDA-graph buckets: {}", g.buckets.len())));
@@ -72,7 +72,7 @@ fn every_layout_is_inspected() {
         let ty = l.type_name();
         assert!(rust.contains(&format!("pub struct {ty};")), "{name}");
         assert!(rust.contains(&format!("impl al::Layout for {ty}")));
-        assert!(rust.contains(&format!("const TOTAL_BYTES: usize = {};", g.total_bytes)));
+        assert!(rust.contains(&format!("total_bytes: {},", g.facts.total_bytes)));
         assert!(!inspect::cuda_source(&l).is_empty());
         println!("{name}: {} lines of Rust", rust.lines().count());
     }

@@ -75,7 +75,7 @@ fn speculative_decode_rows_at_the_end_of_the_longest_sequence_fit_int32() {
     spec.max_tokens = 256;
     // 127 · (2^24 + 1) = 2_130_706_559 <= i32::MAX.
     let g = Geometry::new(&spec).unwrap();
-    assert_eq!(g.block_table_width, 2);
+    assert_eq!(g.facts.block_table_width, 2);
     let mut m = HostMetadata::new(RuntimeDims::new(g));
     // Positions 2^24 - 1 and 2^24: the last one in the extra column.
     let blocks = [0, 0];

@@ -306,12 +306,12 @@ fn rank(p: Phase) -> u8 {
 
 /// Builds a consistent step from a recipe, then applies its corruption, if any.
 fn build_step(g: &Geometry, rc: &StepRecipe) -> Step {
-    let r = g.max_requests;
-    let s = g.max_seq_len as u32;
-    let b = g.block_size as u32;
-    let nkv = g.block_table_width;
-    let s1 = g.num_spec as u32 + 1;
-    let dummy = g.dummy_block;
+    let r = g.facts.max_requests;
+    let s = g.facts.max_seq_len as u32;
+    let b = g.facts.block_size as u32;
+    let nkv = g.facts.block_table_width;
+    let s1 = g.facts.speculative_tokens as u32 + 1;
+    let dummy = g.facts.dummy_block;
     let mut rng = Rng(rc.seed);
     let mut recipes: Vec<&RowRecipe> = rc.rows.iter().take(r).collect();
     let phase_of = |x: &RowRecipe| match x.phase {
@@ -320,7 +320,7 @@ fn build_step(g: &Geometry, rc: &StepRecipe) -> Step {
         _ => Phase::Prefill,
     };
     recipes.sort_by_key(|x| rank(phase_of(x)));
-    let mut left = g.max_tokens as u32;
+    let mut left = g.facts.max_tokens as u32;
     let mut rows = Vec::new();
     for x in recipes {
         let mut phase = phase_of(x);
@@ -403,7 +403,7 @@ fn build_step(g: &Geometry, rc: &StepRecipe) -> Step {
             return Vec::new();
         }
         let mut ir = Rng(seed);
-        let mut budget = g.max_intermediate;
+        let mut budget = g.facts.max_intermediate;
         rows.iter()
             .filter(|r| r.phase == Phase::Prefill)
             .map(|r| {
@@ -433,12 +433,12 @@ fn build_step(g: &Geometry, rc: &StepRecipe) -> Step {
 
 /// Applies one corruption (it may or may not make the step invalid: the model decides).
 fn corrupt(g: &Geometry, st: &mut Step, kind: u8, pos: u32, val: u32) {
-    let r = g.max_requests;
-    let s = g.max_seq_len as u32;
-    let b = g.block_size as u32;
-    let nkv = g.block_table_width;
-    let s1 = g.num_spec as u32 + 1;
-    let dummy = g.dummy_block;
+    let r = g.facts.max_requests;
+    let s = g.facts.max_seq_len as u32;
+    let b = g.facts.block_size as u32;
+    let nkv = g.facts.block_table_width;
+    let s1 = g.facts.speculative_tokens as u32 + 1;
+    let dummy = g.facts.dummy_block;
     let n = st.rows.len();
     let pick = |len: usize| (pos as usize) % len.max(1);
     let active: Vec<usize> = (0..n)
@@ -470,7 +470,7 @@ fn corrupt(g: &Geometry, st: &mut Step, kind: u8, pos: u32, val: u32) {
             // More prefill tokens than the budget (possibly also more rows).
             let blocks: Vec<i32> = (0..s.div_ceil(b)).map(|j| j as i32 % dummy).collect();
             let mut tokens = st.tokens();
-            while tokens <= g.max_tokens as u64 {
+            while tokens <= g.facts.max_tokens as u64 {
                 st.rows.push(Row {
                     phase: Phase::Prefill,
                     q: s,
@@ -621,11 +621,11 @@ fn corrupt(g: &Geometry, st: &mut Step, kind: u8, pos: u32, val: u32) {
 /// documented rules, independently of the fill's order of checks.
 fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
     let mut e = BTreeSet::new();
-    let r = g.max_requests;
-    let s = g.max_seq_len as u64;
-    let b = g.block_size as u64;
-    let s1 = g.num_spec as u32 + 1;
-    let dummy = g.dummy_block;
+    let r = g.facts.max_requests;
+    let s = g.facts.max_seq_len as u64;
+    let b = g.facts.block_size as u64;
+    let s1 = g.facts.speculative_tokens as u32 + 1;
+    let dummy = g.facts.dummy_block;
     if st.rows.len() > r {
         e.insert("too_many_requests");
     }
@@ -634,7 +634,7 @@ fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
         if i > 0 && rank(row.phase) < rank(st.rows[i - 1].phase) {
             e.insert("phase_order");
         }
-        if row.blocks.len() > g.block_table_width {
+        if row.blocks.len() > g.facts.block_table_width {
             e.insert("too_many_blocks");
         }
         if row.blocks.iter().any(|&id| id < -1 || id >= dummy) {
@@ -659,7 +659,7 @@ fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
         // A decode row's s draft tokens may run past max_seq_len, as far as the block
         // table's columns reach (nkv = ceil(S / B) + 1 when s > 0).
         let reach = if row.phase == Phase::Decode {
-            (s + u64::from(s1 - 1)).min((g.block_table_width as u64) * b)
+            (s + u64::from(s1 - 1)).min((g.facts.block_table_width as u64) * b)
         } else {
             s
         };
@@ -680,7 +680,7 @@ fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
         }
     }
     let tokens = st.tokens();
-    if tokens > g.max_tokens as u64 {
+    if tokens > g.facts.max_tokens as u64 {
         e.insert("too_many_tokens");
     }
     if let Some(ids) = &st.token_ids
@@ -711,7 +711,7 @@ fn model_errors(g: &Geometry, st: &Step) -> BTreeSet<&'static str> {
                 }
                 total += usize::from(io.count);
             }
-            if total > g.max_intermediate {
+            if total > g.facts.max_intermediate {
                 e.insert("too_many_intermediates");
             }
         }
@@ -852,14 +852,16 @@ fn eager(g: &Geometry, real: BatchDims) -> BatchDims {
     let tok_k = 64u32.div_ceil(tp) * tp;
     let req_k = 4u32.div_ceil(tp) * tp;
     let up = |v: u32, k: u32| v.div_ceil(k) * k;
-    let r = g.max_requests as u32;
-    let s = g.num_spec as u32;
+    let r = g.facts.max_requests as u32;
+    let s = g.facts.speculative_tokens as u32;
     if real.prefill == 0 {
         if s > 0 {
             let pd = r.min(up(real.decode, req_k));
             BatchDims::new(pd * (s + 1), 0, pd)
         } else {
-            let pt = (g.max_tokens as u32).min(r).min(up(real.tokens, tok_k));
+            let pt = (g.facts.max_tokens as u32)
+                .min(r)
+                .min(up(real.tokens, tok_k));
             BatchDims::new(pt, 0, pt)
         }
     } else {
@@ -881,10 +883,10 @@ fn pad<T: Clone>(mut v: Vec<T>, len: usize, x: T) -> Vec<T> {
 /// What a valid step must produce (SEMANTICS §3–§6, with this project's documented
 /// deviation: token padding writes 0 to the two arrays Megatron leaves stale).
 fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
-    let s1 = g.num_spec as u32 + 1;
-    let bsz = g.block_size as u32;
-    let nkv = g.block_table_width;
-    let dummy = g.dummy_block;
+    let s1 = g.facts.speculative_tokens as u32 + 1;
+    let bsz = g.facts.block_size as u32;
+    let nkv = g.facts.block_table_width;
+    let dummy = g.facts.dummy_block;
     let paused = st
         .rows
         .iter()
@@ -999,7 +1001,7 @@ fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
         } else {
             padded.tokens.max(2)
         };
-        (q, g.max_seq_len as u32)
+        (q, g.facts.max_seq_len as u32)
     } else if n > 0 {
         (
             active.iter().map(|r| r.q).max().unwrap(),
@@ -1087,8 +1089,8 @@ fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
         cu.push(cu_q[dr + ff + 1] - q0);
     }
     let cu = pad(cu, fp + 1, l);
-    let cs = g.chunk_size as i64;
-    let c = tp / g.chunk_size + fp;
+    let cs = g.facts.chunk_size as i64;
+    let c = tp / g.facts.chunk_size + fp;
     let (mut bounds, mut chunk_seq, mut last) = (vec![0i64], vec![], vec![]);
     for ff in 0..fp {
         let (st0, en) = (cu[ff], cu[ff + 1]);
@@ -1121,7 +1123,7 @@ fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
     if dp > 0 {
         m.insert("mamba_device_decode_prefill", Some(vec![q0, l]));
     }
-    let kk = (3 * fp).min(g.max_intermediate);
+    let kk = (3 * fp).min(g.facts.max_intermediate);
     let (mut chunks, mut abs) = (vec![], vec![]);
     if let Some(inter) = &st.intermediate {
         let mut cum = 0i64;
@@ -1137,7 +1139,7 @@ fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
     m.insert("mamba_intermediate_chunk_indices", Some(pad(chunks, kk, 0)));
     m.insert(
         "mamba_intermediate_abs_positions",
-        Some(pad(abs, kk, g.conv_width as i64)),
+        Some(pad(abs, kk, g.facts.conv_width as i64)),
     );
     m.insert("mamba_intermediate_real_count", Some(vec![emitted as i64]));
     info.mamba_chunks = c as u32;
@@ -1156,12 +1158,12 @@ fn check_invariants(g: &Geometry, st: &Step, v: &MetadataView<'_>) -> Result<(),
     let padded = info.padded;
     let n = (real.prefill + real.decode) as usize;
     let np = (padded.prefill + padded.decode) as usize;
-    let dummy = g.dummy_block;
-    let bsz = g.block_size as i64;
-    let nkv = g.block_table_width;
+    let dummy = g.facts.dummy_block;
+    let bsz = g.facts.block_size as i64;
+    let nkv = g.facts.block_table_width;
     prop_assert!(padded.tokens >= real.tokens && np >= n, "padded below real");
     prop_assert!(padded.prefill >= info.attn.prefill && padded.decode >= info.attn.decode);
-    prop_assert!(np <= g.max_requests && padded.tokens as usize <= g.max_tokens);
+    prop_assert!(np <= g.facts.max_requests && padded.tokens as usize <= g.facts.max_tokens);
 
     // Cumulative arrays: start at 0, non-decreasing, consistent with the lengths.
     for (cu, len) in [
@@ -1256,7 +1258,7 @@ fn check_invariants(g: &Geometry, st: &Step, v: &MetadataView<'_>) -> Result<(),
     prop_assert!(
         real_slots
             .iter()
-            .all(|&x| (0..g.max_requests as i64).contains(&x))
+            .all(|&x| (0..g.facts.max_requests as i64).contains(&x))
     );
 
     // Chunk boundaries cover each prefill exactly.
@@ -1267,7 +1269,7 @@ fn check_invariants(g: &Geometry, st: &Step, v: &MetadataView<'_>) -> Result<(),
     let chunks = v.mamba_cu_chunk_seqlens().unwrap();
     let chunk_seq = v.mamba_seq_idx_for_varlen().unwrap();
     let last = v.mamba_last_chunk_indices().unwrap();
-    let cs = g.chunk_size as i32;
+    let cs = g.facts.chunk_size as i32;
     prop_assert_eq!(chunks[0], 0);
     prop_assert!(chunks.windows(2).all(|w| w[0] <= w[1]));
     let mut start = 0usize; // first chunk of sequence f

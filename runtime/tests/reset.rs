@@ -101,7 +101,7 @@ fn same_steps(used: &mut BatchState, fresh: &mut BatchState, dims: &RuntimeDims)
             }
             let left = dims.max_tokens() as u64 - fresh.scheduled_tokens();
             let (a, b) = match info.phase {
-                RequestPhase::Decode if left > dims.num_spec() as u64 => {
+                RequestPhase::Decode if left > dims.speculative_tokens() as u64 => {
                     (used.schedule_decode(hu), fresh.schedule_decode(hf))
                 }
                 RequestPhase::Prefill if left > 0 => {
@@ -171,7 +171,7 @@ fn batch_state_reset_after_arbitrary_use_equals_a_fresh_one() {
                 let info = used.info(h).unwrap();
                 let left = dims.max_tokens() as u64 - used.scheduled_tokens();
                 let _ = match info.phase {
-                    RequestPhase::Decode if left > dims.num_spec() as u64 => {
+                    RequestPhase::Decode if left > dims.speculative_tokens() as u64 => {
                         used.schedule_decode(h)
                     }
                     RequestPhase::Prefill if left > 0 => used.schedule_prefill(

@@ -118,8 +118,8 @@ fn check_invariants(name: &str, dims: &RuntimeDims, r: &Report) {
                     s.real,
                     dims.max_requests() as u32,
                     dims.max_tokens() as u32,
-                    dims.tp(),
-                    dims.num_spec() as u32
+                    dims.tensor_parallel(),
+                    dims.speculative_tokens() as u32
                 ),
                 "{name} step {i}: not the eager padding"
             ),

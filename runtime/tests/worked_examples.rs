@@ -168,7 +168,7 @@ fn b_eager_mixed_with_paused_row_and_speculative_decoding() {
         conv_width: 4,
     });
     let g = Geometry::new(&spec).unwrap();
-    assert_eq!(g.block_table_width, 9);
+    assert_eq!(g.facts.block_table_width, 9);
     let mut m = meta(&spec);
     let b = [vec![5, 6, 9], vec![0, 1], vec![2, 3], vec![4, 8]];
     let rows = [
@@ -292,7 +292,10 @@ fn d_prefill_only_eager_with_intermediate_extraction() {
         conv_width: 4,
     });
     let g = Geometry::new(&spec).unwrap();
-    assert_eq!((g.block_table_width, g.max_intermediate), (4, 4));
+    assert_eq!(
+        (g.facts.block_table_width, g.facts.max_intermediate),
+        (4, 4)
+    );
     let mut m = meta(&spec);
     let b = [vec![0, 1], vec![2, 3, 4], vec![5], vec![6]];
     let rows = [

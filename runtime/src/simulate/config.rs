@@ -277,7 +277,7 @@ pub struct Limits {
     /// Longest prompt: `positions − s − 1` (room for one decode step).
     pub max_prompt: u32,
     /// `s`.
-    pub num_spec: u32,
+    pub speculative_tokens: u32,
     /// Tokens per step.
     pub token_budget: u32,
 }
@@ -292,7 +292,7 @@ impl Limits {
         let room = self
             .positions
             .saturating_add(1)
-            .saturating_sub(u64::from(p) + u64::from(self.num_spec.max(1)));
+            .saturating_sub(u64::from(p) + u64::from(self.speculative_tokens.max(1)));
         let o = u64::from(output.max(1)).min(room.max(1));
         (p, u32::try_from(o).unwrap_or(u32::MAX))
     }
@@ -353,7 +353,7 @@ impl SimConfig {
         self.output
             .check()
             .map_err(|e| SimError::Config(format!("output length: {e}")))?;
-        let s = u32::try_from(dims.num_spec()).unwrap_or(u32::MAX);
+        let s = u32::try_from(dims.speculative_tokens()).unwrap_or(u32::MAX);
         let t = u32::try_from(dims.max_tokens()).unwrap_or(u32::MAX);
         let budget = self.token_budget.unwrap_or(t);
         if budget < s.saturating_add(1) || budget > t {
@@ -397,7 +397,7 @@ impl SimConfig {
         Ok(Limits {
             positions,
             max_prompt,
-            num_spec: s,
+            speculative_tokens: s,
             token_budget: budget,
         })
     }
@@ -482,7 +482,7 @@ mod tests {
         let l = Limits {
             positions: 100,
             max_prompt: 97,
-            num_spec: 2,
+            speculative_tokens: 2,
             token_budget: 64,
         };
         assert_eq!(l.clip(500, 500), (97, 2));
@@ -492,7 +492,10 @@ mod tests {
         let (p, o) = l.clip(50, 1000);
         assert_eq!(u64::from(p + o - 1 + 2), 100);
         // Without draft tokens, prompt + output <= positions (the admission rule).
-        let l = Limits { num_spec: 0, ..l };
+        let l = Limits {
+            speculative_tokens: 0,
+            ..l
+        };
         assert_eq!(l.clip(50, 1000), (50, 50));
         assert_eq!(l.clip(99, 5), (97, 3));
     }

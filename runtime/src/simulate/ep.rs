@@ -345,7 +345,7 @@ pub fn run_ep(
             local: BatchDims::default(),
         });
     }
-    let s = dims.num_spec() as u32;
+    let s = dims.speculative_tokens() as u32;
     let strict = dims.has_mamba();
     let kv_capacity: usize = ranks.iter().map(|r| r.sched.state.kv_capacity()).sum();
 

@@ -233,7 +233,7 @@ fn run_within(
     }
     let mut workload = Workload::new(config, limits);
     let mut accept_rng = Rng::stream(config.seed, 3);
-    let s = dims.num_spec() as u32;
+    let s = dims.speculative_tokens() as u32;
     let kv_capacity = sched.state.kv_capacity();
 
     let mut records: Vec<StepRecord> =
@@ -400,8 +400,8 @@ pub fn expected_padding<D: Dims>(
             real,
             dims.max_requests() as u32,
             dims.max_tokens() as u32,
-            dims.tp(),
-            dims.num_spec() as u32,
+            dims.tensor_parallel(),
+            dims.speculative_tokens() as u32,
         )),
     }
 }

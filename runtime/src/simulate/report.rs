@@ -232,7 +232,7 @@ impl Report {
         totals: RunTotals,
         counters: SchedCounters,
     ) -> Self {
-        let s1 = dims.num_spec() as u64 + 1;
+        let s1 = dims.speculative_tokens() as u64 + 1;
         let buckets = dims.buckets();
         let mut hits = vec![0u64; buckets.len()];
         let (mut graphed, mut real, mut decode, mut padded) = (0u64, 0u64, 0u64, 0u64);
@@ -292,7 +292,7 @@ impl Report {
                 prompt: config.prompt.to_string(),
                 output: config.output.to_string(),
                 token_budget: limits.token_budget,
-                speculative_tokens: limits.num_spec,
+                speculative_tokens: limits.speculative_tokens,
                 acceptance: config.acceptance,
                 step_base_ms: config.step_time.base_ms,
                 step_token_us: config.step_time.per_token_us,

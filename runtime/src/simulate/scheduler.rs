@@ -98,7 +98,7 @@ impl Scheduler {
     /// A scheduler over `state` with `budget` tokens per step.
     pub fn new(state: BatchState, budget: u32) -> Self {
         let r = state.max_requests();
-        let s1 = state.num_spec().saturating_add(1);
+        let s1 = state.speculative_tokens().saturating_add(1);
         Self {
             state,
             waiting: VecDeque::new(),

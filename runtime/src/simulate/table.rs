@@ -16,8 +16,8 @@ pub struct BucketTable {
     strict: bool,
     max_requests: u32,
     max_tokens: u32,
-    tp: u32,
-    num_spec: u32,
+    tensor_parallel: u32,
+    speculative_tokens: u32,
 }
 
 impl BucketTable {
@@ -28,8 +28,8 @@ impl BucketTable {
             strict: dims.has_mamba(),
             max_requests: u32::try_from(dims.max_requests()).unwrap_or(u32::MAX),
             max_tokens: u32::try_from(dims.max_tokens()).unwrap_or(u32::MAX),
-            tp: dims.tp(),
-            num_spec: u32::try_from(dims.num_spec()).unwrap_or(u32::MAX),
+            tensor_parallel: dims.tensor_parallel(),
+            speculative_tokens: u32::try_from(dims.speculative_tokens()).unwrap_or(u32::MAX),
         }
     }
 
@@ -59,13 +59,13 @@ impl BucketTable {
     }
 
     /// `s`.
-    pub fn num_spec(&self) -> u32 {
-        self.num_spec
+    pub fn speculative_tokens(&self) -> u32 {
+        self.speculative_tokens
     }
 
     /// Tensor-parallel size.
-    pub fn tp(&self) -> u32 {
-        self.tp
+    pub fn tensor_parallel(&self) -> u32 {
+        self.tensor_parallel
     }
 
     /// The bucket `real` lands in, if any.
@@ -79,8 +79,8 @@ impl BucketTable {
             real,
             self.max_requests,
             self.max_tokens,
-            self.tp,
-            self.num_spec,
+            self.tensor_parallel,
+            self.speculative_tokens,
         )
     }
 

@@ -25,7 +25,7 @@ pub struct ShapedStep {
 impl ShapedStep {
     /// The step shaped like `b`, or None if no such step exists.
     pub fn new<D: Dims>(dims: &D, b: BatchDims) -> Option<Self> {
-        let s1 = dims.num_spec() as u32 + 1;
+        let s1 = dims.speculative_tokens() as u32 + 1;
         let bs = dims.block_size() as u32;
         let left = b.tokens.checked_sub(b.decode * s1)?;
         if (b.prefill == 0) != (left == 0) {

@@ -195,7 +195,7 @@ impl Workload {
             s_max: d.max_seq_len() as u32,
             decode_reach: d.decode_kv_limit() as u32,
             b: d.block_size() as u32,
-            spec: d.num_spec() as u32,
+            spec: d.speculative_tokens() as u32,
             width: d.block_table_width(),
             has_mamba: d.has_mamba(),
             max_inter: d.max_intermediate(),

@@ -30,13 +30,10 @@ fn check<L: Layout>() {
         "{}",
         L::NAME
     );
-    assert_eq!(L::TOTAL_BYTES, g.total_bytes);
-    assert_eq!(L::MEGATRON_BYTES, g.megatron_bytes);
-    assert_eq!(L::KV_POOL_BLOCKS, g.kv_pool_blocks);
-    assert_eq!(L::MAX_CHUNKS, g.max_chunks);
+    assert_eq!(L::FACTS, g.facts);
     assert_eq!(L::FIELDS, g.fields.as_slice());
     assert_eq!(L::BUCKETS, g.buckets.as_slice());
-    assert_eq!(L::CUDA_SOURCE, emit_cuda::cuda_source(&g));
+    assert_eq!(L::cuda_source().unwrap(), emit_cuda::cuda_source(&g));
     for f in &g.fields {
         assert_eq!(L::FIELD_OFFSETS[f.field.index()], f.offset);
         assert_eq!(L::FIELD_ELEMS[f.field.index()], f.elems);
@@ -108,7 +105,7 @@ fn a_bundled_layout_named_is_the_layout_of_its_file() {
     assert_eq!(Name::SPEC_TOML, Path::SPEC_TOML);
     assert_eq!(Name::FIELDS, Path::FIELDS);
     assert_eq!(Name::BUCKETS, Path::BUCKETS);
-    assert_eq!(Name::MAX_REQUESTS, 128);
+    assert_eq!(Name::FACTS.max_requests, 128);
     // Through the build-script entry too.
     assert!(same_dims(&Mamba2ByName::dims(), &Mamba2_2_7b::dims()));
     assert_eq!(Mamba2ByName::SPEC_TOML, Mamba2_2_7b::SPEC_TOML);
@@ -121,7 +118,7 @@ fn build_script_and_attribute_generate_the_same_layout() {
     assert!(same_dims(&A::dims(), &B::dims()));
     assert_eq!(A::NAME, B::NAME);
     assert_eq!(A::SPEC_TOML, B::SPEC_TOML);
-    assert_eq!(A::CUDA_SOURCE, B::CUDA_SOURCE);
+    assert_eq!(A::cuda_source().unwrap(), B::cuda_source().unwrap());
     assert_eq!(A::FIELDS, B::FIELDS);
 }
 
@@ -134,8 +131,8 @@ fn inline_keys_override_the_file() {
     assert!(HybridDecodeGraphs::SPEC_TOML.contains("non_decode = false"));
     assert!(HybridDecodeGraphs::SPEC_TOML.contains("mixed_prefill = 4"));
     assert!(HybridEager::BUCKETS.is_empty());
-    assert_eq!(HybridSpec2::BLOCK_TABLE_WIDTH, 9);
-    assert_eq!(HybridLinearTp2::TENSOR_PARALLEL, 2);
+    assert_eq!(HybridSpec2::FACTS.block_table_width, 9);
+    assert_eq!(HybridLinearTp2::FACTS.tensor_parallel, 2);
 }
 
 #[test]
@@ -159,11 +156,11 @@ fn accessors_read_the_fields_the_fill_wrote() {
         (5, 1, 2)
     );
     // Whole fields, at their constant offsets and capacities.
-    assert_eq!(m.bytes().len(), HybridSmall::TOTAL_BYTES);
-    assert_eq!(m.token_to_input_ids().len(), HybridSmall::MAX_TOKENS);
+    assert_eq!(m.bytes().len(), HybridSmall::FACTS.total_bytes);
+    assert_eq!(m.token_to_input_ids().len(), HybridSmall::FACTS.max_tokens);
     assert_eq!(
         m.mha_block_table().len(),
-        HybridSmall::MAX_REQUESTS * HybridSmall::BLOCK_TABLE_WIDTH
+        HybridSmall::FACTS.max_requests * HybridSmall::FACTS.block_table_width
     );
     // The step's views are prefixes of them.
     let np = info.padded.requests() as usize;
@@ -239,6 +236,6 @@ fn the_big_layouts_build_a_step() {
         })
         .unwrap();
     assert_eq!(m.info().real.tokens, 200);
-    assert_eq!(m.bytes().len(), NemotronH8b::TOTAL_BYTES);
+    assert_eq!(m.bytes().len(), NemotronH8b::FACTS.total_bytes);
     assert_eq!(b.host().bytes().len(), 347_172);
 }

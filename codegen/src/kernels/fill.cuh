@@ -1,0 +1,372 @@
+// ---- Staging records (the one host-to-device copy of a step) ---------------------
+// Written by the host (attention_layout::devfill), read here. The header (`AlHeader`)
+// and every number of the format (AL_ABI_VERSION, record sizes, flags, source kinds)
+// come before this file, emitted from `emit_cuda::abi`; the records are checked against
+// them.
+
+// One active request. `src` says where its block-table row is read from: the top bits
+// (from AL_SRC_SHIFT) are the kind (AL_SRC_META / _RESIDENT / _UPLOAD / _NONE), the low
+// bits (AL_SRC_INDEX_MASK) an index.
+struct AlRequest { al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; };
+static_assert(sizeof(AlRequest) == AL_REQUEST_BYTES, "request record");
+
+// Sampling parameters as raw bits (the kernels copy them; no float arithmetic).
+struct AlSampling { al_u32 temperature_bits; al_i32 top_k; al_u32 top_p_bits; };
+static_assert(sizeof(AlSampling) == AL_SAMPLING_BYTES, "sampling record");
+
+// Intermediate offsets of one real prefill request: first entry index | count <<
+// AL_INTER_COUNT_SHIFT, then the offsets.
+struct AlInter { al_u32 base_count; al_u32 offsets[AL_INTER_OFFSETS]; };
+static_assert(sizeof(AlInter) == AL_INTER_BYTES, "intermediate record");
+
+struct AlWrite { al_u32 index; al_i32 value; };
+static_assert(sizeof(AlWrite) == AL_WRITE_BYTES, "patch / change");
+
+// Rewrite block-table row `row` over [0, width): entries [0, len) from `src` (-1 becomes
+// the dummy block), the rest dummy. `writeback` != AL_NO_ROW also stores the raw ids of
+// [0, len) into that resident row.
+struct AlJob { al_u32 row; al_u32 len; al_u32 width; al_u32 src; al_u32 writeback; };
+static_assert(sizeof(AlJob) == AL_JOB_BYTES, "job");
+
+// ---- Launch shape ----------------------------------------------------------------
+constexpr al_u32 AL_WARPS = AL_THREADS / 32u;
+static_assert(AL_THREADS % 32u == 0u && AL_WARPS >= 1u && AL_WARPS <= 32u, "whole warps, at most 32");
+// Requests (and prefill sequences) per thread in the block-wide scans.
+constexpr al_u32 AL_PER_THREAD = (AL_MAX_REQUESTS + AL_THREADS - 1u) / AL_THREADS;
+static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= 48u * 1024u, "static shared memory fits 48 KB");
+
+// log2(B): block positions are split with shifts (B is a power of two).
+constexpr al_u32 al_log2(al_u32 x) { return x <= 1u ? 0u : 1u + al_log2(x >> 1); }
+constexpr al_u32 AL_BLOCK_SHIFT = al_log2(AL_BLOCK_SIZE);
+static_assert((1u << AL_BLOCK_SHIFT) == AL_BLOCK_SIZE, "B is a power of two");
+// The chunk size as a divisor: layouts without Mamba have none (and run no Mamba code).
+constexpr al_u32 AL_CHUNK = AL_CHUNK_SIZE > 0u ? AL_CHUNK_SIZE : 1u;
+
+// ---- Helpers -----------------------------------------------------------------------
+__device__ __forceinline__ al_u32 al_min(al_u32 a, al_u32 b) { return a < b ? a : b; }
+__device__ __forceinline__ al_u32 al_max(al_u32 a, al_u32 b) { return a > b ? a : b; }
+
+// Every block-table entry a kernel sees is a real block or the dummy block, never -1.
+__device__ __forceinline__ al_i32 al_map_block(al_i32 id) { return id == -1 ? AL_DUMMY_BLOCK : id; }
+
+template <typename T>
+__device__ __forceinline__ T* al_field(al_u8* meta, al_u32 offset) {
+  return reinterpret_cast<T*>(meta + offset);
+}
+
+// Largest i in [0, n) with s[i] <= x, given s[0] <= x < s[n] and s increasing.
+__device__ __forceinline__ al_u32 al_search(const al_u32* s, al_u32 n, al_u32 x) {
+  al_u32 lo = 0u, hi = n;
+  while (hi - lo > 1u) {
+    const al_u32 mid = (lo + hi) >> 1;
+    if (s[mid] <= x) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// Inclusive scan of two sums across a warp. Every lane of every warp calls it.
+__device__ __forceinline__ void al_warp_scan2(al_u32& a, al_u32& b) {
+  const al_u32 lane = threadIdx.x & 31u;
+  for (al_u32 d = 1u; d < 32u; d <<= 1) {
+    const al_u32 x = __shfl_up_sync(0xffffffffu, a, d);
+    const al_u32 y = __shfl_up_sync(0xffffffffu, b, d);
+    if (lane >= d) { a += x; b += y; }
+  }
+}
+
+// Block-wide scan of two per-thread sums. Every thread of the block calls it. On return
+// (a, b) hold the exclusive prefixes and (ta, tb) the block totals. s_warp: 2 * AL_WARPS.
+__device__ __forceinline__ void al_block_scan2(al_u32& a, al_u32& b, al_u32& ta, al_u32& tb, al_u32* s_warp) {
+  const al_u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+  al_u32 ia = a, ib = b;
+  al_warp_scan2(ia, ib);
+  if (lane == 31u) { s_warp[warp] = ia; s_warp[AL_WARPS + warp] = ib; }
+  __syncthreads();
+  // Every warp scans the warp totals itself: no second barrier before reading them.
+  al_u32 wa = lane < AL_WARPS ? s_warp[lane] : 0u;
+  al_u32 wb = lane < AL_WARPS ? s_warp[AL_WARPS + lane] : 0u;
+  al_warp_scan2(wa, wb);
+  ta = __shfl_sync(0xffffffffu, wa, AL_WARPS - 1u);
+  tb = __shfl_sync(0xffffffffu, wb, AL_WARPS - 1u);
+  const al_u32 pa = __shfl_sync(0xffffffffu, wa, (warp + 31u) & 31u);  // warp - 1
+  const al_u32 pb = __shfl_sync(0xffffffffu, wb, (warp + 31u) & 31u);
+  a = (warp > 0u ? pa : 0u) + ia - a;
+  b = (warp > 0u ? pb : 0u) + ib - b;
+  __syncthreads();  // s_warp is reused by the next scan
+}
+
+// ---- Blocks 1.. (or block 0 alone): resident table and row gathers -------------------
+// The host guarantees, per launch: changes target resident rows that no job reads, and
+// distinct elements; a job writes one block-table row that no patch touches and no token
+// of block 0 reads (tokens of moved rows read the job's source, not the row). So these
+// writes race with nothing.
+__device__ __forceinline__ void al_worker(al_u8* meta, const al_u8* staging, al_i32* resident,
+                                          const AlHeader& h, al_u32 worker, al_u32 workers) {
+  const AlWrite* changes = reinterpret_cast<const AlWrite*>(staging + h.off_changes);
+  for (al_u32 i = worker * AL_THREADS + threadIdx.x; i < h.n_changes; i += workers * AL_THREADS) {
+    const AlWrite c = changes[i];
+    resident[c.index] = c.value;
+  }
+  const AlJob* jobs = reinterpret_cast<const AlJob*>(staging + h.off_jobs);
+  const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
+  al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
+  const al_u32 lane = threadIdx.x & 31u;
+  // One warp per row: consecutive lanes, consecutive entries.
+  for (al_u32 g = worker * AL_WARPS + (threadIdx.x >> 5); g < h.n_jobs; g += workers * AL_WARPS) {
+    const AlJob job = jobs[g];
+    al_i32* row = bt + job.row * AL_BLOCK_TABLE_WIDTH;
+    const al_u32 index = job.src & AL_SRC_INDEX_MASK;
+    const al_i32* from = (job.src >> AL_SRC_SHIFT) == AL_SRC_RESIDENT ? resident + index * AL_BLOCK_TABLE_WIDTH : uploaded + index;
+    al_i32* back = job.writeback != AL_NO_ROW ? resident + job.writeback * AL_BLOCK_TABLE_WIDTH : nullptr;
+    for (al_u32 j = lane; j < job.width; j += 32u) {
+      if (j < job.len) {
+        const al_i32 id = from[j];
+        row[j] = al_map_block(id);
+        if (back != nullptr) back[j] = id;
+      } else {
+        row[j] = AL_DUMMY_BLOCK;
+      }
+    }
+  }
+}
+
+// ---- Block 0: request, token and Mamba fields (SEMANTICS 4-6) ------------------------
+__device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h, const AlSampling* sampling,
+                                                 al_u32 a, const AlRequest& r, al_u32 cu_q, al_u32 cu_kv) {
+  const AlSampling s = sampling[(h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u ? a : 0u];
+  al_field<al_i32>(meta, AL_OFF_REQUEST_IN_PREFILL_STATUS)[a] = a >= h.real_decode ? 1 : 0;
+  al_field<al_u32>(meta, AL_OFF_REQUEST_QUERY_LENGTHS)[a] = r.q;
+  al_field<al_u32>(meta, AL_OFF_REQUEST_KV_LENGTH_OFFSETS)[a] = r.kv;
+  al_field<al_u32>(meta, AL_OFF_TEMPERATURE)[a] = s.temperature_bits;
+  al_field<al_i32>(meta, AL_OFF_TOP_K)[a] = s.top_k;
+  al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = s.top_p_bits;
+  al_field<al_u32>(meta, AL_OFF_ACTIVE_REQUEST_LAST_TOKEN_IDXS)[a] = cu_q - 1u;
+  al_field<al_u32>(meta, AL_OFF_MHA_QUERY_LENGTHS)[a] = r.q;
+  al_field<al_u32>(meta, AL_OFF_MHA_KV_SEQ_LENGTHS)[a] = r.kv + r.q;
+  al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[a + 1u] = cu_q;
+  al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[a + 1u] = cu_kv;
+}
+
+__device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, al_u32 total_q, al_u32 total_kv) {
+  al_field<al_i32>(meta, AL_OFF_REQUEST_IN_PREFILL_STATUS)[a] = 0;
+  al_field<al_i32>(meta, AL_OFF_REQUEST_QUERY_LENGTHS)[a] = 0;
+  al_field<al_i32>(meta, AL_OFF_REQUEST_KV_LENGTH_OFFSETS)[a] = 0;
+  al_field<al_u32>(meta, AL_OFF_TEMPERATURE)[a] = AL_PAD_TEMPERATURE_BITS;
+  al_field<al_i32>(meta, AL_OFF_TOP_K)[a] = 0;
+  al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = 0u;
+  al_field<al_i32>(meta, AL_OFF_ACTIVE_REQUEST_LAST_TOKEN_IDXS)[a] = 0;
+  al_field<al_i32>(meta, AL_OFF_MHA_QUERY_LENGTHS)[a] = 0;
+  al_field<al_i32>(meta, AL_OFF_MHA_KV_SEQ_LENGTHS)[a] = 0;
+  al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[a + 1u] = total_q;
+  al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[a + 1u] = total_kv;
+}
+
+// The fill of one step. `padded_tokens`, `fp`, `dp`: the padded dims (ignored when
+// `eager`: read from the header). Out of line: every entry shares this one body.
+__device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
+                                          al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
+                                          bool eager) {
+  const AlHeader& h = *reinterpret_cast<const AlHeader*>(staging);
+  if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
+  const al_u32 np = fp + dp;
+  const al_u32 n = h.active;
+  // The host never sends a step that does not fit; such a launch writes nothing.
+  if (padded_tokens > AL_MAX_TOKENS || np > AL_MAX_REQUESTS || n > np || h.real_tokens > padded_tokens) return;
+
+  const al_u32 workers = gridDim.x - 1u;
+  if (blockIdx.x != 0u || workers == 0u) {
+    al_worker(meta, staging, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
+    if (blockIdx.x != 0u) return;
+  }
+
+  const al_u32 tid = threadIdx.x;
+  const AlRequest* req = reinterpret_cast<const AlRequest*>(staging + h.off_requests);
+  const AlSampling* sampling = reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
+  al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
+
+  // (1) Block-table rows that stayed in place: only the entries that changed.
+  const AlWrite* patches = reinterpret_cast<const AlWrite*>(staging + h.off_patches);
+  for (al_u32 i = tid; i < h.n_patches; i += AL_THREADS) {
+    const AlWrite p = patches[i];
+    bt[p.index] = p.value;
+  }
+
+  // (2) Cumulative query and KV lengths: thread tid owns requests [tid * k, tid * k + k).
+  __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
+  __shared__ al_u32 s_warp[2u * AL_WARPS];
+  const al_u32 first = tid * AL_PER_THREAD;
+  al_u32 pre_q = 0u, pre_kv = 0u;
+  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+    const al_u32 a = first + i;
+    if (a < n) { const AlRequest r = req[a]; pre_q += r.q; pre_kv += r.kv + r.q; }
+  }
+  al_u32 total_q, total_kv;
+  al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp);
+  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+    const al_u32 a = first + i;
+    if (a < n) {
+      const AlRequest r = req[a];
+      pre_q += r.q;
+      pre_kv += r.kv + r.q;
+      s_cu_q[a + 1u] = pre_q;
+      al_write_request(meta, h, sampling, a, r, pre_q, pre_kv);
+    }
+  }
+  if (tid == 0u) {
+    s_cu_q[0] = 0u;
+    al_field<al_i32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[0] = 0;
+    al_field<al_i32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[0] = 0;
+    al_field<al_u32>(meta, AL_OFF_REAL_TOKEN_COUNT)[0] = h.real_tokens;
+  }
+  for (al_u32 a = n + tid; a < np; a += AL_THREADS) al_write_padding_request(meta, a, total_q, total_kv);
+
+  // Mamba state slots (present when the padded count is > 0).
+  if constexpr (AL_HAS_MAMBA) {
+    for (al_u32 a = tid; a < dp; a += AL_THREADS) {
+      const al_i32 slot = a < h.attn_decode ? req[a].slot : -1;
+      if constexpr (AL_DECODE_INDEX_I64) al_field<al_i64>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = slot;
+      else al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = slot;
+    }
+    for (al_u32 f = tid; f < fp; f += AL_THREADS) {
+      al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] = f < h.attn_prefill ? req[h.attn_decode + f].slot : -1;
+    }
+  }
+  __syncthreads();  // s_cu_q complete; patched rows final
+
+  // (3) Token arrays: a binary search finds each token's request.
+  {
+    const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
+    const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
+    const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
+    al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
+    al_i64* pos_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_POS_IDS);
+    al_i64* block_idx = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX);
+    al_i32* local = al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
+    al_u32* request_idx = al_field<al_u32>(meta, AL_OFF_TOKEN_TO_REQUEST_IDX);
+    al_u32* position = al_field<al_u32>(meta, AL_OFF_TOKEN_TO_POSITION_IN_REQUEST);
+    for (al_u32 t = tid; t < padded_tokens; t += AL_THREADS) {
+      if (t < h.real_tokens) {
+        const al_u32 a = al_search(s_cu_q, n, t);
+        const AlRequest r = req[a];
+        const al_u32 pos = r.kv + (t - s_cu_q[a]);
+        const al_u32 j = pos >> AL_BLOCK_SHIFT;
+        const al_u32 index = r.src & AL_SRC_INDEX_MASK;
+        al_i32 block;
+        switch (r.src >> AL_SRC_SHIFT) {
+          case AL_SRC_META: block = bt[a * AL_BLOCK_TABLE_WIDTH + j]; break;
+          case AL_SRC_RESIDENT: block = resident[index * AL_BLOCK_TABLE_WIDTH + j]; break;
+          default: block = uploaded[index + j]; break;
+        }
+        if (has_ids) input_ids[t] = ids[t];
+        pos_ids[t] = (al_i64)pos;
+        block_idx[t] = (al_i64)block;
+        local[t] = (al_i32)(pos & (AL_BLOCK_SIZE - 1u));
+        request_idx[t] = h.paused + a;
+        position[t] = pos;
+      } else {
+        // Padding tokens write to the dummy block's slot 0.
+        input_ids[t] = 0;
+        pos_ids[t] = 0;
+        block_idx[t] = (al_i64)AL_DUMMY_BLOCK;
+        local[t] = 0;
+        request_idx[t] = 0u;
+        position[t] = 0u;
+      }
+    }
+  }
+
+  // (4) Mamba prefill arrays (present when Fp > 0), over the prefill token sub-stream.
+  if constexpr (AL_HAS_MAMBA) {
+    if (fp > 0u) {
+      __shared__ al_u32 s_chunk[AL_MAX_REQUESTS + 1u];
+      const al_u32 dr = h.attn_decode, fr = h.attn_prefill;
+      const al_u32 q0 = s_cu_q[dr];
+      const al_u32 l = s_cu_q[dr + fr] - q0;
+      // Start of prefill sequence f in [0, fp] (padded sequences are empty, at l).
+#define AL_SEQ_START(f) ((f) <= fr ? s_cu_q[dr + (f)] - q0 : l)
+      // Chunks per sequence: max(1, ceil(len / cs)); scanned into s_chunk.
+      al_u32 pre_c = 0u, unused = 0u;
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        const al_u32 f = first + i;
+        if (f < fp) pre_c += al_max(1u, (AL_SEQ_START(f + 1u) - AL_SEQ_START(f) + AL_CHUNK - 1u) / AL_CHUNK);
+      }
+      al_u32 total_chunks, unused_total;
+      al_block_scan2(pre_c, unused, total_chunks, unused_total, s_warp);
+      al_i32* last_chunk = al_field<al_i32>(meta, AL_OFF_MAMBA_LAST_CHUNK_INDICES);
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        const al_u32 f = first + i;
+        if (f < fp) {
+          pre_c += al_max(1u, (AL_SEQ_START(f + 1u) - AL_SEQ_START(f) + AL_CHUNK - 1u) / AL_CHUNK);
+          s_chunk[f + 1u] = pre_c;
+          last_chunk[f] = (al_i32)pre_c - 1;
+        }
+      }
+      if (tid == 0u) s_chunk[0] = 0u;
+      al_u32* cu_seqlens = al_field<al_u32>(meta, AL_OFF_MAMBA_CU_SEQLENS);
+      for (al_u32 f = tid; f <= fp; f += AL_THREADS) cu_seqlens[f] = AL_SEQ_START(f);
+      al_i32* seq_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX);
+      al_i32* conv_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_CONV_SEQ_IDX);
+      al_u32* conv_start = al_field<al_u32>(meta, AL_OFF_MAMBA_CONV_SEQ_START);
+      for (al_u32 k = tid; k < padded_tokens; k += AL_THREADS) {
+        if (k < l) {
+          const al_u32 a = al_search(s_cu_q, n, q0 + k);
+          seq_idx[k] = (al_i32)(a - dr);
+          conv_idx[k] = (al_i32)(a - dr);
+          conv_start[k] = s_cu_q[a] - q0;
+        } else {
+          seq_idx[k] = -1;
+          conv_idx[k] = 0;
+          conv_start[k] = 0u;
+        }
+      }
+      if (tid == 0u && dp > 0u) {
+        al_field<al_u32>(meta, AL_OFF_MAMBA_DEVICE_DECODE_PREFILL)[0] = q0;
+        al_field<al_u32>(meta, AL_OFF_MAMBA_DEVICE_DECODE_PREFILL)[1] = l;
+      }
+      __syncthreads();  // s_chunk complete
+
+      // Chunk boundaries: chunks restart at every sequence start; padding repeats the end.
+      const al_u32 chunks = padded_tokens / AL_CHUNK + fp;
+      al_u32* cu_chunk = al_field<al_u32>(meta, AL_OFF_MAMBA_CU_CHUNK_SEQLENS);
+      al_i32* varlen = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN);
+      if (tid == 0u) cu_chunk[0] = 0u;
+      for (al_u32 k = tid; k < chunks; k += AL_THREADS) {
+        if (k < total_chunks) {
+          const al_u32 f = al_search(s_chunk, fp, k);
+          const al_u32 start = AL_SEQ_START(f), end = AL_SEQ_START(f + 1u);
+          cu_chunk[k + 1u] = al_min(start + (k - s_chunk[f] + 1u) * AL_CHUNK, end);
+          varlen[k] = (al_i32)f;
+        } else {
+          cu_chunk[k + 1u] = l;
+          varlen[k] = 0;
+        }
+      }
+
+      // Intermediate-state extraction: K = min(3 Fp, Kmax) entries, the real ones first.
+      const al_u32 kk = al_min(AL_INTER_OFFSETS * fp, AL_MAX_INTERMEDIATE);
+      const bool has_inter = (h.flags & AL_FLAG_INTERMEDIATE) != 0u;
+      const al_u32 emitted = has_inter ? h.inter_count : 0u;
+      al_i64* inter_chunk = al_field<al_i64>(meta, AL_OFF_MAMBA_INTERMEDIATE_CHUNK_INDICES);
+      al_u32* inter_abs = al_field<al_u32>(meta, AL_OFF_MAMBA_INTERMEDIATE_ABS_POSITIONS);
+      if (has_inter) {
+        const AlInter* inter = reinterpret_cast<const AlInter*>(staging + h.off_inter);
+        for (al_u32 f = tid; f < fr; f += AL_THREADS) {
+          const AlInter rec = inter[f];
+          const al_u32 base = rec.base_count & ((1u << AL_INTER_COUNT_SHIFT) - 1u), count = rec.base_count >> AL_INTER_COUNT_SHIFT;
+          for (al_u32 j = 0u; j < count && j < AL_INTER_OFFSETS; ++j) {
+            const al_u32 off = rec.offsets[j];
+            inter_chunk[base + j] = (al_i64)(s_chunk[f] + off / AL_CHUNK) - 1;
+            inter_abs[base + j] = AL_SEQ_START(f) + off;
+          }
+        }
+      }
+      for (al_u32 i = emitted + tid; i < kk; i += AL_THREADS) {
+        inter_chunk[i] = 0;
+        inter_abs[i] = AL_CONV_WIDTH;
+      }
+      if (tid == 0u) al_field<al_u32>(meta, AL_OFF_MAMBA_INTERMEDIATE_REAL_COUNT)[0] = emitted;
+#undef AL_SEQ_START
+    }
+  }
+}
+
