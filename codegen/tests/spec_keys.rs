@@ -43,6 +43,9 @@ distribution = "exponential"
 token_budget = 64
 mixed_prefill = 4
 non_decode = true
+# Beside the ladder keys only here, to list every key; the checks take one or the other.
+buckets = [[8, 0, 8], [64, 4, 4]]
+graph_memory_mib = 64
 
 [memory]
 attention_layers = 1
@@ -114,8 +117,27 @@ fn the_full_spec_sets_every_key_of_the_table_and_passes_both_checks() {
     let mut keys = BTreeSet::new();
     dotted(&full(), "", &mut keys);
     assert_eq!(keys, table_keys(), "the test spec and KEYS differ");
-    assert!(load::check_table(&full()).is_empty());
     LayoutSpec::from_table(full()).unwrap();
+    // An explicit table and the ladder keys exclude each other: the checks pass on each.
+    let ladder = [
+        "count",
+        "distribution",
+        "token_budget",
+        "mixed_prefill",
+        "non_decode",
+    ];
+    let (mut with_table, mut with_ladder) = (full(), full());
+    let graphs = |t: &mut Table| t.get_mut("graphs").unwrap().as_table_mut().unwrap().clone();
+    let mut g = graphs(&mut with_table);
+    g.retain(|k, _| !ladder.contains(&k));
+    with_table.insert("graphs".to_owned(), Value::Table(g));
+    let mut g = graphs(&mut with_ladder);
+    g.remove("buckets");
+    with_ladder.insert("graphs".to_owned(), Value::Table(g));
+    for t in [with_table, with_ladder] {
+        assert_eq!(load::check_table(&t), []);
+        LayoutSpec::from_table(t).unwrap();
+    }
 }
 
 #[test]
