@@ -1,5 +1,6 @@
-//! Conformance replay of Megatron-LM golden records (the format `testdata/GOLDEN-README.md` describes):
-//! every record is re-run through this crate and every array and scalar compared.
+//! Conformance replay of Megatron-LM golden records (`testdata/GOLDEN-README.md`): every
+//! record is re-run through this crate and every array and scalar compared. The
+//! prefix-caching kinds are in `golden/prefix.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,10 @@ use crate::error::StepError;
 use crate::fill::StepInfo;
 use crate::metadata::{HostMetadata, MetadataView};
 use crate::step::{IntermediateOffsets, Phase, RequestRow, StepInput};
+
+// The prefix-caching record kinds (`prefix_kv`, `prefix_hash`, `mamba_cache`,
+// `mamba_offsets`) live in their own file.
+mod prefix;
 
 /// Value Megatron leaves stale in the token arrays' padding (any value conforms).
 pub const STALE: i64 = -7;
@@ -270,6 +275,13 @@ pub fn replay(text: &str) -> Report {
             "error" => replay_error(&record, &mut cmp),
             "kv_allocator" => replay_kv(&record, &mut cmp),
             "mamba_slots" => replay_slots(&record, &mut cmp, &mut report.deviations, line_no),
+            "prefix_kv" | "mamba_cache" => {
+                prefix::replay_trace(&record, &mut cmp, &mut report.deviations, line_no)
+            }
+            "prefix_hash" => {
+                prefix::replay_hash(&record, &mut cmp, &mut report.deviations, line_no)
+            }
+            "mamba_offsets" => prefix::replay_offsets(&record, &mut cmp),
             "summary" => Ok(()),
             other => Err(format!("unknown record kind `{other}`")),
         };

@@ -2,7 +2,8 @@
 //!
 //! Megatron-exact per-step metadata for attention (FlashAttention varlen, paged KV) and
 //! Mamba2 kernels: the host fill (the reference implementation), the KV block allocator and
-//! Mamba slot pool, the engine-side batch state, the workload simulator and the command
+//! Mamba slot pool, the prefix cache (block hashes, the caching KV allocator, the durable
+//! Mamba state cache), the engine-side batch state, the workload simulator and the command
 //! line tool.
 
 // The library never prints: the command line tool writes through `cli`, which handles
@@ -29,6 +30,7 @@ pub mod inspect;
 pub mod layout;
 pub mod layouts;
 pub mod metadata;
+pub mod prefix;
 pub mod scenarios;
 pub mod simulate;
 pub mod step;
@@ -47,6 +49,7 @@ pub use error::StepError;
 pub use fill::StepInfo;
 pub use layout::{ConstDims, Layout};
 pub use metadata::{DecodeIndices, Difference, HostMetadata, MetadataView};
+pub use prefix::{EvictionPolicy, MambaStateCache, PrefixError, PrefixKvAllocator};
 pub use step::{
     BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput,
 };
