@@ -36,7 +36,7 @@ constexpr al_u32 AL_PER_THREAD = (AL_MAX_REQUESTS + AL_THREADS - 1u) / AL_THREAD
 static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= 48u * 1024u, "static shared memory fits 48 KB");
 
 // log2(B): block positions are split with shifts (B is a power of two).
-constexpr al_u32 al_log2(al_u32 x) { return x <= 1u ? 0u : 1u + al_log2(x >> 1); }
+__host__ __device__ constexpr al_u32 al_log2(al_u32 x) { return x <= 1u ? 0u : 1u + al_log2(x >> 1); }
 constexpr al_u32 AL_BLOCK_SHIFT = al_log2(AL_BLOCK_SIZE);
 static_assert((1u << AL_BLOCK_SHIFT) == AL_BLOCK_SIZE, "B is a power of two");
 // The chunk size as a divisor: layouts without Mamba have none (and run no Mamba code).

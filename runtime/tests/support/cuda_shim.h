@@ -41,6 +41,7 @@ inline unsigned __shfl_sync(unsigned, unsigned v, unsigned src) {
 
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
