@@ -15,9 +15,10 @@
 //! * `NameBuilder`: the runtime's host fill, monomorphized with `Name`'s constants;
 //! * a `const` block of assertions, one per layout fact, evaluated by the compiler.
 //!
-//! Generated code names the runtime as `::attention_layout` and imports its support module
-//! as `al` inside `const _: () = { ... };` blocks, so it adds no names to the user's module
-//! beyond `Name`, `NameMetadata` and `NameBuilder`.
+//! Generated code names the runtime as `::attention_layout` and imports its hidden support
+//! path `__private` (the `layout` module's items plus the helpers only generated code
+//! calls, off the public API) as `al` inside `const _: () = { ... };` blocks, so it adds no
+//! names to the user's module beyond `Name`, `NameMetadata` and `NameBuilder`.
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -382,7 +383,7 @@ fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str, cuda: &str)
     quote! {
         #impl_doc
         const _: () = {
-            use ::attention_layout::layout as al;
+            use ::attention_layout::__private as al;
 
             #[automatically_derived]
             impl al::Layout for #ty {
@@ -540,7 +541,7 @@ fn emit_type_impls(names: Names<'_>, g: &Geometry) -> TokenStream {
     quote! {
         #impls_doc
         const _: () = {
-            use ::attention_layout::layout as al;
+            use ::attention_layout::__private as al;
 
             #fields_doc
             impl #ty {
@@ -658,7 +659,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
     quote! {
         #check_doc
         const _: () = {
-            use ::attention_layout::layout::{self as al, Layout as _};
+            use ::attention_layout::__private::{self as al, Layout as _};
             const R: usize = #ty::MAX_REQUESTS;
             const T: usize = #ty::MAX_TOKENS;
             const S: usize = #ty::MAX_SEQ_LEN;

@@ -28,7 +28,7 @@ pub struct Llama3_1_8bBuilder {
 
 /// `Llama3_1_8b`'s capacities, buffer layout, CUDA-graph buckets and fill kernels, as constants.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     #[automatically_derived]
     impl al::Layout for Llama3_1_8b {
         /// The layout's name.
@@ -1432,7 +1432,7 @@ al_fill_bucket_97(al_u8* meta, const al_u8* staging, al_i32* resident) {
 
 /// `Llama3_1_8b`'s field table, the accessors of `Llama3_1_8bMetadata` and the methods of `Llama3_1_8bBuilder`.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     /// Where each of `Llama3_1_8b`'s 19 fields lies in its 2403340-byte buffer (SEMANTICS §9).
     impl Llama3_1_8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
@@ -1735,7 +1735,7 @@ const _: () = {
 
 /// Compile-time checks of `Llama3_1_8b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
 const _: () = {
-    use ::attention_layout::layout::{self as al, Layout as _};
+    use ::attention_layout::__private::{self as al, Layout as _};
     const R: usize = Llama3_1_8b::MAX_REQUESTS;
     const T: usize = Llama3_1_8b::MAX_TOKENS;
     const S: usize = Llama3_1_8b::MAX_SEQ_LEN;

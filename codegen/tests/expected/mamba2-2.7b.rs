@@ -28,7 +28,7 @@ pub struct Mamba2_2_7bBuilder {
 
 /// `Mamba2_2_7b`'s capacities, buffer layout, CUDA-graph buckets and fill kernels, as constants.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     #[automatically_derived]
     impl al::Layout for Mamba2_2_7b {
         /// The layout's name.
@@ -1423,7 +1423,7 @@ al_fill_bucket_90(al_u8* meta, const al_u8* staging, al_i32* resident) {
 
 /// `Mamba2_2_7b`'s field table, the accessors of `Mamba2_2_7bMetadata` and the methods of `Mamba2_2_7bBuilder`.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534180-byte buffer (SEMANTICS §9).
     impl Mamba2_2_7b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
@@ -1891,7 +1891,7 @@ const _: () = {
 
 /// Compile-time checks of `Mamba2_2_7b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
 const _: () = {
-    use ::attention_layout::layout::{self as al, Layout as _};
+    use ::attention_layout::__private::{self as al, Layout as _};
     const R: usize = Mamba2_2_7b::MAX_REQUESTS;
     const T: usize = Mamba2_2_7b::MAX_TOKENS;
     const S: usize = Mamba2_2_7b::MAX_SEQ_LEN;

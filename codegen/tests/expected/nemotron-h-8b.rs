@@ -28,7 +28,7 @@ pub struct NemotronH8bBuilder {
 
 /// `NemotronH8b`'s capacities, buffer layout, CUDA-graph buckets and fill kernels, as constants.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     #[automatically_derived]
     impl al::Layout for NemotronH8b {
         /// The layout's name.
@@ -1410,7 +1410,7 @@ al_fill_bucket_88(al_u8* meta, const al_u8* staging, al_i32* resident) {
 
 /// `NemotronH8b`'s field table, the accessors of `NemotronH8bMetadata` and the methods of `NemotronH8bBuilder`.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     /// Where each of `NemotronH8b`'s 32 fields lies in its 347172-byte buffer (SEMANTICS §9).
     impl NemotronH8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 4096 × i64 (T) at bytes 0..32768.
@@ -1878,7 +1878,7 @@ const _: () = {
 
 /// Compile-time checks of `NemotronH8b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
 const _: () = {
-    use ::attention_layout::layout::{self as al, Layout as _};
+    use ::attention_layout::__private::{self as al, Layout as _};
     const R: usize = NemotronH8b::MAX_REQUESTS;
     const T: usize = NemotronH8b::MAX_TOKENS;
     const S: usize = NemotronH8b::MAX_SEQ_LEN;
