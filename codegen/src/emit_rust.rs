@@ -16,9 +16,10 @@
 //! * `NameBuilder`: the runtime's host fill, monomorphized with `Name`'s constants;
 //! * a `const` block of assertions, one per layout fact, evaluated by the compiler.
 //!
-//! Generated code names the runtime as `::attention_layout` and imports its support module
-//! as `al` inside `const _: () = { ... };` blocks, so it adds no names to the user's module
-//! beyond `Name`, `NameMetadata` and `NameBuilder`.
+//! Generated code names the runtime as `::attention_layout` and imports its hidden support
+//! path `__private` (the `layout` module's items plus the helpers only generated code
+//! calls, off the public API) as `al` inside `const _: () = { ... };` blocks, so it adds no
+//! names to the user's module beyond `Name`, `NameMetadata` and `NameBuilder`.
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -316,7 +317,7 @@ fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str) -> TokenStr
     quote! {
         #impl_doc
         const _: () = {
-            use ::attention_layout::layout as al;
+            use ::attention_layout::__private as al;
 
             #[automatically_derived]
             impl al::Layout for #ty {
@@ -442,7 +443,7 @@ fn emit_type_impls(names: Names<'_>, g: &Geometry) -> TokenStream {
     quote! {
         #impls_doc
         const _: () = {
-            use ::attention_layout::layout as al;
+            use ::attention_layout::__private as al;
 
             #fields_doc
             impl #ty {
@@ -559,7 +560,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
     quote! {
         #check_doc
         const _: () = {
-            use ::attention_layout::layout as al;
+            use ::attention_layout::__private as al;
             const F: al::Facts = <#ty as al::Layout>::FACTS;
             const FIELDS: &[al::FieldLayout] = <#ty as al::Layout>::FIELDS;
             const BUCKETS: &[al::BatchDims] = <#ty as al::Layout>::BUCKETS;

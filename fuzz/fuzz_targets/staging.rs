@@ -27,7 +27,7 @@
 use arbitrary::Arbitrary;
 use attention_layout::codegen::emit_cuda::abi;
 use attention_layout::codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
-use attention_layout::devfill::{self, StagingBuilder};
+use attention_layout::devfill::StagingBuilder;
 use attention_layout::fill::{self, BlockCheck, FillState};
 use attention_layout::{
     BlockChange, Dims, Geometry, HostMetadata, Phase, RequestRow, Residency, RuntimeDims,
@@ -517,7 +517,7 @@ fuzz_target!(|case: Case| {
         let Ok(plan) = fill::plan_step_checking(&d, &input, &mut plan_state, check) else {
             continue;
         };
-        let info = devfill::complete_info(&d, &input, plan.info());
+        let info = plan.complete_info();
 
         // The contradiction every build must refuse: a latest change inside a row's list.
         let mut contradicted = false;
@@ -537,7 +537,7 @@ fuzz_target!(|case: Case| {
 
         let before = builder.clone();
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut staging);
-        match builder.build(&input, &info, bytes) {
+        match builder.build(&plan, bytes) {
             Err(e) => {
                 assert!(builder == before, "refused ({e}) but the builder changed");
                 assert!(

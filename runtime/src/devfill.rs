@@ -57,22 +57,13 @@
 //! `tests/devfill_kernels_cpu.rs` runs the emitted kernels on the CPU against the host
 //! fill.
 
-// Indexing here is into per-row state sized `max_requests` (indices checked against it on
-// entry), into the staging image (sized by the same plan that indexes it, and checked
-// against the buffer length before writing), and into rows' block lists at positions
-// below their lengths.
-#![allow(
-    clippy::indexing_slicing,
-    reason = "indices checked against per-row state, the staging plan and row lengths (above)"
-)]
-
 use attention_layout_codegen::BatchDims;
 use attention_layout_codegen::emit_cuda::abi;
 use thiserror::Error;
 
 use crate::dims::Dims;
-use crate::fill::StepInfo;
-use crate::step::{Sampling, StepInput};
+use crate::fill::{StepInfo, StepPlan};
+use crate::step::{BlockChange, RequestRow, Residency, Sampling, StepInput};
 
 /// No resident row / no metadata row.
 const NONE: u32 = u32::MAX;
@@ -189,6 +180,29 @@ pub enum StagingError {
         /// The dummy block id.
         dummy: i32,
     },
+    /// The step was planned for another layout than the builder's (a bug in the caller:
+    /// a builder stages the steps of the layout it was made for).
+    #[error(
+        "the step was planned for a layout of {rows} x {width} blocks (dummy block {dummy}, images up to {capacity} bytes), this staging builder is for {builder_rows} x {builder_width} (dummy block {builder_dummy}, {builder_capacity} bytes)"
+    )]
+    OtherLayout {
+        /// Request rows of the plan's layout.
+        rows: usize,
+        /// Its block-table width.
+        width: usize,
+        /// Its dummy block.
+        dummy: i32,
+        /// Its largest image.
+        capacity: usize,
+        /// Request rows of the builder's layout.
+        builder_rows: usize,
+        /// Its block-table width.
+        builder_width: usize,
+        /// Its dummy block.
+        builder_dummy: i32,
+        /// Its largest image.
+        builder_capacity: usize,
+    },
     /// The image buffer is too small or misaligned (a bug in the caller).
     #[error(
         "the staging buffer has {got} bytes at alignment {align}, {need} bytes 16-aligned are needed"
@@ -224,6 +238,9 @@ pub struct Staged {
     pub gathered_rows: u32,
     /// Entries the worker blocks write (changes plus job widths).
     pub worker_entries: u64,
+    /// The step's complete info ([`StepPlan::complete_info`]): what the host fill reports
+    /// for the same step.
+    pub info: StepInfo,
 }
 
 impl Staged {
@@ -246,59 +263,6 @@ pub fn grid_for(worker_entries: u64, max_workers: u32) -> u32 {
         .min(max_workers)
 }
 
-/// Fills in the parts of a planned step's info that the host fill computes while writing
-/// (`max_seqlen_*`, Mamba chunk and intermediate counts), without writing anything.
-pub fn complete_info<D: Dims>(d: &D, input: &StepInput<'_>, planned: &StepInfo) -> StepInfo {
-    let mut info = *planned;
-    let p = info.paused as usize;
-    let n = info.real.requests() as usize;
-    let active = input.rows.get(p..p + n).unwrap_or(&[]);
-    let s1 = d.speculative_tokens() as u32 + 1;
-    if info.graphed() {
-        info.max_seqlen_q = if info.padded.prefill == 0 {
-            s1
-        } else {
-            info.padded.tokens.max(2)
-        };
-        info.max_seqlen_k = d.max_seq_len() as u32;
-    } else if n > 0 {
-        info.max_seqlen_q = active.iter().map(|r| r.query_length).max().unwrap_or(0);
-        info.max_seqlen_k = active
-            .iter()
-            .map(|r| r.kv_offset + r.query_length)
-            .max()
-            .unwrap_or(0);
-    } else {
-        info.max_seqlen_q = s1;
-        info.max_seqlen_k = 1;
-    }
-    info.mamba_chunks = 0;
-    info.intermediate_len = 0;
-    info.intermediate_count = 0;
-    info.real_prefill_tokens = 0;
-    let fp = info.padded.prefill as usize;
-    if d.has_mamba() && fp > 0 {
-        let dr = info.attn.decode as usize;
-        let fr = info.attn.prefill as usize;
-        info.mamba_chunks = (info.padded.tokens as usize / d.chunk_size() + fp) as u32;
-        info.intermediate_len = (fp * 3).min(d.max_intermediate()) as u32;
-        info.intermediate_count = input.intermediate.map_or(0, |inter| {
-            inter
-                .iter()
-                .take(fr)
-                .map(|io| u32::from(io.count.min(3)))
-                .sum()
-        });
-        info.real_prefill_tokens = active
-            .get(dr..dr + fr)
-            .unwrap_or(&[])
-            .iter()
-            .map(|r| r.query_length)
-            .sum();
-    }
-    info
-}
-
 /// Writes the image of a step with no requests padded to `padded` (every field
 /// padding): what a launch needs to warm a kernel up before graph capture. Returns its
 /// bytes.
@@ -314,10 +278,10 @@ pub fn write_empty_step(padded: BatchDims, out: &mut [u8]) -> Result<usize, Stag
         .and_then(|b| bytemuck::try_cast_slice_mut(b).ok())
         .ok_or(bad)?;
     words.fill(0);
-    words[abi::H_ABI] = abi::VERSION;
-    words[abi::H_PAD_TOKENS] = padded.tokens;
-    words[abi::H_PAD_PREFILL] = padded.prefill;
-    words[abi::H_PAD_DECODE] = padded.decode;
+    set_word(words, abi::H_ABI, abi::VERSION);
+    set_word(words, abi::H_PAD_TOKENS, padded.tokens);
+    set_word(words, abi::H_PAD_PREFILL, padded.prefill);
+    set_word(words, abi::H_PAD_DECODE, padded.decode);
     for w in [
         abi::H_OFF_REQUESTS,
         abi::H_OFF_TOKEN_IDS,
@@ -328,7 +292,7 @@ pub fn write_empty_step(padded: BatchDims, out: &mut [u8]) -> Result<usize, Stag
         abi::H_OFF_JOBS,
         abi::H_OFF_BLOCKS,
     ] {
-        words[w] = need as u32;
+        set_word(words, w, need as u32);
     }
     Ok(need)
 }
@@ -537,30 +501,38 @@ impl StagingBuilder {
     }
 
     fn unlink_meta(&mut self, a: usize) {
-        let r = self.meta_src[a];
-        if r != NONE {
-            if self.res_meta[r as usize] == a as u32 {
-                self.res_meta[r as usize] = NONE;
-            }
-            self.meta_src[a] = NONE;
+        let Some(src) = self.meta_src.get_mut(a) else {
+            return;
+        };
+        let r = std::mem::replace(src, NONE);
+        if r != NONE
+            && let Some(back) = self.res_meta.get_mut(r as usize)
+            && *back == a as u32
+        {
+            *back = NONE;
         }
     }
 
     fn unlink_resident(&mut self, r: usize) {
-        let a = self.res_meta[r];
-        if a != NONE {
-            if self.meta_src[a as usize] == r as u32 {
-                self.meta_src[a as usize] = NONE;
-            }
-            self.res_meta[r] = NONE;
+        let Some(meta) = self.res_meta.get_mut(r) else {
+            return;
+        };
+        let a = std::mem::replace(meta, NONE);
+        if a != NONE
+            && let Some(back) = self.meta_src.get_mut(a as usize)
+            && *back == r as u32
+        {
+            *back = NONE;
         }
     }
 
     fn link(&mut self, a: usize, r: usize) {
         self.unlink_meta(a);
         self.unlink_resident(r);
-        self.meta_src[a] = r as u32;
-        self.res_meta[r] = a as u32;
+        if let (Some(src), Some(meta)) = (self.meta_src.get_mut(a), self.res_meta.get_mut(r)) {
+            *src = r as u32;
+            *meta = a as u32;
+        }
     }
 
     fn next_generation(&mut self) -> u32 {
@@ -577,14 +549,20 @@ impl StagingBuilder {
 
     /// Writes the image of a planned step into `out` (16-byte aligned, at least
     /// [`capacity`](Self::capacity) bytes) and records what the device will hold after
-    /// the step. `info` must be the step's complete info ([`complete_info`]). On error
+    /// the step. The returned [`Staged::info`] is the step's complete info. On error
     /// nothing changes.
-    pub fn build(
+    ///
+    /// # Errors
+    ///
+    /// [`StagingError::OtherLayout`] when the step was planned for a layout other than
+    /// this builder's, [`StagingError::Buffer`] when `out` is too small or misaligned, and
+    /// the residency errors (module docs).
+    pub fn build<D: Dims>(
         &mut self,
-        input: &StepInput<'_>,
-        info: &StepInfo,
+        plan: &StepPlan<'_, D>,
         out: &mut [u8],
     ) -> Result<Staged, StagingError> {
+        self.check_layout(plan.dims())?;
         let align = 1usize << (out.as_ptr() as usize).trailing_zeros().min(4);
         if out.len() < self.capacity || align < 16 {
             return Err(StagingError::Buffer {
@@ -593,79 +571,169 @@ impl StagingBuilder {
                 need: self.capacity,
             });
         }
+        let info = plan.complete_info();
+        let input = plan.input();
         let stamp = self.next_generation();
-        let p = info.paused as usize;
-        let n = info.real.requests() as usize;
-        let rows = input.rows;
 
-        // Pass 1: check the residency; deduplicate the changes (the latest wins).
-        let residency = input.residency;
+        // Pass 1: check the residency, choose each row's source, size the image, check
+        // every id the image sends and every entry it relies on.
         self.kept.clear();
-        if let Some(res) = residency {
-            if res.resident_rows.len() != rows.len() {
-                return Err(StagingError::ResidentRowsLength {
-                    got: res.resident_rows.len(),
-                    expected: rows.len(),
-                });
-            }
-            for (i, &r) in res.resident_rows.iter().enumerate() {
-                let ru = r as usize;
-                if ru >= self.rows {
-                    return Err(StagingError::ResidentRowOutOfRange {
-                        row: i,
-                        resident_row: r,
-                        limit: self.rows,
-                    });
-                }
-                if self.row_stamp[ru] == stamp {
-                    return Err(StagingError::DuplicateResidentRow {
-                        row: i,
-                        resident_row: r,
-                        other: self.row_of[ru] as usize,
-                    });
-                }
-                self.row_stamp[ru] = stamp;
-                self.row_of[ru] = i as u32;
-            }
-            for (ci, c) in res.changes.iter().enumerate().rev() {
-                let (ru, iu) = (c.resident_row as usize, c.index as usize);
-                if ru >= self.rows || iu >= self.width || c.block < -1 || c.block >= self.dummy {
-                    return Err(StagingError::BadChange {
-                        change: ci,
-                        resident_row: c.resident_row,
-                        index: c.index,
-                        block: c.block,
-                        rows: self.rows,
-                        width: self.width,
-                        dummy: self.dummy,
-                    });
-                }
-                let e = ru * self.width + iu;
-                if self.element_stamp[e] != stamp {
-                    self.element_stamp[e] = stamp;
-                    if self.changed_stamp[ru] == stamp {
-                        self.changed_count[ru] += 1;
-                    } else {
-                        self.changed_stamp[ru] = stamp;
-                        self.changed_count[ru] = 1;
-                    }
-                    self.kept.push(ci as u32);
-                }
-            }
-            self.check_changes(input, &res, stamp)?;
-            if self.verify {
-                self.verify_rows(input, &res, stamp)?;
-            }
+        if let Some(res) = input.residency {
+            self.check_residency(input, &res, stamp)?;
+        }
+        self.choose_sources(input, &info, stamp);
+        let (counted, compact) = self.size_image(input, &info, stamp);
+        self.check_sent_ids(input, &info, stamp)?;
+        if let Some(res) = input.residency {
+            self.check_read_entries(input, &info, &res, stamp)?;
         }
 
-        // Per active row: where its block-table row comes from.
+        // Pass 2: write the image.
+        let got = out.len();
+        let words: &mut [u32] = out
+            .get_mut(..counted.end)
+            .and_then(|b| bytemuck::try_cast_slice_mut(b).ok())
+            .ok_or(StagingError::Buffer {
+                got,
+                align,
+                need: counted.end,
+            })?;
+        let staged = self.write(input, &info, &counted, words, compact, stamp)?;
+
+        // Commit: what the device holds after the step.
+        self.commit(input, &info, compact);
+        Ok(staged)
+    }
+
+    /// The plan's layout is this builder's: the numbers every index below relies on.
+    fn check_layout<D: Dims>(&self, d: &D) -> Result<(), StagingError> {
+        let (rows, width, dummy) = (d.max_requests(), d.block_table_width(), d.dummy_block());
+        let capacity = Self::capacity_for(d);
+        if (rows, width, dummy, capacity) == (self.rows, self.width, self.dummy, self.capacity) {
+            return Ok(());
+        }
+        Err(StagingError::OtherLayout {
+            rows,
+            width,
+            dummy,
+            capacity,
+            builder_rows: self.rows,
+            builder_width: self.width,
+            builder_dummy: self.dummy,
+            builder_capacity: self.capacity,
+        })
+    }
+
+    /// Pass 1 with residency: every step row has its own resident row, every change is
+    /// inside the table, and the latest change of each entry (kept in `kept`) agrees with
+    /// the step's rows; with full verification every row agrees with the model.
+    fn check_residency(
+        &mut self,
+        input: &StepInput<'_>,
+        res: &Residency<'_>,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        self.claim_resident_rows(input, res, stamp)?;
+        self.keep_latest_changes(res, stamp)?;
+        self.check_changes(input, res, stamp)?;
+        if self.verify {
+            self.verify_rows(input, res, stamp)?;
+        }
+        Ok(())
+    }
+
+    /// One resident row per step row, each inside the table and used once; stamps them
+    /// (`row_stamp`, `row_of`) for this step.
+    fn claim_resident_rows(
+        &mut self,
+        input: &StepInput<'_>,
+        res: &Residency<'_>,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        if res.resident_rows.len() != input.rows.len() {
+            return Err(StagingError::ResidentRowsLength {
+                got: res.resident_rows.len(),
+                expected: input.rows.len(),
+            });
+        }
+        for (i, &r) in res.resident_rows.iter().enumerate() {
+            let ru = r as usize;
+            let (Some(row_stamp), Some(row_of)) =
+                (self.row_stamp.get_mut(ru), self.row_of.get_mut(ru))
+            else {
+                return Err(StagingError::ResidentRowOutOfRange {
+                    row: i,
+                    resident_row: r,
+                    limit: self.rows,
+                });
+            };
+            if *row_stamp == stamp {
+                return Err(StagingError::DuplicateResidentRow {
+                    row: i,
+                    resident_row: r,
+                    other: *row_of as usize,
+                });
+            }
+            *row_stamp = stamp;
+            *row_of = i as u32;
+        }
+        Ok(())
+    }
+
+    /// Checks every change and keeps the latest of each entry (in `kept`, latest first),
+    /// counting the kept changes per resident row (`changed_count`).
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "ru < rows and iu < width are checked first; the per-row and per-entry \
+                  scratch is sized rows and rows * width"
+    )]
+    fn keep_latest_changes(&mut self, res: &Residency<'_>, stamp: u32) -> Result<(), StagingError> {
+        for (ci, c) in res.changes.iter().enumerate().rev() {
+            let (ru, iu) = (c.resident_row as usize, c.index as usize);
+            if ru >= self.rows || iu >= self.width || c.block < -1 || c.block >= self.dummy {
+                return Err(StagingError::BadChange {
+                    change: ci,
+                    resident_row: c.resident_row,
+                    index: c.index,
+                    block: c.block,
+                    rows: self.rows,
+                    width: self.width,
+                    dummy: self.dummy,
+                });
+            }
+            let e = ru * self.width + iu;
+            if self.element_stamp[e] != stamp {
+                self.element_stamp[e] = stamp;
+                if self.changed_stamp[ru] == stamp {
+                    self.changed_count[ru] += 1;
+                } else {
+                    self.changed_stamp[ru] = stamp;
+                    self.changed_count[ru] = 1;
+                }
+                self.kept.push(ci as u32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Per active row, where its block-table row comes from (`source`): in place when it
+    /// is and mostly unchanged, gathered when its resident row is known and unchanged,
+    /// else uploaded. Without residency every row is uploaded.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "a < N <= R (the plan, of this builder's layout), P + N <= rows, \
+                  resident_rows has one entry per row and each is < R (claim_resident_rows)"
+    )]
+    fn choose_sources(&mut self, input: &StepInput<'_>, info: &StepInfo, stamp: u32) {
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
         self.source.clear();
         for a in 0..n {
-            let source = match residency {
+            let source = match input.residency {
                 None => Source::Upload { writeback: false },
                 Some(res) => {
                     let r = res.resident_rows[p + a];
-                    let len = rows[p + a].blocks.len();
+                    let len = input.rows[p + a].blocks.len();
                     let changed = if self.changed_stamp[r as usize] == stamp {
                         self.changed_count[r as usize] as usize
                     } else {
@@ -684,47 +752,40 @@ impl StagingBuilder {
             };
             self.source.push(source);
         }
+    }
 
-        // Sizes with residency, then the fallback if the image would not fit.
-        let mut plan = self.count(input, info, stamp);
-        let mut compact = residency.is_none();
-        if plan.end > self.capacity {
-            for s in &mut self.source {
-                *s = Source::Upload { writeback: true };
-            }
-            compact = true;
-            self.kept.clear();
-            plan = self.count(input, info, stamp);
+    /// Counts the image for the chosen sources; if it would not fit the staging capacity,
+    /// uploads every active row instead and drops the changes. Returns the counts and
+    /// whether the image is compact (every row uploaded).
+    fn size_image(
+        &mut self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        stamp: u32,
+    ) -> (Counted, bool) {
+        let counted = self.count(input, info, stamp);
+        if counted.end <= self.capacity {
+            return (counted, input.residency.is_none());
         }
-        debug_assert!(plan.end <= self.capacity);
-        self.check_sent_ids(input, info, stamp)?;
-        if let Some(res) = residency {
-            self.check_read_entries(input, info, &res, stamp)?;
+        for s in &mut self.source {
+            *s = Source::Upload { writeback: true };
         }
-
-        // Pass 2: write the image.
-        let got = out.len();
-        let words: &mut [u32] =
-            bytemuck::try_cast_slice_mut(&mut out[..plan.end]).map_err(|_| {
-                StagingError::Buffer {
-                    got,
-                    align,
-                    need: plan.end,
-                }
-            })?;
-        let staged = self.write(input, info, &plan, words, compact, stamp)?;
-
-        // Commit: what the device holds after the step.
-        self.commit(input, info, compact);
-        Ok(staged)
+        self.kept.clear();
+        let counted = self.count(input, info, stamp);
+        debug_assert!(counted.end <= self.capacity);
+        (counted, true)
     }
 
     /// Every kept change (the latest for its entry) that writes inside a step row's block
     /// list sets the row's id. O(changes); reads only.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "ci indexes `changes` (kept from its enumeration), ru < rows (keep_latest_changes), and row_of holds step rows < rows.len() (claim_resident_rows)"
+    )]
     fn check_changes(
         &self,
         input: &StepInput<'_>,
-        res: &crate::step::Residency<'_>,
+        res: &Residency<'_>,
         stamp: u32,
     ) -> Result<(), StagingError> {
         for &ci in &self.kept {
@@ -754,6 +815,10 @@ impl StagingBuilder {
     /// Entries `from..to` of step row `i` (resident row `r`) agree with the host's model
     /// of the resident table wherever it knows them and this step does not change them
     /// (changed entries are [`check_changes`](Self::check_changes)'). Reads only.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "ru < rows (claim_resident_rows); from < to <= min(blocks.len(), res_known[ru]) and res_known <= width, so both slices and the stamps lie inside row ru"
+    )]
     fn check_known(
         &self,
         i: usize,
@@ -793,7 +858,7 @@ impl StagingBuilder {
     fn verify_rows(
         &self,
         input: &StepInput<'_>,
-        res: &crate::step::Residency<'_>,
+        res: &Residency<'_>,
         stamp: u32,
     ) -> Result<(), StagingError> {
         for (i, (row, &r)) in input.rows.iter().zip(res.resident_rows).enumerate() {
@@ -807,11 +872,15 @@ impl StagingBuilder {
     /// host relied on), a gathered row whole (the device copies it), an in-place row's
     /// entries it grows into (patched from its list). O(entries sent or gathered); reads
     /// only. Runs after the sources are final (the fallback may change them).
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "i = P + a < P + N <= rows.len() = resident_rows.len() (claim_resident_rows)"
+    )]
     fn check_read_entries(
         &self,
         input: &StepInput<'_>,
         info: &StepInfo,
-        res: &crate::step::Residency<'_>,
+        res: &Residency<'_>,
         stamp: u32,
     ) -> Result<(), StagingError> {
         let p = info.paused as usize;
@@ -829,6 +898,10 @@ impl StagingBuilder {
 
     /// Applies what the launch writes into the resident table (uploads written back,
     /// changes sent) to the host's model of it. O(what is sent).
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "i = P + a < P + N <= rows.len() = resident_rows.len(); resident rows < rows; a row's blocks <= width (the plan, of this layout); ci indexes `changes`, whose entries are inside the table (keep_latest_changes)"
+    )]
     fn mirror_launch(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
         let Some(res) = input.residency else {
             return;
@@ -857,6 +930,10 @@ impl StagingBuilder {
     /// Checks every block id this step takes from the rows' block lists and sends to the
     /// device: uploaded rows whole, in-place rows' grown entries and patched changes. Ids
     /// gathered from the resident table were checked when they were sent. O(what is sent).
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "P + N <= rows.len() (the plan); j < ids.len() (position); l0 <= blocks.len(); route returns active indices"
+    )]
     fn check_sent_ids(
         &self,
         input: &StepInput<'_>,
@@ -911,6 +988,10 @@ impl StagingBuilder {
     }
 
     /// Counts each section of the image for the current sources and kept changes.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "P + N <= rows.len() and Np <= R (the plan, of this builder's layout; meta_len is sized R); ci indexes `changes`"
+    )]
     fn count(&self, input: &StepInput<'_>, info: &StepInfo, stamp: u32) -> Counted {
         let p = info.paused as usize;
         let n = info.real.requests() as usize;
@@ -969,10 +1050,14 @@ impl StagingBuilder {
     /// active row whose in-place metadata row it patches (entries below both lengths).
     /// A change of an uploaded row inside its length is dropped (the upload carries it);
     /// a gathered row has no changes by construction.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "active_index returns a < source.len() = N = active.len()"
+    )]
     fn route(
         &self,
-        ch: &crate::step::BlockChange,
-        active: &[crate::step::RequestRow<'_>],
+        ch: &BlockChange,
+        active: &[RequestRow<'_>],
         p: usize,
         stamp: u32,
     ) -> (bool, Option<usize>) {
@@ -991,195 +1076,177 @@ impl StagingBuilder {
     /// The active index of resident row `r` this step, if it is an active row.
     fn active_index(&self, r: u32, p: usize, stamp: u32) -> Option<usize> {
         let ru = r as usize;
-        if self.row_stamp[ru] != stamp {
+        if self.row_stamp.get(ru) != Some(&stamp) {
             return None;
         }
-        let i = self.row_of[ru] as usize;
+        let i = *self.row_of.get(ru)? as usize;
         let a = i.checked_sub(p)?;
         (a < self.source.len()).then_some(a)
     }
 
+    /// Pass 2: writes every section of the image into `words` (exactly `counted.end`
+    /// bytes), in the order the sections lie, and says what it wrote.
     fn write(
         &self,
         input: &StepInput<'_>,
         info: &StepInfo,
-        plan: &Counted,
+        counted: &Counted,
         words: &mut [u32],
         compact: bool,
         stamp: u32,
     ) -> Result<Staged, StagingError> {
         let p = info.paused as usize;
         let n = info.real.requests() as usize;
-        let np = info.padded.requests() as usize;
-        let active = &input.rows[p..p + n];
-        let s = plan.sections;
-        let w = self.width;
-        let dummy = self.dummy;
-        let map = |id: i32| if id == -1 { dummy } else { id };
-        // Every section is written in full below; the gaps between them are never read.
-        words[..abi::HEADER_BYTES / 4].fill(0);
+        let active = input.rows.get(p..p + n).unwrap_or(&[]);
+        let s = counted.sections;
+        write_header(words, input, info, counted);
+        let rows = self.write_requests(input, p, active, &s, words);
+        let padding = self.write_padding_jobs(info, rows.jobs_end, words);
+        write_token_ids(input, &s, words, counted.end)?;
+        write_sampling(active, &s, words, counted.per_request_sampling);
+        if counted.has_inter {
+            write_intermediate(input, info, &s, words);
+        }
+        let writes = self.write_block_writes(input, p, active, &s, words, compact, stamp);
+        let jobs = rows.jobs + padding.jobs;
+        let worker_entries =
+            rows.worker_entries + padding.worker_entries + u64::from(writes.changes);
+        set_word(words, abi::H_N_PATCHES, writes.patches);
+        set_word(words, abi::H_N_CHANGES, writes.changes);
+        set_word(words, abi::H_N_JOBS, jobs);
+        Ok(Staged {
+            bytes: counted.end,
+            compact,
+            patches: writes.patches,
+            changes: writes.changes,
+            jobs,
+            uploaded_blocks: rows.uploaded_blocks,
+            uploaded_rows: rows.uploaded_rows,
+            gathered_rows: rows.gathered_rows,
+            worker_entries,
+            info: *info,
+        })
+    }
 
-        let mut flags = 0;
-        if input.token_ids.is_some() {
-            flags |= abi::FLAG_TOKEN_IDS;
-        }
-        if plan.has_inter {
-            flags |= abi::FLAG_INTERMEDIATE;
-        }
-        if plan.per_request_sampling {
-            flags |= abi::FLAG_PER_REQUEST_SAMPLING;
-        }
-        let header = [
-            (abi::H_ABI, abi::VERSION),
-            (abi::H_ACTIVE, n as u32),
-            (abi::H_PAUSED, p as u32),
-            (abi::H_REAL_TOKENS, info.real.tokens),
-            (abi::H_REAL_DECODE, info.real.decode),
-            (abi::H_ATTN_DECODE, info.attn.decode),
-            (abi::H_ATTN_PREFILL, info.attn.prefill),
-            (abi::H_PAD_TOKENS, info.padded.tokens),
-            (abi::H_PAD_PREFILL, info.padded.prefill),
-            (abi::H_PAD_DECODE, info.padded.decode),
-            (abi::H_FLAGS, flags),
-            (
-                abi::H_INTER_COUNT,
-                if plan.has_inter {
-                    info.intermediate_count
-                } else {
-                    0
-                },
-            ),
-            (abi::H_OFF_REQUESTS, s.requests as u32),
-            (abi::H_OFF_TOKEN_IDS, s.token_ids as u32),
-            (abi::H_OFF_SAMPLING, s.sampling as u32),
-            (abi::H_OFF_INTER, s.inter as u32),
-            (abi::H_OFF_PATCHES, s.patches as u32),
-            (abi::H_OFF_CHANGES, s.changes as u32),
-            (abi::H_OFF_JOBS, s.jobs as u32),
-            (abi::H_OFF_BLOCKS, s.blocks as u32),
-        ];
-        for (i, v) in header {
-            words[i] = v;
-        }
-
-        // Requests and uploaded rows, in one pass.
-        let mut upload_at = 0usize;
-        let mut job = s.jobs / 4;
-        let push_job = |words: &mut [u32], job: &mut usize, v: [u32; 5]| {
-            words[*job..*job + 5].copy_from_slice(&v);
-            *job += 5;
+    /// The request records, the uploaded rows' ids and the jobs of the active rows that
+    /// are not in place, in one pass over the active rows.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "the sections were sized by `count` for these rows and sources: N records, \
+                  one job per row not in place, the uploaded rows' ids; a < N <= R"
+    )]
+    fn write_requests(
+        &self,
+        input: &StepInput<'_>,
+        p: usize,
+        active: &[RequestRow<'_>],
+        s: &Sections,
+        words: &mut [u32],
+    ) -> RowWork {
+        let mut work = RowWork {
+            jobs_end: s.jobs / 4,
+            ..RowWork::default()
         };
-        let mut n_jobs = 0u32;
-        let mut worker_entries = 0u64;
-        let (mut uploaded_rows, mut gathered_rows) = (0u32, 0u32);
         for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
             let l1 = row.blocks.len();
             let (src_word, writeback) = match *src {
                 Source::Meta => (abi::SRC_META, None),
                 Source::Resident => {
-                    gathered_rows += 1;
+                    work.gathered_rows += 1;
                     let r = residency_row(input, p + a);
                     (abi::SRC_RESIDENT | r, None)
                 }
                 Source::Upload { writeback } => {
-                    uploaded_rows += 1;
-                    let at = s.blocks / 4 + upload_at;
+                    work.uploaded_rows += 1;
+                    let at = s.blocks / 4 + work.uploaded_blocks as usize;
                     for (dst, &id) in words[at..at + l1].iter_mut().zip(row.blocks) {
                         *dst = id as u32;
                     }
-                    let word = abi::SRC_UPLOAD | upload_at as u32;
-                    upload_at += l1;
+                    let word = abi::SRC_UPLOAD | work.uploaded_blocks;
+                    work.uploaded_blocks += l1 as u32;
                     (word, writeback.then(|| residency_row(input, p + a)))
                 }
             };
             let at = s.requests / 4 + a * 4;
-            words[at] = row.query_length;
-            words[at + 1] = row.kv_offset;
-            words[at + 2] = src_word;
-            words[at + 3] = row.mamba_slot as u32;
+            words[at..at + 4].copy_from_slice(&[
+                row.query_length,
+                row.kv_offset,
+                src_word,
+                row.mamba_slot as u32,
+            ]);
             if *src != Source::Meta {
                 let width = l1.max(self.meta_len[a] as usize);
-                push_job(
-                    words,
-                    &mut job,
-                    [
-                        a as u32,
-                        l1 as u32,
-                        width as u32,
-                        src_word,
-                        writeback.unwrap_or(abi::NO_ROW),
-                    ],
-                );
-                n_jobs += 1;
-                worker_entries += width as u64;
+                let job = [
+                    a as u32,
+                    l1 as u32,
+                    width as u32,
+                    src_word,
+                    writeback.unwrap_or(abi::NO_ROW),
+                ];
+                words[work.jobs_end..work.jobs_end + 5].copy_from_slice(&job);
+                work.jobs_end += 5;
+                work.jobs += 1;
+                work.worker_entries += width as u64;
             }
         }
+        work
+    }
+
+    /// The jobs that clear padding rows `[N, Np)` still holding entries, after the active
+    /// rows' jobs (which end at word `at`).
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "Np <= R (the plan, of this builder's layout); `count` sized one job per \
+                  such row"
+    )]
+    fn write_padding_jobs(&self, info: &StepInfo, mut at: usize, words: &mut [u32]) -> RowWork {
+        let n = info.real.requests() as usize;
+        let np = info.padded.requests() as usize;
+        let mut work = RowWork::default();
         for a in n..np {
             let len = self.meta_len[a];
             if len > 0 {
-                push_job(
-                    words,
-                    &mut job,
-                    [a as u32, 0, len, abi::SRC_NONE, abi::NO_ROW],
-                );
-                n_jobs += 1;
-                worker_entries += u64::from(len);
+                let job = [a as u32, 0, len, abi::SRC_NONE, abi::NO_ROW];
+                words[at..at + 5].copy_from_slice(&job);
+                at += 5;
+                work.jobs += 1;
+                work.worker_entries += u64::from(len);
             }
         }
+        work
+    }
 
-        if let Some(ids) = input.token_ids {
-            let at = s.token_ids / 4;
-            let got = words.len() * 4;
-            let dst: &mut [i64] = bytemuck::try_cast_slice_mut(&mut words[at..at + ids.len() * 2])
-                .map_err(|_| StagingError::Buffer {
-                    got,
-                    align: 4,
-                    need: plan.end,
-                })?;
-            dst.copy_from_slice(ids);
-        }
-
-        let at = s.sampling / 4;
-        let put_sampling = |words: &mut [u32], i: usize, x: &Sampling| {
-            words[at + 3 * i] = x.temperature.to_bits();
-            words[at + 3 * i + 1] = x.top_k as u32;
-            words[at + 3 * i + 2] = x.top_p.to_bits();
-        };
-        if plan.per_request_sampling {
-            for (a, row) in active.iter().enumerate() {
-                put_sampling(words, a, &row.sampling);
-            }
-        } else {
-            put_sampling(
-                words,
-                0,
-                active.first().map_or(&Sampling::PAD, |r| &r.sampling),
-            );
-        }
-
-        if plan.has_inter
-            && let Some(inter) = input.intermediate
-        {
-            let fr = info.attn.prefill as usize;
-            let mut base = 0u32;
-            for (f, io) in inter.iter().enumerate().take(fr) {
-                let at = s.inter / 4 + f * 4;
-                let count = u32::from(io.count.min(3));
-                words[at] = base | (count << abi::INTER_COUNT_SHIFT);
-                words[at + 1..at + 4].copy_from_slice(&io.offsets);
-                base += count;
-            }
-        }
-
-        // Patches of in-place rows: entries the row grew into or left, then the changed
-        // entries below both lengths.
+    /// Patches of in-place rows (the entries each grew into or left, then the changed
+    /// entries below both lengths) and the changes for the resident table.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "`count` sized the patch and change sections by the same `route`; a < N, \
+                  j below both of a row's lengths (route), meta_len sized R"
+    )]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the step's parts the two sections read: a struct would only regroup them"
+    )]
+    fn write_block_writes(
+        &self,
+        input: &StepInput<'_>,
+        p: usize,
+        active: &[RequestRow<'_>],
+        s: &Sections,
+        words: &mut [u32],
+        compact: bool,
+        stamp: u32,
+    ) -> BlockWrites {
+        let w = self.width;
+        let dummy = self.dummy;
+        let map = |id: i32| if id == -1 { dummy } else { id };
         let mut patch = s.patches / 4;
-        let mut n_patches = 0u32;
+        let mut out = BlockWrites::default();
         let mut put_patch = |words: &mut [u32], index: usize, value: i32| {
             words[patch] = index as u32;
             words[patch + 1] = value as u32;
             patch += 2;
-            n_patches += 1;
+            out.patches += 1;
         };
         for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
             if *src == Source::Meta {
@@ -1191,7 +1258,7 @@ impl StagingBuilder {
             }
         }
         let mut change = s.changes / 4;
-        let mut n_changes = 0u32;
+        let mut changes = 0u32;
         if let Some(res) = input.residency
             && !compact
         {
@@ -1206,28 +1273,19 @@ impl StagingBuilder {
                     words[change] = ch.resident_row * w as u32 + ch.index;
                     words[change + 1] = ch.block as u32;
                     change += 2;
-                    n_changes += 1;
+                    changes += 1;
                 }
             }
         }
-        worker_entries += u64::from(n_changes);
-        words[abi::H_N_PATCHES] = n_patches;
-        words[abi::H_N_CHANGES] = n_changes;
-        words[abi::H_N_JOBS] = n_jobs;
-        Ok(Staged {
-            bytes: plan.end,
-            compact,
-            patches: n_patches,
-            changes: n_changes,
-            jobs: n_jobs,
-            uploaded_blocks: upload_at as u32,
-            uploaded_rows,
-            gathered_rows,
-            worker_entries,
-        })
+        out.changes = changes;
+        out
     }
 
     /// Records what the device holds once the step ran.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "as in mirror_launch: rows, resident rows and metadata rows below their bounds (the plan and claim_resident_rows); kept changes are inside the table"
+    )]
     fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
         self.mirror_launch(input, info, compact);
         let p = info.paused as usize;
@@ -1307,6 +1365,158 @@ struct Counted {
     has_inter: bool,
 }
 
+/// What [`StagingBuilder::write_requests`] (or the padding jobs) wrote.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowWork {
+    /// The word after the last job written.
+    jobs_end: usize,
+    jobs: u32,
+    worker_entries: u64,
+    uploaded_blocks: u32,
+    uploaded_rows: u32,
+    gathered_rows: u32,
+}
+
+/// What [`StagingBuilder::write_block_writes`] wrote.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockWrites {
+    patches: u32,
+    changes: u32,
+}
+
+/// Sets header word `i` (an `abi::H_*` index, below `HEADER_BYTES / 4`, which every image
+/// starts with).
+#[inline]
+fn set_word(words: &mut [u32], i: usize, v: u32) {
+    if let Some(w) = words.get_mut(i) {
+        *w = v;
+    }
+}
+
+/// The header: the step's shapes, flags and section offsets (the counts of patches,
+/// changes and jobs are set once written).
+fn write_header(words: &mut [u32], input: &StepInput<'_>, info: &StepInfo, counted: &Counted) {
+    let s = counted.sections;
+    if let Some(header) = words.get_mut(..abi::HEADER_BYTES / 4) {
+        header.fill(0);
+    }
+    let mut flags = 0;
+    if input.token_ids.is_some() {
+        flags |= abi::FLAG_TOKEN_IDS;
+    }
+    if counted.has_inter {
+        flags |= abi::FLAG_INTERMEDIATE;
+    }
+    if counted.per_request_sampling {
+        flags |= abi::FLAG_PER_REQUEST_SAMPLING;
+    }
+    let header = [
+        (abi::H_ABI, abi::VERSION),
+        (abi::H_ACTIVE, info.real.requests()),
+        (abi::H_PAUSED, info.paused),
+        (abi::H_REAL_TOKENS, info.real.tokens),
+        (abi::H_REAL_DECODE, info.real.decode),
+        (abi::H_ATTN_DECODE, info.attn.decode),
+        (abi::H_ATTN_PREFILL, info.attn.prefill),
+        (abi::H_PAD_TOKENS, info.padded.tokens),
+        (abi::H_PAD_PREFILL, info.padded.prefill),
+        (abi::H_PAD_DECODE, info.padded.decode),
+        (abi::H_FLAGS, flags),
+        (
+            abi::H_INTER_COUNT,
+            if counted.has_inter {
+                info.intermediate_count
+            } else {
+                0
+            },
+        ),
+        (abi::H_OFF_REQUESTS, s.requests as u32),
+        (abi::H_OFF_TOKEN_IDS, s.token_ids as u32),
+        (abi::H_OFF_SAMPLING, s.sampling as u32),
+        (abi::H_OFF_INTER, s.inter as u32),
+        (abi::H_OFF_PATCHES, s.patches as u32),
+        (abi::H_OFF_CHANGES, s.changes as u32),
+        (abi::H_OFF_JOBS, s.jobs as u32),
+        (abi::H_OFF_BLOCKS, s.blocks as u32),
+    ];
+    for (i, v) in header {
+        set_word(words, i, v);
+    }
+}
+
+/// The token ids, as i64 (the section is 16-byte aligned and sized for them).
+fn write_token_ids(
+    input: &StepInput<'_>,
+    s: &Sections,
+    words: &mut [u32],
+    need: usize,
+) -> Result<(), StagingError> {
+    let Some(ids) = input.token_ids else {
+        return Ok(());
+    };
+    let at = s.token_ids / 4;
+    let got = words.len() * 4;
+    let dst: &mut [i64] = words
+        .get_mut(at..at + ids.len() * 2)
+        .and_then(|w| bytemuck::try_cast_slice_mut(w).ok())
+        .ok_or(StagingError::Buffer {
+            got,
+            align: 4,
+            need,
+        })?;
+    dst.copy_from_slice(ids);
+    Ok(())
+}
+
+/// The sampling records: one per active row, or one for all when they sample alike.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "`count` sized the section for N records, or one"
+)]
+fn write_sampling(active: &[RequestRow<'_>], s: &Sections, words: &mut [u32], per_request: bool) {
+    let at = s.sampling / 4;
+    let put_sampling = |words: &mut [u32], i: usize, x: &Sampling| {
+        words[at + 3 * i..at + 3 * i + 3].copy_from_slice(&[
+            x.temperature.to_bits(),
+            x.top_k as u32,
+            x.top_p.to_bits(),
+        ]);
+    };
+    if per_request {
+        for (a, row) in active.iter().enumerate() {
+            put_sampling(words, a, &row.sampling);
+        }
+    } else {
+        put_sampling(
+            words,
+            0,
+            active.first().map_or(&Sampling::PAD, |r| &r.sampling),
+        );
+    }
+}
+
+/// The intermediate records of the real prefill rows: first entry index and count, and
+/// the offsets.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "`count` sized the section for Fr records (the plan checked one entry per \
+              prefill row)"
+)]
+fn write_intermediate(input: &StepInput<'_>, info: &StepInfo, s: &Sections, words: &mut [u32]) {
+    let Some(inter) = input.intermediate else {
+        return;
+    };
+    let fr = info.attn.prefill as usize;
+    let mut base = 0u32;
+    for (f, io) in inter.iter().enumerate().take(fr) {
+        let at = s.inter / 4 + f * 4;
+        let count = u32::from(io.count.min(3));
+        words[at] = base | (count << abi::INTER_COUNT_SHIFT);
+        words[at + 1..at + 4].copy_from_slice(&io.offsets);
+        base += count;
+    }
+}
+
 fn residency_row(input: &StepInput<'_>, i: usize) -> u32 {
     input
         .residency
@@ -1315,7 +1525,7 @@ fn residency_row(input: &StepInput<'_>, i: usize) -> u32 {
 }
 
 /// Whether every active row samples alike (bit for bit), so one record serves them all.
-fn uniform_sampling(active: &[crate::step::RequestRow<'_>]) -> bool {
+fn uniform_sampling(active: &[RequestRow<'_>]) -> bool {
     let bits = |s: &Sampling| (s.temperature.to_bits(), s.top_k, s.top_p.to_bits());
     match active.first() {
         None => true,
@@ -1366,9 +1576,7 @@ mod tests {
         }
         fn stage(&mut self, input: &StepInput<'_>) -> Result<Staged, StagingError> {
             let plan = plan_step(&self.d, input, &mut self.plan).unwrap();
-            let info = complete_info(&self.d, input, plan.info());
-            self.b
-                .build(input, &info, bytemuck::cast_slice_mut(&mut self.buf))
+            self.b.build(&plan, bytemuck::cast_slice_mut(&mut self.buf))
         }
         fn word(&self, i: usize) -> u32 {
             bytemuck::cast_slice::<u128, u32>(&self.buf)[i]
@@ -1410,10 +1618,9 @@ mod tests {
         let changes = [set(0, 1, 7)];
         let step = input(&rows, &[0], &changes);
         let plan = plan_step_checking(&s.d, &step, &mut s.plan, BlockCheck::Needed).unwrap();
-        let info = complete_info(&s.d, &step, plan.info());
         // The row is new on the device, so it is uploaded: the staging builder refuses it.
         let e =
-            s.b.build(&step, &info, bytemuck::cast_slice_mut(&mut s.buf))
+            s.b.build(&plan, bytemuck::cast_slice_mut(&mut s.buf))
                 .unwrap_err();
         assert_eq!(
             e,
@@ -1556,15 +1763,11 @@ mod tests {
         // is the one kind of contradiction the per-step check does not see (module docs).
         let mut quiet = s.b.clone();
         quiet.set_verify(false);
-        let plan = plan_step(&s.d, &input(&rows, &[0], &changes), &mut s.plan).unwrap();
-        let info = complete_info(&s.d, &input(&rows, &[0], &changes), plan.info());
+        let step = input(&rows, &[0], &changes);
+        let plan = plan_step(&s.d, &step, &mut s.plan).unwrap();
         let mut buf = vec![0u128; quiet.capacity() / 16 + 1];
         let stale = quiet
-            .build(
-                &input(&rows, &[0], &changes),
-                &info,
-                bytemuck::cast_slice_mut(&mut buf),
-            )
+            .build(&plan, bytemuck::cast_slice_mut(&mut buf))
             .unwrap();
         assert_eq!((stale.uploaded_rows, stale.patches), (0, 1));
         // Announced: the row travels again (written back), and is trusted from then on.
@@ -1740,6 +1943,57 @@ mod tests {
         let rows = [RequestRow::decode(1, 13, &a, -1)];
         let ok = s.stage(&input(&rows, &[0], &[])).unwrap();
         assert_eq!((ok.patches, ok.jobs), (2, 0));
+    }
+
+    #[test]
+    fn a_step_planned_for_another_layout_is_refused_and_changes_nothing() {
+        let mut s = Stager::new();
+        one_known_row(&mut s);
+        let other = RuntimeDims::new(
+            Geometry::new(
+                &LayoutSpec::from_toml_str(
+                    "model = \"mha\"\nmax_requests = 8\nmax_tokens = 64\nmax_seq_len = 32\nblock_size = 4\n",
+                    "other.toml",
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        );
+        let mut state = FillState::new(&other);
+        let a = [3, 7, 8, 6];
+        let rows = [RequestRow::decode(1, 13, &a, -1)];
+        let step = input(&rows, &[5], &[]);
+        let plan = plan_step(&other, &step, &mut state).unwrap();
+        let before = s.b.clone();
+        let e =
+            s.b.build(&plan, bytemuck::cast_slice_mut(&mut s.buf))
+                .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StagingError::OtherLayout {
+                    rows: 8,
+                    builder_rows: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(s.b, before, "a refused step changes nothing");
+    }
+
+    #[test]
+    fn the_staged_info_is_the_host_fills() {
+        let mut s = Stager::new();
+        let mut host = crate::HostMetadata::new(s.d.clone());
+        let (a, b) = ([3, 7], [5, 9, 2]);
+        let rows = [
+            RequestRow::decode(1, 5, &a, -1),
+            RequestRow::prefill(6, 3, &b, -1),
+        ];
+        let step = input(&rows, &[1, 2], &[]);
+        let staged = s.stage(&step).unwrap();
+        assert_eq!(staged.info, *host.fill(&step).unwrap());
     }
 
     #[test]

@@ -206,6 +206,21 @@ pub enum StepError {
         /// Bytes needed.
         expected: usize,
     },
+    /// A [`FillState`](crate::fill::FillState) made for another layout (a bug in the
+    /// caller: a fill state belongs to the buffer and layout it was made for).
+    #[error(
+        "the fill state was made for {rows} request rows and {slots} Mamba slots, the layout has {expected_rows} rows and {expected_slots} slots"
+    )]
+    FillState {
+        /// Request rows of the state's layout.
+        rows: usize,
+        /// Mamba slots of the state's layout (0 without Mamba).
+        slots: usize,
+        /// Request rows of this layout.
+        expected_rows: usize,
+        /// Mamba slots of this layout.
+        expected_slots: usize,
+    },
 }
 
 impl StepError {
@@ -230,6 +245,7 @@ impl StepError {
             Self::TooManyIntermediates { .. } => "too_many_intermediates",
             Self::NotAgreed { .. } => "not_agreed",
             Self::Buffer { .. } => "buffer",
+            Self::FillState { .. } => "fill_state",
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! A step runs in two passes. [`plan_step`] checks the whole input and works out the real
 //! and padded batch shapes; it writes nothing. [`write_step`] then writes every field into
-//! the coalesced buffer and cannot fail. So a rejected step leaves the previous metadata
-//! exactly as it was.
+//! the coalesced buffer and cannot fail on the step. So a rejected step leaves the previous
+//! metadata exactly as it was. The plan ([`StepPlan`]) holds the input, the layout and the
+//! fill state it checked, and the writers take nothing else, so a step is written only as
+//! it was checked.
 //!
 //! Per step the fill allocates nothing and writes only the live prefix of each field; the
 //! block table is tracked row by row so that only entries that may differ from the dummy
@@ -14,7 +16,7 @@ use attention_layout_codegen::{BatchDims, Field, buckets};
 use crate::agree::AgreedShape;
 use crate::dims::Dims;
 use crate::error::StepError;
-use crate::step::{Phase, Sampling, StepInput};
+use crate::step::{Phase, RequestRow, Sampling, StepInput};
 
 /// What a successful step produced, besides the buffer contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +86,67 @@ impl FillState {
         self.slot_owner.fill(0);
         self.generation = 0;
     }
+
+    /// Whether this state was made for `d`'s numbers of request rows and Mamba slots
+    /// (what every index into it below relies on).
+    fn check_fits<D: Dims>(&self, d: &D) -> Result<(), StepError> {
+        let rows = d.max_requests();
+        let slots = if d.has_mamba() { rows } else { 0 };
+        if self.block_table_dirty.len() == rows
+            && self.slot_generation.len() == slots
+            && self.slot_owner.len() == slots
+        {
+            return Ok(());
+        }
+        Err(StepError::FillState {
+            rows: self.block_table_dirty.len(),
+            slots: self.slot_generation.len(),
+            expected_rows: rows,
+            expected_slots: slots,
+        })
+    }
+
+    /// Starts a new generation of Mamba slot claims (one per planned step), so that no
+    /// scratch is cleared per step.
+    #[inline]
+    fn next_slot_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Wrapped: old stamps could collide with the new generation.
+            self.slot_generation.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    /// Row `i` claims Mamba slot `slot`, which must lie in `[0, r)` and be unclaimed this
+    /// generation.
+    #[inline]
+    fn claim_slot(&mut self, i: usize, slot: i32, r: usize) -> Result<(), StepError> {
+        let Some(su) = usize::try_from(slot).ok().filter(|&s| s < r) else {
+            return Err(StepError::MambaSlotOutOfRange {
+                row: i,
+                slot,
+                limit: r,
+            });
+        };
+        // `su < r`, the length of both scratch vectors (a Mamba layout, `check_fits`).
+        if let (Some(stamp), Some(owner)) = (
+            self.slot_generation.get_mut(su),
+            self.slot_owner.get_mut(su),
+        ) {
+            if *stamp == self.generation {
+                return Err(StepError::DuplicateMambaSlot {
+                    row: i,
+                    slot,
+                    other: *owner as usize,
+                });
+            }
+            *stamp = self.generation;
+            // `i < rows.len() <= r <= 2^24`: fits.
+            *owner = i as u32;
+        }
+        Ok(())
+    }
 }
 
 /// Initializes a whole buffer: zeros, and the block table all dummy (what the fill's
@@ -95,30 +158,115 @@ pub fn init_buffer<D: Dims>(d: &D, bytes: &mut [u8]) -> Result<(), StepError> {
     Ok(())
 }
 
-/// The checked shape of a step, from [`plan_step`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepPlan {
+/// A checked step, from [`plan_step`]: the step's input, the layout and the fill state it
+/// was checked against, and its shapes.
+///
+/// The plan borrows all three until it is dropped, so the writers ([`write_step`] and
+/// [`StagingBuilder::build`](crate::devfill::StagingBuilder::build)) take the plan alone:
+/// they cannot be given another input, layout or state than the ones that were checked,
+/// and the rows cannot change in between.
+#[derive(Debug)]
+pub struct StepPlan<'a, D: Dims> {
+    dims: &'a D,
+    input: StepInput<'a>,
+    state: &'a mut FillState,
     info: StepInfo,
     /// Real active requests `N`.
     active: usize,
-    /// Whether any row's block list holds a `-1`.
+    /// Whether any row's block list may hold a `-1`.
     holes: bool,
 }
 
-impl StepPlan {
-    /// The step's info (what [`write_step`] will report).
+impl<'a, D: Dims> StepPlan<'a, D> {
+    /// The step's shapes (what [`write_step`] reports, before the values it computes while
+    /// writing: see [`complete_info`](Self::complete_info)).
     pub fn info(&self) -> &StepInfo {
         &self.info
+    }
+
+    /// The step input that was checked.
+    pub fn input(&self) -> &StepInput<'a> {
+        &self.input
+    }
+
+    /// The layout the step was checked against.
+    pub fn dims(&self) -> &'a D {
+        self.dims
+    }
+
+    /// The real active rows, `rows[P .. P + N]`.
+    pub fn active_rows(&self) -> &'a [RequestRow<'a>] {
+        let p = self.info.paused as usize;
+        self.input.rows.get(p..p + self.active).unwrap_or(&[])
+    }
+
+    /// The info [`write_step`] would return, computed without writing anything: the
+    /// planned shapes plus `max_seqlen_*` and the Mamba chunk and intermediate counts.
+    /// What a backend that builds the fields elsewhere (the device fill) reports.
+    pub fn complete_info(&self) -> StepInfo {
+        let d = self.dims;
+        let mut info = self.info;
+        let active = self.active_rows();
+        let s1 = d.speculative_tokens() as u32 + 1;
+        if info.graphed() {
+            info.max_seqlen_q = if info.padded.prefill == 0 {
+                s1
+            } else {
+                info.padded.tokens.max(2)
+            };
+            info.max_seqlen_k = d.max_seq_len() as u32;
+        } else if !active.is_empty() {
+            info.max_seqlen_q = active.iter().map(|r| r.query_length).max().unwrap_or(0);
+            info.max_seqlen_k = active
+                .iter()
+                .map(|r| r.kv_offset + r.query_length)
+                .max()
+                .unwrap_or(0);
+        } else {
+            info.max_seqlen_q = s1;
+            info.max_seqlen_k = 1;
+        }
+        info.mamba_chunks = 0;
+        info.intermediate_len = 0;
+        info.intermediate_count = 0;
+        info.real_prefill_tokens = 0;
+        let fp = info.padded.prefill as usize;
+        if d.has_mamba() && fp > 0 {
+            let dr = info.attn.decode as usize;
+            let fr = info.attn.prefill as usize;
+            info.mamba_chunks = (info.padded.tokens as usize / d.chunk_size() + fp) as u32;
+            info.intermediate_len = (fp * 3).min(d.max_intermediate()) as u32;
+            info.intermediate_count = self.input.intermediate.map_or(0, |inter| {
+                inter
+                    .iter()
+                    .take(fr)
+                    .map(|io| u32::from(io.count.min(3)))
+                    .sum()
+            });
+            info.real_prefill_tokens = active
+                .get(dr..dr + fr)
+                .unwrap_or(&[])
+                .iter()
+                .map(|r| r.query_length)
+                .sum();
+        }
+        info
     }
 }
 
 /// Checks a step input against the layout and works out its shapes. Writes nothing but
 /// the duplicate-slot scratch in `state`.
-pub fn plan_step<D: Dims>(
-    d: &D,
-    input: &StepInput<'_>,
-    state: &mut FillState,
-) -> Result<StepPlan, StepError> {
+///
+/// # Errors
+///
+/// The [`StepError`] of the first rule the input breaks (then nothing changed that a
+/// later step reads), or [`StepError::FillState`] when `state` was made for another
+/// layout.
+pub fn plan_step<'a, D: Dims>(
+    d: &'a D,
+    input: &StepInput<'a>,
+    state: &'a mut FillState,
+) -> Result<StepPlan<'a, D>, StepError> {
     plan_step_checking(d, input, state, BlockCheck::Full)
 }
 
@@ -136,12 +284,16 @@ pub enum BlockCheck {
 }
 
 /// [`plan_step`] with a choice of how much of the block lists to check.
-pub fn plan_step_checking<D: Dims>(
-    d: &D,
-    input: &StepInput<'_>,
-    state: &mut FillState,
+///
+/// # Errors
+///
+/// Those of [`plan_step`].
+pub fn plan_step_checking<'a, D: Dims>(
+    d: &'a D,
+    input: &StepInput<'a>,
+    state: &'a mut FillState,
     check: BlockCheck,
-) -> Result<StepPlan, StepError> {
+) -> Result<StepPlan<'a, D>, StepError> {
     plan(d, input, state, check, None)
 }
 
@@ -155,202 +307,290 @@ pub fn plan_step_checking<D: Dims>(
 /// Those of [`plan_step`], and [`StepError::NotAgreed`] when the step's shape is not one
 /// the agreement covers (more tokens than the group's maximum, or a prefill request the
 /// group did not see).
-pub fn plan_step_agreed<D: Dims>(
-    d: &D,
-    input: &StepInput<'_>,
-    state: &mut FillState,
+pub fn plan_step_agreed<'a, D: Dims>(
+    d: &'a D,
+    input: &StepInput<'a>,
+    state: &'a mut FillState,
     check: BlockCheck,
     agreed: &AgreedShape,
-) -> Result<StepPlan, StepError> {
+) -> Result<StepPlan<'a, D>, StepError> {
     plan(d, input, state, check, Some(agreed))
 }
 
-fn plan<D: Dims>(
-    d: &D,
-    input: &StepInput<'_>,
-    state: &mut FillState,
+/// The planning pass: the rows one by one, then the step as a whole, then its shapes.
+fn plan<'a, D: Dims>(
+    d: &'a D,
+    input: &StepInput<'a>,
+    state: &'a mut FillState,
     check: BlockCheck,
     agreed: Option<&AgreedShape>,
-) -> Result<StepPlan, StepError> {
-    let rows = input.rows;
-    let r = d.max_requests();
-    if rows.len() > r {
+) -> Result<StepPlan<'a, D>, StepError> {
+    let limits = RowLimits::of(d);
+    if input.rows.len() > limits.r {
         return Err(StepError::TooManyRequests {
-            rows: rows.len(),
-            limit: r,
+            rows: input.rows.len(),
+            limit: limits.r,
         });
     }
-    let s1 = d.speculative_tokens() as u32 + 1;
-    let bs = d.block_size();
-    // The block size is a power of two (validated with the spec): divide by shifting.
-    let shift = bs.trailing_zeros();
-    let max_seq = d.max_seq_len();
-    let decode_max = d.decode_kv_limit();
-    let nkv = d.block_table_width();
-    let dummy = d.dummy_block();
-    let has_mamba = d.has_mamba();
-    if has_mamba {
-        state.generation = state.generation.wrapping_add(1);
-        if state.generation == 0 {
-            // Wrapped: old stamps could collide with the new generation.
-            state.slot_generation.fill(0);
-            state.generation = 1;
+    state.check_fits(d)?;
+    if limits.has_mamba {
+        state.next_slot_generation();
+    }
+    let tally = check_rows(d, &limits, input.rows, state, check)?;
+    check_step(d, input, &tally)?;
+    let info = step_shapes(d, &tally, agreed)?;
+    Ok(StepPlan {
+        dims: d,
+        input: *input,
+        state,
+        info,
+        active: (tally.decode + tally.prefill) as usize,
+        holes: tally.holes,
+    })
+}
+
+/// The layout's numbers the per-row checks use, read once per step.
+#[derive(Debug, Clone, Copy)]
+struct RowLimits {
+    /// `R`.
+    r: usize,
+    /// `s + 1`, a decode row's query length.
+    s1: u32,
+    /// `B`.
+    block_size: usize,
+    /// `log2 B` (the block size is a power of two, validated with the spec).
+    shift: u32,
+    /// The largest `kv_offset + query_length` of a prefill row.
+    max_seq: usize,
+    /// The largest `kv_offset + query_length` of a decode row.
+    decode_max: usize,
+    /// Block-table width.
+    nkv: usize,
+    /// The dummy block id (valid ids lie in `[-1, dummy)`).
+    dummy: i32,
+    has_mamba: bool,
+}
+
+impl RowLimits {
+    #[inline]
+    fn of<D: Dims>(d: &D) -> Self {
+        Self {
+            r: d.max_requests(),
+            s1: d.speculative_tokens() as u32 + 1,
+            block_size: d.block_size(),
+            shift: d.block_size().trailing_zeros(),
+            max_seq: d.max_seq_len(),
+            decode_max: d.decode_kv_limit(),
+            nkv: d.block_table_width(),
+            dummy: d.dummy_block(),
+            has_mamba: d.has_mamba(),
         }
     }
+}
 
-    let (mut paused, mut decode, mut prefill) = (0u32, 0u32, 0u32);
-    let mut tokens: u64 = 0;
+/// What the row checks counted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    paused: u32,
+    decode: u32,
+    prefill: u32,
+    /// `Σ q` over the active rows.
+    tokens: u64,
+    /// Whether any row's block list may hold a `-1`.
+    holes: bool,
+}
+
+/// Checks every row in order (the first broken rule wins) and counts them.
+#[inline]
+fn check_rows<D: Dims>(
+    d: &D,
+    limits: &RowLimits,
+    rows: &[RequestRow<'_>],
+    state: &mut FillState,
+    check: BlockCheck,
+) -> Result<Tally, StepError> {
+    let mut tally = Tally::default();
     let mut previous = Phase::Paused;
-    let mut holes = false;
     for (i, row) in rows.iter().enumerate() {
-        let rank = |p: Phase| match p {
-            Phase::Paused => 0,
-            Phase::Decode => 1,
-            Phase::Prefill => 2,
-        };
-        if rank(row.phase) < rank(previous) {
-            return Err(StepError::PhaseOrder {
-                row: i,
-                phase: row.phase.as_str(),
-                previous: previous.as_str(),
-            });
-        }
+        check_phase_order(i, row.phase, previous)?;
         previous = row.phase;
-        if row.blocks.len() > nkv {
-            return Err(StepError::TooManyBlocks {
-                row: i,
-                count: row.blocks.len(),
-                limit: nkv,
-            });
-        }
-        // One branch-free scan of the row (vectorizes with SSE2 alone). Valid ids lie in
-        // [-1, dummy): then `id - dummy` and `-2 - id` are both negative, so `all` keeps
-        // its sign bit iff every id is valid; among valid ids only -1 is negative, so
-        // `any` has its sign bit iff the row has a hole. The slow search for the
-        // offending index runs only on failure.
-        let flags = match check {
-            BlockCheck::Full => {
-                let (all, any) = row.blocks.iter().fold((-1i32, 0i32), |(all, any), &id| {
-                    (
-                        all & id.wrapping_sub(dummy) & (-2i32).wrapping_sub(id),
-                        any | id,
-                    )
-                });
-                u32::from(all >= 0) | (u32::from(any < 0) << 1)
-            }
-            // Unscanned: assume holes, so the needed entries are checked one by one below.
-            BlockCheck::Needed => 2,
-        };
-        if flags & 1 != 0 {
-            let (index, &id) = row
-                .blocks
-                .iter()
-                .enumerate()
-                .find(|&(_, &id)| id < -1 || id >= dummy)
-                .unwrap_or((0, &-1));
-            return Err(StepError::BlockOutOfRange {
-                row: i,
-                index,
-                id,
-                limit: dummy,
-            });
-        }
-        holes |= flags & 2 != 0;
-        if has_mamba && row.mamba_slot != -1 {
-            let slot = row.mamba_slot;
-            let Some(su) = usize::try_from(slot).ok().filter(|&s| s < r) else {
-                return Err(StepError::MambaSlotOutOfRange {
-                    row: i,
-                    slot,
-                    limit: r,
-                });
-            };
-            // `su < r`, the length of both scratch vectors (a Mamba layout).
-            if let (Some(stamp), Some(owner)) = (
-                state.slot_generation.get_mut(su),
-                state.slot_owner.get_mut(su),
-            ) {
-                if *stamp == state.generation {
-                    return Err(StepError::DuplicateMambaSlot {
-                        row: i,
-                        slot,
-                        other: *owner as usize,
-                    });
-                }
-                *stamp = state.generation;
-                // `i < rows.len() <= r <= 2^24`: fits.
-                *owner = i as u32;
-            }
+        let holes = check_block_list(i, row.blocks, limits, check)?;
+        tally.holes |= holes;
+        if limits.has_mamba && row.mamba_slot != -1 {
+            state.claim_slot(i, row.mamba_slot, limits.r)?;
         }
         match row.phase {
             Phase::Paused => {
-                paused += 1;
+                tally.paused += 1;
                 continue;
             }
-            Phase::Decode => decode += 1,
-            Phase::Prefill => prefill += 1,
+            Phase::Decode => tally.decode += 1,
+            Phase::Prefill => tally.prefill += 1,
         }
-        let q = row.query_length;
-        if q == 0 {
-            return Err(StepError::ZeroQueryLength { row: i });
-        }
-        if row.phase == Phase::Decode && q != s1 {
-            return Err(StepError::DecodeQueryLength {
-                row: i,
-                got: q,
-                expected: s1,
+        tally.tokens += u64::from(check_active_row(d, limits, i, row, holes)?);
+    }
+    Ok(tally)
+}
+
+/// Rows come paused, then decode, then prefill.
+#[inline]
+fn check_phase_order(i: usize, phase: Phase, previous: Phase) -> Result<(), StepError> {
+    let rank = |p: Phase| match p {
+        Phase::Paused => 0,
+        Phase::Decode => 1,
+        Phase::Prefill => 2,
+    };
+    if rank(phase) < rank(previous) {
+        return Err(StepError::PhaseOrder {
+            row: i,
+            phase: phase.as_str(),
+            previous: previous.as_str(),
+        });
+    }
+    Ok(())
+}
+
+/// A row's block list fits the table and (with [`BlockCheck::Full`]) holds only ids in
+/// `[-1, dummy)`. Returns whether it may hold a `-1` (always, when not scanned).
+#[inline]
+fn check_block_list(
+    i: usize,
+    blocks: &[i32],
+    limits: &RowLimits,
+    check: BlockCheck,
+) -> Result<bool, StepError> {
+    if blocks.len() > limits.nkv {
+        return Err(StepError::TooManyBlocks {
+            row: i,
+            count: blocks.len(),
+            limit: limits.nkv,
+        });
+    }
+    let dummy = limits.dummy;
+    match check {
+        BlockCheck::Full => {
+            // One branch-free scan of the row (vectorizes with SSE2 alone). Valid ids lie
+            // in [-1, dummy): then `id - dummy` and `-2 - id` are both negative, so `all`
+            // keeps its sign bit iff every id is valid; among valid ids only -1 is
+            // negative, so `any` has its sign bit iff the row has a hole. The slow search
+            // for the offending index runs only on failure.
+            let (all, any) = blocks.iter().fold((-1i32, 0i32), |(all, any), &id| {
+                (
+                    all & id.wrapping_sub(dummy) & (-2i32).wrapping_sub(id),
+                    any | id,
+                )
             });
-        }
-        let end = u64::from(row.kv_offset) + u64::from(q);
-        let limit = if row.phase == Phase::Decode {
-            decode_max
-        } else {
-            max_seq
-        };
-        if end > limit as u64 {
-            return Err(StepError::SequenceTooLong {
-                row: i,
-                kv_offset: row.kv_offset,
-                query_length: q,
-                limit,
-                bound: kv_bound(d, row.phase),
-            });
-        }
-        // Every block the step's positions [kv_offset, end) land in must be present.
-        // Fast path: no -1 in the row, so only the count matters.
-        let first = row.kv_offset as usize >> shift;
-        let last = (end as usize - 1) >> shift;
-        let scan_from = if flags & 2 == 0 {
-            last.min(row.blocks.len()).max(first)
-        } else {
-            first
-        };
-        for j in scan_from..=last {
-            if let Some(&id) = row.blocks.get(j)
-                && (id < -1 || id >= dummy)
-            {
+            if all >= 0 {
+                let (index, &id) = blocks
+                    .iter()
+                    .enumerate()
+                    .find(|&(_, &id)| id < -1 || id >= dummy)
+                    .unwrap_or((0, &-1));
                 return Err(StepError::BlockOutOfRange {
                     row: i,
-                    index: j,
+                    index,
                     id,
                     limit: dummy,
                 });
             }
-            if row.blocks.get(j).is_none_or(|&id| id == -1) {
-                let position = (j * bs).max(row.kv_offset as usize) as u32;
-                return Err(StepError::MissingBlock {
-                    row: i,
-                    position,
-                    index: j,
-                    count: row.blocks.len(),
-                });
-            }
+            Ok(any < 0)
         }
-        if has_mamba && row.mamba_slot == -1 {
-            return Err(StepError::MissingMambaSlot { row: i });
-        }
-        tokens += u64::from(q);
+        // Unscanned: assume holes, so the needed entries are checked one by one.
+        BlockCheck::Needed => Ok(true),
     }
+}
+
+/// The checks of an active row: its query length, its sequence length, the blocks its
+/// tokens land in and its Mamba slot. Returns its query length.
+#[inline]
+fn check_active_row<D: Dims>(
+    d: &D,
+    limits: &RowLimits,
+    i: usize,
+    row: &RequestRow<'_>,
+    holes: bool,
+) -> Result<u32, StepError> {
+    let q = row.query_length;
+    if q == 0 {
+        return Err(StepError::ZeroQueryLength { row: i });
+    }
+    if row.phase == Phase::Decode && q != limits.s1 {
+        return Err(StepError::DecodeQueryLength {
+            row: i,
+            got: q,
+            expected: limits.s1,
+        });
+    }
+    let end = u64::from(row.kv_offset) + u64::from(q);
+    let limit = if row.phase == Phase::Decode {
+        limits.decode_max
+    } else {
+        limits.max_seq
+    };
+    if end > limit as u64 {
+        return Err(StepError::SequenceTooLong {
+            row: i,
+            kv_offset: row.kv_offset,
+            query_length: q,
+            limit,
+            bound: kv_bound(d, row.phase),
+        });
+    }
+    // `end <= limit`, a usize.
+    check_needed_blocks(limits, i, row, end as usize, holes)?;
+    if limits.has_mamba && row.mamba_slot == -1 {
+        return Err(StepError::MissingMambaSlot { row: i });
+    }
+    Ok(q)
+}
+
+/// Every block the row's positions `[kv_offset, end)` land in is present and valid. Fast
+/// path: a row without `-1` (and scanned) needs only its length checked.
+#[inline]
+fn check_needed_blocks(
+    limits: &RowLimits,
+    i: usize,
+    row: &RequestRow<'_>,
+    end: usize,
+    holes: bool,
+) -> Result<(), StepError> {
+    let first = row.kv_offset as usize >> limits.shift;
+    let last = (end - 1) >> limits.shift;
+    let scan_from = if holes {
+        first
+    } else {
+        last.min(row.blocks.len()).max(first)
+    };
+    for j in scan_from..=last {
+        let id = row.blocks.get(j).copied();
+        if let Some(id) = id
+            && (id < -1 || id >= limits.dummy)
+        {
+            return Err(StepError::BlockOutOfRange {
+                row: i,
+                index: j,
+                id,
+                limit: limits.dummy,
+            });
+        }
+        if id.is_none_or(|id| id == -1) {
+            let position = (j * limits.block_size).max(row.kv_offset as usize) as u32;
+            return Err(StepError::MissingBlock {
+                row: i,
+                position,
+                index: j,
+                count: row.blocks.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The checks of the step as a whole: its token count, and the lengths of its token ids
+/// and intermediate offsets.
+#[inline]
+fn check_step<D: Dims>(d: &D, input: &StepInput<'_>, tally: &Tally) -> Result<(), StepError> {
+    let tokens = tally.tokens;
     if tokens > d.max_tokens() as u64 {
         return Err(StepError::TooManyTokens {
             tokens,
@@ -366,48 +606,76 @@ fn plan<D: Dims>(
         });
     }
     if let Some(inter) = input.intermediate {
-        let expected = if has_mamba { prefill as usize } else { 0 };
-        if inter.len() != expected {
-            return Err(StepError::IntermediateLength {
-                got: inter.len(),
-                expected,
+        check_intermediate(d, input.rows, inter, tally)?;
+    }
+    Ok(())
+}
+
+/// One entry of intermediate offsets per prefill row (none without Mamba), each offset
+/// inside its row's chunk, and at most `Kmax` in all.
+fn check_intermediate<D: Dims>(
+    d: &D,
+    rows: &[RequestRow<'_>],
+    inter: &[crate::step::IntermediateOffsets],
+    tally: &Tally,
+) -> Result<(), StepError> {
+    let expected = if d.has_mamba() {
+        tally.prefill as usize
+    } else {
+        0
+    };
+    if inter.len() != expected {
+        return Err(StepError::IntermediateLength {
+            got: inter.len(),
+            expected,
+        });
+    }
+    let first_prefill = (tally.paused + tally.decode) as usize;
+    let mut total = 0usize;
+    for (f, io) in inter.iter().enumerate() {
+        let row = first_prefill + f;
+        let q = rows.get(row).map_or(0, |r| r.query_length);
+        if io.count > 3 {
+            return Err(StepError::IntermediateOffset {
+                row,
+                offset: u32::from(io.count),
+                query_length: q,
+                count: io.count,
             });
         }
-        let first_prefill = (paused + decode) as usize;
-        let mut total = 0usize;
-        for (f, io) in inter.iter().enumerate() {
-            let row = first_prefill + f;
-            let q = rows.get(row).map_or(0, |r| r.query_length);
-            if io.count > 3 {
+        for &off in io.offsets.iter().take(usize::from(io.count)) {
+            if off == 0 || off >= q {
                 return Err(StepError::IntermediateOffset {
                     row,
-                    offset: u32::from(io.count),
+                    offset: off,
                     query_length: q,
                     count: io.count,
                 });
             }
-            for &off in io.offsets.iter().take(usize::from(io.count)) {
-                if off == 0 || off >= q {
-                    return Err(StepError::IntermediateOffset {
-                        row,
-                        offset: off,
-                        query_length: q,
-                        count: io.count,
-                    });
-                }
-            }
-            total += usize::from(io.count);
         }
-        if total > d.max_intermediate() {
-            return Err(StepError::TooManyIntermediates {
-                count: total,
-                limit: d.max_intermediate(),
-            });
-        }
+        total += usize::from(io.count);
     }
+    if total > d.max_intermediate() {
+        return Err(StepError::TooManyIntermediates {
+            count: total,
+            limit: d.max_intermediate(),
+        });
+    }
+    Ok(())
+}
 
-    let real = BatchDims::new(tokens as u32, prefill, decode);
+/// The step's real, padded and attention shapes and its bucket: the step's own match, or
+/// the group's under an expert-parallel agreement.
+#[inline]
+fn step_shapes<D: Dims>(
+    d: &D,
+    tally: &Tally,
+    agreed: Option<&AgreedShape>,
+) -> Result<StepInfo, StepError> {
+    // `tokens <= max_tokens` (checked), a u32.
+    let real = BatchDims::new(tally.tokens as u32, tally.prefill, tally.decode);
     let list = d.buckets();
+    let has_mamba = d.has_mamba();
     let matched = match agreed {
         None => buckets::match_bucket(real, list, has_mamba),
         Some(g) if g.covers(real) => g.match_bucket(real, list, has_mamba),
@@ -423,30 +691,22 @@ fn plan<D: Dims>(
     let padded = matched.unwrap_or_else(|| {
         buckets::eager_padding(
             real,
-            r as u32,
+            d.max_requests() as u32,
             d.max_tokens() as u32,
             d.tensor_parallel(),
             d.speculative_tokens() as u32,
         )
     });
     let bucket = matched.and_then(|m| list.iter().position(|b| *b == m).map(|i| i as u32));
-    let attn = buckets::attention_dims(real, matched);
-    let active = (decode + prefill) as usize;
-    let info = StepInfo {
-        paused,
+    Ok(StepInfo {
+        paused: tally.paused,
         real,
         padded,
-        attn,
+        attn: buckets::attention_dims(real, matched),
         bucket,
         ..StepInfo::default()
-    };
-    Ok(StepPlan {
-        info,
-        active,
-        holes,
     })
 }
-
 /// What sets the largest `kv_offset + query_length` of a row in `phase` (see
 /// [`Dims::decode_kv_limit`]), for [`StepError::SequenceTooLong`].
 fn kv_bound<D: Dims>(d: &D, phase: Phase) -> &'static str {
@@ -460,30 +720,26 @@ fn kv_bound<D: Dims>(d: &D, phase: Phase) -> &'static str {
 }
 
 /// Writes every field of a planned step into `bytes` (the layout's coalesced buffer) and
-/// returns the step's info.
+/// returns the step's info. Cannot fail on a step: the plan was checked against the same
+/// layout and state, and it holds the input it checked.
 ///
 /// # Errors
 ///
 /// [`StepError::Buffer`] when `bytes` does not fit the layout (too short or not 8-byte
-/// aligned); then nothing is written.
-///
-/// # Panics
-///
-/// If `plan` did not come from [`plan_step`] with the same `d` and the same, unchanged,
-/// `input` (the plan's shapes are what make every index below in bounds).
-/// [`HostMetadata::fill`](crate::HostMetadata::fill) always pairs them; it never panics.
+/// aligned); then nothing is written and the plan and its state are unchanged.
 #[allow(
     clippy::indexing_slicing,
-    reason = "every index is bounded by a length or capacity that plan_step checked against \
-              the layout (rows, blocks, tokens, padded shape) or carved from the geometry"
+    reason = "every index is bounded by a length or capacity that the plan checked against \
+              the plan's own layout (rows, blocks, tokens, padded shape), the state sized \
+              for that layout (FillState::check_fits), or the buffer carved from it"
 )]
 pub fn write_step<D: Dims>(
-    d: &D,
-    input: &StepInput<'_>,
-    plan: &StepPlan,
+    plan: &mut StepPlan<'_, D>,
     bytes: &mut [u8],
-    state: &mut FillState,
 ) -> Result<StepInfo, StepError> {
+    let d = plan.dims;
+    let input = plan.input;
+    let state = &mut *plan.state;
     let mut v = Views::carve(d, bytes)?;
     let mut info = plan.info;
     let n = plan.active;
@@ -607,7 +863,7 @@ pub fn write_step<D: Dims>(
     }
 
     if d.has_mamba() {
-        write_mamba(d, input, &mut info, &mut v, active);
+        write_mamba(d, &input, &mut info, &mut v, active);
     }
     Ok(info)
 }

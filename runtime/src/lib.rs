@@ -10,6 +10,10 @@
 // a closed pipe, and `print!`/`eprint!` would panic there.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+/// What generated code names: not public API (see the module's source).
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 pub mod agree;
 pub mod alloc;
 pub mod backend;

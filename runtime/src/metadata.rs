@@ -54,9 +54,9 @@ impl<D: Dims> HostMetadata<D> {
 
     /// Builds the metadata of one step. On error nothing changes.
     pub fn fill(&mut self, input: &StepInput<'_>) -> Result<&StepInfo, StepError> {
-        let plan = fill::plan_step(&self.dims, input, &mut self.state)?;
+        let mut plan = fill::plan_step(&self.dims, input, &mut self.state)?;
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
-        self.info = fill::write_step(&self.dims, input, &plan, bytes, &mut self.state)?;
+        self.info = fill::write_step(&mut plan, bytes)?;
         Ok(&self.info)
     }
 
@@ -67,7 +67,7 @@ impl<D: Dims> HostMetadata<D> {
         input: &StepInput<'_>,
         agreed: &AgreedShape,
     ) -> Result<&StepInfo, StepError> {
-        let plan = fill::plan_step_agreed(
+        let mut plan = fill::plan_step_agreed(
             &self.dims,
             input,
             &mut self.state,
@@ -75,7 +75,7 @@ impl<D: Dims> HostMetadata<D> {
             agreed,
         )?;
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
-        self.info = fill::write_step(&self.dims, input, &plan, bytes, &mut self.state)?;
+        self.info = fill::write_step(&mut plan, bytes)?;
         Ok(&self.info)
     }
 

@@ -524,10 +524,11 @@ fn buffer_that_does_not_fit() {
         "init_buffer wrote into a bad buffer"
     );
     let mut state = FillState::new(&dims);
-    let plan = fill::plan_step(&dims, &good, &mut state).unwrap();
-    let state_before = format!("{state:?}");
+    let mut plan = fill::plan_step(&dims, &good, &mut state).unwrap();
+    // The plan holds the fill state: its debug form shows both.
+    let plan_before = format!("{plan:?}");
     for range in [0..total - 1, 4..total + 4] {
-        let e = fill::write_step(&dims, &good, &plan, &mut bytes[range], &mut state).unwrap_err();
+        let e = fill::write_step(&mut plan, &mut bytes[range]).unwrap_err();
         assert_eq!(e.kind(), "buffer");
     }
     assert_eq!(
@@ -536,9 +537,9 @@ fn buffer_that_does_not_fit() {
         "write_step wrote into a bad buffer"
     );
     assert_eq!(
-        format!("{state:?}"),
-        state_before,
-        "write_step changed its state"
+        format!("{plan:?}"),
+        plan_before,
+        "write_step changed its plan or state"
     );
 }
 
@@ -564,12 +565,14 @@ fn kind_name(e: &StepError) -> &'static str {
         StepError::TooManyIntermediates { .. } => "too_many_intermediates",
         StepError::NotAgreed { .. } => "not_agreed",
         StepError::Buffer { .. } => "buffer",
+        StepError::FillState { .. } => "fill_state",
     }
 }
 
 /// Every kind is provoked by one of the tests of this file (each through `rejects`, which
 /// checks that the metadata bytes and step info are unchanged, or, for `buffer`, by
-/// `buffer_that_does_not_fit`). This test keeps that list complete.
+/// `buffer_that_does_not_fit`, for `fill_state` by
+/// `a_fill_state_made_for_another_layout_is_refused`). This test keeps that list complete.
 #[test]
 fn every_step_error_kind_is_covered() {
     let tested = [
@@ -591,6 +594,7 @@ fn every_step_error_kind_is_covered() {
         "too_many_intermediates",
         "not_agreed",
         "buffer",
+        "fill_state",
     ];
     let samples = [
         StepError::TooManyRequests { rows: 0, limit: 0 },
@@ -670,12 +674,45 @@ fn every_step_error_kind_is_covered() {
             align: 0,
             expected: 0,
         },
+        StepError::FillState {
+            rows: 0,
+            slots: 0,
+            expected_rows: 0,
+            expected_slots: 0,
+        },
     ];
     for e in &samples {
         assert_eq!(e.kind(), kind_name(e));
         assert!(tested.contains(&e.kind()), "{} has no test", e.kind());
     }
     assert_eq!(samples.len(), tested.len());
+}
+
+#[test]
+fn a_fill_state_made_for_another_layout_is_refused() {
+    let dims = RuntimeDims::new(Geometry::new(&spec()).unwrap());
+    let rows = good_rows();
+    let good = input(&rows);
+    let mut small = spec();
+    small.max_requests -= 1;
+    let other = RuntimeDims::new(Geometry::new(&small).unwrap());
+    let mut state = FillState::new(&other);
+    let before = format!("{state:?}");
+    let e = fill::plan_step(&dims, &good, &mut state).unwrap_err();
+    assert_eq!(
+        e,
+        StepError::FillState {
+            rows: other.max_requests(),
+            slots: other.max_requests(),
+            expected_rows: dims.max_requests(),
+            expected_slots: dims.max_requests(),
+        }
+    );
+    assert_eq!(
+        format!("{state:?}"),
+        before,
+        "a refused plan changed its state"
+    );
 }
 
 #[test]

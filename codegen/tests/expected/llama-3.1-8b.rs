@@ -28,7 +28,7 @@ pub struct Llama3_1_8bBuilder {
 
 /// `Llama3_1_8b`'s facts, buffer layout and CUDA-graph buckets, as constants (the fill kernels' CUDA C: `<Llama3_1_8b as Layout>::cuda_source()`).
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     #[automatically_derived]
     impl al::Layout for Llama3_1_8b {
         /// The layout's name.
@@ -207,7 +207,7 @@ kv_heads = 8
 
 /// `Llama3_1_8b`'s field table, the accessors of `Llama3_1_8bMetadata` and the methods of `Llama3_1_8bBuilder`.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     /// Where each of `Llama3_1_8b`'s 19 fields lies in its 2403340-byte buffer (SEMANTICS §9).
     impl Llama3_1_8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
@@ -510,7 +510,7 @@ const _: () = {
 
 /// Compile-time checks of `Llama3_1_8b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     const F: al::Facts = <Llama3_1_8b as al::Layout>::FACTS;
     const FIELDS: &[al::FieldLayout] = <Llama3_1_8b as al::Layout>::FIELDS;
     const BUCKETS: &[al::BatchDims] = <Llama3_1_8b as al::Layout>::BUCKETS;

@@ -28,7 +28,7 @@ pub struct Mamba2_2_7bBuilder {
 
 /// `Mamba2_2_7b`'s facts, buffer layout and CUDA-graph buckets, as constants (the fill kernels' CUDA C: `<Mamba2_2_7b as Layout>::cuda_source()`).
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     #[automatically_derived]
     impl al::Layout for Mamba2_2_7b {
         /// The layout's name.
@@ -220,7 +220,7 @@ state_dtype_bytes = 4
 
 /// `Mamba2_2_7b`'s field table, the accessors of `Mamba2_2_7bMetadata` and the methods of `Mamba2_2_7bBuilder`.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534180-byte buffer (SEMANTICS §9).
     impl Mamba2_2_7b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
@@ -688,7 +688,7 @@ const _: () = {
 
 /// Compile-time checks of `Mamba2_2_7b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     const F: al::Facts = <Mamba2_2_7b as al::Layout>::FACTS;
     const FIELDS: &[al::FieldLayout] = <Mamba2_2_7b as al::Layout>::FIELDS;
     const BUCKETS: &[al::BatchDims] = <Mamba2_2_7b as al::Layout>::BUCKETS;

@@ -28,7 +28,7 @@ pub struct NemotronH8bBuilder {
 
 /// `NemotronH8b`'s facts, buffer layout and CUDA-graph buckets, as constants (the fill kernels' CUDA C: `<NemotronH8b as Layout>::cuda_source()`).
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     #[automatically_derived]
     impl al::Layout for NemotronH8b {
         /// The layout's name.
@@ -221,7 +221,7 @@ state_dtype_bytes = 4
 
 /// `NemotronH8b`'s field table, the accessors of `NemotronH8bMetadata` and the methods of `NemotronH8bBuilder`.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     /// Where each of `NemotronH8b`'s 32 fields lies in its 347172-byte buffer (SEMANTICS §9).
     impl NemotronH8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 4096 × i64 (T) at bytes 0..32768.
@@ -689,7 +689,7 @@ const _: () = {
 
 /// Compile-time checks of `NemotronH8b`'s layout facts: a mistake in these constants is a compile error, not a corrupt buffer.
 const _: () = {
-    use ::attention_layout::layout as al;
+    use ::attention_layout::__private as al;
     const F: al::Facts = <NemotronH8b as al::Layout>::FACTS;
     const FIELDS: &[al::FieldLayout] = <NemotronH8b as al::Layout>::FIELDS;
     const BUCKETS: &[al::BatchDims] = <NemotronH8b as al::Layout>::BUCKETS;

@@ -690,13 +690,13 @@ impl CudaBackend {
             None => fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?,
             Some(g) => fill::plan_step_agreed(&self.dims, input, &mut self.plan_state, check, g)?,
         };
-        let info = devfill::complete_info(&self.dims, input, plan.info());
         let slot = self.next;
         let Some(s) = self.slots.get_mut(slot) else {
             return Err(BackendError::Cuda("no staging slot".into()));
         };
         // Waits until no copy reads the slot any more.
-        let staged = self.builder.build(input, &info, s.pinned.bytes_mut()?)?;
+        let staged = self.builder.build(&plan, s.pinned.bytes_mut()?)?;
+        let info = staged.info;
         // From here the host state assumes the launch happens: a failure poisons.
         let grid = staged.grid(self.max_workers);
         match self
@@ -731,11 +731,11 @@ impl CudaBackend {
         };
         // Waits until no copy reads the slot any more.
         let bytes = s.pinned.bytes_mut()?;
-        let plan = match agreed {
+        let mut plan = match agreed {
             None => fill::plan_step(&self.dims, input, state)?,
             Some(g) => fill::plan_step_agreed(&self.dims, input, state, fill::BlockCheck::Full, g)?,
         };
-        let info = fill::write_step(&self.dims, input, &plan, bytes, state)?;
+        let info = fill::write_step(&mut plan, bytes)?;
         // Without token ids the device keeps its own (an engine that writes sampled ids
         // on the device): skip the ids' real entries, copy the rest.
         let skip = if input.token_ids.is_some() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use attention_layout::codegen::emit_cuda::{self, EmitOptions};
-use attention_layout::devfill::{self, Staged, StagingBuilder, StagingError};
+use attention_layout::devfill::{Staged, StagingBuilder, StagingError};
 use attention_layout::fill::{self, FillState};
 use attention_layout::{
     Dims, Field, Geometry, HostMetadata, MetadataView, RuntimeDims, StepInfo, StepInput,
@@ -248,9 +248,9 @@ impl Replay {
     ) -> Result<(StepInfo, Staged), StagingError> {
         let plan = fill::plan_step(&self.dims, input, &mut self.plan_state)
             .unwrap_or_else(|e| panic!("{what}: the workload produced a bad step: {e}"));
-        let info = devfill::complete_info(&self.dims, input, plan.info());
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.staging);
-        let staged = self.builder.build(input, &info, bytes)?;
+        let staged = self.builder.build(&plan, bytes)?;
+        let info = staged.info;
         let cpu_info = *self.cpu.fill(input).unwrap();
         assert_eq!(info, cpu_info, "{what}: step info");
         let (entry, grid) = launch(&info, &staged);
