@@ -2,37 +2,28 @@
 //!
 //! Megatron-exact per-step metadata for attention (FlashAttention varlen, paged KV) and
 //! Mamba2 kernels: the host fill (the reference implementation), the KV block allocator and
-//! Mamba slot pool, the engine-side batch state, the workload simulator and the command
-//! line tool.
+//! Mamba slot pool, the engine-side batch state, the CUDA backend (feature `cuda`) and the
+//! expert-parallel shape agreement. The command line tool (`attention-layout`: simulate,
+//! tune, replay, bench, inspect) is its own crate, `attention-layout-cli`; with no default
+//! features, an engine that depends on this one compiles none of it.
 
-// The library never prints: the command line tool writes through `cli`, which handles
-// a closed pipe, and `print!`/`eprint!` would panic there.
+// The library never prints: an engine owns its process's output.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod agree;
 pub mod alloc;
 pub mod backend;
 pub mod batch;
-pub mod bench;
-#[cfg(feature = "cli")]
-pub mod cli;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod devfill;
 pub mod dims;
 pub mod error;
 pub mod fill;
-#[cfg(feature = "golden")]
-pub mod golden;
-#[cfg(feature = "inspect")]
-pub mod inspect;
 pub mod layout;
 pub mod layouts;
 pub mod metadata;
-pub mod scenarios;
-pub mod simulate;
 pub mod step;
-pub mod tune;
 
 pub use agree::{AgreedShape, ShapeAgreement};
 pub use attention_layout_codegen as codegen;
