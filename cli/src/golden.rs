@@ -1,4 +1,4 @@
-//! Conformance replay of Megatron-LM golden records (`shared/golden/README.md` format):
+//! Conformance replay of Megatron-LM golden records (the format `testdata/GOLDEN-README.md` describes):
 //! every record is re-run through this crate and every array and scalar compared.
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@ pub mod bucket_table;
 pub mod buckets;
 #[cfg(feature = "build")]
 pub mod build;
+pub mod bundled;
 pub mod emit_cuda;
 #[cfg(feature = "emit")]
 pub mod emit_rust;

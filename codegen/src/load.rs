@@ -251,7 +251,7 @@ fn unknown_key_message(key: &str, prefix: &str, known: &[&str], near: Option<&st
 }
 
 /// The known key nearest to `key` by edit distance, when it is near enough to be a typo.
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(key, k), *k))

@@ -14,36 +14,17 @@
 
 use std::time::{Duration, Instant};
 
+use attention_layout_codegen::bundled::BUNDLED;
 use attention_layout_codegen::emit_cuda;
 use attention_layout_codegen::emit_rust::{self, Names};
 use attention_layout_codegen::load::{self, Source};
-
-const LAYOUTS: &[(&str, &str)] = &[
-    (
-        "nemotron-h-8b",
-        include_str!("../../layouts/nemotron-h-8b.toml"),
-    ),
-    (
-        "llama-3.1-8b",
-        include_str!("../../layouts/llama-3.1-8b.toml"),
-    ),
-    ("qwen2.5-7b", include_str!("../../layouts/qwen2.5-7b.toml")),
-    (
-        "mamba2-2.7b",
-        include_str!("../../layouts/mamba2-2.7b.toml"),
-    ),
-    (
-        "jamba-1.5-mini",
-        include_str!("../../layouts/jamba-1.5-mini.toml"),
-    ),
-];
 
 #[test]
 #[ignore = "timing; run in release"]
 fn core_time() {
     let ty = proc_macro2::Ident::new("Model", proc_macro2::Span::call_site());
     let vis = quote::quote!(pub);
-    for (name, text) in LAYOUTS {
+    for (name, text) in BUNDLED {
         let mut times: Vec<Duration> = (0..31)
             .map(|_| {
                 let start = Instant::now();

@@ -20,7 +20,7 @@
 //! Layers, in the order a reader meets them: [`rng`] and [`layouts`] (what is run),
 //! [`batch`] (random steps and the host fill), [`meta`] (reading the buffer by offset, and
 //! the generated CUDA C header), [`check`] (error metrics and the per-batch report), then the
-//! two consumers, then [`gpu`] (device set-up; `cuda` feature only).
+//! two consumers, then `gpu` (device set-up; `cuda` feature only).
 
 pub mod attention;
 pub mod batch;

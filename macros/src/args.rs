@@ -1,5 +1,5 @@
 //! The attribute's arguments: `key = literal` pairs, `group(...)` of further pairs, and
-//! `config = "path"`, read into a TOML table with the tokens of every argument kept, so a
+//! `config = "name or path"`, read into a TOML table with the tokens of every argument kept, so a
 //! diagnostic about a key can point at the argument that set it.
 
 use proc_macro2::{Delimiter, Group, Ident, TokenStream};
@@ -17,7 +17,8 @@ pub struct Args {
     /// Dotted key → the tokens of the argument that set it (`block_size = 64`, or the
     /// whole `graphs(...)` group).
     pub spans: Vec<(String, TokenStream)>,
-    /// `config = "path"`: the path literal and the argument's tokens.
+    /// `config = "..."`: the literal (a bundled layout's name or a file path) and the
+    /// argument's tokens.
     pub config: Option<(LitStr, TokenStream)>,
 }
 
@@ -85,7 +86,7 @@ fn parse_level(
             let (Value::String(_), Some(Lit::Str(lit))) = (&value, literal) else {
                 return Err(syn::Error::new_spanned(
                     tokens,
-                    "`config` takes the path of a TOML layout file: `config = \"layouts/model.toml\"`",
+                    "`config` takes a bundled layout's name or the path of a TOML layout file: `config = \"nemotron-h-8b\"`, `config = \"layouts/model.toml\"`",
                 ));
             };
             if args.config.is_some() {
@@ -219,7 +220,10 @@ mod tests {
             (quote!(max_tokens = 'x'), "expected a string, integer"),
             (quote!(a = 1, a = 2), "duplicate key `a`"),
             (quote!(graphs(a = 1, a = 2)), "duplicate key `graphs.a`"),
-            (quote!(config = 4), "`config` takes the path"),
+            (
+                quote!(config = 4),
+                "`config` takes a bundled layout's name or the path",
+            ),
             (
                 quote!(max_tokens = foo),
                 "expected a literal value for `max_tokens`",

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use attention_layout_codegen::bundled::{self, ConfigRef};
 use attention_layout_codegen::emit_rust::{self, Names};
 use attention_layout_codegen::load::{self, Source};
 use attention_layout_codegen::spec::Diagnostic;
@@ -48,7 +49,11 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         },
         None => None,
     };
-    let tracked = config.as_ref().map(|c| track(&c.path)).unwrap_or_default();
+    let tracked = config
+        .as_ref()
+        .and_then(|c| c.path.as_deref())
+        .map(track)
+        .unwrap_or_default();
     let file = config.as_ref().map(|c| Source {
         name: &c.name,
         text: &c.text,
@@ -84,26 +89,43 @@ fn fallback(errors: syn::Error, item: TokenStream, tracked: TokenStream) -> Toke
     }
 }
 
-/// A config file, read.
+/// A config layout, read.
 struct Config {
-    /// The path as written.
+    /// The name it goes by in diagnostics: the path as written, or the bundled layout's
+    /// file.
     name: String,
-    /// The path resolved against the manifest directory.
-    path: PathBuf,
+    /// A file's path resolved against the manifest directory (`None` for a bundled
+    /// layout, which is part of this crate's build).
+    path: Option<PathBuf>,
     /// Its contents.
     text: String,
 }
 
-/// Reads `config = "..."`, resolved against the crate's manifest directory.
+/// Reads `config = "..."`: a bundled layout's name, or a file path resolved against the
+/// crate's manifest directory.
 fn read_config(lit: &LitStr) -> Result<Config, String> {
-    let name = lit.value();
-    let path = resolve(Path::new(&name));
+    let value = lit.value();
+    let name = match bundled::resolve(&value).map_err(|e| e.to_string())? {
+        ConfigRef::Bundled { name, text } => {
+            return Ok(Config {
+                name: bundled::source_name(name),
+                path: None,
+                text: text.to_owned(),
+            });
+        }
+        ConfigRef::File(name) => name,
+    };
+    let path = resolve(Path::new(name));
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!(
             "cannot read layout file `{name}` (paths are relative to the crate's manifest directory): {e}"
         )
     })?;
-    Ok(Config { name, path, text })
+    Ok(Config {
+        name: name.to_owned(),
+        path: Some(path),
+        text,
+    })
 }
 
 fn resolve(path: &Path) -> PathBuf {
@@ -266,6 +288,25 @@ mod tests {
         assert!(out.contains("cannot read layout file"), "{out}");
     }
 
+    #[test]
+    fn a_bundled_name_is_read_from_the_bundled_layouts_and_untracked() {
+        let out = expand_str(quote!(config = "nemotron-h-8b", max_requests = 128));
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(!out.contains("include_bytes"), "{out}");
+        let by_path = expand_str(quote!(
+            config = "../layouts/nemotron-h-8b.toml",
+            max_requests = 128
+        ));
+        // The same items, less the file tracker.
+        let items = |s: &str| s.split("const SPEC_TOML").nth(1).map(str::to_owned);
+        assert_eq!(items(&out), items(&by_path));
+        let out = expand_str(quote!(config = "nemotron-h8b"));
+        assert!(out.contains("did you mean `nemotron-h-8b`?"), "{out}");
+        // An override that breaks a rule is reported as on a file.
+        let out = expand_str(quote!(config = "llama-3.1-8b", max_tokens = 100));
+        assert!(out.contains("`max_tokens`: must be a multiple"), "{out}");
+    }
+
     /// Expansion time of every bundled layout (parse the attribute, read and check the
     /// file, derive the geometry and buckets, emit the items), median of 31 runs. Run in
     /// release: `cargo test --release -p attention-layout-macros -- --ignored
@@ -274,13 +315,7 @@ mod tests {
     #[ignore = "timing; run in release"]
     fn expansion_time() {
         let mut worst = std::time::Duration::ZERO;
-        for name in [
-            "nemotron-h-8b",
-            "llama-3.1-8b",
-            "qwen2.5-7b",
-            "mamba2-2.7b",
-            "jamba-1.5-mini",
-        ] {
+        for (name, _) in bundled::BUNDLED {
             let path = format!("../layouts/{name}.toml");
             let mut times = Vec::new();
             let mut size = 0;

@@ -3,8 +3,8 @@
 //! `#[attention_layout(...)]`: generates a layout's constants, metadata type and builder
 //! from a spec written inline or in a TOML file.
 //!
-//! A thin shell over `attention-layout-codegen`: [`args`] reads the attribute into a TOML
-//! table (remembering where each key was written), [`expand`] hands it to the codegen
+//! A thin shell over `attention-layout-codegen`: `args` reads the attribute into a TOML
+//! table (remembering where each key was written), `expand` hands it to the codegen
 //! library and turns its diagnostics into errors at the offending argument's span.
 //! Use it through the runtime crate (`attention-layout`, feature `macros`), whose paths the
 //! generated code names.
@@ -29,8 +29,13 @@ use proc_macro::TokenStream;
 ///
 /// // Or from a per-model file (relative to the crate's manifest directory), with inline
 /// // keys overriding the file's:
-/// #[attention_layout(config = "layouts/nemotron-h-8b.toml", max_requests = 128)]
-/// pub struct NemotronH8bSmall;
+/// #[attention_layout(config = "layouts/my-model.toml", max_requests = 128)]
+/// pub struct MyModelSmall;
+///
+/// // Or from a layout bundled with attention-layout, by name (a `config` value with no
+/// // `/` that does not end in `.toml`; an unknown name is an error listing them):
+/// #[attention_layout(config = "nemotron-h-8b")]
+/// pub struct NemotronH8bBundled;
 /// ```
 #[proc_macro_attribute]
 pub fn attention_layout(args: TokenStream, item: TokenStream) -> TokenStream {

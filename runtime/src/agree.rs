@@ -23,7 +23,7 @@
 //! no device is involved), [`AgreedShape::reduce`] (a host that already knows every rank's
 //! shape, as the simulator does) and, with the `nccl` feature, an all-reduce over NCCL
 //! (`cuda::nccl::NcclAgreement`). The agreed shape goes to the fill through
-//! [`MetadataBackend::step_agreed`](crate::MetadataBackend::step_agreed); the rest of the
+//! [`MetadataBackend::step_agreed`]; the rest of the
 //! fill is unchanged. `docs/DESIGN.md` ("Expert-parallel shape agreement") has the rule
 //! with a worked example and what it costs.
 

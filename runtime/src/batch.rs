@@ -1,7 +1,7 @@
 //! The engine-side batch state: the request table, its KV blocks and Mamba slots, and the
 //! step input (rows in Megatron order plus block-table residency) built from it.
 //!
-//! [`BatchState`] is the high-level API of ARCHITECTURE.md: an engine that lets it own the
+//! [`BatchState`] is the high-level API: an engine that lets it own the
 //! request table gets, every step, a [`StepInput`] whose rows are in context order
 //! (paused, then decode, then prefill) and a [`Residency`] that says which block-table
 //! entries changed since the previous step, so a backend can keep the block table resident

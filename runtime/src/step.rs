@@ -49,6 +49,26 @@ impl Default for Sampling {
 }
 
 /// One request row.
+///
+/// Write it with named fields over one of the phase constants, the fields not named
+/// taking the constant's values:
+///
+/// ```
+/// use attention_layout::RequestRow;
+///
+/// let blocks = [3, 7];
+/// let row = RequestRow {
+///     query_length: 1,
+///     kv_offset: 5,
+///     blocks: &blocks,
+///     mamba_slot: 6,
+///     ..RequestRow::DECODE
+/// };
+/// assert_eq!(row, RequestRow::decode(1, 5, &blocks, 6));
+/// ```
+///
+/// [`decode`](Self::decode), [`prefill`](Self::prefill) and [`paused`](Self::paused) are
+/// the positional shorthands of the same rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RequestRow<'a> {
     /// Paused, decode or prefill.
@@ -66,31 +86,72 @@ pub struct RequestRow<'a> {
 }
 
 impl<'a> RequestRow<'a> {
-    /// A decode row (query length `s + 1`).
-    pub fn decode(query_length: u32, kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
+    /// A decode row with nothing else set: no tokens, no KV, no blocks, no Mamba slot
+    /// (`-1`), [`Sampling::PAD`]. The base of a row written with named fields.
+    pub const DECODE: Self = Self {
+        phase: Phase::Decode,
+        query_length: 0,
+        kv_offset: 0,
+        blocks: &[],
+        mamba_slot: -1,
+        sampling: Sampling::PAD,
+    };
+
+    /// A prefill row with nothing else set (as [`DECODE`](Self::DECODE)).
+    pub const PREFILL: Self = Self {
+        phase: Phase::Prefill,
+        ..Self::DECODE
+    };
+
+    /// A paused row with nothing else set (as [`DECODE`](Self::DECODE)).
+    pub const PAUSED: Self = Self {
+        phase: Phase::Paused,
+        ..Self::DECODE
+    };
+
+    /// A decode row (query length `s + 1`); positional shorthand of
+    /// `RequestRow { query_length, kv_offset, blocks, mamba_slot, ..RequestRow::DECODE }`.
+    pub const fn decode(
+        query_length: u32,
+        kv_offset: u32,
+        blocks: &'a [i32],
+        mamba_slot: i32,
+    ) -> Self {
         Self {
-            phase: Phase::Decode,
             query_length,
             kv_offset,
             blocks,
             mamba_slot,
-            sampling: Sampling::PAD,
+            ..Self::DECODE
         }
     }
 
-    /// A prefill row (a prompt chunk of `query_length` tokens after `kv_offset`).
-    pub fn prefill(query_length: u32, kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
+    /// A prefill row (a prompt chunk of `query_length` tokens after `kv_offset`);
+    /// positional shorthand of
+    /// `RequestRow { query_length, kv_offset, blocks, mamba_slot, ..RequestRow::PREFILL }`.
+    pub const fn prefill(
+        query_length: u32,
+        kv_offset: u32,
+        blocks: &'a [i32],
+        mamba_slot: i32,
+    ) -> Self {
         Self {
-            phase: Phase::Prefill,
-            ..Self::decode(query_length, kv_offset, blocks, mamba_slot)
+            query_length,
+            kv_offset,
+            blocks,
+            mamba_slot,
+            ..Self::PREFILL
         }
     }
 
-    /// A paused row.
-    pub fn paused(kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
+    /// A paused row; positional shorthand of
+    /// `RequestRow { kv_offset, blocks, mamba_slot, ..RequestRow::PAUSED }`.
+    pub const fn paused(kv_offset: u32, blocks: &'a [i32], mamba_slot: i32) -> Self {
         Self {
-            phase: Phase::Paused,
-            ..Self::decode(0, kv_offset, blocks, mamba_slot)
+            kv_offset,
+            blocks,
+            mamba_slot,
+            ..Self::PAUSED
         }
     }
 }
@@ -142,4 +203,49 @@ pub struct StepInput<'a> {
     pub intermediate: Option<&'a [IntermediateOffsets]>,
     /// Block-table residency, when the engine tracks it (see [`Residency`]).
     pub residency: Option<Residency<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_positional_shorthands_equal_the_named_rows() {
+        const BLOCKS: [i32; 2] = [3, 7];
+        // Usable in constants.
+        const ROW: RequestRow<'static> = RequestRow::prefill(4, 5, &BLOCKS, 6);
+        let named = |phase| RequestRow {
+            phase,
+            query_length: 4,
+            kv_offset: 5,
+            blocks: &BLOCKS,
+            mamba_slot: 6,
+            sampling: Sampling::PAD,
+        };
+        assert_eq!(ROW, named(Phase::Prefill));
+        assert_eq!(RequestRow::decode(4, 5, &BLOCKS, 6), named(Phase::Decode));
+        assert_eq!(
+            RequestRow::paused(5, &BLOCKS, 6),
+            RequestRow {
+                query_length: 0,
+                ..named(Phase::Paused)
+            }
+        );
+        for (base, phase) in [
+            (RequestRow::DECODE, Phase::Decode),
+            (RequestRow::PREFILL, Phase::Prefill),
+            (RequestRow::PAUSED, Phase::Paused),
+        ] {
+            assert_eq!(
+                base,
+                RequestRow {
+                    query_length: 0,
+                    kv_offset: 0,
+                    blocks: &[],
+                    mamba_slot: -1,
+                    ..named(phase)
+                }
+            );
+        }
+    }
 }

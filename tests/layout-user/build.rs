@@ -1,5 +1,6 @@
 //! Per-model build configs: the same items `#[attention_layout(config = ...)]` generates,
-//! written into `OUT_DIR` and included by `src/lib.rs`.
+//! written into `OUT_DIR` and included by `src/lib.rs`; a layout file or a bundled layout's
+//! name.
 
 use attention_layout_codegen::build::write_layout;
 
@@ -10,5 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "layouts/hybrid-linear-tp2.toml",
         "hybrid_linear_tp2.rs",
     )?;
+    // A bundled layout, by name.
+    write_layout("Mamba2ByName", "mamba2-2.7b", "mamba2_by_name.rs")?;
     Ok(())
 }

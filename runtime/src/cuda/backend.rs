@@ -415,7 +415,7 @@ impl CudaBackend {
         let ctx = CudaContext::new(options.ordinal).map_err(cuda("open the device"))?;
         // SAFETY: every buffer of this backend is used on its one stream only, so cudarc's
         // cross-stream event tracking is not needed, and it would invalidate graph capture
-        // (docs: GPU.md, capture pitfall 1). Affects only slices created after this call.
+        // (docs/DESIGN.md, "Graphs": what breaks a capture, 1). Affects only slices created after this call.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(cuda("create a stream"))?;
 

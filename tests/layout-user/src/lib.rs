@@ -7,6 +7,13 @@
 
 use attention_layout::attention_layout;
 
+/// The repository's README, whose Rust code blocks `cargo test` runs as doctests of this
+/// crate (which depends on `attention-layout` with the `macros` feature, as the README
+/// tells an engine to).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct Readme;
+
 /// Hybrid, automatic exponential graphs: the golden data's most common config.
 #[attention_layout(
     model = "hybrid",
@@ -52,9 +59,19 @@ pub struct HybridTable;
 #[attention_layout(config = "layouts/hybrid-small.toml", graphs(non_decode = false))]
 pub struct HybridDecodeGraphs;
 
-// From build.rs: `MhaGraphs4` and `HybridLinearTp2`.
+// From build.rs: `MhaGraphs4` and `HybridLinearTp2`, and `Mamba2ByName` (a bundled
+// layout named).
 include!(concat!(env!("OUT_DIR"), "/mha_graphs4.rs"));
 include!(concat!(env!("OUT_DIR"), "/hybrid_linear_tp2.rs"));
+include!(concat!(env!("OUT_DIR"), "/mamba2_by_name.rs"));
+
+/// A bundled layout named rather than found by path: `models::NemotronH8b`, smaller.
+#[attention_layout(config = "nemotron-h-8b", max_requests = 128)]
+pub struct NemotronH8bByName;
+
+/// `models::NemotronH8b`, smaller: the bundled file by path, with the same override.
+#[attention_layout(config = "../../layouts/nemotron-h-8b.toml", max_requests = 128)]
+pub struct NemotronH8bByPath;
 
 /// Real models: every layout bundled in `layouts/`, generated at full size.
 pub mod models {

@@ -60,6 +60,9 @@ fn constants_equal_the_runtime_geometry() {
     check::<Llama3_1_8bSpec2>();
     check::<NemotronH8bTuned>();
     check::<HybridTable>();
+    check::<NemotronH8bByName>();
+    check::<NemotronH8bByPath>();
+    check::<Mamba2ByName>();
 }
 
 #[test]
@@ -95,6 +98,20 @@ fn explicit_tables_are_the_bucket_list_sorted() {
         .unwrap();
     assert_eq!(m.info().real, b(12, 1, 5));
     assert_eq!(m.info().padded, b(16, 2, 6));
+}
+
+#[test]
+fn a_bundled_layout_named_is_the_layout_of_its_file() {
+    type Name = NemotronH8bByName;
+    type Path = NemotronH8bByPath;
+    assert!(same_dims(&Name::dims(), &Path::dims()));
+    assert_eq!(Name::SPEC_TOML, Path::SPEC_TOML);
+    assert_eq!(Name::FIELDS, Path::FIELDS);
+    assert_eq!(Name::BUCKETS, Path::BUCKETS);
+    assert_eq!(Name::MAX_REQUESTS, 128);
+    // Through the build-script entry too.
+    assert!(same_dims(&Mamba2ByName::dims(), &Mamba2_2_7b::dims()));
+    assert_eq!(Mamba2ByName::SPEC_TOML, Mamba2_2_7b::SPEC_TOML);
 }
 
 #[test]
