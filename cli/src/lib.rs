@@ -16,6 +16,7 @@ pub mod console;
 pub mod cuda_bench;
 pub mod golden;
 pub mod inspect;
+pub mod layouts;
 pub mod scenarios;
 pub mod simulate;
 pub mod tune;

@@ -58,6 +58,9 @@ enum Command {
     /// Derive a layout's CUDA-graph bucket table from traffic (a trace or the simulated
     /// workload) and compare it with the layout's own on held-out traffic.
     Tune(attention_layout_cli::tune::cli::TuneArgs),
+    /// List the bundled layouts (name, model kind, request rows, tokens per step, sequence
+    /// length, KV block size, draft tokens, CUDA graphs).
+    Layouts,
     /// Print a layout's buffer map, buckets and memory totals; optionally its generated
     /// Rust and CUDA C.
     Inspect {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         } => run_bench(steps, scenario.as_deref(), backend),
         Command::Simulate(args) => return attention_layout_cli::simulate::cli::main(args),
         Command::Tune(args) => return attention_layout_cli::tune::cli::main(args),
+        Command::Layouts => return attention_layout_cli::layouts::main(),
         Command::Inspect { layout, rust, cuda } => return inspect::main(&layout, rust, cuda),
     };
     // A closed pipe has already ended the process (`console::Console`); what is left is

@@ -100,6 +100,7 @@ fn run_into_closed_pipe(args: &[&str], close_stderr: bool) -> Output {
 fn every_subcommand_exits_quietly_with_status_141_when_stdout_is_a_closed_pipe() {
     let golden = golden_file();
     let cases: Vec<Vec<&str>> = vec![
+        vec!["layouts"],
         vec!["inspect", "nemotron-h-8b"],
         vec!["inspect", "nemotron-h-8b", "--rust"],
         vec!["inspect", "jamba-1.5-mini", "--cuda"],
@@ -453,5 +454,57 @@ fn backend_cuda_without_a_device_is_refused_with_a_message() {
     } else {
         assert_refused(&sim, "CUDA");
         assert_refused(&bench, "CUDA backend unavailable: ");
+    }
+}
+
+#[test]
+fn layouts_lists_every_bundled_layout_with_its_numbers() {
+    use attention_layout::LayoutSpec;
+    use attention_layout::codegen::Geometry;
+    use attention_layout::layouts::{BUNDLED, DEFAULT};
+
+    let out = run(&["layouts"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "name", "model", "requests", "tokens", "seq", "len", "KV", "block", "draft", "graphs"
+        ]
+    );
+    // One line per bundled layout, in order, with the numbers of its own spec.
+    for (i, (name, src)) in BUNDLED.iter().enumerate() {
+        let g = Geometry::new(&LayoutSpec::from_toml_str(src, name).unwrap()).unwrap();
+        let cols: Vec<&str> = lines[i + 1].split_whitespace().collect();
+        let mut want = vec![name.to_string()];
+        if *name == DEFAULT {
+            want.push("*".to_owned());
+        }
+        want.extend([
+            g.spec.model.as_str().to_owned(),
+            g.max_requests.to_string(),
+            g.max_tokens.to_string(),
+            g.max_seq_len.to_string(),
+            g.block_size.to_string(),
+            g.num_spec.to_string(),
+            g.buckets.len().to_string(),
+        ]);
+        assert_eq!(cols, want, "line {}: {}", i + 1, lines[i + 1]);
+    }
+    // Then the legend: every column explained.
+    let legend = lines[BUNDLED.len() + 1..].join(" ");
+    for column in [
+        "requests:",
+        "tokens:",
+        "seq len:",
+        "KV block:",
+        "draft:",
+        "graphs:",
+    ] {
+        assert!(
+            legend.contains(column),
+            "no `{column}` in the legend: {legend}"
+        );
     }
 }
