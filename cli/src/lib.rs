@@ -17,6 +17,7 @@ pub mod cuda_bench;
 pub mod golden;
 pub mod inspect;
 pub mod layouts;
+pub mod reports;
 pub mod scenarios;
 pub mod simulate;
 pub mod tune;

@@ -265,9 +265,10 @@ pub struct EpReport {
 }
 
 impl EpReport {
-    /// The report as pretty-printed JSON (per-step records left out).
+    /// The report as pretty-printed JSON (per-step records left out), schema
+    /// [`crate::reports::SIMULATE_EP`] (`docs/JSON-REPORTS.md`).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        crate::reports::to_json(crate::reports::SIMULATE_EP, self)
     }
 }
 

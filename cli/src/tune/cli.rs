@@ -246,9 +246,10 @@ pub fn render(o: &TuneOutcome, command: &str, graph_memory_mib: Option<u32>) -> 
     s
 }
 
-/// The outcome as JSON (every figure; shares as fractions).
+/// The outcome as JSON (every figure; shares as fractions), schema
+/// [`crate::reports::TUNE`] (`docs/JSON-REPORTS.md`).
 pub fn to_json(o: &TuneOutcome) -> String {
-    serde_json::to_string_pretty(o).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    crate::reports::to_json(crate::reports::TUNE, o)
 }
 
 /// Runs `tune`: exit 0 on success, 2 on bad input, 1 when a run fails.
