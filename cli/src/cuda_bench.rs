@@ -312,7 +312,7 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
         out,
         format!(
             "latency = host step call until the metadata is on the device (step + stream synchronize), \
-             median and p99 of {steps} steps after warm-up; pipelined = mean per step, {steps} steps \
+             median and 99th percentile (p99) of {steps} steps after warm-up; pipelined = mean per step, {steps} steps \
              submitted back to back and one synchronize; bytes = host-to-device bytes per step (median); \
              graph = share of steps replayed from a graph"
         ),

@@ -127,7 +127,7 @@ fn header(out: &mut String, layout: &Inspected) {
     let s = &g.spec;
     let _ = writeln!(
         out,
-        "layout {}: {} model, R = {} requests, T = {} tokens, S = {}, B = {}, s = {}, tp = {}",
+        "layout {}: {} model, {} request rows (R), {} tokens per step (T), longest sequence {} (S), KV block size {} (B), {} draft tokens per decode request (s), tensor parallel {} (tp)",
         layout.label,
         s.model.as_str(),
         g.max_requests,
@@ -142,13 +142,13 @@ fn header(out: &mut String, layout: &Inspected) {
     }
     let _ = write!(
         out,
-        "derived: nkv = {}, KV pool {} blocks (dummy block {})",
+        "derived: block-table width {} blocks per request (nkv), KV pool {} blocks (dummy block {})",
         g.block_table_width, g.kv_pool_blocks, g.dummy_block
     );
     if g.has_mamba() {
         let _ = write!(
             out,
-            ", cs = {}, d_conv = {}, Cmax = {}, Kmax = {}",
+            ", Mamba chunk size {} (cs), convolution width {} (d_conv), at most {} Mamba chunks per step (Cmax), at most {} intermediate states per step (Kmax)",
             g.chunk_size, g.conv_width, g.max_chunks, g.max_intermediate
         );
     }
@@ -167,7 +167,7 @@ fn buffer_map(out: &mut String, g: &Geometry) {
     let _ = writeln!(
         out,
         "  {:>2}  {:<40} {:<4} {:>9} {:>10} {:>10} {:>10}",
-        "#", "field", "type", "elems", "offset", "bytes", "end"
+        "#", "field", "type", "elements", "offset", "bytes", "end"
     );
     let mut end = 0;
     for (i, f) in g.fields.iter().enumerate() {

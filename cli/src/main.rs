@@ -227,6 +227,10 @@ fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> io::Re
     )?;
     writeln!(
         out,
+        "graph: a CUDA-graph bucket serves the step; median, p99: 50th and 99th percentile of one step's fill time; buffer B: the metadata buffer's bytes"
+    )?;
+    writeln!(
+        out,
         "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
         "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
     )?;

@@ -221,7 +221,7 @@ pub fn main(args: SimulateArgs) -> ExitCode {
         }
         let line = || {
             format!(
-                "step {}{} | {:.1} sim s | {} live, {} waiting, {} done | KV {:.1} % | p50 {:.2} µs",
+                "step {}{} | {:.1} simulated s | {} live, {} waiting, {} done | KV pool {:.1} % used | median {:.2} µs",
                 p.step,
                 if p.draining {
                     " (draining)".to_owned()

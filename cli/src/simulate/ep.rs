@@ -615,7 +615,7 @@ impl fmt::Display for EpReport {
         );
         writeln!(
             f,
-            "  workload   seed {}, {} steps of arrivals{}, Poisson {} req/s per rank on average (rank skew {}: {:.1} … {:.1} req/s), token budget {}, s = {}{}",
+            "  workload   seed {}, {} steps of arrivals{}, Poisson {} req/s per rank on average (rank skew {}: {:.1} … {:.1} req/s), token budget {}, {} draft tokens per decode request{}",
             c.seed,
             n(c.steps),
             if c.drain { " then drain" } else { "" },
@@ -651,7 +651,7 @@ impl fmt::Display for EpReport {
         )?;
         writeln!(
             f,
-            "  agreement  {}: p50 {} ns, mean {:.0} ns per step",
+            "  agreement  {}: median {} ns, mean {:.0} ns per step",
             self.agreement, self.agreement_p50_ns, self.agreement_mean_ns
         )?;
         writeln!(

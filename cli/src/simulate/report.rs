@@ -408,7 +408,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  workload   seed {}, {} steps of arrivals{}, {}, token budget {}, s = {}{}{}",
+            "  workload   seed {}, {} steps of arrivals{}, {}, token budget {}, {} draft tokens per decode request{}{}",
             c.seed,
             n(c.steps),
             if c.drain { " then drain" } else { "" },
@@ -485,7 +485,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  metadata   p50 {:.2} µs, p99 {:.2} µs, mean {:.2} µs, max {:.1} µs per step; {:.3e} tokens/s",
+            "  metadata   median {:.2} µs, 99th percentile {:.2} µs, mean {:.2} µs, max {:.1} µs per step; {:.3e} tokens/s",
             l.p50_us, l.p99_us, l.mean_us, l.max_us, self.metadata_tokens_per_second
         )?;
         writeln!(
