@@ -560,7 +560,7 @@ impl Facts {
     /// tokens, S = 8192, B = 64, s = 0 speculative tokens, tensor parallel 1`.
     pub fn headline(&self) -> String {
         format!(
-            "R = {} requests, T = {} tokens, S = {}, B = {}, s = {} speculative tokens, tensor parallel {}",
+            "{} request rows (R), {} tokens per step (T), longest sequence {} (S), KV block size {} (B), {} draft tokens per decode request (s), tensor parallel {} (tp)",
             self.max_requests,
             self.max_tokens,
             self.max_seq_len,

@@ -3,11 +3,12 @@
 //! Megatron-exact per-step metadata for attention (FlashAttention varlen, paged KV) and
 //! Mamba2 kernels: the host fill (the reference implementation), the KV block allocator and
 //! Mamba slot pool, the prefix cache (block hashes, the caching KV allocator, the durable
-//! Mamba state cache), the engine-side batch state, the workload simulator and the command
-//! line tool.
+//! Mamba state cache), the engine-side batch state, the CUDA backend (feature `cuda`) and the
+//! expert-parallel shape agreement. The command line tool (`attention-layout`: simulate,
+//! tune, replay, bench, inspect) is its own crate, `attention-layout-cli`; with no default
+//! features, an engine that depends on this one compiles none of it.
 
-// The library never prints: the command line tool writes through `cli`, which handles
-// a closed pipe, and `print!`/`eprint!` would panic there.
+// The library never prints: an engine owns its process's output.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 /// What generated code names: not public API (see the module's source).
@@ -18,27 +19,17 @@ pub mod agree;
 pub mod alloc;
 pub mod backend;
 pub mod batch;
-pub mod bench;
-#[cfg(feature = "cli")]
-pub mod cli;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod devfill;
 pub mod dims;
 pub mod error;
 pub mod fill;
-#[cfg(feature = "golden")]
-pub mod golden;
-#[cfg(feature = "inspect")]
-pub mod inspect;
 pub mod layout;
 pub mod layouts;
 pub mod metadata;
 pub mod prefix;
-pub mod scenarios;
-pub mod simulate;
 pub mod step;
-pub mod tune;
 
 pub use agree::{AgreedShape, ShapeAgreement};
 pub use attention_layout_codegen as codegen;

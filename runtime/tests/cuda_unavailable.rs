@@ -14,7 +14,6 @@
 mod support;
 
 use attention_layout::backend::{BackendError, BackendKind, select};
-use attention_layout::bench;
 
 fn cuda_usable() -> bool {
     #[cfg(feature = "cuda")]
@@ -55,21 +54,6 @@ fn cuda_without_cuda_is_an_error_and_auto_falls_back_to_the_cpu() {
             "{}",
             auto.reason
         );
-    }
-}
-
-#[test]
-fn bench_backend_cuda_without_cuda_is_a_message() {
-    let cuda = bench::resolve_backend(BackendKind::Cuda);
-    let auto = bench::resolve_backend(BackendKind::Auto).unwrap();
-    if cuda_usable() {
-        assert!(cuda.unwrap().0);
-        assert!(auto.0);
-    } else {
-        let e = cuda.unwrap_err();
-        assert!(e.starts_with("CUDA backend unavailable: "), "{e}");
-        assert!(!auto.0, "{}", auto.1);
-        assert!(auto.1.contains("auto"), "{}", auto.1);
     }
 }
 

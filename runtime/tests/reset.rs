@@ -13,10 +13,9 @@
 mod support;
 
 use attention_layout::batch::{BatchError, BatchState, RequestHandle, RequestPhase};
-use attention_layout::simulate::rng::Rng;
 use attention_layout::{Dims, HostMetadata, RequestRow, RuntimeDims, StepInput};
 use support::layouts;
-use support::workload::Workload;
+use support::workload::{Rng, Workload};
 
 #[test]
 fn host_metadata_reset_after_arbitrary_steps_equals_a_fresh_one() {

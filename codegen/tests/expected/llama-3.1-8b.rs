@@ -1,4 +1,4 @@
-/// Attention layout `llama-3.1-8b` (mha model): R = 256 requests, T = 8192 tokens, S = 131072, B = 64, s = 0 speculative tokens, tensor parallel 1.
+/// Attention layout `llama-3.1-8b` (mha model): 256 request rows (R), 8192 tokens per step (T), longest sequence 131072 (S), KV block size 64 (B), 0 draft tokens per decode request (s), tensor parallel 1 (tp).
 /// Source: <https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json>.
 ///
 /// Metadata buffer: 2403340 bytes in 19 fields; 98 CUDA-graph buckets; KV pool 7168 blocks (dummy block 7167).

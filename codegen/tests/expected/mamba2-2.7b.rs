@@ -1,4 +1,4 @@
-/// Attention layout `mamba2-2.7b` (mamba model): R = 128 requests, T = 8192 tokens, S = 65536, B = 256, s = 0 speculative tokens, tensor parallel 1.
+/// Attention layout `mamba2-2.7b` (mamba model): 128 request rows (R), 8192 tokens per step (T), longest sequence 65536 (S), KV block size 256 (B), 0 draft tokens per decode request (s), tensor parallel 1 (tp).
 /// Source: <https://huggingface.co/state-spaces/mamba2-2.7b/blob/main/config.json>.
 ///
 /// Metadata buffer: 534180 bytes in 32 fields; 91 CUDA-graph buckets; KV pool 32769 blocks (dummy block 32768).

@@ -1,4 +1,4 @@
-/// Attention layout `nemotron-h-8b` (hybrid model): R = 256 requests, T = 4096 tokens, S = 8192, B = 64, s = 0 speculative tokens, tensor parallel 1.
+/// Attention layout `nemotron-h-8b` (hybrid model): 256 request rows (R), 4096 tokens per step (T), longest sequence 8192 (S), KV block size 64 (B), 0 draft tokens per decode request (s), tensor parallel 1 (tp).
 /// Source: <https://huggingface.co/nvidia/Nemotron-H-8B-Base-8K/blob/main/config.json>.
 ///
 /// Metadata buffer: 347172 bytes in 32 fields; 89 CUDA-graph buckets; KV pool 24216 blocks (dummy block 24215).

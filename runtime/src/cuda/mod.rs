@@ -16,7 +16,6 @@
 //! Design notes are in `docs/DESIGN.md` ("CUDA backend").
 
 mod backend;
-pub mod bench;
 pub mod compile;
 #[cfg(feature = "nccl")]
 pub mod nccl;

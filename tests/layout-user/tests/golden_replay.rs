@@ -12,11 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use attention_layout::golden::{self, StepBuilder};
 use attention_layout::layout::same_dims;
 use attention_layout::{
     Geometry, Layout, MetadataView, RuntimeDims, StepError, StepInfo, StepInput,
 };
+use attention_layout_cli::golden::{self, StepBuilder};
 use layout_user::*;
 
 /// Embedded, so the test does not depend on paths at run time.

@@ -1,0 +1,52 @@
+//! The public golden file replays with no mismatch (the file is embedded so the test runs
+//! on a fresh clone and on the GPU machine, where paths differ).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+const GOLDEN: &str = include_str!("../../testdata/megatron-public.jsonl");
+
+#[test]
+fn public_golden_file_replays_without_mismatch() {
+    let report = attention_layout_cli::golden::replay(GOLDEN);
+    for m in &report.mismatches {
+        eprintln!("{m}");
+    }
+    assert_eq!(
+        report.failed(),
+        0,
+        "{} mismatching records",
+        report.failed()
+    );
+    // Every record kind of the file was seen.
+    for kind in ["buckets", "step", "error", "kv_allocator", "mamba_slots"] {
+        let (pass, _) = report.kinds.get(kind).copied().unwrap_or_default();
+        assert!(pass > 0, "no {kind} records replayed");
+    }
+    assert_eq!(report.kinds["step"].0, 420);
+    // The one documented deviation: Megatron accepts a double free, we reject it.
+    assert_eq!(report.deviations.len(), 1, "{:?}", report.deviations);
+}
+
+#[test]
+fn a_corrupted_record_is_reported_with_line_field_and_index() {
+    let line = GOLDEN
+        .lines()
+        .find(|l| l.contains("\"kind\": \"step\"") && l.contains("\"batch_kind\": \"mixed\""))
+        .unwrap();
+    // Change one block-table entry of the expected output.
+    let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let bt = &mut v["mha"]["block_table"][0][0];
+    *bt = serde_json::json!(bt.as_i64().unwrap() + 1);
+    let report = attention_layout_cli::golden::replay(&v.to_string());
+    assert_eq!(report.failed(), 1);
+    let m = &report.mismatches[0];
+    assert_eq!(
+        (m.line, m.field.as_str(), m.index),
+        (1, "mha.block_table", Some(0))
+    );
+}
