@@ -34,8 +34,8 @@ use crate::model::{DtypeRule, Fact, FactValue, Field};
 /// All integers are little-endian; every section starts at a 16-byte aligned offset from
 /// the start of the image (the offsets are in the header, in bytes).
 ///
-/// Every number here is written once: [`abi_header`](super::abi_header) emits each into
-/// the kernels' C (the header struct from [`HEADER_WORDS`], the rest from [`C_CONSTANTS`]),
+/// Every number here is written once: `abi_header` emits each into
+/// the kernels' C (the header struct from `HEADER_WORDS`, the rest from `C_CONSTANTS`),
 /// and the C records in `kernels/fill.cuh` are checked against them.
 pub mod abi {
     /// Bumped whenever the format changes (part of the emitted source, so of every
