@@ -39,7 +39,7 @@ use attention_layout::batch::BatchState;
 use attention_layout::dims::{Dims, RuntimeDims};
 
 use super::config::{MAX_STEPS, MAX_WAITING, SimConfig};
-use super::report::{ConfigSummary, Report, StepRecord};
+use super::report::{ConfigSummary, Report, StepRecord, n, pct};
 use super::rng::Rng;
 use super::scheduler::{Pending, Scheduler};
 use super::table::BucketTable;
@@ -580,23 +580,6 @@ pub fn run_ep(
         total: total.finish(),
         per_rank,
     })
-}
-
-/// A count with thousands separators.
-fn n(x: u64) -> String {
-    let s = x.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.1} %", x * 100.0)
 }
 
 impl fmt::Display for EpReport {

@@ -377,7 +377,7 @@ impl Report {
 }
 
 /// A count with thousands separators.
-fn n(x: u64) -> String {
+pub(crate) fn n(x: u64) -> String {
     let s = x.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -389,7 +389,8 @@ fn n(x: u64) -> String {
     out
 }
 
-fn pct(x: f64) -> String {
+/// A share as a percentage with one decimal.
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
