@@ -199,7 +199,7 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
         Some("linear") => Distribution::Linear,
         _ => Distribution::Exponential,
     };
-    // What the context passes (SEMANTICS §3.2): min(max(configured, R(s+1)), T).
+    // What the context passes (docs/SEMANTICS.md §3.2): min(max(configured, R(s+1)), T).
     let cg = u32_of(config, "cuda_graph_max_tokens").unwrap_or(t);
     let budget = cg.max(r * (s + 1)).min(t);
     Ok(LayoutSpec {

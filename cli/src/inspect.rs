@@ -153,7 +153,7 @@ fn header(out: &mut String, layout: &Inspected) {
 fn buffer_map(out: &mut String, g: &Geometry) {
     let _ = writeln!(
         out,
-        "\nbuffer map (SEMANTICS §9): {} fields, {} bytes ({} in Megatron's layout, {} appended)",
+        "\nbuffer map (docs/SEMANTICS.md §9): {} fields, {} bytes ({} in Megatron's layout, {} appended)",
         g.fields.len(),
         g.facts.total_bytes,
         g.facts.megatron_bytes,
@@ -261,7 +261,7 @@ fn buckets(out: &mut String, g: &Geometry) {
     if g.buckets.is_empty() {
         let _ = writeln!(
             out,
-            "  (none: every step runs eagerly, padded per SEMANTICS §3.4)"
+            "  (none: every step runs eagerly, padded per docs/SEMANTICS.md §3.4)"
         );
         return;
     }

@@ -87,7 +87,7 @@ fn the_inspect_command_prints_the_report_rust_and_cuda() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("layout jamba-1.5-mini (bundled): hybrid model"));
-    assert!(text.contains("buffer map (SEMANTICS §9)"));
+    assert!(text.contains("buffer map (docs/SEMANTICS.md §9)"));
     assert!(text.contains("// ---- generated Rust (Jamba1_5Mini) ----"));
     assert!(text.contains("pub struct Jamba1_5MiniBuilder"));
     assert!(text.contains("// ---- generated CUDA C ----"));

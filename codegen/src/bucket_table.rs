@@ -2,13 +2,13 @@
 //! in the spec (`graphs.buckets`) instead of one of Megatron's generated ladders.
 //!
 //! A table is checked entry by entry ([`check_table`]) and then becomes the layout's bucket
-//! list, sorted ascending, exactly as a generated ladder does: matching (SEMANTICS §3.3,
+//! list, sorted ascending, exactly as a generated ladder does: matching (docs/SEMANTICS.md §3.3,
 //! strict for hybrid models), eager padding, the generated Rust, the CUDA kernels and the
 //! graph capture all read that one list and never ask where it came from.
 //!
 //! Rules, each reported with the entry it concerns:
 //!
-//! * every entry is a legal bucket of the layout (SEMANTICS §2: at least one token, at most
+//! * every entry is a legal bucket of the layout (docs/SEMANTICS.md §2: at least one token, at most
 //!   `max_requests` requests, enough tokens for its requests and not more than they can
 //!   hold) and holds at most `max_tokens` tokens (the buffer's capacity);
 //! * its token count is a multiple of `tensor_parallel` (Megatron's ladders only produce
@@ -151,7 +151,7 @@ impl fmt::Display for TableProblem {
     }
 }
 
-/// Why `b` is not a legal bucket under `rules` (SEMANTICS §2, plus the buffer's token
+/// Why `b` is not a legal bucket under `rules` (docs/SEMANTICS.md §2, plus the buffer's token
 /// capacity), or `None`.
 pub fn invalid_reason(b: BatchDims, rules: &TableRules) -> Option<String> {
     // u128: every product below is exact for any u32 inputs.
@@ -245,7 +245,7 @@ mod tests {
         BatchDims::new(t, p, d)
     }
 
-    /// R = 8, T = 64, S = 32, s = 0, tp = 1 (SEMANTICS §3.2's worked layout).
+    /// R = 8, T = 64, S = 32, s = 0, tp = 1 (docs/SEMANTICS.md §3.2's worked layout).
     const RULES: TableRules = TableRules {
         max_requests: 8,
         max_tokens: 64,

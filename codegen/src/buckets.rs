@@ -1,5 +1,5 @@
 //! CUDA-graph buckets: token ladders, bucket lists, matching and eager padding
-//! (SEMANTICS §2–§3).
+//! (docs/SEMANTICS.md §2–§3).
 //!
 //! Everything here is a pure function of its arguments and never panics: intermediate
 //! arithmetic is done in `u64`/`u128` (or saturates), and a tensor-parallel size of `0` is
@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 /// A batch shape `(token_count, prefill_req_count, decode_req_count)`.
 ///
 /// The derived order is lexicographic by `(tokens, prefill, decode)`, which is the order
-/// "smallest bucket" refers to (SEMANTICS §2).
+/// "smallest bucket" refers to (docs/SEMANTICS.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BatchDims {
     /// Tokens in the step (padded or real).
@@ -51,7 +51,7 @@ pub enum Distribution {
     Linear,
 }
 
-/// Everything bucket generation needs (SEMANTICS §3.2 inputs).
+/// Everything bucket generation needs (docs/SEMANTICS.md §3.2 inputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketParams {
     /// Tensor-parallel size.
@@ -118,7 +118,7 @@ fn lcm(a: u64, b: u64) -> u64 {
 // ---------------------------------------------------------------------------------------
 // §3.1 Token-count ladders
 
-/// The token-count ladder of SEMANTICS §3.1: a **descending** list of CUDA-graph token
+/// The token-count ladder of docs/SEMANTICS.md §3.1: a **descending** list of CUDA-graph token
 /// counts for `n` requested graphs (`n == -1`: choose the count automatically) and a
 /// maximum `max`.
 ///
@@ -269,7 +269,7 @@ fn linear_ladder_len(tp: u32, n: i64, max: u32) -> u64 {
 // §2 Validity and §3.2 bucket lists
 
 /// Whether `d = (t, p, d)` is a valid bucket for `max_requests = R`, `max_seq_len = S` and
-/// `speculative_tokens = s` (SEMANTICS §2):
+/// `speculative_tokens = s` (docs/SEMANTICS.md §2):
 /// `t > 0`, `p + d <= R`, `t >= p + d·(s+1)` and `t <= p·S + d·(s+1)`.
 /// (Non-negativity is implied by the unsigned fields.) Exact for all `u32` inputs.
 ///
@@ -297,7 +297,7 @@ pub fn is_valid(
         && t <= p * u128::from(max_seq_len) + decode_tokens
 }
 
-/// The CUDA-graph bucket list of SEMANTICS §3.2, **sorted ascending** (lexicographic
+/// The CUDA-graph bucket list of docs/SEMANTICS.md §3.2, **sorted ascending** (lexicographic
 /// order of [`BatchDims`]) and deduplicated — ready for [`match_bucket`].
 ///
 /// Empty when `num_cuda_graphs` is `None`. `p.cg_max` is the budget as the context
@@ -439,7 +439,7 @@ pub fn build_buckets_bounded(p: &BucketParams, max_candidates: u64) -> Result<Ve
     Ok(out.into_iter().collect())
 }
 
-/// The distinct token counts of `buckets`, descending (SEMANTICS §3.2 step 6; Megatron
+/// The distinct token counts of `buckets`, descending (docs/SEMANTICS.md §3.2 step 6; Megatron
 /// returns `None` where this returns an empty list).
 pub fn token_counts(buckets: &[BatchDims]) -> Vec<u32> {
     let set: BTreeSet<u32> = buckets.iter().map(|b| b.tokens).collect();
@@ -449,7 +449,7 @@ pub fn token_counts(buckets: &[BatchDims]) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------
 // §3.3 Matching
 
-/// Whether bucket `b` can host `real` (SEMANTICS §3.3), given `b.tokens >= real.tokens`.
+/// Whether bucket `b` can host `real` (docs/SEMANTICS.md §3.3), given `b.tokens >= real.tokens`.
 #[inline]
 fn applicable(real: BatchDims, b: BatchDims, strict: bool) -> bool {
     if real.prefill == 0 {
@@ -465,7 +465,7 @@ fn applicable(real: BatchDims, b: BatchDims, strict: bool) -> bool {
 }
 
 /// The smallest bucket (lexicographic order) that can host `real`, or `None` (run
-/// eagerly), per SEMANTICS §3.3.
+/// eagerly), per docs/SEMANTICS.md §3.3.
 ///
 /// `buckets_sorted_ascending` must be sorted ascending, as [`build_buckets`] returns it;
 /// the first applicable bucket is then the smallest. A binary search skips every bucket
@@ -491,7 +491,7 @@ pub fn match_bucket(
         .find(|&b| b.tokens >= real.tokens && applicable(real, b, strict))
 }
 
-/// The shape the attention metadata is built for (SEMANTICS §3.3, "Attention
+/// The shape the attention metadata is built for (docs/SEMANTICS.md §3.3, "Attention
 /// dimensions"): when a bucket matched and `real.decode > bucket.decode` (only possible
 /// with non-strict matching) the surplus decodes are re-labelled as prefill,
 /// `(real.tokens, real.requests() − bucket.decode, bucket.decode)`; otherwise `real`.
@@ -509,7 +509,7 @@ pub fn attention_dims(real: BatchDims, matched: Option<BatchDims>) -> BatchDims 
 // ---------------------------------------------------------------------------------------
 // §3.4 Eager padding
 
-/// The padded shape of an eager (unmatched) step, SEMANTICS §3.4.
+/// The padded shape of an eager (unmatched) step, docs/SEMANTICS.md §3.4.
 ///
 /// Token counts round up to multiples of `ceil(64/tp)·tp`, request counts to multiples of
 /// `ceil(4/tp)·tp`:
@@ -567,7 +567,7 @@ mod tests {
         list.iter().map(|&(t, p, d)| b(t, p, d)).collect()
     }
 
-    /// The worked configuration of SEMANTICS §3.2.
+    /// The worked configuration of docs/SEMANTICS.md §3.2.
     fn worked() -> BucketParams {
         BucketParams {
             tensor_parallel: 1,

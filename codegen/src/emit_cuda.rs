@@ -11,7 +11,7 @@
 //! values, one 16-byte record per active request, the token ids, the block-table changes
 //! since the previous step and the few block-table rows that have to travel — and copies
 //! it to the device in one transfer. One launch of a fill entry then computes every field
-//! of SEMANTICS §4–§6 into the device copy of the coalesced buffer, byte for byte what the
+//! of docs/SEMANTICS.md §4–§6 into the device copy of the coalesced buffer, byte for byte what the
 //! host fill (`attention_layout::fill`) writes into the live prefix of each field.
 //!
 //! Thread block 0 computes the per-request scans, the token arrays and the Mamba arrays;
@@ -62,7 +62,7 @@ pub mod abi {
         H_REAL_TOKENS = 3, "real_tokens";
         /// Header word: real decode requests `D` (active rows `[0, D)` are decode rows).
         H_REAL_DECODE = 4, "real_decode";
-        /// Header word: attention decode count `Dr` (SEMANTICS §3.3; what Mamba uses).
+        /// Header word: attention decode count `Dr` (docs/SEMANTICS.md §3.3; what Mamba uses).
         H_ATTN_DECODE = 5, "attn_decode";
         /// Header word: attention prefill count `Fr`.
         H_ATTN_PREFILL = 6, "attn_prefill";
@@ -347,7 +347,7 @@ pub fn facts_header(geometry: &Geometry) -> String {
             out,
             "constexpr {ty} {} = {v};  // {}",
             fact.c_name(),
-            info.doc.replace('`', "").replace("§", "")
+            info.doc.replace('`', "").replace("§", "section ")
         );
     }
     out.push_str(
@@ -394,7 +394,7 @@ fn emit_checks(out: &mut String, g: &Geometry) {
         );
     }
     // Capacities and sizes from the field table's rules; offsets chained in buffer order
-    // (each field at the previous end rounded up to its own alignment, SEMANTICS §9).
+    // (each field at the previous end rounded up to its own alignment, docs/SEMANTICS.md §9).
     let present: Vec<_> = g.fields.iter().map(|l| l.field).collect();
     for (i, &f) in present.iter().enumerate() {
         let n = f.const_name();
@@ -428,7 +428,7 @@ fn emit_checks(out: &mut String, g: &Geometry) {
     if g.has_mamba() {
         let _ = writeln!(
             out,
-            "static_assert(AL_OFF_{d} == AL_OFF_{b} + AL_CAP_{b} * AL_SIZE_{b} + AL_MAMBA_PAD, \"the SEMANTICS 9 pad before the decode indices\");",
+            "static_assert(AL_OFF_{d} == AL_OFF_{b} + AL_CAP_{b} * AL_SIZE_{b} + AL_MAMBA_PAD, \"the docs/SEMANTICS.md section 9 pad before the decode indices\");",
             d = Field::MambaBatchIndicesDecode.const_name(),
             b = Field::MhaBlockTable.const_name(),
         );

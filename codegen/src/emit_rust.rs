@@ -279,7 +279,7 @@ fn emit_layout_impl(names: Names<'_>, g: &Geometry, spec_toml: &str) -> TokenStr
         (None, None) => "the KV pool is `R × nkv + 1` blocks".to_owned(),
     };
     let mut facts_doc = vec![
-        "Every number of the layout (SEMANTICS, Notation):".to_owned(),
+        "Every number of the layout (docs/SEMANTICS.md, Notation):".to_owned(),
         format!(
             "`nkv = ceil(S / B) + (s > 0)` = ceil({} / {}) + {}; {pool}.",
             f.max_seq_len,
@@ -428,7 +428,7 @@ fn emit_type_impls(names: Names<'_>, g: &Geometry) -> TokenStream {
         }
     });
     let fields_doc = doc(format!(
-        "Where each of `{ty}`'s {} fields lies in its {}-byte buffer (SEMANTICS §9).",
+        "Where each of `{ty}`'s {} fields lies in its {}-byte buffer (docs/SEMANTICS.md §9).",
         g.fields.len(),
         g.facts.total_bytes
     ));
@@ -600,7 +600,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             );
             assert!(
                 al::fields_packed(FIELDS, F.total_bytes),
-                "each field must start at the previous one's end rounded up to its alignment (SEMANTICS §9), and the last end the buffer"
+                "each field must start at the previous one's end rounded up to its alignment (docs/SEMANTICS.md §9), and the last end the buffer"
             );
             assert!(
                 al::megatron_bytes(FIELDS) == F.megatron_bytes,
@@ -620,7 +620,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             );
             assert!(
                 al::buckets_valid(BUCKETS, F.max_requests, F.max_tokens, F.max_seq_len, F.speculative_tokens),
-                "every bucket must be a valid batch shape within max_tokens (SEMANTICS §2)"
+                "every bucket must be a valid batch shape within max_tokens (docs/SEMANTICS.md §2)"
             );
         };
     }

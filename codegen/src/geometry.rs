@@ -1,5 +1,5 @@
 //! Derived geometry: capacities and the byte layout of the one coalesced metadata buffer
-//! (SEMANTICS §9), plus the bucket list. Everything the fill, the kernels and the
+//! (docs/SEMANTICS.md §9), plus the bucket list. Everything the fill, the kernels and the
 //! generated code need to know about a layout is computed here, once.
 
 use crate::buckets::{self, BatchDims, BucketParams};
@@ -118,7 +118,7 @@ impl Geometry {
             total_bytes: 0,
         };
 
-        // SEMANTICS §9: each field starts at the previous one's end rounded up to its own
+        // docs/SEMANTICS.md §9: each field starts at the previous one's end rounded up to its own
         // alignment. The only pads this makes are §9's one before the i64 decode indices
         // and the one before the appended (i64) fields.
         let mut fields = Vec::with_capacity(Field::ALL.len());
@@ -215,7 +215,7 @@ conv_width = 4
         .unwrap()
     }
 
-    /// SEMANTICS §9's checked offsets, byte for byte.
+    /// docs/SEMANTICS.md §9's checked offsets, byte for byte.
     #[test]
     fn semantics_9_offsets() {
         let g = Geometry::new(&hybrid_spec()).unwrap();

@@ -205,7 +205,7 @@ impl DtypeRule {
     }
 }
 
-/// When a field is part of a step's metadata (SEMANTICS §6 presence rules).
+/// When a field is part of a step's metadata (docs/SEMANTICS.md §6 presence rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Presence {
     /// Every layout, every step.
@@ -233,7 +233,7 @@ impl Presence {
 /// One row of the field table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldInfo {
-    /// The field's name (Megatron's, with the `mha_` / `mamba_` prefixes of SEMANTICS §9).
+    /// The field's name (Megatron's, with the `mha_` / `mamba_` prefixes of docs/SEMANTICS.md §9).
     pub name: &'static str,
     /// Element type.
     pub dtype: DtypeRule,
@@ -356,7 +356,7 @@ pub const FIELD_COUNT: usize = Field::ALL.len();
 
 impl Field {
     /// The field's name (Megatron's name, with the `mha_` / `mamba_` prefixes of
-    /// SEMANTICS §9).
+    /// docs/SEMANTICS.md §9).
     pub const fn name(self) -> &'static str {
         self.info().name
     }
@@ -539,7 +539,7 @@ facts! {
     MaxChunks max_chunks: usize = "Cmax", "`Cmax = floor(T / cs) + R`: chunk slots (0 without Mamba).";
     MaxIntermediate max_intermediate: usize = "Kmax", "`Kmax = min(ceil(T / B), 3R)`: intermediate-state capacity (0 without Mamba).";
     MambaPad mamba_pad: usize = "mamba_pad", "Alignment pad before the Mamba fields, in bytes.";
-    MegatronBytes megatron_bytes: usize = "megatron_bytes", "Bytes of Megatron's coalesced buffer (SEMANTICS §9), before the appended fields.";
+    MegatronBytes megatron_bytes: usize = "megatron_bytes", "Bytes of Megatron's coalesced buffer (docs/SEMANTICS.md §9), before the appended fields.";
     TotalBytes total_bytes: usize = "total_bytes", "Bytes of the whole buffer.";
 }
 

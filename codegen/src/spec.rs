@@ -31,7 +31,7 @@ impl ModelKind {
         matches!(self, Self::Mamba | Self::Hybrid)
     }
 
-    /// Megatron matches hybrid (Mamba) models strictly (SEMANTICS §3.3).
+    /// Megatron matches hybrid (Mamba) models strictly (docs/SEMANTICS.md §3.3).
     pub const fn strict_matching(self) -> bool {
         self.has_mamba()
     }
@@ -118,7 +118,7 @@ impl<'de> Deserialize<'de> for Distribution {
     }
 }
 
-/// The CUDA-graph policy (SEMANTICS §3).
+/// The CUDA-graph policy (docs/SEMANTICS.md §3).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphSpec {
@@ -493,13 +493,13 @@ impl LayoutSpec {
         self.speculative_tokens.saturating_add(1)
     }
 
-    /// Eager token rounder `ceil(64 / tp) * tp` (SEMANTICS §3.4).
+    /// Eager token rounder `ceil(64 / tp) * tp` (docs/SEMANTICS.md §3.4).
     pub fn token_rounder(&self) -> u32 {
         let tp = self.tensor_parallel.max(1);
         EAGER_TOKEN_ROUNDER.div_ceil(tp) * tp
     }
 
-    /// The bucket-generation parameters of this spec (SEMANTICS §3.2 inputs).
+    /// The bucket-generation parameters of this spec (docs/SEMANTICS.md §3.2 inputs).
     pub fn bucket_params(&self) -> crate::buckets::BucketParams {
         crate::buckets::BucketParams {
             tensor_parallel: self.tensor_parallel,

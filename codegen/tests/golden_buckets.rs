@@ -1,6 +1,6 @@
 //! Replays the bucket side of the Megatron golden data (`testdata/megatron-public.jsonl`):
 //! bucket sets, token counts and matches of every `buckets` record, and the bucket set,
-//! match / eager padding of every `step` and `error` record (SEMANTICS §3).
+//! match / eager padding of every `step` and `error` record (docs/SEMANTICS.md §3).
 
 #![allow(
     clippy::unwrap_used,

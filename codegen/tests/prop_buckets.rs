@@ -1,4 +1,4 @@
-//! Property tests of bucket generation, matching and eager padding (SEMANTICS §2–§3)
+//! Property tests of bucket generation, matching and eager padding (docs/SEMANTICS.md §2–§3)
 //! over random parameters, against plain restatements of the rules:
 //!
 //! * every generated bucket is valid (§2), the list is strictly ascending, decode-only

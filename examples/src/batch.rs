@@ -75,7 +75,7 @@ pub struct Batch {
 /// An active row of a batch with its place in the step's token stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Active<'a> {
-    /// Index among the active rows (`a` in SEMANTICS §4).
+    /// Index among the active rows (`a` in docs/SEMANTICS.md §4).
     pub a: usize,
     /// First token of the row in the step's token stream.
     pub t0: usize,

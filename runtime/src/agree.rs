@@ -10,13 +10,13 @@
 //!
 //! * one rank only: the step is matched on its own, as without expert parallelism;
 //! * some rank has a prefill request: no rank uses a graph (each pads its own step
-//!   eagerly, SEMANTICS §3.4);
+//!   eagerly, docs/SEMANTICS.md §3.4);
 //! * otherwise every rank matches `(max tokens, 0, its own decode count)` against the
 //!   bucket list. Decode-only buckets have exactly `decode · (s + 1)` tokens, so that is the
 //!   smallest decode bucket holding the largest step, the same on every rank.
 //!
 //! A rank without any request contributes `(0, 0, 0)` and runs the agreed shape with no
-//! real request (the zero-request step of SEMANTICS §11 E, padded to the agreed bucket).
+//! real request (the zero-request step of docs/SEMANTICS.md §11 E, padded to the agreed bucket).
 //!
 //! [`ShapeAgreement`] is the one operation a group offers. Implementations: [`Solo`] (no
 //! expert parallelism), [`InProcessRank`] (threads of one process, the CPU-side agreement:

@@ -1,4 +1,4 @@
-//! The KV block allocator and the Mamba live-state slot pool (SEMANTICS.md §8).
+//! The KV block allocator and the Mamba live-state slot pool (docs/SEMANTICS.md §8).
 //!
 //! Both are plain LIFO stacks, reproduced from Megatron-LM (`megatron/core/inference/`,
 //! HEAD `d98e8a64dd`) element for element:
@@ -193,7 +193,7 @@ fn iota(n: usize) -> impl Iterator<Item = i32> {
 // KV block allocator
 // ---------------------------------------------------------------------------------------
 
-/// The paged-KV block allocator (SEMANTICS.md §8.2), without prefix caching.
+/// The paged-KV block allocator (docs/SEMANTICS.md §8.2), without prefix caching.
 ///
 /// Megatron-exact LIFO behaviour, plus double-free detection (see the
 /// [module documentation](self)).
@@ -379,7 +379,7 @@ impl KvBlockAllocator {
 // Mamba slot pool
 // ---------------------------------------------------------------------------------------
 
-/// The Mamba live-state slot pool (SEMANTICS.md §8.1): `R` slots, a LIFO free stack and a
+/// The Mamba live-state slot pool (docs/SEMANTICS.md §8.1): `R` slots, a LIFO free stack and a
 /// `row → slot` map with `R` rows.
 ///
 /// Megatron-exact LIFO behaviour, plus double-free detection (see the

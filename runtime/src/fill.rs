@@ -1,4 +1,4 @@
-//! The host fill: the reference implementation of every field of SEMANTICS §4–§6.
+//! The host fill: the reference implementation of every field of docs/SEMANTICS.md §4–§6.
 //!
 //! A step runs in two passes. [`plan_step`] checks the whole input and works out the real
 //! and padded batch shapes; it writes nothing. [`write_step`] then writes every field into
@@ -27,7 +27,7 @@ pub struct StepInfo {
     pub real: BatchDims,
     /// The padded shape: the matched bucket, or eager padding.
     pub padded: BatchDims,
-    /// The shape attention runs with (SEMANTICS §3.3).
+    /// The shape attention runs with (docs/SEMANTICS.md §3.3).
     pub attn: BatchDims,
     /// Index of the matched bucket in the layout's ascending bucket list.
     pub bucket: Option<u32>,

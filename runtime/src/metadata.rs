@@ -124,7 +124,7 @@ impl FieldOffsets {
 }
 
 /// Read-only views of one step's metadata, with exactly the lengths the kernels see.
-/// Mamba fields are `None` when absent this step (SEMANTICS §6 presence rules).
+/// Mamba fields are `None` when absent this step (docs/SEMANTICS.md §6 presence rules).
 #[derive(Debug, Clone, Copy)]
 pub struct MetadataView<'a> {
     bytes: &'a [u8],

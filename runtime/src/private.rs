@@ -46,7 +46,7 @@ pub const fn fields_in_buffer_order(fields: &[FieldLayout], has_mamba: bool) -> 
     true
 }
 
-/// Whether `fields` are packed as SEMANTICS §9 packs them: each starts at the previous
+/// Whether `fields` are packed as docs/SEMANTICS.md §9 packs them: each starts at the previous
 /// field's end rounded up to its own alignment (the first at 0), and the last ends at
 /// `total`. (The only pads this allows are the ones §9 has: before the i64 decode indices
 /// and before the appended i64 fields.)
@@ -107,7 +107,7 @@ pub const fn buckets_ascending(buckets: &[BatchDims]) -> bool {
     true
 }
 
-/// Whether every bucket is a valid batch shape (SEMANTICS §2) of at most `max_tokens`
+/// Whether every bucket is a valid batch shape (docs/SEMANTICS.md §2) of at most `max_tokens`
 /// tokens: `0 < t <= T`, `p + d <= R`, `p + d(s+1) <= t <= pS + d(s+1)`.
 pub const fn buckets_valid(
     buckets: &[BatchDims],

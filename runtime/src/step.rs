@@ -157,7 +157,7 @@ impl<'a> RequestRow<'a> {
 }
 
 /// Up to three token offsets into one prefill request's chunk at which the Mamba state is
-/// extracted (prefix caching), SEMANTICS §6.
+/// extracted (prefix caching), docs/SEMANTICS.md §6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IntermediateOffsets {
     /// How many of `offsets` are used (0..=3).

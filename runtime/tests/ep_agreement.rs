@@ -31,7 +31,7 @@ fn b(t: u32, p: u32, d: u32) -> BatchDims {
     BatchDims::new(t, p, d)
 }
 
-/// SEMANTICS §3.2's worked layout: R = 8, T = 64, S = 32, s = 0, tp = 1, automatic
+/// docs/SEMANTICS.md §3.2's worked layout: R = 8, T = 64, S = 32, s = 0, tp = 1, automatic
 /// exponential ladder, mixed prefill count 4, non-decode graphs on (24 buckets).
 const WORKED_MHA: &str = r#"
 model = "mha"
@@ -190,7 +190,7 @@ fn one_rank_prefilling_makes_every_rank_run_eagerly() {
         assert!(r.agreed.any_prefill);
         assert_eq!(r.agreed.max_tokens, 12);
     }
-    // Each rank pads its own step eagerly (SEMANTICS §3.4): decode-only s = 0 to
+    // Each rank pads its own step eagerly (docs/SEMANTICS.md §3.4): decode-only s = 0 to
     // min(T, R, round_up_tokens(t)) = 8; the mixed step to 64 tokens and 8 requests.
     assert_eq!(
         padded(&results),
@@ -232,7 +232,7 @@ fn an_empty_rank_runs_the_dummy_step_padded_to_the_agreed_bucket() {
     let results = run_group(&dims, &shapes);
     assert_eq!(padded(&results), vec![(b(2, 0, 2), true); 8]);
 
-    // No request anywhere: the zero-request step of SEMANTICS §11 E, bucket (1, 0, 1).
+    // No request anywhere: the zero-request step of docs/SEMANTICS.md §11 E, bucket (1, 0, 1).
     let results = run_group(&dims, &[b(0, 0, 0), b(0, 0, 0)]);
     assert_eq!(padded(&results), vec![(b(1, 0, 1), true); 2]);
     let v = results[1].meta.view();

@@ -5,7 +5,7 @@
 //! MHA / hybrid / Mamba, random graph policy and pool size) get random step inputs that
 //! are mostly consistent (phase order, enough blocks, unique Mamba slots, `q = s + 1` on
 //! decode rows, the token budget) with an occasional corruption. The reference model
-//! below is written straight from SEMANTICS §2–§6 (a linear scan for the bucket, plain
+//! below is written straight from docs/SEMANTICS.md §2–§6 (a linear scan for the bucket, plain
 //! loops for every array); it shares nothing with `fill.rs` but the bucket *list* of the
 //! geometry (bucket generation is tested against the golden data and in
 //! `codegen/tests/prop_buckets.rs`).
@@ -832,7 +832,7 @@ fn snapshot(v: &MetadataView<'_>, mask_ids: bool) -> Snap {
     m
 }
 
-/// SEMANTICS §3.3 applicability, for a plain scan over the whole list.
+/// docs/SEMANTICS.md §3.3 applicability, for a plain scan over the whole list.
 fn applicable(real: BatchDims, b: BatchDims, strict: bool) -> bool {
     if b.tokens < real.tokens {
         return false;
@@ -846,7 +846,7 @@ fn applicable(real: BatchDims, b: BatchDims, strict: bool) -> bool {
     }
 }
 
-/// SEMANTICS §3.4, literally.
+/// docs/SEMANTICS.md §3.4, literally.
 fn eager(g: &Geometry, real: BatchDims) -> BatchDims {
     let tp = g.spec.tensor_parallel;
     let tok_k = 64u32.div_ceil(tp) * tp;
@@ -880,7 +880,7 @@ fn pad<T: Clone>(mut v: Vec<T>, len: usize, x: T) -> Vec<T> {
     v
 }
 
-/// What a valid step must produce (SEMANTICS §3–§6, with this project's documented
+/// What a valid step must produce (docs/SEMANTICS.md §3–§6, with this project's documented
 /// deviation: token padding writes 0 to the two arrays Megatron leaves stale).
 fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
     let s1 = g.facts.speculative_tokens as u32 + 1;

@@ -1,4 +1,4 @@
-//! SEMANTICS §11's worked examples A–F (real Megatron HEAD output), field by field, and
+//! docs/SEMANTICS.md §11's worked examples A–F (real Megatron HEAD output), field by field, and
 //! two more worked by hand from Megatron's rules, through the batch state: G, speculative
 //! decoding at the end of the longest sequence (the block table's extra column), and H, a
 //! chunked prefill that is not scheduled in a step (hidden, not a paused row).

@@ -387,7 +387,7 @@ fn run_within(
 }
 
 /// The batch shape a step was padded to, checked against the layout: the matched bucket
-/// for a graphed step, the eager padding of SEMANTICS §3.4 otherwise.
+/// for a graphed step, the eager padding of docs/SEMANTICS.md §3.4 otherwise.
 pub fn expected_padding<D: Dims>(
     dims: &D,
     real: BatchDims,

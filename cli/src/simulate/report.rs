@@ -118,7 +118,7 @@ pub struct Padding {
     /// Waste of the eager steps.
     pub eager_waste_tokens: u64,
     /// Steps whose padded shape is not the layout's (the matched bucket, or the eager
-    /// padding of SEMANTICS §3.4); 0 in a correct run.
+    /// padding of docs/SEMANTICS.md §3.4); 0 in a correct run.
     pub inconsistent_steps: u64,
 }
 

@@ -1,5 +1,5 @@
 //! A layout's bucket table with the rest of what padding a step needs: which bucket a real
-//! shape lands in (SEMANTICS §3.3, strict for Mamba layouts) and, when none, its eager
+//! shape lands in (docs/SEMANTICS.md §3.3, strict for Mamba layouts) and, when none, its eager
 //! padding (§3.4). The scheduler's bucket-aware chunking and `tune` ask it; the fill
 //! answers the same question from the same two functions of
 //! [`attention_layout_codegen::buckets`].

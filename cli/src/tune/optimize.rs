@@ -1,7 +1,7 @@
 //! Choosing a bucket table for recorded step shapes.
 //!
 //! **Problem.** Steps have real shapes `(t, p, d)` (with multiplicities). A table is a set
-//! of buckets; a step lands in the smallest bucket that can host it (SEMANTICS §3.3:
+//! of buckets; a step lands in the smallest bucket that can host it (docs/SEMANTICS.md §3.3:
 //! decode-only steps in decode-only buckets; strict matching for Mamba layouts), costing
 //! `W · (T − t)` for its `T − t` padded tokens, or, when none can, runs eagerly, costing
 //! `W · (eager padding − t) + E`. Choose at most `N` buckets, the full decode bucket
@@ -53,7 +53,7 @@ pub struct CostModel {
 /// The layout facts the search needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayoutFacts {
-    /// Bucket legality (SEMANTICS §2) and tensor parallelism.
+    /// Bucket legality (docs/SEMANTICS.md §2) and tensor parallelism.
     pub rules: TableRules,
     /// Strict matching (Mamba layouts).
     pub strict: bool,

@@ -130,7 +130,7 @@ __device__ __forceinline__ void al_worker(al_u8* meta, const al_u8* staging, al_
   }
 }
 
-// ---- Block 0: request, token and Mamba fields (SEMANTICS 4-6) ------------------------
+// ---- Block 0: request, token and Mamba fields (docs/SEMANTICS.md sections 4-6) ------------------------
 __device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h, const AlSampling* sampling,
                                                  al_u32 a, const AlRequest& r, al_u32 cu_q, al_u32 cu_kv) {
   const AlSampling s = sampling[(h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u ? a : 0u];

@@ -34,7 +34,7 @@ constexpr al_u32 AL_CONV_WIDTH = 0u;  // Causal-conv1d width d_conv (0 without M
 constexpr al_u32 AL_MAX_CHUNKS = 0u;  // Cmax = floor(T / cs) + R: chunk slots (0 without Mamba).
 constexpr al_u32 AL_MAX_INTERMEDIATE = 0u;  // Kmax = min(ceil(T / B), 3R): intermediate-state capacity (0 without Mamba).
 constexpr al_u32 AL_MAMBA_PAD = 0u;  // Alignment pad before the Mamba fields, in bytes.
-constexpr al_u32 AL_MEGATRON_BYTES = 2403340u;  // Bytes of Megatron's coalesced buffer (SEMANTICS 9), before the appended fields.
+constexpr al_u32 AL_MEGATRON_BYTES = 2403340u;  // Bytes of Megatron's coalesced buffer (docs/SEMANTICS.md section 9), before the appended fields.
 constexpr al_u32 AL_TOTAL_BYTES = 2403340u;  // Bytes of the whole buffer.
 
 // Fields of the coalesced buffer, in buffer order: byte offset, capacity in elements,
@@ -146,7 +146,7 @@ struct AlHeader {
   al_u32 paused;  // paused rows before them.
   al_u32 real_tokens;  // real tokens.
   al_u32 real_decode;  // real decode requests D (active rows [0, D) are decode rows).
-  al_u32 attn_decode;  // attention decode count Dr (SEMANTICS §3.3; what Mamba uses).
+  al_u32 attn_decode;  // attention decode count Dr (docs/SEMANTICS.md §3.3; what Mamba uses).
   al_u32 attn_prefill;  // attention prefill count Fr.
   al_u32 pad_tokens;  // padded tokens Tp (read by the eager entry).
   al_u32 pad_prefill;  // padded prefill requests Fp.

@@ -56,7 +56,7 @@ kv_heads = 8
 "#;
         /// `mha`: attention only.
         const MODEL: al::ModelKind = al::ModelKind::Mha;
-        /// Every number of the layout (SEMANTICS, Notation):
+        /// Every number of the layout (docs/SEMANTICS.md, Notation):
         /// `nkv = ceil(S / B) + (s > 0)` = ceil(131072 / 64) + 0; the KV pool is what 56 GiB holds after the Mamba states, capped at `R × nkv + 1`.
         /// No Mamba fields: no chunk slots, no intermediate states.
         const FACTS: al::Facts = al::Facts {
@@ -208,7 +208,7 @@ kv_heads = 8
 /// `Llama3_1_8b`'s field table, the accessors of `Llama3_1_8bMetadata` and the methods of `Llama3_1_8bBuilder`.
 const _: () = {
     use ::attention_layout::__private as al;
-    /// Where each of `Llama3_1_8b`'s 19 fields lies in its 2403340-byte buffer (SEMANTICS §9).
+    /// Where each of `Llama3_1_8b`'s 19 fields lies in its 2403340-byte buffer (docs/SEMANTICS.md §9).
     impl Llama3_1_8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
         pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
@@ -625,7 +625,7 @@ const _: () = {
     );
     assert!(
         al::fields_packed(FIELDS, F.total_bytes),
-        "each field must start at the previous one's end rounded up to its alignment (SEMANTICS §9), and the last end the buffer"
+        "each field must start at the previous one's end rounded up to its alignment (docs/SEMANTICS.md §9), and the last end the buffer"
     );
     assert!(
         al::megatron_bytes(FIELDS) == F.megatron_bytes,
@@ -645,6 +645,6 @@ const _: () = {
     assert!(
         al::buckets_valid(BUCKETS, F.max_requests, F.max_tokens, F.max_seq_len, F
         .speculative_tokens),
-        "every bucket must be a valid batch shape within max_tokens (SEMANTICS §2)"
+        "every bucket must be a valid batch shape within max_tokens (docs/SEMANTICS.md §2)"
     );
 };

@@ -63,7 +63,7 @@ state_dtype_bytes = 4
 "#;
         /// `mamba`: Mamba fields present, strict bucket matching.
         const MODEL: al::ModelKind = al::ModelKind::Mamba;
-        /// Every number of the layout (SEMANTICS, Notation):
+        /// Every number of the layout (docs/SEMANTICS.md, Notation):
         /// `nkv = ceil(S / B) + (s > 0)` = ceil(65536 / 256) + 0; the KV pool is what 40 GiB holds after the Mamba states, capped at `R × nkv + 1`.
         /// `Cmax = floor(T / cs) + R` = 8192 / 256 + 128; `Kmax = min(ceil(T / B), 3R)` = min(32, 384).
         const FACTS: al::Facts = al::Facts {
@@ -221,7 +221,7 @@ state_dtype_bytes = 4
 /// `Mamba2_2_7b`'s field table, the accessors of `Mamba2_2_7bMetadata` and the methods of `Mamba2_2_7bBuilder`.
 const _: () = {
     use ::attention_layout::__private as al;
-    /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534180-byte buffer (SEMANTICS §9).
+    /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534180-byte buffer (docs/SEMANTICS.md §9).
     impl Mamba2_2_7b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
         pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
@@ -865,7 +865,7 @@ const _: () = {
     );
     assert!(
         al::fields_packed(FIELDS, F.total_bytes),
-        "each field must start at the previous one's end rounded up to its alignment (SEMANTICS §9), and the last end the buffer"
+        "each field must start at the previous one's end rounded up to its alignment (docs/SEMANTICS.md §9), and the last end the buffer"
     );
     assert!(
         al::megatron_bytes(FIELDS) == F.megatron_bytes,
@@ -885,6 +885,6 @@ const _: () = {
     assert!(
         al::buckets_valid(BUCKETS, F.max_requests, F.max_tokens, F.max_seq_len, F
         .speculative_tokens),
-        "every bucket must be a valid batch shape within max_tokens (SEMANTICS §2)"
+        "every bucket must be a valid batch shape within max_tokens (docs/SEMANTICS.md §2)"
     );
 };

@@ -34,7 +34,7 @@ constexpr al_u32 AL_CONV_WIDTH = 4u;  // Causal-conv1d width d_conv (0 without M
 constexpr al_u32 AL_MAX_CHUNKS = 288u;  // Cmax = floor(T / cs) + R: chunk slots (0 without Mamba).
 constexpr al_u32 AL_MAX_INTERMEDIATE = 64u;  // Kmax = min(ceil(T / B), 3R): intermediate-state capacity (0 without Mamba).
 constexpr al_u32 AL_MAMBA_PAD = 4u;  // Alignment pad before the Mamba fields, in bytes.
-constexpr al_u32 AL_MEGATRON_BYTES = 346392u;  // Bytes of Megatron's coalesced buffer (SEMANTICS 9), before the appended fields.
+constexpr al_u32 AL_MEGATRON_BYTES = 346392u;  // Bytes of Megatron's coalesced buffer (docs/SEMANTICS.md section 9), before the appended fields.
 constexpr al_u32 AL_TOTAL_BYTES = 347172u;  // Bytes of the whole buffer.
 
 // Fields of the coalesced buffer, in buffer order: byte offset, capacity in elements,
@@ -142,7 +142,7 @@ static_assert(AL_CAP_MAMBA_INTERMEDIATE_REAL_COUNT == 1u && AL_SIZE_MAMBA_INTERM
 static_assert((AL_OFF_MAMBA_INTERMEDIATE_REAL_COUNT + AL_CAP_MAMBA_INTERMEDIATE_REAL_COUNT * AL_SIZE_MAMBA_INTERMEDIATE_REAL_COUNT + AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL - 1u) / AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL * AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL == AL_OFF_MAMBA_DEVICE_DECODE_PREFILL, "mamba_device_decode_prefill follows mamba_intermediate_real_count");
 static_assert(AL_CAP_MAMBA_DEVICE_DECODE_PREFILL == 2u && AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL == 4u && AL_OFF_MAMBA_DEVICE_DECODE_PREFILL % AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL == 0u, "mamba_device_decode_prefill: capacity, size, alignment");
 static_assert(AL_OFF_MAMBA_DEVICE_DECODE_PREFILL + AL_CAP_MAMBA_DEVICE_DECODE_PREFILL * AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL == AL_TOTAL_BYTES, "mamba_device_decode_prefill ends the buffer");
-static_assert(AL_OFF_MAMBA_BATCH_INDICES_DECODE == AL_OFF_MHA_BLOCK_TABLE + AL_CAP_MHA_BLOCK_TABLE * AL_SIZE_MHA_BLOCK_TABLE + AL_MAMBA_PAD, "the SEMANTICS 9 pad before the decode indices");
+static_assert(AL_OFF_MAMBA_BATCH_INDICES_DECODE == AL_OFF_MHA_BLOCK_TABLE + AL_CAP_MHA_BLOCK_TABLE * AL_SIZE_MHA_BLOCK_TABLE + AL_MAMBA_PAD, "the docs/SEMANTICS.md section 9 pad before the decode indices");
 
 #endif  // ATTENTION_LAYOUT_FACTS_H
 
@@ -174,7 +174,7 @@ struct AlHeader {
   al_u32 paused;  // paused rows before them.
   al_u32 real_tokens;  // real tokens.
   al_u32 real_decode;  // real decode requests D (active rows [0, D) are decode rows).
-  al_u32 attn_decode;  // attention decode count Dr (SEMANTICS §3.3; what Mamba uses).
+  al_u32 attn_decode;  // attention decode count Dr (docs/SEMANTICS.md §3.3; what Mamba uses).
   al_u32 attn_prefill;  // attention prefill count Fr.
   al_u32 pad_tokens;  // padded tokens Tp (read by the eager entry).
   al_u32 pad_prefill;  // padded prefill requests Fp.

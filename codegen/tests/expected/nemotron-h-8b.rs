@@ -66,7 +66,7 @@ state_dtype_bytes = 4
 "#;
         /// `hybrid`: Mamba fields present, strict bucket matching.
         const MODEL: al::ModelKind = al::ModelKind::Hybrid;
-        /// Every number of the layout (SEMANTICS, Notation):
+        /// Every number of the layout (docs/SEMANTICS.md, Notation):
         /// `nkv = ceil(S / B) + (s > 0)` = ceil(8192 / 64) + 0; the KV pool is what 48 GiB holds after the Mamba states, capped at `R × nkv + 1`.
         /// `Cmax = floor(T / cs) + R` = 4096 / 128 + 256; `Kmax = min(ceil(T / B), 3R)` = min(64, 768).
         const FACTS: al::Facts = al::Facts {
@@ -222,7 +222,7 @@ state_dtype_bytes = 4
 /// `NemotronH8b`'s field table, the accessors of `NemotronH8bMetadata` and the methods of `NemotronH8bBuilder`.
 const _: () = {
     use ::attention_layout::__private as al;
-    /// Where each of `NemotronH8b`'s 32 fields lies in its 347172-byte buffer (SEMANTICS §9).
+    /// Where each of `NemotronH8b`'s 32 fields lies in its 347172-byte buffer (docs/SEMANTICS.md §9).
     impl NemotronH8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 4096 × i64 (T) at bytes 0..32768.
         pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
@@ -866,7 +866,7 @@ const _: () = {
     );
     assert!(
         al::fields_packed(FIELDS, F.total_bytes),
-        "each field must start at the previous one's end rounded up to its alignment (SEMANTICS §9), and the last end the buffer"
+        "each field must start at the previous one's end rounded up to its alignment (docs/SEMANTICS.md §9), and the last end the buffer"
     );
     assert!(
         al::megatron_bytes(FIELDS) == F.megatron_bytes,
@@ -886,6 +886,6 @@ const _: () = {
     assert!(
         al::buckets_valid(BUCKETS, F.max_requests, F.max_tokens, F.max_seq_len, F
         .speculative_tokens),
-        "every bucket must be a valid batch shape within max_tokens (SEMANTICS §2)"
+        "every bucket must be a valid batch shape within max_tokens (docs/SEMANTICS.md §2)"
     );
 };
