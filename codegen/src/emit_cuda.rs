@@ -40,7 +40,7 @@ use crate::model::{DtypeRule, Fact, FactValue, Field};
 pub mod abi {
     /// Bumped whenever the format changes (part of the emitted source, so of every
     /// compile-cache key).
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     macro_rules! header_words {
         ($( $(#[doc = $doc:literal])* $name:ident = $index:literal, $c:literal; )*) => {
@@ -82,7 +82,8 @@ pub mod abi {
         H_N_CHANGES = 13, "n_changes";
         /// Header word: block-table row jobs (moved and padding rows).
         H_N_JOBS = 14, "n_jobs";
-        /// Header word: byte offset of the request records.
+        /// Header word: byte offset of the request records (with [`FLAG_DELTA`], of the
+        /// edit records).
         H_OFF_REQUESTS = 15, "off_requests";
         /// Header word: byte offset of the token ids (`i64`).
         H_OFF_TOKEN_IDS = 16, "off_token_ids";
@@ -98,12 +99,18 @@ pub mod abi {
         H_OFF_JOBS = 21, "off_jobs";
         /// Header word: byte offset of the uploaded block ids (`i32`).
         H_OFF_BLOCKS = 22, "off_blocks";
+        /// Header word: edit records (with [`FLAG_DELTA`]).
+        H_N_EDITS = 23, "n_edits";
     }
 
     /// Header words in use (the rest are zero).
     pub const HEADER_WORDS_USED: usize = HEADER_WORDS.len();
     /// Header size: 24 little-endian `u32` words.
     pub const HEADER_BYTES: usize = 96;
+    const _: () = assert!(
+        HEADER_WORDS_USED * 4 <= HEADER_BYTES,
+        "the header words fit"
+    );
 
     /// Flag: token ids are present (else the real entries of `token_to_input_ids` are
     /// left as they are).
@@ -112,6 +119,13 @@ pub mod abi {
     pub const FLAG_INTERMEDIATE: u32 = 2;
     /// Flag: one sampling record per request (else one record for all).
     pub const FLAG_PER_REQUEST_SAMPLING: u32 = 4;
+    /// Flag: a *delta* step. The image carries no request records and no sampling
+    /// section: the kernel takes each active row's record from the device's request
+    /// table (the rows of the step before, in the same active positions), advances its
+    /// KV offset by its query length, then applies the [`EDIT_BYTES`] edit records (the
+    /// rows that did not simply advance), which also carry their sampling. Rows that are
+    /// not edited keep the sampling fields the metadata buffer already holds.
+    pub const FLAG_DELTA: u32 = 8;
 
     /// Request record: `q`, `kv_offset`, `src`, `mamba_slot` (4 words).
     pub const REQUEST_BYTES: usize = 16;
@@ -123,6 +137,9 @@ pub mod abi {
     pub const INTER_BYTES: usize = 4 + 4 * INTER_OFFSETS;
     /// Bit position of the count in an intermediate record's first word.
     pub const INTER_COUNT_SHIFT: u32 = 28;
+    /// Edit record of a delta step: active row, `q`, `kv_offset`, `src`, `mamba_slot`,
+    /// temperature bits, top-k, top-p bits (8 words).
+    pub const EDIT_BYTES: usize = 32;
     /// Patch or change: element index, value (2 words).
     pub const WRITE_BYTES: usize = 8;
     /// Job: meta row, len, width, src, writeback row (5 words).
@@ -144,6 +161,14 @@ pub mod abi {
     /// A job's writeback row when the row is not written back.
     pub const NO_ROW: u32 = u32::MAX;
 
+    /// `i32` words of the device's resident allocation for a layout of `rows` request rows
+    /// and a block table `width` ids wide: the resident block table (`rows × width` ids),
+    /// then the request table (`rows` request records, [`REQUEST_BYTES`] each) that delta
+    /// steps advance. The kernels find the request table right after the block table.
+    pub const fn resident_words(rows: usize, width: usize) -> usize {
+        rows * width + rows * (REQUEST_BYTES / 4)
+    }
+
     /// The temperature padded rows get (Megatron's pad value; the kernels write its bits).
     pub const PAD_TEMPERATURE: f32 = 1.0;
 
@@ -164,7 +189,17 @@ pub mod abi {
             FLAG_PER_REQUEST_SAMPLING,
             "one sampling record per request",
         ),
+        (
+            "AL_FLAG_DELTA",
+            FLAG_DELTA,
+            "records from the device's request table, plus edits",
+        ),
         ("AL_REQUEST_BYTES", REQUEST_BYTES as u32, "request record"),
+        (
+            "AL_EDIT_BYTES",
+            EDIT_BYTES as u32,
+            "edit record of a delta step",
+        ),
         (
             "AL_SAMPLING_BYTES",
             SAMPLING_BYTES as u32,
@@ -456,14 +491,17 @@ pub fn abi_header() -> String {
             .replace('`', "");
         let _ = writeln!(out, "  al_u32 {name};  // {doc}");
     }
+    let reserved = abi::HEADER_BYTES / 4 - abi::HEADER_WORDS_USED;
+    if reserved > 0 {
+        let _ = writeln!(out, "  al_u32 reserved[{reserved}];");
+    }
     let _ = writeln!(
         out,
-        "  al_u32 reserved[{}];\n}};\n\
+        "}};\n\
          static_assert(sizeof(AlHeader) == AL_HEADER_BYTES, \"staging header\");\n\
          #ifndef AL_THREADS\n\
          #define AL_THREADS {THREADS}u\n\
-         #endif\n",
-        abi::HEADER_BYTES / 4 - abi::HEADER_WORDS_USED
+         #endif\n"
     );
     out
 }
@@ -629,6 +667,7 @@ count = "off"
             "AlInter",
             "AlWrite",
             "AlJob",
+            "AlEdit",
         ] {
             assert!(
                 text.contains(&format!("static_assert(sizeof({record}) == AL_")),
@@ -646,10 +685,11 @@ count = "off"
             assert!(at > last, "{name} out of order");
             last = at;
         }
-        assert!(body.contains(&format!(
-            "al_u32 reserved[{}];",
-            abi::HEADER_BYTES / 4 - abi::HEADER_WORDS_USED
-        )));
+        let reserved = abi::HEADER_BYTES / 4 - abi::HEADER_WORDS_USED;
+        assert_eq!(body.contains("reserved["), reserved > 0);
+        if reserved > 0 {
+            assert!(body.contains(&format!("al_u32 reserved[{reserved}];")));
+        }
         // No ABI number is typed into the C body.
         for number in ["96", "<< 28", ">> 30", "0x3f800000"] {
             assert!(!FILL_CUH.contains(number), "fill.cuh repeats {number}");

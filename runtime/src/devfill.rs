@@ -236,6 +236,12 @@ pub struct Staged {
     pub uploaded_rows: u32,
     /// Active rows whose block-table row was gathered from the resident table.
     pub gathered_rows: u32,
+    /// Whether the step was staged as a delta of the step before (`abi::FLAG_DELTA`): no
+    /// request records and no sampling travel, only edits of the rows that did not advance
+    /// by their query length.
+    pub delta: bool,
+    /// Edit records of a delta step (rows that did not simply advance).
+    pub edits: u32,
     /// Entries the worker blocks write (changes plus job widths).
     pub worker_entries: u64,
     /// The step's complete info ([`StepPlan::complete_info`]): what the host fill reports
@@ -332,7 +338,7 @@ impl Sections {
         reason = "one count per staging section: naming them at the call is clearer than a struct"
     )]
     fn new(
-        n: usize,
+        record_bytes: usize,
         token_ids: usize,
         sampling: usize,
         inter: usize,
@@ -342,7 +348,7 @@ impl Sections {
         blocks: usize,
     ) -> Self {
         let requests = abi::HEADER_BYTES;
-        let token_ids_at = align16(requests + n * abi::REQUEST_BYTES);
+        let token_ids_at = align16(requests + record_bytes);
         let sampling_at = align16(token_ids_at + token_ids * 8);
         let inter_at = align16(sampling_at + sampling * abi::SAMPLING_BYTES);
         let patches_at = align16(inter_at + inter * abi::INTER_BYTES);
@@ -396,6 +402,50 @@ pub struct StagingBuilder {
     /// The device's resident table as the host models it: the raw ids this builder sent
     /// there (uploads written back, changes sent). Trusted only inside `res_known`.
     mirror: Vec<i32>,
+    /// The device's request table as the host models it: the records of the last staged
+    /// step's active rows, `[0, table_rows)` (what a delta step advances).
+    table: Vec<TableRow>,
+    /// Active rows of the last staged step (0: nothing known, after `new` or `reset`).
+    table_rows: usize,
+    /// Per active row of the step being staged: whether it advances from the request
+    /// table (scratch).
+    advanced: Vec<bool>,
+}
+
+/// One row of the device's request table, as the host last sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct TableRow {
+    q: u32,
+    kv: u32,
+    slot: i32,
+    /// Temperature bits, top-k, top-p bits (what the row's sampling fields hold).
+    sampling: (u32, i32, u32),
+}
+
+impl TableRow {
+    fn of(row: &RequestRow<'_>) -> Self {
+        Self {
+            q: row.query_length,
+            kv: row.kv_offset,
+            slot: row.mamba_slot,
+            sampling: sampling_bits(&row.sampling),
+        }
+    }
+
+    /// Whether `row` is this row advanced by its query length: the same query length,
+    /// Mamba slot and sampling, the KV offset moved by `q` (what the kernel computes for a
+    /// row a delta step does not edit).
+    fn advances_to(&self, row: &RequestRow<'_>) -> bool {
+        self.kv.checked_add(self.q) == Some(row.kv_offset)
+            && self.q == row.query_length
+            && self.slot == row.mamba_slot
+            && self.sampling == sampling_bits(&row.sampling)
+    }
+}
+
+/// A sampling record's bits, as the kernels copy them.
+fn sampling_bits(x: &Sampling) -> (u32, i32, u32) {
+    (x.temperature.to_bits(), x.top_k, x.top_p.to_bits())
 }
 
 /// Two builders are equal when they hold the same knowledge of the device and the same
@@ -420,6 +470,8 @@ impl PartialEq for StagingBuilder {
             && self.res_known == other.res_known
             && self.res_meta == other.res_meta
             && self.mirror == other.mirror
+            && self.table_rows == other.table_rows
+            && self.table.get(..self.table_rows) == other.table.get(..other.table_rows)
     }
 }
 
@@ -449,6 +501,9 @@ impl StagingBuilder {
             source: Vec::with_capacity(r),
             verify: false,
             mirror: vec![-1; r * w],
+            table: vec![TableRow::default(); r],
+            table_rows: 0,
+            advanced: Vec::with_capacity(r),
         }
     }
 
@@ -474,7 +529,17 @@ impl StagingBuilder {
     /// active row uploaded, no changes.
     pub fn capacity_for<D: Dims>(d: &D) -> usize {
         let r = d.max_requests();
-        Sections::new(r, d.max_tokens(), r, r, 0, 0, r, r * d.block_table_width()).end
+        Sections::new(
+            r * abi::REQUEST_BYTES,
+            d.max_tokens(),
+            r,
+            r,
+            0,
+            0,
+            r,
+            r * d.block_table_width(),
+        )
+        .end
     }
 
     /// Bytes of the largest image.
@@ -486,6 +551,7 @@ impl StagingBuilder {
     pub fn reset(&mut self) {
         self.forget_residency();
         self.meta_len.fill(0);
+        self.table_rows = 0;
     }
 
     /// Forgets what the device's resident table holds, keeping what the metadata block
@@ -740,8 +806,12 @@ impl StagingBuilder {
                         0
                     };
                     // In place, a changed entry costs a patch and a change (16 bytes); an
-                    // upload costs 4 bytes per entry: rewrite rows that mostly changed.
-                    if self.meta_src[a] == r && 4 * changed <= len {
+                    // upload costs 4 bytes per entry: rewrite rows that mostly changed,
+                    // unless the row advances from the request table (a delta step then
+                    // sends it nothing but its patches).
+                    if self.meta_src[a] == r
+                        && (4 * changed <= len || self.advances(a, input.rows[p + a]))
+                    {
                         Source::Meta
                     } else if changed == 0 && self.res_known[r as usize] as usize >= len {
                         Source::Resident
@@ -754,6 +824,38 @@ impl StagingBuilder {
         }
     }
 
+    /// Whether active row `a` of this step is the request table's row `a` advanced by its
+    /// query length (the device can compute its record).
+    fn advances(&self, a: usize, row: RequestRow<'_>) -> bool {
+        a < self.table_rows && self.table.get(a).is_some_and(|t| t.advances_to(&row))
+    }
+
+    /// Marks the active rows that a delta step would not edit (`advanced`: in place and
+    /// advancing from the request table) and says whether a delta step is smaller than a
+    /// full one: edits of the other rows against every row's record and sampling.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "P + N <= rows.len() (the plan); `source` has one entry per active row"
+    )]
+    fn choose_delta(&mut self, input: &StepInput<'_>, info: &StepInfo) -> bool {
+        let p = info.paused as usize;
+        let n = info.real.requests() as usize;
+        self.advanced.clear();
+        let mut edits = 0usize;
+        for a in 0..n {
+            let kept = self.source[a] == Source::Meta && self.advances(a, input.rows[p + a]);
+            edits += usize::from(!kept);
+            self.advanced.push(kept);
+        }
+        if n == 0 {
+            return false;
+        }
+        let active = &input.rows[p..p + n];
+        let sampling = if uniform_sampling(active) { 1 } else { n };
+        let full = align16(n * abi::REQUEST_BYTES) + align16(sampling * abi::SAMPLING_BYTES);
+        align16(edits * abi::EDIT_BYTES) <= full
+    }
+
     /// Counts the image for the chosen sources; if it would not fit the staging capacity,
     /// uploads every active row instead and drops the changes. Returns the counts and
     /// whether the image is compact (every row uploaded).
@@ -763,7 +865,8 @@ impl StagingBuilder {
         info: &StepInfo,
         stamp: u32,
     ) -> (Counted, bool) {
-        let counted = self.count(input, info, stamp);
+        let delta = self.choose_delta(input, info);
+        let counted = self.count(input, info, stamp, delta);
         if counted.end <= self.capacity {
             return (counted, input.residency.is_none());
         }
@@ -771,7 +874,8 @@ impl StagingBuilder {
             *s = Source::Upload { writeback: true };
         }
         self.kept.clear();
-        let counted = self.count(input, info, stamp);
+        let delta = self.choose_delta(input, info);
+        let counted = self.count(input, info, stamp, delta);
         debug_assert!(counted.end <= self.capacity);
         (counted, true)
     }
@@ -992,7 +1096,7 @@ impl StagingBuilder {
         clippy::indexing_slicing,
         reason = "P + N <= rows.len() and Np <= R (the plan, of this builder's layout; meta_len is sized R); ci indexes `changes`"
     )]
-    fn count(&self, input: &StepInput<'_>, info: &StepInfo, stamp: u32) -> Counted {
+    fn count(&self, input: &StepInput<'_>, info: &StepInfo, stamp: u32, delta: bool) -> Counted {
         let p = info.paused as usize;
         let n = info.real.requests() as usize;
         let np = info.padded.requests() as usize;
@@ -1020,15 +1124,24 @@ impl StagingBuilder {
             }
         }
         let has_inter = input.intermediate.is_some() && info.attn.prefill > 0;
-        let per_request = !uniform_sampling(active);
+        let per_request = !delta && !uniform_sampling(active);
+        let edits = self.advanced.iter().filter(|&&kept| !kept).count();
         let sections = Sections::new(
-            n,
+            if delta {
+                edits * abi::EDIT_BYTES
+            } else {
+                n * abi::REQUEST_BYTES
+            },
             if input.token_ids.is_some() {
                 info.real.tokens as usize
             } else {
                 0
             },
-            if per_request { n } else { 1 },
+            match (delta, per_request) {
+                (true, _) => 0,
+                (false, true) => n,
+                (false, false) => 1,
+            },
             if has_inter {
                 info.attn.prefill as usize
             } else {
@@ -1043,6 +1156,8 @@ impl StagingBuilder {
         c.sections = sections;
         c.per_request_sampling = per_request;
         c.has_inter = has_inter;
+        c.delta = delta;
+        c.edits = edits as u32;
         c
     }
 
@@ -1100,10 +1215,12 @@ impl StagingBuilder {
         let active = input.rows.get(p..p + n).unwrap_or(&[]);
         let s = counted.sections;
         write_header(words, input, info, counted);
-        let rows = self.write_requests(input, p, active, &s, words);
+        let rows = self.write_requests(input, p, active, &s, words, counted.delta);
         let padding = self.write_padding_jobs(info, rows.jobs_end, words);
         write_token_ids(input, &s, words, counted.end)?;
-        write_sampling(active, &s, words, counted.per_request_sampling);
+        if !counted.delta {
+            write_sampling(active, &s, words, counted.per_request_sampling);
+        }
         if counted.has_inter {
             write_intermediate(input, info, &s, words);
         }
@@ -1123,6 +1240,8 @@ impl StagingBuilder {
             uploaded_blocks: rows.uploaded_blocks,
             uploaded_rows: rows.uploaded_rows,
             gathered_rows: rows.gathered_rows,
+            delta: counted.delta,
+            edits: rows.edits,
             worker_entries,
             info: *info,
         })
@@ -1142,6 +1261,7 @@ impl StagingBuilder {
         active: &[RequestRow<'_>],
         s: &Sections,
         words: &mut [u32],
+        delta: bool,
     ) -> RowWork {
         let mut work = RowWork {
             jobs_end: s.jobs / 4,
@@ -1167,13 +1287,29 @@ impl StagingBuilder {
                     (word, writeback.then(|| residency_row(input, p + a)))
                 }
             };
-            let at = s.requests / 4 + a * 4;
-            words[at..at + 4].copy_from_slice(&[
-                row.query_length,
-                row.kv_offset,
-                src_word,
-                row.mamba_slot as u32,
-            ]);
+            if !delta {
+                let at = s.requests / 4 + a * 4;
+                words[at..at + 4].copy_from_slice(&[
+                    row.query_length,
+                    row.kv_offset,
+                    src_word,
+                    row.mamba_slot as u32,
+                ]);
+            } else if !self.advanced[a] {
+                let at = s.requests / 4 + work.edits as usize * (abi::EDIT_BYTES / 4);
+                let (t, k, tp) = sampling_bits(&row.sampling);
+                words[at..at + 8].copy_from_slice(&[
+                    a as u32,
+                    row.query_length,
+                    row.kv_offset,
+                    src_word,
+                    row.mamba_slot as u32,
+                    t,
+                    k as u32,
+                    tp,
+                ]);
+                work.edits += 1;
+            }
             if *src != Source::Meta {
                 let width = l1.max(self.meta_len[a] as usize);
                 let job = [
@@ -1344,7 +1480,11 @@ impl StagingBuilder {
         }
         for (a, row) in input.rows[p..p + n].iter().enumerate() {
             self.meta_len[a] = row.blocks.len() as u32;
+            // Full steps write every record into the device's request table; delta steps
+            // advance or edit each: either way it holds this step's rows.
+            self.table[a] = TableRow::of(row);
         }
+        self.table_rows = n;
         for a in n..np {
             self.unlink_meta(a);
             self.meta_len[a] = 0;
@@ -1363,6 +1503,9 @@ struct Counted {
     sections: Sections,
     per_request_sampling: bool,
     has_inter: bool,
+    /// A delta step (`abi::FLAG_DELTA`) with `edits` edit records.
+    delta: bool,
+    edits: u32,
 }
 
 /// What [`StagingBuilder::write_requests`] (or the padding jobs) wrote.
@@ -1375,6 +1518,7 @@ struct RowWork {
     uploaded_blocks: u32,
     uploaded_rows: u32,
     gathered_rows: u32,
+    edits: u32,
 }
 
 /// What [`StagingBuilder::write_block_writes`] wrote.
@@ -1410,6 +1554,9 @@ fn write_header(words: &mut [u32], input: &StepInput<'_>, info: &StepInfo, count
     if counted.per_request_sampling {
         flags |= abi::FLAG_PER_REQUEST_SAMPLING;
     }
+    if counted.delta {
+        flags |= abi::FLAG_DELTA;
+    }
     let header = [
         (abi::H_ABI, abi::VERSION),
         (abi::H_ACTIVE, info.real.requests()),
@@ -1438,6 +1585,7 @@ fn write_header(words: &mut [u32], input: &StepInput<'_>, info: &StepInfo, count
         (abi::H_OFF_CHANGES, s.changes as u32),
         (abi::H_OFF_JOBS, s.jobs as u32),
         (abi::H_OFF_BLOCKS, s.blocks as u32),
+        (abi::H_N_EDITS, counted.edits),
     ];
     for (i, v) in header {
         set_word(words, i, v);
@@ -1526,12 +1674,11 @@ fn residency_row(input: &StepInput<'_>, i: usize) -> u32 {
 
 /// Whether every active row samples alike (bit for bit), so one record serves them all.
 fn uniform_sampling(active: &[RequestRow<'_>]) -> bool {
-    let bits = |s: &Sampling| (s.temperature.to_bits(), s.top_k, s.top_p.to_bits());
     match active.first() {
         None => true,
         Some(first) => {
-            let b = bits(&first.sampling);
-            active.iter().all(|r| bits(&r.sampling) == b)
+            let b = sampling_bits(&first.sampling);
+            active.iter().all(|r| sampling_bits(&r.sampling) == b)
         }
     }
 }
@@ -1675,6 +1822,128 @@ mod tests {
             (replaced.uploaded_rows, replaced.changes, replaced.patches),
             (1, 0, 0)
         );
+    }
+
+    #[test]
+    fn a_step_whose_rows_advance_by_their_query_length_is_a_delta_of_only_the_header() {
+        let mut s = Stager::new();
+        let (a, b) = ([3, 7, 8], [5]);
+        let rows = [
+            RequestRow::decode(1, 5, &a, -1),
+            RequestRow::decode(1, 2, &b, -1),
+        ];
+        let all = [set(2, 0, 3), set(2, 1, 7), set(2, 2, 8), set(0, 0, 5)];
+        let first = s.stage(&input(&rows, &[2, 0], &all)).unwrap();
+        // Nothing known about the device's request table yet: a full step.
+        assert!(!first.delta);
+        assert_eq!(s.word(abi::H_FLAGS) & abi::FLAG_DELTA, 0);
+        // Both rows advance by q = 1 with the same blocks: the header alone travels.
+        let rows = [
+            RequestRow::decode(1, 6, &a, -1),
+            RequestRow::decode(1, 3, &b, -1),
+        ];
+        let steady = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
+        assert_eq!((steady.delta, steady.edits), (true, 0));
+        assert_eq!(steady.bytes, abi::HEADER_BYTES);
+        assert_eq!(s.word(abi::H_FLAGS) & abi::FLAG_DELTA, abi::FLAG_DELTA);
+        assert_eq!(s.word(abi::H_N_EDITS), 0);
+        // The second row crosses into a new block (a short row, kept in place): one
+        // change for the resident table and one patch, no edit.
+        let b2 = [5, 9];
+        let rows = [
+            RequestRow::decode(1, 7, &a, -1),
+            RequestRow::decode(1, 4, &b2, -1),
+        ];
+        let crossing = s.stage(&input(&rows, &[2, 0], &[set(0, 1, 9)])).unwrap();
+        assert_eq!(
+            (
+                crossing.delta,
+                crossing.edits,
+                crossing.changes,
+                crossing.patches
+            ),
+            (true, 0, 1, 1)
+        );
+        assert_eq!(crossing.bytes, abi::HEADER_BYTES + 16 + 16);
+        // The first row changes its sampling: one edit record with it.
+        let mut hot = RequestRow::decode(1, 8, &a, -1);
+        hot.sampling.temperature = 0.5;
+        let rows = [hot, RequestRow::decode(1, 5, &b2, -1)];
+        let resampled = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
+        assert_eq!((resampled.delta, resampled.edits), (true, 1));
+        assert_eq!(resampled.bytes, abi::HEADER_BYTES + abi::EDIT_BYTES);
+        let at = s.word(abi::H_OFF_REQUESTS) as usize / 4;
+        assert_eq!(
+            (s.word(at), s.word(at + 1), s.word(at + 2), s.word(at + 5)),
+            (0, 1, 8, 0.5f32.to_bits())
+        );
+        // Two rows that do not advance (same KV offsets again) cost two edits (64 bytes),
+        // more than their records and one sampling record (48): a full step.
+        let rows = [
+            RequestRow::decode(1, 8, &a, -1),
+            RequestRow::decode(1, 5, &b2, -1),
+        ];
+        let again = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
+        assert!(!again.delta);
+        assert_eq!(again.bytes, abi::HEADER_BYTES + 2 * abi::REQUEST_BYTES + 16);
+        // A step with token ids sends them next to the header.
+        let rows = [
+            RequestRow::decode(1, 9, &a, -1),
+            RequestRow::decode(1, 6, &b2, -1),
+        ];
+        let ids = [11i64, 12];
+        let mut with_ids = input(&rows, &[2, 0], &[]);
+        with_ids.token_ids = Some(&ids);
+        let staged = s.stage(&with_ids).unwrap();
+        assert_eq!((staged.delta, staged.edits), (true, 0));
+        assert_eq!(staged.bytes, abi::HEADER_BYTES + 16);
+        // After `reset` (the device's buffers were reset) nothing is advanced.
+        s.b.reset();
+        let rows = [
+            RequestRow::decode(1, 10, &a, -1),
+            RequestRow::decode(1, 7, &b2, -1),
+        ];
+        let after = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
+        assert!(!after.delta);
+    }
+
+    #[test]
+    fn a_delta_step_of_256_decode_rows_without_new_blocks_sends_only_the_header() {
+        let spec = LayoutSpec::from_toml_str(
+            "model = \"mha\"\nmax_requests = 256\nmax_tokens = 256\nmax_seq_len = 4096\nblock_size = 64\n",
+            "t.toml",
+        )
+        .unwrap();
+        let d = RuntimeDims::new(Geometry::new(&spec).unwrap());
+        let mut b = StagingBuilder::new(&d);
+        let mut state = FillState::new(&d);
+        let mut buf = vec![0u128; b.capacity() / 16 + 1];
+        let blocks: Vec<[i32; 2]> = (0..256).map(|i| [2 * i, 2 * i + 1]).collect();
+        let resident: Vec<u32> = (0..256).collect();
+        let all: Vec<BlockChange> = (0..256u32)
+            .flat_map(|r| [set(r, 0, 2 * r as i32), set(r, 1, 2 * r as i32 + 1)])
+            .collect();
+        let mut sizes = Vec::new();
+        for step in 0..3u32 {
+            let rows: Vec<RequestRow<'_>> = blocks
+                .iter()
+                .map(|bl| RequestRow::decode(1, 70 + step, bl, -1))
+                .collect();
+            let changes = if step == 0 { &all[..] } else { &[] };
+            let plan = plan_step(&d, &input(&rows, &resident, changes), &mut state).unwrap();
+            let staged = b.build(&plan, bytemuck::cast_slice_mut(&mut buf)).unwrap();
+            sizes.push((staged.delta, staged.bytes));
+        }
+        // The full step: header, 256 records, one sampling record, 256 rows uploaded.
+        assert_eq!(
+            sizes[0],
+            (
+                false,
+                abi::HEADER_BYTES + 256 * abi::REQUEST_BYTES + 16 + 256 * 20 + 512 * 4
+            )
+        );
+        assert_eq!(sizes[1..], [(true, abi::HEADER_BYTES); 2]);
+        const { assert!(abi::HEADER_BYTES <= 256) };
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! * device fill with graphs (bucketed steps replay graphs, the others run eagerly),
 //!   at least 10,000 steps per layout;
 //! * host fill on the device (the whole buffer copied), with graphs, 10,000 steps;
-//! * device fill without graphs, with and without per-bucket kernels, 2,000 steps each.
+//! * device fill without graphs, with and without per-bucket kernels, 2,000 steps each;
+//! * device fill with graphs on steady decode sequences (`support/steady.rs`: delta
+//!   steps, rows finishing and replaced, blocks crossed), at least 10,000 steps per layout.
 //!
 //! Layouts: `support/layouts.rs` (hybrid with speculative tokens, MHA with tensor
 //! parallelism, pure Mamba with i32 indices and no graphs, linear ladders, explicit bucket
@@ -146,6 +148,53 @@ mod gpu {
             graphed > 0 && eager > 0,
             "graph and eager steps: {graphed}, {eager}"
         );
+    }
+
+    /// Steady decode sequences (`support/steady.rs`): rows advance step after step,
+    /// cross into new blocks, finish and are replaced (holes filled by the last row),
+    /// prefill then decode, change sampling, accept part of their drafts; with and without
+    /// token ids. Most steps are delta steps (the device advances its request table); every
+    /// 37th step follows a `reset_residency`, so a full step refreshes the table. At least
+    /// 10,000 steps per layout, each compared with the host fill.
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn device_fill_matches_the_host_fill_on_steady_decode_sequences() {
+        use super::support::steady::{SteadyDriver, SteadyKnobs};
+        use attention_layout::MetadataBackend;
+        require_device();
+        let header = attention_layout::codegen::emit_cuda::abi::HEADER_BYTES;
+        let mut header_only_steps = 0;
+        for (i, (name, dims)) in all_layouts().iter().enumerate() {
+            let mut gpu = backend(dims, FillMode::Device, true, true);
+            let mut cpu = HostMetadata::new(dims.clone());
+            let mut driver = SteadyDriver::new(dims, 0x57ead + i as u64, SteadyKnobs::DEFAULT);
+            let (mut delta, mut full, mut header_only, mut graphed) = (0u64, 0u64, 0u64, 0u64);
+            let n = steps();
+            for k in 0..n {
+                if k % 37 == 36 {
+                    gpu.reset_residency();
+                }
+                let what = format!("{name} steady step {k}");
+                graphed += u64::from(
+                    driver.step(|input| step_and_compare(&what, &mut cpu, &mut gpu, input)),
+                );
+                let staged = *gpu.last_staged();
+                if staged.delta {
+                    delta += 1;
+                    header_only += u64::from(staged.bytes == header);
+                } else {
+                    full += 1;
+                }
+            }
+            eprintln!(
+                "{name}: {n} steady-sequence steps, {delta} delta ({header_only} header only), {full} full, {graphed} graphed, {} finished",
+                driver.finished
+            );
+            assert!(delta > 0 && full > 0, "{name}: delta and full steps");
+            assert!(driver.finished > 0, "{name}: no request finished");
+            header_only_steps += header_only;
+        }
+        assert!(header_only_steps > 0, "no step sent only its header");
     }
 
     #[test]

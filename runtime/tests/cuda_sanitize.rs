@@ -1,6 +1,7 @@
 //! GPU: every bucket's fill entry and the eager entry run at least once (through graphs
-//! and eagerly), on steps shaped exactly like each bucket, plus a short random workload —
-//! each result compared with the host fill. Small on purpose: this is the binary to run
+//! and eagerly), on steps shaped exactly like each bucket, plus a short random workload
+//! and a short steady decode sequence (delta steps), each result compared with the
+//! host fill. Small on purpose: this is the binary to run
 //! under `compute-sanitizer` (memcheck, racecheck, synccheck, initcheck); see
 //! `docs/DESIGN.md` ("Checking the kernels").
 
@@ -22,6 +23,7 @@ mod gpu {
     use super::support::gpu::{backend, require_device, step_and_compare};
     use super::support::layouts;
     use super::support::shaped::ShapedStep;
+    use super::support::steady::{SteadyDriver, SteadyKnobs};
     use super::support::workload::Workload;
 
     fn every_bucket(name: &str, dims: &RuntimeDims) {
@@ -61,6 +63,16 @@ mod gpu {
                 let what = format!("{name} random step {k} graphs={graphs}");
                 step_and_compare(&what, &mut cpu, &mut gpu, &st.input(&rows));
             }
+            // Delta steps (the device advances its request table), after a new engine.
+            gpu.reset_residency();
+            let mut driver = SteadyDriver::new(dims, 11, SteadyKnobs::DEFAULT);
+            let mut delta = 0;
+            for k in 0..60 {
+                let what = format!("{name} steady step {k} graphs={graphs}");
+                driver.step(|input| step_and_compare(&what, &mut cpu, &mut gpu, input));
+                delta += u32::from(gpu.last_staged().delta);
+            }
+            assert!(delta > 0, "{name}: no delta step");
         }
     }
 

@@ -352,3 +352,96 @@ fn the_per_step_check_alone_refuses_the_gathered_stale_rows() {
         shim::clean(&harness);
     }
 }
+
+/// What the steady sequences reached.
+#[derive(Default, Debug)]
+struct SteadyCoverage {
+    steps: u64,
+    /// Delta steps that sent only the header.
+    header_only: u64,
+    /// Delta steps without edits (every row advanced on the device).
+    delta_no_edits: u64,
+    /// Delta steps with edits (rows finished, replaced, resampled, partially accepted).
+    delta_edits: u64,
+    /// Delta steps with block-table changes (rows crossing into a new block).
+    delta_changes: u64,
+    /// Full steps (request records sent).
+    full: u64,
+}
+
+impl SteadyCoverage {
+    fn add(&mut self, staged: &devfill::Staged) {
+        self.steps += 1;
+        if !staged.delta {
+            self.full += 1;
+            return;
+        }
+        if staged.bytes == attention_layout::codegen::emit_cuda::abi::HEADER_BYTES {
+            self.header_only += 1;
+        }
+        if staged.edits == 0 {
+            self.delta_no_edits += 1;
+        } else {
+            self.delta_edits += 1;
+        }
+        if staged.changes > 0 {
+            self.delta_changes += 1;
+        }
+    }
+}
+
+/// Steady decode sequences (`support/steady.rs`: `BatchState` steps where rows advance,
+/// cross into new blocks, finish and are replaced, prefill and start decoding, change
+/// their sampling, accept part of their drafts, with and without token ids) go through
+/// the kernels as delta steps wherever the rows advanced, full steps (every 37th, after
+/// the builder forgot the residency) refresh the device's request table, and every step's
+/// bytes equal the host fill's, on every test layout (bucket entries and the eager entry
+/// in turn).
+#[test]
+fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
+    use support::steady::{SteadyDriver, SteadyKnobs};
+    let cxx = shim::compiler();
+    let mut total = SteadyCoverage::default();
+    for (i, (name, src)) in layouts::LAYOUTS.iter().enumerate() {
+        let dims = layouts::dims(src);
+        let buckets = i % 2 == 1;
+        let mut replay = Replay::new(&dims);
+        let mut driver = SteadyDriver::new(&dims, 0x57ead + i as u64, SteadyKnobs::DEFAULT);
+        let mut cov = SteadyCoverage::default();
+        for k in 0..steps() {
+            let launch = |info: &StepInfo, _: &devfill::Staged| match (buckets, info.bucket) {
+                (true, Some(b)) => (b + 1, 1 + (k % 3) as u32),
+                _ => (0, 1 + (k % 3) as u32),
+            };
+            // Now and then the builder forgets what the device's block table holds: every
+            // row is then sent again, in a full step that refreshes the request table.
+            if k % 37 == 36 {
+                replay.builder.forget_residency();
+            }
+            let (_, staged) =
+                driver.step(|input| replay.step(format!("{name} steady step {k}"), input, &launch));
+            cov.add(&staged);
+        }
+        let harness = shim::build(&cxx, &format!("steady-{name}"), dims.geometry(), buckets);
+        replay.check(&harness, name);
+        shim::clean(&harness);
+        println!(
+            "{name}: {cov:?}, {} decode-only steps, {} finished",
+            driver.decode_only_steps, driver.finished
+        );
+        assert!(
+            cov.delta_no_edits > 0,
+            "{name}: no delta step without edits"
+        );
+        assert!(cov.delta_edits > 0, "{name}: no delta step with edits");
+        assert!(cov.full > 0, "{name}: no full step");
+        assert!(driver.finished > 0, "{name}: no request finished");
+        total.header_only += cov.header_only;
+        total.delta_changes += cov.delta_changes;
+    }
+    assert!(total.header_only > 0, "no delta step sent only its header");
+    assert!(
+        total.delta_changes > 0,
+        "no delta step carried block-table changes"
+    );
+}

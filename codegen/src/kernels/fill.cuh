@@ -19,6 +19,11 @@ static_assert(sizeof(AlSampling) == AL_SAMPLING_BYTES, "sampling record");
 struct AlInter { al_u32 base_count; al_u32 offsets[AL_INTER_OFFSETS]; };
 static_assert(sizeof(AlInter) == AL_INTER_BYTES, "intermediate record");
 
+// Edit of a delta step (AL_FLAG_DELTA): active row `row` takes this record and sampling
+// instead of advancing the device's record of the step before.
+struct AlEdit { al_u32 row; al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; al_u32 temperature_bits; al_i32 top_k; al_u32 top_p_bits; };
+static_assert(sizeof(AlEdit) == AL_EDIT_BYTES, "edit record");
+
 struct AlWrite { al_u32 index; al_i32 value; };
 static_assert(sizeof(AlWrite) == AL_WRITE_BYTES, "patch / change");
 
@@ -27,6 +32,10 @@ static_assert(sizeof(AlWrite) == AL_WRITE_BYTES, "patch / change");
 // [0, len) into that resident row.
 struct AlJob { al_u32 row; al_u32 len; al_u32 width; al_u32 src; al_u32 writeback; };
 static_assert(sizeof(AlJob) == AL_JOB_BYTES, "job");
+
+// The device's resident allocation: the resident block table (R x nkv ids), then the
+// request table, one AlRequest per active row of the last step (what delta steps advance).
+constexpr al_u32 AL_RESIDENT_TABLE_IDS = AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH;
 
 // ---- Launch shape ----------------------------------------------------------------
 constexpr al_u32 AL_WARPS = AL_THREADS / 32u;
@@ -131,15 +140,23 @@ __device__ __forceinline__ void al_worker(al_u8* meta, const al_u8* staging, al_
 }
 
 // ---- Block 0: request, token and Mamba fields (docs/SEMANTICS.md sections 4-6) ------------------------
+__device__ __forceinline__ void al_write_sampling(al_u8* meta, al_u32 a, al_u32 temperature_bits, al_i32 top_k, al_u32 top_p_bits) {
+  al_field<al_u32>(meta, AL_OFF_TEMPERATURE)[a] = temperature_bits;
+  al_field<al_i32>(meta, AL_OFF_TOP_K)[a] = top_k;
+  al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = top_p_bits;
+}
+
+// `sampling` is null in a delta step: the row's sampling fields stay (an edited row's were
+// written with its edit).
 __device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h, const AlSampling* sampling,
                                                  al_u32 a, const AlRequest& r, al_u32 cu_q, al_u32 cu_kv) {
-  const AlSampling s = sampling[(h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u ? a : 0u];
+  if (sampling != nullptr) {
+    const AlSampling s = sampling[(h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u ? a : 0u];
+    al_write_sampling(meta, a, s.temperature_bits, s.top_k, s.top_p_bits);
+  }
   al_field<al_i32>(meta, AL_OFF_REQUEST_IN_PREFILL_STATUS)[a] = a >= h.real_decode ? 1 : 0;
   al_field<al_u32>(meta, AL_OFF_REQUEST_QUERY_LENGTHS)[a] = r.q;
   al_field<al_u32>(meta, AL_OFF_REQUEST_KV_LENGTH_OFFSETS)[a] = r.kv;
-  al_field<al_u32>(meta, AL_OFF_TEMPERATURE)[a] = s.temperature_bits;
-  al_field<al_i32>(meta, AL_OFF_TOP_K)[a] = s.top_k;
-  al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = s.top_p_bits;
   al_field<al_u32>(meta, AL_OFF_ACTIVE_REQUEST_LAST_TOKEN_IDXS)[a] = cu_q - 1u;
   al_field<al_u32>(meta, AL_OFF_MHA_QUERY_LENGTHS)[a] = r.q;
   al_field<al_u32>(meta, AL_OFF_MHA_KV_SEQ_LENGTHS)[a] = r.kv + r.q;
@@ -180,9 +197,35 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   }
 
   const al_u32 tid = threadIdx.x;
-  const AlRequest* req = reinterpret_cast<const AlRequest*>(staging + h.off_requests);
-  const AlSampling* sampling = reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
+  const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
+  // The request table on the device: the records of the last step's active rows.
+  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
+  const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
+  const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(staging + h.off_requests);
+  const AlSampling* sampling = delta ? nullptr : reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
   al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
+
+  // (0) Delta step: every row advances by its query length in place, then the edits replace
+  // the rows that did something else. Each thread advances the rows it owns in the scans.
+  if (delta) {
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      const al_u32 a = first + i;
+      if (a < n) {
+        table[a].kv += table[a].q;
+        table[a].src = AL_SRC_META << AL_SRC_SHIFT;
+      }
+    }
+    __syncthreads();  // advanced before edited
+    const AlEdit* edits = reinterpret_cast<const AlEdit*>(staging + h.off_requests);
+    for (al_u32 e = tid; e < h.n_edits; e += AL_THREADS) {
+      const AlEdit x = edits[e];
+      if (x.row < n) {
+        table[x.row] = AlRequest{x.q, x.kv, x.src, x.slot};
+        al_write_sampling(meta, x.row, x.temperature_bits, x.top_k, x.top_p_bits);
+      }
+    }
+    __syncthreads();  // the table is this step's
+  }
 
   // (1) Block-table rows that stayed in place: only the entries that changed.
   const AlWrite* patches = reinterpret_cast<const AlWrite*>(staging + h.off_patches);
@@ -194,7 +237,6 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // (2) Cumulative query and KV lengths: thread tid owns requests [tid * k, tid * k + k).
   __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
   __shared__ al_u32 s_warp[2u * AL_WARPS];
-  const al_u32 first = tid * AL_PER_THREAD;
   al_u32 pre_q = 0u, pre_kv = 0u;
   for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
     const al_u32 a = first + i;
@@ -210,6 +252,8 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       pre_kv += r.kv + r.q;
       s_cu_q[a + 1u] = pre_q;
       al_write_request(meta, h, sampling, a, r, pre_q, pre_kv);
+      // A full step refreshes the device's request table (the next delta step advances it).
+      if (!delta) table[a] = r;
     }
   }
   if (tid == 0u) {

@@ -116,8 +116,8 @@ enum Target {
 ///
 /// Invariant, on which its launches rest: the function handles are entries of `_module`,
 /// compiled for the layout the buffers were sized for; each address is that of the
-/// allocation owned next to it, of the size recorded with it (the resident table holds
-/// `max_requests × block_table_width` ids); every graph was captured on `stream`.
+/// allocation owned next to it, of the size recorded with it (the resident allocation
+/// holds `abi::resident_words` words: the block table, then the request table); every graph was captured on `stream`.
 struct Device {
     // Fields drop in order: graphs before the module whose kernels they launch.
     graphs: Vec<Option<StepGraph>>,
@@ -188,7 +188,7 @@ impl Device {
         // SAFETY: `f` is an entry of this device's module (the invariant above), whose
         // signature is `(al_u8* meta, const al_u8* staging, al_i32* resident)`; the three
         // pointers are the live allocations the kernels index (metadata: the layout's
-        // bytes; staging: the builder's capacity; resident: R × nkv ids), and the image
+        // bytes; staging: the builder's capacity; resident: `abi::resident_words`), and the image
         // they read is one for this layout (this function's contract). The argument values
         // outlive the call, which copies them.
         unsafe {
@@ -475,9 +475,12 @@ impl CudaBackend {
             let staging = stream
                 .alloc_zeros::<u8>(builder.capacity())
                 .map_err(cuda("allocate the staging buffer"))?;
+            // The resident block table, then the request table delta steps advance.
+            let words =
+                emit_cuda::abi::resident_words(dims.max_requests(), dims.block_table_width());
             let resident = stream
-                .alloc_zeros::<i32>((dims.max_requests() * dims.block_table_width()).max(1))
-                .map_err(cuda("allocate the resident block table"))?;
+                .alloc_zeros::<i32>(words.max(1))
+                .map_err(cuda("allocate the resident tables"))?;
             (Some(staging), Some(resident))
         } else {
             (None, None)

@@ -12,4 +12,5 @@ pub mod gpu;
 pub mod layouts;
 pub mod shaped;
 pub mod shim;
+pub mod steady;
 pub mod workload;

@@ -144,8 +144,8 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// A trace starting from `initial` (the whole metadata buffer) and a resident table of
-    /// `resident_elems` entries, all `-1`.
+    /// A trace starting from `initial` (the whole metadata buffer) and a resident
+    /// allocation of `resident_elems` words, all `-1`.
     pub fn new(initial: &[u8], resident_elems: usize) -> Self {
         let mut file = Vec::new();
         file.extend_from_slice(&(initial.len() as u32).to_le_bytes());
@@ -222,7 +222,10 @@ type Recorded = (String, StepInfo, Vec<(Field, usize)>);
 impl Replay {
     pub fn new(dims: &RuntimeDims) -> Self {
         let cpu = HostMetadata::new(dims.clone());
-        let trace = Trace::new(cpu.bytes(), dims.max_requests() * dims.block_table_width());
+        // The resident allocation as the backend sizes it: block table, then request table.
+        let resident =
+            emit_cuda::abi::resident_words(dims.max_requests(), dims.block_table_width());
+        let trace = Trace::new(cpu.bytes(), resident);
         let mut builder = StagingBuilder::new(dims);
         builder.set_verify(true);
         let staging = vec![0u128; builder.capacity() / 16 + 1];
