@@ -79,6 +79,37 @@ pub enum BackendError {
     /// A snapshot ring was misused (nothing was copied).
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The fill on a caller's stream (`cuda::StreamFill`) was misused (nothing was
+    /// enqueued).
+    #[error(transparent)]
+    StreamFill(#[from] StreamFillError),
+}
+
+/// Why the fill on a caller's stream (`cuda::StreamFill`) refused to enqueue. Nothing was
+/// enqueued and nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamFillError {
+    /// An eager enqueue without a step prepared since the last one: the kernel would apply
+    /// the last step again.
+    #[error(
+        "no step was prepared since the last enqueue: call prepare before each eager enqueue_on"
+    )]
+    NotPrepared,
+    /// The fill was already captured into a graph: that graph's replays are the only reads
+    /// of the staging from now on (prepare before each replay), so neither an eager enqueue
+    /// nor a second capture may read it too.
+    #[error(
+        "the fill was already captured into a graph: replay that graph (prepare before each replay); a second capture or an eager enqueue is refused"
+    )]
+    AlreadyCaptured,
+    /// The stream belongs to another CUDA context than the backend the fill was made from.
+    #[error("the stream belongs to another CUDA context than the fill's backend")]
+    OtherContext,
+    /// The backend runs the host fill: there are no fill kernels to enqueue.
+    #[error(
+        "the backend runs the host fill (FillMode::Host): a stream fill needs the device fill's kernels"
+    )]
+    HostFill,
 }
 
 /// Why a snapshot ring of the CUDA backend (`cuda::SnapshotRing`) refused a snapshot or a

@@ -293,7 +293,10 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
         const al_u32 a = al_search(s_cu_q, n, t);
         const AlRequest r = req[a];
         const al_u32 pos = r.kv + (t - s_cu_q[a]);
-        const al_u32 j = pos >> AL_BLOCK_SHIFT;
+        // A step the host staged never reaches past its row (the plan checks every token's
+        // block); the clamp keeps a misused replay (a delta step applied twice, see
+        // cuda::StreamFill) inside the row.
+        const al_u32 j = al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);
         const al_u32 index = r.src & AL_SRC_INDEX_MASK;
         al_i32 block;
         switch (r.src >> AL_SRC_SHIFT) {

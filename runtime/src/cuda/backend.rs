@@ -621,6 +621,29 @@ impl CudaBackend {
         &self.dev.stream
     }
 
+    /// A device fill that runs on the caller's streams and can be captured into the
+    /// caller's own graph ([`StreamFill`](super::StreamFill): its contract), with this
+    /// backend's kernels and device but buffers of its own (metadata, resident tables,
+    /// mapped staging), so it never races with this backend's steps.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamFillError::HostFill`](crate::backend::StreamFillError::HostFill) for a
+    /// host-fill backend; CUDA failures of the allocations.
+    pub fn stream_fill(&self) -> Result<super::StreamFill, BackendError> {
+        let eager = self
+            .dev
+            .eager
+            .clone()
+            .ok_or(crate::backend::StreamFillError::HostFill)?;
+        super::StreamFill::new(
+            self.dev.ctx.clone(),
+            eager,
+            self.dims.clone(),
+            self.max_workers,
+        )
+    }
+
     /// Warms every entry up (eager launches of an empty step), then captures one graph
     /// per bucket (device fill) or one copy graph (host fill).
     fn capture_graphs(&mut self) -> Result<(), BackendError> {
@@ -974,6 +997,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of `total` bytes held in `words`.
+    pub(super) fn from_words(words: Vec<u64>, total: usize, info: StepInfo) -> Self {
+        Self { words, total, info }
+    }
+
     /// The step's info.
     pub fn info(&self) -> &StepInfo {
         &self.info

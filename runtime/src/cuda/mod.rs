@@ -20,9 +20,11 @@ pub mod compile;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 mod pinned;
+mod stream_fill;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
 pub use compile::{CompileOptions, CompileReport, PtxOrigin, RejectedEntry};
+pub use stream_fill::StreamFill;
 
 use cudarc::driver::{CudaContext, sys};
 

@@ -1,0 +1,360 @@
+//! [`StreamFill`]: the device fill enqueued on a caller's stream, capturable as the first
+//! node of the caller's own CUDA graph.
+//!
+//! An engine that captures its forward pass wants the metadata fill inside that graph, on
+//! its stream, instead of a separate launch and synchronize. A `StreamFill` owns its own
+//! metadata buffer, resident tables and staging (so it never races with the backend it
+//! was made from), and its kernel reads the staging image straight from page-locked host
+//! memory mapped into the device's address space: the captured work is one kernel launch
+//! with fixed arguments, so nothing in the graph has to change from step to step.
+//!
+//! # The contract: prepare before each replay
+//!
+//! ```text
+//! let mut fill = backend.stream_fill()?;
+//! fill.prepare(&step0)?;               // host: plan + staging, before the capture
+//! stream.begin_capture(..)?;
+//! fill.enqueue_on(&stream)?;           // the fill kernel (reads the staging when it runs)
+//! consumer kernels on `stream` reading fill.device_buffer()
+//! let graph = stream.end_capture(..)?;
+//! loop { fill.prepare(&step)?; graph.launch()?; }   // exactly one replay per prepare
+//! ```
+//!
+//! * [`prepare`](StreamFill::prepare) writes the step's staging. It first waits until the
+//!   last kernel that read the staging (an eager enqueue or a replay of the captured graph)
+//!   has finished, so the host never writes what the device is reading: the enqueue
+//!   records an event after the kernel, and in a capture that record becomes a node of
+//!   the graph, so every replay records it again. Call it outside any capture.
+//! * Each prepared step must be run exactly once: by one eager
+//!   [`enqueue_on`](StreamFill::enqueue_on), or by one replay of the graph the fill was
+//!   captured in. The staging builder assumes the device ran every step it staged (delta
+//!   steps advance the device's request table), so a replay without a prepare, or a
+//!   prepare without a replay, leaves wrong metadata until the next full step. The
+//!   kernels stay inside their buffers whatever the device's tables hold (a
+//!   misapplied delta step cannot index past a block-table row).
+//! * One capture per `StreamFill`: after it, the graph's replays are the only reads of the
+//!   staging, and an eager enqueue or a second capture is refused
+//!   ([`StreamFillError::AlreadyCaptured`]). Launches of one executable graph are ordered
+//!   after each other, so the event the last replay recorded covers every earlier one.
+//!   Make another `StreamFill` for another graph.
+//! * The stream must belong to the backend's context ([`StreamFillError::OtherContext`]);
+//!   the captured kernel is the eager entry (padded dims from the staging header), so one
+//!   graph serves every step shape, with a grid sized for the largest step.
+
+use std::ffi::c_void;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use attention_layout_codegen::emit_cuda::{THREADS, abi};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice,
+    result, sys,
+};
+
+use super::backend::Snapshot;
+use crate::backend::{BackendError, StreamFillError};
+use crate::devfill::{self, Staged, StagingBuilder};
+use crate::dims::{Dims, RuntimeDims};
+use crate::fill::{self, FillState, StepInfo};
+use crate::step::StepInput;
+
+fn cuda(what: &str) -> impl Fn(result::DriverError) -> BackendError + '_ {
+    move |e| BackendError::Cuda(format!("{what}: {e}"))
+}
+
+/// Page-locked host memory mapped into the device's address space: the staging the
+/// stream fill's kernel reads over the bus.
+///
+/// The safety argument of the mapping lives here. The host sees the bytes only through
+/// [`bytes_mut`](Self::bytes_mut), which first waits for `done`; every kernel that reads
+/// the memory is enqueued by [`StreamFill::enqueue_on`] with `done` recorded after it on
+/// the same stream (in a capture, as an event-record node after the kernel node), and
+/// the one captured graph's launches are ordered after each other, so `done` completing
+/// means no read is pending. Dropping waits for `done` too (and leaks the memory if that
+/// wait fails).
+struct MappedStaging {
+    ptr: *mut u8,
+    device: sys::CUdeviceptr,
+    len: usize,
+    done: CudaEvent,
+    memory: ManuallyDrop<PinnedHostSlice<u8>>,
+}
+
+impl MappedStaging {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self, BackendError> {
+        let len = len.max(1);
+        if isize::try_from(len).is_err() {
+            return Err(BackendError::Cuda(format!(
+                "{len} bytes of pinned memory exceed the address space"
+            )));
+        }
+        // SAFETY: cudarc's one condition is that the memory starts uninitialized: it is
+        // zeroed below before anything reads it. DEVICEMAP: mapped into the device's
+        // address space (the kernel reads it there).
+        let mut memory =
+            unsafe { ctx.alloc_pinned_with_flags::<u8>(len, sys::CU_MEMHOSTALLOC_DEVICEMAP) }
+                .map_err(cuda("allocate mapped pinned memory"))?;
+        let ptr = memory.as_mut_ptr().map_err(cuda("pinned memory"))?;
+        // SAFETY: `ptr` is the start of the `len` bytes just allocated, referenced by
+        // nothing else yet; no kernel can read them yet.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        let mut device: sys::CUdeviceptr = 0;
+        // SAFETY: `ptr` was allocated with CU_MEMHOSTALLOC_DEVICEMAP in this context (bound
+        // by the allocation above); `device` is valid for the write; flags must be 0.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut device, ptr.cast::<c_void>(), 0) }
+            .result()
+            .map_err(cuda("map pinned memory into the device"))?;
+        let done = ctx.new_event(None).map_err(cuda("create an event"))?;
+        Ok(Self {
+            ptr,
+            device,
+            len,
+            done,
+            memory: ManuallyDrop::new(memory),
+        })
+    }
+
+    /// The bytes for writing, once no kernel reads them any more.
+    fn bytes_mut(&mut self) -> Result<&mut [u8], BackendError> {
+        self.done
+            .synchronize()
+            .map_err(cuda("wait for the staging"))?;
+        // SAFETY: `ptr` addresses `len` initialized bytes (zeroed at allocation) owned by
+        // `memory`, which lives as long as `self`; no kernel reads them (waited above: the
+        // type's argument), and none can be enqueued while `self` is borrowed mutably.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) })
+    }
+}
+
+impl Drop for MappedStaging {
+    fn drop(&mut self) {
+        if self.done.synchronize().is_ok() {
+            // SAFETY: dropped here, once, never used again; no kernel reads the memory
+            // any more (waited above).
+            unsafe { ManuallyDrop::drop(&mut self.memory) };
+        }
+    }
+}
+
+/// The device fill on a caller's stream (see the [module docs](self) for the contract).
+///
+/// Not `Send`: it holds raw pointers into pinned memory.
+pub struct StreamFill {
+    // Fields drop in order: the staging waits for the last kernel that reads it, before
+    // the device buffers and the module go.
+    staging: MappedStaging,
+    eager: CudaFunction,
+    grid: u32,
+    meta_ptr: sys::CUdeviceptr,
+    resident_ptr: sys::CUdeviceptr,
+    _meta: CudaSlice<u8>,
+    _resident: CudaSlice<i32>,
+    builder: StagingBuilder,
+    plan_state: FillState,
+    dims: RuntimeDims,
+    ctx: Arc<CudaContext>,
+    info: StepInfo,
+    staged: Staged,
+    /// A step was prepared and not yet enqueued eagerly.
+    prepared: bool,
+    /// The fill was captured into a graph.
+    captured: bool,
+}
+
+impl StreamFill {
+    /// A stream fill for `dims` with the backend's compiled eager entry (`eager`), in
+    /// `ctx`, whose grids use up to `max_workers` worker blocks. Allocates its buffers
+    /// and initializes its metadata buffer (synchronously, on a stream of its own).
+    pub(super) fn new(
+        ctx: Arc<CudaContext>,
+        eager: CudaFunction,
+        dims: RuntimeDims,
+        max_workers: u32,
+    ) -> Result<Self, BackendError> {
+        ctx.bind_to_thread()
+            .map_err(cuda("bind the CUDA context"))?;
+        let stream = ctx.new_stream().map_err(cuda("create a stream"))?;
+        let total = dims.total_bytes();
+        let mut meta = stream
+            .alloc_zeros::<u8>(total)
+            .map_err(cuda("allocate the metadata buffer"))?;
+        let mut initial = vec![0u64; total.div_ceil(8)];
+        fill::init_buffer(&dims, bytemuck::cast_slice_mut(&mut initial))?;
+        let initial_bytes: &[u8] = bytemuck::cast_slice(&initial);
+        stream
+            .memcpy_htod(
+                initial_bytes.get(..total).unwrap_or(initial_bytes),
+                &mut meta,
+            )
+            .map_err(cuda("initialize the metadata buffer"))?;
+        let words = abi::resident_words(dims.max_requests(), dims.block_table_width());
+        let resident = stream
+            .alloc_zeros::<i32>(words.max(1))
+            .map_err(cuda("allocate the resident tables"))?;
+        stream
+            .synchronize()
+            .map_err(cuda("initialize the buffers"))?;
+        let builder = StagingBuilder::new(&dims);
+        let staging = MappedStaging::new(&ctx, builder.capacity())?;
+        let nkv = dims.block_table_width() as u64;
+        let grid = devfill::grid_for(dims.max_requests() as u64 * nkv, max_workers);
+        let meta_ptr = meta.device_ptr(&stream).0;
+        let resident_ptr = resident.device_ptr(&stream).0;
+        Ok(Self {
+            staging,
+            eager,
+            grid,
+            meta_ptr,
+            resident_ptr,
+            _meta: meta,
+            _resident: resident,
+            builder,
+            plan_state: FillState::new(&dims),
+            dims,
+            ctx,
+            info: StepInfo::default(),
+            staged: Staged::default(),
+            prepared: false,
+            captured: false,
+        })
+    }
+
+    /// The device address of this fill's metadata buffer (fields at the layout's
+    /// offsets): what the consumer kernels after [`enqueue_on`](Self::enqueue_on) read.
+    pub fn device_buffer(&self) -> u64 {
+        self.meta_ptr
+    }
+
+    /// The layout's dims.
+    pub fn dims(&self) -> &RuntimeDims {
+        &self.dims
+    }
+
+    /// What the last prepared step staged (its bytes: what the kernel reads over the
+    /// bus; whether it was a delta step).
+    pub fn last_staged(&self) -> &Staged {
+        &self.staged
+    }
+
+    /// Whether the fill was captured into a graph.
+    pub fn captured(&self) -> bool {
+        self.captured
+    }
+
+    /// Plans the step and writes its staging, after waiting until no kernel reads the
+    /// staging any more. Call it outside any stream capture, once before each eager
+    /// enqueue or each replay of the captured graph (module docs). On error nothing
+    /// changes.
+    ///
+    /// # Errors
+    ///
+    /// The step's errors ([`BackendError::Step`], [`BackendError::Staging`]) and CUDA
+    /// failures of the wait.
+    pub fn prepare(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
+        let check = if input.residency.is_some() {
+            fill::BlockCheck::Needed
+        } else {
+            fill::BlockCheck::Full
+        };
+        let plan = fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?;
+        let staged = self.builder.build(&plan, self.staging.bytes_mut()?)?;
+        self.staged = staged;
+        self.info = staged.info;
+        self.prepared = true;
+        Ok(staged.info)
+    }
+
+    /// Enqueues the fill kernel on `stream`, then the event [`prepare`](Self::prepare)
+    /// waits for. Outside a capture it runs the step prepared last (one enqueue per
+    /// prepare); inside a capture it becomes the graph's fill node, reading the staging
+    /// each replay writes before it (module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamFillError::OtherContext`], [`StreamFillError::AlreadyCaptured`] (after a
+    /// capture), [`StreamFillError::NotPrepared`] (an eager enqueue without a new step),
+    /// and CUDA failures.
+    pub fn enqueue_on(&mut self, stream: &CudaStream) -> Result<(), BackendError> {
+        if !Arc::ptr_eq(stream.context(), &self.ctx) {
+            return Err(StreamFillError::OtherContext.into());
+        }
+        if self.captured {
+            return Err(StreamFillError::AlreadyCaptured.into());
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda("bind the CUDA context"))?;
+        let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        // SAFETY: `stream` is a live stream of this context; `status` is valid for writes.
+        unsafe { sys::cuStreamIsCapturing(stream.cu_stream(), &mut status) }
+            .result()
+            .map_err(cuda("query the stream's capture"))?;
+        let capturing = status == sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE;
+        if !capturing && !self.prepared {
+            return Err(StreamFillError::NotPrepared.into());
+        }
+        let (mut meta, mut staging, mut resident) =
+            (self.meta_ptr, self.staging.device, self.resident_ptr);
+        let mut args: [*mut c_void; 3] = [
+            (&raw mut meta).cast(),
+            (&raw mut staging).cast(),
+            (&raw mut resident).cast(),
+        ];
+        // SAFETY: `eager` is the eager entry of the module compiled for this layout, with
+        // signature `(al_u8* meta, const al_u8* staging, al_i32* resident)`; the pointers
+        // are this fill's live allocations of the sizes the kernel indexes (metadata: the
+        // layout's bytes; staging: the builder's capacity, mapped; resident:
+        // `abi::resident_words`). When the kernel runs, the staging holds an image the
+        // builder wrote for this layout: `prepare` writes a whole image before it returns
+        // and never while a reader is pending (MappedStaging), and the memory outlives
+        // every reader (dropping `self` waits for `done`, recorded after this kernel).
+        // The argument values outlive the call, which copies them.
+        unsafe {
+            result::launch_kernel(
+                self.eager.cu_function(),
+                (self.grid.max(1), 1, 1),
+                (THREADS, 1, 1),
+                0,
+                stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(cuda("launch the fill kernel"))?;
+        // SAFETY: `done` and `stream` belong to this context (checked above). EXTERNAL:
+        // in a capture the record becomes a node of the graph, after the kernel node, so
+        // each replay records it again; outside a capture it is a plain record.
+        unsafe {
+            sys::cuEventRecordWithFlags(
+                self.staging.done.cu_event(),
+                stream.cu_stream(),
+                sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+            )
+        }
+        .result()
+        .map_err(cuda("record the staging event"))?;
+        if capturing {
+            self.captured = true;
+        } else {
+            self.prepared = false;
+        }
+        Ok(())
+    }
+
+    /// Waits for `stream` (the stream the fill runs on), then copies the metadata buffer
+    /// back, with the last prepared step's info.
+    pub fn download(&self, stream: &CudaStream) -> Result<Snapshot, BackendError> {
+        if !Arc::ptr_eq(stream.context(), &self.ctx) {
+            return Err(StreamFillError::OtherContext.into());
+        }
+        stream.synchronize().map_err(cuda("synchronize"))?;
+        let total = self.dims.total_bytes();
+        let mut words = vec![0u64; total.div_ceil(8)];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        let out = bytes.get_mut(..total).unwrap_or_default();
+        // SAFETY: the metadata buffer holds `total` bytes; `out` is a unique borrow of that
+        // many; the stream that runs the fill is idle (waited above).
+        unsafe { result::memcpy_dtoh_sync(out, self.meta_ptr) }
+            .map_err(cuda("copy the metadata back"))?;
+        Ok(Snapshot::from_words(words, total, self.info))
+    }
+}
