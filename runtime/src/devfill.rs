@@ -399,6 +399,8 @@ pub struct StagingBuilder {
     source: Vec<Source>,
     /// Whether every step row is verified ([`set_verify`](Self::set_verify)).
     verify: bool,
+    /// Whether delta steps may be staged ([`set_delta_steps`](Self::set_delta_steps)).
+    delta_steps: bool,
     /// The device's resident table as the host models it: the raw ids this builder sent
     /// there (uploads written back, changes sent). Trusted only inside `res_known`.
     mirror: Vec<i32>,
@@ -459,12 +461,14 @@ impl PartialEq for StagingBuilder {
             self.dummy,
             self.capacity,
             self.verify,
+            self.delta_steps,
         ) == (
             other.rows,
             other.width,
             other.dummy,
             other.capacity,
             other.verify,
+            other.delta_steps,
         ) && self.meta_src == other.meta_src
             && self.meta_len == other.meta_len
             && self.res_known == other.res_known
@@ -500,6 +504,7 @@ impl StagingBuilder {
             kept: Vec::new(),
             source: Vec::with_capacity(r),
             verify: false,
+            delta_steps: true,
             mirror: vec![-1; r * w],
             table: vec![TableRow::default(); r],
             table_rows: 0,
@@ -523,6 +528,13 @@ impl StagingBuilder {
     /// Whether full verification is on.
     pub fn verifying(&self) -> bool {
         self.verify
+    }
+
+    /// Allows or forbids delta steps (`abi::FLAG_DELTA`; allowed by default). Forbidden,
+    /// every step sends every active row's record and sampling, as before delta steps
+    /// existed: for measuring what they save on the same steps.
+    pub fn set_delta_steps(&mut self, on: bool) {
+        self.delta_steps = on;
     }
 
     /// Bytes of the largest image of a layout (what the staging buffers hold): every
@@ -847,7 +859,7 @@ impl StagingBuilder {
             edits += usize::from(!kept);
             self.advanced.push(kept);
         }
-        if n == 0 {
+        if n == 0 || !self.delta_steps {
             return false;
         }
         let active = &input.rows[p..p + n];
@@ -1944,6 +1956,20 @@ mod tests {
         );
         assert_eq!(sizes[1..], [(true, abi::HEADER_BYTES); 2]);
         const { assert!(abi::HEADER_BYTES <= 256) };
+    }
+
+    #[test]
+    fn with_delta_steps_forbidden_every_step_sends_its_records() {
+        let mut s = Stager::new();
+        s.b.set_delta_steps(false);
+        let a = [3, 7];
+        let all = [set(1, 0, 3), set(1, 1, 7)];
+        let rows = [RequestRow::decode(1, 5, &a, -1)];
+        s.stage(&input(&rows, &[1], &all)).unwrap();
+        let rows = [RequestRow::decode(1, 6, &a, -1)];
+        let staged = s.stage(&input(&rows, &[1], &[])).unwrap();
+        assert!(!staged.delta);
+        assert_eq!(staged.bytes, abi::HEADER_BYTES + abi::REQUEST_BYTES + 16);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct CudaOptions {
     pub bucket_kernels: bool,
     /// NVRTC and PTX cache settings.
     pub compile: CompileOptions,
+    /// Stage steady steps as delta steps (device fill: the device advances its request
+    /// table, only the header and what changed travel). Off, every step sends every
+    /// active row's record: for measuring what delta steps save.
+    pub delta_steps: bool,
 }
 
 impl Default for CudaOptions {
@@ -56,6 +60,7 @@ impl Default for CudaOptions {
             graphs: true,
             bucket_kernels: true,
             compile: CompileOptions::default(),
+            delta_steps: true,
         }
     }
 }
@@ -470,7 +475,8 @@ impl CudaBackend {
                 &mut meta,
             )
             .map_err(cuda("initialize the metadata buffer"))?;
-        let builder = StagingBuilder::new(&dims);
+        let mut builder = StagingBuilder::new(&dims);
+        builder.set_delta_steps(options.delta_steps);
         let (staging, resident) = if options.mode == FillMode::Device {
             let staging = stream
                 .alloc_zeros::<u8>(builder.capacity())
