@@ -24,6 +24,8 @@
 
 pub mod attention;
 pub mod batch;
+#[cfg(feature = "cuda")]
+pub mod captured;
 pub mod check;
 #[cfg(feature = "cuda")]
 pub mod gpu;

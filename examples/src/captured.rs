@@ -1,0 +1,421 @@
+//! The metadata fill as the first node of an engine's own CUDA graph (`cuda` feature).
+//!
+//! An engine that captures its forward pass wants the fill inside that graph, on its
+//! stream. This program does what such an engine does with
+//! [`StreamFill`](attention_layout::cuda::StreamFill): it captures *fill + a consumer
+//! kernel* as one graph on a stream of its own, then, step after step of a steady decode
+//! workload (256 decode rows advancing, crossing into new KV blocks, a few finishing and
+//! being replaced), writes the step's staging (`prepare`) and replays the graph.
+//!
+//! The consumer is the first thing a KV-append kernel computes: each token's cache slot,
+//! `token_to_block_idx × B + token_to_local_position_within_kv_block`, and each request's
+//! KV length, read from the metadata buffer at the layout's offsets (the facts header).
+//! Every step is checked against the CPU reference: the whole metadata buffer against the
+//! host fill, and the consumer's output against the same computation on the host fill's
+//! buffer.
+//!
+//! It prints the fill node's GPU time (device events around replays of a graph that holds
+//! only the fill, and the difference between *fill + consumer* and *consumer alone*), the
+//! host cost of preparing the staging, and the bytes the kernel reads over the bus.
+
+use std::time::Instant;
+
+use attention_layout::codegen::emit_cuda;
+use attention_layout::cuda::{CudaBackend, CudaOptions};
+use attention_layout::step::{BlockChange, RequestRow, Residency, StepInput};
+use attention_layout::{Dims, Field, Geometry, HostMetadata, LayoutSpec, RuntimeDims};
+use cudarc::driver::{
+    CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg, sys,
+};
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use std::sync::Arc;
+
+use crate::Result;
+
+/// The layout of the core benchmark's 256-decode scenario: MHA, R = 256, T = 4096,
+/// S = 8192, B = 64.
+pub const LAYOUT: &str = "name = \"captured-fill\"\nmodel = \"mha\"\nmax_requests = 256\nmax_tokens = 4096\nmax_seq_len = 8192\nblock_size = 64\n";
+
+/// Decode rows of the workload.
+pub const ROWS: u32 = 256;
+
+const CONSUMER: &str = r#"
+extern "C" __global__ void kv_slots(const al_u8* meta, al_i64* slots, al_u32* kv_lengths) {
+  const al_u32 i = blockIdx.x * blockDim.x + threadIdx.x;
+  const al_i64* block = reinterpret_cast<const al_i64*>(meta + AL_OFF_TOKEN_TO_BLOCK_IDX);
+  const al_i32* local = reinterpret_cast<const al_i32*>(meta + AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
+  const al_u32* kv = reinterpret_cast<const al_u32*>(meta + AL_OFF_MHA_KV_SEQ_LENGTHS);
+  if (i < AL_CAP_TOKEN_TO_BLOCK_IDX) slots[i] = block[i] * (al_i64)AL_BLOCK_SIZE + local[i];
+  if (i < AL_CAP_MHA_KV_SEQ_LENGTHS) kv_lengths[i] = kv[i];
+}
+"#;
+
+/// A steady decode workload over a stable set of resident rows: every row advances by
+/// one token per step (a new block when it crosses one), and every `replace_every` steps
+/// one row finishes: the last row moves into its place and a new request (context of 256
+/// tokens) is appended, as Megatron fills holes.
+struct Workload {
+    order: Vec<u32>,
+    kv: Vec<u32>,
+    blocks: Vec<Vec<i32>>,
+    changes: Vec<BlockChange>,
+    free: Vec<i32>,
+    block_size: u32,
+    max_seq_len: u32,
+    step: u64,
+    replace_every: u64,
+}
+
+impl Workload {
+    fn new(dims: &RuntimeDims, rows: u32, replace_every: u64) -> Self {
+        let mut w = Self {
+            order: (0..rows).collect(),
+            kv: (0..rows)
+                .map(|i| 256 + (i.wrapping_mul(2_654_435_761) >> 8) % 5888)
+                .collect(),
+            blocks: vec![Vec::new(); rows as usize],
+            changes: Vec::new(),
+            free: (0..dims.dummy_block()).rev().collect(),
+            block_size: dims.block_size() as u32,
+            max_seq_len: dims.max_seq_len() as u32,
+            step: 0,
+            replace_every,
+        };
+        for r in 0..rows as usize {
+            w.cover(r);
+        }
+        w
+    }
+
+    fn cover(&mut self, r: usize) {
+        let (Some(&kv), Some(blocks)) = (self.kv.get(r), self.blocks.get_mut(r)) else {
+            return;
+        };
+        while (blocks.len() as u32) * self.block_size < kv + 1 {
+            let Some(id) = self.free.pop() else { return };
+            self.changes.push(BlockChange {
+                resident_row: r as u32,
+                index: blocks.len() as u32,
+                block: id,
+            });
+            blocks.push(id);
+        }
+    }
+
+    fn replace(&mut self, i: usize) {
+        if i >= self.order.len() {
+            return;
+        }
+        let r = self.order.swap_remove(i) as usize;
+        if let Some(blocks) = self.blocks.get_mut(r) {
+            for (j, id) in blocks.drain(..).enumerate().rev() {
+                self.changes.push(BlockChange {
+                    resident_row: r as u32,
+                    index: j as u32,
+                    block: -1,
+                });
+                self.free.push(id);
+            }
+        }
+        if let Some(kv) = self.kv.get_mut(r) {
+            *kv = 256;
+        }
+        self.cover(r);
+        self.order.push(r as u32);
+    }
+
+    /// The next step's changes and lengths (after the first step, which is the set-up).
+    fn advance(&mut self) {
+        self.step += 1;
+        if self.step == 1 {
+            return;
+        }
+        self.changes.clear();
+        for &r in &self.order {
+            if let Some(kv) = self.kv.get_mut(r as usize) {
+                *kv += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.order.len() {
+            let r = self.order.get(i).copied().unwrap_or(0) as usize;
+            if self.kv.get(r).is_some_and(|&kv| kv + 1 > self.max_seq_len) {
+                self.replace(i);
+            } else {
+                i += 1;
+            }
+        }
+        if self.replace_every > 0 && self.step.is_multiple_of(self.replace_every) {
+            let i = (self.step.wrapping_mul(2_654_435_761) >> 5) as usize % self.order.len().max(1);
+            self.replace(i);
+        }
+        for k in 0..self.order.len() {
+            let r = self.order.get(k).copied().unwrap_or(0) as usize;
+            self.cover(r);
+        }
+    }
+
+    fn rows(&self) -> Vec<RequestRow<'_>> {
+        self.order
+            .iter()
+            .filter_map(|&r| {
+                let r = r as usize;
+                Some(RequestRow::decode(
+                    1,
+                    *self.kv.get(r)?,
+                    self.blocks.get(r)?,
+                    -1,
+                ))
+            })
+            .collect()
+    }
+
+    fn input<'a>(&'a self, rows: &'a [RequestRow<'a>]) -> StepInput<'a> {
+        StepInput {
+            rows,
+            token_ids: None,
+            intermediate: None,
+            residency: Some(Residency {
+                resident_rows: &self.order,
+                changes: &self.changes,
+            }),
+        }
+    }
+}
+
+/// The consumer kernel and its output buffers.
+struct Consumer {
+    function: CudaFunction,
+    slots: CudaSlice<i64>,
+    kv_lengths: CudaSlice<u32>,
+    tokens: usize,
+    requests: usize,
+}
+
+impl Consumer {
+    fn new(backend: &CudaBackend, arch: &'static str) -> Result<Self> {
+        let g = backend.dims().geometry();
+        let src = format!("{}{CONSUMER}", emit_cuda::facts_header(g));
+        let ptx = compile_ptx_with_opts(
+            src,
+            CompileOptions {
+                arch: Some(arch),
+                name: Some("kv_slots.cu".to_owned()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("NVRTC failed on the consumer: {e}"))?;
+        let stream = backend.stream();
+        let module = stream.context().load_module(ptx)?;
+        let function = module.load_function("kv_slots")?;
+        let tokens = backend.dims().max_tokens();
+        let requests = backend.dims().max_requests();
+        Ok(Self {
+            function,
+            slots: stream.alloc_zeros::<i64>(tokens)?,
+            kv_lengths: stream.alloc_zeros::<u32>(requests)?,
+            tokens,
+            requests,
+        })
+    }
+
+    /// Launches the consumer on `stream`, reading the metadata buffer at `meta`.
+    fn launch(&mut self, stream: &Arc<CudaStream>, meta: u64) -> Result<()> {
+        let n = self.tokens.max(self.requests) as u32;
+        let mut b = stream.launch_builder(&self.function);
+        b.arg(&meta).arg(&mut self.slots).arg(&mut self.kv_lengths);
+        // SAFETY: the arguments match `kv_slots(const al_u8*, al_i64*, al_u32*)`; `meta` is
+        // a live metadata buffer of this layout (the kernel reads two fields at their
+        // offsets, within their capacities), `slots` holds the token capacity and
+        // `kv_lengths` the request capacity, which is what the kernel indexes.
+        unsafe {
+            b.launch(LaunchConfig {
+                grid_dim: (n.div_ceil(256), 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }?;
+        Ok(())
+    }
+
+    /// The outputs, after waiting for `stream`.
+    fn read(&self, stream: &Arc<CudaStream>) -> Result<(Vec<i64>, Vec<u32>)> {
+        stream.synchronize()?;
+        Ok((
+            stream.clone_dtoh(&self.slots)?,
+            stream.clone_dtoh(&self.kv_lengths)?,
+        ))
+    }
+}
+
+/// The consumer's output computed on the host fill's buffer (the CPU reference).
+fn expected(
+    cpu: &HostMetadata<RuntimeDims>,
+    tokens: usize,
+    requests: usize,
+) -> Result<(Vec<i64>, Vec<u32>)> {
+    let dims = cpu.dims();
+    let bytes = cpu.bytes();
+    let read = |f: Field, i: usize, size: usize| -> Result<&[u8]> {
+        let at = dims.field_offset(f) + i * size;
+        bytes
+            .get(at..at + size)
+            .ok_or_else(|| format!("{f:?}[{i}] outside the buffer").into())
+    };
+    let mut slots = Vec::with_capacity(tokens);
+    for t in 0..tokens {
+        let block = i64::from_le_bytes(read(Field::TokenToBlockIdx, t, 8)?.try_into()?);
+        let local =
+            i32::from_le_bytes(read(Field::TokenToLocalPositionWithinKvBlock, t, 4)?.try_into()?);
+        slots.push(block * dims.block_size() as i64 + i64::from(local));
+    }
+    let mut kv = Vec::with_capacity(requests);
+    for a in 0..requests {
+        kv.push(u32::from_le_bytes(
+            read(Field::MhaKvSeqLengths, a, 4)?.try_into()?,
+        ));
+    }
+    Ok((slots, kv))
+}
+
+fn timing_event(stream: &Arc<CudaStream>) -> Result<CudaEvent> {
+    Ok(stream
+        .context()
+        .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+}
+
+/// Captures `enqueue` on `stream` into a graph.
+fn capture(
+    stream: &Arc<CudaStream>,
+    enqueue: impl FnOnce() -> Result<()>,
+) -> Result<cudarc::driver::CudaGraph> {
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    let enqueued = enqueue();
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+    enqueued?;
+    let graph = graph?.ok_or("the capture produced no graph")?;
+    graph.upload()?;
+    Ok(graph)
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// What a run measured and checked.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Steps replayed.
+    pub steps: usize,
+    /// Steps whose metadata and consumer output were compared with the CPU reference.
+    pub checked: usize,
+    /// The first mismatch, if any.
+    pub mismatch: Option<String>,
+    /// Median GPU time of a replay of the fill-only graph, microseconds.
+    pub fill_gpu_us: f64,
+    /// Median GPU time of a replay of the fill + consumer graph, microseconds.
+    pub fill_and_consumer_gpu_us: f64,
+    /// Median GPU time of a replay of the consumer-only graph, microseconds.
+    pub consumer_gpu_us: f64,
+    /// Median host time of `prepare` (plan + staging), microseconds.
+    pub prepare_host_us: f64,
+    /// Median staging bytes per step (what the kernel reads over the bus).
+    pub bytes: usize,
+    /// Share of steps staged as delta steps.
+    pub delta: f64,
+}
+
+/// Runs `steps` steps of the workload through the captured graph, checking every
+/// `check_every`-th step (and the first 64) against the CPU reference.
+pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Report> {
+    let spec = LayoutSpec::from_toml_str(LAYOUT, "captured-fill.toml")?;
+    let dims = RuntimeDims::new(Geometry::new(&spec)?);
+    // The backend compiles the fill kernels (and disables cudarc's event tracking, which
+    // capture needs); the stream fills use its kernels with buffers of their own.
+    let backend = CudaBackend::new(dims.clone(), CudaOptions::default())?;
+    let stream = backend.stream().context().new_stream()?;
+    let mut consumer = Consumer::new(&backend, arch)?;
+
+    // Three graphs on the engine's stream: fill + consumer (the engine's), fill alone and
+    // consumer alone (for the fill node's time). Each stream fill is captured once.
+    let mut fill = backend.stream_fill()?;
+    let mut fill_only = backend.stream_fill()?;
+    let meta = fill.device_buffer();
+    let both = capture(&stream, || {
+        fill.enqueue_on(&stream)?;
+        consumer.launch(&stream, meta)
+    })?;
+    let alone = capture(&stream, || Ok(fill_only.enqueue_on(&stream)?))?;
+    let consumer_graph = capture(&stream, || consumer.launch(&stream, meta))?;
+
+    let mut cpu = HostMetadata::new(dims.clone());
+    let mut w = Workload::new(&dims, ROWS, 50);
+    let mut w_alone = Workload::new(&dims, ROWS, 50);
+    let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
+    let mut report = Report::default();
+    let (mut t_both, mut t_alone, mut t_consumer, mut t_prepare, mut bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut delta = 0usize;
+    let warmup = 100;
+    for k in 0..steps + warmup {
+        w.advance();
+        let rows = w.rows();
+        let input = w.input(&rows);
+        // The engine's graph: prepare (host), then one replay.
+        let t0 = Instant::now();
+        fill.prepare(&input)?;
+        let prepare_us = t0.elapsed().as_secs_f64() * 1e6;
+        start.record(&stream)?;
+        both.launch()?;
+        end.record(&stream)?;
+        end.synchronize()?;
+        let both_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
+        cpu.fill(&input)?;
+        if k < 64 || k % check_every.max(1) == 0 {
+            let snap = fill.download(&stream)?;
+            if report.mismatch.is_none() {
+                if let Some(d) = cpu.view().first_difference_with(&snap.view(&dims), true) {
+                    report.mismatch = Some(format!("step {k}: metadata: {d}"));
+                }
+                let (slots, kv) = consumer.read(&stream)?;
+                let (want_slots, want_kv) = expected(&cpu, consumer.tokens, consumer.requests)?;
+                if slots != want_slots || kv != want_kv {
+                    report.mismatch = Some(format!("step {k}: the consumer's output differs"));
+                }
+            }
+            report.checked += 1;
+        }
+        // The fill alone (its own stream fill and workload), and the consumer alone.
+        w_alone.advance();
+        let rows = w_alone.rows();
+        fill_only.prepare(&w_alone.input(&rows))?;
+        start.record(&stream)?;
+        alone.launch()?;
+        end.record(&stream)?;
+        end.synchronize()?;
+        let alone_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
+        start.record(&stream)?;
+        consumer_graph.launch()?;
+        end.record(&stream)?;
+        end.synchronize()?;
+        let consumer_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
+        if k >= warmup {
+            t_both.push(both_us);
+            t_alone.push(alone_us);
+            t_consumer.push(consumer_us);
+            t_prepare.push(prepare_us);
+            bytes.push(fill.last_staged().bytes as f64);
+            delta += usize::from(fill.last_staged().delta);
+        }
+    }
+    report.steps = steps;
+    report.fill_and_consumer_gpu_us = median(&mut t_both);
+    report.fill_gpu_us = median(&mut t_alone);
+    report.consumer_gpu_us = median(&mut t_consumer);
+    report.prepare_host_us = median(&mut t_prepare);
+    report.bytes = median(&mut bytes) as usize;
+    report.delta = delta as f64 / steps.max(1) as f64;
+    Ok(report)
+}
