@@ -210,10 +210,15 @@ impl Consumer {
         let function = module.load_function("kv_slots")?;
         let tokens = backend.dims().max_tokens();
         let requests = backend.dims().max_requests();
+        let slots = stream.alloc_zeros::<i64>(tokens)?;
+        let kv_lengths = stream.alloc_zeros::<u32>(requests)?;
+        // The buffers are used on the engine's stream (the backend disabled cudarc's
+        // cross-stream event tracking): their zeroing finishes first.
+        stream.synchronize()?;
         Ok(Self {
             function,
-            slots: stream.alloc_zeros::<i64>(tokens)?,
-            kv_lengths: stream.alloc_zeros::<u32>(requests)?,
+            slots,
+            kv_lengths,
             tokens,
             requests,
         })

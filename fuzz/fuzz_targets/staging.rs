@@ -559,9 +559,22 @@ fuzz_target!(|case: Case| {
                 // read): every id the step sent or gathered is the row's own.
                 let (p, n) = (info.paused as usize, info.real.requests() as usize);
                 let requests = words[abi::H_OFF_REQUESTS] as usize / 4;
+                // A delta step carries edit records for the rows that did not advance in
+                // place; every other row is in place.
+                let delta = words[abi::H_FLAGS] & abi::FLAG_DELTA != 0;
+                let edit = abi::EDIT_BYTES / 4;
+                let src_of = |a: usize| -> u32 {
+                    if !delta {
+                        return words[requests + 4 * a + 2];
+                    }
+                    (0..words[abi::H_N_EDITS] as usize)
+                        .map(|e| &words[requests + e * edit..requests + (e + 1) * edit])
+                        .find(|rec| rec[0] as usize == a)
+                        .map_or(abi::SRC_META, |rec| rec[3])
+                };
                 for a in 0..n {
                     let row = &rows[p + a];
-                    let in_place = words[requests + 4 * a + 2] & (3 << 30) == abi::SRC_META;
+                    let in_place = src_of(a) & (3 << 30) == abi::SRC_META;
                     let rr = resident_rows.get(p + a).copied();
                     for (j, &b) in row.blocks.iter().enumerate() {
                         let got = device.meta[a * w + j];

@@ -161,6 +161,15 @@ pub struct StreamFill {
     captured: bool,
 }
 
+impl Drop for StreamFill {
+    fn drop(&mut self) {
+        // Kernels of the caller's (consumers of `device_buffer`, replays of its graph)
+        // may still read the buffers freed after this; the staging waits for its own
+        // readers in any case.
+        let _ = self.ctx.synchronize();
+    }
+}
+
 impl StreamFill {
     /// A stream fill for `dims` with the backend's compiled eager entry (`eager`), in
     /// `ctx`, whose grids use up to `max_workers` worker blocks. Allocates its buffers
@@ -221,6 +230,8 @@ impl StreamFill {
 
     /// The device address of this fill's metadata buffer (fields at the layout's
     /// offsets): what the consumer kernels after [`enqueue_on`](Self::enqueue_on) read.
+    /// It stays valid while the fill lives; dropping the fill waits for every stream of
+    /// its context first (so for consumers enqueued after it too).
     pub fn device_buffer(&self) -> u64 {
         self.meta_ptr
     }
