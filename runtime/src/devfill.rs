@@ -6,6 +6,17 @@
 //! kernel (`attention_layout_codegen::emit_cuda`) computes every field on the device.
 //! The image format is `emit_cuda::abi`.
 //!
+//! # Delta steps
+//!
+//! The device also keeps a *request table*: the record of each active row of the last
+//! step. When every row that can advances by its query length in place (same `q`, Mamba
+//! slot and sampling, the same position), the step is staged as a delta
+//! (`abi::FLAG_DELTA`): no request records and no sampling travel, only an edit record per
+//! row that did something else, and the kernel advances the table itself. A 256-decode
+//! steady step without new blocks and without token ids is then the header alone. The
+//! builder stages a delta step whenever it is no larger than the full records
+//! ([`StagingBuilder::set_delta_steps`] turns them off); full steps refresh the table.
+//!
 //! # The block table
 //!
 //! The device keeps a *resident* block table, one row per resident row of the engine's
