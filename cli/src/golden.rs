@@ -1,10 +1,18 @@
 //! Conformance replay of Megatron-LM golden records (`testdata/GOLDEN-README.md`): every
-//! record is re-run through this crate and every array and scalar compared. The
-//! prefix-caching kinds are in `golden/prefix.rs`.
+//! line is read into the serde-derived type of its `kind`, re-run through this crate, and
+//! every array and scalar compared.
+//!
+//! This file holds what every kind shares (reading a line, dispatch by kind, comparison,
+//! the report) and the metadata kinds (`buckets`, `step`, `error`, `kv_allocator`,
+//! `mamba_slots`); the prefix-caching kinds are in `golden/prefix.rs`. A line that does not
+//! match its kind's type (a missing field, a wrongly-typed value, an unknown key) fails
+//! with the path of the field (`inputs.requests[2].q`) and serde's reason.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Debug};
 
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
 use attention_layout_codegen::Geometry;
@@ -30,7 +38,8 @@ pub const STALE: i64 = -7;
 pub struct Mismatch {
     /// 1-based line of the record in the file.
     pub line: usize,
-    /// What was compared (`mha.block_table`).
+    /// What was compared (`mha.block_table`), or the path of a field that could not be read
+    /// (`inputs.requests[2].q`).
     pub field: String,
     /// First differing index, when an array differs.
     pub index: Option<usize>,
@@ -70,16 +79,37 @@ impl Report {
     pub fn failed(&self) -> usize {
         self.kinds.values().map(|k| k.1).sum()
     }
+
+    /// Counts one record of `kind`, passed when `cmp` found nothing.
+    fn tally(&mut self, kind: &str, cmp: Cmp) {
+        let entry = self.kinds.entry(kind.to_owned()).or_default();
+        if cmp.found == 0 {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+            self.mismatches.extend(cmp.out);
+        }
+    }
 }
 
-/// Compares one record's values; collects mismatches.
-struct Cmp<'a> {
+// ---- comparison --------------------------------------------------------------------------
+
+/// Compares one record's values; collects its mismatches (the first few).
+struct Cmp {
     line: usize,
-    out: &'a mut Vec<Mismatch>,
+    out: Vec<Mismatch>,
     found: usize,
 }
 
-impl Cmp<'_> {
+impl Cmp {
+    fn new(line: usize) -> Self {
+        Self {
+            line,
+            out: Vec::new(),
+            found: 0,
+        }
+    }
+
     fn miss(&mut self, field: &str, index: Option<usize>, expected: String, got: String) {
         self.found += 1;
         if self.found <= 8 {
@@ -93,101 +123,285 @@ impl Cmp<'_> {
         }
     }
 
-    fn scalar(&mut self, field: &str, expected: Option<i64>, got: i64) {
-        if expected != Some(got) {
-            let e = expected.map_or("missing".to_owned(), |v| v.to_string());
-            self.miss(field, None, e, got.to_string());
+    /// Compares two values.
+    fn same<T: PartialEq + Debug>(&mut self, field: &str, expected: &T, got: &T) {
+        if expected != got {
+            self.miss(field, None, format!("{expected:?}"), format!("{got:?}"));
         }
     }
 
-    /// Compares an array; `STALE` entries in `expected` match anything when `stale_ok`.
-    fn array(&mut self, field: &str, expected: &Value, got: &[i64], stale_ok: bool) {
-        let Some(exp) = ints(expected) else {
-            self.miss(field, None, expected.to_string(), format!("{got:?}"));
-            return;
-        };
-        if exp.len() != got.len() {
+    /// Compares two sequences; reports the length or the first differing index.
+    fn seq<T: PartialEq + Debug>(&mut self, field: &str, expected: &[T], got: &[T]) {
+        self.seq_where(field, expected, got, |e, g| e == g);
+    }
+
+    /// Compares a token array whose padding Megatron leaves stale: a `STALE` entry in
+    /// `expected` matches anything.
+    fn padded(&mut self, field: &str, expected: &[i64], got: &[i64]) {
+        self.seq_where(field, expected, got, |e, g| e == g || *e == STALE);
+    }
+
+    /// Compares an array that may be absent (`null` in the record).
+    fn optional<T: PartialEq + Debug>(
+        &mut self,
+        field: &str,
+        expected: &Option<Vec<T>>,
+        got: &Option<Vec<T>>,
+    ) {
+        match (expected, got) {
+            (None, None) => {}
+            (None, Some(g)) => self.miss(field, None, "absent".into(), format!("{g:?}")),
+            (Some(e), None) => self.miss(field, None, format!("{e:?}"), "absent".into()),
+            (Some(e), Some(g)) => self.seq(field, e, g),
+        }
+    }
+
+    fn seq_where<T: Debug>(
+        &mut self,
+        field: &str,
+        expected: &[T],
+        got: &[T],
+        agree: impl Fn(&T, &T) -> bool,
+    ) {
+        if expected.len() != got.len() {
             self.miss(
                 field,
                 None,
-                format!("length {}", exp.len()),
+                format!("length {}", expected.len()),
                 format!("length {}", got.len()),
             );
-            return;
-        }
-        if let Some(i) = exp
-            .iter()
-            .zip(got)
-            .position(|(e, g)| e != g && !(stale_ok && *e == STALE))
-        {
-            let (e, g) = (exp.get(i), got.get(i));
-            self.miss(field, Some(i), fmt_opt(e), fmt_opt(g));
-        }
-    }
-
-    fn optional(&mut self, field: &str, expected: &Value, got: Option<Vec<i64>>) {
-        match (expected.is_null(), got) {
-            (true, None) => {}
-            (true, Some(g)) => self.miss(field, None, "absent".into(), format!("{g:?}")),
-            (false, None) => self.miss(field, None, expected.to_string(), "absent".into()),
-            (false, Some(g)) => self.array(field, expected, &g, false),
+        } else if let Some(i) = expected.iter().zip(got).position(|(e, g)| !agree(e, g)) {
+            let show = |v: Option<&T>| v.map_or("-".to_owned(), |x| format!("{x:?}"));
+            self.miss(field, Some(i), show(expected.get(i)), show(got.get(i)));
         }
     }
 }
 
-fn fmt_opt(v: Option<&i64>) -> String {
-    v.map_or("-".to_owned(), |v| v.to_string())
+/// Compares fields of a record section with ours, each labelled `section.field` as the
+/// record spells it (the section's variable is named like the record's key).
+macro_rules! compare {
+    ($cmp:ident . $how:ident : $($section:ident . $field:ident = $got:expr;)*) => {$(
+        $cmp.$how(
+            concat!(stringify!($section), ".", stringify!($field)),
+            &$section.$field,
+            &$got,
+        );
+    )*};
 }
 
-/// A JSON array of integers (nested arrays flattened), or `None`.
 /// An id read from a record as `i32`; a value outside `i32` becomes `i32::MIN`, which
 /// every consumer rejects as out of range (an `as` cast could wrap it onto a valid id).
 fn id32(x: i64) -> i32 {
     i32::try_from(x).unwrap_or(i32::MIN)
 }
 
-fn ints(v: &Value) -> Option<Vec<i64>> {
-    let mut out = Vec::new();
-    fn walk(v: &Value, out: &mut Vec<i64>) -> bool {
-        match v {
-            Value::Array(a) => a.iter().all(|x| walk(x, out)),
-            Value::Number(n) => n.as_i64().map(|x| out.push(x)).is_some(),
-            _ => false,
+fn widen32(x: &[i32]) -> Vec<i64> {
+    x.iter().map(|&v| i64::from(v)).collect()
+}
+
+fn widen_u32(x: &[u32]) -> Vec<i64> {
+    x.iter().map(|&v| i64::from(v)).collect()
+}
+
+// ---- reading -----------------------------------------------------------------------------
+
+/// A documented field this replay reads past without checking (its type is not checked
+/// either); naming it keeps every other key an error.
+type Unused = Option<IgnoredAny>;
+
+/// Why a line could not be read as a record of its kind.
+struct Malformed {
+    /// Path of the offending field in the record (`inputs.requests[2].q`), `kind`, or
+    /// `json` for a line that is not JSON.
+    field: String,
+    expected: String,
+    got: String,
+}
+
+/// Reads a value of type `T`, naming the field that failed.
+fn read<T: DeserializeOwned>(value: Value) -> Result<T, Malformed> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Malformed {
+            // `.` is the record itself (a missing field is named in serde's message).
+            field: if path == "." {
+                "record".to_owned()
+            } else {
+                path
+            },
+            expected: "a field as testdata/GOLDEN-README.md documents it".to_owned(),
+            got: e.into_inner().to_string(),
         }
-    }
-    walk(v, &mut out).then_some(out)
+    })
 }
 
-fn u32_of(v: &Value, key: &str) -> Result<u32, String> {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .and_then(|x| u32::try_from(x).ok())
-        .ok_or_else(|| format!("record lacks a non-negative integer `{key}`"))
+/// One line of a golden file, read by its `kind`.
+enum Record {
+    Buckets(BucketsRecord),
+    Step(Box<StepRecord>),
+    Error(Box<ErrorRecord>),
+    KvAllocator(KvRecord),
+    MambaSlots(SlotsRecord),
+    /// `prefix_kv` and `mamba_cache` (the latter with a Mamba state cache).
+    PrefixTrace(prefix::TraceRecord),
+    PrefixHash(prefix::HashRecord),
+    MambaOffsets(prefix::OffsetsRecord),
+    /// Counts and provenance; nothing to check.
+    Summary,
 }
 
-fn dims_of(v: &Value) -> Option<BatchDims> {
-    let a = ints(v)?;
-    match a.as_slice() {
-        [t, p, d] => Some(BatchDims::new(
-            u32::try_from(*t).ok()?,
-            u32::try_from(*p).ok()?,
-            u32::try_from(*d).ok()?,
-        )),
-        _ => None,
+/// Reads one non-empty line: its kind as written (`invalid` for a line that is not JSON,
+/// `unknown` for one without a string `kind`) and the record.
+fn read_line(line: &str) -> (String, Result<Record, Malformed>) {
+    let mut value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = Malformed {
+                field: "json".to_owned(),
+                expected: "a JSON object".to_owned(),
+                got: e.to_string(),
+            };
+            return ("invalid".to_owned(), Err(why));
+        }
+    };
+    let kind = match value.as_object_mut().and_then(|o| o.remove("kind")) {
+        Some(Value::String(k)) => k,
+        _ => "unknown".to_owned(),
+    };
+    let record = match kind.as_str() {
+        "buckets" => read(value).map(Record::Buckets),
+        "step" => read(value).map(|r| Record::Step(Box::new(r))),
+        "error" => read(value).map(|r| Record::Error(Box::new(r))),
+        "kv_allocator" => read(value).map(Record::KvAllocator),
+        "mamba_slots" => read(value).map(Record::MambaSlots),
+        "prefix_kv" | "mamba_cache" => read(value).map(Record::PrefixTrace),
+        "prefix_hash" => read(value).map(Record::PrefixHash),
+        "mamba_offsets" => read(value).map(Record::MambaOffsets),
+        "summary" => Ok(Record::Summary),
+        other => Err(Malformed {
+            field: "kind".to_owned(),
+            expected: "a record kind of testdata/GOLDEN-README.md".to_owned(),
+            got: format!("`{other}`"),
+        }),
+    };
+    (kind, record)
+}
+
+/// The kind of a line, if it is a JSON object with a string `kind` (the command line
+/// tool's check that a file holds golden records at all); otherwise why not.
+pub fn record_kind(line: &str) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: Option<Value>,
     }
+    match serde_json::from_str::<Kind>(line) {
+        Ok(Kind {
+            kind: Some(Value::String(k)),
+        }) => Ok(k),
+        Ok(_) => Err("a JSON value without a string `kind`".to_owned()),
+        Err(e) if e.is_data() => Err("a JSON value without a string `kind`".to_owned()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+/// The non-empty lines of a golden file with their 1-based numbers.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    (1..)
+        .zip(text.lines())
+        .filter(|(_, line)| !line.trim().is_empty())
+}
+
+/// Replays every record of a golden JSONL text.
+pub fn replay(text: &str) -> Report {
+    let mut report = Report::default();
+    for (line_no, line) in lines(text) {
+        let (kind, record) = read_line(line);
+        let mut cmp = Cmp::new(line_no);
+        let result = match record {
+            Ok(record) => replay_record(record, &mut cmp, &mut report.deviations),
+            Err(m) => {
+                cmp.miss(&m.field, None, m.expected, m.got);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            cmp.miss("record", None, "a replayable record".into(), e);
+        }
+        report.tally(&kind, cmp);
+    }
+    report
+}
+
+fn replay_record(
+    record: Record,
+    cmp: &mut Cmp,
+    deviations: &mut Vec<String>,
+) -> Result<(), String> {
+    match record {
+        Record::Buckets(r) => replay_buckets(&r, cmp),
+        Record::Step(r) => replay_step(&r, cmp),
+        Record::Error(r) => replay_error(&r, cmp),
+        Record::KvAllocator(r) => replay_kv(&r, cmp),
+        Record::MambaSlots(r) => replay_slots(&r, cmp, deviations),
+        Record::PrefixTrace(r) => prefix::replay_trace(&r, cmp, deviations),
+        Record::PrefixHash(r) => prefix::replay_hash(&r, cmp, deviations),
+        Record::MambaOffsets(r) => prefix::replay_offsets(&r, cmp),
+        Record::Summary => Ok(()),
+    }
+}
+
+// ---- the layout of a record --------------------------------------------------------------
+
+/// A golden `config`: the Megatron settings a `buckets`, `step` or `error` record ran with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    max_requests: u32,
+    max_tokens: u32,
+    max_seq_len: u32,
+    block_size: u32,
+    #[serde(rename = "num_spec")]
+    speculative_tokens: u32,
+    #[serde(rename = "tp")]
+    tensor_parallel: u32,
+    #[serde(default)]
+    hybrid: bool,
+    /// Hybrid configs only.
+    mamba_chunk_size: Option<u32>,
+    /// Hybrid configs only: the convolution width.
+    d_conv: Option<u32>,
+    /// Absent or `null`: no CUDA graphs; `-1`: Megatron picks the count; `n ≥ 1`: `n`.
+    num_cuda_graphs: Option<i64>,
+    #[serde(default)]
+    distribution: GraphDistribution,
+    cuda_graph_max_tokens: Option<u32>,
+    mixed_prefill_count: u32,
+    #[serde(default = "yes")]
+    non_decode_graphs: bool,
+    /// Chunked prefill does not change the layout.
+    #[serde(rename = "chunked_prefill")]
+    _chunked_prefill: Unused,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A config's `distribution` of graph token counts.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GraphDistribution {
+    #[default]
+    Exponential,
+    Linear,
 }
 
 /// The layout spec a golden `config` describes, with the KV pool size of `derived` when
 /// the record has one.
-pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, String> {
-    let r = u32_of(config, "max_requests")?;
-    let t = u32_of(config, "max_tokens")?;
-    let s = u32_of(config, "num_spec")?;
-    let hybrid = config
-        .get("hybrid")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let count = match config.get("num_cuda_graphs").and_then(Value::as_i64) {
+pub fn spec_of(config: &Config, kv_pool: Option<u32>) -> Result<LayoutSpec, String> {
+    let c = config;
+    let (r, t, s) = (c.max_requests, c.max_tokens, c.speculative_tokens);
+    let count = match c.num_cuda_graphs {
         None => GraphCount::Off,
         Some(-1) => GraphCount::Auto,
         Some(n) if n >= 1 => GraphCount::Count(
@@ -195,46 +409,45 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
         ),
         Some(n) => return Err(format!("num_cuda_graphs {n}")),
     };
-    let distribution = match config.get("distribution").and_then(Value::as_str) {
-        Some("linear") => Distribution::Linear,
-        _ => Distribution::Exponential,
+    let hybrid_field = |v: Option<u32>, key: &str| {
+        v.ok_or_else(|| format!("config lacks `{key}` (a hybrid config)"))
     };
     // What the context passes (docs/SEMANTICS.md §3.2): min(max(configured, R(s+1)), T).
-    let cg = u32_of(config, "cuda_graph_max_tokens").unwrap_or(t);
-    let budget = cg.max(r * (s + 1)).min(t);
+    let budget = c.cuda_graph_max_tokens.unwrap_or(t).max(r * (s + 1)).min(t);
     Ok(LayoutSpec {
         name: None,
         source: None,
-        model: if hybrid {
+        model: if c.hybrid {
             ModelKind::Hybrid
         } else {
             ModelKind::Mha
         },
         max_requests: r,
         max_tokens: t,
-        max_seq_len: u32_of(config, "max_seq_len")?,
-        block_size: u32_of(config, "block_size")?,
+        max_seq_len: c.max_seq_len,
+        block_size: c.block_size,
         speculative_tokens: s,
-        tensor_parallel: u32_of(config, "tp")?,
+        tensor_parallel: c.tensor_parallel,
         decode_index_dtype: Default::default(),
         kv_pool_blocks: kv_pool,
-        mamba: hybrid
+        mamba: c
+            .hybrid
             .then(|| -> Result<MambaSpec, String> {
                 Ok(MambaSpec {
-                    chunk_size: u32_of(config, "mamba_chunk_size")?,
-                    conv_width: u32_of(config, "d_conv")?,
+                    chunk_size: hybrid_field(c.mamba_chunk_size, "mamba_chunk_size")?,
+                    conv_width: hybrid_field(c.d_conv, "d_conv")?,
                 })
             })
             .transpose()?,
         graphs: GraphSpec {
             count,
-            distribution,
+            distribution: match c.distribution {
+                GraphDistribution::Exponential => Distribution::Exponential,
+                GraphDistribution::Linear => Distribution::Linear,
+            },
             token_budget: Some(budget),
-            mixed_prefill: u32_of(config, "mixed_prefill_count")?,
-            non_decode: config
-                .get("non_decode_graphs")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
+            mixed_prefill: c.mixed_prefill_count,
+            non_decode: c.non_decode_graphs,
             buckets: None,
             graph_memory_mib: None,
         },
@@ -242,97 +455,54 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
     })
 }
 
-/// Replays every record of a golden JSONL text.
-pub fn replay(text: &str) -> Report {
-    let mut report = Report::default();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let line_no = i + 1;
-        let mut mismatches = Vec::new();
-        let mut cmp = Cmp {
-            line: line_no,
-            out: &mut mismatches,
-            found: 0,
-        };
-        let record: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                cmp.miss("json", None, "a JSON object".into(), e.to_string());
-                tally(&mut report, "invalid", cmp.found, mismatches);
-                continue;
-            }
-        };
-        let kind = record
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_owned();
-        let result = match kind.as_str() {
-            "buckets" => replay_buckets(&record, &mut cmp),
-            "step" => replay_step(&record, &mut cmp),
-            "error" => replay_error(&record, &mut cmp),
-            "kv_allocator" => replay_kv(&record, &mut cmp),
-            "mamba_slots" => replay_slots(&record, &mut cmp, &mut report.deviations, line_no),
-            "prefix_kv" | "mamba_cache" => {
-                prefix::replay_trace(&record, &mut cmp, &mut report.deviations, line_no)
-            }
-            "prefix_hash" => {
-                prefix::replay_hash(&record, &mut cmp, &mut report.deviations, line_no)
-            }
-            "mamba_offsets" => prefix::replay_offsets(&record, &mut cmp),
-            "summary" => Ok(()),
-            other => Err(format!("unknown record kind `{other}`")),
-        };
-        if let Err(e) = result {
-            cmp.miss("record", None, "a replayable record".into(), e);
-        }
-        let found = cmp.found;
-        tally(&mut report, &kind, found, mismatches);
-    }
-    report
+/// A `[tokens, prefill, decode]` triple.
+type Shape = [u32; 3];
+
+fn batch_dims([t, p, d]: Shape) -> BatchDims {
+    BatchDims::new(t, p, d)
 }
 
-fn tally(report: &mut Report, kind: &str, found: usize, mut mismatches: Vec<Mismatch>) {
-    let entry = report.kinds.entry(kind.to_owned()).or_default();
-    if found == 0 {
-        entry.0 += 1;
-    } else {
-        entry.1 += 1;
-        report.mismatches.append(&mut mismatches);
-    }
+// ---- buckets -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BucketsRecord {
+    config: Config,
+    buckets: Vec<Shape>,
+    /// `null`: no graphs, so no token counts.
+    token_counts: Option<Vec<i64>>,
+    matches: Vec<BucketMatch>,
 }
 
-fn replay_buckets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
-    let config = rec.get("config").ok_or("no config")?;
-    let spec = spec_of(config, None)?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BucketMatch {
+    real: Shape,
+    strict: bool,
+    /// `null`: no bucket fits.
+    #[serde(rename = "match")]
+    matched: Option<Shape>,
+}
+
+fn replay_buckets(rec: &BucketsRecord, cmp: &mut Cmp) -> Result<(), String> {
+    let spec = spec_of(&rec.config, None)?;
     let list = buckets::build_buckets(&spec.bucket_params());
-    compare_bucket_set(cmp, rec.get("buckets").unwrap_or(&Value::Null), &list);
+    compare_bucket_set(cmp, &rec.buckets, &list);
     let counts = buckets::token_counts(&list);
-    let want = rec.get("token_counts").unwrap_or(&Value::Null);
-    if want.is_null() {
-        if !counts.is_empty() {
+    match &rec.token_counts {
+        None if !counts.is_empty() => {
             cmp.miss("token_counts", None, "null".into(), format!("{counts:?}"));
         }
-    } else {
-        let got: Vec<i64> = counts.iter().map(|&c| i64::from(c)).collect();
-        cmp.array("token_counts", want, &got, false);
+        None => {}
+        Some(want) => cmp.seq("token_counts", want, &widen_u32(&counts)),
     }
-    for (j, m) in rec
-        .get("matches")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let real = m.get("real").and_then(dims_of).ok_or("bad match.real")?;
-        let strict = m.get("strict").and_then(Value::as_bool).unwrap_or(false);
-        let want = m.get("match").and_then(dims_of);
-        let got = buckets::match_bucket(real, &list, strict);
+    for (j, m) in rec.matches.iter().enumerate() {
+        let real = batch_dims(m.real);
+        let want = m.matched.map(batch_dims);
+        let got = buckets::match_bucket(real, &list, m.strict);
         if want != got {
             cmp.miss(
-                &format!("matches[{j}] {real:?} strict={strict}"),
+                &format!("matches[{j}] {real:?} strict={}", m.strict),
                 None,
                 format!("{want:?}"),
                 format!("{got:?}"),
@@ -342,13 +512,8 @@ fn replay_buckets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn compare_bucket_set(cmp: &mut Cmp<'_>, want: &Value, got: &[BatchDims]) {
-    let mut want_set: Vec<BatchDims> = want
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(dims_of)
-        .collect();
+fn compare_bucket_set(cmp: &mut Cmp, want: &[Shape], got: &[BatchDims]) {
+    let mut want_set: Vec<BatchDims> = want.iter().copied().map(batch_dims).collect();
     want_set.sort();
     want_set.dedup();
     let mut got_set = got.to_vec();
@@ -368,68 +533,113 @@ fn compare_bucket_set(cmp: &mut Cmp<'_>, want: &Value, got: &[BatchDims]) {
     }
 }
 
-/// The inputs of a step or error record, owned.
+// ---- step and error ----------------------------------------------------------------------
+
+/// A step's inputs (`step.inputs` and `error.inputs`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Inputs {
+    requests: Vec<InputRow>,
+    token_to_input_ids: Vec<i64>,
+    token_to_request_idx: Vec<i64>,
+    /// Per prefill request, up to 3 offsets; `null` when the step has none.
+    intermediate_offsets: Option<Vec<Vec<i64>>>,
+    intermediate_counts: Option<Vec<i64>>,
+    /// Implied by the rows' phases.
+    #[serde(rename = "paused_request_count")]
+    _paused_request_count: Unused,
+    /// The length of `token_to_input_ids`.
+    #[serde(rename = "active_token_count")]
+    _active_token_count: Unused,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputRow {
+    phase: InputPhase,
+    q: u32,
+    kv: u32,
+    blocks: Vec<i64>,
+    /// Hybrid configs only.
+    mamba_slot: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum InputPhase {
+    Paused,
+    Decode,
+    Prefill,
+}
+
+impl From<InputPhase> for Phase {
+    fn from(p: InputPhase) -> Self {
+        match p {
+            InputPhase::Paused => Phase::Paused,
+            InputPhase::Decode => Phase::Decode,
+            InputPhase::Prefill => Phase::Prefill,
+        }
+    }
+}
+
+/// A record's inputs in the runtime's types, owned (the rows borrow the block lists).
 struct OwnedInput {
     blocks: Vec<Vec<i32>>,
-    phases: Vec<(Phase, u32, u32, i32)>,
+    rows: Vec<(Phase, u32, u32, i32)>,
     token_ids: Vec<i64>,
     intermediate: Option<Vec<IntermediateOffsets>>,
 }
 
 impl OwnedInput {
-    fn parse(inputs: &Value) -> Result<Self, String> {
-        let mut blocks = Vec::new();
-        let mut phases = Vec::new();
-        for r in inputs
-            .get("requests")
-            .and_then(Value::as_array)
-            .ok_or("no requests")?
-        {
-            let phase = match r.get("phase").and_then(Value::as_str) {
-                Some("paused") => Phase::Paused,
-                Some("decode") => Phase::Decode,
-                Some("prefill") => Phase::Prefill,
-                other => return Err(format!("unknown phase {other:?}")),
-            };
-            let b = ints(r.get("blocks").unwrap_or(&Value::Null)).ok_or("bad blocks")?;
-            blocks.push(b.into_iter().map(id32).collect());
-            let slot = id32(r.get("mamba_slot").and_then(Value::as_i64).unwrap_or(-1));
-            phases.push((phase, u32_of(r, "q")?, u32_of(r, "kv")?, slot));
-        }
-        let token_ids = ints(inputs.get("token_to_input_ids").unwrap_or(&Value::Null))
-            .ok_or("bad token ids")?;
-        let intermediate = match inputs.get("intermediate_offsets") {
-            Some(Value::Array(offs)) => {
-                let counts = ints(inputs.get("intermediate_counts").unwrap_or(&Value::Null))
-                    .ok_or("bad intermediate counts")?;
-                let mut v = Vec::new();
-                for (o, c) in offs.iter().zip(counts) {
-                    let o = ints(o).ok_or("bad offsets")?;
-                    let mut offsets = [0u32; 3];
-                    for (d, s) in offsets.iter_mut().zip(&o) {
-                        // Out of range: u32::MAX, which the fill rejects (offset >= q).
-                        *d = u32::try_from(*s).unwrap_or(u32::MAX);
-                    }
-                    v.push(IntermediateOffsets {
-                        // Out of range: u8::MAX, which the fill rejects (count > 3).
-                        count: u8::try_from(c).unwrap_or(u8::MAX),
-                        offsets,
-                    });
-                }
-                Some(v)
+    fn new(inputs: &Inputs) -> Result<Self, String> {
+        let blocks = inputs
+            .requests
+            .iter()
+            .map(|r| r.blocks.iter().copied().map(id32).collect())
+            .collect();
+        let rows = inputs
+            .requests
+            .iter()
+            .map(|r| {
+                let slot = id32(r.mamba_slot.unwrap_or(-1));
+                (r.phase.into(), r.q, r.kv, slot)
+            })
+            .collect();
+        let intermediate = match (&inputs.intermediate_offsets, &inputs.intermediate_counts) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err("inputs.intermediate_offsets without intermediate_counts".into());
             }
-            _ => None,
+            (Some(offs), Some(counts)) => Some(
+                offs.iter()
+                    .zip(counts)
+                    .map(|(o, &c)| {
+                        let mut offsets = [0u32; 3];
+                        for (d, &s) in offsets.iter_mut().zip(o) {
+                            // Out of range: u32::MAX, which the fill rejects (offset >= q).
+                            *d = u32::try_from(s).unwrap_or(u32::MAX);
+                        }
+                        IntermediateOffsets {
+                            // Out of range: u8::MAX, which the fill rejects (count > 3).
+                            count: u8::try_from(c).unwrap_or(u8::MAX),
+                            offsets,
+                        }
+                    })
+                    .collect(),
+            ),
         };
         Ok(Self {
             blocks,
-            phases,
-            token_ids,
+            rows,
+            token_ids: inputs.token_to_input_ids.clone(),
             intermediate,
         })
     }
 
-    fn rows(&self) -> Vec<RequestRow<'_>> {
-        self.phases
+    /// Runs `f` on the step input these records describe.
+    fn with_input<R>(&self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
+        let rows: Vec<RequestRow<'_>> = self
+            .rows
             .iter()
             .zip(&self.blocks)
             .map(|(&(phase, q, kv, slot), b)| {
@@ -440,16 +650,133 @@ impl OwnedInput {
                 }
                 row
             })
-            .collect()
+            .collect();
+        f(&StepInput {
+            rows: &rows,
+            token_ids: Some(&self.token_ids),
+            intermediate: self.intermediate.as_deref(),
+            residency: None,
+        })
     }
 }
 
-fn metadata_for(rec: &Value) -> Result<HostMetadata<RuntimeDims>, String> {
-    let config = rec.get("config").ok_or("no config")?;
-    let pool = rec
-        .get("derived")
-        .and_then(|d| d.get("kv_pool_size"))
-        .and_then(Value::as_u64)
+/// An `error` record: inputs Megatron refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorRecord {
+    config: Config,
+    inputs: Inputs,
+    /// What Megatron raised.
+    error: String,
+    #[serde(rename = "buckets")]
+    _buckets: Unused,
+    #[serde(rename = "batch_kind")]
+    _batch_kind: Unused,
+}
+
+/// A `step` record: a config, a step's inputs, and every array Megatron built for it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepRecord {
+    config: Config,
+    inputs: Inputs,
+    buckets: Option<Vec<Shape>>,
+    batch_dimensions: Vec<i64>,
+    padded_batch_dimensions: Vec<i64>,
+    using_cuda_graph: bool,
+    derived: Option<Derived>,
+    mha: MhaArrays,
+    token: TokenArrays,
+    request: RequestArrays,
+    /// Hybrid configs only.
+    mamba: Option<MambaArrays>,
+    /// How the generator picked the batch (`decode`, `mixed`, …).
+    #[serde(rename = "batch_kind")]
+    _batch_kind: Unused,
+    /// The generator's own check of Megatron's legacy Mamba update.
+    #[serde(rename = "mamba_legacy_update_agrees")]
+    _mamba_legacy_update_agrees: Unused,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Derived {
+    max_kv_blocks: i64,
+    dummy_block_idx: i64,
+    kv_pool_size: Option<u64>,
+    max_intermediate_count: Option<i64>,
+    max_mamba_chunks: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MhaArrays {
+    query_lengths: Vec<i64>,
+    cu_query_seq_lengths: Vec<i64>,
+    kv_seq_lengths: Vec<i64>,
+    cu_kv_seq_lengths: Vec<i64>,
+    /// One row per request, read row after row.
+    #[serde(deserialize_with = "rows_concatenated")]
+    block_table: Vec<i64>,
+    max_seqlen_q: i64,
+    max_seqlen_k: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenArrays {
+    token_to_input_ids: Vec<i64>,
+    token_to_pos_ids: Vec<i64>,
+    token_to_block_idx: Vec<i64>,
+    token_to_request_idx: Vec<i64>,
+    token_to_local_position_within_kv_block: Vec<i64>,
+    token_to_position_in_request: Vec<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestArrays {
+    last_token_idxs: Vec<i64>,
+    query_lengths: Vec<i64>,
+    kv_length_offsets: Vec<i64>,
+    in_prefill_status: Vec<i64>,
+    real_token_count: i64,
+}
+
+/// The Mamba arrays; `null` means the field is absent this step.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MambaArrays {
+    batch_indices_decode: Option<Vec<i64>>,
+    batch_indices_prefill: Option<Vec<i64>>,
+    seq_idx: Option<Vec<i64>>,
+    cu_seqlens: Option<Vec<i64>>,
+    cu_chunk_seqlens: Option<Vec<i64>>,
+    last_chunk_indices: Option<Vec<i64>>,
+    seq_idx_for_varlen: Option<Vec<i64>>,
+    conv_seq_idx: Option<Vec<i64>>,
+    conv_seq_start: Option<Vec<i64>>,
+    device_decode_prefill: Option<Vec<i64>>,
+    intermediate_chunk_indices: Option<Vec<i64>>,
+    intermediate_abs_positions: Option<Vec<i64>>,
+    intermediate_real_count: Option<Vec<i64>>,
+    intermediate_count: i64,
+    per_request_intermediate_counts: Vec<i64>,
+    cu_seqlens_list: Vec<i64>,
+    real_prefill_token_count: i64,
+}
+
+/// A 2-D array as its rows one after the other.
+fn rows_concatenated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    Vec::<Vec<i64>>::deserialize(d).map(|rows| rows.concat())
+}
+
+fn metadata_for(
+    config: &Config,
+    derived: Option<&Derived>,
+) -> Result<HostMetadata<RuntimeDims>, String> {
+    let pool = derived
+        .and_then(|d| d.kv_pool_size)
         // Out of range: u32::MAX, which Geometry::new rejects (over i32::MAX blocks).
         .map(|p| u32::try_from(p).unwrap_or(u32::MAX));
     let spec = spec_of(config, pool)?;
@@ -457,33 +784,22 @@ fn metadata_for(rec: &Value) -> Result<HostMetadata<RuntimeDims>, String> {
     Ok(HostMetadata::new(RuntimeDims::new(geometry)))
 }
 
-fn replay_error(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
-    let mut meta = metadata_for(rec)?;
-    let owned = OwnedInput::parse(rec.get("inputs").ok_or("no inputs")?)?;
-    let rows = owned.rows();
-    let input = StepInput {
-        rows: &rows,
-        token_ids: Some(&owned.token_ids),
-        intermediate: owned.intermediate.as_deref(),
-        residency: None,
-    };
-    if let Ok(info) = meta.fill(&input) {
-        let want = rec
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("an error");
+fn replay_error(rec: &ErrorRecord, cmp: &mut Cmp) -> Result<(), String> {
+    let mut meta = metadata_for(&rec.config, None)?;
+    let owned = OwnedInput::new(&rec.inputs)?;
+    if let Ok(info) = owned.with_input(|input| meta.fill(input).copied()) {
         cmp.miss(
             "error",
             None,
-            want.to_owned(),
+            rec.error.clone(),
             format!("accepted: {info:?}"),
         );
     }
     Ok(())
 }
 
-fn replay_step(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
-    let mut meta = metadata_for(rec)?;
+fn replay_step(rec: &StepRecord, cmp: &mut Cmp) -> Result<(), String> {
+    let mut meta = metadata_for(&rec.config, rec.derived.as_ref())?;
     let g = meta.dims().geometry().clone();
     replay_step_on(rec, cmp, &g, &mut meta)
 }
@@ -515,498 +831,378 @@ impl<D: Dims> StepBuilder for HostMetadata<D> {
 /// record's layout, derived at run time) through that builder: every array and scalar is
 /// compared with the record, as [`replay`] does, and the whole buffer and step info with
 /// the runtime's own fill ([`RuntimeDims`]) of the same input, byte for byte. Records it
-/// declines are skipped and not counted.
+/// declines are skipped and not counted, as are lines of other kinds.
 pub fn replay_with(
     text: &str,
     mut builder_for: impl FnMut(&Geometry) -> Option<Box<dyn StepBuilder>>,
 ) -> Report {
     let mut report = Report::default();
-    for (i, line) in text.lines().enumerate() {
-        let Ok(rec) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if rec.get("kind").and_then(Value::as_str) != Some("step") {
-            continue;
-        }
-        let mut mismatches = Vec::new();
-        let mut cmp = Cmp {
-            line: i + 1,
-            out: &mut mismatches,
-            found: 0,
-        };
-        let result = metadata_for(&rec).and_then(|mut runtime| {
-            let g = runtime.dims().geometry().clone();
-            let Some(mut builder) = builder_for(&g) else {
-                return Ok(false);
-            };
-            replay_step_on(&rec, &mut cmp, &g, builder.as_mut())?;
-            let owned = OwnedInput::parse(rec.get("inputs").ok_or("no inputs")?)?;
-            let rows = owned.rows();
-            let input = StepInput {
-                rows: &rows,
-                token_ids: Some(&owned.token_ids),
-                intermediate: owned.intermediate.as_deref(),
-                residency: None,
-            };
-            let want = runtime.fill(&input).map_err(|e| e.to_string())?;
-            let got = builder.step_view().info();
-            if want != got {
-                cmp.miss(
-                    "info vs runtime",
-                    None,
-                    format!("{want:?}"),
-                    format!("{got:?}"),
-                );
+    for (line_no, line) in lines(text) {
+        let (kind, record) = read_line(line);
+        let mut cmp = Cmp::new(line_no);
+        let replayed = match record {
+            Ok(Record::Step(rec)) => replay_through(&rec, &mut cmp, &mut builder_for)
+                .unwrap_or_else(|e| {
+                    cmp.miss("record", None, "a replayable record".into(), e);
+                    true
+                }),
+            Ok(_) => false,
+            Err(m) if kind == "step" => {
+                cmp.miss(&m.field, None, m.expected, m.got);
+                true
             }
-            let (a, b) = (runtime.bytes(), builder.step_bytes());
-            if a != b {
-                let at = a.iter().zip(b).position(|(x, y)| x != y);
-                cmp.miss(
-                    "buffer vs runtime",
-                    at,
-                    format!("{} bytes", a.len()),
-                    format!("{} bytes", b.len()),
-                );
-            }
-            Ok(true)
-        });
-        match result {
-            Ok(false) => continue,
-            Ok(true) => {}
-            Err(e) => cmp.miss("record", None, "a replayable record".into(), e),
+            Err(_) => false,
+        };
+        if replayed {
+            report.tally("step", cmp);
         }
-        let found = cmp.found;
-        tally(&mut report, "step", found, mismatches);
     }
     report
 }
 
+/// One step record through the builder `builder_for` gives for its layout, compared with
+/// the record and with the runtime's fill; `false` when it gives none.
+fn replay_through(
+    rec: &StepRecord,
+    cmp: &mut Cmp,
+    builder_for: &mut impl FnMut(&Geometry) -> Option<Box<dyn StepBuilder>>,
+) -> Result<bool, String> {
+    let mut runtime = metadata_for(&rec.config, rec.derived.as_ref())?;
+    let g = runtime.dims().geometry().clone();
+    let Some(mut builder) = builder_for(&g) else {
+        return Ok(false);
+    };
+    replay_step_on(rec, cmp, &g, builder.as_mut())?;
+    let owned = OwnedInput::new(&rec.inputs)?;
+    let want = owned
+        .with_input(|input| runtime.fill(input).copied())
+        .map_err(|e| e.to_string())?;
+    let got = builder.step_view().info();
+    if want != *got {
+        cmp.miss(
+            "info vs runtime",
+            None,
+            format!("{want:?}"),
+            format!("{got:?}"),
+        );
+    }
+    let (a, b) = (runtime.bytes(), builder.step_bytes());
+    if a != b {
+        let at = a.iter().zip(b).position(|(x, y)| x != y);
+        cmp.miss(
+            "buffer vs runtime",
+            at,
+            format!("{} bytes", a.len()),
+            format!("{} bytes", b.len()),
+        );
+    }
+    Ok(true)
+}
+
 fn replay_step_on(
-    rec: &Value,
-    cmp: &mut Cmp<'_>,
+    rec: &StepRecord,
+    cmp: &mut Cmp,
     g: &Geometry,
     meta: &mut dyn StepBuilder,
 ) -> Result<(), String> {
-    if let Some(want) = rec.get("buckets") {
+    if let Some(want) = &rec.buckets {
         compare_bucket_set(cmp, want, &g.buckets);
     }
-    let inputs = rec.get("inputs").ok_or("no inputs")?;
-    let owned = OwnedInput::parse(inputs)?;
-    let rows = owned.rows();
-    let input = StepInput {
-        rows: &rows,
-        token_ids: Some(&owned.token_ids),
-        intermediate: owned.intermediate.as_deref(),
-        residency: None,
-    };
-    let info = match meta.fill_step(&input) {
+    let owned = OwnedInput::new(&rec.inputs)?;
+    let info = match owned.with_input(|input| meta.fill_step(input)) {
         Ok(info) => info,
         Err(e) => {
             cmp.miss("step", None, "accepted".into(), format!("error: {e}"));
             return Ok(());
         }
     };
-    let dims = |d: BatchDims| {
-        vec![
-            i64::from(d.tokens),
-            i64::from(d.prefill),
-            i64::from(d.decode),
-        ]
-    };
-    let null = Value::Null;
-    let get = |v: &'_ Value, k: &str| -> Value { v.get(k).cloned().unwrap_or(Value::Null) };
-    cmp.array(
-        "batch_dimensions",
-        &get(rec, "batch_dimensions"),
-        &dims(info.real),
-        false,
-    );
-    cmp.array(
+    let dims = |d: BatchDims| [d.tokens, d.prefill, d.decode].map(i64::from);
+    cmp.seq("batch_dimensions", &rec.batch_dimensions, &dims(info.real));
+    cmp.seq(
         "padded_batch_dimensions",
-        &get(rec, "padded_batch_dimensions"),
+        &rec.padded_batch_dimensions,
         &dims(info.padded),
-        false,
     );
-    cmp.scalar(
-        "using_cuda_graph",
-        rec.get("using_cuda_graph")
-            .and_then(Value::as_bool)
-            .map(i64::from),
-        i64::from(info.graphed()),
-    );
-    if let Some(d) = rec.get("derived") {
-        cmp.scalar(
-            "derived.max_kv_blocks",
-            d.get("max_kv_blocks").and_then(Value::as_i64),
-            g.facts.block_table_width as i64,
+    cmp.same("using_cuda_graph", &rec.using_cuda_graph, &info.graphed());
+    if let Some(derived) = &rec.derived {
+        let facts = &g.facts;
+        compare!(cmp.same:
+            derived.max_kv_blocks = facts.block_table_width as i64;
+            derived.dummy_block_idx = i64::from(facts.dummy_block);
         );
-        cmp.scalar(
-            "derived.dummy_block_idx",
-            d.get("dummy_block_idx").and_then(Value::as_i64),
-            i64::from(g.facts.dummy_block),
-        );
-        if let Some(k) = d.get("max_intermediate_count").and_then(Value::as_i64) {
-            cmp.scalar(
+        // Absent from records of configs without them.
+        if let Some(k) = &derived.max_intermediate_count {
+            cmp.same(
                 "derived.max_intermediate_count",
-                Some(k),
-                g.facts.max_intermediate as i64,
+                k,
+                &(facts.max_intermediate as i64),
             );
         }
-        if let Some(c) = d.get("max_mamba_chunks").and_then(Value::as_i64) {
-            cmp.scalar(
-                "derived.max_mamba_chunks",
-                Some(c),
-                g.facts.max_chunks as i64,
-            );
+        if let Some(c) = &derived.max_mamba_chunks {
+            cmp.same("derived.max_mamba_chunks", c, &(facts.max_chunks as i64));
         }
     }
-    // The derived token_to_request_idx must equal the record's input stream.
     let v = meta.step_view();
-    let n_real = info.real.tokens as usize;
-    let tri: Vec<i64> = v
-        .token_to_request_idx()
-        .iter()
-        .take(n_real)
-        .map(|&x| i64::from(x))
-        .collect();
-    cmp.array(
-        "inputs.token_to_request_idx",
-        &get(inputs, "token_to_request_idx"),
-        &tri,
-        false,
-    );
+    // The derived token_to_request_idx must equal the record's input stream.
+    let inputs = &rec.inputs;
+    let tri = v.token_to_request_idx();
+    let real_tokens = tri.get(..info.real.tokens as usize).unwrap_or(tri);
+    compare!(cmp.seq: inputs.token_to_request_idx = widen32(real_tokens););
     compare_view(cmp, rec, &v, owned.intermediate.as_deref());
-    let _ = &null;
     Ok(())
 }
 
-fn widen32(x: &[i32]) -> Vec<i64> {
-    x.iter().map(|&v| i64::from(v)).collect()
-}
-
+/// Every array and scalar of the step's metadata against the record's.
 fn compare_view(
-    cmp: &mut Cmp<'_>,
-    rec: &Value,
+    cmp: &mut Cmp,
+    rec: &StepRecord,
     v: &MetadataView<'_>,
     intermediate: Option<&[IntermediateOffsets]>,
 ) {
-    let null = Value::Null;
-    let sec = |k: &str| rec.get(k).unwrap_or(&null);
-    let at = |s: &Value, k: &str| s.get(k).cloned().unwrap_or(Value::Null);
-    let mha = sec("mha");
-    cmp.array(
-        "mha.query_lengths",
-        &at(mha, "query_lengths"),
-        &widen32(v.query_lengths()),
-        false,
+    let (mha, token, request) = (&rec.mha, &rec.token, &rec.request);
+    compare!(cmp.seq:
+        mha.query_lengths = widen32(v.query_lengths());
+        mha.cu_query_seq_lengths = widen32(v.cu_query_seq_lengths());
+        mha.kv_seq_lengths = widen32(v.kv_seq_lengths());
+        mha.cu_kv_seq_lengths = widen32(v.cu_kv_seq_lengths());
+        mha.block_table = widen32(v.block_table());
+        token.token_to_input_ids = v.token_to_input_ids();
+        token.token_to_block_idx = v.token_to_block_idx();
+        token.token_to_local_position_within_kv_block =
+            widen32(v.token_to_local_position_within_kv_block());
+        token.token_to_position_in_request = widen32(v.token_to_position_in_request());
+        request.last_token_idxs = widen32(v.active_request_last_token_idxs());
+        request.query_lengths = widen32(v.request_query_lengths());
+        request.kv_length_offsets = widen32(v.request_kv_length_offsets());
+        request.in_prefill_status = widen32(v.request_in_prefill_status());
     );
-    cmp.array(
-        "mha.cu_query_seq_lengths",
-        &at(mha, "cu_query_seq_lengths"),
-        &widen32(v.cu_query_seq_lengths()),
-        false,
+    compare!(cmp.padded:
+        token.token_to_pos_ids = v.token_to_pos_ids();
+        token.token_to_request_idx = widen32(v.token_to_request_idx());
     );
-    cmp.array(
-        "mha.kv_seq_lengths",
-        &at(mha, "kv_seq_lengths"),
-        &widen32(v.kv_seq_lengths()),
-        false,
-    );
-    cmp.array(
-        "mha.cu_kv_seq_lengths",
-        &at(mha, "cu_kv_seq_lengths"),
-        &widen32(v.cu_kv_seq_lengths()),
-        false,
-    );
-    cmp.array(
-        "mha.block_table",
-        &at(mha, "block_table"),
-        &widen32(v.block_table()),
-        false,
-    );
-    cmp.scalar(
-        "mha.max_seqlen_q",
-        mha.get("max_seqlen_q").and_then(Value::as_i64),
-        i64::from(v.max_seqlen_q()),
-    );
-    cmp.scalar(
-        "mha.max_seqlen_k",
-        mha.get("max_seqlen_k").and_then(Value::as_i64),
-        i64::from(v.max_seqlen_k()),
+    compare!(cmp.same:
+        mha.max_seqlen_q = i64::from(v.max_seqlen_q());
+        mha.max_seqlen_k = i64::from(v.max_seqlen_k());
+        request.real_token_count = i64::from(v.real_token_count());
     );
 
-    let tok = sec("token");
-    cmp.array(
-        "token.token_to_input_ids",
-        &at(tok, "token_to_input_ids"),
-        v.token_to_input_ids(),
-        false,
-    );
-    cmp.array(
-        "token.token_to_pos_ids",
-        &at(tok, "token_to_pos_ids"),
-        v.token_to_pos_ids(),
-        true,
-    );
-    cmp.array(
-        "token.token_to_block_idx",
-        &at(tok, "token_to_block_idx"),
-        v.token_to_block_idx(),
-        false,
-    );
-    cmp.array(
-        "token.token_to_request_idx",
-        &at(tok, "token_to_request_idx"),
-        &widen32(v.token_to_request_idx()),
-        true,
-    );
-    cmp.array(
-        "token.token_to_local_position_within_kv_block",
-        &at(tok, "token_to_local_position_within_kv_block"),
-        &widen32(v.token_to_local_position_within_kv_block()),
-        false,
-    );
-    cmp.array(
-        "token.token_to_position_in_request",
-        &at(tok, "token_to_position_in_request"),
-        &widen32(v.token_to_position_in_request()),
-        false,
-    );
-
-    let req = sec("request");
-    cmp.array(
-        "request.last_token_idxs",
-        &at(req, "last_token_idxs"),
-        &widen32(v.active_request_last_token_idxs()),
-        false,
-    );
-    cmp.array(
-        "request.query_lengths",
-        &at(req, "query_lengths"),
-        &widen32(v.request_query_lengths()),
-        false,
-    );
-    cmp.array(
-        "request.kv_length_offsets",
-        &at(req, "kv_length_offsets"),
-        &widen32(v.request_kv_length_offsets()),
-        false,
-    );
-    cmp.array(
-        "request.in_prefill_status",
-        &at(req, "in_prefill_status"),
-        &widen32(v.request_in_prefill_status()),
-        false,
-    );
-    cmp.scalar(
-        "request.real_token_count",
-        req.get("real_token_count").and_then(Value::as_i64),
-        i64::from(v.real_token_count()),
-    );
-
-    let Some(m) = rec.get("mamba") else {
+    let Some(mamba) = &rec.mamba else {
         return;
     };
     let info = v.info();
-    cmp.optional(
-        "mamba.batch_indices_decode",
-        &at(m, "batch_indices_decode"),
-        v.mamba_batch_indices_decode().map(|d| d.to_vec()),
-    );
-    cmp.optional(
-        "mamba.batch_indices_prefill",
-        &at(m, "batch_indices_prefill"),
-        v.mamba_batch_indices_prefill().map(widen32),
-    );
-    cmp.optional(
-        "mamba.seq_idx",
-        &at(m, "seq_idx"),
-        v.mamba_seq_idx().map(widen32),
-    );
-    cmp.optional(
-        "mamba.cu_seqlens",
-        &at(m, "cu_seqlens"),
-        v.mamba_cu_seqlens().map(widen32),
-    );
-    cmp.optional(
-        "mamba.cu_chunk_seqlens",
-        &at(m, "cu_chunk_seqlens"),
-        v.mamba_cu_chunk_seqlens().map(widen32),
-    );
-    cmp.optional(
-        "mamba.last_chunk_indices",
-        &at(m, "last_chunk_indices"),
-        v.mamba_last_chunk_indices().map(widen32),
-    );
-    cmp.optional(
-        "mamba.seq_idx_for_varlen",
-        &at(m, "seq_idx_for_varlen"),
-        v.mamba_seq_idx_for_varlen().map(widen32),
-    );
-    cmp.optional(
-        "mamba.conv_seq_idx",
-        &at(m, "conv_seq_idx"),
-        v.mamba_conv_seq_idx().map(widen32),
-    );
-    cmp.optional(
-        "mamba.conv_seq_start",
-        &at(m, "conv_seq_start"),
-        v.mamba_conv_seq_start().map(widen32),
-    );
-    cmp.optional(
-        "mamba.device_decode_prefill",
-        &at(m, "device_decode_prefill"),
-        v.mamba_device_decode_prefill().map(widen32),
-    );
-    cmp.optional(
-        "mamba.intermediate_chunk_indices",
-        &at(m, "intermediate_chunk_indices"),
-        v.mamba_intermediate_chunk_indices().map(<[i64]>::to_vec),
-    );
-    cmp.optional(
-        "mamba.intermediate_abs_positions",
-        &at(m, "intermediate_abs_positions"),
-        v.mamba_intermediate_abs_positions().map(widen32),
-    );
-    cmp.optional(
-        "mamba.intermediate_real_count",
-        &at(m, "intermediate_real_count"),
-        v.mamba_intermediate_real_count().map(widen32),
-    );
-    cmp.scalar(
-        "mamba.intermediate_count",
-        m.get("intermediate_count").and_then(Value::as_i64),
-        i64::from(info.intermediate_count),
+    let wide = |x: Option<&[i32]>| x.map(widen32);
+    compare!(cmp.optional:
+        mamba.batch_indices_decode = v.mamba_batch_indices_decode().map(|d| d.to_vec());
+        mamba.batch_indices_prefill = wide(v.mamba_batch_indices_prefill());
+        mamba.seq_idx = wide(v.mamba_seq_idx());
+        mamba.cu_seqlens = wide(v.mamba_cu_seqlens());
+        mamba.cu_chunk_seqlens = wide(v.mamba_cu_chunk_seqlens());
+        mamba.last_chunk_indices = wide(v.mamba_last_chunk_indices());
+        mamba.seq_idx_for_varlen = wide(v.mamba_seq_idx_for_varlen());
+        mamba.conv_seq_idx = wide(v.mamba_conv_seq_idx());
+        mamba.conv_seq_start = wide(v.mamba_conv_seq_start());
+        mamba.device_decode_prefill = wide(v.mamba_device_decode_prefill());
+        mamba.intermediate_chunk_indices =
+            v.mamba_intermediate_chunk_indices().map(<[i64]>::to_vec);
+        mamba.intermediate_abs_positions = wide(v.mamba_intermediate_abs_positions());
+        mamba.intermediate_real_count = wide(v.mamba_intermediate_real_count());
     );
     let per_request: Vec<i64> = intermediate
         .map(|x| x.iter().map(|o| i64::from(o.count)).collect())
         .unwrap_or_default();
-    cmp.array(
-        "mamba.per_request_intermediate_counts",
-        &at(m, "per_request_intermediate_counts"),
-        &per_request,
-        false,
-    );
+    // Megatron's list form of cu_seqlens: its prefill prefix ([0] without prefill).
     let fr = info.attn.prefill as usize;
     let cu_list: Vec<i64> = match v.mamba_cu_seqlens() {
         Some(c) => widen32(c.get(..=fr).unwrap_or(c)),
         None => vec![0],
     };
-    cmp.array(
-        "mamba.cu_seqlens_list",
-        &at(m, "cu_seqlens_list"),
-        &cu_list,
-        false,
+    compare!(cmp.seq:
+        mamba.per_request_intermediate_counts = per_request;
+        mamba.cu_seqlens_list = cu_list;
     );
-    cmp.scalar(
-        "mamba.real_prefill_token_count",
-        m.get("real_prefill_token_count").and_then(Value::as_i64),
-        i64::from(info.real_prefill_tokens),
+    compare!(cmp.same:
+        mamba.intermediate_count = i64::from(info.intermediate_count);
+        mamba.real_prefill_token_count = i64::from(info.real_prefill_tokens);
     );
 }
 
-fn replay_kv(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
-    let pool = u32_of(rec, "pool_size")? as usize;
-    let mut alloc = KvBlockAllocator::new(pool).map_err(|e| e.to_string())?;
-    cmp.scalar(
+// ---- allocators --------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvRecord {
+    pool_size: u32,
+    dummy_block_idx: i64,
+    ops: Vec<KvOp>,
+}
+
+/// One `kv_allocator` op with the allocator state after it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvOp {
+    op: KvOpName,
+    /// `allocate`.
+    n: Option<u32>,
+    /// `release`.
+    ids: Option<Vec<i64>>,
+    /// `allocate`: the blocks, or `null` when the pool cannot serve `n`.
+    result: Option<Vec<i64>>,
+    pool_avail: i64,
+    bag: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KvOpName {
+    Allocate,
+    Release,
+    Reset,
+}
+
+/// An op argument that its op requires.
+fn arg<T: Copy>(v: Option<T>, at: &str, key: &str) -> Result<T, String> {
+    v.ok_or_else(|| format!("{at} lacks `{key}`"))
+}
+
+fn replay_kv(rec: &KvRecord, cmp: &mut Cmp) -> Result<(), String> {
+    let mut alloc = KvBlockAllocator::new(rec.pool_size as usize).map_err(|e| e.to_string())?;
+    cmp.same(
         "dummy_block_idx",
-        rec.get("dummy_block_idx").and_then(Value::as_i64),
-        i64::from(alloc.dummy_block()),
+        &rec.dummy_block_idx,
+        &i64::from(alloc.dummy_block()),
     );
-    for (j, op) in rec
-        .get("ops")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let name = op.get("op").and_then(Value::as_str).unwrap_or("?");
-        let field = |f: &str| format!("ops[{j}] {name}: {f}");
-        match name {
-            "allocate" => {
-                let n = u32_of(op, "n")? as usize;
-                let got = alloc
-                    .allocate(n)
-                    .map(|b| b.iter().map(|&x| i64::from(x)).collect::<Vec<_>>());
-                cmp.optional(
-                    &field("result"),
-                    op.get("result").unwrap_or(&Value::Null),
-                    got,
-                );
+    for (j, op) in rec.ops.iter().enumerate() {
+        let at = format!("ops[{j}] {:?}", op.op).to_lowercase();
+        let field = |f: &str| format!("{at}: {f}");
+        match op.op {
+            KvOpName::Allocate => {
+                let n = arg(op.n, &at, "n")? as usize;
+                let got = alloc.allocate(n).map(widen32);
+                cmp.optional(&field("result"), &op.result, &got);
             }
-            "release" => {
-                let ids: Vec<i32> = ints(op.get("ids").unwrap_or(&Value::Null))
-                    .ok_or("bad ids")?
-                    .into_iter()
+            KvOpName::Release => {
+                let ids: Vec<i32> = op
+                    .ids
+                    .as_deref()
+                    .ok_or_else(|| format!("{at} lacks `ids`"))?
+                    .iter()
+                    .copied()
                     .map(id32)
                     .collect();
                 if let Err(e) = alloc.release(&ids) {
                     cmp.miss(&field("result"), None, "released".into(), e.to_string());
                 }
             }
-            "reset" => alloc.reset(),
-            other => return Err(format!("unknown kv_allocator op `{other}`")),
+            KvOpName::Reset => alloc.reset(),
         }
-        cmp.scalar(
+        cmp.same(
             &field("pool_avail"),
-            op.get("pool_avail").and_then(Value::as_i64),
-            alloc.available() as i64,
+            &op.pool_avail,
+            &(alloc.available() as i64),
         );
-        let bag: Vec<i64> = alloc.bag().iter().map(|&x| i64::from(x)).collect();
-        cmp.array(
-            &field("bag"),
-            op.get("bag").unwrap_or(&Value::Null),
-            &bag,
-            false,
-        );
+        cmp.seq(&field("bag"), &op.bag, &widen32(alloc.bag()));
     }
     Ok(())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotsRecord {
+    max_requests: u32,
+    ops: Vec<SlotOp>,
+}
+
+/// One `mamba_slots` op: its arguments, its result or error, and the pool state after it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotOp {
+    op: SlotOpName,
+    /// `batch_allocate_slots`.
+    n: Option<u32>,
+    /// `free_slot`.
+    slot: Option<i64>,
+    /// `free_slots`.
+    request_indices: Option<Vec<i64>>,
+    /// `set_request_to_slot`: a slot per row, `-1` for none.
+    values: Option<Vec<i64>>,
+    /// `detach_state_slot`.
+    request_idx: Option<u32>,
+    result: Option<SlotResult>,
+    /// What Megatron raised (`ValueError`, `RuntimeError`).
+    error: Option<String>,
+    free_count: i64,
+    free_stack: Vec<i64>,
+    request_to_slot: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SlotOpName {
+    AllocateSlot,
+    BatchAllocateSlots,
+    FreeSlot,
+    FreeSlots,
+    SetRequestToSlot,
+    DetachStateSlot,
+    Reset,
+}
+
+/// A slot op's result: one slot or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SlotResult {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+impl SlotResult {
+    fn to_vec(&self) -> Vec<i64> {
+        match self {
+            Self::One(s) => vec![*s],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
 fn replay_slots(
-    rec: &Value,
-    cmp: &mut Cmp<'_>,
+    rec: &SlotsRecord,
+    cmp: &mut Cmp,
     deviations: &mut Vec<String>,
-    line: usize,
 ) -> Result<(), String> {
-    let r = u32_of(rec, "max_requests")? as usize;
-    let mut pool = MambaSlotPool::new(r).map_err(|e| e.to_string())?;
+    let line = cmp.line;
+    let mut pool = MambaSlotPool::new(rec.max_requests as usize).map_err(|e| e.to_string())?;
     // After a documented deviation our state legitimately differs until the next reset.
     let mut diverged = false;
-    for (j, op) in rec
-        .get("ops")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let name = op.get("op").and_then(Value::as_str).unwrap_or("?");
-        let field = |f: &str| format!("ops[{j}] {name}: {f}");
-        let want_error = op.get("error").and_then(Value::as_str);
-        let want = op.get("result").unwrap_or(&Value::Null);
-        let outcome: Result<Option<Vec<i64>>, AllocError> = match name {
-            "allocate_slot" => Ok(pool.allocate().map(|s| vec![i64::from(s)])),
-            "batch_allocate_slots" => {
-                let n = u32_of(op, "n")? as usize;
-                Ok(pool
-                    .allocate_n(n)
-                    .map(|v| v.iter().map(|&s| i64::from(s)).collect()))
+    for (j, op) in rec.ops.iter().enumerate() {
+        let name = snake(op.op);
+        let at = format!("ops[{j}] {name}");
+        let field = |f: &str| format!("{at}: {f}");
+        let outcome: Result<Option<Vec<i64>>, AllocError> = match op.op {
+            SlotOpName::AllocateSlot => Ok(pool.allocate().map(|s| vec![i64::from(s)])),
+            SlotOpName::BatchAllocateSlots => {
+                let n = arg(op.n, &at, "n")? as usize;
+                Ok(pool.allocate_n(n).map(|v| widen32(&v)))
             }
-            "free_slot" => {
-                let slot = op.get("slot").and_then(Value::as_i64).ok_or("no slot")?;
+            SlotOpName::FreeSlot => {
+                let slot = arg(op.slot, &at, "slot")?;
                 let slot = i32::try_from(slot).map_err(|_| format!("slot {slot} out of i32"))?;
                 pool.free(slot).map(|()| None)
             }
-            "free_slots" => {
-                let rows: Vec<usize> = ints(op.get("request_indices").unwrap_or(&Value::Null))
-                    .ok_or("bad request_indices")?
-                    .into_iter()
-                    .map(|x| usize::try_from(x).unwrap_or(usize::MAX))
+            SlotOpName::FreeSlots => {
+                let rows: Vec<usize> = op
+                    .request_indices
+                    .as_deref()
+                    .ok_or_else(|| format!("{at} lacks `request_indices`"))?
+                    .iter()
+                    .map(|&x| usize::try_from(x).unwrap_or(usize::MAX))
                     .collect();
                 pool.free_rows(&rows).map(|()| None)
             }
-            "set_request_to_slot" => {
-                let values = ints(op.get("values").unwrap_or(&Value::Null)).ok_or("bad values")?;
+            SlotOpName::SetRequestToSlot => {
+                let values = op
+                    .values
+                    .as_deref()
+                    .ok_or_else(|| format!("{at} lacks `values`"))?;
                 let mut outcome = Ok(None);
                 for (row, &s) in values.iter().enumerate() {
                     let r = if s == -1 {
@@ -1021,25 +1217,25 @@ fn replay_slots(
                 }
                 outcome
             }
-            "detach_state_slot" => {
-                let row = u32_of(op, "request_idx")? as usize;
+            SlotOpName::DetachStateSlot => {
+                let row = arg(op.request_idx, &at, "request_idx")? as usize;
                 pool.detach(row).map(|s| Some(vec![i64::from(s)]))
             }
-            "reset" => {
+            SlotOpName::Reset => {
                 pool.reset();
                 diverged = false;
                 Ok(None)
             }
-            other => return Err(format!("unknown mamba_slots op `{other}`")),
         };
-        match (want_error, outcome) {
+        let want = op.result.as_ref().map(SlotResult::to_vec);
+        match (&op.error, outcome) {
             (Some(_), Err(_)) => {}
             // Megatron's error came from the stack its double free corrupted.
             (Some(_), Ok(_)) if diverged => continue,
             (Some(e), Ok(got)) => cmp.miss(
                 &field("error"),
                 None,
-                e.to_owned(),
+                e.clone(),
                 format!("accepted: {got:?}"),
             ),
             (None, Err(AllocError::DoubleFree { id, .. })) => {
@@ -1049,30 +1245,20 @@ fn replay_slots(
                 diverged = true;
                 continue;
             }
-            (None, Err(e)) if diverged => {
-                // Megatron's state already holds the duplicate; ours does not.
-                let _ = e;
-                continue;
-            }
+            // Megatron's state already holds the duplicate; ours does not.
+            (None, Err(_)) if diverged => continue,
             (None, Err(e)) => cmp.miss(
                 &field("result"),
                 None,
-                want.to_string(),
+                format!("{want:?}"),
                 format!("error: {e}"),
             ),
             (None, Ok(got)) => {
-                let want_v = if want.is_null() {
-                    None
-                } else if let Some(x) = want.as_i64() {
-                    Some(vec![x])
-                } else {
-                    ints(want)
-                };
-                if want_v != got && !diverged {
+                if want != got && !diverged {
                     cmp.miss(
                         &field("result"),
                         None,
-                        format!("{want_v:?}"),
+                        format!("{want:?}"),
                         format!("{got:?}"),
                     );
                 }
@@ -1081,31 +1267,34 @@ fn replay_slots(
         if diverged {
             continue;
         }
-        cmp.scalar(
+        cmp.same(
             &field("free_count"),
-            op.get("free_count").and_then(Value::as_i64),
-            pool.free_count() as i64,
+            &op.free_count,
+            &(pool.free_count() as i64),
         );
-        cmp.array(
+        cmp.seq(
             &field("free_stack"),
-            op.get("free_stack").unwrap_or(&Value::Null),
-            &pool
-                .free_stack()
-                .iter()
-                .map(|&x| i64::from(x))
-                .collect::<Vec<_>>(),
-            false,
+            &op.free_stack,
+            &widen32(pool.free_stack()),
         );
-        cmp.array(
+        cmp.seq(
             &field("request_to_slot"),
-            op.get("request_to_slot").unwrap_or(&Value::Null),
-            &pool
-                .row_to_slot()
-                .iter()
-                .map(|&x| i64::from(x))
-                .collect::<Vec<_>>(),
-            false,
+            &op.request_to_slot,
+            &widen32(pool.row_to_slot()),
         );
     }
     Ok(())
+}
+
+/// An op's name as the record spells it.
+fn snake(op: SlotOpName) -> &'static str {
+    match op {
+        SlotOpName::AllocateSlot => "allocate_slot",
+        SlotOpName::BatchAllocateSlots => "batch_allocate_slots",
+        SlotOpName::FreeSlot => "free_slot",
+        SlotOpName::FreeSlots => "free_slots",
+        SlotOpName::SetRequestToSlot => "set_request_to_slot",
+        SlotOpName::DetachStateSlot => "detach_state_slot",
+        SlotOpName::Reset => "reset",
+    }
 }

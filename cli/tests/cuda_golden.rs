@@ -57,7 +57,9 @@ mod gpu {
         }
         let config = &rec["config"];
         let pool = rec["derived"]["kv_pool_size"].as_u64().map(|p| p as u32);
-        let spec = attention_layout_cli::golden::spec_of(config, pool).unwrap();
+        let config: attention_layout_cli::golden::Config =
+            serde_json::from_value(config.clone()).unwrap();
+        let spec = attention_layout_cli::golden::spec_of(&config, pool).unwrap();
         let dims = RuntimeDims::new(Geometry::new(&spec).unwrap());
         let inputs = &rec["inputs"];
         let rows = inputs["requests"]

@@ -8,12 +8,10 @@
 //! trace resets it (`reset` for the KV allocator, `mamba_reset` for the Mamba cache).
 
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::Cmp;
+use super::{Cmp, Unused};
 use attention_layout::prefix::{
     BlockHash, DeregistrationObserver, EvictionPolicy, MambaMode, MambaStateCache, MatchQuery,
     OffsetsQuery, PrefixError, PrefixKvAllocator, block_hashes, compute_intermediate_offsets,
@@ -26,6 +24,7 @@ type Pairs = Vec<(BlockHash, i32)>;
 type Calls = Vec<(Vec<i32>, Vec<BlockHash>)>;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KvState {
     avail: usize,
     free: Vec<i32>,
@@ -41,6 +40,7 @@ struct KvState {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MambaState {
     free_count: usize,
     free: Vec<i32>,
@@ -114,6 +114,7 @@ enum Op {
     MambaReset,
 }
 
+/// One op of a trace (its fields are the op's: `flatten` rules out `deny_unknown_fields`).
 #[derive(Deserialize)]
 struct OpRecord {
     #[serde(flatten)]
@@ -124,8 +125,10 @@ struct OpRecord {
     deregistered: Calls,
 }
 
+/// A `prefix_kv` or `mamba_cache` record.
 #[derive(Deserialize)]
-struct TraceRecord {
+#[serde(deny_unknown_fields)]
+pub(super) struct TraceRecord {
     policy: String,
     pool_size: usize,
     dummy_block_idx: i32,
@@ -134,10 +137,15 @@ struct TraceRecord {
     /// `mamba_cache` only.
     max_slots: Option<usize>,
     ops: Vec<OpRecord>,
+    /// What a fixed scenario shows.
+    #[serde(rename = "note")]
+    _note: Unused,
 }
 
+/// A `prefix_hash` record.
 #[derive(Deserialize)]
-struct HashRecord {
+#[serde(deny_unknown_fields)]
+pub(super) struct HashRecord {
     block_size: u32,
     tokens: Vec<i64>,
     hashes: Vec<BlockHash>,
@@ -145,6 +153,7 @@ struct HashRecord {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Lookup {
     registered: Pairs,
     mamba_registered: Vec<BlockHash>,
@@ -158,6 +167,7 @@ struct Lookup {
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 struct LookupResult {
     matched_block_ids: Vec<i32>,
     num_blocks_from_pool: u32,
@@ -168,13 +178,16 @@ struct LookupResult {
     mamba_num_matched_blocks: Option<u32>,
 }
 
+/// A `mamba_offsets` record.
 #[derive(Deserialize)]
-struct OffsetsRecord {
+#[serde(deny_unknown_fields)]
+pub(super) struct OffsetsRecord {
     inputs: OffsetsInputs,
     output: OffsetsOutput,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OffsetsInputs {
     block_size: u32,
     ssm_chunk_alignment: u32,
@@ -189,6 +202,7 @@ struct OffsetsInputs {
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 struct OffsetsOutput {
     count: u8,
     offsets: Vec<u32>,
@@ -197,76 +211,41 @@ struct OffsetsOutput {
     has_intermediates: bool,
 }
 
-fn parse<'a, T: Deserialize<'a>>(rec: &'a Value) -> Result<T, String> {
-    T::deserialize(rec).map_err(|e| format!("malformed record: {e}"))
-}
-
 // ---- comparison helpers ----------------------------------------------------------------
 
-/// Compares two values; for sequences, reports the first differing index.
-fn same<T: PartialEq + Debug>(cmp: &mut Cmp<'_>, field: &str, expected: &T, got: &T) {
-    if expected != got {
-        cmp.miss(field, None, format!("{expected:?}"), format!("{got:?}"));
-    }
-}
-
-fn seq<T: PartialEq + Debug>(cmp: &mut Cmp<'_>, field: &str, expected: &[T], got: &[T]) {
-    if expected.len() != got.len() {
-        cmp.miss(
-            field,
-            None,
-            format!("length {} {expected:?}", expected.len()),
-            format!("length {} {got:?}", got.len()),
-        );
-    } else if let Some(i) = expected.iter().zip(got).position(|(e, g)| e != g) {
-        let show = |v: Option<&T>| v.map_or("-".to_owned(), |x| format!("{x:?}"));
-        cmp.miss(field, Some(i), show(expected.get(i)), show(got.get(i)));
-    }
-}
-
-fn compare_kv(cmp: &mut Cmp<'_>, at: &str, want: &KvState, kv: &PrefixKvAllocator) {
+fn compare_kv(cmp: &mut Cmp, at: &str, want: &KvState, kv: &PrefixKvAllocator) {
     let f = |name: &str| format!("{at}: kv.{name}");
-    same(cmp, &f("avail"), &want.avail, &kv.available());
-    seq(cmp, &f("free"), &want.free, kv.free_blocks());
-    seq(cmp, &f("ref"), &want.refs, kv.ref_counts());
-    seq(cmp, &f("hash"), &want.hash, kv.hashes());
-    seq(cmp, &f("map"), &want.map, &kv.index_entries());
+    cmp.same(&f("avail"), &want.avail, &kv.available());
+    cmp.seq(&f("free"), &want.free, kv.free_blocks());
+    cmp.seq(&f("ref"), &want.refs, kv.ref_counts());
+    cmp.seq(&f("hash"), &want.hash, kv.hashes());
+    cmp.seq(&f("map"), &want.map, &kv.index_entries());
     // Megatron's `evictable` counts every cached block.
-    same(cmp, &f("evictable"), &want.evictable, &kv.cached_count());
-    same(cmp, &f("allocatable"), &want.allocatable, &kv.allocatable());
+    cmp.same(&f("evictable"), &want.evictable, &kv.cached_count());
+    cmp.same(&f("allocatable"), &want.allocatable, &kv.allocatable());
     if let Some(ts) = &want.ts {
-        seq(cmp, &f("ts"), ts, kv.timestamps());
+        cmp.seq(&f("ts"), ts, kv.timestamps());
     }
     if let Some(p) = &want.parent {
-        seq(cmp, &f("parent"), p, kv.parents());
+        cmp.seq(&f("parent"), p, kv.parents());
     }
     if let Some(c) = &want.children {
-        seq(cmp, &f("children"), c, kv.children());
+        cmp.seq(&f("children"), c, kv.children());
     }
 }
 
-fn compare_mamba(cmp: &mut Cmp<'_>, at: &str, want: &MambaState, m: &MambaStateCache) {
+fn compare_mamba(cmp: &mut Cmp, at: &str, want: &MambaState, m: &MambaStateCache) {
     let f = |name: &str| format!("{at}: mamba.{name}");
-    same(cmp, &f("free_count"), &want.free_count, &m.free_count());
-    seq(cmp, &f("free"), &want.free, m.free_slots());
-    seq(
-        cmp,
-        &f("block_to_slot"),
-        &want.block_to_slot,
-        m.block_to_slot(),
-    );
-    seq(
-        cmp,
-        &f("slot_to_block"),
-        &want.slot_to_block,
-        m.slot_to_block(),
-    );
-    seq(cmp, &f("map"), &want.map, &m.index_entries());
+    cmp.same(&f("free_count"), &want.free_count, &m.free_count());
+    cmp.seq(&f("free"), &want.free, m.free_slots());
+    cmp.seq(&f("block_to_slot"), &want.block_to_slot, m.block_to_slot());
+    cmp.seq(&f("slot_to_block"), &want.slot_to_block, m.slot_to_block());
+    cmp.seq(&f("map"), &want.map, &m.index_entries());
 }
 
 /// What an op order-insensitive allocation must agree on with Megatron (§13 D5).
 fn compare_as_sets(
-    cmp: &mut Cmp<'_>,
+    cmp: &mut Cmp,
     at: &str,
     want_result: &[i32],
     got_result: &[i32],
@@ -281,30 +260,22 @@ fn compare_as_sets(
             .map(|(b, _)| b)
             .collect::<BTreeSet<i32>>()
     };
-    same(
-        cmp,
+    cmp.same(
         &format!("{at}: slots handed out (as a set)"),
         &set(want_result),
         &set(got_result),
     );
-    same(
-        cmp,
+    cmp.same(
         &format!("{at}: blocks holding slots"),
         &holders(&want.block_to_slot),
         &holders(m.block_to_slot()),
     );
-    same(
-        cmp,
+    cmp.same(
         &format!("{at}: free slots (as a set)"),
         &set(&want.free),
         &set(m.free_slots()),
     );
-    seq(
-        cmp,
-        &format!("{at}: mamba.map"),
-        &want.map,
-        &m.index_entries(),
-    );
+    cmp.seq(&format!("{at}: mamba.map"), &want.map, &m.index_entries());
 }
 
 // ---- trace replay ----------------------------------------------------------------------
@@ -348,22 +319,16 @@ impl Diverged {
 
 /// Replays a `prefix_kv` or `mamba_cache` record.
 pub(super) fn replay_trace(
-    rec: &Value,
-    cmp: &mut Cmp<'_>,
+    rec: &TraceRecord,
+    cmp: &mut Cmp,
     deviations: &mut Vec<String>,
-    line: usize,
 ) -> Result<(), String> {
-    let rec: TraceRecord = parse(rec)?;
+    let line = cmp.line;
     let policy = EvictionPolicy::from_name(&rec.policy)
         .ok_or_else(|| format!("unknown policy `{}`", rec.policy))?;
     let mut kv = PrefixKvAllocator::new(rec.pool_size, policy).map_err(|e| e.to_string())?;
     kv.set_clock(rec.initial_clock);
-    same(
-        cmp,
-        "dummy_block_idx",
-        &rec.dummy_block_idx,
-        &kv.dummy_block(),
-    );
+    cmp.same("dummy_block_idx", &rec.dummy_block_idx, &kv.dummy_block());
     let mut mamba = match rec.max_slots {
         Some(s) => Some(MambaStateCache::new(s, rec.pool_size).map_err(|e| e.to_string())?),
         None => None,
@@ -481,8 +446,7 @@ pub(super) fn replay_trace(
                                 got.evicted,
                             ))
                         } else {
-                            seq(
-                                cmp,
+                            cmp.seq(
                                 &format!("{at}: evicted_blocks"),
                                 evicted_blocks,
                                 &got.evicted,
@@ -499,13 +463,13 @@ pub(super) fn replay_trace(
                         available: a,
                     }) => {
                         if o.error.is_some() {
-                            same(cmp, &format!("{at}: required"), required, &Some(r));
+                            cmp.same(&format!("{at}: required"), required, &Some(r));
                             let megatron = available.unwrap_or(0);
                             if megatron != a {
                                 if megatron == a + own_candidates {
                                     note("the batch's own blocks are not counted as evictable");
                                 } else {
-                                    same(cmp, &format!("{at}: available"), available, &Some(a));
+                                    cmp.same(&format!("{at}: available"), available, &Some(a));
                                 }
                             }
                         } else if *evicted_own_block || own_candidates > 0 {
@@ -589,8 +553,7 @@ pub(super) fn replay_trace(
                         compare_as_sets(cmp, &at, &want, &got, ms, m);
                     }
                     let set = |v: &[i32]| v.iter().copied().collect::<BTreeSet<i32>>();
-                    same(
-                        cmp,
+                    cmp.same(
                         &format!("{at}: evicted_blocks (as a set)"),
                         &set(&want_ev),
                         &set(&got_ev),
@@ -603,7 +566,7 @@ pub(super) fn replay_trace(
                 }
                 (None, Ok(_)) => {}
             }
-            seq(cmp, &format!("{at}: deregistered"), &o.deregistered, &calls);
+            cmp.seq(&format!("{at}: deregistered"), &o.deregistered, &calls);
         }
         if div.kv || div.mamba {
             div.skipped += 1;
@@ -673,14 +636,13 @@ fn op_name(op: &Op) -> &'static str {
 
 /// Replays a `prefix_hash` record: the block hashes, then every lookup.
 pub(super) fn replay_hash(
-    rec: &Value,
-    cmp: &mut Cmp<'_>,
+    rec: &HashRecord,
+    cmp: &mut Cmp,
     deviations: &mut Vec<String>,
-    line: usize,
 ) -> Result<(), String> {
-    let rec: HashRecord = parse(rec)?;
+    let line = cmp.line;
     let hashes = block_hashes(&rec.tokens, rec.block_size).map_err(|e| e.to_string())?;
-    seq(cmp, "hashes", &rec.hashes, &hashes);
+    cmp.seq("hashes", &rec.hashes, &hashes);
     for (j, l) in rec.lookups.iter().enumerate() {
         let at = format!("lookups[{j}]");
         let index: std::collections::HashMap<BlockHash, i32> =
@@ -719,7 +681,7 @@ pub(super) fn replay_hash(
                     effective_prefill_chunk_length: g.effective_chunk_length,
                     mamba_num_matched_blocks: g.mamba_matched_blocks,
                 };
-                same(cmp, &at, want, &got);
+                cmp.same(&at, want, &got);
             }
             (None, None, _) => return Err(format!("{at} has neither result nor error")),
             (Some(want), None, Err(e)) => cmp.miss(&at, None, format!("{want:?}"), format!("error: {e}")),
@@ -731,8 +693,7 @@ pub(super) fn replay_hash(
 // ---- intermediate offsets --------------------------------------------------------------
 
 /// Replays a `mamba_offsets` record.
-pub(super) fn replay_offsets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
-    let rec: OffsetsRecord = parse(rec)?;
+pub(super) fn replay_offsets(rec: &OffsetsRecord, cmp: &mut Cmp) -> Result<(), String> {
     let i = &rec.inputs;
     let got = compute_intermediate_offsets(&OffsetsQuery {
         block_size: i.block_size,
@@ -755,7 +716,7 @@ pub(super) fn replay_offsets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), Strin
                 eos_block_id: s.eos_block.unwrap_or(-1),
                 has_intermediates: s.has_intermediates(),
             };
-            same(cmp, "output", &rec.output, &got);
+            cmp.same("output", &rec.output, &got);
         }
         Err(e) => cmp.miss(
             "output",
