@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
 
-use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use attention_layout_codegen::Geometry;
@@ -235,6 +235,15 @@ fn read<T: DeserializeOwned>(value: Value) -> Result<T, Malformed> {
     })
 }
 
+/// A name as the record spells it (an op's, from its `rename_all`), so the spelling is
+/// written once, in the type that reads it.
+fn spelled(name: impl Serialize) -> String {
+    match serde_json::to_value(name) {
+        Ok(Value::String(s)) => s,
+        _ => "?".to_owned(),
+    }
+}
+
 /// One line of a golden file, read by its `kind`.
 enum Record {
     Buckets(BucketsRecord),
@@ -242,8 +251,9 @@ enum Record {
     Error(Box<ErrorRecord>),
     KvAllocator(KvRecord),
     MambaSlots(SlotsRecord),
-    /// `prefix_kv` and `mamba_cache` (the latter with a Mamba state cache).
-    PrefixTrace(prefix::TraceRecord),
+    PrefixKv(prefix::TraceRecord<prefix::KvState>),
+    /// A `prefix_kv` trace with a Mamba state cache.
+    MambaCache(prefix::TraceRecord<prefix::CacheState>),
     PrefixHash(prefix::HashRecord),
     MambaOffsets(prefix::OffsetsRecord),
     /// Counts and provenance; nothing to check.
@@ -274,7 +284,8 @@ fn read_line(line: &str) -> (String, Result<Record, Malformed>) {
         "error" => read(value).map(|r| Record::Error(Box::new(r))),
         "kv_allocator" => read(value).map(Record::KvAllocator),
         "mamba_slots" => read(value).map(Record::MambaSlots),
-        "prefix_kv" | "mamba_cache" => read(value).map(Record::PrefixTrace),
+        "prefix_kv" => read(value).map(Record::PrefixKv),
+        "mamba_cache" => read(value).map(Record::MambaCache),
         "prefix_hash" => read(value).map(Record::PrefixHash),
         "mamba_offsets" => read(value).map(Record::MambaOffsets),
         "summary" => Ok(Record::Summary),
@@ -343,7 +354,8 @@ fn replay_record(
         Record::Error(r) => replay_error(&r, cmp),
         Record::KvAllocator(r) => replay_kv(&r, cmp),
         Record::MambaSlots(r) => replay_slots(&r, cmp, deviations),
-        Record::PrefixTrace(r) => prefix::replay_trace(&r, cmp, deviations),
+        Record::PrefixKv(r) => prefix::replay_trace(&r, cmp, deviations),
+        Record::MambaCache(r) => prefix::replay_trace(&r, cmp, deviations),
         Record::PrefixHash(r) => prefix::replay_hash(&r, cmp, deviations),
         Record::MambaOffsets(r) => prefix::replay_offsets(&r, cmp),
         Record::Summary => Ok(()),
@@ -355,7 +367,7 @@ fn replay_record(
 /// A golden `config`: the Megatron settings a `buckets`, `step` or `error` record ran with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+struct Config {
     max_requests: u32,
     max_tokens: u32,
     max_seq_len: u32,
@@ -398,7 +410,7 @@ enum GraphDistribution {
 
 /// The layout spec a golden `config` describes, with the KV pool size of `derived` when
 /// the record has one.
-pub fn spec_of(config: &Config, kv_pool: Option<u32>) -> Result<LayoutSpec, String> {
+fn spec_of(config: &Config, kv_pool: Option<u32>) -> Result<LayoutSpec, String> {
     let c = config;
     let (r, t, s) = (c.max_requests, c.max_tokens, c.speculative_tokens);
     let count = match c.num_cuda_graphs {
@@ -771,15 +783,19 @@ fn rows_concatenated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<i64>,
     Vec::<Vec<i64>>::deserialize(d).map(|rows| rows.concat())
 }
 
+/// The KV pool size a record's `derived` gives, if any.
+fn kv_pool(derived: Option<&Derived>) -> Option<u32> {
+    derived
+        .and_then(|d| d.kv_pool_size)
+        // Out of range: u32::MAX, which Geometry::new rejects (over i32::MAX blocks).
+        .map(|p| u32::try_from(p).unwrap_or(u32::MAX))
+}
+
 fn metadata_for(
     config: &Config,
     derived: Option<&Derived>,
 ) -> Result<HostMetadata<RuntimeDims>, String> {
-    let pool = derived
-        .and_then(|d| d.kv_pool_size)
-        // Out of range: u32::MAX, which Geometry::new rejects (over i32::MAX blocks).
-        .map(|p| u32::try_from(p).unwrap_or(u32::MAX));
-    let spec = spec_of(config, pool)?;
+    let spec = spec_of(config, kv_pool(derived))?;
     let geometry = Geometry::new(&spec).map_err(|e| format!("layout rejected: {e}"))?;
     Ok(HostMetadata::new(RuntimeDims::new(geometry)))
 }
@@ -802,6 +818,57 @@ fn replay_step(rec: &StepRecord, cmp: &mut Cmp) -> Result<(), String> {
     let mut meta = metadata_for(&rec.config, rec.derived.as_ref())?;
     let g = meta.dims().geometry().clone();
     replay_step_on(rec, cmp, &g, &mut meta)
+}
+
+/// A `step` record's layout and inputs: what another backend needs to fill the same step
+/// (the GPU test replays them through the CUDA backend).
+pub struct GoldenStep {
+    spec: LayoutSpec,
+    input: OwnedInput,
+}
+
+impl GoldenStep {
+    /// The record's layout (its config and KV pool size).
+    pub fn spec(&self) -> &LayoutSpec {
+        &self.spec
+    }
+
+    /// Runs `f` on the record's step input.
+    pub fn with_input<R>(&self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
+        self.input.with_input(f)
+    }
+}
+
+/// The `step` records of a golden JSONL text with their 1-based line numbers; lines of
+/// other kinds are skipped, a step line that cannot be read is an error naming its field.
+pub fn steps(text: &str) -> impl Iterator<Item = Result<(usize, GoldenStep), Mismatch>> + '_ {
+    lines(text).filter_map(|(line, text)| {
+        let why = |field: String, expected: String, got: String| Mismatch {
+            line,
+            field,
+            index: None,
+            expected,
+            got,
+        };
+        match read_line(text) {
+            (_, Ok(Record::Step(rec))) => Some(
+                rec.golden_step()
+                    .map(|step| (line, step))
+                    .map_err(|e| why("record".into(), "a replayable record".into(), e)),
+            ),
+            (kind, Err(m)) if kind == "step" => Some(Err(why(m.field, m.expected, m.got))),
+            _ => None,
+        }
+    })
+}
+
+impl StepRecord {
+    fn golden_step(&self) -> Result<GoldenStep, String> {
+        Ok(GoldenStep {
+            spec: spec_of(&self.config, kv_pool(self.derived.as_ref()))?,
+            input: OwnedInput::new(&self.inputs)?,
+        })
+    }
 }
 
 /// Something the replay can build step metadata with: the runtime's [`HostMetadata`], or
@@ -1051,7 +1118,7 @@ struct KvOp {
     bag: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum KvOpName {
     Allocate,
@@ -1072,7 +1139,7 @@ fn replay_kv(rec: &KvRecord, cmp: &mut Cmp) -> Result<(), String> {
         &i64::from(alloc.dummy_block()),
     );
     for (j, op) in rec.ops.iter().enumerate() {
-        let at = format!("ops[{j}] {:?}", op.op).to_lowercase();
+        let at = format!("ops[{j}] {}", spelled(op.op));
         let field = |f: &str| format!("{at}: {f}");
         match op.op {
             KvOpName::Allocate => {
@@ -1135,7 +1202,7 @@ struct SlotOp {
     request_to_slot: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum SlotOpName {
     AllocateSlot,
@@ -1174,7 +1241,7 @@ fn replay_slots(
     // After a documented deviation our state legitimately differs until the next reset.
     let mut diverged = false;
     for (j, op) in rec.ops.iter().enumerate() {
-        let name = snake(op.op);
+        let name = spelled(op.op);
         let at = format!("ops[{j}] {name}");
         let field = |f: &str| format!("{at}: {f}");
         let outcome: Result<Option<Vec<i64>>, AllocError> = match op.op {
@@ -1284,17 +1351,4 @@ fn replay_slots(
         );
     }
     Ok(())
-}
-
-/// An op's name as the record spells it.
-fn snake(op: SlotOpName) -> &'static str {
-    match op {
-        SlotOpName::AllocateSlot => "allocate_slot",
-        SlotOpName::BatchAllocateSlots => "batch_allocate_slots",
-        SlotOpName::FreeSlot => "free_slot",
-        SlotOpName::FreeSlots => "free_slots",
-        SlotOpName::SetRequestToSlot => "set_request_to_slot",
-        SlotOpName::DetachStateSlot => "detach_state_slot",
-        SlotOpName::Reset => "reset",
-    }
 }

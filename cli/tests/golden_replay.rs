@@ -102,3 +102,33 @@ fn an_unknown_or_missing_field_is_reported_by_name() {
     assert_eq!((m.line, m.field.as_str()), (1, "mha"));
     assert!(m.got.contains("missing field `max_seqlen_q`"), "{m}");
 }
+
+#[test]
+fn the_step_reader_yields_every_step_record_with_its_line_and_layout() {
+    let steps: Vec<_> = attention_layout_cli::golden::steps(GOLDEN)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(steps.len(), 420);
+    // Line numbers are 1-based and point at step records.
+    for (line, _) in &steps {
+        assert!(
+            GOLDEN
+                .lines()
+                .nth(line - 1)
+                .unwrap()
+                .contains("\"kind\": \"step\"")
+        );
+    }
+    // The GPU replay (cuda_golden.rs) builds one backend per distinct layout.
+    let layouts: std::collections::HashSet<String> = steps
+        .iter()
+        .map(|(_, s)| format!("{:?}", s.spec()))
+        .collect();
+    assert_eq!(layouts.len(), 105);
+    // Each step's input has as many rows as its record has requests.
+    let (line, first) = &steps[0];
+    let rec: serde_json::Value =
+        serde_json::from_str(GOLDEN.lines().nth(line - 1).unwrap()).unwrap();
+    let rows = first.with_input(|input| input.rows.len());
+    assert_eq!(rows, rec["inputs"]["requests"].as_array().unwrap().len());
+}

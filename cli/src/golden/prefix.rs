@@ -9,9 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Cmp, Unused};
+use super::{Cmp, Unused, spelled};
 use attention_layout::prefix::{
     BlockHash, DeregistrationObserver, EvictionPolicy, MambaMode, MambaStateCache, MatchQuery,
     OffsetsQuery, PrefixError, PrefixKvAllocator, block_hashes, compute_intermediate_offsets,
@@ -25,7 +25,7 @@ type Calls = Vec<(Vec<i32>, Vec<BlockHash>)>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KvState {
+pub(super) struct KvState {
     avail: usize,
     free: Vec<i32>,
     #[serde(rename = "ref")]
@@ -41,7 +41,7 @@ struct KvState {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MambaState {
+pub(super) struct MambaState {
     free_count: usize,
     free: Vec<i32>,
     block_to_slot: Vec<i32>,
@@ -50,15 +50,38 @@ struct MambaState {
 }
 
 /// The state after an op: a bare KV state (`prefix_kv`) or both (`mamba_cache`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum State {
-    Both { kv: KvState, mamba: MambaState },
-    Kv(KvState),
+pub(super) trait TraceState {
+    fn kv(&self) -> &KvState;
+    fn mamba(&self) -> Option<&MambaState>;
 }
 
+impl TraceState for KvState {
+    fn kv(&self) -> &KvState {
+        self
+    }
+    fn mamba(&self) -> Option<&MambaState> {
+        None
+    }
+}
+
+/// A `mamba_cache` op's state after it.
 #[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
+pub(super) struct CacheState {
+    kv: KvState,
+    mamba: MambaState,
+}
+
+impl TraceState for CacheState {
+    fn kv(&self) -> &KvState {
+        &self.kv
+    }
+    fn mamba(&self) -> Option<&MambaState> {
+        Some(&self.mamba)
+    }
+}
+
+/// An op with its arguments.
 enum Op {
     Tick {
         clock: u64,
@@ -93,11 +116,8 @@ enum Op {
         result: Option<Vec<i32>>,
         required: Option<usize>,
         available: Option<usize>,
-        #[serde(default)]
         evicted_blocks: Vec<i32>,
-        #[serde(default)]
         evicted_own_block: bool,
-        #[serde(default)]
         order_unspecified: bool,
     },
     RegisterMambaHashes {
@@ -114,21 +134,183 @@ enum Op {
     MambaReset,
 }
 
-/// One op of a trace (its fields are the op's: `flatten` rules out `deny_unknown_fields`).
+/// An op's name as the record spells it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum OpName {
+    Tick,
+    Allocate,
+    Release,
+    Retain,
+    Register,
+    Evict,
+    IsMemoryAvailable,
+    Reset,
+    AllocateSlots,
+    RegisterMambaHashes,
+    Query,
+    Invalidate,
+    MambaReset,
+}
+
+impl OpName {
+    /// Whether the op acts on the Mamba state cache.
+    fn on_mamba_cache(self) -> bool {
+        matches!(
+            self,
+            Self::AllocateSlots
+                | Self::RegisterMambaHashes
+                | Self::Query
+                | Self::Invalidate
+                | Self::MambaReset
+        )
+    }
+}
+
+/// An op's `result`: blocks or slots, a flag, or a Mamba cache query's `[slot, has_state]`.
 #[derive(Deserialize)]
-struct OpRecord {
-    #[serde(flatten)]
-    op: Op,
+#[serde(untagged)]
+enum OpResult {
+    Ids(Vec<i32>),
+    Flag(bool),
+    Query((i32, bool)),
+}
+
+/// One op of a trace as the record writes it: the op's name, the arguments of every op
+/// (each op takes its own), what it returned or raised, and the state after it. Flat, so a
+/// bad field is reported by its name (`ops[3].n`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpFields<S> {
+    op: OpName,
+    clock: Option<u64>,
+    n: Option<usize>,
+    block_ids: Option<Vec<i32>>,
+    hashes: Option<Vec<BlockHash>>,
+    /// `register`: `null` for no parents.
+    parent_hashes: Option<Vec<BlockHash>>,
+    potential_matched_count: Option<usize>,
+    block_id: Option<i32>,
+    result: Option<OpResult>,
+    /// `allocate_slots` refused: Megatron's `MambaSlotCapacityError`.
+    required: Option<usize>,
+    available: Option<usize>,
+    #[serde(default)]
+    evicted_blocks: Vec<i32>,
+    #[serde(default)]
+    evicted_own_block: bool,
+    #[serde(default)]
+    order_unspecified: bool,
     error: Option<String>,
-    state: Option<State>,
+    state: Option<S>,
     #[serde(default)]
     deregistered: Calls,
+}
+
+/// One op of a trace, read from [`OpFields`]: an op that lacks one of its arguments, or has
+/// a result of another op's type, is an error naming it.
+#[derive(Deserialize)]
+#[serde(try_from = "OpFields<S>", bound = "S: Deserialize<'de>")]
+struct OpRecord<S> {
+    name: OpName,
+    op: Op,
+    error: Option<String>,
+    state: Option<S>,
+    deregistered: Calls,
+}
+
+impl<S> TryFrom<OpFields<S>> for OpRecord<S> {
+    type Error = String;
+
+    fn try_from(f: OpFields<S>) -> Result<Self, String> {
+        let name = f.op;
+        let lacks = |key: &str| format!("{} lacks `{key}`", spelled(name));
+        let result_type = || format!("{}: `result` of another op's type", spelled(name));
+        let ids = |r: Option<OpResult>| match r {
+            None => Ok(None),
+            Some(OpResult::Ids(v)) => Ok(Some(v)),
+            Some(_) => Err(result_type()),
+        };
+        let flag = |r: Option<OpResult>| match r {
+            None => Ok(None),
+            Some(OpResult::Flag(b)) => Ok(Some(b)),
+            Some(_) => Err(result_type()),
+        };
+        let n = || f.n.ok_or_else(|| lacks("n"));
+        let block_ids = || f.block_ids.clone().ok_or_else(|| lacks("block_ids"));
+        let hashes = || f.hashes.clone().ok_or_else(|| lacks("hashes"));
+        let block_id = || f.block_id.ok_or_else(|| lacks("block_id"));
+        let op = match name {
+            OpName::Tick => Op::Tick {
+                clock: f.clock.ok_or_else(|| lacks("clock"))?,
+            },
+            OpName::Allocate => Op::Allocate {
+                n: n()?,
+                result: ids(f.result)?,
+            },
+            OpName::Release => Op::Release {
+                block_ids: block_ids()?,
+            },
+            OpName::Retain => Op::Retain {
+                block_ids: block_ids()?,
+            },
+            OpName::Register => Op::Register {
+                block_ids: block_ids()?,
+                hashes: hashes()?,
+                parent_hashes: f.parent_hashes,
+            },
+            OpName::Evict => Op::Evict {
+                n: n()?,
+                result: flag(f.result)?,
+            },
+            OpName::IsMemoryAvailable => Op::IsMemoryAvailable {
+                n: n()?,
+                potential_matched_count: f
+                    .potential_matched_count
+                    .ok_or_else(|| lacks("potential_matched_count"))?,
+                result: flag(f.result)?,
+            },
+            OpName::Reset => Op::Reset,
+            OpName::AllocateSlots => Op::AllocateSlots {
+                block_ids: block_ids()?,
+                result: ids(f.result)?,
+                required: f.required,
+                available: f.available,
+                evicted_blocks: f.evicted_blocks,
+                evicted_own_block: f.evicted_own_block,
+                order_unspecified: f.order_unspecified,
+            },
+            OpName::RegisterMambaHashes => Op::RegisterMambaHashes {
+                block_ids: block_ids()?,
+                hashes: hashes()?,
+            },
+            OpName::Query => Op::Query {
+                block_id: block_id()?,
+                result: match f.result {
+                    None => None,
+                    Some(OpResult::Query(q)) => Some(q),
+                    Some(_) => return Err(result_type()),
+                },
+            },
+            OpName::Invalidate => Op::Invalidate {
+                block_id: block_id()?,
+            },
+            OpName::MambaReset => Op::MambaReset,
+        };
+        Ok(Self {
+            name,
+            op,
+            error: f.error,
+            state: f.state,
+            deregistered: f.deregistered,
+        })
+    }
 }
 
 /// A `prefix_kv` or `mamba_cache` record.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TraceRecord {
+pub(super) struct TraceRecord<S> {
     policy: String,
     pool_size: usize,
     dummy_block_idx: i32,
@@ -136,7 +318,8 @@ pub(super) struct TraceRecord {
     initial_clock: u64,
     /// `mamba_cache` only.
     max_slots: Option<usize>,
-    ops: Vec<OpRecord>,
+    #[serde(bound = "S: Deserialize<'de>")]
+    ops: Vec<OpRecord<S>>,
     /// What a fixed scenario shows.
     #[serde(rename = "note")]
     _note: Unused,
@@ -318,8 +501,8 @@ impl Diverged {
 }
 
 /// Replays a `prefix_kv` or `mamba_cache` record.
-pub(super) fn replay_trace(
-    rec: &TraceRecord,
+pub(super) fn replay_trace<S: TraceState>(
+    rec: &TraceRecord<S>,
     cmp: &mut Cmp,
     deviations: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -335,7 +518,7 @@ pub(super) fn replay_trace(
     };
     let mut div = Diverged::default();
     for (j, o) in rec.ops.iter().enumerate() {
-        let at = format!("ops[{j}] {}", op_name(&o.op));
+        let at = format!("ops[{j}] {}", spelled(o.name));
         let mut note = |what: &str| deviations.push(format!("record {line} {at}: {what}"));
         // Megatron's map deletion of a hash held by a live other block (§13 D3).
         if !div.kv && d3_event(&kv, &o.deregistered) {
@@ -522,15 +705,7 @@ pub(super) fn replay_trace(
             }
         };
         let calls = std::mem::take(&mut hook.calls);
-        let mamba_op = matches!(
-            o.op,
-            Op::AllocateSlots { .. }
-                | Op::RegisterMambaHashes { .. }
-                | Op::Query { .. }
-                | Op::Invalidate { .. }
-                | Op::MambaReset
-        );
-        let quiet = div.kv || (mamba_op && div.mamba);
+        let quiet = div.kv || (o.name.on_mamba_cache() && div.mamba);
         if !quiet {
             match (&o.error, outcome) {
                 (Some(_), Err(_)) => {}
@@ -547,7 +722,7 @@ pub(super) fn replay_trace(
                     cmp.miss(&format!("{at}: result"), None, want, got)
                 }
                 (None, Ok(Outcome::Unordered(want, got, want_ev, got_ev))) => {
-                    if let Some(State::Both { mamba: ms, .. }) = &o.state
+                    if let Some(ms) = o.state.as_ref().and_then(S::mamba)
                         && let Some(m) = mamba.as_ref()
                     {
                         compare_as_sets(cmp, &at, &want, &got, ms, m);
@@ -572,17 +747,16 @@ pub(super) fn replay_trace(
             div.skipped += 1;
         }
         div.flush(deviations, line);
-        match &o.state {
-            Some(State::Kv(s)) if !div.kv => compare_kv(cmp, &at, s, &kv),
-            Some(State::Both { kv: s, mamba: ms }) if !div.kv => {
-                compare_kv(cmp, &at, s, &kv);
-                if !div.mamba
-                    && let Some(m) = mamba.as_ref()
-                {
-                    compare_mamba(cmp, &at, ms, m);
-                }
+        if let Some(s) = &o.state
+            && !div.kv
+        {
+            compare_kv(cmp, &at, s.kv(), &kv);
+            if !div.mamba
+                && let Some(ms) = s.mamba()
+                && let Some(m) = mamba.as_ref()
+            {
+                compare_mamba(cmp, &at, ms, m);
             }
-            _ => {}
         }
     }
     if div.skipped > 0 {
@@ -612,24 +786,6 @@ fn d3_event(kv: &PrefixKvAllocator, calls: &Calls) -> bool {
             .iter()
             .any(|&h| kv.lookup(h).is_some_and(|b| !ids.contains(&b)))
     })
-}
-
-fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Tick { .. } => "tick",
-        Op::Allocate { .. } => "allocate",
-        Op::Release { .. } => "release",
-        Op::Retain { .. } => "retain",
-        Op::Register { .. } => "register",
-        Op::Evict { .. } => "evict",
-        Op::IsMemoryAvailable { .. } => "is_memory_available",
-        Op::Reset => "reset",
-        Op::AllocateSlots { .. } => "allocate_slots",
-        Op::RegisterMambaHashes { .. } => "register_mamba_hashes",
-        Op::Query { .. } => "query",
-        Op::Invalidate { .. } => "invalidate",
-        Op::MambaReset => "mamba_reset",
-    }
 }
 
 // ---- hashes and lookups ----------------------------------------------------------------
