@@ -723,8 +723,8 @@ impl LayoutSpec {
             max_requests: self.max_requests,
             max_tokens: self.max_tokens,
             max_seq_len: self.max_seq_len,
-            num_spec: self.speculative_tokens,
-            tp: self.tensor_parallel,
+            speculative_tokens: self.speculative_tokens,
+            tensor_parallel: self.tensor_parallel,
         }
     }
 
