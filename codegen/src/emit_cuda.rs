@@ -524,22 +524,11 @@ pub const FILL_CUH: &str = include_str!("kernels/fill.cuh");
 mod tests {
     use super::*;
     use crate::spec::LayoutSpec;
+    use crate::test_layouts::HYBRID;
 
     fn geometry(src: &str) -> Geometry {
         Geometry::new(&LayoutSpec::from_toml_str(src, "t.toml").unwrap()).unwrap()
     }
-
-    const HYBRID: &str = r#"
-name = "t-hybrid"
-model = "hybrid"
-max_requests = 8
-max_tokens = 64
-max_seq_len = 32
-block_size = 4
-[mamba]
-chunk_size = 4
-conv_width = 4
-"#;
 
     const MHA: &str = r#"
 model = "mha"
