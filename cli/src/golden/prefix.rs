@@ -426,7 +426,7 @@ fn compare_mamba(cmp: &mut Cmp, at: &str, want: &MambaState, m: &MambaStateCache
     cmp.seq(&f("map"), &want.map, &m.index_entries());
 }
 
-/// What an op order-insensitive allocation must agree on with Megatron (§13 D5).
+/// What an op order-insensitive allocation must agree on with Megatron (`docs/DESIGN.md`, difference D5).
 fn compare_as_sets(
     cmp: &mut Cmp,
     at: &str,
@@ -520,7 +520,7 @@ pub(super) fn replay_trace<S: TraceState>(
     for (j, o) in rec.ops.iter().enumerate() {
         let at = format!("ops[{j}] {}", spelled(o.name));
         let mut note = |what: &str| deviations.push(format!("record {line} {at}: {what}"));
-        // Megatron's map deletion of a hash held by a live other block (§13 D3).
+        // Megatron's map deletion of a hash held by a live other block (`docs/DESIGN.md`, difference D3).
         if !div.kv && d3_event(&kv, &o.deregistered) {
             note(
                 "deregistration keeps the index entry of another block with the same hash (Megatron deletes it)",
