@@ -10,6 +10,7 @@ use clap::Args;
 use crate::console;
 use crate::simulate::SimConfig;
 use crate::simulate::cli::{WorkloadArgs, load_trace};
+use crate::simulate::report::n;
 use attention_layout::codegen::LayoutSpec;
 use attention_layout::layouts;
 
@@ -119,19 +120,6 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 
 fn pct(x: f64) -> String {
     format!("{:.2} %", x * 100.0)
-}
-
-/// A count with thousands separators.
-fn n(x: u64) -> String {
-    let s = x.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The printed outcome: the comparison as TOML comments, then the `[graphs]` section, so
