@@ -164,17 +164,7 @@ impl Driver {
     }
 
     fn rows(&self) -> Vec<RequestRow<'_>> {
-        self.rows
-            .iter()
-            .zip(&self.blocks)
-            .map(|(&(prefill, q, kv, slot), b)| {
-                if prefill {
-                    RequestRow::prefill(q, kv, b, slot)
-                } else {
-                    RequestRow::decode(q, kv, b, slot)
-                }
-            })
-            .collect()
+        crate::scenarios::request_rows(&self.rows, &self.blocks)
     }
 
     fn input<'a>(&'a self, rows: &'a [RequestRow<'a>]) -> StepInput<'a> {

@@ -123,10 +123,8 @@ fn not_golden_records(text: &str) -> Option<String> {
         if line.trim().is_empty() {
             continue;
         }
-        let why = match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(v) if v.get("kind").is_some_and(serde_json::Value::is_string) => return None,
-            Ok(_) => "a JSON value without a string `kind`".to_owned(),
-            Err(e) => format!("not JSON: {e}"),
+        let Err(why) = golden::record_kind(line) else {
+            return None;
         };
         first_bad.get_or_insert((i + 1, why));
     }

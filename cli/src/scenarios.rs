@@ -19,20 +19,28 @@ pub struct Scenario {
     blocks: Vec<Vec<i32>>,
 }
 
+/// Request rows from `(phase is prefill, query length, kv offset, mamba slot)` and the
+/// block ids of each row (the scenarios' compact form, also the CUDA benchmark's).
+pub(crate) fn request_rows<'a>(
+    rows: &[(bool, u32, u32, i32)],
+    blocks: &'a [Vec<i32>],
+) -> Vec<RequestRow<'a>> {
+    rows.iter()
+        .zip(blocks)
+        .map(|(&(prefill, q, kv, slot), b)| {
+            if prefill {
+                RequestRow::prefill(q, kv, b, slot)
+            } else {
+                RequestRow::decode(q, kv, b, slot)
+            }
+        })
+        .collect()
+}
+
 impl Scenario {
     /// The step input (borrows the scenario).
     pub fn rows(&self) -> Vec<RequestRow<'_>> {
-        self.rows
-            .iter()
-            .zip(&self.blocks)
-            .map(|(&(prefill, q, kv, slot), b)| {
-                if prefill {
-                    RequestRow::prefill(q, kv, b, slot)
-                } else {
-                    RequestRow::decode(q, kv, b, slot)
-                }
-            })
-            .collect()
+        request_rows(&self.rows, &self.blocks)
     }
 
     /// Token ids for the step.

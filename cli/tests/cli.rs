@@ -508,3 +508,46 @@ fn layouts_lists_every_bundled_layout_with_its_numbers() {
         );
     }
 }
+
+#[test]
+fn simulate_and_tune_describe_the_workload_options_identically() {
+    let help = |cmd: &str| {
+        let out = Command::new(EXE).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // An option's description: after its name (and value) on the same line, or on the
+    // next line when clap wraps the help.
+    let option = |text: &str, flag: &str| -> String {
+        let mut lines = text.lines();
+        let line = lines
+            .find(|l| l.trim_start().split(' ').next() == Some(flag))
+            .unwrap_or_else(|| panic!("{flag} missing"));
+        let rest = line.trim_start().trim_start_matches(flag).trim_start();
+        let rest = match rest.strip_prefix('<') {
+            Some(r) => r.split_once('>').map_or("", |(_, after)| after),
+            None => rest,
+        };
+        match rest.trim() {
+            "" => lines.next().unwrap_or_default().trim().to_owned(),
+            same_line => same_line.to_owned(),
+        }
+    };
+    let (simulate, tune) = (help("simulate"), help("tune"));
+    for flag in [
+        "--steps",
+        "--no-drain",
+        "--rate",
+        "--seed",
+        "--prompt-len",
+        "--output-len",
+        "--token-budget",
+        "--acceptance",
+        "--step-base-ms",
+        "--step-token-us",
+    ] {
+        let s = option(&simulate, flag);
+        assert!(!s.is_empty(), "{flag}");
+        assert_eq!(s, option(&tune, flag), "{flag}");
+    }
+}

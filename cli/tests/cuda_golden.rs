@@ -24,10 +24,7 @@ mod gpu {
     use std::collections::HashMap;
 
     use attention_layout::cuda::{CudaBackend, FillMode};
-    use attention_layout::{
-        Geometry, HostMetadata, IntermediateOffsets, Phase, RequestRow, RuntimeDims, StepInput,
-    };
-    use serde_json::Value;
+    use attention_layout::{Geometry, HostMetadata, RuntimeDims};
 
     use super::support::gpu::{backend, require_device, step_and_compare};
 
@@ -35,79 +32,6 @@ mod gpu {
 
     /// Graph-capturing backends for this many layouts (the rest run eager only).
     const GRAPHED_LAYOUTS: usize = 6;
-
-    struct Record {
-        key: String,
-        dims: RuntimeDims,
-        rows: Vec<(Phase, u32, u32, Vec<i32>, i32)>,
-        token_ids: Vec<i64>,
-        intermediate: Option<Vec<IntermediateOffsets>>,
-    }
-
-    fn ints(v: &Value) -> Vec<i64> {
-        v.as_array()
-            .map(|a| a.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_default()
-    }
-
-    fn parse(line: &str) -> Option<Record> {
-        let rec: Value = serde_json::from_str(line).unwrap();
-        if rec["kind"] != "step" {
-            return None;
-        }
-        let config = &rec["config"];
-        let pool = rec["derived"]["kv_pool_size"].as_u64().map(|p| p as u32);
-        let spec = attention_layout_cli::golden::spec_of(config, pool).unwrap();
-        let dims = RuntimeDims::new(Geometry::new(&spec).unwrap());
-        let inputs = &rec["inputs"];
-        let rows = inputs["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let phase = match r["phase"].as_str().unwrap() {
-                    "paused" => Phase::Paused,
-                    "decode" => Phase::Decode,
-                    _ => Phase::Prefill,
-                };
-                let q = if phase == Phase::Paused {
-                    0
-                } else {
-                    r["q"].as_u64().unwrap() as u32
-                };
-                (
-                    phase,
-                    q,
-                    r["kv"].as_u64().unwrap() as u32,
-                    ints(&r["blocks"]).into_iter().map(|b| b as i32).collect(),
-                    r["mamba_slot"].as_i64().unwrap_or(-1) as i32,
-                )
-            })
-            .collect();
-        let intermediate = inputs["intermediate_offsets"].as_array().map(|offs| {
-            let counts = ints(&inputs["intermediate_counts"]);
-            offs.iter()
-                .zip(counts)
-                .map(|(o, c)| {
-                    let mut offsets = [0u32; 3];
-                    for (d, s) in offsets.iter_mut().zip(ints(o)) {
-                        *d = s as u32;
-                    }
-                    IntermediateOffsets {
-                        count: c as u8,
-                        offsets,
-                    }
-                })
-                .collect()
-        });
-        Some(Record {
-            key: format!("{config}|{pool:?}"),
-            dims,
-            rows,
-            token_ids: ints(&inputs["token_to_input_ids"]),
-            intermediate,
-        })
-    }
 
     #[test]
     #[ignore = "needs a CUDA device"]
@@ -123,38 +47,27 @@ mod gpu {
         let mut layouts: HashMap<String, (HostMetadata<RuntimeDims>, Vec<CudaBackend>)> =
             HashMap::new();
         let (mut steps, mut graphed) = (0usize, 0usize);
-        for (line_no, line) in GOLDEN.lines().enumerate() {
-            let Some(rec) = parse(line) else { continue };
+        for step in attention_layout_cli::golden::steps(GOLDEN) {
+            let (line_no, step) = step.unwrap();
+            let key = format!("{:?}", step.spec());
             let n_layouts = layouts.len();
-            let (cpu, gpus) = layouts.entry(rec.key.clone()).or_insert_with(|| {
-                let mut gpus = vec![backend(&rec.dims, FillMode::Device, false, false)];
-                if n_layouts < GRAPHED_LAYOUTS && !rec.dims.geometry().buckets.is_empty() {
-                    gpus.push(backend(&rec.dims, FillMode::Device, true, true));
+            let (cpu, gpus) = layouts.entry(key).or_insert_with(|| {
+                let dims = RuntimeDims::new(Geometry::new(step.spec()).unwrap());
+                let mut gpus = vec![backend(&dims, FillMode::Device, false, false)];
+                if n_layouts < GRAPHED_LAYOUTS && !dims.geometry().buckets.is_empty() {
+                    gpus.push(backend(&dims, FillMode::Device, true, true));
                 }
-                (HostMetadata::new(rec.dims.clone()), gpus)
+                (HostMetadata::new(dims), gpus)
             });
-            let rows: Vec<RequestRow<'_>> = rec
-                .rows
-                .iter()
-                .map(|(phase, q, kv, b, slot)| {
-                    let mut r = RequestRow::decode(*q, *kv, b, *slot);
-                    r.phase = *phase;
-                    r
-                })
-                .collect();
-            let input = StepInput {
-                rows: &rows,
-                token_ids: Some(&rec.token_ids),
-                intermediate: rec.intermediate.as_deref(),
-                residency: None,
-            };
-            for (k, gpu) in gpus.iter_mut().enumerate() {
-                // Each backend gets its own reference (they see the same steps).
-                let mut reference = cpu.clone();
-                let what = format!("golden line {} backend {k}", line_no + 1);
-                graphed += usize::from(step_and_compare(&what, &mut reference, gpu, &input));
-            }
-            cpu.fill(&input).unwrap();
+            step.with_input(|input| {
+                for (k, gpu) in gpus.iter_mut().enumerate() {
+                    // Each backend gets its own reference (they see the same steps).
+                    let mut reference = cpu.clone();
+                    let what = format!("golden line {line_no} backend {k}");
+                    graphed += usize::from(step_and_compare(&what, &mut reference, gpu, input));
+                }
+                cpu.fill(input).unwrap();
+            });
             steps += 1;
         }
         eprintln!(

@@ -128,3 +128,41 @@ fn an_error_megatron_raised_must_be_raised_here() {
         r.mismatches[0]
     );
 }
+
+#[test]
+fn a_wrongly_typed_op_argument_or_state_field_is_reported_by_its_path() {
+    let r = replay_edited("prefix_kv", |v| {
+        let op = &mut v["ops"][1];
+        if op["op"] != "allocate" {
+            return false;
+        }
+        op["n"] = serde_json::json!("two");
+        true
+    });
+    assert_eq!(r.failed(), 1);
+    let m = &r.mismatches[0];
+    assert_eq!((m.line, m.field.as_str()), (1, "ops[1].n"));
+    assert!(m.got.contains("invalid type: string \"two\""), "{m}");
+
+    let r = replay_edited("mamba_cache", |v| {
+        let Some(op) = v["ops"].as_array_mut().and_then(|ops| ops.first_mut()) else {
+            return false;
+        };
+        op["state"]["mamba"]["free_count"] = serde_json::json!(-1);
+        true
+    });
+    assert_eq!(r.failed(), 1);
+    assert_eq!(r.mismatches[0].field, "ops[0].state.mamba.free_count");
+
+    // An op without one of its arguments names the op and the argument.
+    let r = replay_edited("prefix_kv", |v| {
+        let Some(op) = v["ops"].as_array_mut().and_then(|ops| ops.first_mut()) else {
+            return false;
+        };
+        op.as_object_mut().unwrap().remove("clock").is_some()
+    });
+    assert_eq!(r.failed(), 1);
+    let m = &r.mismatches[0];
+    assert_eq!(m.field, "ops[0]");
+    assert!(m.got.contains("tick lacks `clock`"), "{m}");
+}

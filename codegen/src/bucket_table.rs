@@ -38,15 +38,15 @@ pub struct TableRules {
     /// `S`.
     pub max_seq_len: u32,
     /// `s`.
-    pub num_spec: u32,
+    pub speculative_tokens: u32,
     /// Tensor-parallel size (`0` is treated as `1`).
-    pub tp: u32,
+    pub tensor_parallel: u32,
 }
 
 impl TableRules {
     /// `s + 1`, widened.
     fn decode_tokens(&self) -> u128 {
-        u128::from(self.num_spec) + 1
+        u128::from(self.speculative_tokens) + 1
     }
 
     /// The full decode bucket `(R · (s + 1), 0, R)` every table must hold (its token count
@@ -85,7 +85,7 @@ pub enum TableProblem {
         /// The entry.
         bucket: BatchDims,
         /// The tensor-parallel size.
-        tp: u32,
+        tensor_parallel: u32,
     },
     /// An entry equal to an earlier one.
     Duplicate {
@@ -126,7 +126,11 @@ impl fmt::Display for TableProblem {
             Self::Invalid { index, bucket, why } => {
                 write!(f, "entry {index}, {}: {why}", Entry(*bucket))
             }
-            Self::NotAligned { index, bucket, tp } => write!(
+            Self::NotAligned {
+                index,
+                bucket,
+                tensor_parallel: tp,
+            } => write!(
                 f,
                 "entry {index}, {}: {} tokens is not a multiple of tensor_parallel = {tp}",
                 Entry(*bucket),
@@ -205,14 +209,18 @@ pub fn check_table(
     if table.len() > MAX_TABLE_ENTRIES {
         return Err(vec![TableProblem::TooMany { count: table.len() }]);
     }
-    let tp = rules.tp.max(1);
+    let tp = rules.tensor_parallel.max(1);
     let mut problems = Vec::new();
     let mut seen: BTreeMap<BatchDims, usize> = BTreeMap::new();
     for (index, &bucket) in table.iter().enumerate() {
         if let Some(why) = invalid_reason(bucket, rules) {
             problems.push(TableProblem::Invalid { index, bucket, why });
         } else if !bucket.tokens.is_multiple_of(tp) {
-            problems.push(TableProblem::NotAligned { index, bucket, tp });
+            problems.push(TableProblem::NotAligned {
+                index,
+                bucket,
+                tensor_parallel: tp,
+            });
         }
         if let Some(&first) = seen.get(&bucket) {
             problems.push(TableProblem::Duplicate {
@@ -250,8 +258,8 @@ mod tests {
         max_requests: 8,
         max_tokens: 64,
         max_seq_len: 32,
-        num_spec: 0,
-        tp: 1,
+        speculative_tokens: 0,
+        tensor_parallel: 1,
     };
 
     #[test]
@@ -319,8 +327,8 @@ mod tests {
         // Tensor parallelism: token counts must be multiples of tp; s = 1 doubles the
         // decode tokens.
         let tp2 = TableRules {
-            tp: 2,
-            num_spec: 1,
+            tensor_parallel: 2,
+            speculative_tokens: 1,
             max_tokens: 64,
             ..RULES
         };
@@ -368,8 +376,8 @@ mod tests {
             max_requests: m,
             max_tokens: m,
             max_seq_len: m,
-            num_spec: m,
-            tp: 0,
+            speculative_tokens: m,
+            tensor_parallel: 0,
         };
         assert_eq!(rules.full_decode(), b(m, 0, m));
         for x in [b(m, m, m), b(m, 0, m), b(1, m, 0), b(m, 1, 0)] {

@@ -256,9 +256,14 @@ pub mod abi {
 /// Threads per block of every fill launch.
 pub const THREADS: u32 = 512;
 
-/// Largest `max_requests` the kernels support (their per-request scans live in shared
-/// memory).
+/// Largest `max_requests` the kernels support (their per-request scans live in static
+/// shared memory: [`shared_bytes`] of such a layout fits [`STATIC_SHARED_LIMIT`]).
 pub const MAX_REQUESTS: usize = 4096;
+
+/// CUDA's limit on one block's static shared memory, in bytes (48 KiB: more needs dynamic
+/// shared memory and an opt-in). The one statement of it: [`abi_header`] emits it as
+/// `AL_STATIC_SHARED_LIMIT`, which the fill body asserts its shared arrays fit.
+pub const STATIC_SHARED_LIMIT: u32 = 48 * 1024;
 
 /// Name of the eager entry point (padded dims read from the staging header).
 pub const EAGER_ENTRY: &str = "al_fill_eager";
@@ -294,7 +299,8 @@ pub fn check_supported(geometry: &Geometry) -> Result<(), String> {
     Ok(())
 }
 
-/// Static shared memory of the fill body in bytes.
+/// Static shared memory of the fill body in bytes at [`THREADS`] threads: `R + 1` words
+/// per request scan (one scan, two with Mamba) and two words per warp.
 pub fn shared_bytes(geometry: &Geometry) -> usize {
     let scans = if geometry.has_mamba() { 2 } else { 1 };
     scans * (geometry.facts.max_requests + 1) * 4 + 2 * (THREADS as usize / 32) * 4
@@ -472,7 +478,8 @@ fn emit_checks(out: &mut String, g: &Geometry) {
 }
 
 /// The staging ABI as C: the header struct from [`abi::HEADER_WORDS`] and every constant
-/// of [`abi::C_CONSTANTS`], plus the launch shape's default ([`THREADS`]).
+/// of [`abi::C_CONSTANTS`], plus the launch shape's default ([`THREADS`]) and the shared
+/// memory its blocks may use ([`STATIC_SHARED_LIMIT`]).
 pub fn abi_header() -> String {
     let mut out = String::with_capacity(4 * 1024);
     out.push_str(
@@ -501,7 +508,8 @@ pub fn abi_header() -> String {
          static_assert(sizeof(AlHeader) == AL_HEADER_BYTES, \"staging header\");\n\
          #ifndef AL_THREADS\n\
          #define AL_THREADS {THREADS}u\n\
-         #endif\n"
+         #endif\n\
+         constexpr al_u32 AL_STATIC_SHARED_LIMIT = {STATIC_SHARED_LIMIT}u;  // bytes of static shared memory a block may use\n",
     );
     out
 }
@@ -554,22 +562,11 @@ pub const FILL_CUH: &str = include_str!("kernels/fill.cuh");
 mod tests {
     use super::*;
     use crate::spec::LayoutSpec;
+    use crate::test_layouts::HYBRID;
 
     fn geometry(src: &str) -> Geometry {
         Geometry::new(&LayoutSpec::from_toml_str(src, "t.toml").unwrap()).unwrap()
     }
-
-    const HYBRID: &str = r#"
-name = "t-hybrid"
-model = "hybrid"
-max_requests = 8
-max_tokens = 64
-max_seq_len = 32
-block_size = 4
-[mamba]
-chunk_size = 4
-conv_width = 4
-"#;
 
     const MHA: &str = r#"
 model = "mha"
@@ -714,6 +711,22 @@ count = "off"
         let e = check_supported(&g).unwrap_err();
         assert!(e.contains("8192"), "{e}");
         assert!(check_supported(&geometry(HYBRID)).is_ok());
-        assert!(shared_bytes(&geometry(HYBRID)) < 48 * 1024);
+    }
+
+    #[test]
+    fn the_largest_supported_layout_fits_static_shared_memory() {
+        let mut spec = LayoutSpec::from_toml_str(HYBRID, "t.toml").unwrap();
+        spec.max_requests = u32::try_from(MAX_REQUESTS).unwrap();
+        spec.max_tokens = spec.max_tokens.max(spec.max_requests);
+        spec.graphs.token_budget = None;
+        let g = Geometry::new(&spec).unwrap();
+        assert!(g.has_mamba() && check_supported(&g).is_ok());
+        assert!(shared_bytes(&g) <= STATIC_SHARED_LIMIT as usize);
+        // The limit reaches the C that asserts it.
+        assert!(abi_header().contains(&format!(
+            "constexpr al_u32 AL_STATIC_SHARED_LIMIT = {STATIC_SHARED_LIMIT}u;"
+        )));
+        assert!(FILL_CUH.contains("<= AL_STATIC_SHARED_LIMIT"));
+        assert!(!FILL_CUH.contains("1024"));
     }
 }

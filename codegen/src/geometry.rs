@@ -199,20 +199,7 @@ mod tests {
     use super::*;
 
     fn hybrid_spec() -> LayoutSpec {
-        LayoutSpec::from_toml_str(
-            r#"
-model = "hybrid"
-max_requests = 8
-max_tokens = 64
-max_seq_len = 32
-block_size = 4
-[mamba]
-chunk_size = 4
-conv_width = 4
-"#,
-            "t.toml",
-        )
-        .unwrap()
+        LayoutSpec::from_toml_str(crate::test_layouts::HYBRID, "t.toml").unwrap()
     }
 
     /// docs/SEMANTICS.md §9's checked offsets, byte for byte.

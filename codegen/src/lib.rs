@@ -21,6 +21,8 @@ pub mod load;
 pub mod memory;
 pub mod model;
 pub mod spec;
+#[cfg(test)]
+mod test_layouts;
 
 pub use buckets::{BatchDims, BucketParams, Distribution};
 pub use geometry::{FieldLayout, Geometry};

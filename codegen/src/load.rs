@@ -398,17 +398,7 @@ fn bucket_entries_error(entries: &[Value]) -> Option<String> {
 mod tests {
     use super::*;
 
-    const HYBRID: &str = r#"
-model = "hybrid"
-max_requests = 8
-max_tokens = 64
-max_seq_len = 32
-block_size = 4
-
-[mamba]
-chunk_size = 4
-conv_width = 4
-"#;
+    use crate::test_layouts::HYBRID;
 
     fn src(text: &str) -> Source<'_> {
         Source {

@@ -723,8 +723,8 @@ impl LayoutSpec {
             max_requests: self.max_requests,
             max_tokens: self.max_tokens,
             max_seq_len: self.max_seq_len,
-            num_spec: self.speculative_tokens,
-            tp: self.tensor_parallel,
+            speculative_tokens: self.speculative_tokens,
+            tensor_parallel: self.tensor_parallel,
         }
     }
 
@@ -789,17 +789,7 @@ pub(crate) fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> SpecErro
 mod tests {
     use super::*;
 
-    const HYBRID: &str = r#"
-model = "hybrid"
-max_requests = 8
-max_tokens = 64
-max_seq_len = 32
-block_size = 4
-
-[mamba]
-chunk_size = 4
-conv_width = 4
-"#;
+    use crate::test_layouts::HYBRID;
 
     #[test]
     fn reads_a_minimal_hybrid_spec_with_defaults() {

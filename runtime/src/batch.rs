@@ -335,7 +335,7 @@ pub struct BatchState {
     decode_kv_limit: usize,
     block_size: usize,
     speculative_tokens: u32,
-    nkv: usize,
+    block_table_width: usize,
     kv: KvBlockAllocator,
     slots: Option<MambaSlotPool>,
     /// Per resident row, its request.
@@ -404,7 +404,7 @@ impl BatchState {
             decode_kv_limit: dims.decode_kv_limit(),
             block_size: dims.block_size().max(1),
             speculative_tokens: u32::try_from(dims.speculative_tokens()).unwrap_or(u32::MAX),
-            nkv,
+            block_table_width: nkv,
             kv,
             slots,
             rows: vec![None; r],
@@ -488,7 +488,7 @@ impl BatchState {
 
     /// Block-table width `nkv`.
     pub fn block_table_width(&self) -> usize {
-        self.nkv
+        self.block_table_width
     }
 
     // --- requests --------------------------------------------------------------------------
@@ -540,7 +540,7 @@ impl BatchState {
     }
 
     fn row_blocks(&self, row: u32, len: u32) -> &[i32] {
-        let start = row as usize * self.nkv;
+        let start = row as usize * self.block_table_width;
         self.table.get(start..start + len as usize).unwrap_or(&[])
     }
 
@@ -775,14 +775,14 @@ impl BatchState {
         }
         let extra = self.extra_blocks(&e, q);
         if extra > 0 {
-            let start = h.row as usize * self.nkv + e.blocks as usize;
+            let start = h.row as usize * self.block_table_width + e.blocks as usize;
             let end = start + extra as usize;
             // `check_request` bounded the positions by the decode limit, at most the
             // row's nkv · B positions; checked again rather than trusted.
-            if end > (h.row as usize + 1) * self.nkv {
+            if end > (h.row as usize + 1) * self.block_table_width {
                 return Err(BatchError::Layout(format!(
                     "request {} would need more than {} blocks",
-                    h.id, self.nkv
+                    h.id, self.block_table_width
                 )));
             }
             let available = self.kv.available();
@@ -862,7 +862,7 @@ impl BatchState {
 
     /// Releases a row's blocks and slot and clears its table entries.
     fn free_row(&mut self, row: u32, e: &Entry) -> Result<(), BatchError> {
-        let start = row as usize * self.nkv;
+        let start = row as usize * self.block_table_width;
         let end = start + e.blocks as usize;
         if let Some(ids) = self.table.get(start..end) {
             self.kv.release(ids)?;

@@ -814,15 +814,15 @@ impl StagingBuilder {
                   resident_rows has one entry per row and each is < R (claim_resident_rows)"
     )]
     fn choose_sources(&mut self, input: &StepInput<'_>, info: &StepInfo, stamp: u32) {
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         self.source.clear();
         for a in 0..n {
             let source = match input.residency {
                 None => Source::Upload { writeback: false },
                 Some(res) => {
-                    let r = res.resident_rows[p + a];
-                    let len = input.rows[p + a].blocks.len();
+                    let r = res.resident_rows[paused + a];
+                    let len = input.rows[paused + a].blocks.len();
                     let changed = if self.changed_stamp[r as usize] == stamp {
                         self.changed_count[r as usize] as usize
                     } else {
@@ -833,7 +833,7 @@ impl StagingBuilder {
                     // unless the row advances from the request table (a delta step then
                     // sends it nothing but its patches).
                     if self.meta_src[a] == r
-                        && (4 * changed <= len || self.advances(a, input.rows[p + a]))
+                        && (4 * changed <= len || self.advances(a, input.rows[paused + a]))
                     {
                         Source::Meta
                     } else if changed == 0 && self.res_known[r as usize] as usize >= len {
@@ -861,19 +861,19 @@ impl StagingBuilder {
         reason = "P + N <= rows.len() (the plan); `source` has one entry per active row"
     )]
     fn choose_delta(&mut self, input: &StepInput<'_>, info: &StepInfo) -> bool {
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         self.advanced.clear();
         let mut edits = 0usize;
         for a in 0..n {
-            let kept = self.source[a] == Source::Meta && self.advances(a, input.rows[p + a]);
+            let kept = self.source[a] == Source::Meta && self.advances(a, input.rows[paused + a]);
             edits += usize::from(!kept);
             self.advanced.push(kept);
         }
         if n == 0 || !self.delta_steps {
             return false;
         }
-        let active = &input.rows[p..p + n];
+        let active = &input.rows[paused..paused + n];
         let sampling = if uniform_sampling(active) { 1 } else { n };
         let full = align16(n * abi::REQUEST_BYTES) + align16(sampling * abi::SAMPLING_BYTES);
         align16(edits * abi::EDIT_BYTES) <= full
@@ -1010,9 +1010,9 @@ impl StagingBuilder {
         res: &Residency<'_>,
         stamp: u32,
     ) -> Result<(), StagingError> {
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         for (a, src) in self.source.iter().enumerate() {
-            let i = p + a;
+            let i = paused + a;
             let (row, r) = (&input.rows[i], res.resident_rows[i]);
             let from = match src {
                 Source::Upload { .. } | Source::Resident => 0,
@@ -1033,21 +1033,21 @@ impl StagingBuilder {
         let Some(res) = input.residency else {
             return;
         };
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         let w = self.width;
         for a in 0..n {
             if let Source::Upload { writeback: true } = self.source[a] {
-                let r = res.resident_rows[p + a] as usize;
-                let blocks = input.rows[p + a].blocks;
+                let r = res.resident_rows[paused + a] as usize;
+                let blocks = input.rows[paused + a].blocks;
                 self.mirror[r * w..r * w + blocks.len()].copy_from_slice(blocks);
             }
         }
         if !compact {
-            let active = &input.rows[p..p + n];
+            let active = &input.rows[paused..paused + n];
             for &ci in &self.kept {
                 let ch = &res.changes[ci as usize];
-                if self.route(ch, active, p, self.generation).0 {
+                if self.route(ch, active, paused, self.generation).0 {
                     self.mirror[ch.resident_row as usize * w + ch.index as usize] = ch.block;
                 }
             }
@@ -1067,12 +1067,12 @@ impl StagingBuilder {
         info: &StepInfo,
         stamp: u32,
     ) -> Result<(), StagingError> {
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
-        let active = &input.rows[p..p + n];
+        let active = &input.rows[paused..paused + n];
         let dummy = self.dummy;
         let bad = |a: usize, j: usize, block: i32| StagingError::BadBlock {
-            row: p + a,
+            row: paused + a,
             index: j,
             block,
             dummy,
@@ -1103,7 +1103,7 @@ impl StagingBuilder {
         if let Some(res) = input.residency {
             for &ci in &self.kept {
                 let ch = &res.changes[ci as usize];
-                if let (_, Some(a)) = self.route(ch, active, p, stamp) {
+                if let (_, Some(a)) = self.route(ch, active, paused, stamp) {
                     let j = ch.index as usize;
                     if let Some(&id) = active[a].blocks.get(j) {
                         check(a, j, &[id])?;
@@ -1120,10 +1120,10 @@ impl StagingBuilder {
         reason = "P + N <= rows.len() and Np <= R (the plan, of this builder's layout; meta_len is sized R); ci indexes `changes`"
     )]
     fn count(&self, input: &StepInput<'_>, info: &StepInfo, stamp: u32, delta: bool) -> Counted {
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         let np = info.padded.requests() as usize;
-        let active = &input.rows[p..p + n];
+        let active = &input.rows[paused..paused + n];
         let mut c = Counted::default();
         for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
             let l1 = row.blocks.len();
@@ -1141,7 +1141,7 @@ impl StagingBuilder {
         c.jobs += (n..np).filter(|&a| self.meta_len[a] > 0).count();
         if let Some(res) = input.residency {
             for &ci in &self.kept {
-                let (send, patch) = self.route(&res.changes[ci as usize], active, p, stamp);
+                let (send, patch) = self.route(&res.changes[ci as usize], active, paused, stamp);
                 c.changes += usize::from(send);
                 c.patches += usize::from(patch.is_some());
             }
@@ -1196,10 +1196,10 @@ impl StagingBuilder {
         &self,
         ch: &BlockChange,
         active: &[RequestRow<'_>],
-        p: usize,
+        paused: usize,
         stamp: u32,
     ) -> (bool, Option<usize>) {
-        let Some(a) = self.active_index(ch.resident_row, p, stamp) else {
+        let Some(a) = self.active_index(ch.resident_row, paused, stamp) else {
             return (true, None);
         };
         let j = ch.index as usize;
@@ -1212,13 +1212,13 @@ impl StagingBuilder {
     }
 
     /// The active index of resident row `r` this step, if it is an active row.
-    fn active_index(&self, r: u32, p: usize, stamp: u32) -> Option<usize> {
+    fn active_index(&self, r: u32, paused: usize, stamp: u32) -> Option<usize> {
         let ru = r as usize;
         if self.row_stamp.get(ru) != Some(&stamp) {
             return None;
         }
         let i = *self.row_of.get(ru)? as usize;
-        let a = i.checked_sub(p)?;
+        let a = i.checked_sub(paused)?;
         (a < self.source.len()).then_some(a)
     }
 
@@ -1233,12 +1233,12 @@ impl StagingBuilder {
         compact: bool,
         stamp: u32,
     ) -> Result<Staged, StagingError> {
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
-        let active = input.rows.get(p..p + n).unwrap_or(&[]);
+        let active = input.rows.get(paused..paused + n).unwrap_or(&[]);
         let s = counted.sections;
         write_header(words, input, info, counted);
-        let rows = self.write_requests(input, p, active, &s, words, counted.delta);
+        let rows = self.write_requests(input, paused, active, &s, words, counted.delta);
         let padding = self.write_padding_jobs(info, rows.jobs_end, words);
         write_token_ids(input, &s, words, counted.end)?;
         if !counted.delta {
@@ -1247,7 +1247,7 @@ impl StagingBuilder {
         if counted.has_inter {
             write_intermediate(input, info, &s, words);
         }
-        let writes = self.write_block_writes(input, p, active, &s, words, compact, stamp);
+        let writes = self.write_block_writes(input, paused, active, &s, words, compact, stamp);
         let jobs = rows.jobs + padding.jobs;
         let worker_entries =
             rows.worker_entries + padding.worker_entries + u64::from(writes.changes);
@@ -1280,7 +1280,7 @@ impl StagingBuilder {
     fn write_requests(
         &self,
         input: &StepInput<'_>,
-        p: usize,
+        paused: usize,
         active: &[RequestRow<'_>],
         s: &Sections,
         words: &mut [u32],
@@ -1296,7 +1296,7 @@ impl StagingBuilder {
                 Source::Meta => (abi::SRC_META, None),
                 Source::Resident => {
                     work.gathered_rows += 1;
-                    let r = residency_row(input, p + a);
+                    let r = residency_row(input, paused + a);
                     (abi::SRC_RESIDENT | r, None)
                 }
                 Source::Upload { writeback } => {
@@ -1307,7 +1307,7 @@ impl StagingBuilder {
                     }
                     let word = abi::SRC_UPLOAD | work.uploaded_blocks;
                     work.uploaded_blocks += l1 as u32;
-                    (word, writeback.then(|| residency_row(input, p + a)))
+                    (word, writeback.then(|| residency_row(input, paused + a)))
                 }
             };
             if !delta {
@@ -1389,7 +1389,7 @@ impl StagingBuilder {
     fn write_block_writes(
         &self,
         input: &StepInput<'_>,
-        p: usize,
+        paused: usize,
         active: &[RequestRow<'_>],
         s: &Sections,
         words: &mut [u32],
@@ -1423,7 +1423,7 @@ impl StagingBuilder {
         {
             for &ci in &self.kept {
                 let ch = &res.changes[ci as usize];
-                let (send, patch) = self.route(ch, active, p, stamp);
+                let (send, patch) = self.route(ch, active, paused, stamp);
                 if let Some(a) = patch {
                     let j = ch.index as usize;
                     put_patch(words, a * w + j, map(active[a].blocks[j]));
@@ -1447,7 +1447,7 @@ impl StagingBuilder {
     )]
     fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
         self.mirror_launch(input, info, compact);
-        let p = info.paused as usize;
+        let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         let np = info.padded.requests() as usize;
         let stamp = self.generation;
@@ -1461,20 +1461,20 @@ impl StagingBuilder {
                     // The changes were dropped: only the active rows' uploaded prefixes
                     // are known; every other row is forgotten.
                     for r in 0..self.rows {
-                        if self.active_index(r as u32, p, stamp).is_none() {
+                        if self.active_index(r as u32, paused, stamp).is_none() {
                             self.res_known[r] = 0;
                             self.unlink_resident(r);
                         }
                     }
                     for a in 0..n {
-                        let r = res.resident_rows[p + a] as usize;
-                        self.res_known[r] = input.rows[p + a].blocks.len() as u32;
+                        let r = res.resident_rows[paused + a] as usize;
+                        self.res_known[r] = input.rows[paused + a].blocks.len() as u32;
                     }
                 } else {
                     for a in 0..n {
                         if let Source::Upload { writeback: true } = self.source[a] {
-                            let r = res.resident_rows[p + a] as usize;
-                            let len = input.rows[p + a].blocks.len() as u32;
+                            let r = res.resident_rows[paused + a] as usize;
+                            let len = input.rows[paused + a].blocks.len() as u32;
                             self.res_known[r] = self.res_known[r].max(len);
                         }
                     }
@@ -1482,7 +1482,7 @@ impl StagingBuilder {
                         let r = res.changes[self.kept[k] as usize].resident_row;
                         let ru = r as usize;
                         // A changed row that is not active: its metadata copy is stale.
-                        if self.active_index(r, p, stamp).is_none() {
+                        if self.active_index(r, paused, stamp).is_none() {
                             self.unlink_resident(ru);
                         }
                         // Entries set this step right after the known prefix extend it.
@@ -1496,12 +1496,12 @@ impl StagingBuilder {
                     }
                 }
                 for a in 0..n {
-                    let r = res.resident_rows[p + a] as usize;
+                    let r = res.resident_rows[paused + a] as usize;
                     self.link(a, r);
                 }
             }
         }
-        for (a, row) in input.rows[p..p + n].iter().enumerate() {
+        for (a, row) in input.rows[paused..paused + n].iter().enumerate() {
             self.meta_len[a] = row.blocks.len() as u32;
             // Full steps write every record into the device's request table; delta steps
             // advance or edit each: either way it holds this step's rows.

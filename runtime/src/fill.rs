@@ -196,8 +196,11 @@ impl<'a, D: Dims> StepPlan<'a, D> {
 
     /// The real active rows, `rows[P .. P + N]`.
     pub fn active_rows(&self) -> &'a [RequestRow<'a>] {
-        let p = self.info.paused as usize;
-        self.input.rows.get(p..p + self.active).unwrap_or(&[])
+        let paused = self.info.paused as usize;
+        self.input
+            .rows
+            .get(paused..paused + self.active)
+            .unwrap_or(&[])
     }
 
     /// The info [`write_step`] would return, computed without writing anything: the
@@ -365,7 +368,7 @@ struct RowLimits {
     /// The largest `kv_offset + query_length` of a decode row.
     decode_max: usize,
     /// Block-table width.
-    nkv: usize,
+    block_table_width: usize,
     /// The dummy block id (valid ids lie in `[-1, dummy)`).
     dummy: i32,
     has_mamba: bool,
@@ -381,7 +384,7 @@ impl RowLimits {
             shift: d.block_size().trailing_zeros(),
             max_seq: d.max_seq_len(),
             decode_max: d.decode_kv_limit(),
-            nkv: d.block_table_width(),
+            block_table_width: d.block_table_width(),
             dummy: d.dummy_block(),
             has_mamba: d.has_mamba(),
         }
@@ -459,11 +462,11 @@ fn check_block_list(
     limits: &RowLimits,
     check: BlockCheck,
 ) -> Result<bool, StepError> {
-    if blocks.len() > limits.nkv {
+    if blocks.len() > limits.block_table_width {
         return Err(StepError::TooManyBlocks {
             row: i,
             count: blocks.len(),
-            limit: limits.nkv,
+            limit: limits.block_table_width,
         });
     }
     let dummy = limits.dummy;

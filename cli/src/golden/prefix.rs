@@ -8,12 +8,10 @@
 //! trace resets it (`reset` for the KV allocator, `mamba_reset` for the Mamba cache).
 
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use super::Cmp;
+use super::{Cmp, Unused, spelled};
 use attention_layout::prefix::{
     BlockHash, DeregistrationObserver, EvictionPolicy, MambaMode, MambaStateCache, MatchQuery,
     OffsetsQuery, PrefixError, PrefixKvAllocator, block_hashes, compute_intermediate_offsets,
@@ -26,7 +24,8 @@ type Pairs = Vec<(BlockHash, i32)>;
 type Calls = Vec<(Vec<i32>, Vec<BlockHash>)>;
 
 #[derive(Deserialize)]
-struct KvState {
+#[serde(deny_unknown_fields)]
+pub(super) struct KvState {
     avail: usize,
     free: Vec<i32>,
     #[serde(rename = "ref")]
@@ -41,7 +40,8 @@ struct KvState {
 }
 
 #[derive(Deserialize)]
-struct MambaState {
+#[serde(deny_unknown_fields)]
+pub(super) struct MambaState {
     free_count: usize,
     free: Vec<i32>,
     block_to_slot: Vec<i32>,
@@ -50,15 +50,38 @@ struct MambaState {
 }
 
 /// The state after an op: a bare KV state (`prefix_kv`) or both (`mamba_cache`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum State {
-    Both { kv: KvState, mamba: MambaState },
-    Kv(KvState),
+pub(super) trait TraceState {
+    fn kv(&self) -> &KvState;
+    fn mamba(&self) -> Option<&MambaState>;
 }
 
+impl TraceState for KvState {
+    fn kv(&self) -> &KvState {
+        self
+    }
+    fn mamba(&self) -> Option<&MambaState> {
+        None
+    }
+}
+
+/// A `mamba_cache` op's state after it.
 #[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
+pub(super) struct CacheState {
+    kv: KvState,
+    mamba: MambaState,
+}
+
+impl TraceState for CacheState {
+    fn kv(&self) -> &KvState {
+        &self.kv
+    }
+    fn mamba(&self) -> Option<&MambaState> {
+        Some(&self.mamba)
+    }
+}
+
+/// An op with its arguments.
 enum Op {
     Tick {
         clock: u64,
@@ -93,11 +116,8 @@ enum Op {
         result: Option<Vec<i32>>,
         required: Option<usize>,
         available: Option<usize>,
-        #[serde(default)]
         evicted_blocks: Vec<i32>,
-        #[serde(default)]
         evicted_own_block: bool,
-        #[serde(default)]
         order_unspecified: bool,
     },
     RegisterMambaHashes {
@@ -114,18 +134,183 @@ enum Op {
     MambaReset,
 }
 
+/// An op's name as the record spells it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum OpName {
+    Tick,
+    Allocate,
+    Release,
+    Retain,
+    Register,
+    Evict,
+    IsMemoryAvailable,
+    Reset,
+    AllocateSlots,
+    RegisterMambaHashes,
+    Query,
+    Invalidate,
+    MambaReset,
+}
+
+impl OpName {
+    /// Whether the op acts on the Mamba state cache.
+    fn on_mamba_cache(self) -> bool {
+        matches!(
+            self,
+            Self::AllocateSlots
+                | Self::RegisterMambaHashes
+                | Self::Query
+                | Self::Invalidate
+                | Self::MambaReset
+        )
+    }
+}
+
+/// An op's `result`: blocks or slots, a flag, or a Mamba cache query's `[slot, has_state]`.
 #[derive(Deserialize)]
-struct OpRecord {
-    #[serde(flatten)]
-    op: Op,
+#[serde(untagged)]
+enum OpResult {
+    Ids(Vec<i32>),
+    Flag(bool),
+    Query((i32, bool)),
+}
+
+/// One op of a trace as the record writes it: the op's name, the arguments of every op
+/// (each op takes its own), what it returned or raised, and the state after it. Flat, so a
+/// bad field is reported by its name (`ops[3].n`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpFields<S> {
+    op: OpName,
+    clock: Option<u64>,
+    n: Option<usize>,
+    block_ids: Option<Vec<i32>>,
+    hashes: Option<Vec<BlockHash>>,
+    /// `register`: `null` for no parents.
+    parent_hashes: Option<Vec<BlockHash>>,
+    potential_matched_count: Option<usize>,
+    block_id: Option<i32>,
+    result: Option<OpResult>,
+    /// `allocate_slots` refused: Megatron's `MambaSlotCapacityError`.
+    required: Option<usize>,
+    available: Option<usize>,
+    #[serde(default)]
+    evicted_blocks: Vec<i32>,
+    #[serde(default)]
+    evicted_own_block: bool,
+    #[serde(default)]
+    order_unspecified: bool,
     error: Option<String>,
-    state: Option<State>,
+    state: Option<S>,
     #[serde(default)]
     deregistered: Calls,
 }
 
+/// One op of a trace, read from [`OpFields`]: an op that lacks one of its arguments, or has
+/// a result of another op's type, is an error naming it.
 #[derive(Deserialize)]
-struct TraceRecord {
+#[serde(try_from = "OpFields<S>", bound = "S: Deserialize<'de>")]
+struct OpRecord<S> {
+    name: OpName,
+    op: Op,
+    error: Option<String>,
+    state: Option<S>,
+    deregistered: Calls,
+}
+
+impl<S> TryFrom<OpFields<S>> for OpRecord<S> {
+    type Error = String;
+
+    fn try_from(f: OpFields<S>) -> Result<Self, String> {
+        let name = f.op;
+        let lacks = |key: &str| format!("{} lacks `{key}`", spelled(name));
+        let result_type = || format!("{}: `result` of another op's type", spelled(name));
+        let ids = |r: Option<OpResult>| match r {
+            None => Ok(None),
+            Some(OpResult::Ids(v)) => Ok(Some(v)),
+            Some(_) => Err(result_type()),
+        };
+        let flag = |r: Option<OpResult>| match r {
+            None => Ok(None),
+            Some(OpResult::Flag(b)) => Ok(Some(b)),
+            Some(_) => Err(result_type()),
+        };
+        let n = || f.n.ok_or_else(|| lacks("n"));
+        let block_ids = || f.block_ids.clone().ok_or_else(|| lacks("block_ids"));
+        let hashes = || f.hashes.clone().ok_or_else(|| lacks("hashes"));
+        let block_id = || f.block_id.ok_or_else(|| lacks("block_id"));
+        let op = match name {
+            OpName::Tick => Op::Tick {
+                clock: f.clock.ok_or_else(|| lacks("clock"))?,
+            },
+            OpName::Allocate => Op::Allocate {
+                n: n()?,
+                result: ids(f.result)?,
+            },
+            OpName::Release => Op::Release {
+                block_ids: block_ids()?,
+            },
+            OpName::Retain => Op::Retain {
+                block_ids: block_ids()?,
+            },
+            OpName::Register => Op::Register {
+                block_ids: block_ids()?,
+                hashes: hashes()?,
+                parent_hashes: f.parent_hashes,
+            },
+            OpName::Evict => Op::Evict {
+                n: n()?,
+                result: flag(f.result)?,
+            },
+            OpName::IsMemoryAvailable => Op::IsMemoryAvailable {
+                n: n()?,
+                potential_matched_count: f
+                    .potential_matched_count
+                    .ok_or_else(|| lacks("potential_matched_count"))?,
+                result: flag(f.result)?,
+            },
+            OpName::Reset => Op::Reset,
+            OpName::AllocateSlots => Op::AllocateSlots {
+                block_ids: block_ids()?,
+                result: ids(f.result)?,
+                required: f.required,
+                available: f.available,
+                evicted_blocks: f.evicted_blocks,
+                evicted_own_block: f.evicted_own_block,
+                order_unspecified: f.order_unspecified,
+            },
+            OpName::RegisterMambaHashes => Op::RegisterMambaHashes {
+                block_ids: block_ids()?,
+                hashes: hashes()?,
+            },
+            OpName::Query => Op::Query {
+                block_id: block_id()?,
+                result: match f.result {
+                    None => None,
+                    Some(OpResult::Query(q)) => Some(q),
+                    Some(_) => return Err(result_type()),
+                },
+            },
+            OpName::Invalidate => Op::Invalidate {
+                block_id: block_id()?,
+            },
+            OpName::MambaReset => Op::MambaReset,
+        };
+        Ok(Self {
+            name,
+            op,
+            error: f.error,
+            state: f.state,
+            deregistered: f.deregistered,
+        })
+    }
+}
+
+/// A `prefix_kv` or `mamba_cache` record.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TraceRecord<S> {
     policy: String,
     pool_size: usize,
     dummy_block_idx: i32,
@@ -133,11 +318,17 @@ struct TraceRecord {
     initial_clock: u64,
     /// `mamba_cache` only.
     max_slots: Option<usize>,
-    ops: Vec<OpRecord>,
+    #[serde(bound = "S: Deserialize<'de>")]
+    ops: Vec<OpRecord<S>>,
+    /// What a fixed scenario shows.
+    #[serde(rename = "note")]
+    _note: Unused,
 }
 
+/// A `prefix_hash` record.
 #[derive(Deserialize)]
-struct HashRecord {
+#[serde(deny_unknown_fields)]
+pub(super) struct HashRecord {
     block_size: u32,
     tokens: Vec<i64>,
     hashes: Vec<BlockHash>,
@@ -145,6 +336,7 @@ struct HashRecord {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Lookup {
     registered: Pairs,
     mamba_registered: Vec<BlockHash>,
@@ -158,6 +350,7 @@ struct Lookup {
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 struct LookupResult {
     matched_block_ids: Vec<i32>,
     num_blocks_from_pool: u32,
@@ -168,13 +361,16 @@ struct LookupResult {
     mamba_num_matched_blocks: Option<u32>,
 }
 
+/// A `mamba_offsets` record.
 #[derive(Deserialize)]
-struct OffsetsRecord {
+#[serde(deny_unknown_fields)]
+pub(super) struct OffsetsRecord {
     inputs: OffsetsInputs,
     output: OffsetsOutput,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OffsetsInputs {
     block_size: u32,
     ssm_chunk_alignment: u32,
@@ -189,6 +385,7 @@ struct OffsetsInputs {
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 struct OffsetsOutput {
     count: u8,
     offsets: Vec<u32>,
@@ -197,76 +394,41 @@ struct OffsetsOutput {
     has_intermediates: bool,
 }
 
-fn parse<'a, T: Deserialize<'a>>(rec: &'a Value) -> Result<T, String> {
-    T::deserialize(rec).map_err(|e| format!("malformed record: {e}"))
-}
-
 // ---- comparison helpers ----------------------------------------------------------------
 
-/// Compares two values; for sequences, reports the first differing index.
-fn same<T: PartialEq + Debug>(cmp: &mut Cmp<'_>, field: &str, expected: &T, got: &T) {
-    if expected != got {
-        cmp.miss(field, None, format!("{expected:?}"), format!("{got:?}"));
-    }
-}
-
-fn seq<T: PartialEq + Debug>(cmp: &mut Cmp<'_>, field: &str, expected: &[T], got: &[T]) {
-    if expected.len() != got.len() {
-        cmp.miss(
-            field,
-            None,
-            format!("length {} {expected:?}", expected.len()),
-            format!("length {} {got:?}", got.len()),
-        );
-    } else if let Some(i) = expected.iter().zip(got).position(|(e, g)| e != g) {
-        let show = |v: Option<&T>| v.map_or("-".to_owned(), |x| format!("{x:?}"));
-        cmp.miss(field, Some(i), show(expected.get(i)), show(got.get(i)));
-    }
-}
-
-fn compare_kv(cmp: &mut Cmp<'_>, at: &str, want: &KvState, kv: &PrefixKvAllocator) {
+fn compare_kv(cmp: &mut Cmp, at: &str, want: &KvState, kv: &PrefixKvAllocator) {
     let f = |name: &str| format!("{at}: kv.{name}");
-    same(cmp, &f("avail"), &want.avail, &kv.available());
-    seq(cmp, &f("free"), &want.free, kv.free_blocks());
-    seq(cmp, &f("ref"), &want.refs, kv.ref_counts());
-    seq(cmp, &f("hash"), &want.hash, kv.hashes());
-    seq(cmp, &f("map"), &want.map, &kv.index_entries());
+    cmp.same(&f("avail"), &want.avail, &kv.available());
+    cmp.seq(&f("free"), &want.free, kv.free_blocks());
+    cmp.seq(&f("ref"), &want.refs, kv.ref_counts());
+    cmp.seq(&f("hash"), &want.hash, kv.hashes());
+    cmp.seq(&f("map"), &want.map, &kv.index_entries());
     // Megatron's `evictable` counts every cached block.
-    same(cmp, &f("evictable"), &want.evictable, &kv.cached_count());
-    same(cmp, &f("allocatable"), &want.allocatable, &kv.allocatable());
+    cmp.same(&f("evictable"), &want.evictable, &kv.cached_count());
+    cmp.same(&f("allocatable"), &want.allocatable, &kv.allocatable());
     if let Some(ts) = &want.ts {
-        seq(cmp, &f("ts"), ts, kv.timestamps());
+        cmp.seq(&f("ts"), ts, kv.timestamps());
     }
     if let Some(p) = &want.parent {
-        seq(cmp, &f("parent"), p, kv.parents());
+        cmp.seq(&f("parent"), p, kv.parents());
     }
     if let Some(c) = &want.children {
-        seq(cmp, &f("children"), c, kv.children());
+        cmp.seq(&f("children"), c, kv.children());
     }
 }
 
-fn compare_mamba(cmp: &mut Cmp<'_>, at: &str, want: &MambaState, m: &MambaStateCache) {
+fn compare_mamba(cmp: &mut Cmp, at: &str, want: &MambaState, m: &MambaStateCache) {
     let f = |name: &str| format!("{at}: mamba.{name}");
-    same(cmp, &f("free_count"), &want.free_count, &m.free_count());
-    seq(cmp, &f("free"), &want.free, m.free_slots());
-    seq(
-        cmp,
-        &f("block_to_slot"),
-        &want.block_to_slot,
-        m.block_to_slot(),
-    );
-    seq(
-        cmp,
-        &f("slot_to_block"),
-        &want.slot_to_block,
-        m.slot_to_block(),
-    );
-    seq(cmp, &f("map"), &want.map, &m.index_entries());
+    cmp.same(&f("free_count"), &want.free_count, &m.free_count());
+    cmp.seq(&f("free"), &want.free, m.free_slots());
+    cmp.seq(&f("block_to_slot"), &want.block_to_slot, m.block_to_slot());
+    cmp.seq(&f("slot_to_block"), &want.slot_to_block, m.slot_to_block());
+    cmp.seq(&f("map"), &want.map, &m.index_entries());
 }
 
-/// What an op order-insensitive allocation must agree on with Megatron (§13 D5).
+/// What an op order-insensitive allocation must agree on with Megatron (`docs/DESIGN.md`, difference D5).
 fn compare_as_sets(
-    cmp: &mut Cmp<'_>,
+    cmp: &mut Cmp,
     at: &str,
     want_result: &[i32],
     got_result: &[i32],
@@ -281,30 +443,22 @@ fn compare_as_sets(
             .map(|(b, _)| b)
             .collect::<BTreeSet<i32>>()
     };
-    same(
-        cmp,
+    cmp.same(
         &format!("{at}: slots handed out (as a set)"),
         &set(want_result),
         &set(got_result),
     );
-    same(
-        cmp,
+    cmp.same(
         &format!("{at}: blocks holding slots"),
         &holders(&want.block_to_slot),
         &holders(m.block_to_slot()),
     );
-    same(
-        cmp,
+    cmp.same(
         &format!("{at}: free slots (as a set)"),
         &set(&want.free),
         &set(m.free_slots()),
     );
-    seq(
-        cmp,
-        &format!("{at}: mamba.map"),
-        &want.map,
-        &m.index_entries(),
-    );
+    cmp.seq(&format!("{at}: mamba.map"), &want.map, &m.index_entries());
 }
 
 // ---- trace replay ----------------------------------------------------------------------
@@ -347,32 +501,26 @@ impl Diverged {
 }
 
 /// Replays a `prefix_kv` or `mamba_cache` record.
-pub(super) fn replay_trace(
-    rec: &Value,
-    cmp: &mut Cmp<'_>,
+pub(super) fn replay_trace<S: TraceState>(
+    rec: &TraceRecord<S>,
+    cmp: &mut Cmp,
     deviations: &mut Vec<String>,
-    line: usize,
 ) -> Result<(), String> {
-    let rec: TraceRecord = parse(rec)?;
+    let line = cmp.line;
     let policy = EvictionPolicy::from_name(&rec.policy)
         .ok_or_else(|| format!("unknown policy `{}`", rec.policy))?;
     let mut kv = PrefixKvAllocator::new(rec.pool_size, policy).map_err(|e| e.to_string())?;
     kv.set_clock(rec.initial_clock);
-    same(
-        cmp,
-        "dummy_block_idx",
-        &rec.dummy_block_idx,
-        &kv.dummy_block(),
-    );
+    cmp.same("dummy_block_idx", &rec.dummy_block_idx, &kv.dummy_block());
     let mut mamba = match rec.max_slots {
         Some(s) => Some(MambaStateCache::new(s, rec.pool_size).map_err(|e| e.to_string())?),
         None => None,
     };
     let mut div = Diverged::default();
     for (j, o) in rec.ops.iter().enumerate() {
-        let at = format!("ops[{j}] {}", op_name(&o.op));
+        let at = format!("ops[{j}] {}", spelled(o.name));
         let mut note = |what: &str| deviations.push(format!("record {line} {at}: {what}"));
-        // Megatron's map deletion of a hash held by a live other block (§13 D3).
+        // Megatron's map deletion of a hash held by a live other block (`docs/DESIGN.md`, difference D3).
         if !div.kv && d3_event(&kv, &o.deregistered) {
             note(
                 "deregistration keeps the index entry of another block with the same hash (Megatron deletes it)",
@@ -481,8 +629,7 @@ pub(super) fn replay_trace(
                                 got.evicted,
                             ))
                         } else {
-                            seq(
-                                cmp,
+                            cmp.seq(
                                 &format!("{at}: evicted_blocks"),
                                 evicted_blocks,
                                 &got.evicted,
@@ -499,13 +646,13 @@ pub(super) fn replay_trace(
                         available: a,
                     }) => {
                         if o.error.is_some() {
-                            same(cmp, &format!("{at}: required"), required, &Some(r));
+                            cmp.same(&format!("{at}: required"), required, &Some(r));
                             let megatron = available.unwrap_or(0);
                             if megatron != a {
                                 if megatron == a + own_candidates {
                                     note("the batch's own blocks are not counted as evictable");
                                 } else {
-                                    same(cmp, &format!("{at}: available"), available, &Some(a));
+                                    cmp.same(&format!("{at}: available"), available, &Some(a));
                                 }
                             }
                         } else if *evicted_own_block || own_candidates > 0 {
@@ -558,15 +705,7 @@ pub(super) fn replay_trace(
             }
         };
         let calls = std::mem::take(&mut hook.calls);
-        let mamba_op = matches!(
-            o.op,
-            Op::AllocateSlots { .. }
-                | Op::RegisterMambaHashes { .. }
-                | Op::Query { .. }
-                | Op::Invalidate { .. }
-                | Op::MambaReset
-        );
-        let quiet = div.kv || (mamba_op && div.mamba);
+        let quiet = div.kv || (o.name.on_mamba_cache() && div.mamba);
         if !quiet {
             match (&o.error, outcome) {
                 (Some(_), Err(_)) => {}
@@ -583,14 +722,13 @@ pub(super) fn replay_trace(
                     cmp.miss(&format!("{at}: result"), None, want, got)
                 }
                 (None, Ok(Outcome::Unordered(want, got, want_ev, got_ev))) => {
-                    if let Some(State::Both { mamba: ms, .. }) = &o.state
+                    if let Some(ms) = o.state.as_ref().and_then(S::mamba)
                         && let Some(m) = mamba.as_ref()
                     {
                         compare_as_sets(cmp, &at, &want, &got, ms, m);
                     }
                     let set = |v: &[i32]| v.iter().copied().collect::<BTreeSet<i32>>();
-                    same(
-                        cmp,
+                    cmp.same(
                         &format!("{at}: evicted_blocks (as a set)"),
                         &set(&want_ev),
                         &set(&got_ev),
@@ -603,23 +741,22 @@ pub(super) fn replay_trace(
                 }
                 (None, Ok(_)) => {}
             }
-            seq(cmp, &format!("{at}: deregistered"), &o.deregistered, &calls);
+            cmp.seq(&format!("{at}: deregistered"), &o.deregistered, &calls);
         }
         if div.kv || div.mamba {
             div.skipped += 1;
         }
         div.flush(deviations, line);
-        match &o.state {
-            Some(State::Kv(s)) if !div.kv => compare_kv(cmp, &at, s, &kv),
-            Some(State::Both { kv: s, mamba: ms }) if !div.kv => {
-                compare_kv(cmp, &at, s, &kv);
-                if !div.mamba
-                    && let Some(m) = mamba.as_ref()
-                {
-                    compare_mamba(cmp, &at, ms, m);
-                }
+        if let Some(s) = &o.state
+            && !div.kv
+        {
+            compare_kv(cmp, &at, s.kv(), &kv);
+            if !div.mamba
+                && let Some(ms) = s.mamba()
+                && let Some(m) = mamba.as_ref()
+            {
+                compare_mamba(cmp, &at, ms, m);
             }
-            _ => {}
         }
     }
     if div.skipped > 0 {
@@ -651,36 +788,17 @@ fn d3_event(kv: &PrefixKvAllocator, calls: &Calls) -> bool {
     })
 }
 
-fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Tick { .. } => "tick",
-        Op::Allocate { .. } => "allocate",
-        Op::Release { .. } => "release",
-        Op::Retain { .. } => "retain",
-        Op::Register { .. } => "register",
-        Op::Evict { .. } => "evict",
-        Op::IsMemoryAvailable { .. } => "is_memory_available",
-        Op::Reset => "reset",
-        Op::AllocateSlots { .. } => "allocate_slots",
-        Op::RegisterMambaHashes { .. } => "register_mamba_hashes",
-        Op::Query { .. } => "query",
-        Op::Invalidate { .. } => "invalidate",
-        Op::MambaReset => "mamba_reset",
-    }
-}
-
 // ---- hashes and lookups ----------------------------------------------------------------
 
 /// Replays a `prefix_hash` record: the block hashes, then every lookup.
 pub(super) fn replay_hash(
-    rec: &Value,
-    cmp: &mut Cmp<'_>,
+    rec: &HashRecord,
+    cmp: &mut Cmp,
     deviations: &mut Vec<String>,
-    line: usize,
 ) -> Result<(), String> {
-    let rec: HashRecord = parse(rec)?;
+    let line = cmp.line;
     let hashes = block_hashes(&rec.tokens, rec.block_size).map_err(|e| e.to_string())?;
-    seq(cmp, "hashes", &rec.hashes, &hashes);
+    cmp.seq("hashes", &rec.hashes, &hashes);
     for (j, l) in rec.lookups.iter().enumerate() {
         let at = format!("lookups[{j}]");
         let index: std::collections::HashMap<BlockHash, i32> =
@@ -719,7 +837,7 @@ pub(super) fn replay_hash(
                     effective_prefill_chunk_length: g.effective_chunk_length,
                     mamba_num_matched_blocks: g.mamba_matched_blocks,
                 };
-                same(cmp, &at, want, &got);
+                cmp.same(&at, want, &got);
             }
             (None, None, _) => return Err(format!("{at} has neither result nor error")),
             (Some(want), None, Err(e)) => cmp.miss(&at, None, format!("{want:?}"), format!("error: {e}")),
@@ -731,8 +849,7 @@ pub(super) fn replay_hash(
 // ---- intermediate offsets --------------------------------------------------------------
 
 /// Replays a `mamba_offsets` record.
-pub(super) fn replay_offsets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), String> {
-    let rec: OffsetsRecord = parse(rec)?;
+pub(super) fn replay_offsets(rec: &OffsetsRecord, cmp: &mut Cmp) -> Result<(), String> {
     let i = &rec.inputs;
     let got = compute_intermediate_offsets(&OffsetsQuery {
         block_size: i.block_size,
@@ -755,7 +872,7 @@ pub(super) fn replay_offsets(rec: &Value, cmp: &mut Cmp<'_>) -> Result<(), Strin
                 eos_block_id: s.eos_block.unwrap_or(-1),
                 has_intermediates: s.has_intermediates(),
             };
-            same(cmp, "output", &rec.output, &got);
+            cmp.same("output", &rec.output, &got);
         }
         Err(e) => cmp.miss(
             "output",

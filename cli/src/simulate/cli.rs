@@ -25,37 +25,9 @@ pub struct SimulateArgs {
     /// Backend that builds the metadata: auto, cpu or cuda.
     #[arg(long, default_value = "auto")]
     pub backend: BackendKind,
-    /// Steps during which requests arrive.
-    #[arg(long, default_value_t = SimConfig::default().steps, allow_negative_numbers = true, value_parser = console::whole::<u64>,
-          help = format!("Steps during which requests arrive (a run takes at most {MAX_STEPS}, drain included)"))]
-    pub steps: u64,
-    /// Stop after `--steps` instead of draining (finishing every request).
-    #[arg(long)]
-    pub no_drain: bool,
-    /// Mean request arrivals per simulated second (Poisson).
-    #[arg(long, default_value_t = SimConfig::default().rate, allow_negative_numbers = true)]
-    pub rate: f64,
-    /// Seed of all random draws.
-    #[arg(long, default_value_t = SimConfig::default().seed, allow_negative_numbers = true, value_parser = console::whole::<u64>)]
-    pub seed: u64,
-    /// Prompt lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
-    #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_PROMPT))]
-    pub prompt_len: LengthDist,
-    /// Output lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
-    #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_OUTPUT))]
-    pub output_len: LengthDist,
-    /// Tokens per step (default: the layout's max_tokens).
-    #[arg(long, allow_negative_numbers = true, value_parser = console::whole::<u32>)]
-    pub token_budget: Option<u32>,
-    /// Probability that a draft token is accepted (layouts with speculative tokens).
-    #[arg(long, default_value_t = SimConfig::default().acceptance, allow_negative_numbers = true)]
-    pub acceptance: f64,
-    /// Simulated step time: fixed part, milliseconds.
-    #[arg(long, default_value_t = StepTime::default().base_ms, allow_negative_numbers = true)]
-    pub step_base_ms: f64,
-    /// Simulated step time: per token, microseconds.
-    #[arg(long, default_value_t = StepTime::default().per_token_us, allow_negative_numbers = true)]
-    pub step_token_us: f64,
+    /// The workload.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Replay a recorded trace (CSV or JSONL: arrival time, prompt tokens, output tokens;
     /// the Azure LLM inference trace columns are read as they are) instead of Poisson
     /// arrivals; --rate and the length distributions are then unused. Arrivals stop at
@@ -102,6 +74,54 @@ impl SimulateArgs {
     /// [`load_trace`]).
     pub fn config(&self) -> SimConfig {
         SimConfig {
+            bucket_chunking: self.bucket_chunking,
+            ..self.workload.config()
+        }
+    }
+}
+
+/// The workload options `simulate` and `tune` share: what arrives, how long, and the
+/// simulated clock. One definition, flattened into both commands' arguments.
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadArgs {
+    /// Steps during which requests arrive.
+    #[arg(long, default_value_t = SimConfig::default().steps, allow_negative_numbers = true, value_parser = console::whole::<u64>,
+          help = format!("Steps during which requests arrive (a run takes at most {MAX_STEPS}, drain included; tune: per traffic)"))]
+    pub steps: u64,
+    /// Stop after `--steps` instead of draining (finishing every request).
+    #[arg(long)]
+    pub no_drain: bool,
+    /// Mean request arrivals per simulated second (Poisson).
+    #[arg(long, default_value_t = SimConfig::default().rate, allow_negative_numbers = true)]
+    pub rate: f64,
+    /// Seed of all random draws (tune: of the tuning traffic).
+    #[arg(long, default_value_t = SimConfig::default().seed, allow_negative_numbers = true, value_parser = console::whole::<u64>)]
+    pub seed: u64,
+    /// Prompt lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
+    #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_PROMPT))]
+    pub prompt_len: LengthDist,
+    /// Output lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
+    #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_OUTPUT))]
+    pub output_len: LengthDist,
+    /// Tokens per step (default: the layout's max_tokens).
+    #[arg(long, allow_negative_numbers = true, value_parser = console::whole::<u32>)]
+    pub token_budget: Option<u32>,
+    /// Probability that a draft token is accepted (layouts with speculative tokens).
+    #[arg(long, default_value_t = SimConfig::default().acceptance, allow_negative_numbers = true)]
+    pub acceptance: f64,
+    /// Simulated step time: fixed part, milliseconds.
+    #[arg(long, default_value_t = StepTime::default().base_ms, allow_negative_numbers = true)]
+    pub step_base_ms: f64,
+    /// Simulated step time: per token, microseconds (tune: also the cost of a padded token).
+    #[arg(long, default_value_t = StepTime::default().per_token_us, allow_negative_numbers = true)]
+    pub step_token_us: f64,
+}
+
+impl WorkloadArgs {
+    /// The simulation settings of this workload: Poisson arrivals (no trace), no
+    /// bucket-aware chunking.
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
             seed: self.seed,
             steps: self.steps,
             drain: !self.no_drain,
@@ -115,7 +135,7 @@ impl SimulateArgs {
                 per_token_us: self.step_token_us,
             },
             trace: None,
-            bucket_chunking: self.bucket_chunking,
+            bucket_chunking: false,
         }
     }
 }

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::console;
-use crate::simulate::cli::load_trace;
-use crate::simulate::{LengthDist, SimConfig, StepTime};
+use crate::simulate::SimConfig;
+use crate::simulate::cli::{WorkloadArgs, load_trace};
+use crate::simulate::report::n;
 use attention_layout::codegen::LayoutSpec;
 use attention_layout::layouts;
 
@@ -45,39 +46,12 @@ pub struct TuneArgs {
     /// With --trace: replay it this many times faster.
     #[arg(long, default_value_t = 1.0)]
     pub trace_speedup: f64,
-    /// Seed of the tuning traffic.
-    #[arg(long, default_value_t = SimConfig::default().seed)]
-    pub seed: u64,
+    /// The workload of both traffics.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Seed of the held-out traffic (default: --seed + 1).
     #[arg(long)]
     pub eval_seed: Option<u64>,
-    /// Steps during which requests arrive (each traffic).
-    #[arg(long, default_value_t = SimConfig::default().steps)]
-    pub steps: u64,
-    /// Stop after --steps instead of draining.
-    #[arg(long)]
-    pub no_drain: bool,
-    /// Mean request arrivals per simulated second (Poisson).
-    #[arg(long, default_value_t = SimConfig::default().rate)]
-    pub rate: f64,
-    /// Prompt lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
-    #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_PROMPT))]
-    pub prompt_len: LengthDist,
-    /// Output lengths: azure-conv, fixed:N, uniform:LO-HI or lognormal:MU,SIGMA (or MU,SIGMA,MAX).
-    #[arg(long, default_value = "azure-conv", value_parser = |s: &str| LengthDist::parse(s, LengthDist::AZURE_CONV_OUTPUT))]
-    pub output_len: LengthDist,
-    /// Tokens per step (default: the layout's max_tokens).
-    #[arg(long)]
-    pub token_budget: Option<u32>,
-    /// Probability that a draft token is accepted (layouts with speculative tokens).
-    #[arg(long, default_value_t = SimConfig::default().acceptance)]
-    pub acceptance: f64,
-    /// Simulated step time: fixed part, milliseconds.
-    #[arg(long, default_value_t = StepTime::default().base_ms)]
-    pub step_base_ms: f64,
-    /// Simulated step time: per token, microseconds (also the cost of a padded token).
-    #[arg(long, default_value_t = StepTime::default().per_token_us)]
-    pub step_token_us: f64,
     /// Also write the outcome as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -103,23 +77,10 @@ impl TuneArgs {
     ///
     /// A trace that cannot be read or split.
     pub fn traffic(&self) -> Result<(SimConfig, SimConfig), String> {
-        let base = SimConfig {
-            seed: self.seed,
-            steps: self.steps,
-            drain: !self.no_drain,
-            rate: self.rate,
-            prompt: self.prompt_len,
-            output: self.output_len,
-            token_budget: self.token_budget,
-            acceptance: self.acceptance,
-            step_time: StepTime {
-                base_ms: self.step_base_ms,
-                per_token_us: self.step_token_us,
-            },
-            trace: None,
-            bucket_chunking: false,
-        };
-        let eval_seed = self.eval_seed.unwrap_or_else(|| self.seed.wrapping_add(1));
+        let base = self.workload.config();
+        let eval_seed = self
+            .eval_seed
+            .unwrap_or_else(|| self.workload.seed.wrapping_add(1));
         match load_trace(self.trace.as_deref(), self.trace_speedup)? {
             None => Ok((
                 base.clone(),
@@ -159,19 +120,6 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 
 fn pct(x: f64) -> String {
     format!("{:.2} %", x * 100.0)
-}
-
-/// A count with thousands separators.
-fn n(x: u64) -> String {
-    let s = x.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The printed outcome: the comparison as TOML comments, then the `[graphs]` section, so

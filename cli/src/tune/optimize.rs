@@ -76,11 +76,11 @@ impl LayoutFacts {
     }
 
     fn s1(&self) -> u64 {
-        u64::from(self.rules.num_spec) + 1
+        u64::from(self.rules.speculative_tokens) + 1
     }
 
     fn tp(&self) -> u64 {
-        u64::from(self.rules.tp.max(1))
+        u64::from(self.rules.tensor_parallel.max(1))
     }
 
     /// Whether `b` can be a bucket of the layout.
@@ -151,8 +151,8 @@ impl LayoutFacts {
             real,
             self.rules.max_requests,
             self.rules.max_tokens,
-            self.rules.tp,
-            self.rules.num_spec,
+            self.rules.tensor_parallel,
+            self.rules.speculative_tokens,
         )
     }
 }
@@ -774,8 +774,8 @@ mod tests {
                 max_requests: r,
                 max_tokens: t,
                 max_seq_len: 4096,
-                num_spec: s,
-                tp,
+                speculative_tokens: s,
+                tensor_parallel: tp,
             },
             strict,
         }
@@ -792,7 +792,7 @@ mod tests {
         let (r, t, s1) = (
             f.rules.max_requests,
             f.rules.max_tokens,
-            f.rules.num_spec + 1,
+            f.rules.speculative_tokens + 1,
         );
         let mut v: Vec<Shape> = Vec::new();
         for _ in 0..n {

@@ -42,7 +42,9 @@ constexpr al_u32 AL_WARPS = AL_THREADS / 32u;
 static_assert(AL_THREADS % 32u == 0u && AL_WARPS >= 1u && AL_WARPS <= 32u, "whole warps, at most 32");
 // Requests (and prefill sequences) per thread in the block-wide scans.
 constexpr al_u32 AL_PER_THREAD = (AL_MAX_REQUESTS + AL_THREADS - 1u) / AL_THREADS;
-static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= 48u * 1024u, "static shared memory fits 48 KB");
+// Static shared memory: s_cu_q (and s_chunk with Mamba) of R + 1 words, s_warp of two
+// words per warp; the limit is emitted from Rust (emit_cuda::STATIC_SHARED_LIMIT).
+static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= AL_STATIC_SHARED_LIMIT, "static shared memory fits the block's limit");
 
 // log2(B): block positions are split with shifts (B is a power of two).
 __host__ __device__ constexpr al_u32 al_log2(al_u32 x) { return x <= 1u ? 0u : 1u + al_log2(x >> 1); }

@@ -172,6 +172,7 @@ static_assert(sizeof(AlHeader) == AL_HEADER_BYTES, "staging header");
 #ifndef AL_THREADS
 #define AL_THREADS 512u
 #endif
+constexpr al_u32 AL_STATIC_SHARED_LIMIT = 49152u;  // bytes of static shared memory a block may use
 
 // ---- #include "fill.cuh" (codegen/src/kernels/fill.cuh, the same for every layout) ----
 // ---- Entry points ------------------------------------------------------------

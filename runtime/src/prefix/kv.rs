@@ -1,4 +1,5 @@
-//! The KV block allocator with prefix caching (PREFIX-CACHING §3–§5 of the reference).
+//! The KV block allocator with prefix caching (Megatron's caching `KVBlockAllocator`;
+//! `docs/DESIGN.md`, "Prefix caching", and its deliberate differences D2 and D3).
 //!
 //! State, per block `b` of a pool of `P` (block `P − 1` is the reserved dummy, never handed
 //! out): a reference count `ref[b]` (owners), a registered hash `hash[b]` (−1: none), and

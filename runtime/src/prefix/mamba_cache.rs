@@ -1,5 +1,5 @@
-//! The durable Mamba state cache (PREFIX-CACHING §9 of the reference: Megatron's
-//! `MambaSlotAllocator`): `S` slots, each holding the Mamba state (conv + SSM, all layers)
+//! The durable Mamba state cache (Megatron's `MambaSlotAllocator`; `docs/DESIGN.md`,
+//! "Prefix caching", differences D1, D5 and D5b): `S` slots, each holding the Mamba state (conv + SSM, all layers)
 //! after some KV block, so a later request with that prefix can restore it instead of
 //! recomputing the prefix.
 //!

@@ -1,4 +1,5 @@
-//! Prefix matching for a new prefill chunk (PREFIX-CACHING §6 of the reference), as a
+//! Prefix matching for a new prefill chunk (Megatron's `_compute_prefix_match`;
+//! `docs/DESIGN.md`, "Prefix caching", difference D4), as a
 //! pure function of the request's block hashes and two lookups.
 //!
 //! For a chunk of `q` prompt tokens after `f` tokens already prefilled, with block size

@@ -1,5 +1,5 @@
-//! Where a prefill chunk's intermediate Mamba states are extracted (PREFIX-CACHING §10 of
-//! the reference: Megatron's `compute_and_store_offsets`), as a pure function.
+//! Where a prefill chunk's intermediate Mamba states are extracted (Megatron's
+//! `compute_and_store_offsets`; `docs/DESIGN.md`, "Prefix caching"), as a pure function.
 //!
 //! A chunk computes tokens `[start, start + len)` with `start = f + skip` and `len = q −
 //! skip`. Three block boundaries are worth a snapshot of the Mamba state: the end of the
