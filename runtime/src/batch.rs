@@ -83,6 +83,10 @@
 
 use std::num::NonZeroU32;
 
+mod schedule;
+
+pub use schedule::{AsyncError, Prepared};
+
 use crate::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use crate::dims::Dims;
 use crate::step::{BlockChange, RequestRow, Residency, StepInput};
@@ -299,6 +303,10 @@ pub enum BatchError {
     /// [`BatchState::commit_step`] without a step built since the last change.
     #[error("no step was built since the schedule last changed: call with_step before commit_step")]
     NotBuilt,
+    /// [`BatchState::commit_step`] while a step prepared with [`BatchState::prepare`]
+    /// awaits its [`BatchState::resolve`] (the prepared step was advanced already).
+    #[error("a prepared step awaits resolve: end it with resolve, not commit_step")]
+    PreparedPending,
     /// A layout the batch state cannot serve.
     #[error("layout: {0}")]
     Layout(String),
@@ -358,6 +366,8 @@ pub struct BatchState {
     finished: Vec<Finished>,
     next_id: u64,
     built: bool,
+    /// Megatron's async scheduling: prepare / commit / resolve (`schedule.rs`).
+    sched: schedule::AsyncState,
 }
 
 /// Empties `v` and reuses its buffer for rows of another lifetime (std collects in place
@@ -419,6 +429,10 @@ impl BatchState {
             finished: Vec::with_capacity(r),
             next_id: 1,
             built: false,
+            sched: schedule::AsyncState::with_capacity(
+                r,
+                dims.speculative_tokens().saturating_add(1),
+            ),
         })
     }
 
@@ -913,6 +927,7 @@ impl BatchState {
         self.resident_rows.clear();
         self.finished.clear();
         self.built = false;
+        self.sched.clear();
     }
 
     // --- the step --------------------------------------------------------------------------
@@ -995,6 +1010,9 @@ impl BatchState {
         &mut self,
         mut accepted: impl FnMut(RequestHandle) -> u32,
     ) -> Result<&[Finished], BatchError> {
+        if self.sched.is_prepared() {
+            return Err(BatchError::PreparedPending);
+        }
         if !self.built {
             return Err(BatchError::NotBuilt);
         }
