@@ -64,7 +64,24 @@ pub struct FillState {
     /// Per Mamba slot, the row that claimed it in that generation.
     slot_owner: Vec<u32>,
     generation: u32,
+    /// Per metadata block-table row: the resident row whose block list it held after the
+    /// last step written from a [residency-aware plan](plan_step_resident) ([`NO_ROW`]:
+    /// unknown). Meaningful for rows `0 .. src_len` only.
+    meta_src: Vec<u32>,
+    /// Rows of `meta_src` that may hold something other than [`NO_ROW`].
+    src_len: usize,
+    /// Per metadata block-table row, this step: whether the plan keeps it in place (its
+    /// resident row is the one it held, so only the entries the residency changes name and
+    /// the ones it grew into are written).
+    in_place: Vec<bool>,
+    /// Per resident row: the step row that claims it (valid where `res_stamp` is current).
+    res_step_row: Vec<u32>,
+    res_stamp: Vec<u32>,
+    res_generation: u32,
 }
+
+/// No resident row.
+const NO_ROW: u32 = u32::MAX;
 
 impl FillState {
     /// State for a buffer that [`init_buffer`] has just initialized.
@@ -75,6 +92,12 @@ impl FillState {
             slot_generation: vec![0; if d.has_mamba() { r } else { 0 }],
             slot_owner: vec![0; if d.has_mamba() { r } else { 0 }],
             generation: 0,
+            meta_src: vec![NO_ROW; r],
+            src_len: 0,
+            in_place: vec![false; r],
+            res_step_row: vec![0; r],
+            res_stamp: vec![0; r],
+            res_generation: 0,
         }
     }
 
@@ -85,6 +108,60 @@ impl FillState {
         self.slot_generation.fill(0);
         self.slot_owner.fill(0);
         self.generation = 0;
+        self.forget_residency();
+        self.res_stamp.fill(0);
+        self.res_generation = 0;
+    }
+
+    /// Forgets which resident row each block-table row holds: the next
+    /// [residency-aware](plan_step_resident) step copies every active row in full. For an
+    /// engine whose residency view starts over (`MetadataBackend::reset_residency`).
+    pub fn forget_residency(&mut self) {
+        self.meta_src.fill(NO_ROW);
+        self.in_place.fill(false);
+        self.src_len = 0;
+    }
+
+    /// Stamps the step's resident rows (resident row → step row) when the residency can be
+    /// used: one resident row per step row, each inside the table and used once. Returns
+    /// whether it can; a step whose residency cannot be used is filled in full.
+    fn claim_resident_rows(&mut self, input: &StepInput<'_>) -> bool {
+        let Some(res) = input.residency else {
+            return false;
+        };
+        if res.resident_rows.len() != input.rows.len() {
+            return false;
+        }
+        self.res_generation = self.res_generation.wrapping_add(1);
+        if self.res_generation == 0 {
+            self.res_stamp.fill(0);
+            self.res_generation = 1;
+        }
+        let g = self.res_generation;
+        for (i, &r) in res.resident_rows.iter().enumerate() {
+            match (
+                self.res_stamp.get_mut(r as usize),
+                self.res_step_row.get_mut(r as usize),
+            ) {
+                (Some(stamp), Some(row)) if *stamp != g => {
+                    *stamp = g;
+                    // `i < rows.len() <= R`, checked by the caller.
+                    *row = i as u32;
+                }
+                // Outside the table, or claimed twice.
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The step row that claims resident row `r` this step, if any.
+    #[inline]
+    fn step_row_of(&self, r: u32) -> Option<usize> {
+        let stamp = *self.res_stamp.get(r as usize)?;
+        (stamp == self.res_generation)
+            .then(|| self.res_step_row.get(r as usize).map(|&i| i as usize))
+            .flatten()
     }
 
     /// Whether this state was made for `d`'s numbers of request rows and Mamba slots
@@ -93,6 +170,10 @@ impl FillState {
         let rows = d.max_requests();
         let slots = if d.has_mamba() { rows } else { 0 };
         if self.block_table_dirty.len() == rows
+            && self.meta_src.len() == rows
+            && self.in_place.len() == rows
+            && self.res_stamp.len() == rows
+            && self.res_step_row.len() == rows
             && self.slot_generation.len() == slots
             && self.slot_owner.len() == slots
         {
@@ -175,6 +256,9 @@ pub struct StepPlan<'a, D: Dims> {
     active: usize,
     /// Whether any row's block list may hold a `-1`.
     holes: bool,
+    /// Whether the plan uses the step's residency ([`plan_step_resident`]): rows kept in
+    /// place are marked in the state's `in_place`.
+    resident: bool,
 }
 
 impl<'a, D: Dims> StepPlan<'a, D> {
@@ -294,7 +378,33 @@ pub fn plan_step_checking<'a, D: Dims>(
     state: &'a mut FillState,
     check: BlockCheck,
 ) -> Result<StepPlan<'a, D>, StepError> {
-    plan(d, input, state, check, None)
+    plan(d, input, state, check, None, false)
+}
+
+/// [`plan_step`] for a host fill that writes only what changed: what `CpuBackend` runs.
+///
+/// When the step carries a usable [`Residency`](crate::step::Residency) (one resident row
+/// per step row, inside the table, each used once), an active row whose metadata
+/// block-table row already holds its resident row's list (written by the previous
+/// residency-aware step at the same position) is *kept in place*: its block list is not
+/// scanned or copied; only the entries the residency changes name, and those it grew
+/// into, are checked and written. Every other row, and every step without usable
+/// residency, is checked and written in full, exactly as [`plan_step`].
+///
+/// The result is byte-identical to [`plan_step`] + [`write_step`] as long as the
+/// residency keeps its contract (`batch.rs`): the changes list every entry written since
+/// the previous step. Like the device fill, the entries of a row kept in place that no
+/// change names are trusted, not read.
+///
+/// # Errors
+///
+/// Those of [`plan_step`]. An input with several faults may report another of them first.
+pub fn plan_step_resident<'a, D: Dims>(
+    d: &'a D,
+    input: &StepInput<'a>,
+    state: &'a mut FillState,
+) -> Result<StepPlan<'a, D>, StepError> {
+    plan(d, input, state, BlockCheck::Full, None, true)
 }
 
 /// [`plan_step_checking`] for one rank of an expert-parallel group: the padded shape
@@ -314,7 +424,7 @@ pub fn plan_step_agreed<'a, D: Dims>(
     check: BlockCheck,
     agreed: &AgreedShape,
 ) -> Result<StepPlan<'a, D>, StepError> {
-    plan(d, input, state, check, Some(agreed))
+    plan(d, input, state, check, Some(agreed), false)
 }
 
 /// The planning pass: the rows one by one, then the step as a whole, then its shapes.
@@ -324,6 +434,7 @@ fn plan<'a, D: Dims>(
     state: &'a mut FillState,
     check: BlockCheck,
     agreed: Option<&AgreedShape>,
+    resident: bool,
 ) -> Result<StepPlan<'a, D>, StepError> {
     let limits = RowLimits::of(d);
     if input.rows.len() > limits.r {
@@ -336,8 +447,16 @@ fn plan<'a, D: Dims>(
     if limits.has_mamba {
         state.next_slot_generation();
     }
-    let tally = check_rows(d, &limits, input.rows, state, check)?;
+    let resident = resident && state.claim_resident_rows(input);
+    let resident_rows = input
+        .residency
+        .filter(|_| resident)
+        .map(|r| r.resident_rows);
+    let tally = check_rows(d, &limits, input.rows, state, check, resident_rows)?;
     check_step(d, input, &tally)?;
+    if resident {
+        check_in_place_entries(&limits, input, state, &tally)?;
+    }
     let info = step_shapes(d, &tally, agreed)?;
     Ok(StepPlan {
         dims: d,
@@ -346,7 +465,57 @@ fn plan<'a, D: Dims>(
         info,
         active: (tally.decode + tally.prefill) as usize,
         holes: tally.holes,
+        resident,
     })
+}
+
+/// The entries a residency-aware write copies into rows kept in place: those the changes
+/// name (inside the row's list) and those the row grew into. Each must be a valid id.
+fn check_in_place_entries(
+    limits: &RowLimits,
+    input: &StepInput<'_>,
+    state: &FillState,
+    tally: &Tally,
+) -> Result<(), StepError> {
+    let paused = tally.paused as usize;
+    let active = (tally.decode + tally.prefill) as usize;
+    let valid = |i: usize, blocks: &[i32], j: usize| -> Result<(), StepError> {
+        match blocks.get(j) {
+            Some(&id) if id < -1 || id >= limits.dummy => Err(StepError::BlockOutOfRange {
+                row: i,
+                index: j,
+                id,
+                limit: limits.dummy,
+            }),
+            _ => Ok(()),
+        }
+    };
+    for a in 0..active {
+        if !state.in_place.get(a).copied().unwrap_or(false) {
+            continue;
+        }
+        let i = paused + a;
+        let blocks = input.rows.get(i).map_or(&[][..], |r| r.blocks);
+        let prev = state.block_table_dirty.get(a).map_or(0, |&x| x as usize);
+        for j in prev..blocks.len() {
+            valid(i, blocks, j)?;
+        }
+    }
+    if let Some(res) = input.residency {
+        for c in res.changes {
+            let Some(i) = state.step_row_of(c.resident_row) else {
+                continue;
+            };
+            let Some(a) = i.checked_sub(paused).filter(|&a| a < active) else {
+                continue;
+            };
+            if state.in_place.get(a).copied().unwrap_or(false) {
+                let blocks = input.rows.get(i).map_or(&[][..], |r| r.blocks);
+                valid(i, blocks, c.index as usize)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The layout's numbers the per-row checks use, read once per step.
@@ -408,12 +577,36 @@ fn check_rows<D: Dims>(
     rows: &[RequestRow<'_>],
     state: &mut FillState,
     check: BlockCheck,
+    resident_rows: Option<&[u32]>,
 ) -> Result<Tally, StepError> {
     let mut tally = Tally::default();
     let mut previous = Phase::Paused;
     for (i, row) in rows.iter().enumerate() {
         check_phase_order(i, row.phase, previous)?;
         previous = row.phase;
+        let check = match resident_rows {
+            Some(res) if row.phase != Phase::Paused => {
+                // Active row `a` is kept in place when its metadata row holds its resident
+                // row already; then its list is not scanned (the entries the write copies
+                // are checked by `check_in_place_entries`).
+                let a = i - tally.paused as usize;
+                let r = res.get(i).copied().unwrap_or(NO_ROW);
+                let keep = state
+                    .meta_src
+                    .get(a)
+                    .is_some_and(|&src| src == r && r != NO_ROW);
+                if let Some(flag) = state.in_place.get_mut(a) {
+                    *flag = keep;
+                }
+                if keep {
+                    BlockCheck::Needed
+                } else {
+                    BlockCheck::Full
+                }
+            }
+            Some(_) => BlockCheck::Full,
+            None => check,
+        };
         let holes = check_block_list(i, row.blocks, limits, check)?;
         tally.holes |= holes;
         if limits.has_mamba && row.mamba_slot != -1 {
@@ -800,19 +993,35 @@ pub fn write_step<D: Dims>(
         // Block table row: the row's ids (-1 as dummy), then dummy up to what may be stale.
         let len = row.blocks.len();
         let bt = &mut v.mha_block_table[a * nkv..(a + 1) * nkv];
-        bt[..len].copy_from_slice(row.blocks);
-        if plan.holes {
-            for id in &mut bt[..len] {
-                if *id == -1 {
-                    *id = dummy;
+        let dirty = &mut state.block_table_dirty[a];
+        if plan.resident && state.in_place[a] {
+            // Kept in place: the entries it grew into here, the changed ones below.
+            let prev = *dirty as usize;
+            if len > prev {
+                for (dst, &id) in bt[prev..len].iter_mut().zip(&row.blocks[prev..]) {
+                    *dst = if id == -1 { dummy } else { id };
+                }
+            }
+        } else {
+            bt[..len].copy_from_slice(row.blocks);
+            if plan.holes {
+                for id in &mut bt[..len] {
+                    if *id == -1 {
+                        *id = dummy;
+                    }
                 }
             }
         }
-        let dirty = &mut state.block_table_dirty[a];
         if (*dirty as usize) > len {
             bt[len..*dirty as usize].fill(dummy);
         }
         *dirty = len as u32;
+    }
+    if plan.resident {
+        write_resident_rows(state, &input, &mut v, paused, n, nkv, dummy);
+    } else {
+        state.meta_src[..state.src_len.max(n)].fill(NO_ROW);
+        state.src_len = 0;
     }
     if let Some(ids) = input.token_ids {
         v.token_to_input_ids[..n_real].copy_from_slice(ids);
@@ -866,6 +1075,48 @@ pub fn write_step<D: Dims>(
         write_mamba(d, &input, &mut info, &mut v, active);
     }
     Ok(info)
+}
+
+/// The residency part of a residency-aware write: the changed entries of the rows kept in
+/// place, and which resident row each metadata row now holds.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "rows n and metadata rows a < n <= R (the state was checked against the layout); \
+              a change is applied only inside its row's list (index < len <= nkv)"
+)]
+fn write_resident_rows(
+    state: &mut FillState,
+    input: &StepInput<'_>,
+    v: &mut Views<'_>,
+    paused: usize,
+    n: usize,
+    nkv: usize,
+    dummy: i32,
+) {
+    let Some(res) = input.residency else {
+        return;
+    };
+    for c in res.changes {
+        let Some(i) = state.step_row_of(c.resident_row) else {
+            continue;
+        };
+        let Some(a) = i.checked_sub(paused).filter(|&a| a < n) else {
+            continue;
+        };
+        let j = c.index as usize;
+        if state.in_place[a]
+            && let Some(&id) = input.rows[i].blocks.get(j)
+        {
+            v.mha_block_table[a * nkv + j] = if id == -1 { dummy } else { id };
+        }
+    }
+    for a in 0..n {
+        state.meta_src[a] = res.resident_rows[paused + a];
+    }
+    if state.src_len > n {
+        state.meta_src[n..state.src_len].fill(NO_ROW);
+    }
+    state.src_len = n;
 }
 
 /// Token arrays of one row with `q` tokens starting at position `kv`, written from token
