@@ -39,6 +39,13 @@
 //! A request can also leave early with [`release`](BatchState::release) (an abort, or an
 //! eviction that will recompute it later).
 //!
+//! An engine that prepares the next step while the current one runs ends a step with
+//! Megatron's async-scheduling calls instead of `commit_step`:
+//! [`prepare`](BatchState::prepare), [`commit_sampled`](BatchState::commit_sampled) and
+//! [`resolve`](BatchState::resolve) (docs/ASYNC-SCHEDULING.md). `resolve` moves rows in
+//! step order (Megatron's hole filling); requests keep their resident rows, so the
+//! residency contract below holds across moves.
+//!
 //! # Residency contract
 //!
 //! The consumer (a backend) keeps a *resident block table* of `max_requests` rows by
@@ -71,8 +78,10 @@
 //!   [`with_step`](BatchState::with_step) hands out the same changes again, followed by any
 //!   newer ones. Because each change is an absolute store, applying a prefix twice is
 //!   harmless as long as the whole list is applied in order afterwards.
-//! * **Consistency.** The host fill ignores the residency: the rows' `blocks` stay
-//!   authoritative and always agree with the table the changes produce.
+//! * **Consistency.** The rows' `blocks` stay authoritative and always agree with the
+//!   table the changes produce. The full host fill ignores the residency; the CPU
+//!   backend's fill uses it to leave rows that stayed in place untouched
+//!   ([`fill::plan_step_resident`](crate::fill::plan_step_resident)).
 //!
 //! # Allocation
 //!
