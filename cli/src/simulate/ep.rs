@@ -467,6 +467,8 @@ pub fn run_ep(
                 padded: info.padded,
                 bucket: info.bucket,
                 paused: info.paused,
+                prepared: false,
+                end_ns: 0,
             };
             let alone = buckets::match_bucket(rank.local, dims.buckets(), strict);
             rank.forced.record(rank.local, &record, alone, &agreed);
@@ -545,6 +547,8 @@ pub fn run_ep(
                 rank.records,
                 rank.totals,
                 rank.sched.counters,
+                // The lockstep ranks end every step the ordinary way.
+                false,
             ),
         });
     }
