@@ -239,15 +239,17 @@ fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> io::Re
         out,
         "host fill, CPU backend, one thread, {steps} steps per scenario"
     )?;
-    writeln!(
-        out,
-        "graph: a CUDA-graph bucket serves the step; median, p99: 50th and 99th percentile of one step's fill time; buffer B: the metadata buffer's bytes"
-    )?;
-    writeln!(
-        out,
-        "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
-        "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
-    )?;
+    if !selected.is_empty() {
+        writeln!(
+            out,
+            "graph: a CUDA-graph bucket serves the step; median, p99: 50th and 99th percentile of one step's fill time; buffer B: the metadata buffer's bytes"
+        )?;
+        writeln!(
+            out,
+            "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
+            "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
+        )?;
+    }
     for s in &selected {
         match bench::time_host_fill(s, steps) {
             Ok(t) => writeln!(
@@ -264,7 +266,9 @@ fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> io::Re
     if steady.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out)?;
+    if !selected.is_empty() {
+        writeln!(out)?;
+    }
     writeln!(
         out,
         "steady decode (BatchState through prepare / commit_sampled / resolve): fill = the CPU backend's residency-aware fill, full = the full host fill of the same steps in the same run, ratio = fill / full (medians), engine = the engine's step end (prepare, commit, resolve, replacements), prepared = steps that took the prepared path"
