@@ -546,9 +546,9 @@ pub fn run_ep(
                 limits,
                 rank.records,
                 rank.totals,
+                // The lockstep ranks end every step the ordinary way
+                // (`async_scheduling` stays false).
                 rank.sched.counters,
-                // The lockstep ranks end every step the ordinary way.
-                false,
             ),
         });
     }

@@ -191,6 +191,8 @@ pub struct RunTotals {
     pub waiting_end: usize,
     /// Most live requests at once.
     pub live_peak: usize,
+    /// Whether decode-only steps were ended through prepare / commit / resolve.
+    pub async_scheduling: bool,
 }
 
 /// Runs a simulation of `config` on a layout, building metadata with `backend`, calling
@@ -419,9 +421,11 @@ fn run_within(
         &backend.name(),
         limits,
         records,
-        totals,
+        RunTotals {
+            async_scheduling: async_path,
+            ..totals
+        },
         sched.counters,
-        async_path,
     ))
 }
 

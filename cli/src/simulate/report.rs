@@ -277,7 +277,6 @@ impl Report {
         records: Vec<StepRecord>,
         totals: RunTotals,
         counters: SchedCounters,
-        async_enabled: bool,
     ) -> Self {
         let s1 = dims.speculative_tokens() as u64 + 1;
         let buckets = dims.buckets();
@@ -391,7 +390,7 @@ impl Report {
                 inconsistent_steps: inconsistent,
             },
             async_scheduling: AsyncSteps {
-                enabled: async_enabled,
+                enabled: totals.async_scheduling,
                 prepared_steps: prepared_lat.len() as u64,
                 prepared_latency: Latency::of(&mut prepared_lat),
                 other_latency: Latency::of(&mut other_lat),
