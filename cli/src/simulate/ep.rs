@@ -467,7 +467,6 @@ pub fn run_ep(
                 padded: info.padded,
                 bucket: info.bucket,
                 paused: info.paused,
-                prepared: false,
                 end_ns: 0,
             };
             let alone = buckets::match_bucket(rank.local, dims.buckets(), strict);

@@ -256,9 +256,8 @@ fn run_within(
     let mut recent_sorted = Vec::with_capacity(recent.len());
     let mut recent_p50_us = 0.0;
     // Whether decode-only steps end through prepare / commit / resolve (not with draft
-    // tokens that can be rejected), and whether the next step's schedule was prepared.
+    // tokens that can be rejected).
     let async_path = s == 0 || config.acceptance >= 1.0;
-    let mut next_prepared = false;
 
     loop {
         let open = step < config.steps && !workload.is_exhausted();
@@ -342,7 +341,6 @@ fn run_within(
             padded: info.padded,
             bucket: info.bucket,
             paused: info.paused,
-            prepared: next_prepared,
             end_ns: 0,
         });
         if let Some(slot) = recent.get_mut((step % 1024) as usize) {
@@ -356,20 +354,22 @@ fn run_within(
         // (prepare, commit the sampled tokens, resolve). Not with rejectable drafts: the
         // prepared path advances every row by s + 1.
         let t_end = Instant::now();
-        next_prepared = async_path
+        let prepared = async_path
             && sched.state.can_prepare().is_ok()
             && match sched.state.prepare() {
                 Ok(_) => true,
                 Err(AsyncError::OutOfBlocks { .. }) => false,
                 Err(error) => return Err(SimError::Async { step, error }),
             };
-        let (completed, output_tokens, accepted) = if next_prepared {
+        let (completed, output_tokens, accepted) = if prepared {
             let rows = (info.real.decode + info.real.prefill) as usize;
             let r = sched
                 .resolve_prepared(rows)
                 .map_err(|error| SimError::Async { step, error })?;
             if let Some(last) = records.last_mut() {
-                last.end_ns = u64::try_from(t_end.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                last.end_ns = u32::try_from(t_end.elapsed().as_nanos())
+                    .unwrap_or(u32::MAX)
+                    .max(1);
             }
             r
         } else {

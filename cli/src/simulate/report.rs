@@ -25,12 +25,10 @@ pub struct StepRecord {
     pub bucket: Option<u32>,
     /// Paused rows.
     pub paused: u32,
-    /// Whether the step's schedule was prepared (`BatchState::prepare`) while the step
-    /// before ran: the async-scheduling path.
-    pub prepared: bool,
-    /// Host time of ending the step with prepare, commit_sampled and resolve,
-    /// nanoseconds (0 when it was ended otherwise).
-    pub end_ns: u64,
+    /// Host time of ending the step with prepare, commit_sampled and resolve, nanoseconds
+    /// (at least 1; 0 when it was ended otherwise). The next step's schedule was then
+    /// prepared while this one ran: the async-scheduling path.
+    pub end_ns: u32,
 }
 
 /// The settings a run used.
@@ -285,9 +283,11 @@ impl Report {
         let (mut graphed_waste, mut eager_waste, mut inconsistent) = (0u64, 0u64, 0u64);
         let mut lat: Vec<f64> = Vec::with_capacity(records.len());
         let (mut prepared_lat, mut other_lat, mut end) = (Vec::new(), Vec::new(), Vec::new());
+        let mut prepared = false;
         for r in &records {
             let us = r.latency_ns as f64 / 1000.0;
-            if r.prepared {
+            // A step is prepared when the step before it ended through prepare.
+            if std::mem::replace(&mut prepared, r.end_ns > 0) {
                 prepared_lat.push(us);
             } else {
                 other_lat.push(us);
