@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use attention_layout_codegen::Geometry;
 
-use crate::scenarios::Scenario;
+use crate::scenarios::{Scenario, SteadyEngine, SteadyScenario};
+use attention_layout::backend::{CpuBackend, MetadataBackend};
 use attention_layout::dims::RuntimeDims;
 use attention_layout::metadata::HostMetadata;
 use attention_layout::step::{Phase, RequestRow, StepInput};
@@ -99,12 +100,7 @@ pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, Strin
         samples.push(dt.as_secs_f64() * 1e6);
     }
     samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        samples
-            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pick = |q: f64| quantile(&samples, q);
     Ok(Timing {
         name: scenario.name,
         steps,
@@ -113,6 +109,110 @@ pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, Strin
         tokens: scenario.tokens(),
         graphed: info.graphed(),
         buffer_bytes,
+    })
+}
+
+/// The `q` quantile of sorted samples (NaN when there are none).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Timing of one steady-decode scenario on the CPU backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteadyTiming {
+    /// Scenario name.
+    pub name: &'static str,
+    /// Steps timed.
+    pub steps: usize,
+    /// `CpuBackend::step` (the residency-aware fill): median and 99th percentile, µs.
+    pub median_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// The full host fill (`HostMetadata::fill`) of the same steps, in the same run:
+    /// median, µs.
+    pub full_median_us: f64,
+    /// The engine's own step end (prepare or not, commit_sampled, resolve, replacements):
+    /// median, µs.
+    pub engine_median_us: f64,
+    /// Steps that took the prepared path.
+    pub prepared_steps: usize,
+    /// Rows finished (and replaced) over the timed steps.
+    pub finished_rows: usize,
+}
+
+impl SteadyTiming {
+    /// Median of the residency-aware fill over the full fill's.
+    pub fn ratio(&self) -> f64 {
+        self.median_us / self.full_median_us
+    }
+}
+
+/// Times a steady-decode scenario: each step is built by the scenario's engine, filled by
+/// a `CpuBackend` (timed) and by the full host fill into other metadata (timed, the
+/// comparison), and ended by the engine (timed apart). Every 64th step the two buffers
+/// are compared byte for byte (an error if they differ). `steps` must pass
+/// [`check_steps`]; 2,000 steps of warm-up come first.
+pub fn time_steady(scenario: &SteadyScenario, steps: usize) -> Result<SteadyTiming, String> {
+    check_steps(steps)?;
+    let mut engine = SteadyEngine::new(scenario)?;
+    let dims = engine.dims()?;
+    let mut cpu = CpuBackend::new(dims.clone());
+    let mut full = HostMetadata::new(dims);
+    let warm_up = steps.min(2000);
+    let mut fill = Vec::with_capacity(steps);
+    let mut full_fill = Vec::with_capacity(steps);
+    let mut engine_cost = Vec::with_capacity(steps);
+    let mut prepared_steps = 0;
+    let mut finished_rows = 0;
+    for i in 0..warm_up + steps {
+        let (dt, dt_full) = engine.with_step(|input| {
+            let t0 = Instant::now();
+            let r = cpu.step(input);
+            let dt = t0.elapsed();
+            let t1 = Instant::now();
+            let f = full.fill(input).map(|_| ());
+            let dt_full = t1.elapsed();
+            r.map_err(|e| e.to_string())?;
+            f.map_err(|e| e.to_string())?;
+            Ok::<_, String>((dt, dt_full))
+        })?;
+        if i % 64 == 0 && cpu.metadata().bytes() != full.bytes() {
+            return Err(format!(
+                "{}: step {i}: the CPU backend's buffer differs from the full fill's",
+                scenario.name
+            ));
+        }
+        let t0 = Instant::now();
+        let a = engine.advance()?;
+        let dt_engine = t0.elapsed();
+        if a.reseeded {
+            cpu.reset_residency();
+        }
+        if i >= warm_up {
+            fill.push(dt.as_secs_f64() * 1e6);
+            full_fill.push(dt_full.as_secs_f64() * 1e6);
+            if !a.reseeded {
+                engine_cost.push(dt_engine.as_secs_f64() * 1e6);
+            }
+            prepared_steps += usize::from(a.prepared);
+            finished_rows += a.finished;
+        }
+    }
+    for v in [&mut fill, &mut full_fill, &mut engine_cost] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(SteadyTiming {
+        name: scenario.name,
+        steps,
+        median_us: quantile(&fill, 0.5),
+        p99_us: quantile(&fill, 0.99),
+        full_median_us: quantile(&full_fill, 0.5),
+        engine_median_us: quantile(&engine_cost, 0.5),
+        prepared_steps,
+        finished_rows,
     })
 }
 

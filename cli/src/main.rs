@@ -75,9 +75,18 @@ enum Command {
     },
 }
 
+/// Every benchmark scenario's name: the fixed steps, then the steady-decode ones.
+fn scenario_names() -> Vec<&'static str> {
+    scenarios::all()
+        .iter()
+        .map(|s| s.name)
+        .chain(scenarios::steady().iter().map(|s| s.name))
+        .collect()
+}
+
 /// `bench --scenario`'s help, naming the scenarios.
 fn scenario_help() -> String {
-    let names: Vec<&str> = scenarios::all().iter().map(|s| s.name).collect();
+    let names = scenario_names();
     format!(
         "Only scenarios whose name contains this (cpu backend): {}",
         names.join(", ")
@@ -184,10 +193,15 @@ fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> io::Re
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
         .collect();
+    let steady: Vec<scenarios::SteadyScenario> = scenarios::steady()
+        .into_iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+        .collect();
     if let Some(f) = filter
         && selected.is_empty()
+        && steady.is_empty()
     {
-        let names: Vec<&str> = scenarios::all().iter().map(|s| s.name).collect();
+        let names = scenario_names();
         return fail(
             2,
             format!(
@@ -223,21 +237,58 @@ fn run_bench(steps: usize, filter: Option<&str>, backend: BackendKind) -> io::Re
         out,
         "host fill, CPU backend, one thread, {steps} steps per scenario"
     )?;
-    writeln!(
-        out,
-        "graph: a CUDA-graph bucket serves the step; median, p99: 50th and 99th percentile of one step's fill time; buffer B: the metadata buffer's bytes"
-    )?;
-    writeln!(
-        out,
-        "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
-        "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
-    )?;
+    if !selected.is_empty() {
+        writeln!(
+            out,
+            "graph: a CUDA-graph bucket serves the step; median, p99: 50th and 99th percentile of one step's fill time; buffer B: the metadata buffer's bytes"
+        )?;
+        writeln!(
+            out,
+            "{:<40} {:>7} {:>7} {:>10} {:>10} {:>9}",
+            "scenario", "tokens", "graph", "median µs", "p99 µs", "buffer B"
+        )?;
+    }
     for s in &selected {
         match bench::time_host_fill(s, steps) {
             Ok(t) => writeln!(
                 out,
                 "{:<40} {:>7} {:>7} {:>10.2} {:>10.2} {:>9}",
                 t.name, t.tokens, t.graphed, t.median_us, t.p99_us, t.buffer_bytes
+            )?,
+            Err(e) => {
+                console::error(format!("{}: {e}", s.name));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    if steady.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !selected.is_empty() {
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "steady decode (BatchState through prepare / commit_sampled / resolve): fill = the CPU backend's residency-aware fill, full = the full host fill of the same steps in the same run, ratio = fill / full (medians), engine = the engine's step end (prepare, commit, resolve, replacements), prepared = steps that took the prepared path"
+    )?;
+    writeln!(
+        out,
+        "{:<40} {:>10} {:>10} {:>10} {:>7} {:>10} {:>9} {:>9}",
+        "scenario", "median µs", "p99 µs", "full µs", "ratio", "engine µs", "prepared", "finished"
+    )?;
+    for s in &steady {
+        match bench::time_steady(s, steps) {
+            Ok(t) => writeln!(
+                out,
+                "{:<40} {:>10.2} {:>10.2} {:>10.2} {:>7.2} {:>10.2} {:>9} {:>9}",
+                t.name,
+                t.median_us,
+                t.p99_us,
+                t.full_median_us,
+                t.ratio(),
+                t.engine_median_us,
+                t.prepared_steps,
+                t.finished_rows
             )?,
             Err(e) => {
                 console::error(format!("{}: {e}", s.name));

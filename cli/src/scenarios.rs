@@ -4,7 +4,10 @@
 
 use attention_layout_codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpec, ModelKind};
 
-use attention_layout::step::{RequestRow, StepInput};
+use attention_layout::batch::{BatchState, RequestPhase};
+use attention_layout::dims::{Dims, RuntimeDims};
+use attention_layout::step::{Phase, RequestRow, StepInput};
+use attention_layout_codegen::Geometry;
 
 /// One benchmark scenario: a layout and the rows of one step.
 #[derive(Debug, Clone)]
@@ -186,6 +189,236 @@ pub fn long_context() -> Scenario {
     }
 }
 
+/// A steady-decode scenario: `rows` requests of a [`BatchState`] decoding step after step
+/// through Megatron's async-scheduling contract (prepare / commit_sampled / resolve), on the
+/// shared layout. Contexts start spread over `[256, 6144)` tokens, so about one row in
+/// `block_size` crosses into a new KV block per step. With `replace_per_mille > 0` that
+/// share of the rows finishes per step (spread over the steps, chosen pseudo-randomly) and
+/// as many new requests are admitted, their whole prompt (64 to 1023 tokens) a prefill row
+/// of the next step: such steps are not decode-only, so they end with a resolve without
+/// prepare (docs/ASYNC-SCHEDULING.md).
+///
+/// [`steady`] lists them; the CPU benchmark ([`crate::bench::time_steady`]) and the GPU
+/// benchmark both drive them with a [`SteadyEngine`].
+#[derive(Debug, Clone)]
+pub struct SteadyScenario {
+    /// Short name.
+    pub name: &'static str,
+    /// The layout.
+    pub spec: LayoutSpec,
+    /// Requests decoding (the layout's `max_requests` at most).
+    pub rows: u32,
+    /// Rows that finish and are replaced per step, in thousandths of `rows`.
+    pub replace_per_mille: u32,
+}
+
+/// The steady-decode scenarios, in the order of BENCHMARKS.md.
+pub fn steady() -> Vec<SteadyScenario> {
+    let sc = |name, model, replace_per_mille| SteadyScenario {
+        name,
+        spec: spec(model, true),
+        rows: 256,
+        replace_per_mille,
+    };
+    vec![
+        sc("mha-256-decode-steady", ModelKind::Mha, 0),
+        sc("mha-256-decode-steady-replace1", ModelKind::Mha, 10),
+        sc("hybrid-256-decode-steady", ModelKind::Hybrid, 0),
+        sc("hybrid-256-decode-steady-replace1", ModelKind::Hybrid, 10),
+    ]
+}
+
+/// What [`SteadyEngine::advance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Advance {
+    /// The step took the prepared path ([`BatchState::prepare`] succeeded).
+    pub prepared: bool,
+    /// Rows that finished (and were replaced).
+    pub finished: usize,
+    /// The engine started over (every request near `max_seq_len`): a fresh table whose
+    /// residency starts over, so the backend must be told
+    /// ([`MetadataBackend::reset_residency`](attention_layout::MetadataBackend::reset_residency)).
+    pub reseeded: bool,
+}
+
+/// The engine of a [`SteadyScenario`]: builds each step ([`with_step`](Self::with_step))
+/// and ends it the way an async-scheduling engine would ([`advance`](Self::advance)).
+#[derive(Debug)]
+pub struct SteadyEngine {
+    scenario: SteadyScenario,
+    state: BatchState,
+    /// Active rows of the step built last.
+    active: usize,
+    /// Steps ended so far.
+    step: u64,
+    /// Pseudo-random state for the finishing rows and prompt lengths.
+    seed: u64,
+    ids: Vec<i64>,
+    mask: Vec<bool>,
+}
+
+impl SteadyEngine {
+    /// A new engine, its requests admitted and their prompts processed (untimed set-up),
+    /// every one scheduled for its first decode step.
+    pub fn new(scenario: &SteadyScenario) -> Result<Self, String> {
+        let geometry = Geometry::new(&scenario.spec).map_err(|e| e.to_string())?;
+        let dims = RuntimeDims::new(geometry);
+        let state = BatchState::new(&dims).map_err(|e| e.to_string())?;
+        let rows = scenario.rows as usize;
+        let mut me = Self {
+            scenario: scenario.clone(),
+            state,
+            active: 0,
+            step: 0,
+            seed: 0x2545_F491_4F6C_DD1D,
+            ids: Vec::with_capacity(rows * (dims.speculative_tokens() + 1)),
+            mask: Vec::with_capacity(rows),
+        };
+        me.seed_requests()?;
+        Ok(me)
+    }
+
+    /// The layout's dims.
+    pub fn dims(&self) -> Result<RuntimeDims, String> {
+        Geometry::new(&self.scenario.spec)
+            .map(RuntimeDims::new)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The batch state (read only).
+    pub fn state(&self) -> &BatchState {
+        &self.state
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Admits `rows` requests with contexts spread over `[256, 6144)` and runs their
+    /// prompts in prefill steps of at most `max_tokens` tokens.
+    fn seed_requests(&mut self) -> Result<(), String> {
+        let s = self.scenario.spec.max_seq_len;
+        let budget = self.scenario.spec.max_tokens;
+        let mut pending = std::collections::VecDeque::new();
+        for i in 0..self.scenario.rows {
+            let prompt = context_len(i);
+            let h = self
+                .state
+                .admit(prompt, s - prompt)
+                .map_err(|e| e.to_string())?;
+            pending.push_back((h, prompt));
+        }
+        while !pending.is_empty() {
+            let mut left = budget;
+            while let Some((h, remaining)) = pending.front_mut() {
+                let chunk = (*remaining).min(left);
+                self.state
+                    .schedule_prefill(*h, chunk)
+                    .map_err(|e| e.to_string())?;
+                *remaining -= chunk;
+                left -= chunk;
+                if *remaining == 0 {
+                    pending.pop_front();
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+            self.state.with_step(|_| ());
+            self.state.commit_step(|_| 0).map_err(|e| e.to_string())?;
+        }
+        let live: Vec<_> = self.state.live().collect();
+        for h in live {
+            self.state.schedule_decode(h).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Builds the current step and calls `f` with it (typically a backend's `step`).
+    pub fn with_step<R>(&mut self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
+        let mut active = 0;
+        let out = self.state.with_step(|input| {
+            active = input
+                .rows
+                .iter()
+                .filter(|r| r.phase != Phase::Paused)
+                .count();
+            f(input)
+        });
+        self.active = active;
+        out
+    }
+
+    /// Ends the step built last as an async-scheduling engine does: prepare the next one
+    /// when the step is decode-only ([`BatchState::prepare`]), commit the sampled tokens,
+    /// resolve with the scenario's finishing rows, admit their replacements and schedule
+    /// their prompts. Starts over (untimed set-up again) when a request is about to reach
+    /// `max_seq_len`, and says so.
+    pub fn advance(&mut self) -> Result<Advance, String> {
+        let mut out = Advance {
+            prepared: self.state.can_prepare().is_ok() && self.state.prepare().is_ok(),
+            ..Advance::default()
+        };
+        let per_row = self.state.speculative_tokens() as usize + 1;
+        self.ids.clear();
+        let n = self.active;
+        self.ids
+            .extend((0..n).map(|i| (self.step as i64) * 1000 + i as i64));
+        let drafts = self.ids.len() * (per_row - 1);
+        let zeros = vec![0i64; drafts];
+        self.state
+            .commit_sampled(&self.ids, &zeros)
+            .map_err(|e| e.to_string())?;
+        // Rows finishing this step: floor((t + 1)·r·p) − floor(t·r·p), p in thousandths.
+        let rate = u64::from(self.scenario.rows) * u64::from(self.scenario.replace_per_mille);
+        let finishing = (((self.step + 1) * rate) / 1000 - (self.step * rate) / 1000) as usize;
+        self.mask.clear();
+        self.mask.resize(n, true);
+        for _ in 0..finishing.min(n) {
+            let mut i = (self.next_random() % n as u64) as usize;
+            while self.mask.get(i) == Some(&false) {
+                i = (i + 1) % n;
+            }
+            if let Some(m) = self.mask.get_mut(i) {
+                *m = false;
+            }
+        }
+        out.finished = self
+            .state
+            .resolve(&self.mask)
+            .map_err(|e| e.to_string())?
+            .len();
+        let s = self.scenario.spec.max_seq_len;
+        for _ in 0..out.finished {
+            let prompt = 64 + (self.next_random() % 960) as u32;
+            let h = self
+                .state
+                .admit(prompt, s - prompt)
+                .map_err(|e| e.to_string())?;
+            self.state
+                .schedule_prefill(h, prompt)
+                .map_err(|e| e.to_string())?;
+        }
+        self.step += 1;
+        // Start over before any request could finish on its own.
+        let near_end = self.state.live().any(|h| {
+            self.state.info(h).is_ok_and(|i| {
+                i.phase == RequestPhase::Decode && i.max_output.saturating_sub(i.generated) <= 2
+            })
+        });
+        if near_end {
+            self.state.reset();
+            self.seed_requests()?;
+            out.reseeded = true;
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "Test code: a panic is a failed test.")]
@@ -194,6 +427,29 @@ mod tests {
     use attention_layout::dims::RuntimeDims;
     use attention_layout::metadata::HostMetadata;
     use attention_layout_codegen::Geometry;
+
+    #[test]
+    fn a_steady_scenario_decodes_through_prepared_steps_and_replaces_its_share_of_rows() {
+        for sc in steady() {
+            let mut engine = SteadyEngine::new(&sc).unwrap();
+            let mut prepared = 0;
+            let mut finished = 0;
+            for _ in 0..200 {
+                let rows = engine.with_step(|input| input.rows.len());
+                assert_eq!(rows, 256, "{}", sc.name);
+                let a = engine.advance().unwrap();
+                prepared += usize::from(a.prepared);
+                finished += a.finished;
+                assert!(!a.reseeded);
+            }
+            if sc.replace_per_mille == 0 {
+                assert_eq!((prepared, finished), (200, 0), "{}", sc.name);
+            } else {
+                // 1 % of 256 rows over 200 steps: 512 rows.
+                assert_eq!(finished, 512, "{}", sc.name);
+            }
+        }
+    }
 
     #[test]
     fn the_long_context_scenario_has_an_8_mb_block_table_and_fills() {

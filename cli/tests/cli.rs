@@ -345,6 +345,9 @@ fn bench_help_lists_every_scenario_name() {
     for s in scenarios::all() {
         assert!(help.contains(s.name), "{} not in\n{help}", s.name);
     }
+    for s in scenarios::steady() {
+        assert!(help.contains(s.name), "{} not in\n{help}", s.name);
+    }
 }
 
 #[test]
@@ -367,9 +370,47 @@ fn bench_times_the_scenarios_a_filter_selects() {
     let want = scenarios::all()
         .iter()
         .filter(|s| s.name.contains("hybrid"))
-        .count();
+        .count()
+        + scenarios::steady()
+            .iter()
+            .filter(|s| s.name.contains("hybrid"))
+            .count();
     assert_eq!(rows.len(), want, "{stdout}");
     assert!(rows.iter().all(|r| r.starts_with("hybrid-")), "{stdout}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+}
+
+#[test]
+fn bench_times_the_steady_decode_scenarios_through_the_prepared_path() {
+    let out = run(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--steps",
+        "20",
+        "--scenario",
+        "steady",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    // Only the steady table: no header of the fixed-step scenarios.
+    assert!(!stdout.contains("buffer B"), "{stdout}");
+    for s in scenarios::steady() {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(s.name))
+            .unwrap_or_else(|| panic!("no row for {}:\n{stdout}", s.name));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // median, p99, full, ratio, engine, prepared, finished
+        assert_eq!(cols.len(), 8, "{row}");
+        let prepared: u64 = cols[6].parse().unwrap();
+        let finished: u64 = cols[7].parse().unwrap();
+        if s.replace_per_mille == 0 {
+            assert_eq!((prepared, finished), (20, 0), "{row}");
+        } else {
+            assert!(finished > 0, "{row}");
+        }
+    }
     assert!(!stdout.contains("NaN"), "{stdout}");
 }
 

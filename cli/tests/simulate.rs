@@ -529,3 +529,64 @@ fn the_plot_shows_where_steps_land_against_the_buckets() {
         .collect();
     assert_eq!(svg.matches("<circle").count(), shapes.len());
 }
+
+#[test]
+fn decode_only_steps_take_the_prepared_path_and_their_cost_is_reported_apart() {
+    // Long outputs after short prompts: most steps are decode-only once the batch is full.
+    let config = SimConfig {
+        prompt: LengthDist::Uniform { lo: 8, hi: 64 },
+        output: LengthDist::Uniform { lo: 100, hi: 300 },
+        rate: 40.0,
+        ..short_config(11)
+    };
+    for model in [ModelKind::Mha, ModelKind::Hybrid] {
+        let dims = tiny(model, 0);
+        let r = run(&config, &dims);
+        let name = model.as_str();
+        check_invariants(name, &dims, &r);
+        let a = &r.async_scheduling;
+        assert!(a.enabled, "{name}");
+        assert!(
+            a.prepared_steps * 2 > r.steps,
+            "{name}: only {} of {} steps prepared",
+            a.prepared_steps,
+            r.steps
+        );
+        assert!(
+            a.prepared_steps < r.steps,
+            "{name}: the first step cannot be prepared"
+        );
+        assert!(a.end_p50_us > 0.0, "{name}");
+        assert!(a.prepared_latency.p50_us > 0.0 && a.other_latency.p50_us > 0.0);
+        // Both groups together are every step.
+        let total = a.prepared_latency.total_ms + a.other_latency.total_ms;
+        assert!((total - r.latency.total_ms).abs() < 1e-6 * r.latency.total_ms.max(1.0));
+        // Every request still completes with its whole output.
+        assert_eq!(r.requests.completed, r.requests.arrived, "{name}");
+        let text = r.to_string();
+        assert!(
+            text.contains("steps prepared while the step before ran"),
+            "{text}"
+        );
+        assert!(r.to_json().contains("\"prepared_steps\""));
+    }
+}
+
+#[test]
+fn draft_tokens_that_can_be_rejected_keep_the_ordinary_path() {
+    let dims = tiny(ModelKind::Mha, 2);
+    let r = run(&tiny_config(5), &dims);
+    let a = &r.async_scheduling;
+    assert!(!a.enabled);
+    assert_eq!(a.prepared_steps, 0);
+    assert!(r.to_string().contains("async      off"));
+    // With every draft accepted the prepared path represents the workload exactly.
+    let all = SimConfig {
+        acceptance: 1.0,
+        ..tiny_config(5)
+    };
+    let r = run(&all, &dims);
+    check_invariants("s = 2, acceptance 1", &dims, &r);
+    assert!(r.async_scheduling.enabled && r.async_scheduling.prepared_steps > 0);
+    assert_eq!(r.tokens.drafts_accepted, r.tokens.drafts);
+}

@@ -180,11 +180,18 @@ pub trait MetadataBackend {
     /// since the last step this backend ran — for example a new engine on a backend that
     /// served another one. A backend that keeps a resident block table forgets what it
     /// holds (the next steps upload their rows). Without this call such a backend trusts
-    /// rows the old engine wrote. Nothing to do for the CPU backend.
+    /// rows the old engine wrote. The CPU backend forgets which request each block-table
+    /// row holds (its next step copies every row).
     fn reset_residency(&mut self) {}
 }
 
 /// The CPU backend: the host fill into host memory.
+///
+/// A step that carries residency (every step of a `BatchState`) is filled with
+/// [`HostMetadata::fill_resident`]: rows that stayed where they were rewrite their
+/// lengths and positions and only the block-table entries the residency changes name; a
+/// step without residency, and rows that moved, are filled in full. The bytes are the full
+/// fill's either way (docs/DESIGN.md, "The steady decode step").
 #[derive(Debug, Clone)]
 pub struct CpuBackend<D: Dims> {
     meta: HostMetadata<D>,
@@ -214,7 +221,7 @@ impl<D: Dims> MetadataBackend for CpuBackend<D> {
         "cpu".to_owned()
     }
     fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
-        Ok(*self.meta.fill(input)?)
+        Ok(*self.meta.fill_resident(input)?)
     }
     fn step_agreed(
         &mut self,
@@ -222,6 +229,9 @@ impl<D: Dims> MetadataBackend for CpuBackend<D> {
         agreed: &AgreedShape,
     ) -> Result<StepInfo, BackendError> {
         Ok(*self.meta.fill_agreed(input, agreed)?)
+    }
+    fn reset_residency(&mut self) {
+        self.meta.forget_residency();
     }
 }
 

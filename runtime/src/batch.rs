@@ -39,6 +39,13 @@
 //! A request can also leave early with [`release`](BatchState::release) (an abort, or an
 //! eviction that will recompute it later).
 //!
+//! An engine that prepares the next step while the current one runs ends a step with
+//! Megatron's async-scheduling calls instead of `commit_step`:
+//! [`prepare`](BatchState::prepare), [`commit_sampled`](BatchState::commit_sampled) and
+//! [`resolve`](BatchState::resolve) (docs/ASYNC-SCHEDULING.md). `resolve` moves rows in
+//! step order (Megatron's hole filling); requests keep their resident rows, so the
+//! residency contract below holds across moves.
+//!
 //! # Residency contract
 //!
 //! The consumer (a backend) keeps a *resident block table* of `max_requests` rows by
@@ -71,8 +78,10 @@
 //!   [`with_step`](BatchState::with_step) hands out the same changes again, followed by any
 //!   newer ones. Because each change is an absolute store, applying a prefix twice is
 //!   harmless as long as the whole list is applied in order afterwards.
-//! * **Consistency.** The host fill ignores the residency: the rows' `blocks` stay
-//!   authoritative and always agree with the table the changes produce.
+//! * **Consistency.** The rows' `blocks` stay authoritative and always agree with the
+//!   table the changes produce. The full host fill ignores the residency; the CPU
+//!   backend's fill uses it to leave rows that stayed in place untouched
+//!   ([`fill::plan_step_resident`](crate::fill::plan_step_resident)).
 //!
 //! # Allocation
 //!
@@ -82,6 +91,10 @@
 //! the change list keeps its capacity.
 
 use std::num::NonZeroU32;
+
+mod schedule;
+
+pub use schedule::{AsyncError, Prepared};
 
 use crate::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use crate::dims::Dims;
@@ -299,6 +312,10 @@ pub enum BatchError {
     /// [`BatchState::commit_step`] without a step built since the last change.
     #[error("no step was built since the schedule last changed: call with_step before commit_step")]
     NotBuilt,
+    /// [`BatchState::commit_step`] while a step prepared with [`BatchState::prepare`]
+    /// awaits its [`BatchState::resolve`] (the prepared step was advanced already).
+    #[error("a prepared step awaits resolve: end it with resolve, not commit_step")]
+    PreparedPending,
     /// A layout the batch state cannot serve.
     #[error("layout: {0}")]
     Layout(String),
@@ -358,6 +375,8 @@ pub struct BatchState {
     finished: Vec<Finished>,
     next_id: u64,
     built: bool,
+    /// Megatron's async scheduling: prepare / commit / resolve (`schedule.rs`).
+    sched: schedule::AsyncState,
 }
 
 /// Empties `v` and reuses its buffer for rows of another lifetime (std collects in place
@@ -419,6 +438,10 @@ impl BatchState {
             finished: Vec::with_capacity(r),
             next_id: 1,
             built: false,
+            sched: schedule::AsyncState::with_capacity(
+                r,
+                dims.speculative_tokens().saturating_add(1),
+            ),
         })
     }
 
@@ -913,6 +936,7 @@ impl BatchState {
         self.resident_rows.clear();
         self.finished.clear();
         self.built = false;
+        self.sched.clear();
     }
 
     // --- the step --------------------------------------------------------------------------
@@ -995,6 +1019,9 @@ impl BatchState {
         &mut self,
         mut accepted: impl FnMut(RequestHandle) -> u32,
     ) -> Result<&[Finished], BatchError> {
+        if self.sched.is_prepared() {
+            return Err(BatchError::PreparedPending);
+        }
         if !self.built {
             return Err(BatchError::NotBuilt);
         }

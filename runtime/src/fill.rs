@@ -64,7 +64,30 @@ pub struct FillState {
     /// Per Mamba slot, the row that claimed it in that generation.
     slot_owner: Vec<u32>,
     generation: u32,
+    /// Per metadata block-table row: the resident row whose block list it held after the
+    /// last step written from a [residency-aware plan](plan_step_resident) ([`NO_ROW`]:
+    /// unknown). Meaningful for rows `0 .. src_len` only.
+    meta_src: Vec<u32>,
+    /// Rows of `meta_src` that may hold something other than [`NO_ROW`].
+    src_len: usize,
+    /// Per metadata block-table row, this step: whether the plan keeps it in place (its
+    /// resident row is the one it held, so only the entries the residency changes name and
+    /// the ones it grew into are written).
+    in_place: Vec<bool>,
+    /// Per metadata row: the first and last block index its tokens landed in at the last
+    /// write (meaningful where the row is kept in place: those entries were checked then).
+    needed: Vec<[u32; 2]>,
+    /// Per resident row: the step row that claims it (valid where `res_stamp` is current).
+    res_step_row: Vec<u32>,
+    res_stamp: Vec<u32>,
+    res_generation: u32,
+    /// The shape the buffer was last written with: `(paused, real, padded)` (`None`: not
+    /// written since the buffer was initialized).
+    last_shape: Option<(u32, BatchDims, BatchDims)>,
 }
+
+/// No resident row.
+const NO_ROW: u32 = u32::MAX;
 
 impl FillState {
     /// State for a buffer that [`init_buffer`] has just initialized.
@@ -75,6 +98,14 @@ impl FillState {
             slot_generation: vec![0; if d.has_mamba() { r } else { 0 }],
             slot_owner: vec![0; if d.has_mamba() { r } else { 0 }],
             generation: 0,
+            meta_src: vec![NO_ROW; r],
+            src_len: 0,
+            in_place: vec![false; r],
+            needed: vec![[0, 0]; r],
+            res_step_row: vec![0; r],
+            res_stamp: vec![0; r],
+            res_generation: 0,
+            last_shape: None,
         }
     }
 
@@ -85,6 +116,61 @@ impl FillState {
         self.slot_generation.fill(0);
         self.slot_owner.fill(0);
         self.generation = 0;
+        self.forget_residency();
+        self.res_stamp.fill(0);
+        self.res_generation = 0;
+        self.last_shape = None;
+    }
+
+    /// Forgets which resident row each block-table row holds: the next
+    /// [residency-aware](plan_step_resident) step copies every active row in full. For an
+    /// engine whose residency view starts over (`MetadataBackend::reset_residency`).
+    pub fn forget_residency(&mut self) {
+        self.meta_src.fill(NO_ROW);
+        self.in_place.fill(false);
+        self.src_len = 0;
+    }
+
+    /// Stamps the step's resident rows (resident row → step row) when the residency can be
+    /// used: one resident row per step row, each inside the table and used once. Returns
+    /// whether it can; a step whose residency cannot be used is filled in full.
+    fn claim_resident_rows(&mut self, input: &StepInput<'_>) -> bool {
+        let Some(res) = input.residency else {
+            return false;
+        };
+        if res.resident_rows.len() != input.rows.len() {
+            return false;
+        }
+        self.res_generation = self.res_generation.wrapping_add(1);
+        if self.res_generation == 0 {
+            self.res_stamp.fill(0);
+            self.res_generation = 1;
+        }
+        let g = self.res_generation;
+        for (i, &r) in res.resident_rows.iter().enumerate() {
+            match (
+                self.res_stamp.get_mut(r as usize),
+                self.res_step_row.get_mut(r as usize),
+            ) {
+                (Some(stamp), Some(row)) if *stamp != g => {
+                    *stamp = g;
+                    // `i < rows.len() <= R`, checked by the caller.
+                    *row = i as u32;
+                }
+                // Outside the table, or claimed twice.
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The step row that claims resident row `r` this step, if any.
+    #[inline]
+    fn step_row_of(&self, r: u32) -> Option<usize> {
+        let stamp = *self.res_stamp.get(r as usize)?;
+        (stamp == self.res_generation)
+            .then(|| self.res_step_row.get(r as usize).map(|&i| i as usize))
+            .flatten()
     }
 
     /// Whether this state was made for `d`'s numbers of request rows and Mamba slots
@@ -93,6 +179,11 @@ impl FillState {
         let rows = d.max_requests();
         let slots = if d.has_mamba() { rows } else { 0 };
         if self.block_table_dirty.len() == rows
+            && self.meta_src.len() == rows
+            && self.in_place.len() == rows
+            && self.needed.len() == rows
+            && self.res_stamp.len() == rows
+            && self.res_step_row.len() == rows
             && self.slot_generation.len() == slots
             && self.slot_owner.len() == slots
         {
@@ -175,6 +266,9 @@ pub struct StepPlan<'a, D: Dims> {
     active: usize,
     /// Whether any row's block list may hold a `-1`.
     holes: bool,
+    /// Whether the plan uses the step's residency ([`plan_step_resident`]): rows kept in
+    /// place are marked in the state's `in_place`.
+    resident: bool,
 }
 
 impl<'a, D: Dims> StepPlan<'a, D> {
@@ -297,7 +391,33 @@ pub fn plan_step_checking<'a, D: Dims>(
     state: &'a mut FillState,
     check: BlockCheck,
 ) -> Result<StepPlan<'a, D>, StepError> {
-    plan(d, input, state, check, None)
+    plan(d, input, state, check, None, false)
+}
+
+/// [`plan_step`] for a host fill that writes only what changed: what `CpuBackend` runs.
+///
+/// When the step carries a usable [`Residency`](crate::step::Residency) (one resident row
+/// per step row, inside the table, each used once), an active row whose metadata
+/// block-table row already holds its resident row's list (written by the previous
+/// residency-aware step at the same position) is *kept in place*: its block list is not
+/// scanned or copied; only the entries the residency changes name, and those it grew
+/// into, are checked and written. Every other row, and every step without usable
+/// residency, is checked and written in full, exactly as [`plan_step`].
+///
+/// The result is byte-identical to [`plan_step`] + [`write_step`] as long as the
+/// residency keeps its contract (`batch.rs`): the changes list every entry written since
+/// the previous step. Like the device fill, the entries of a row kept in place that no
+/// change names are trusted, not read.
+///
+/// # Errors
+///
+/// Those of [`plan_step`]. An input with several faults may report another of them first.
+pub fn plan_step_resident<'a, D: Dims>(
+    d: &'a D,
+    input: &StepInput<'a>,
+    state: &'a mut FillState,
+) -> Result<StepPlan<'a, D>, StepError> {
+    plan(d, input, state, BlockCheck::Full, None, true)
 }
 
 /// [`plan_step_checking`] for one rank of an expert-parallel group: the padded shape
@@ -317,7 +437,7 @@ pub fn plan_step_agreed<'a, D: Dims>(
     check: BlockCheck,
     agreed: &AgreedShape,
 ) -> Result<StepPlan<'a, D>, StepError> {
-    plan(d, input, state, check, Some(agreed))
+    plan(d, input, state, check, Some(agreed), false)
 }
 
 /// The planning pass: the rows one by one, then the step as a whole, then its shapes.
@@ -327,6 +447,7 @@ fn plan<'a, D: Dims>(
     state: &'a mut FillState,
     check: BlockCheck,
     agreed: Option<&AgreedShape>,
+    resident: bool,
 ) -> Result<StepPlan<'a, D>, StepError> {
     let limits = RowLimits::of(d);
     if input.rows.len() > limits.r {
@@ -339,8 +460,26 @@ fn plan<'a, D: Dims>(
     if limits.has_mamba {
         state.next_slot_generation();
     }
-    let tally = check_rows(d, &limits, input.rows, state, check)?;
+    let resident = resident && state.claim_resident_rows(input);
+    let resident_rows = input
+        .residency
+        .filter(|_| resident)
+        .map(|r| r.resident_rows);
+    let steady = resident_rows.and_then(|res| check_steady_rows(&limits, input.rows, res, state));
+    let tally = match steady {
+        Some(tally) => tally,
+        None => {
+            if limits.has_mamba {
+                // The steady pass may have claimed slots: start the claims over.
+                state.next_slot_generation();
+            }
+            check_rows(d, &limits, input.rows, state, check, resident_rows)?
+        }
+    };
     check_step(d, input, &tally)?;
+    if resident {
+        check_in_place_entries(&limits, input, state, &tally)?;
+    }
     let info = step_shapes(d, &tally, agreed)?;
     Ok(StepPlan {
         dims: d,
@@ -349,7 +488,62 @@ fn plan<'a, D: Dims>(
         info,
         active: (tally.decode + tally.prefill) as usize,
         holes: tally.holes,
+        resident,
     })
+}
+
+/// The entries named by the residency changes that a residency-aware write copies into rows
+/// kept in place: each must be a valid id, and one the step's tokens land in must hold a
+/// block.
+fn check_in_place_entries(
+    limits: &RowLimits,
+    input: &StepInput<'_>,
+    state: &FillState,
+    tally: &Tally,
+) -> Result<(), StepError> {
+    let paused = tally.paused as usize;
+    let active = (tally.decode + tally.prefill) as usize;
+    let valid = |i: usize, blocks: &[i32], j: usize| -> Result<(), StepError> {
+        match blocks.get(j) {
+            Some(&id) if id < -1 || id >= limits.dummy => Err(StepError::BlockOutOfRange {
+                row: i,
+                index: j,
+                id,
+                limit: limits.dummy,
+            }),
+            _ => Ok(()),
+        }
+    };
+    // (The entries a row kept in place grew into are checked in `check_rows`.)
+    if let Some(res) = input.residency {
+        for c in res.changes {
+            let Some(i) = state.step_row_of(c.resident_row) else {
+                continue;
+            };
+            let Some(a) = i.checked_sub(paused).filter(|&a| a < active) else {
+                continue;
+            };
+            if state.in_place.get(a).copied().unwrap_or(false)
+                && let Some(row) = input.rows.get(i)
+            {
+                let j = c.index as usize;
+                valid(i, row.blocks, j)?;
+                // A changed entry the step's tokens land in must hold a block.
+                let first = row.kv_offset as usize >> limits.shift;
+                let last =
+                    (row.kv_offset as usize + row.query_length.max(1) as usize - 1) >> limits.shift;
+                if (first..=last).contains(&j) && row.blocks.get(j).is_none_or(|&id| id == -1) {
+                    return Err(StepError::MissingBlock {
+                        row: i,
+                        position: (j * limits.block_size).max(row.kv_offset as usize) as u32,
+                        index: j,
+                        count: row.blocks.len(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The layout's numbers the per-row checks use, read once per step.
@@ -403,6 +597,78 @@ struct Tally {
     holes: bool,
 }
 
+/// The checks of a steady decode step, in one lean pass: every row a decode row with
+/// `q = s + 1` kept in place (its metadata row holds its resident row), its list not
+/// shorter than at the last step (entries it grew into valid ids), its sequence within the decode bound, its tokens in the
+/// blocks checked at the last step (else those blocks are checked here), a Mamba slot of its
+/// own. `None` as soon as a row is not like that (or breaks a rule): the caller then runs
+/// [`check_rows`], which finds the rule and names it. Marks every row in place.
+#[inline]
+fn check_steady_rows(
+    limits: &RowLimits,
+    rows: &[RequestRow<'_>],
+    resident_rows: &[u32],
+    state: &mut FillState,
+) -> Option<Tally> {
+    let n = rows.len();
+    let res = resident_rows.get(..n)?;
+    let src = state.meta_src.get(..n)?;
+    let dirty = state.block_table_dirty.get(..n)?;
+    let needed = state.needed.get(..n)?;
+    let s1 = limits.s1;
+    for (i, row) in rows.iter().enumerate() {
+        let r = *res.get(i)?;
+        let len = row.blocks.len();
+        let prev = *dirty.get(i)? as usize;
+        if row.phase != Phase::Decode
+            || row.query_length != s1
+            || *src.get(i)? != r
+            || r == NO_ROW
+            || len < prev
+            || len > limits.nkv
+        {
+            return None;
+        }
+        // Entries it grew into (a block crossing) are copied: check them.
+        for &id in row.blocks.get(prev..)? {
+            if id < -1 || id >= limits.dummy {
+                return None;
+            }
+        }
+        let end = row.kv_offset as usize + s1 as usize;
+        if end > limits.decode_max {
+            return None;
+        }
+        let first = row.kv_offset as usize >> limits.shift;
+        let last = (end - 1) >> limits.shift;
+        let [lo, hi] = *needed.get(i)?;
+        if first < lo as usize || last > hi as usize {
+            // Blocks its tokens had not reached: check them.
+            for j in first..=last {
+                match row.blocks.get(j) {
+                    Some(&id) if id >= 0 && id < limits.dummy => {}
+                    _ => return None,
+                }
+            }
+        }
+    }
+    if limits.has_mamba {
+        for (i, row) in rows.iter().enumerate() {
+            if row.mamba_slot == -1 || state.claim_slot(i, row.mamba_slot, limits.r).is_err() {
+                return None;
+            }
+        }
+    }
+    state.in_place.get_mut(..n)?.fill(true);
+    Some(Tally {
+        paused: 0,
+        decode: n as u32,
+        prefill: 0,
+        tokens: n as u64 * u64::from(s1),
+        holes: true,
+    })
+}
+
 /// Checks every row in order (the first broken rule wins) and counts them.
 #[inline]
 fn check_rows<D: Dims>(
@@ -411,12 +677,62 @@ fn check_rows<D: Dims>(
     rows: &[RequestRow<'_>],
     state: &mut FillState,
     check: BlockCheck,
+    resident_rows: Option<&[u32]>,
 ) -> Result<Tally, StepError> {
     let mut tally = Tally::default();
     let mut previous = Phase::Paused;
     for (i, row) in rows.iter().enumerate() {
         check_phase_order(i, row.phase, previous)?;
         previous = row.phase;
+        let mut known = None;
+        let check = match resident_rows {
+            Some(res) if row.phase != Phase::Paused => {
+                // Active row `a` is kept in place when its metadata row holds its resident
+                // row already; then its list is not scanned (the entries the write copies
+                // are checked by `check_in_place_entries`).
+                let a = i - tally.paused as usize;
+                let r = res.get(i).copied().unwrap_or(NO_ROW);
+                let keep = state
+                    .meta_src
+                    .get(a)
+                    .is_some_and(|&src| src == r && r != NO_ROW);
+                if let Some(flag) = state.in_place.get_mut(a) {
+                    *flag = keep;
+                }
+                if keep {
+                    // The blocks its tokens landed in at the last step were checked then;
+                    // changed entries are checked by `check_in_place_entries`.
+                    let dirty = state.block_table_dirty.get(a).copied().unwrap_or(u32::MAX);
+                    if row.blocks.len() >= dirty as usize {
+                        known = state.needed.get(a).copied();
+                        // The entries it grew into are copied: check them.
+                        if let Some(grown) = row.blocks.get(dirty as usize..) {
+                            check_block_list(i, grown, limits, BlockCheck::Full).map_err(|e| {
+                                match e {
+                                    StepError::BlockOutOfRange {
+                                        row,
+                                        index,
+                                        id,
+                                        limit,
+                                    } => StepError::BlockOutOfRange {
+                                        row,
+                                        index: index + dirty as usize,
+                                        id,
+                                        limit,
+                                    },
+                                    other => other,
+                                }
+                            })?;
+                        }
+                    }
+                    BlockCheck::Needed
+                } else {
+                    BlockCheck::Full
+                }
+            }
+            Some(_) => BlockCheck::Full,
+            None => check,
+        };
         let holes = check_block_list(i, row.blocks, limits, check)?;
         tally.holes |= holes;
         if limits.has_mamba && row.mamba_slot != -1 {
@@ -430,7 +746,7 @@ fn check_rows<D: Dims>(
             Phase::Decode => tally.decode += 1,
             Phase::Prefill => tally.prefill += 1,
         }
-        tally.tokens += u64::from(check_active_row(d, limits, i, row, holes)?);
+        tally.tokens += u64::from(check_active_row(d, limits, i, row, holes, known)?);
     }
     Ok(tally)
 }
@@ -512,6 +828,7 @@ fn check_active_row<D: Dims>(
     i: usize,
     row: &RequestRow<'_>,
     holes: bool,
+    known: Option<[u32; 2]>,
 ) -> Result<u32, StepError> {
     let q = row.query_length;
     if q == 0 {
@@ -540,7 +857,12 @@ fn check_active_row<D: Dims>(
         });
     }
     // `end <= limit`, a usize.
-    check_needed_blocks(limits, i, row, end as usize, holes)?;
+    // Blocks inside the range checked at the last step (a row kept in place) are known.
+    let first = (row.kv_offset as usize >> limits.shift) as u32;
+    let last = ((end as usize - 1) >> limits.shift) as u32;
+    if !known.is_some_and(|[lo, hi]| lo <= first && last <= hi) {
+        check_needed_blocks(limits, i, row, end as usize, holes)?;
+    }
     if limits.has_mamba && row.mamba_slot == -1 {
         return Err(StepError::MissingMambaSlot { row: i });
     }
@@ -767,9 +1089,112 @@ pub fn write_step<D: Dims>(
     let mut max_k = 0u32;
     v.mha_cu_query_seq_lengths[0] = 0;
     v.mha_cu_kv_seq_lengths[0] = 0;
-    for (a, row) in active.iter().enumerate() {
+    // A decode-only step of the shape written last (paused rows, real and padded shape):
+    // every field that depends only on the shape (query lengths, phases, request indices
+    // of the tokens, cumulative query lengths, token and request padding) holds its value
+    // already; only what a row's position changes is written.
+    let shape = (info.paused, info.real, info.padded);
+    let same_shape = plan.resident && info.real.prefill == 0 && state.last_shape == Some(shape);
+    if same_shape && s1 == 1 {
+        // One token per row (s = 0): a tight loop over slices of exactly `n` entries.
+        let pos = &mut v.token_to_pos_ids[..n];
+        let pir = &mut v.token_to_position_in_request[..n];
+        let bidx = &mut v.token_to_block_idx[..n];
+        let local = &mut v.token_to_local_position_within_kv_block[..n];
+        let kv_off = &mut v.request_kv_length_offsets[..n];
+        let kv_len = &mut v.mha_kv_seq_lengths[..n];
+        let cu = &mut v.mha_cu_kv_seq_lengths[1..n + 1];
+        let temp = &mut v.temperature[..n];
+        let top_k = &mut v.top_k[..n];
+        let top_p = &mut v.top_p[..n];
+        let in_place = &state.in_place[..n];
+        let dirty = &mut state.block_table_dirty[..n];
+        let needed = &mut state.needed[..n];
+        let rows = &active[..n];
+        for a in 0..n {
+            let row = &rows[a];
+            let kv = row.kv_offset as usize;
+            let j = kv >> shift;
+            // A row kept in place whose token stays in the block of the last step keeps
+            // that block's id (a changed entry is written by `write_resident_rows`).
+            if !(in_place[a] && j == kv_off[a] as usize >> shift) {
+                bidx[a] = i64::from(row.blocks.get(j).copied().unwrap_or(dummy));
+            }
+            needed[a] = [j as u32, j as u32];
+            pos[a] = kv as i64;
+            pir[a] = kv as i32;
+            local[a] = (kv & mask) as i32;
+            let len = kv as u32 + 1;
+            cu_kv += len as i32;
+            max_k = max_k.max(len);
+            kv_off[a] = kv as i32;
+            kv_len[a] = len as i32;
+            cu[a] = cu_kv;
+            temp[a] = row.sampling.temperature;
+            top_k[a] = row.sampling.top_k;
+            top_p[a] = row.sampling.top_p;
+            if !(in_place[a] && dirty[a] as usize == row.blocks.len()) {
+                write_block_row(
+                    &mut v.mha_block_table[a * nkv..(a + 1) * nkv],
+                    row.blocks,
+                    &mut dirty[a],
+                    in_place[a],
+                    plan.holes,
+                    dummy,
+                );
+            }
+        }
+        t = n;
+        cu_q = n as i32;
+        max_q = if n > 0 { 1 } else { 0 };
+    } else if same_shape {
+        for (a, row) in active.iter().enumerate() {
+            let q = row.query_length as usize;
+            let kv = row.kv_offset as usize;
+            state.needed[a] = [(kv >> shift) as u32, ((kv + q - 1) >> shift) as u32];
+            if q == 1 {
+                v.token_to_pos_ids[t] = kv as i64;
+                v.token_to_position_in_request[t] = kv as i32;
+                v.token_to_block_idx[t] = i64::from(row.blocks[kv >> shift]);
+                v.token_to_local_position_within_kv_block[t] = (kv & mask) as i32;
+            } else {
+                write_tokens(
+                    &mut v,
+                    row.blocks,
+                    t,
+                    kv,
+                    q,
+                    (paused + a) as i32,
+                    shift,
+                    mask,
+                );
+            }
+            t += q;
+            let kv_len = (kv + q) as u32;
+            cu_kv += kv_len as i32;
+            max_k = max_k.max(kv_len);
+            v.request_kv_length_offsets[a] = kv as i32;
+            v.mha_kv_seq_lengths[a] = kv_len as i32;
+            v.mha_cu_kv_seq_lengths[a + 1] = cu_kv;
+            v.temperature[a] = row.sampling.temperature;
+            v.top_k[a] = row.sampling.top_k;
+            v.top_p[a] = row.sampling.top_p;
+            write_block_row(
+                &mut v.mha_block_table[a * nkv..(a + 1) * nkv],
+                row.blocks,
+                &mut state.block_table_dirty[a],
+                state.in_place[a],
+                plan.holes,
+                dummy,
+            );
+        }
+        cu_q = (n as u32 * s1) as i32;
+        max_q = if n > 0 { s1 } else { 0 };
+    }
+    for (a, row) in active.iter().enumerate().filter(|_| !same_shape) {
         let q = row.query_length as usize;
         let kv = row.kv_offset as usize;
+        state.needed[a] = [(kv >> shift) as u32, ((kv + q - 1) >> shift) as u32];
         let abs_row = (paused + a) as i32;
         if q == 1 {
             // A decode token (s = 0): plain stores beat setting up five slice loops.
@@ -800,46 +1225,31 @@ pub fn write_step<D: Dims>(
         v.mha_kv_seq_lengths[a] = kv_len as i32;
         v.mha_cu_query_seq_lengths[a + 1] = cu_q;
         v.mha_cu_kv_seq_lengths[a + 1] = cu_kv;
-        // Block table row: the row's ids (-1 as dummy), then dummy up to what may be stale.
-        let len = row.blocks.len();
-        let bt = &mut v.mha_block_table[a * nkv..(a + 1) * nkv];
-        bt[..len].copy_from_slice(row.blocks);
-        if plan.holes {
-            for id in &mut bt[..len] {
-                if *id == -1 {
-                    *id = dummy;
-                }
-            }
-        }
-        let dirty = &mut state.block_table_dirty[a];
-        if (*dirty as usize) > len {
-            bt[len..*dirty as usize].fill(dummy);
-        }
-        *dirty = len as u32;
+        write_block_row(
+            &mut v.mha_block_table[a * nkv..(a + 1) * nkv],
+            row.blocks,
+            &mut state.block_table_dirty[a],
+            plan.resident && state.in_place[a],
+            plan.holes,
+            dummy,
+        );
+    }
+    if plan.resident {
+        let one_token_rows = (same_shape && s1 == 1).then_some(shift);
+        write_resident_rows(state, &input, &mut v, paused, n, nkv, dummy, one_token_rows);
+    } else {
+        state.meta_src[..state.src_len.max(n)].fill(NO_ROW);
+        state.src_len = 0;
     }
     if let Some(ids) = input.token_ids {
         v.token_to_input_ids[..n_real].copy_from_slice(ids);
     }
     // Token padding [n_real, Tp). Megatron leaves pos ids and request idx stale there;
     // we write 0 so every backend produces the same bytes (docs/DESIGN.md).
-    v.token_to_input_ids[n_real..tp_tokens].fill(0);
-    v.token_to_pos_ids[n_real..tp_tokens].fill(0);
-    v.token_to_request_idx[n_real..tp_tokens].fill(0);
-    v.token_to_position_in_request[n_real..tp_tokens].fill(0);
-    v.token_to_block_idx[n_real..tp_tokens].fill(i64::from(dummy));
-    v.token_to_local_position_within_kv_block[n_real..tp_tokens].fill(0);
-    // Request padding [N, Np).
-    v.request_in_prefill_status[n..np].fill(0);
-    v.request_query_lengths[n..np].fill(0);
-    v.request_kv_length_offsets[n..np].fill(0);
-    v.temperature[n..np].fill(Sampling::PAD.temperature);
-    v.top_k[n..np].fill(Sampling::PAD.top_k);
-    v.top_p[n..np].fill(Sampling::PAD.top_p);
-    v.active_request_last_token_idxs[n..np].fill(0);
+    if !same_shape {
+        write_padding(&mut v, n_real, tp_tokens, n, np, cu_q, dummy);
+    }
     v.real_token_count[0] = info.real.tokens as i32;
-    v.mha_query_lengths[n..np].fill(0);
-    v.mha_kv_seq_lengths[n..np].fill(0);
-    v.mha_cu_query_seq_lengths[n + 1..np + 1].fill(cu_q);
     v.mha_cu_kv_seq_lengths[n + 1..np + 1].fill(cu_kv);
     for a in n..np {
         let dirty = &mut state.block_table_dirty[a];
@@ -848,7 +1258,7 @@ pub fn write_step<D: Dims>(
             *dirty = 0;
         }
     }
-
+    state.last_shape = Some(shape);
     // §4 max_seqlen.
     if info.graphed() {
         info.max_seqlen_q = if padded.prefill == 0 {
@@ -869,6 +1279,132 @@ pub fn write_step<D: Dims>(
         write_mamba(d, &input, &mut info, &mut v, active);
     }
     Ok(info)
+}
+
+/// Token padding `[n_real, tp)` and request padding `[n, np)`: the values that depend on
+/// the step's shape only (`cu_kv`'s padding excepted, written by the caller).
+#[allow(
+    clippy::indexing_slicing,
+    reason = "the padded shape is bounded by the capacities of the fields, checked by the plan"
+)]
+fn write_padding(
+    v: &mut Views<'_>,
+    n_real: usize,
+    tp: usize,
+    n: usize,
+    np: usize,
+    cu_q: i32,
+    dummy: i32,
+) {
+    v.token_to_input_ids[n_real..tp].fill(0);
+    v.token_to_pos_ids[n_real..tp].fill(0);
+    v.token_to_request_idx[n_real..tp].fill(0);
+    v.token_to_position_in_request[n_real..tp].fill(0);
+    v.token_to_block_idx[n_real..tp].fill(i64::from(dummy));
+    v.token_to_local_position_within_kv_block[n_real..tp].fill(0);
+    v.request_in_prefill_status[n..np].fill(0);
+    v.request_query_lengths[n..np].fill(0);
+    v.request_kv_length_offsets[n..np].fill(0);
+    v.temperature[n..np].fill(Sampling::PAD.temperature);
+    v.top_k[n..np].fill(Sampling::PAD.top_k);
+    v.top_p[n..np].fill(Sampling::PAD.top_p);
+    v.active_request_last_token_idxs[n..np].fill(0);
+    v.mha_query_lengths[n..np].fill(0);
+    v.mha_kv_seq_lengths[n..np].fill(0);
+    v.mha_cu_query_seq_lengths[n + 1..np + 1].fill(cu_q);
+}
+
+/// One active row of the block table: the row's ids (`-1` as the dummy block), then the
+/// dummy block up to what may be stale. A row kept in place writes only the entries it grew
+/// into (the changed ones are written by [`write_resident_rows`]).
+#[allow(
+    clippy::indexing_slicing,
+    reason = "the row's list fits the table (len <= nkv, checked by the plan) and dirty <= nkv"
+)]
+#[inline]
+fn write_block_row(
+    bt: &mut [i32],
+    blocks: &[i32],
+    dirty: &mut u32,
+    in_place: bool,
+    holes: bool,
+    dummy: i32,
+) {
+    let len = blocks.len();
+    if in_place {
+        let prev = *dirty as usize;
+        if len > prev {
+            for (dst, &id) in bt[prev..len].iter_mut().zip(&blocks[prev..]) {
+                *dst = if id == -1 { dummy } else { id };
+            }
+        }
+    } else {
+        bt[..len].copy_from_slice(blocks);
+        if holes {
+            for id in &mut bt[..len] {
+                if *id == -1 {
+                    *id = dummy;
+                }
+            }
+        }
+    }
+    if (*dirty as usize) > len {
+        bt[len..*dirty as usize].fill(dummy);
+    }
+    *dirty = len as u32;
+}
+
+/// The residency part of a residency-aware write: the changed entries of the rows kept in
+/// place, and which resident row each metadata row now holds.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "rows n and metadata rows a < n <= R (the state was checked against the layout); \
+              a change is applied only inside its row's list (index < len <= nkv)"
+)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the write's own locals, passed rather than recomputed"
+)]
+fn write_resident_rows(
+    state: &mut FillState,
+    input: &StepInput<'_>,
+    v: &mut Views<'_>,
+    paused: usize,
+    n: usize,
+    nkv: usize,
+    dummy: i32,
+    one_token_rows: Option<u32>,
+) {
+    let Some(res) = input.residency else {
+        return;
+    };
+    for c in res.changes {
+        let Some(i) = state.step_row_of(c.resident_row) else {
+            continue;
+        };
+        let Some(a) = i.checked_sub(paused).filter(|&a| a < n) else {
+            continue;
+        };
+        let j = c.index as usize;
+        if state.in_place[a]
+            && let Some(&id) = input.rows[i].blocks.get(j)
+        {
+            let id = if id == -1 { dummy } else { id };
+            v.mha_block_table[a * nkv + j] = id;
+            // One token per row, written from the last step's block id: refresh it when
+            // its block's entry changed.
+            if let Some(shift) = one_token_rows
+                && j == v.request_kv_length_offsets[a] as usize >> shift
+            {
+                v.token_to_block_idx[a] = i64::from(id);
+            }
+        }
+    }
+    state.meta_src[..n].copy_from_slice(&res.resident_rows[paused..paused + n]);
+    if state.src_len > n {
+        state.meta_src[n..state.src_len].fill(NO_ROW);
+    }
+    state.src_len = n;
 }
 
 /// Token arrays of one row with `q` tokens starting at position `kv`, written from token

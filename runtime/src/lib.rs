@@ -38,7 +38,7 @@ pub use attention_layout_codegen::{BatchDims, Facts, Field, Geometry, LayoutSpec
 #[cfg(feature = "macros")]
 pub use attention_layout_macros::attention_layout;
 pub use backend::{BackendKind, MetadataBackend};
-pub use batch::{BatchError, BatchState, RequestHandle, RequestPhase};
+pub use batch::{AsyncError, BatchError, BatchState, Prepared, RequestHandle, RequestPhase};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
 pub use fill::StepInfo;

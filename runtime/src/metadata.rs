@@ -60,6 +60,24 @@ impl<D: Dims> HostMetadata<D> {
         Ok(&self.info)
     }
 
+    /// Builds the metadata of one step writing only what changed since the last one, as
+    /// far as the step's residency says ([`fill::plan_step_resident`]); a step without
+    /// usable residency is filled in full. The bytes equal [`fill`](Self::fill)'s while
+    /// the residency keeps its contract. On error nothing changes.
+    pub fn fill_resident(&mut self, input: &StepInput<'_>) -> Result<&StepInfo, StepError> {
+        let mut plan = fill::plan_step_resident(&self.dims, input, &mut self.state)?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
+        self.info = fill::write_step(&mut plan, bytes)?;
+        Ok(&self.info)
+    }
+
+    /// Forgets which request each block-table row holds: the next
+    /// [`fill_resident`](Self::fill_resident) copies every row (for an engine whose
+    /// residency view starts over).
+    pub fn forget_residency(&mut self) {
+        self.state.forget_residency();
+    }
+
     /// Builds the metadata of one step of an expert-parallel rank: the padded shape is the
     /// one the group agreed ([`fill::plan_step_agreed`]). On error nothing changes.
     pub fn fill_agreed(

@@ -98,3 +98,60 @@ fn a_steady_state_step_allocates_nothing() {
     let n = COUNT.with(|c| c.replace(None)).unwrap();
     assert_eq!(n, 0, "{n} heap allocations in 200 steady-state steps");
 }
+
+#[test]
+fn a_prepared_step_allocates_nothing_in_the_batch_state_or_the_cpu_backend() {
+    use attention_layout::backend::{CpuBackend, MetadataBackend};
+    let spec = LayoutSpec {
+        name: None,
+        source: None,
+        model: ModelKind::Hybrid,
+        max_requests: 32,
+        max_tokens: 1024,
+        max_seq_len: 4096,
+        block_size: 16,
+        speculative_tokens: 1,
+        tensor_parallel: 1,
+        decode_index_dtype: Default::default(),
+        kv_pool_blocks: None,
+        mamba: Some(MambaSpec {
+            chunk_size: 64,
+            conv_width: 4,
+        }),
+        graphs: GraphSpec::default(),
+        memory: None,
+    };
+    let dims = RuntimeDims::new(Geometry::new(&spec).unwrap());
+    let mut state = BatchState::new(&dims).unwrap();
+    let mut cpu = CpuBackend::new(dims.clone());
+    let handles: Vec<_> = (0..24)
+        .map(|i| state.admit(20 + i, 4000).unwrap())
+        .collect();
+    for &h in &handles {
+        let p = state.info(h).unwrap().prompt_len;
+        state.schedule_prefill(h, p).unwrap();
+    }
+    state.with_step(|input| cpu.step(input).unwrap());
+    state.commit_step(|_| 0).unwrap();
+    for &h in &handles {
+        state.schedule_decode(h).unwrap();
+    }
+    let sampled = vec![7i64; handles.len()];
+    let drafts = vec![8i64; handles.len()];
+    let mask = vec![true; handles.len()];
+    let mut step = |state: &mut BatchState| {
+        state.with_step(|input| cpu.step(input).unwrap());
+        state.prepare().unwrap();
+        state.commit_sampled(&sampled, &drafts).unwrap();
+        assert!(state.resolve(&mask).unwrap().is_empty());
+    };
+    for _ in 0..64 {
+        step(&mut state);
+    }
+    COUNT.with(|c| c.set(Some(0)));
+    for _ in 0..200 {
+        step(&mut state);
+    }
+    let n = COUNT.with(|c| c.replace(None)).unwrap();
+    assert_eq!(n, 0, "{n} heap allocations in 200 prepared steps");
+}

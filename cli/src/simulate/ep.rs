@@ -467,6 +467,7 @@ pub fn run_ep(
                 padded: info.padded,
                 bucket: info.bucket,
                 paused: info.paused,
+                end_ns: 0,
             };
             let alone = buckets::match_bucket(rank.local, dims.buckets(), strict);
             rank.forced.record(rank.local, &record, alone, &agreed);
@@ -544,6 +545,8 @@ pub fn run_ep(
                 limits,
                 rank.records,
                 rank.totals,
+                // The lockstep ranks end every step the ordinary way
+                // (`async_scheduling` stays false).
                 rank.sched.counters,
             ),
         });

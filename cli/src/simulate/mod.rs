@@ -29,7 +29,7 @@ use std::time::Instant;
 use attention_layout_codegen::BatchDims;
 
 use attention_layout::backend::{BackendError, MetadataBackend};
-use attention_layout::batch::{BatchError, BatchState};
+use attention_layout::batch::{AsyncError, BatchError, BatchState};
 use attention_layout::dims::{Dims, RuntimeDims};
 
 pub use config::{LengthDist, Limits, MAX_STEPS, MAX_WAITING, SimConfig, StepTime};
@@ -63,6 +63,15 @@ pub enum SimError {
         step: u64,
         /// The error.
         error: BatchError,
+    },
+    /// The batch state refused a prepare, commit or resolve (a bug in the simulator's
+    /// async-scheduling path).
+    #[error("step {step}: async scheduling: {error}")]
+    Async {
+        /// Step number, from 0.
+        step: u64,
+        /// The error.
+        error: AsyncError,
     },
     /// Requests arrived faster than the layout served them until the waiting queue held
     /// [`MAX_WAITING`] (the run stopped: the configuration asks for more than the memory
@@ -182,6 +191,8 @@ pub struct RunTotals {
     pub waiting_end: usize,
     /// Most live requests at once.
     pub live_peak: usize,
+    /// Whether decode-only steps were ended through prepare / commit / resolve.
+    pub async_scheduling: bool,
 }
 
 /// Runs a simulation of `config` on a layout, building metadata with `backend`, calling
@@ -244,6 +255,9 @@ fn run_within(
     let mut recent = [0f64; 1024];
     let mut recent_sorted = Vec::with_capacity(recent.len());
     let mut recent_p50_us = 0.0;
+    // Whether decode-only steps end through prepare / commit / resolve (not with draft
+    // tokens that can be rejected).
+    let async_path = s == 0 || config.acceptance >= 1.0;
 
     loop {
         let open = step < config.steps && !workload.is_exhausted();
@@ -327,6 +341,7 @@ fn run_within(
             padded: info.padded,
             bucket: info.bucket,
             paused: info.paused,
+            end_ns: 0,
         });
         if let Some(slot) = recent.get_mut((step % 1024) as usize) {
             *slot = latency_ns as f64 / 1000.0;
@@ -334,15 +349,40 @@ fn run_within(
 
         totals.drafts += u64::from(info.real.decode) * u64::from(s);
         let p = config.acceptance;
-        let (completed, output_tokens, accepted) = sched
-            .commit(|| {
-                let mut a = 0;
-                while a < s && accept_rng.bernoulli(p) {
-                    a += 1;
-                }
-                a
-            })
-            .map_err(|error| SimError::Batch { step, error })?;
+        // Async scheduling: a decode-only step without paused rows is ended the way an
+        // engine that overlaps the next step's preparation with the forward pass ends it
+        // (prepare, commit the sampled tokens, resolve). Not with rejectable drafts: the
+        // prepared path advances every row by s + 1.
+        let t_end = Instant::now();
+        let prepared = async_path
+            && sched.state.can_prepare().is_ok()
+            && match sched.state.prepare() {
+                Ok(_) => true,
+                Err(AsyncError::OutOfBlocks { .. }) => false,
+                Err(error) => return Err(SimError::Async { step, error }),
+            };
+        let (completed, output_tokens, accepted) = if prepared {
+            let rows = (info.real.decode + info.real.prefill) as usize;
+            let r = sched
+                .resolve_prepared(rows)
+                .map_err(|error| SimError::Async { step, error })?;
+            if let Some(last) = records.last_mut() {
+                last.end_ns = u32::try_from(t_end.elapsed().as_nanos())
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+            }
+            r
+        } else {
+            sched
+                .commit(|| {
+                    let mut a = 0;
+                    while a < s && accept_rng.bernoulli(p) {
+                        a += 1;
+                    }
+                    a
+                })
+                .map_err(|error| SimError::Batch { step, error })?
+        };
         totals.completed += completed;
         totals.output_tokens += output_tokens;
         totals.drafts_accepted += accepted;
@@ -381,7 +421,10 @@ fn run_within(
         &backend.name(),
         limits,
         records,
-        totals,
+        RunTotals {
+            async_scheduling: async_path,
+            ..totals
+        },
         sched.counters,
     ))
 }

@@ -25,6 +25,10 @@ pub struct StepRecord {
     pub bucket: Option<u32>,
     /// Paused rows.
     pub paused: u32,
+    /// Host time of ending the step with prepare, commit_sampled and resolve, nanoseconds
+    /// (at least 1; 0 when it was ended otherwise). The next step's schedule was then
+    /// prepared while this one ran: the async-scheduling path.
+    pub end_ns: u32,
 }
 
 /// The settings a run used.
@@ -137,6 +141,24 @@ pub struct Latency {
     pub total_ms: f64,
 }
 
+/// The async-scheduling path: steps whose schedule was prepared while the step before ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AsyncSteps {
+    /// Whether decode-only steps were ended through prepare / commit / resolve (not with
+    /// draft tokens accepted with probability below 1: a prepared step counts every draft
+    /// accepted).
+    pub enabled: bool,
+    /// Steps whose schedule was prepared.
+    pub prepared_steps: u64,
+    /// Metadata latency of the prepared steps.
+    pub prepared_latency: Latency,
+    /// Metadata latency of the other steps.
+    pub other_latency: Latency,
+    /// Host time of ending a step with prepare, commit_sampled and resolve: median,
+    /// microseconds (0 when no step was).
+    pub end_p50_us: f64,
+}
+
 /// Hits of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BucketHits {
@@ -194,6 +216,8 @@ pub struct Report {
     pub padding: Padding,
     /// Per-step metadata latency.
     pub latency: Latency,
+    /// The async-scheduling path and its cost.
+    pub async_scheduling: AsyncSteps,
     /// Real tokens per second of metadata building (Σ real tokens / Σ step latency).
     pub metadata_tokens_per_second: f64,
     /// Buckets in the layout.
@@ -221,6 +245,26 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted.get(rank - 1).copied().unwrap_or(0.0)
 }
 
+impl Latency {
+    /// The latency figures of a list of microsecond values (sorted here).
+    fn of(values: &mut [f64]) -> Self {
+        let total_us: f64 = values.iter().sum();
+        let max_us = values.iter().copied().fold(0.0, f64::max);
+        values.sort_by(f64::total_cmp);
+        Self {
+            p50_us: percentile(values, 0.50),
+            p99_us: percentile(values, 0.99),
+            mean_us: if values.is_empty() {
+                0.0
+            } else {
+                total_us / values.len() as f64
+            },
+            max_us,
+            total_ms: total_us / 1000.0,
+        }
+    }
+}
+
 impl Report {
     /// Assembles the report of a run.
     pub(crate) fn new(
@@ -238,7 +282,19 @@ impl Report {
         let (mut graphed, mut real, mut decode, mut padded) = (0u64, 0u64, 0u64, 0u64);
         let (mut graphed_waste, mut eager_waste, mut inconsistent) = (0u64, 0u64, 0u64);
         let mut lat: Vec<f64> = Vec::with_capacity(records.len());
+        let (mut prepared_lat, mut other_lat, mut end) = (Vec::new(), Vec::new(), Vec::new());
+        let mut prepared = false;
         for r in &records {
+            let us = r.latency_ns as f64 / 1000.0;
+            // A step is prepared when the step before it ended through prepare.
+            if std::mem::replace(&mut prepared, r.end_ns > 0) {
+                prepared_lat.push(us);
+            } else {
+                other_lat.push(us);
+            }
+            if r.end_ns > 0 {
+                end.push(r.end_ns as f64 / 1000.0);
+            }
             let waste = u64::from(r.padded.tokens.saturating_sub(r.real.tokens));
             if let Some(h) = r.bucket.and_then(|b| hits.get_mut(b as usize)) {
                 *h += 1;
@@ -332,6 +388,13 @@ impl Report {
                 graphed_waste_tokens: graphed_waste,
                 eager_waste_tokens: eager_waste,
                 inconsistent_steps: inconsistent,
+            },
+            async_scheduling: AsyncSteps {
+                enabled: totals.async_scheduling,
+                prepared_steps: prepared_lat.len() as u64,
+                prepared_latency: Latency::of(&mut prepared_lat),
+                other_latency: Latency::of(&mut other_lat),
+                end_p50_us: Latency::of(&mut end).p50_us,
             },
             latency: Latency {
                 p50_us: percentile(&lat, 0.50),
@@ -489,6 +552,24 @@ impl fmt::Display for Report {
             "  metadata   median {:.2} µs, 99th percentile {:.2} µs, mean {:.2} µs, max {:.1} µs per step; {:.3e} tokens/s",
             l.p50_us, l.p99_us, l.mean_us, l.max_us, self.metadata_tokens_per_second
         )?;
+        let a = &self.async_scheduling;
+        if a.enabled {
+            writeln!(
+                f,
+                "  async      {} of {} steps prepared while the step before ran: median {:.2} µs, 99th percentile {:.2} µs; other steps median {:.2} µs; ending a step with prepare + commit + resolve: median {:.2} µs",
+                n(a.prepared_steps),
+                n(self.steps),
+                a.prepared_latency.p50_us,
+                a.prepared_latency.p99_us,
+                a.other_latency.p50_us,
+                a.end_p50_us
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  async      off: draft tokens are accepted with probability below 1, which the prepared path (every draft accepted) cannot represent"
+            )?;
+        }
         writeln!(
             f,
             "  padding    {} padded tokens for {} real: waste {} ({} of padded; graphed {}, eager {}); {} steps off the bucket table",

@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 
 use attention_layout_codegen::BatchDims;
 
-use attention_layout::batch::{BatchError, BatchState, RequestHandle, RequestPhase};
+use attention_layout::batch::{AsyncError, BatchError, BatchState, RequestHandle, RequestPhase};
 
 use super::table::BucketTable;
 
@@ -202,7 +202,11 @@ impl Scheduler {
     }
 
     fn prefill_and_decode(&mut self) -> Result<(), BatchError> {
-        let mut budget = self.budget;
+        // Rows a prepared step scheduled already (`resolve_prepared`) keep their place and
+        // their share of the budget.
+        let mut budget = self
+            .budget
+            .saturating_sub(u32::try_from(self.state.scheduled_tokens()).unwrap_or(u32::MAX));
         self.live.clear();
         self.live.extend(self.state.live());
 
@@ -210,6 +214,10 @@ impl Scheduler {
         for i in 0..self.live.len() {
             let Some(&h) = self.live.get(i) else { break };
             let info = self.state.info(h)?;
+            if info.scheduled > 0 {
+                self.step_rows.0 += u32::from(info.phase == RequestPhase::Decode);
+                continue;
+            }
             if info.phase != RequestPhase::Decode || budget < self.s1 {
                 continue;
             }
@@ -308,6 +316,33 @@ impl Scheduler {
             }
         }
         Ok((completed, tokens, accepted))
+    }
+
+    /// Ends a step that [`BatchState::prepare`] prepared, as an async-scheduling engine
+    /// does once the forward pass is done: commits the sampled tokens (placeholders: the
+    /// simulator has no model) and resolves with every row still active; rows that reached
+    /// their output length finish there. Returns the requests completed, their output
+    /// tokens and the draft tokens accepted (all of them: a prepared step advances every
+    /// row by `s + 1`).
+    pub fn resolve_prepared(&mut self, rows: usize) -> Result<(u64, u64, u64), AsyncError> {
+        let s = self.s1 - 1;
+        let sampled = vec![0i64; rows];
+        let drafts = vec![0i64; rows * s as usize];
+        self.state.commit_sampled(&sampled, &drafts)?;
+        let mask = vec![true; rows];
+        let finished = self.state.resolve(&mask)?;
+        let (mut completed, mut tokens) = (0u64, 0u64);
+        for f in finished {
+            if let Some(p) = self
+                .tags
+                .get_mut(f.handle.row() as usize)
+                .and_then(Option::take)
+            {
+                completed += 1;
+                tokens += u64::from(p.generated_before + f.generated);
+            }
+        }
+        Ok((completed, tokens, rows as u64 * u64::from(s)))
     }
 
     /// Evicts the most recent live requests until the oldest one can run.
