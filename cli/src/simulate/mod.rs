@@ -29,7 +29,7 @@ use std::time::Instant;
 use attention_layout_codegen::BatchDims;
 
 use attention_layout::backend::{BackendError, MetadataBackend};
-use attention_layout::batch::{BatchError, BatchState};
+use attention_layout::batch::{BatchError, BatchState, PrefixOptions};
 use attention_layout::dims::{Dims, RuntimeDims};
 
 pub use config::{LengthDist, Limits, MAX_STEPS, MAX_WAITING, SimConfig, StepTime};
@@ -182,6 +182,8 @@ pub struct RunTotals {
     pub waiting_end: usize,
     /// Most live requests at once.
     pub live_peak: usize,
+    /// Most KV blocks owned by two requests or more at once (prefix caching).
+    pub kv_shared_peak: usize,
 }
 
 /// Runs a simulation of `config` on a layout, building metadata with `backend`, calling
@@ -225,8 +227,21 @@ fn run_within(
     bounds: Bounds,
 ) -> Result<Report, SimError> {
     let limits = config.check(dims)?;
-    let state = BatchState::new(dims).map_err(|e| SimError::Config(e.to_string()))?;
+    let state = match config.prefix_caching {
+        Some(policy) => BatchState::with_prefix_caching(
+            dims,
+            PrefixOptions {
+                policy,
+                mamba_cache_slots: config.prefix_mamba_slots,
+            },
+        ),
+        None => BatchState::new(dims),
+    }
+    .map_err(|e| SimError::Config(e.to_string()))?;
     let mut sched = Scheduler::new(state, limits.token_budget);
+    if config.prefix_caching.is_some() {
+        sched.set_prompt_ids(Some(config.system_prompt));
+    }
     if config.bucket_chunking {
         sched.set_bucket_chunking(Some(table::BucketTable::of(dims)));
     }
@@ -266,6 +281,7 @@ fn run_within(
                     prompt_len: a.prompt_len,
                     max_output: a.max_output,
                     generated_before: 0,
+                    conversation: a.conversation,
                 });
             }
         }
@@ -305,11 +321,14 @@ fn run_within(
         sched
             .schedule()
             .map_err(|error| SimError::Batch { step, error })?;
-        totals.kv_peak = totals.kv_peak.max(sched.state.kv_pool().in_use());
+        totals.kv_peak = totals.kv_peak.max(sched.state.kv_in_use());
         totals.mamba_peak = totals
             .mamba_peak
             .max(sched.state.mamba_pool().map_or(0, |p| p.in_use()));
         totals.live_peak = totals.live_peak.max(sched.state.live_count());
+        if config.prefix_caching.is_some() {
+            totals.kv_shared_peak = totals.kv_shared_peak.max(sched.state.kv_shared());
+        }
 
         let (result, elapsed) = sched.state.with_step(|input| {
             let t0 = Instant::now();
@@ -363,7 +382,7 @@ fn run_within(
             live: sched.state.live_count(),
             waiting: sched.waiting.len(),
             completed: totals.completed,
-            kv_in_use: sched.state.kv_pool().in_use(),
+            kv_in_use: sched.state.kv_in_use(),
             kv_capacity,
             sim_seconds: clock,
             recent_p50_us,
@@ -371,11 +390,11 @@ fn run_within(
     }
 
     totals.sim_seconds = clock;
-    totals.kv_in_use_end = sched.state.kv_pool().in_use();
+    totals.kv_in_use_end = sched.state.kv_in_use();
     totals.mamba_in_use_end = sched.state.mamba_pool().map_or(0, |p| p.in_use());
     totals.live_end = sched.state.live_count();
     totals.waiting_end = sched.waiting.len();
-    Ok(Report::new(
+    let mut report = Report::new(
         config,
         dims,
         &backend.name(),
@@ -383,7 +402,12 @@ fn run_within(
         records,
         totals,
         sched.counters,
-    ))
+    );
+    report.prefix = sched
+        .state
+        .prefix_stats()
+        .map(|stats| report::PrefixReport::new(config, &sched.state, stats, totals.kv_shared_peak));
+    Ok(report)
 }
 
 /// The batch shape a step was padded to, checked against the layout: the matched bucket

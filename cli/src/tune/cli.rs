@@ -118,6 +118,7 @@ impl TuneArgs {
             },
             trace: None,
             bucket_chunking: false,
+            ..SimConfig::default()
         };
         let eval_seed = self.eval_seed.unwrap_or_else(|| self.seed.wrapping_add(1));
         match load_trace(self.trace.as_deref(), self.trace_speedup)? {
