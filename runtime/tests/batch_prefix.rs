@@ -317,3 +317,38 @@ fn mamba_cache_slots_on_a_layout_without_mamba_are_refused() {
     );
     assert!(matches!(r, Err(BatchError::Prefix(_))));
 }
+
+#[test]
+fn the_layouts_memory_key_sizes_the_mamba_cache() {
+    let src = r#"
+model = "hybrid"
+max_requests = 4
+max_tokens = 64
+max_seq_len = 64
+block_size = 4
+kv_pool_blocks = 20
+[mamba]
+chunk_size = 4
+conv_width = 4
+[memory]
+attention_layers = 1
+kv_heads = 1
+head_dim = 8
+mamba_layers = 1
+mamba_heads = 1
+mamba_head_dim = 8
+mamba_state_dim = 8
+mamba_groups = 1
+budget_gib = 1.0
+prefix_caching_mamba_gb = 0.0001
+"#;
+    let g = Geometry::new(&attention_layout::LayoutSpec::from_toml_str(src, "t.toml").unwrap())
+        .unwrap();
+    // 0.0001 GiB = 107,374 bytes; 400-byte slots; scratch min(16, 12) = 12 slots.
+    let slots = (107_374 - 12 * 400) / 400;
+    assert_eq!(g.prefix_mamba_cache_slots(), Some(slots));
+    let options = PrefixOptions::for_layout(&g, EvictionPolicy::Lru);
+    assert_eq!(options.mamba_cache_slots, Some(slots));
+    let b = BatchState::with_prefix_caching(&RuntimeDims::new(g), options).unwrap();
+    assert_eq!(b.mamba_cache().unwrap().slots(), slots);
+}

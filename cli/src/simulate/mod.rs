@@ -231,8 +231,12 @@ fn run_within(
         Some(policy) => BatchState::with_prefix_caching(
             dims,
             PrefixOptions {
+                mamba_cache_slots: config.prefix_mamba_slots.or(PrefixOptions::for_layout(
+                    dims.geometry(),
+                    policy,
+                )
+                .mamba_cache_slots),
                 policy,
-                mamba_cache_slots: config.prefix_mamba_slots,
             },
         ),
         None => BatchState::new(dims),

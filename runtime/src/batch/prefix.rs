@@ -46,8 +46,21 @@ pub struct PrefixOptions {
     pub policy: EvictionPolicy,
     /// Durable Mamba state slots (hybrid layouts only). `None` on a hybrid layout is
     /// Megatron's "memory-only" mode: KV blocks are shared, but a first chunk never skips
-    /// a token (its Mamba state could not be restored).
+    /// a token (its Mamba state could not be restored). [`PrefixOptions::for_layout`]
+    /// takes it from the layout's `memory.prefix_caching_mamba_gb`.
     pub mamba_cache_slots: Option<usize>,
+}
+
+impl PrefixOptions {
+    /// The options of a layout under `policy`: the durable Mamba cache slots its
+    /// `memory.prefix_caching_mamba_gb` buys (Megatron's sizing,
+    /// [`crate::codegen::memory::prefix_mamba_cache_slots`]), none without the key.
+    pub fn for_layout(geometry: &crate::Geometry, policy: EvictionPolicy) -> Self {
+        Self {
+            policy,
+            mamba_cache_slots: geometry.prefix_mamba_cache_slots(),
+        }
+    }
 }
 
 /// What prefix caching did for a prefill chunk scheduled this step
