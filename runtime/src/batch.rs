@@ -73,6 +73,9 @@
 //!   harmless as long as the whole list is applied in order afterwards.
 //! * **Consistency.** The host fill ignores the residency: the rows' `blocks` stay
 //!   authoritative and always agree with the table the changes produce.
+//! * **Shared blocks.** With prefix caching ([`BatchState::with_prefix_caching`])
+//!   a block may sit in several rows at once (requests sharing a
+//!   prefix); every row's entries are still its own absolute stores.
 //!
 //! # Allocation
 //!

@@ -97,6 +97,13 @@ fn check_pool(state: &BatchState) {
     let in_use = kv.in_use_count();
     assert_eq!(free + cached + in_use, pool - 1, "free + cached + in use");
     assert_eq!(state.kv_in_use(), in_use);
+    let evictable = match kv.policy() {
+        EvictionPolicy::Lru => kv.evictable_count(),
+        EvictionPolicy::RefZero => 0,
+    };
+    assert_eq!(state.kv_available(), free + evictable, "kv_available");
+    let shared = kv.ref_counts().iter().filter(|&&r| r > 1).count();
+    assert_eq!(state.kv_shared(), shared, "kv_shared");
     if let Some(m) = state.mamba_cache() {
         let mut seen = vec![false; m.slots()];
         for (b, &s) in m.block_to_slot().iter().enumerate() {

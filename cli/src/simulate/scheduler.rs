@@ -236,7 +236,7 @@ impl Scheduler {
                 continue;
             }
             let need = self.state.blocks_needed(h, self.s1)?;
-            if need as usize <= self.state.kv_available() {
+            if need == 0 || need as usize <= self.state.kv_available() {
                 if self.state.resume(h)? {
                     self.counters.resumes += 1;
                 }

@@ -164,10 +164,37 @@ pub(super) struct PrefixState {
     intermediate: Vec<IntermediateOffsets>,
     stores: Vec<MambaStore>,
     stats: PrefixStats,
+    /// Under LRU, `available + evictable_count` as of the last KV change (the leaf peel is
+    /// O(pool); schedulers ask for it once per request and step).
+    allocatable: std::cell::Cell<Option<usize>>,
+    /// Blocks with two owners or more (kept as owners come and go).
+    shared: usize,
 }
 
 impl PrefixState {
+    /// Blocks a new allocation can get: free ones, under LRU also the cached ones the
+    /// leaf peel reaches.
+    fn allocatable(&self) -> usize {
+        match self.kv.policy() {
+            EvictionPolicy::RefZero => self.kv.available(),
+            EvictionPolicy::Lru => {
+                if let Some(n) = self.allocatable.get() {
+                    return n;
+                }
+                let n = self
+                    .kv
+                    .available()
+                    .saturating_add(self.kv.evictable_count());
+                self.allocatable.set(Some(n));
+                n
+            }
+        }
+    }
+
+    /// The KV allocator to change (forgets the memoized allocatable count) and the
+    /// observer of its deregistrations.
     fn observer(&mut self) -> (&mut PrefixKvAllocator, Observer<'_>) {
+        self.allocatable.set(None);
         (
             &mut self.kv,
             Observer {
@@ -186,10 +213,20 @@ impl PrefixState {
         ids
     }
 
-    /// Drops a row's references and forgets its prompt.
+    /// Drops a row's references (its blocks are distinct) and forgets its prompt.
     pub(super) fn release_row(&mut self, row: u32, ids: &[i32]) -> Result<(), BatchError> {
+        let unshared = ids
+            .iter()
+            .filter(|&&blk| {
+                usize::try_from(blk)
+                    .ok()
+                    .and_then(|i| self.kv.ref_counts().get(i))
+                    == Some(&2)
+            })
+            .count();
         let (kv, mut obs) = self.observer();
         kv.release(ids, &mut obs)?;
+        self.shared = self.shared.saturating_sub(unshared);
         if let Some(r) = self.rows.get_mut(row as usize) {
             *r = PrefixRow::default();
         }
@@ -197,6 +234,8 @@ impl PrefixState {
     }
 
     pub(super) fn reset(&mut self) {
+        self.allocatable.set(None);
+        self.shared = 0;
         self.kv.reset();
         self.kv.set_clock(0);
         if let Some(m) = &mut self.mamba {
@@ -213,6 +252,7 @@ impl PrefixState {
 
     /// After a committed step: the LRU clock moves on (Megatron's engine step counter).
     pub(super) fn end_step(&mut self) {
+        self.allocatable.set(None);
         self.kv.tick();
     }
 
@@ -222,8 +262,8 @@ impl PrefixState {
 }
 
 impl BatchState {
-    /// An empty table for a layout, with prefix caching (see the
-    /// [module documentation](self)). Requests admitted with
+    /// An empty table for a layout, with prefix caching (`docs/DESIGN.md`, "Prefix
+    /// caching in the batch state"). Requests admitted with
     /// [`admit_prompt`](Self::admit_prompt) share the KV blocks of common prompt prefixes;
     /// [`admit`](Self::admit) still works (a request without tokens never matches).
     ///
@@ -259,6 +299,8 @@ impl BatchState {
             intermediate: Vec::with_capacity(state.max_requests),
             stores: Vec::new(),
             stats: PrefixStats::default(),
+            allocatable: std::cell::Cell::new(None),
+            shared: 0,
         }));
         Ok(state)
     }
@@ -289,10 +331,7 @@ impl BatchState {
     pub fn kv_available(&self) -> usize {
         match self.prefix.as_deref() {
             None => self.kv.available(),
-            Some(p) => match p.kv.policy() {
-                EvictionPolicy::RefZero => p.kv.available(),
-                EvictionPolicy::Lru => p.kv.available().saturating_add(p.kv.evictable_count()),
-            },
+            Some(p) => p.allocatable(),
         }
     }
 
@@ -304,11 +343,9 @@ impl BatchState {
         }
     }
 
-    /// KV blocks owned by two requests or more (0 without prefix caching).
+    /// KV blocks owned by two requests or more (0 without prefix caching). O(1).
     pub fn kv_shared(&self) -> usize {
-        self.prefix
-            .as_deref()
-            .map_or(0, |p| p.kv.ref_counts().iter().filter(|&&r| r > 1).count())
+        self.prefix.as_deref().map_or(0, |p| p.shared)
     }
 
     /// Admits a request with its prompt tokens (prefix caching: its block hashes are
@@ -490,21 +527,33 @@ impl BatchState {
             }
             _ => None,
         };
-        let available = self.kv_available();
         let Some(p) = self.prefix.as_deref_mut() else {
             return Err(internal("prefix caching is off".to_owned()));
         };
+        // Matched blocks with one owner now get a second.
+        let newly_shared = m
+            .matched_blocks
+            .iter()
+            .filter(|&&blk| {
+                usize::try_from(blk)
+                    .ok()
+                    .and_then(|i| p.kv.ref_counts().get(i))
+                    == Some(&1)
+            })
+            .count();
         let (kv, mut obs) = p.observer();
         let new = kv
             .acquire(&m.matched_blocks, m.blocks_from_pool as usize, &mut obs)
             .map_err(|err| match err {
-                PrefixError::BlockOverflow { .. } => BatchError::OutOfBlocks {
+                // `available` is `kv_available()`: free, plus evictable under LRU.
+                PrefixError::BlockOverflow { available, .. } => BatchError::OutOfBlocks {
                     needed: m.blocks_from_pool,
                     available,
                 },
                 other => BatchError::Prefix(other),
             })?;
         let evicted = obs.blocks;
+        p.shared += newly_shared;
         p.stats.evicted_blocks = p.stats.evicted_blocks.saturating_add(evicted);
         if let Some(r) = p.rows.get_mut(h.row as usize) {
             r.plan = Some(ChunkPlan {
@@ -590,6 +639,7 @@ impl BatchState {
                         .unwrap_or(0)
                 })
                 .collect();
+            p.allocatable.set(None);
             p.kv.register(ids, hashes, Some(&parents))?;
             r.registered = u32::try_from(complete).unwrap_or(u32::MAX);
         }
