@@ -205,7 +205,7 @@ impl StepTime {
 /// [`SimError::TooLong`].
 pub const MAX_STEPS: u64 = 10_000_000;
 
-/// Most requests the waiting queue holds (32 bytes each: 32 MB). Arrivals faster than the
+/// Most requests the waiting queue holds (40 bytes each: 40 MB). Arrivals faster than the
 /// layout serves them grow the queue without bound, so an arrival that would pass this
 /// stops the run with [`SimError::Overloaded`] (at `--rate 1e9` in the second step)
 /// instead of growing it further (the default layout at twice its sustainable rate,
