@@ -12,7 +12,7 @@ use serde::Serialize;
 /// `simulate --json`: a [`crate::simulate::Report`].
 pub const SIMULATE: &str = "attention-layout/simulate/2";
 /// `simulate --ep-ranks N --json` (`N > 1`): a [`crate::simulate::ep::EpReport`].
-pub const SIMULATE_EP: &str = "attention-layout/simulate-ep/1";
+pub const SIMULATE_EP: &str = "attention-layout/simulate-ep/2";
 /// `tune --json`: a [`crate::tune::TuneOutcome`].
 pub const TUNE: &str = "attention-layout/tune/1";
 

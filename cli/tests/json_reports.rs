@@ -193,6 +193,20 @@ fn the_documented_fields_are_exactly_the_emitted_ones() {
         let r = simulate::run(&short(3), &d, &mut b, &mut |_| {}).unwrap();
         schema_of(r.to_json(), reports::SIMULATE, "SimulateReport", &mut seen);
     }
+    // simulate with prefix caching (the `prefix` object), a hybrid layout with a Mamba
+    // cache.
+    let d = dims("nemotron-h-8b");
+    let mut b = CpuBackend::new(d.clone());
+    let config = SimConfig {
+        prefix_caching: Some(attention_layout::EvictionPolicy::Lru),
+        prefix_mamba_slots: Some(16),
+        system_prompt: 300,
+        turns: 2,
+        ..short(3)
+    };
+    let r = simulate::run(&config, &d, &mut b, &mut |_| {}).unwrap();
+    assert!(r.prefix.is_some());
+    schema_of(r.to_json(), reports::SIMULATE, "SimulateReport", &mut seen);
     // simulate --ep-ranks 3.
     let d = dims("nemotron-h-8b");
     let ep = EpConfig {

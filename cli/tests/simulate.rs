@@ -44,6 +44,7 @@ fn short_config(seed: u64) -> SimConfig {
         },
         trace: None,
         bucket_chunking: false,
+        ..SimConfig::default()
     }
 }
 
@@ -589,4 +590,80 @@ fn draft_tokens_that_can_be_rejected_keep_the_ordinary_path() {
     check_invariants("s = 2, acceptance 1", &dims, &r);
     assert!(r.async_scheduling.enabled && r.async_scheduling.prepared_steps > 0);
     assert_eq!(r.tokens.drafts_accepted, r.tokens.drafts);
+}
+
+/// A shared-prefix workload: every prompt starts with a 512-token system prompt, and
+/// conversations of 3 turns resend their history. Fixed 8 ms steps, so the runs with and
+/// without prefix caching see the same arrivals.
+fn shared_prefix_config(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        steps: 100,
+        rate: 150.0,
+        prompt: LengthDist::Uniform { lo: 8, hi: 300 },
+        output: LengthDist::Uniform { lo: 2, hi: 30 },
+        step_time: StepTime {
+            base_ms: 8.0,
+            per_token_us: 0.0,
+        },
+        system_prompt: 512,
+        turns: 3,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn a_shared_prefix_workload_hits_the_prefix_cache_and_saves_prefill() {
+    use attention_layout::EvictionPolicy;
+    for (name, slots) in [("llama-3.1-8b", None), ("nemotron-h-8b", Some(64))] {
+        let (_, src) = BUNDLED.iter().find(|(n, _)| *n == name).unwrap();
+        let d = dims_of(&LayoutSpec::from_toml_str(src, name).unwrap());
+        let plain = run(&shared_prefix_config(7), &d);
+        check_invariants(name, &d, &plain);
+        assert!(plain.prefix.is_none());
+        assert!(!plain.to_json().contains("\"prefix\":"));
+        for policy in [EvictionPolicy::RefZero, EvictionPolicy::Lru] {
+            let config = SimConfig {
+                prefix_caching: Some(policy),
+                prefix_mamba_slots: slots,
+                ..shared_prefix_config(7)
+            };
+            let r = run(&config, &d);
+            check_invariants(name, &d, &r);
+            let p = r.prefix.clone().expect("a prefix-caching run reports it");
+            let what = format!("{name} {}: {p:?}", policy.name());
+            assert_eq!(p.policy, policy.name());
+            assert_eq!(r.requests.arrived, plain.requests.arrived, "{what}");
+            assert_eq!(r.requests.completed, r.requests.arrived, "{what}");
+            assert!(p.hit_rate > 0.5, "{what}");
+            assert!(p.shared_blocks_peak > 0, "{what}");
+            // Every prompt token is computed or saved: the step records' prefill tokens are
+            // the computed ones, and (no request was evicted to recompute) with the saved
+            // ones they are the prefill of the run without caching.
+            assert_eq!(r.tokens.prefill, p.prefill_tokens_computed, "{what}");
+            assert_eq!((r.requests.evictions, plain.requests.evictions), (0, 0));
+            assert_eq!(
+                p.prefill_tokens_computed + p.prefill_tokens_saved,
+                plain.tokens.prefill,
+                "{what}"
+            );
+            assert!(p.prefill_tokens_saved > plain.tokens.prefill / 4, "{what}");
+            if slots.is_some() {
+                assert_eq!(p.mamba_cache_slots, 64);
+                assert!(p.mamba_restores > 0 && p.mamba_stores > 0, "{what}");
+            }
+            if policy == EvictionPolicy::RefZero {
+                assert_eq!(p.evicted_blocks, 0);
+            }
+            let text = r.to_string();
+            assert!(
+                text.contains(&format!("  prefix     {}: ", policy.name())),
+                "{text}"
+            );
+            assert!(
+                text.contains("a 512-token system prompt, 3 turns"),
+                "{text}"
+            );
+        }
+    }
 }

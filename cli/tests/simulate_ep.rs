@@ -44,6 +44,7 @@ fn config(seed: u64) -> SimConfig {
         },
         trace: None,
         bucket_chunking: false,
+        ..SimConfig::default()
     }
 }
 

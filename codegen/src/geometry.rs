@@ -77,6 +77,9 @@ impl Geometry {
                 None => default_pool,
             },
         };
+        if let Some(m) = &spec.memory {
+            crate::memory::prefix_mamba_cache_slots(spec, m)?;
+        }
         if kv_pool_blocks > i32::MAX as usize {
             return Err(SpecError::key(
                 "kv_pool_blocks",
@@ -181,6 +184,16 @@ impl Geometry {
     /// The bucket-generation parameters this layout uses.
     pub fn bucket_params(&self) -> BucketParams {
         self.spec.bucket_params()
+    }
+
+    /// Slots of the durable Mamba state cache for prefix caching, from
+    /// `memory.prefix_caching_mamba_gb` (`None` without it; checked by [`Geometry::new`]).
+    pub fn prefix_mamba_cache_slots(&self) -> Option<usize> {
+        let m = self.spec.memory.as_ref()?;
+        crate::memory::prefix_mamba_cache_slots(&self.spec, m)
+            .ok()
+            .flatten()
+            .and_then(|s| usize::try_from(s).ok())
     }
 
     /// Whether the layout has Mamba fields.

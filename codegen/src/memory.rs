@@ -115,6 +115,49 @@ pub fn plan(spec: &LayoutSpec, m: &MemorySpec) -> Result<MemoryPlan, SpecError> 
     })
 }
 
+/// The slots of the durable Mamba state cache that `memory.prefix_caching_mamba_gb` buys
+/// (Megatron's sizing): `floor((floor(gb · 2³⁰) − scratch · per_slot) / per_slot)` where
+/// `per_slot` is one request's conv and SSM states over all Mamba layers
+/// ([`MemoryPlan::mamba_bytes_per_slot`]) and `scratch = min(ceil(T / B), 3 · R)` slots
+/// are the per-step extraction buffer. `None` without the key.
+///
+/// # Errors
+///
+/// A [`SpecError`] naming `memory.prefix_caching_mamba_gb` when the budget holds no slot
+/// besides the scratch (Megatron's configuration error), or the sizes overflow.
+pub fn prefix_mamba_cache_slots(
+    spec: &LayoutSpec,
+    m: &MemorySpec,
+) -> Result<Option<u64>, SpecError> {
+    const KEY: &str = "memory.prefix_caching_mamba_gb";
+    let Some(gb) = m.prefix_caching_mamba_gb else {
+        return Ok(None);
+    };
+    let per_slot = plan(spec, m)?.mamba_bytes_per_slot;
+    if per_slot == 0 {
+        return Err(SpecError::key(
+            KEY,
+            "a Mamba state cache needs Mamba layers with a state (`memory.mamba_layers`, `mamba_heads`, `mamba_head_dim`, `mamba_state_dim`)".to_owned(),
+        ));
+    }
+    let budget = (gb * GIB) as u64;
+    let scratch = u64::from(spec.max_tokens)
+        .div_ceil(u64::from(spec.block_size.max(1)))
+        .min(3 * u64::from(spec.max_requests));
+    let scratch_bytes = product(KEY, "Mamba extraction scratch", &[scratch, per_slot])?;
+    let slots = budget.saturating_sub(scratch_bytes) / per_slot;
+    if slots < 1 || slots > i32::MAX as u64 {
+        return Err(SpecError::key(
+            KEY,
+            format!(
+                "{gb} GiB holds {slots} Mamba cache slots of {per_slot} bytes after the {scratch}-slot extraction scratch; between 1 and {} are needed",
+                i32::MAX
+            ),
+        ));
+    }
+    Ok(Some(slots))
+}
+
 /// The KV pool size a memory section implies: every block the budget holds after the Mamba
 /// states, capped at what the block table can ever reference plus the dummy block.
 pub fn derived_kv_pool_blocks(

@@ -203,6 +203,11 @@ pub struct MemorySpec {
     pub state_dtype_bytes: u32,
     /// GPU memory given to the KV cache and Mamba states, GiB.
     pub budget_gib: f64,
+    /// GiB for the durable Mamba state cache of prefix caching (Megatron's
+    /// `prefix_caching_mamba_gb`), on top of `budget_gib`; Mamba models only. Sizes the
+    /// cache's slots ([`crate::memory::prefix_mamba_cache_slots`]).
+    #[serde(default)]
+    pub prefix_caching_mamba_gb: Option<f64>,
 }
 
 fn default_dtype_bytes() -> u32 {
@@ -315,6 +320,7 @@ pub const KEYS: &[(&str, KeyType)] = &[
     ("memory.mamba_groups", KeyType::Int),
     ("memory.state_dtype_bytes", KeyType::Int),
     ("memory.budget_gib", KeyType::Number),
+    ("memory.prefix_caching_mamba_gb", KeyType::Number),
 ];
 
 /// Keys every spec must have.
@@ -692,6 +698,20 @@ impl LayoutSpec {
                     "memory.mamba_layers",
                     "Mamba layers given for an `mha` model".to_owned(),
                 );
+            }
+            if let Some(gb) = m.prefix_caching_mamba_gb {
+                if !(gb.is_finite() && gb > 0.0) {
+                    err(
+                        "memory.prefix_caching_mamba_gb",
+                        format!("must be a positive number, got {gb}"),
+                    );
+                } else if m.mamba_layers == 0 {
+                    err(
+                        "memory.prefix_caching_mamba_gb",
+                        "a Mamba state cache needs Mamba layers (`memory.mamba_layers` above 0)"
+                            .to_owned(),
+                    );
+                }
             }
             if m.mamba_layers > 0
                 && (m.mamba_heads == 0 || m.mamba_head_dim == 0 || m.mamba_state_dim == 0)

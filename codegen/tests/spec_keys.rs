@@ -59,6 +59,7 @@ mamba_state_dim = 8
 mamba_groups = 1
 state_dtype_bytes = 4
 budget_gib = 1.0
+prefix_caching_mamba_gb = 0.5
 "#;
 
 fn full() -> Table {

@@ -82,6 +82,9 @@
 //!   table the changes produce. The full host fill ignores the residency; the CPU
 //!   backend's fill uses it to leave rows that stayed in place untouched
 //!   ([`fill::plan_step_resident`](crate::fill::plan_step_resident)).
+//! * **Shared blocks.** With prefix caching ([`BatchState::with_prefix_caching`])
+//!   a block may sit in several rows at once (requests sharing a
+//!   prefix); every row's entries are still its own absolute stores.
 //!
 //! # Allocation
 //!
@@ -99,6 +102,9 @@ pub use schedule::{AsyncError, Prepared};
 use crate::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use crate::dims::Dims;
 use crate::step::{BlockChange, RequestRow, Residency, StepInput};
+
+mod prefix;
+pub use prefix::{MambaStore, PrefixHit, PrefixOptions, PrefixStats};
 
 /// Where a live request is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -324,6 +330,10 @@ pub enum BatchError {
     /// exception to "nothing changed": a release may have been half done).
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// The prefix cache refused an operation (prefix caching only; see
+    /// [`BatchState::with_prefix_caching`]).
+    #[error(transparent)]
+    Prefix(#[from] crate::prefix::PrefixError),
 }
 
 /// One resident row's request.
@@ -377,6 +387,8 @@ pub struct BatchState {
     built: bool,
     /// Megatron's async scheduling: prepare / commit / resolve (`schedule.rs`).
     sched: schedule::AsyncState,
+    /// Prefix caching, when enabled ([`BatchState::with_prefix_caching`]).
+    prefix: Option<Box<prefix::PrefixState>>,
 }
 
 /// Empties `v` and reuses its buffer for rows of another lifetime (std collects in place
@@ -442,6 +454,7 @@ impl BatchState {
                 r,
                 dims.speculative_tokens().saturating_add(1),
             ),
+            prefix: None,
         })
     }
 
@@ -789,6 +802,9 @@ impl BatchState {
                 remaining: e.prompt_len.saturating_sub(e.prompt_done),
             });
         }
+        if phase == RequestPhase::Prefill && self.prefix.is_some() {
+            return self.schedule_cached_prefill(h, &e, q);
+        }
         let tokens = self.scheduled_tokens + u64::from(q);
         if tokens > self.max_tokens as u64 {
             return Err(BatchError::TokenBudget {
@@ -808,14 +824,19 @@ impl BatchState {
                     h.id, self.block_table_width
                 )));
             }
-            let available = self.kv.available();
-            let ids = self
-                .kv
-                .allocate(extra as usize)
-                .ok_or(BatchError::OutOfBlocks {
-                    needed: extra,
-                    available,
-                })?;
+            let available = self.kv_available();
+            let out_of_blocks = BatchError::OutOfBlocks {
+                needed: extra,
+                available,
+            };
+            let cached_ids;
+            let ids: &[i32] = match self.prefix.as_deref_mut() {
+                Some(p) => {
+                    cached_ids = p.allocate(extra as usize).ok_or(out_of_blocks)?;
+                    &cached_ids
+                }
+                None => self.kv.allocate(extra as usize).ok_or(out_of_blocks)?,
+            };
             if let Some(dst) = self.table.get_mut(start..end) {
                 dst.copy_from_slice(ids);
             }
@@ -888,7 +909,10 @@ impl BatchState {
         let start = row as usize * self.block_table_width;
         let end = start + e.blocks as usize;
         if let Some(ids) = self.table.get(start..end) {
-            self.kv.release(ids)?;
+            match self.prefix.as_deref_mut() {
+                Some(p) => p.release_row(row, ids)?,
+                None => self.kv.release(ids)?,
+            }
         }
         if let Some(pool) = &mut self.slots {
             pool.free_rows(std::slice::from_ref(&(row as usize)))?;
@@ -923,6 +947,9 @@ impl BatchState {
     /// ([`MetadataBackend::reset_residency`](crate::MetadataBackend::reset_residency)).
     pub fn reset(&mut self) {
         self.kv.reset();
+        if let Some(p) = self.prefix.as_deref_mut() {
+            p.reset();
+        }
         if let Some(pool) = &mut self.slots {
             pool.reset();
         }
@@ -971,6 +998,7 @@ impl BatchState {
         self.resident_rows.extend_from_slice(&self.decode_order);
         self.resident_rows.extend_from_slice(&self.prefill_order);
 
+        self.prepare_intermediate();
         let mut rows = recycle(std::mem::take(&mut self.row_scratch));
         let out = {
             let this = &*self;
@@ -992,7 +1020,7 @@ impl BatchState {
             let input = StepInput {
                 rows: &rows,
                 token_ids: None,
-                intermediate: None,
+                intermediate: this.prefix.as_deref().and_then(|p| p.step_intermediate()),
                 residency: Some(Residency {
                     resident_rows: &this.resident_rows,
                     changes: &this.changes,
@@ -1027,6 +1055,9 @@ impl BatchState {
         }
         self.changes.clear();
         self.finished.clear();
+        if let Some(p) = self.prefix.as_deref_mut() {
+            p.begin_commit();
+        }
         let s = self.speculative_tokens;
         let order = std::mem::take(&mut self.decode_order);
         for &row in &order {
@@ -1055,15 +1086,22 @@ impl BatchState {
             e.kv += q;
             e.prompt_done += q;
             e.scheduled = None;
-            if e.prompt_done >= e.prompt_len {
+            let prefill_done = e.prompt_done >= e.prompt_len;
+            if prefill_done {
                 // The last prompt token's logits give the first output token.
                 e.phase = RequestPhase::Decode;
                 e.generated = 1;
-                if e.generated >= e.max_output {
-                    let done = *e;
-                    self.finish(row, &done)?;
-                }
             }
+            let done = *e;
+            if self.prefix.is_some() {
+                self.commit_cached_prefill(row, &done)?;
+            }
+            if prefill_done && done.generated >= done.max_output {
+                self.finish(row, &done)?;
+            }
+        }
+        if let Some(p) = self.prefix.as_deref_mut() {
+            p.end_step();
         }
         self.prefill_order = order;
         self.prefill_order.clear();

@@ -625,7 +625,7 @@ fn check_steady_rows(
             || *src.get(i)? != r
             || r == NO_ROW
             || len < prev
-            || len > limits.nkv
+            || len > limits.block_table_width
         {
             return None;
         }

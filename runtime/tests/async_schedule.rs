@@ -447,3 +447,30 @@ fn reset_forgets_a_prepared_step_and_the_committed_ids() {
     assert!(b.input_rows().is_empty());
     assert_eq!(b.kv_pool().in_use(), 0);
 }
+
+#[test]
+fn prepare_and_resolve_are_refused_with_prefix_caching_and_change_nothing() {
+    use attention_layout::EvictionPolicy;
+    use attention_layout::batch::PrefixOptions;
+    let d = dims(0, 64);
+    let mut b = BatchState::with_prefix_caching(
+        &d,
+        PrefixOptions {
+            policy: EvictionPolicy::Lru,
+            mamba_cache_slots: None,
+        },
+    )
+    .unwrap();
+    b.with_step(|_| ());
+    let available = b.kv_available();
+    for err in [
+        b.can_prepare().unwrap_err(),
+        b.prepare().map(|_| ()).unwrap_err(),
+        b.resolve(&[]).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(err, AsyncError::PrefixCaching { .. }), "{err}");
+        assert!(err.to_string().contains("commit_step"), "{err}");
+    }
+    assert_eq!(b.kv_available(), available);
+    assert!(!b.is_prepared());
+}

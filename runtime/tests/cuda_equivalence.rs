@@ -14,6 +14,12 @@
 //! tables, a tight KV pool, long rows), the bundled Nemotron-H-8B and the same model with
 //! the bucket table `tune` chose (`nemotron-h-8b-tuned`).
 //!
+//! And steps built by a `BatchState` with prefix caching (shared system prompts, so blocks
+//! appear in several rows of the block table and the device-resident table receives the
+//! same block in several rows; a hybrid layout with a Mamba cache also sends the
+//! intermediate offsets the batch state computes), device fill with graphs, under both
+//! eviction policies.
+//!
 //! Run on a GPU machine: `cargo test --features cuda --test cuda_equivalence -- --include-ignored`
 //! (or the staged `.gpu/run-all -- --include-ignored`).
 
@@ -29,12 +35,15 @@ mod support;
 
 #[cfg(feature = "cuda")]
 mod gpu {
+    use std::collections::HashMap;
+
+    use attention_layout::batch::{BatchError, BatchState, PrefixOptions, RequestPhase};
     use attention_layout::cuda::FillMode;
-    use attention_layout::{HostMetadata, LayoutSpec, RuntimeDims};
+    use attention_layout::{Dims, EvictionPolicy, HostMetadata, LayoutSpec, Phase, RuntimeDims};
 
     use super::support::gpu::{backend, require_device, step_and_compare};
     use super::support::layouts;
-    use super::support::workload::Workload;
+    use super::support::workload::{Rng, Workload};
 
     /// Steps per layout for the main (device fill, graphs) run.
     fn steps() -> usize {
@@ -195,6 +204,145 @@ mod gpu {
             header_only_steps += header_only;
         }
         assert!(header_only_steps > 0, "no step sent only its header");
+    }
+
+    /// Runs `n` steps of a random engine over a `BatchState` with prefix caching: prompts
+    /// start with one of three shared system prompts (2 to 4 blocks); returns the steps
+    /// whose active rows shared a block.
+    fn run_prefix(
+        name: &str,
+        dims: &RuntimeDims,
+        policy: EvictionPolicy,
+        slots: Option<usize>,
+        n: usize,
+        seed: u64,
+    ) -> usize {
+        let mut gpu = backend(dims, FillMode::Device, true, true);
+        let mut cpu = HostMetadata::new(dims.clone());
+        let mut state = BatchState::with_prefix_caching(
+            dims,
+            PrefixOptions {
+                policy,
+                mamba_cache_slots: slots,
+            },
+        )
+        .unwrap();
+        let mut rng = Rng::new(seed);
+        let b = dims.block_size() as i64;
+        let s1 = dims.speculative_tokens() as u64 + 1;
+        let budget = dims.max_tokens() as u64;
+        let (mut shared_steps, mut skipped, mut compared) = (0usize, 0u64, 0usize);
+        for step in 0..n {
+            for _ in 0..rng.range_inclusive(0, 3) {
+                if !state.can_admit() {
+                    break;
+                }
+                let k = rng.below(3) as i64;
+                let mut p: Vec<i64> = (0..b * (k + 2)).map(|i| 1_000_000 * (k + 1) + i).collect();
+                let extra = rng.range_inclusive(1, 3 * b as u32);
+                p.extend((0..extra).map(|_| rng.range(1, 50) as i64));
+                match state.admit_prompt(&p, rng.range_inclusive(1, 16)) {
+                    Ok(_) | Err(BatchError::ExceedsPool { .. } | BatchError::TooLong { .. }) => {}
+                    Err(e) => panic!("{name}: admit: {e}"),
+                }
+            }
+            let live: Vec<_> = state.live().collect();
+            for h in live {
+                if rng.chance(0.01) {
+                    state.release(h).unwrap();
+                    continue;
+                }
+                let i = state.info(h).unwrap();
+                let left = budget - state.scheduled_tokens();
+                let r = match i.phase {
+                    RequestPhase::Decode if left >= s1 => state.schedule_decode(h),
+                    RequestPhase::Prefill if left > 0 => {
+                        let rem = i.prompt_len - i.prompt_done;
+                        state.schedule_prefill(h, rng.range_inclusive(1, rem.min(left as u32)))
+                    }
+                    _ => continue,
+                };
+                match r {
+                    Ok(()) => {
+                        skipped += state
+                            .prefix_hit(h)
+                            .unwrap()
+                            .map_or(0, |x| u64::from(x.skip_tokens));
+                    }
+                    Err(BatchError::OutOfBlocks { .. } | BatchError::TokenBudget { .. }) => {}
+                    Err(e) => panic!("{name}: schedule: {e}"),
+                }
+            }
+            let what = format!("{name} prefix caching {} step {step}", policy.name());
+            let ran = state.with_step(|input| {
+                let active: Vec<_> = input
+                    .rows
+                    .iter()
+                    .filter(|r| r.phase != Phase::Paused)
+                    .collect();
+                if active.is_empty() {
+                    return None;
+                }
+                let mut owners: HashMap<i32, usize> = HashMap::new();
+                for r in &active {
+                    for &blk in r.blocks {
+                        *owners.entry(blk).or_default() += 1;
+                    }
+                }
+                step_and_compare(&what, &mut cpu, &mut gpu, input);
+                Some(owners.values().any(|&c| c > 1))
+            });
+            match ran {
+                Some(shared) => {
+                    compared += 1;
+                    shared_steps += usize::from(shared);
+                    state.commit_step(|_| 0).unwrap();
+                }
+                None => {
+                    // Nothing could run (blocks short): the step is not sent, its changes
+                    // stay pending; free room for the next one.
+                    if let Some(h) = state.live().last() {
+                        state.release(h).unwrap();
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "{name} prefix caching {}: {n} steps, {compared} compared, {shared_steps} with shared blocks, {skipped} prompt tokens skipped",
+            policy.name()
+        );
+        assert!(skipped > 0, "{name}: no prefix hit skipped a token");
+        shared_steps
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn prefix_caching_steps_with_shared_blocks_match_the_host_fill() {
+        require_device();
+        let n = (steps() / 5).max(1);
+        let mut shared = 0;
+        for (i, (name, slots)) in [("nemotron-h-8b", Some(64)), ("llama-3.1-8b", None)]
+            .into_iter()
+            .enumerate()
+        {
+            let src = attention_layout::layouts::bundled(name).unwrap();
+            let spec = LayoutSpec::from_toml_str(src, name).unwrap();
+            let dims = RuntimeDims::new(attention_layout::Geometry::new(&spec).unwrap());
+            for (j, policy) in [EvictionPolicy::RefZero, EvictionPolicy::Lru]
+                .into_iter()
+                .enumerate()
+            {
+                shared += run_prefix(
+                    name,
+                    &dims,
+                    policy,
+                    slots,
+                    n,
+                    0x9f1c + 2 * i as u64 + j as u64,
+                );
+            }
+        }
+        assert!(shared > 0, "no step had a block in several rows");
     }
 
     #[test]

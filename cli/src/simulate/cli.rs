@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::console::{self, Console};
+use attention_layout::EvictionPolicy;
 use attention_layout::backend::{self, BackendKind};
 use attention_layout::codegen::{Geometry, LayoutSpec};
 use attention_layout::dims::RuntimeDims;
@@ -41,6 +42,23 @@ pub struct SimulateArgs {
     /// on a CUDA-graph bucket's token count.
     #[arg(long)]
     pub bucket_chunking: bool,
+    /// Prefix caching with this eviction policy: ref_zero (blocks shared between live
+    /// requests only) or lru (finished prefixes stay cached until evicted). Default: off.
+    #[arg(long, value_parser = parse_policy)]
+    pub prefix_caching: Option<EvictionPolicy>,
+    /// With --prefix-caching on a hybrid layout: durable Mamba state slots (default: the
+    /// layout's `[memory] prefix_caching_mamba_gb`, else none: KV blocks are shared but no
+    /// prompt token is skipped).
+    #[arg(long, value_parser = console::whole::<usize>)]
+    pub prefix_mamba_slots: Option<usize>,
+    /// Tokens of a system prompt every request's prompt starts with (the same token ids
+    /// for all).
+    #[arg(long, default_value_t = 0, value_parser = console::whole::<u32>)]
+    pub system_prompt: u32,
+    /// Turns per conversation: each turn after the first resends the conversation so far
+    /// (the previous turn's prompt and output) before its own drawn prompt.
+    #[arg(long, default_value_t = 1, value_parser = console::whole::<u32>)]
+    pub turns: u32,
     /// Write the report as JSON to this file; `-`: to standard output (the text report then
     /// goes to standard error).
     #[arg(long)]
@@ -75,6 +93,10 @@ impl SimulateArgs {
     pub fn config(&self) -> SimConfig {
         SimConfig {
             bucket_chunking: self.bucket_chunking,
+            prefix_caching: self.prefix_caching,
+            prefix_mamba_slots: self.prefix_mamba_slots,
+            system_prompt: self.system_prompt,
+            turns: self.turns,
             ..self.workload.config()
         }
     }
@@ -136,8 +158,15 @@ impl WorkloadArgs {
             },
             trace: None,
             bucket_chunking: false,
+            ..SimConfig::default()
         }
     }
+}
+
+/// `ref_zero` or `lru`.
+fn parse_policy(s: &str) -> Result<EvictionPolicy, String> {
+    EvictionPolicy::from_name(s)
+        .ok_or_else(|| format!("unknown eviction policy `{s}`: expected ref_zero or lru"))
 }
 
 /// Reads `--trace` (sped up by `speedup`), or `None` without one; errors are messages

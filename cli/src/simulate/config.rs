@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use attention_layout::EvictionPolicy;
 use attention_layout::dims::Dims;
 
 use super::SimError;
@@ -204,7 +205,7 @@ impl StepTime {
 /// [`SimError::TooLong`].
 pub const MAX_STEPS: u64 = 10_000_000;
 
-/// Most requests the waiting queue holds (32 bytes each: 32 MB). Arrivals faster than the
+/// Most requests the waiting queue holds (40 bytes each: 40 MB). Arrivals faster than the
 /// layout serves them grow the queue without bound, so an arrival that would pass this
 /// stops the run with [`SimError::Overloaded`] (at `--rate 1e9` in the second step)
 /// instead of growing it further (the default layout at twice its sustainable rate,
@@ -243,6 +244,17 @@ pub struct SimConfig {
     /// Bucket-aware chunking: the scheduler may shorten a step's last prefill chunk so the
     /// step lands exactly on a bucket's token count (see [`super::scheduler`]).
     pub bucket_chunking: bool,
+    /// Prefix caching (`--prefix-caching`): `None` runs without it.
+    pub prefix_caching: Option<EvictionPolicy>,
+    /// Durable Mamba state slots of the prefix cache (hybrid layouts; `None`: the
+    /// layout's `[memory] prefix_caching_mamba_gb`, or memory-only prefix caching without
+    /// it).
+    pub prefix_mamba_slots: Option<usize>,
+    /// Tokens of a system prompt every request starts with (`--system-prompt`; 0: none).
+    pub system_prompt: u32,
+    /// Turns per conversation (`--turns`): turn `k` of a conversation resends the previous
+    /// turn's prompt and output before its own drawn prompt (1: independent requests).
+    pub turns: u32,
 }
 
 impl Default for SimConfig {
@@ -265,6 +277,10 @@ impl Default for SimConfig {
             step_time: StepTime::default(),
             trace: None,
             bucket_chunking: false,
+            prefix_caching: None,
+            prefix_mamba_slots: None,
+            system_prompt: 0,
+            turns: 1,
         }
     }
 }
@@ -329,6 +345,12 @@ impl SimConfig {
                 "rate {:e} requests per second is too small: the mean time between arrivals, 1 / rate, is not a finite number of seconds",
                 self.rate
             ));
+        }
+        if self.turns == 0 {
+            return err("turns must be at least 1".to_owned());
+        }
+        if self.prefix_mamba_slots.is_some() && self.prefix_caching.is_none() {
+            return err("Mamba cache slots need prefix caching (--prefix-caching)".to_owned());
         }
         if !(0.0..=1.0).contains(&self.acceptance) {
             return err(format!(

@@ -322,6 +322,11 @@ pub fn run_ep(
             backends.len()
         )));
     }
+    if ep.ranks > 1 && config.prefix_caching.is_some() {
+        return Err(SimError::Config(
+            "--prefix-caching is simulated on one engine; it cannot be combined with --ep-ranks > 1 yet".into(),
+        ));
+    }
     if ep.ranks > 1 && config.trace.is_some() {
         return Err(SimError::Config(
             "--trace replays one engine's requests; it cannot be combined with --ep-ranks > 1 (each rank draws its own arrivals)".into(),
@@ -383,6 +388,7 @@ pub fn run_ep(
                         prompt_len: a.prompt_len,
                         max_output: a.max_output,
                         generated_before: 0,
+                        conversation: a.conversation,
                     });
                 }
             }
@@ -432,7 +438,7 @@ pub fn run_ep(
                 .schedule()
                 .map_err(|error| at_rank(i, SimError::Batch { step, error }))?;
             let t = &mut rank.totals;
-            t.kv_peak = t.kv_peak.max(rank.sched.state.kv_pool().in_use());
+            t.kv_peak = t.kv_peak.max(rank.sched.state.kv_in_use());
             t.mamba_peak = t
                 .mamba_peak
                 .max(rank.sched.state.mamba_pool().map_or(0, |p| p.in_use()));
@@ -517,7 +523,7 @@ pub fn run_ep(
             live: ranks.iter().map(|r| r.sched.state.live_count()).sum(),
             waiting: ranks.iter().map(|r| r.sched.waiting.len()).sum(),
             completed: ranks.iter().map(|r| r.totals.completed).sum(),
-            kv_in_use: ranks.iter().map(|r| r.sched.state.kv_pool().in_use()).sum(),
+            kv_in_use: ranks.iter().map(|r| r.sched.state.kv_in_use()).sum(),
             kv_capacity,
             sim_seconds: clock,
             recent_p50_us,
@@ -528,7 +534,7 @@ pub fn run_ep(
     let mut total = Forced::default();
     for ((r, mut rank), backend) in (0u32..).zip(ranks).zip(backends.iter()) {
         rank.totals.sim_seconds = clock;
-        rank.totals.kv_in_use_end = rank.sched.state.kv_pool().in_use();
+        rank.totals.kv_in_use_end = rank.sched.state.kv_in_use();
         rank.totals.mamba_in_use_end = rank.sched.state.mamba_pool().map_or(0, |p| p.in_use());
         rank.totals.live_end = rank.sched.state.live_count();
         rank.totals.waiting_end = rank.sched.waiting.len();

@@ -29,7 +29,7 @@ use std::time::Instant;
 use attention_layout_codegen::BatchDims;
 
 use attention_layout::backend::{BackendError, MetadataBackend};
-use attention_layout::batch::{AsyncError, BatchError, BatchState};
+use attention_layout::batch::{AsyncError, BatchError, BatchState, PrefixOptions};
 use attention_layout::dims::{Dims, RuntimeDims};
 
 pub use config::{LengthDist, Limits, MAX_STEPS, MAX_WAITING, SimConfig, StepTime};
@@ -193,6 +193,8 @@ pub struct RunTotals {
     pub live_peak: usize,
     /// Whether decode-only steps were ended through prepare / commit / resolve.
     pub async_scheduling: bool,
+    /// Most KV blocks owned by two requests or more at once (prefix caching).
+    pub kv_shared_peak: usize,
 }
 
 /// Runs a simulation of `config` on a layout, building metadata with `backend`, calling
@@ -236,8 +238,25 @@ fn run_within(
     bounds: Bounds,
 ) -> Result<Report, SimError> {
     let limits = config.check(dims)?;
-    let state = BatchState::new(dims).map_err(|e| SimError::Config(e.to_string()))?;
+    let state = match config.prefix_caching {
+        Some(policy) => BatchState::with_prefix_caching(
+            dims,
+            PrefixOptions {
+                mamba_cache_slots: config.prefix_mamba_slots.or(PrefixOptions::for_layout(
+                    dims.geometry(),
+                    policy,
+                )
+                .mamba_cache_slots),
+                policy,
+            },
+        ),
+        None => BatchState::new(dims),
+    }
+    .map_err(|e| SimError::Config(e.to_string()))?;
     let mut sched = Scheduler::new(state, limits.token_budget);
+    if config.prefix_caching.is_some() {
+        sched.set_prompt_ids(Some(config.system_prompt));
+    }
     if config.bucket_chunking {
         sched.set_bucket_chunking(Some(table::BucketTable::of(dims)));
     }
@@ -257,7 +276,8 @@ fn run_within(
     let mut recent_p50_us = 0.0;
     // Whether decode-only steps end through prepare / commit / resolve (not with draft
     // tokens that can be rejected).
-    let async_path = s == 0 || config.acceptance >= 1.0;
+    // Prefix caching ends every step with commit_step (prepare/resolve refuse it).
+    let async_path = (s == 0 || config.acceptance >= 1.0) && config.prefix_caching.is_none();
 
     loop {
         let open = step < config.steps && !workload.is_exhausted();
@@ -280,6 +300,7 @@ fn run_within(
                     prompt_len: a.prompt_len,
                     max_output: a.max_output,
                     generated_before: 0,
+                    conversation: a.conversation,
                 });
             }
         }
@@ -319,11 +340,14 @@ fn run_within(
         sched
             .schedule()
             .map_err(|error| SimError::Batch { step, error })?;
-        totals.kv_peak = totals.kv_peak.max(sched.state.kv_pool().in_use());
+        totals.kv_peak = totals.kv_peak.max(sched.state.kv_in_use());
         totals.mamba_peak = totals
             .mamba_peak
             .max(sched.state.mamba_pool().map_or(0, |p| p.in_use()));
         totals.live_peak = totals.live_peak.max(sched.state.live_count());
+        if config.prefix_caching.is_some() {
+            totals.kv_shared_peak = totals.kv_shared_peak.max(sched.state.kv_shared());
+        }
 
         let (result, elapsed) = sched.state.with_step(|input| {
             let t0 = Instant::now();
@@ -403,7 +427,7 @@ fn run_within(
             live: sched.state.live_count(),
             waiting: sched.waiting.len(),
             completed: totals.completed,
-            kv_in_use: sched.state.kv_pool().in_use(),
+            kv_in_use: sched.state.kv_in_use(),
             kv_capacity,
             sim_seconds: clock,
             recent_p50_us,
@@ -411,11 +435,11 @@ fn run_within(
     }
 
     totals.sim_seconds = clock;
-    totals.kv_in_use_end = sched.state.kv_pool().in_use();
+    totals.kv_in_use_end = sched.state.kv_in_use();
     totals.mamba_in_use_end = sched.state.mamba_pool().map_or(0, |p| p.in_use());
     totals.live_end = sched.state.live_count();
     totals.waiting_end = sched.waiting.len();
-    Ok(Report::new(
+    let mut report = Report::new(
         config,
         dims,
         &backend.name(),
@@ -426,7 +450,12 @@ fn run_within(
             ..totals
         },
         sched.counters,
-    ))
+    );
+    report.prefix = sched
+        .state
+        .prefix_stats()
+        .map(|stats| report::PrefixReport::new(config, &sched.state, stats, totals.kv_shared_peak));
+    Ok(report)
 }
 
 /// The batch shape a step was padded to, checked against the layout: the matched bucket
@@ -537,12 +566,12 @@ mod tests {
     }
 
     /// The figures `MAX_STEPS` and `MAX_WAITING` document: 48 bytes a step record (and 8
-    /// for the sorted latency), 32 a waiting request, under a gigabyte in all (the queue
+    /// for the sorted latency), 40 a waiting request, under a gigabyte in all (the queue
     /// rounded up to a power of two, as a growing buffer may be).
     #[test]
     fn the_memory_bounds_keep_a_run_under_a_gigabyte() {
         assert_eq!(std::mem::size_of::<StepRecord>(), 48);
-        assert_eq!(std::mem::size_of::<Pending>(), 32);
+        assert_eq!(std::mem::size_of::<Pending>(), 40);
         let per_step = std::mem::size_of::<StepRecord>() + std::mem::size_of::<f64>();
         let queue = MAX_WAITING.next_power_of_two() * std::mem::size_of::<Pending>();
         let total = MAX_STEPS as usize * per_step + queue;

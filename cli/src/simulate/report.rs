@@ -64,6 +64,76 @@ pub struct ConfigSummary {
     pub trace: Option<String>,
     /// Whether bucket-aware chunking was on.
     pub bucket_chunking: bool,
+    /// Prefix caching's eviction policy (`ref_zero`, `lru`), `None` without it.
+    pub prefix_caching: Option<String>,
+    /// System prompt tokens every prompt starts with.
+    pub system_prompt: u32,
+    /// Turns per conversation.
+    pub turns: u32,
+}
+
+/// What prefix caching did in a run (`--prefix-caching`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrefixReport {
+    /// The eviction policy.
+    pub policy: String,
+    /// Durable Mamba state slots (0: none; hybrid layouts then share KV blocks only).
+    pub mamba_cache_slots: usize,
+    /// Prefill chunks committed (each one matched against the cache).
+    pub lookups: u64,
+    /// Chunks that matched at least one cached block.
+    pub hits: u64,
+    /// `hits / lookups`.
+    pub hit_rate: f64,
+    /// KV blocks matched, over all chunks.
+    pub matched_blocks: u64,
+    /// Prompt tokens not recomputed thanks to a match.
+    pub prefill_tokens_saved: u64,
+    /// Prompt tokens computed.
+    pub prefill_tokens_computed: u64,
+    /// `saved / (saved + computed)`.
+    pub prefill_saved_share: f64,
+    /// Most KV blocks owned by two requests or more at once.
+    pub shared_blocks_peak: usize,
+    /// Cached KV blocks evicted to make room (`lru`).
+    pub evicted_blocks: u64,
+    /// First chunks that restored their Mamba state from the durable cache.
+    pub mamba_restores: u64,
+    /// Mamba states stored into the durable cache.
+    pub mamba_stores: u64,
+}
+
+impl PrefixReport {
+    /// The prefix-caching part of a run's report.
+    pub(crate) fn new(
+        config: &SimConfig,
+        state: &attention_layout::batch::BatchState,
+        stats: attention_layout::batch::PrefixStats,
+        shared_peak: usize,
+    ) -> Self {
+        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        Self {
+            policy: config
+                .prefix_caching
+                .map_or("off", attention_layout::EvictionPolicy::name)
+                .to_owned(),
+            mamba_cache_slots: state.mamba_cache().map_or(0, |m| m.slots()),
+            lookups: stats.lookups,
+            hits: stats.hits,
+            hit_rate: share(stats.hits, stats.lookups),
+            matched_blocks: stats.matched_blocks,
+            prefill_tokens_saved: stats.skipped_tokens,
+            prefill_tokens_computed: stats.computed_tokens,
+            prefill_saved_share: share(
+                stats.skipped_tokens,
+                stats.skipped_tokens + stats.computed_tokens,
+            ),
+            shared_blocks_peak: shared_peak,
+            evicted_blocks: stats.evicted_blocks,
+            mamba_restores: stats.mamba_restores,
+            mamba_stores: stats.mamba_stores,
+        }
+    }
 }
 
 /// Request counts.
@@ -226,6 +296,9 @@ pub struct Report {
     pub bucket_hits: Vec<BucketHits>,
     /// Pool use.
     pub pools: Pools,
+    /// What prefix caching did (omitted without `--prefix-caching`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<PrefixReport>,
     /// Simulated seconds.
     pub sim_seconds: f64,
     /// Every step (not serialized).
@@ -356,6 +429,9 @@ impl Report {
                 max_positions: limits.positions,
                 trace: config.trace.as_ref().map(|t| t.to_string()),
                 bucket_chunking: config.bucket_chunking,
+                prefix_caching: config.prefix_caching.map(|p| p.name().to_owned()),
+                system_prompt: config.system_prompt,
+                turns: config.turns,
             },
             steps,
             graphed_steps: graphed,
@@ -426,6 +502,7 @@ impl Report {
                 mamba_peak: totals.mamba_peak,
                 mamba_in_use_end: totals.mamba_in_use_end,
             },
+            prefix: None,
             sim_seconds: totals.sim_seconds,
             records,
             buckets: buckets.to_vec(),
@@ -504,6 +581,15 @@ impl fmt::Display for Report {
             n(u64::from(c.max_prompt)),
             n(c.max_positions)
         )?;
+        if c.system_prompt > 0 || c.turns > 1 {
+            writeln!(
+                f,
+                "             shared prefixes: a {}-token system prompt, {} turn{} per conversation (each resends its history)",
+                n(u64::from(c.system_prompt)),
+                c.turns,
+                if c.turns == 1 { "" } else { "s" }
+            )?;
+        }
         writeln!(
             f,
             "  steps      {} ({} graphed, {} eager = {} eager share), {:.1} simulated s",
@@ -601,6 +687,30 @@ impl fmt::Display for Report {
                 String::new()
             }
         )?;
+        if let Some(x) = &self.prefix {
+            writeln!(
+                f,
+                "  prefix     {}: {} of {} prefill chunks hit ({}), {} prompt tokens saved ({} of prefill), peak {} blocks shared, {} evicted{}",
+                x.policy,
+                n(x.hits),
+                n(x.lookups),
+                pct(x.hit_rate),
+                n(x.prefill_tokens_saved),
+                pct(x.prefill_saved_share),
+                n(x.shared_blocks_peak as u64),
+                n(x.evicted_blocks),
+                if x.mamba_cache_slots > 0 {
+                    format!(
+                        "; Mamba cache {} slots: {} restores, {} states stored",
+                        n(x.mamba_cache_slots as u64),
+                        n(x.mamba_restores),
+                        n(x.mamba_stores)
+                    )
+                } else {
+                    String::new()
+                }
+            )?;
+        }
         writeln!(
             f,
             "  buckets    {} of {} hit (tokens, prefill, decode: steps), most used first:",

@@ -56,6 +56,8 @@ pub struct Pending {
     pub max_output: u32,
     /// Output tokens generated before evictions.
     pub generated_before: u32,
+    /// Its conversation (the prompt's token ids, [`super::workload::prompt_tokens`]).
+    pub conversation: u64,
 }
 
 /// Counters the scheduler keeps.
@@ -92,6 +94,9 @@ pub struct Scheduler {
     pending: Option<(RequestHandle, u32)>,
     /// Decode rows and prefill rows (pending included) scheduled this step.
     step_rows: (u32, u32),
+    /// With prefix caching: the system prompt length the prompts' token ids start with
+    /// (requests are admitted with their tokens).
+    prompt_ids: Option<u32>,
 }
 
 impl Scheduler {
@@ -110,6 +115,23 @@ impl Scheduler {
             chunking: None,
             pending: None,
             step_rows: (0, 0),
+            prompt_ids: None,
+        }
+    }
+
+    /// Admits requests with their prompt token ids (for a batch state with prefix
+    /// caching), the first `system` of them the shared system prompt.
+    pub fn set_prompt_ids(&mut self, system: Option<u32>) {
+        self.prompt_ids = system;
+    }
+
+    /// Schedules a prefill chunk; with prefix caching a chunk the pool cannot take after
+    /// all (the free-position estimate counts cached blocks that pinning a match makes
+    /// unevictable) waits for a later step instead.
+    fn schedule_chunk(&mut self, h: RequestHandle, chunk: u32) -> Result<(), BatchError> {
+        match self.state.schedule_prefill(h, chunk) {
+            Err(BatchError::OutOfBlocks { .. }) if self.prompt_ids.is_some() => Ok(()),
+            r => r,
         }
     }
 
@@ -144,14 +166,14 @@ impl Scheduler {
         let reserved = self
             .pending
             .map_or(0, |(h, q)| self.state.blocks_needed(h, q).unwrap_or(0));
-        (self.state.kv_pool().available() as u64).saturating_sub(u64::from(reserved))
+        (self.state.kv_available() as u64).saturating_sub(u64::from(reserved))
             * self.state.block_size() as u64
     }
 
     /// Schedules the pending prefill row, if any, with its chunk as planned.
     fn flush_pending(&mut self) -> Result<(), BatchError> {
         if let Some((h, chunk)) = self.pending.take() {
-            self.state.schedule_prefill(h, chunk)?;
+            self.schedule_chunk(h, chunk)?;
         }
         Ok(())
     }
@@ -180,7 +202,7 @@ impl Scheduler {
             }
             None => chunk,
         };
-        self.state.schedule_prefill(h, chunk)
+        self.schedule_chunk(h, chunk)
     }
 
     /// Schedules one step. Returns the tokens scheduled (0 only when nothing is live or
@@ -222,7 +244,7 @@ impl Scheduler {
                 continue;
             }
             let need = self.state.blocks_needed(h, self.s1)?;
-            if need as usize <= self.state.kv_pool().available() {
+            if need == 0 || need as usize <= self.state.kv_available() {
                 if self.state.resume(h)? {
                     self.counters.resumes += 1;
                 }
@@ -273,7 +295,13 @@ impl Scheduler {
             if chunk == 0 {
                 break;
             }
-            let h = self.state.admit(p.prompt_len, p.max_output)?;
+            let h = match self.prompt_ids {
+                Some(system) => self.state.admit_prompt(
+                    &super::workload::prompt_tokens(system, p.conversation, p.prompt_len),
+                    p.max_output,
+                )?,
+                None => self.state.admit(p.prompt_len, p.max_output)?,
+            };
             self.waiting.pop_front();
             if let Some(t) = self.tags.get_mut(h.row() as usize) {
                 *t = Some(p);
@@ -362,7 +390,7 @@ impl Scheduler {
                 RequestPhase::Decode => self.s1,
                 RequestPhase::Prefill => 1,
             };
-            if self.state.blocks_needed(oldest, q)? as usize <= self.state.kv_pool().available() {
+            if self.state.blocks_needed(oldest, q)? as usize <= self.state.kv_available() {
                 return Ok(());
             }
             let gone = self.state.release(newest)?;

@@ -2,6 +2,14 @@
 //! clock, each request with a prompt and an output length drawn from the configured
 //! distributions and clipped to the layout; or the requests of a recorded [`Trace`],
 //! clipped the same way.
+//!
+//! Shared prefixes ([`SimConfig::system_prompt`], [`SimConfig::turns`]): every prompt
+//! starts with the same system prompt, and turn `k` of a conversation (arrivals `c·K ..
+//! c·K + K` form conversation `c`) resends its previous turn's prompt and output before
+//! its own drawn tokens. Prompt token ids are synthetic but deterministic
+//! ([`prompt_tokens`]): the system prompt's are fixed, the others depend only on the
+//! conversation and the position, so two prompts share a prefix exactly when the
+//! workload means them to (and their block hashes then collide).
 
 use std::sync::Arc;
 
@@ -27,6 +35,26 @@ pub struct Arrival {
     pub prompt_len: u32,
     /// Output tokens to generate (clipped).
     pub max_output: u32,
+    /// The conversation it belongs to (its own arrival number with one turn per
+    /// conversation).
+    pub conversation: u64,
+}
+
+/// The prompt token ids of a request of `conversation` with `len` prompt tokens, the first
+/// `system` of them the shared system prompt: position `p < system` holds `p + 1`, any
+/// other position `(conversation + 1) · 2³² + p` (ids stay positive and distinct between
+/// conversations).
+pub fn prompt_tokens(system: u32, conversation: u64, len: u32) -> Vec<i64> {
+    let base = i64::try_from(conversation.saturating_add(1).min(1 << 30)).unwrap_or(1 << 30) << 32;
+    (0..len)
+        .map(|p| {
+            if p < system {
+                i64::from(p) + 1
+            } else {
+                base + i64::from(p)
+            }
+        })
+        .collect()
 }
 
 /// Where arrivals come from.
@@ -51,6 +79,11 @@ pub struct Workload {
     source: Source,
     limits: Limits,
     next: Arrival,
+    /// System prompt tokens, turns per conversation.
+    system: u32,
+    turns: u32,
+    /// Tokens the current conversation's next turn resends (its last prompt and output).
+    history: u32,
 }
 
 impl Workload {
@@ -65,6 +98,7 @@ impl Workload {
                     pos: 0,
                 },
                 limits,
+                config,
             ),
             None => Self::for_rank(config, limits, 0, config.rate),
         }
@@ -83,10 +117,11 @@ impl Workload {
                 output: config.output,
             },
             limits,
+            config,
         )
     }
 
-    fn start(source: Source, limits: Limits) -> Self {
+    fn start(source: Source, limits: Limits, config: &SimConfig) -> Self {
         let mut w = Self {
             source,
             limits,
@@ -95,7 +130,11 @@ impl Workload {
                 time: 0.0,
                 prompt_len: 1,
                 max_output: 1,
+                conversation: 0,
             },
+            system: config.system_prompt,
+            turns: config.turns.max(1),
+            history: 0,
         };
         w.next = w.draw(0, 0.0);
         w
@@ -124,12 +163,21 @@ impl Workload {
                 }
             }
         };
+        let turns = u64::from(self.turns.max(1));
+        if id.is_multiple_of(turns) {
+            self.history = 0;
+        }
+        let p = p.saturating_add(self.history).saturating_add(self.system);
         let (prompt_len, max_output) = self.limits.clip(p, o);
+        self.history = prompt_len
+            .saturating_add(max_output)
+            .saturating_sub(self.system);
         Arrival {
             id,
             time,
             prompt_len,
             max_output,
+            conversation: id / turns,
         }
     }
 

@@ -51,6 +51,16 @@ pub enum AsyncError {
         /// Admission number of the first of them.
         first: u64,
     },
+    /// [`prepare`](BatchState::prepare) or [`resolve`](BatchState::resolve) on a state
+    /// with prefix caching ([`BatchState::with_prefix_caching`]): they would allocate and
+    /// release blocks outside the caching allocator's references and registrations, so they
+    /// are refused; such an engine ends its steps with
+    /// [`commit_step`](BatchState::commit_step).
+    #[error("{operation}: not available with prefix caching (end the step with commit_step)")]
+    PrefixCaching {
+        /// `"prepare"` or `"resolve"`.
+        operation: &'static str,
+    },
     /// [`prepare`](BatchState::prepare) of a step with no row.
     #[error("prepare: the step has no decode row")]
     NoRows,
@@ -198,6 +208,11 @@ impl BatchState {
     /// The precondition it breaks: [`AsyncError::NotBuilt`], [`AsyncError::AlreadyPrepared`],
     /// [`AsyncError::NotDecodeOnly`], [`AsyncError::PausedRows`], [`AsyncError::NoRows`].
     pub fn can_prepare(&self) -> Result<(), AsyncError> {
+        if self.prefix.is_some() {
+            return Err(AsyncError::PrefixCaching {
+                operation: "prepare",
+            });
+        }
         if self.sched.prepared {
             return Err(AsyncError::AlreadyPrepared);
         }
@@ -276,11 +291,11 @@ impl BatchState {
                 continue;
             }
             let blocks = (kv + u64::from(s1)).div_ceil(bs);
-            if blocks > self.nkv as u64 {
+            if blocks > self.block_table_width as u64 {
                 return Err(AsyncError::BlockTable {
                     id: h.id,
                     blocks,
-                    limit: self.nkv,
+                    limit: self.block_table_width,
                 });
             }
             let need = blocks.saturating_sub(u64::from(e.blocks)) as u32;
@@ -321,7 +336,7 @@ impl BatchState {
             self.sched.due.push(due);
             let take = ids.get(cursor..cursor + need as usize).unwrap_or(&[]);
             cursor += need as usize;
-            let start = row as usize * self.nkv + e.blocks as usize;
+            let start = row as usize * self.block_table_width + e.blocks as usize;
             if let Some(dst) = self.table.get_mut(start..start + take.len()) {
                 dst.copy_from_slice(take);
             }
@@ -457,6 +472,11 @@ impl BatchState {
     /// [`AsyncError::NotBuilt`] when no step is prepared or built, [`AsyncError::MaskLength`].
     /// Nothing changes on error.
     pub fn resolve(&mut self, active: &[bool]) -> Result<&[Finished], AsyncError> {
+        if self.prefix.is_some() {
+            return Err(AsyncError::PrefixCaching {
+                operation: "resolve",
+            });
+        }
         let rows = self.ran_rows("resolve")?;
         if active.len() != rows {
             return Err(AsyncError::MaskLength {
