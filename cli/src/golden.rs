@@ -239,6 +239,7 @@ pub fn spec_of(config: &Value, kv_pool: Option<u32>) -> Result<LayoutSpec, Strin
             graph_memory_mib: None,
         },
         memory: None,
+        formats: Vec::new(),
     })
 }
 

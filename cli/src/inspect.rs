@@ -211,6 +211,8 @@ pub fn live_bytes_by_field(g: &Geometry, b: BatchDims) -> Vec<(Field, usize)> {
         prefill: b.prefill as usize,
         chunks: f.max_chunks,
         intermediate: f.max_intermediate,
+        // Every row's whole block-table row, the most a step at this shape can have.
+        pages: b.requests() as usize * f.block_table_width,
     };
     g.fields
         .iter()

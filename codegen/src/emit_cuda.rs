@@ -27,7 +27,7 @@
 use std::fmt::Write as _;
 
 use crate::geometry::Geometry;
-use crate::model::{DtypeRule, Fact, FactValue, Field};
+use crate::model::{DtypeRule, Fact, FactValue, Field, VLLM_CONV_BLOCK};
 
 /// The binary format of the staging image the host writes and the kernels read.
 ///
@@ -365,6 +365,10 @@ pub fn facts_header(geometry: &Geometry) -> String {
             "constexpr al_u32 AL_OFF_{n} = {off}u, AL_CAP_{n} = {cap}u, AL_SIZE_{n} = {size}u; // {dtype}"
         );
     }
+    let _ = writeln!(
+        out,
+        "constexpr al_u32 AL_VLLM_CONV_BLOCK = {VLLM_CONV_BLOCK}u;  // Tokens per vLLM causal-conv1d program (its BLOCK_M)."
+    );
     out.push('\n');
     emit_checks(&mut out, g);
     out.push_str("#endif  // ATTENTION_LAYOUT_FACTS_H\n\n");
@@ -551,9 +555,9 @@ count = "off"
             "constexpr al_u32 AL_BLOCK_TABLE_WIDTH = 8u;",
             "constexpr al_u32 AL_MAMBA_PAD = 4u;",
             "constexpr bool AL_DECODE_INDEX_I64 = true;",
-            "constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 2668u, AL_CAP_MHA_BLOCK_TABLE = 64u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t",
-            "constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 2928u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 8u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t",
-            "constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 3800u,",
+            "constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 2668u, AL_CAP_MHA_BLOCK_TABLE = 96u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t",
+            "constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 3056u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 8u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t",
+            "constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 3928u,",
         ] {
             assert!(src.contains(line), "missing `{line}`");
         }

@@ -172,6 +172,7 @@ fn dtype_ident(d: Dtype) -> Ident {
             Dtype::I32 => "I32",
             Dtype::I64 => "I64",
             Dtype::F32 => "F32",
+            Dtype::U8 => "U8",
         },
         Span::call_site(),
     )
@@ -595,7 +596,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             #(#field_checks)*
 
             assert!(
-                al::fields_in_buffer_order(FIELDS, F.has_mamba),
+                al::fields_in_buffer_order(FIELDS, &F),
                 "the field table must list every field of the model, in buffer order"
             );
             assert!(

@@ -92,6 +92,7 @@ fn spec(
             ..GraphSpec::default()
         },
         memory: None,
+        formats: Vec::new(),
     }
 }
 
