@@ -464,6 +464,7 @@ pub const ALIASES: &[(Format, &str, Field)] = &[
     (Format::FlashInfer, "qo_indptr", Field::MhaCuQuerySeqLengths),
     (Format::Vllm, "query_start_loc", Field::MhaCuQuerySeqLengths),
     (Format::Vllm, "seqused_k", Field::MhaKvSeqLengths),
+    (Format::Vllm, "block_table", Field::MhaBlockTable),
     (Format::Vllm, "query_start_loc_p", Field::MambaCuSeqlens),
 ];
 

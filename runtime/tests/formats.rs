@@ -460,3 +460,38 @@ fn the_vllm_state_pool_counts_the_scratch_slot() {
     assert_eq!(with_memory("[\"flashinfer\"]"), 4);
     assert_eq!(with_memory("[\"vllm\"]"), 5);
 }
+
+/// The device fill computes the format fields from the records it already receives: a
+/// layout with both formats stages exactly the bytes the same layout without them stages,
+/// step after step (so the bytes uploaded per step do not grow).
+#[test]
+fn the_device_fill_stages_the_same_bytes_with_or_without_formats() {
+    use attention_layout::devfill::StagingBuilder;
+    let with = layouts::dims(BOTH);
+    let without = layouts::dims(&BOTH.replace("formats = [\"flashinfer\", \"vllm\"]\n", ""));
+    assert!(!without.facts().flashinfer && !without.facts().vllm);
+    let mut w = Workload::new(&with, 5, Knobs::default());
+    let (mut b1, mut b2) = (StagingBuilder::new(&with), StagingBuilder::new(&without));
+    let (mut s1, mut s2) = (
+        attention_layout::fill::FillState::new(&with),
+        attention_layout::fill::FillState::new(&without),
+    );
+    let mut o1 = vec![0u128; b1.capacity() / 16 + 1];
+    let mut o2 = vec![0u128; b2.capacity() / 16 + 1];
+    for step in 0..200 {
+        let st = w.step();
+        let rows = st.rows();
+        let input = st.input(&rows);
+        let p1 = attention_layout::fill::plan_step(&with, &input, &mut s1).unwrap();
+        let p2 = attention_layout::fill::plan_step(&without, &input, &mut s2).unwrap();
+        let x1 = b1.build(&p1, bytemuck::cast_slice_mut(&mut o1)).unwrap();
+        let x2 = b2.build(&p2, bytemuck::cast_slice_mut(&mut o2)).unwrap();
+        assert_eq!(x1.bytes, x2.bytes, "step {step}");
+        let n = x1.bytes;
+        assert_eq!(
+            bytemuck::cast_slice::<u128, u8>(&o1)[..n],
+            bytemuck::cast_slice::<u128, u8>(&o2)[..n],
+            "step {step}"
+        );
+    }
+}
