@@ -390,11 +390,13 @@ fn emit_checks(out: &mut String, g: &Geometry) {
     if g.has_mamba() {
         out.push_str(
             "static_assert(AL_MAX_CHUNKS == AL_MAX_TOKENS / AL_CHUNK_SIZE + AL_MAX_REQUESTS, \"Cmax = T / cs + R\");\n\
+             static_assert((AL_CHUNK_SIZE & (AL_CHUNK_SIZE - 1u)) == 0u, \"cs is a power of two\");\n\
+             static_assert(AL_MAX_CONV_PROGRAMS == (AL_VLLM ? AL_MAX_TOKENS / AL_VLLM_CONV_BLOCK + AL_MAX_REQUESTS : 0u), \"Pmax = T / 8 + R with the vllm format\");\n\
              static_assert(AL_MAX_INTERMEDIATE == ((AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE < 3u * AL_MAX_REQUESTS ? (AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE : 3u * AL_MAX_REQUESTS), \"Kmax = min(ceil(T / B), 3R)\");\n",
         );
     } else {
         out.push_str(
-            "static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u, \"no Mamba: no chunk slots\");\n",
+            "static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u && AL_MAX_CONV_PROGRAMS == 0u, \"no Mamba: no chunk slots or conv programs\");\n",
         );
     }
     // Capacities and sizes from the field table's rules; offsets chained in buffer order

@@ -26,7 +26,7 @@ use quote::{format_ident, quote};
 
 use crate::buckets::BatchDims;
 use crate::geometry::{FieldLayout, Geometry};
-use crate::model::{Dtype, DtypeRule, FactValue, Field};
+use crate::model::{Dtype, DtypeRule, FactValue, Field, VLLM_CONV_BLOCK};
 use crate::spec::EAGER_TOKEN_ROUNDER;
 
 /// Everything the emitter needs besides the geometry.
@@ -538,9 +538,15 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             assert!(al::holds(#ty::#c, #cap, #dtype), #msg);
         }
     });
+    let conv_block = Literal::usize_suffixed(VLLM_CONV_BLOCK);
     let mamba_checks = if g.has_mamba() {
         quote! {
             assert!(F.chunk_size != 0 && F.conv_width != 0, "Mamba layouts need a chunk size and a conv width");
+            assert!(F.chunk_size.is_power_of_two(), "`chunk_size` must be a power of two");
+            assert!(
+                F.max_conv_programs == if F.vllm { F.max_tokens / #conv_block + F.max_requests } else { 0 },
+                "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
+            );
             assert!(F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests, "`Cmax` must be floor(T / cs) + R");
             let k = F.max_tokens.div_ceil(F.block_size);
             assert!(
@@ -550,7 +556,10 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
         }
     } else {
         quote! {
-            assert!(F.max_chunks == 0 && F.max_intermediate == 0, "attention-only layouts have no chunk slots");
+            assert!(
+                F.max_chunks == 0 && F.max_intermediate == 0 && F.max_conv_programs == 0,
+                "attention-only layouts have no chunk slots or conv programs"
+            );
         }
     };
     let rounder = Literal::usize_suffixed(EAGER_TOKEN_ROUNDER as usize);

@@ -89,7 +89,7 @@ constexpr al_u32 AL_VLLM_CONV_BLOCK = 8u;  // Tokens per vLLM causal-conv1d prog
 static_assert(AL_BLOCK_TABLE_WIDTH == (AL_MAX_SEQ_LEN + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE + (AL_SPECULATIVE_TOKENS > 0u ? 1u : 0u), "nkv = ceil(S / B) + (s > 0)");
 static_assert(AL_DUMMY_BLOCK == (al_i32)(AL_KV_POOL_BLOCKS - 1u), "dummy = pool - 1");
 static_assert((al_u64)AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH < (1ull << 30), "block-table indices fit 30 bits");
-static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u, "no Mamba: no chunk slots");
+static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u && AL_MAX_CONV_PROGRAMS == 0u, "no Mamba: no chunk slots or conv programs");
 static_assert(AL_CAP_TOKEN_TO_INPUT_IDS == AL_MAX_TOKENS && AL_SIZE_TOKEN_TO_INPUT_IDS == 8u && AL_OFF_TOKEN_TO_INPUT_IDS % AL_SIZE_TOKEN_TO_INPUT_IDS == 0u, "token_to_input_ids: capacity, size, alignment");
 static_assert((AL_OFF_TOKEN_TO_INPUT_IDS + AL_CAP_TOKEN_TO_INPUT_IDS * AL_SIZE_TOKEN_TO_INPUT_IDS + AL_SIZE_TOKEN_TO_POS_IDS - 1u) / AL_SIZE_TOKEN_TO_POS_IDS * AL_SIZE_TOKEN_TO_POS_IDS == AL_OFF_TOKEN_TO_POS_IDS, "token_to_pos_ids follows token_to_input_ids");
 static_assert(AL_CAP_TOKEN_TO_POS_IDS == AL_MAX_TOKENS && AL_SIZE_TOKEN_TO_POS_IDS == 8u && AL_OFF_TOKEN_TO_POS_IDS % AL_SIZE_TOKEN_TO_POS_IDS == 0u, "token_to_pos_ids: capacity, size, alignment");

@@ -543,8 +543,8 @@ const _: () = {
         "the Mamba fields exist exactly for `mamba` and `hybrid` models"
     );
     assert!(
-        F.max_chunks == 0 && F.max_intermediate == 0,
-        "attention-only layouts have no chunk slots"
+        F.max_chunks == 0 && F.max_intermediate == 0 && F.max_conv_programs == 0,
+        "attention-only layouts have no chunk slots or conv programs"
     );
     assert!(
         al::holds(Llama3_1_8b::TOKEN_TO_INPUT_IDS, F.max_tokens, al::Dtype::I64),

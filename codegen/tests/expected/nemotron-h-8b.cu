@@ -90,6 +90,8 @@ static_assert(AL_BLOCK_TABLE_WIDTH == (AL_MAX_SEQ_LEN + AL_BLOCK_SIZE - 1u) / AL
 static_assert(AL_DUMMY_BLOCK == (al_i32)(AL_KV_POOL_BLOCKS - 1u), "dummy = pool - 1");
 static_assert((al_u64)AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH < (1ull << 30), "block-table indices fit 30 bits");
 static_assert(AL_MAX_CHUNKS == AL_MAX_TOKENS / AL_CHUNK_SIZE + AL_MAX_REQUESTS, "Cmax = T / cs + R");
+static_assert((AL_CHUNK_SIZE & (AL_CHUNK_SIZE - 1u)) == 0u, "cs is a power of two");
+static_assert(AL_MAX_CONV_PROGRAMS == (AL_VLLM ? AL_MAX_TOKENS / AL_VLLM_CONV_BLOCK + AL_MAX_REQUESTS : 0u), "Pmax = T / 8 + R with the vllm format");
 static_assert(AL_MAX_INTERMEDIATE == ((AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE < 3u * AL_MAX_REQUESTS ? (AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE : 3u * AL_MAX_REQUESTS), "Kmax = min(ceil(T / B), 3R)");
 static_assert(AL_CAP_TOKEN_TO_INPUT_IDS == AL_MAX_TOKENS && AL_SIZE_TOKEN_TO_INPUT_IDS == 8u && AL_OFF_TOKEN_TO_INPUT_IDS % AL_SIZE_TOKEN_TO_INPUT_IDS == 0u, "token_to_input_ids: capacity, size, alignment");
 static_assert((AL_OFF_TOKEN_TO_INPUT_IDS + AL_CAP_TOKEN_TO_INPUT_IDS * AL_SIZE_TOKEN_TO_INPUT_IDS + AL_SIZE_TOKEN_TO_POS_IDS - 1u) / AL_SIZE_TOKEN_TO_POS_IDS * AL_SIZE_TOKEN_TO_POS_IDS == AL_OFF_TOKEN_TO_POS_IDS, "token_to_pos_ids follows token_to_input_ids");
