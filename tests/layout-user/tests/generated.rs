@@ -65,7 +65,7 @@ fn constants_equal_the_runtime_geometry() {
 
 #[test]
 fn a_layout_with_formats_generates_their_fields_and_fills_them() {
-    assert!(HybridFormats::FACTS.flashinfer && HybridFormats::FACTS.vllm);
+    const { assert!(HybridFormats::FACTS.flashinfer && HybridFormats::FACTS.vllm) };
     assert_eq!(
         HybridFormats::VLLM_HAS_INITIAL_STATE.dtype,
         attention_layout::codegen::Dtype::U8
