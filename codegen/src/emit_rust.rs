@@ -544,7 +544,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             assert!(F.chunk_size != 0 && F.conv_width != 0, "Mamba layouts need a chunk size and a conv width");
             assert!(F.chunk_size.is_power_of_two(), "`chunk_size` must be a power of two");
             assert!(
-                F.max_conv_programs == if F.vllm { F.max_tokens / #conv_block + F.max_requests } else { 0 },
+                F.max_conv_programs == (F.max_tokens / #conv_block + F.max_requests) * F.vllm as usize,
                 "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
             );
             assert!(F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests, "`Cmax` must be floor(T / cs) + R");

@@ -726,8 +726,8 @@ const _: () = {
     );
     assert!(F.chunk_size.is_power_of_two(), "`chunk_size` must be a power of two");
     assert!(
-        F.max_conv_programs == if F.vllm { F.max_tokens / 8usize + F.max_requests } else
-        { 0 }, "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
+        F.max_conv_programs == (F.max_tokens / 8usize + F.max_requests) * F.vllm as
+        usize, "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
     );
     assert!(
         F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests,
