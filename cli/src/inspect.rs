@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use attention_layout_codegen::load::{self, Loaded, Source};
-use attention_layout_codegen::{BatchDims, Field, Geometry, LiveDims, emit_cuda, memory};
+use attention_layout_codegen::{ALIASES, BatchDims, Field, Geometry, LiveDims, emit_cuda, memory};
 
 /// A layout read for inspection.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ fn header(out: &mut String, layout: &Inspected) {
 fn buffer_map(out: &mut String, g: &Geometry) {
     let _ = writeln!(
         out,
-        "\nbuffer map (docs/SEMANTICS.md §9): {} fields, {} bytes ({} in Megatron's layout, {} appended)",
+        "\nbuffer map (docs/SEMANTICS.md §9): {} fields, {} bytes ({} in Megatron's fields, {} appended)",
         g.fields.len(),
         g.facts.total_bytes,
         g.facts.megatron_bytes,
@@ -192,6 +192,35 @@ fn buffer_map(out: &mut String, g: &Geometry) {
         );
         end = f.end();
     }
+    let formats = &g.spec.formats;
+    if !formats.is_empty() {
+        let names: Vec<&str> = formats.iter().map(|f| f.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "kernel formats: {} (their fields are listed above); the names they give Megatron's own fields, which they read as is:",
+            names.join(", ")
+        );
+        for (format, name, field) in ALIASES {
+            if formats.contains(format) && g.field(*field).is_some() {
+                let _ = writeln!(
+                    out,
+                    "  {:<10} {:<20} = {}",
+                    format.as_str(),
+                    name,
+                    field.name()
+                );
+            }
+        }
+    }
+    let guard = g.field(Field::MhaBlockTable).map_or(0, |b| {
+        b.elems - g.facts.max_requests * g.facts.block_table_width
+    });
+    let _ = writeln!(
+        out,
+        "the block table ends with a {guard}-entry guard of dummy-block ids ({} bytes) after its {} rows",
+        guard * 4,
+        g.facts.max_requests
+    );
 }
 
 /// Bytes the kernels read at a padded shape: token-indexed fields at `t`, request-indexed
@@ -211,6 +240,8 @@ pub fn live_bytes_by_field(g: &Geometry, b: BatchDims) -> Vec<(Field, usize)> {
         prefill: b.prefill as usize,
         chunks: f.max_chunks,
         intermediate: f.max_intermediate,
+        // Every row's whole block-table row, the most a step at this shape can have.
+        pages: b.requests() as usize * f.block_table_width,
     };
     g.fields
         .iter()

@@ -96,6 +96,7 @@ pub fn spec(model: ModelKind, graphs: bool) -> LayoutSpec {
             ..GraphSpec::default()
         },
         memory: None,
+        formats: Vec::new(),
     }
 }
 
@@ -459,7 +460,11 @@ mod tests {
         let bt = g
             .field(attention_layout_codegen::Field::MhaBlockTable)
             .unwrap();
-        assert_eq!(bt.bytes(), 8 << 20);
+        // 8 MiB of rows, then the 128-byte guard.
+        assert_eq!(
+            bt.bytes(),
+            (8 << 20) + attention_layout_codegen::BLOCK_TABLE_GUARD * 4
+        );
         let mut meta = HostMetadata::new(RuntimeDims::new(g));
         let rows = s.rows();
         let ids = s.token_ids();

@@ -192,6 +192,15 @@ fn accessor_bytes(v: &MetadataView<'_>, f: Field) -> Option<usize> {
         MambaIntermediateAbsPositions => n(v.mamba_intermediate_abs_positions()?),
         MambaIntermediateRealCount => n(v.mamba_intermediate_real_count()?),
         MambaDeviceDecodePrefill => n(v.mamba_device_decode_prefill()?),
+        FlashinferPagedKvIndptr => n(v.flashinfer_paged_kv_indptr()?),
+        FlashinferPagedKvIndices => n(v.flashinfer_paged_kv_indices()?),
+        FlashinferPagedKvLastPageLen => n(v.flashinfer_paged_kv_last_page_len()?),
+        VllmSlotMapping => n(v.vllm_slot_mapping()?),
+        VllmStateIndicesDecode => n(v.vllm_state_indices_decode()?),
+        VllmStateIndicesPrefill => n(v.vllm_state_indices_prefill()?),
+        VllmHasInitialState => n(v.vllm_has_initial_state()?),
+        VllmConvBatchPtr => n(v.vllm_conv_batch_ptr()?),
+        VllmConvTokenChunkOffset => n(v.vllm_conv_token_chunk_offset()?),
     })
 }
 
@@ -202,6 +211,7 @@ fn data_dependent(f: Field) -> bool {
         f.info().extent,
         Extent::Per(Axis::Chunk | Axis::Intermediate)
             | Extent::Cumulative(Axis::Chunk | Axis::Intermediate)
+            | Extent::Pages
     )
 }
 

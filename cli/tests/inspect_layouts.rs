@@ -117,3 +117,52 @@ fn a_bad_layout_file_is_named_with_line_column_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn inspect_shows_the_format_fields_their_aliases_and_the_guard() {
+    let path = std::env::temp_dir().join(format!("al-inspect-formats-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "model = \"hybrid\"\nmax_requests = 8\nmax_tokens = 128\nmax_seq_len = 240\nblock_size = 16\n\
+         formats = [\"flashinfer\", \"vllm\"]\n[mamba]\nchunk_size = 16\nconv_width = 4\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attention-layout"))
+        .arg("inspect")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let l = inspect::read(path.to_str().unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let g = l.geometry();
+    for f in [
+        "flashinfer_paged_kv_indptr",
+        "flashinfer_paged_kv_indices",
+        "flashinfer_paged_kv_last_page_len",
+        "vllm_slot_mapping",
+        "vllm_state_indices_decode",
+        "vllm_state_indices_prefill",
+        "vllm_has_initial_state",
+        "vllm_conv_batch_ptr",
+        "vllm_conv_token_chunk_offset",
+    ] {
+        let field = g.fields.iter().find(|x| x.field.name() == f).unwrap();
+        // The field's row: its name, then its offset further along the line.
+        let row = text.lines().find(|line| line.contains(f)).unwrap();
+        assert!(row.contains(&field.offset.to_string()), "{row}");
+    }
+    assert!(text.contains("kernel formats: flashinfer, vllm"), "{text}");
+    assert!(text.contains("qo_indptr") && text.contains("= mha_cu_query_seq_lengths"));
+    assert!(text.contains("seqused_k") && text.contains("= mha_kv_seq_lengths"));
+    assert!(text.contains("query_start_loc_p") && text.contains("= mamba_cu_seqlens"));
+    assert!(
+        text.contains("the block table ends with a 32-entry guard of dummy-block ids (128 bytes)"),
+        "{text}"
+    );
+    // A layout without formats lists none.
+    let plain = inspect::report(&inspect::read("nemotron-h-8b").unwrap());
+    assert!(!plain.contains("kernel formats"));
+    assert!(!plain.contains("vllm_slot_mapping"));
+}

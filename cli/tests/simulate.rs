@@ -180,6 +180,7 @@ fn tiny(model: ModelKind, speculative_tokens: u32) -> RuntimeDims {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     })
 }
 

@@ -27,7 +27,7 @@
 use std::fmt::Write as _;
 
 use crate::geometry::Geometry;
-use crate::model::{DtypeRule, Fact, FactValue, Field};
+use crate::model::{DtypeRule, Fact, FactValue, Field, VLLM_CONV_BLOCK};
 
 /// The binary format of the staging image the host writes and the kernels read.
 ///
@@ -406,6 +406,10 @@ pub fn facts_header(geometry: &Geometry) -> String {
             "constexpr al_u32 AL_OFF_{n} = {off}u, AL_CAP_{n} = {cap}u, AL_SIZE_{n} = {size}u; // {dtype}"
         );
     }
+    let _ = writeln!(
+        out,
+        "constexpr al_u32 AL_VLLM_CONV_BLOCK = {VLLM_CONV_BLOCK}u;  // Tokens per vLLM causal-conv1d program (its BLOCK_M)."
+    );
     out.push('\n');
     emit_checks(&mut out, g);
     out.push_str("#endif  // ATTENTION_LAYOUT_FACTS_H\n\n");
@@ -427,11 +431,13 @@ fn emit_checks(out: &mut String, g: &Geometry) {
     if g.has_mamba() {
         out.push_str(
             "static_assert(AL_MAX_CHUNKS == AL_MAX_TOKENS / AL_CHUNK_SIZE + AL_MAX_REQUESTS, \"Cmax = T / cs + R\");\n\
+             static_assert((AL_CHUNK_SIZE & (AL_CHUNK_SIZE - 1u)) == 0u, \"cs is a power of two\");\n\
+             static_assert(AL_MAX_CONV_PROGRAMS == (AL_VLLM ? AL_MAX_TOKENS / AL_VLLM_CONV_BLOCK + AL_MAX_REQUESTS : 0u), \"Pmax = T / 8 + R with the vllm format\");\n\
              static_assert(AL_MAX_INTERMEDIATE == ((AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE < 3u * AL_MAX_REQUESTS ? (AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE : 3u * AL_MAX_REQUESTS), \"Kmax = min(ceil(T / B), 3R)\");\n",
         );
     } else {
         out.push_str(
-            "static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u, \"no Mamba: no chunk slots\");\n",
+            "static_assert(AL_MAX_CHUNKS == 0u && AL_MAX_INTERMEDIATE == 0u && AL_MAX_CONV_PROGRAMS == 0u, \"no Mamba: no chunk slots or conv programs\");\n",
         );
     }
     // Capacities and sizes from the field table's rules; offsets chained in buffer order
@@ -586,9 +592,9 @@ count = "off"
             "constexpr al_u32 AL_BLOCK_TABLE_WIDTH = 8u;",
             "constexpr al_u32 AL_MAMBA_PAD = 4u;",
             "constexpr bool AL_DECODE_INDEX_I64 = true;",
-            "constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 2668u, AL_CAP_MHA_BLOCK_TABLE = 64u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t",
-            "constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 2928u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 8u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t",
-            "constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 3800u,",
+            "constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 2668u, AL_CAP_MHA_BLOCK_TABLE = 96u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t",
+            "constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 3056u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 8u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t",
+            "constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 3928u,",
         ] {
             assert!(src.contains(line), "missing `{line}`");
         }

@@ -26,7 +26,7 @@ use quote::{format_ident, quote};
 
 use crate::buckets::BatchDims;
 use crate::geometry::{FieldLayout, Geometry};
-use crate::model::{Dtype, DtypeRule, FactValue, Field};
+use crate::model::{Dtype, DtypeRule, FactValue, Field, VLLM_CONV_BLOCK};
 use crate::spec::EAGER_TOKEN_ROUNDER;
 
 /// Everything the emitter needs besides the geometry.
@@ -172,6 +172,7 @@ fn dtype_ident(d: Dtype) -> Ident {
             Dtype::I32 => "I32",
             Dtype::I64 => "I64",
             Dtype::F32 => "F32",
+            Dtype::U8 => "U8",
         },
         Span::call_site(),
     )
@@ -537,9 +538,15 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             assert!(al::holds(#ty::#c, #cap, #dtype), #msg);
         }
     });
+    let conv_block = Literal::usize_suffixed(VLLM_CONV_BLOCK);
     let mamba_checks = if g.has_mamba() {
         quote! {
             assert!(F.chunk_size != 0 && F.conv_width != 0, "Mamba layouts need a chunk size and a conv width");
+            assert!(F.chunk_size.is_power_of_two(), "`chunk_size` must be a power of two");
+            assert!(
+                F.max_conv_programs == (F.max_tokens / #conv_block + F.max_requests) * F.vllm as usize,
+                "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
+            );
             assert!(F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests, "`Cmax` must be floor(T / cs) + R");
             let k = F.max_tokens.div_ceil(F.block_size);
             assert!(
@@ -549,7 +556,10 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
         }
     } else {
         quote! {
-            assert!(F.max_chunks == 0 && F.max_intermediate == 0, "attention-only layouts have no chunk slots");
+            assert!(
+                F.max_chunks == 0 && F.max_intermediate == 0 && F.max_conv_programs == 0,
+                "attention-only layouts have no chunk slots or conv programs"
+            );
         }
     };
     let rounder = Literal::usize_suffixed(EAGER_TOKEN_ROUNDER as usize);
@@ -595,7 +605,7 @@ fn emit_checks(names: Names<'_>, g: &Geometry) -> TokenStream {
             #(#field_checks)*
 
             assert!(
-                al::fields_in_buffer_order(FIELDS, F.has_mamba),
+                al::fields_in_buffer_order(FIELDS, &F),
                 "the field table must list every field of the model, in buffer order"
             );
             assert!(

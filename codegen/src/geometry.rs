@@ -3,6 +3,7 @@
 //! generated code need to know about a layout is computed here, once.
 
 use crate::buckets::{self, BatchDims, BucketParams};
+use crate::model::{Format, VLLM_CONV_BLOCK};
 use crate::spec::{IndexDtype, LayoutSpec, SpecError};
 
 pub use crate::model::{Dtype, FIELD_COUNT, Facts, Field};
@@ -116,6 +117,13 @@ impl Geometry {
             conv_width: dconv,
             max_chunks,
             max_intermediate,
+            flashinfer: spec.has_format(Format::FlashInfer),
+            vllm: spec.has_format(Format::Vllm),
+            max_conv_programs: if has_mamba && spec.has_format(Format::Vllm) {
+                t / VLLM_CONV_BLOCK + r
+            } else {
+                0
+            },
             mamba_pad: 0,
             megatron_bytes: 0,
             total_bytes: 0,
@@ -127,8 +135,8 @@ impl Geometry {
         let mut fields = Vec::with_capacity(Field::ALL.len());
         let mut offset = 0usize;
         for &field in Field::ALL {
-            if field.is_mamba() && !has_mamba {
-                break;
+            if !field.exists(&facts) {
+                continue;
             }
             let dtype = field.dtype(&facts);
             let start = offset.next_multiple_of(dtype.size());
@@ -250,6 +258,9 @@ mod tests {
             MhaBlockTable,
         ];
         assert_eq!(mha.map(off), [2532, 2564, 2600, 2632, 2668]);
+        // The block table's R × nkv entries, then the 32-entry (128-byte) guard.
+        assert_eq!(g.field(MhaBlockTable).unwrap().elems, 8 * 8 + 32);
+        assert_eq!(g.field(MhaBlockTable).unwrap().end(), 2668 + 64 * 4 + 128);
         assert_eq!(g.facts.mamba_pad, 4);
         let mamba = [
             MambaBatchIndicesDecode,
@@ -264,19 +275,19 @@ mod tests {
         ];
         assert_eq!(
             mamba.map(off),
-            [2928, 2992, 3024, 3280, 3316, 3416, 3448, 3544, 3800]
+            [3056, 3120, 3152, 3408, 3444, 3544, 3576, 3672, 3928]
         );
-        assert_eq!(g.facts.megatron_bytes, 4056);
+        assert_eq!(g.facts.megatron_bytes, 4184);
         assert_eq!(g.facts.max_chunks, 24);
         assert_eq!(g.facts.max_intermediate, 16);
         assert_eq!(g.facts.kv_pool_blocks, 65);
         assert_eq!(g.facts.dummy_block, 64);
         // Appended fields follow, 8-aligned, and every field is aligned to its dtype.
-        assert_eq!(off(MambaIntermediateChunkIndices), 4056);
+        assert_eq!(off(MambaIntermediateChunkIndices), 4184);
         for f in &g.fields {
             assert_eq!(f.offset % f.dtype.size(), 0, "{:?}", f.field);
         }
-        assert_eq!(g.facts.total_bytes, 4056 + 16 * 8 + 16 * 4 + 4 + 8);
+        assert_eq!(g.facts.total_bytes, 4184 + 16 * 8 + 16 * 4 + 4 + 8);
     }
 
     #[test]
@@ -287,13 +298,13 @@ mod tests {
         assert_eq!(g.facts.mamba_pad, 0);
         assert_eq!(
             g.field(Field::MambaBatchIndicesDecode).unwrap().offset,
-            2924
+            3052
         );
         s.model = crate::spec::ModelKind::Mha;
         s.mamba = None;
         let g = Geometry::new(&s).unwrap();
-        assert_eq!(g.facts.total_bytes, 2924);
-        assert_eq!(g.facts.megatron_bytes, 2924);
+        assert_eq!(g.facts.total_bytes, 3052);
+        assert_eq!(g.facts.megatron_bytes, 3052);
         assert!(g.field(Field::MambaSeqIdx).is_none());
     }
 

@@ -26,5 +26,8 @@ mod test_layouts;
 
 pub use buckets::{BatchDims, BucketParams, Distribution};
 pub use geometry::{FieldLayout, Geometry};
-pub use model::{Dtype, FIELD_COUNT, Fact, Facts, Field, LiveDims};
+pub use model::{
+    ALIASES, BLOCK_TABLE_GUARD, Dtype, FIELD_COUNT, Fact, Facts, Field, Format, LiveDims,
+    VLLM_CONV_BLOCK,
+};
 pub use spec::{LayoutSpec, ModelKind, SpecError};

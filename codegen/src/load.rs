@@ -300,6 +300,7 @@ fn names_of(key: &str) -> Option<&'static [&'static str]> {
         "model" => Some(&["mha", "mamba", "hybrid"]),
         "graphs.distribution" => Some(&["exponential", "linear"]),
         "decode_index_dtype" => Some(&["i32", "i64"]),
+        "formats" => Some(&["flashinfer", "vllm"]),
         _ => None,
     }
 }
@@ -363,10 +364,36 @@ fn type_error(key: &str, ty: KeyType, v: &Value) -> Option<String> {
         )),
         (KeyType::IntOrStr, _) => invalid("a positive integer, \"auto\" or \"off\""),
         (KeyType::Buckets, Value::Array(entries)) => bucket_entries_error(entries),
+        (KeyType::Names, Value::Array(items)) => names_error(key, items),
+        (KeyType::Names, _) => invalid(&format!(
+            "a list of names ({})",
+            quoted_list(names_of(key).unwrap_or(&[]))
+        )),
         (KeyType::Buckets, _) => invalid(
             "a list of [tokens, prefill, decode] entries (`buckets = [[256, 0, 256], [4096, 1, 255]]`)",
         ),
     }
+}
+
+/// Why a list of names (`formats`) is not a list of distinct known names, naming the
+/// first entry that is not.
+fn names_error(key: &str, items: &[Value]) -> Option<String> {
+    let names = names_of(key).unwrap_or(&[]);
+    items.iter().enumerate().find_map(|(i, v)| match v {
+        Value::String(s) if !names.contains(&s.as_str()) => Some(format!(
+            "entry {i}: unknown name \"{s}\": expected {}",
+            quoted_list(names)
+        )),
+        Value::String(s) if items.iter().take(i).any(|w| w.as_str() == Some(s)) => {
+            Some(format!("entry {i}: \"{s}\" is named twice"))
+        }
+        Value::String(_) => None,
+        other => Some(format!(
+            "entry {i} ({}) must be a name: {}",
+            found(other),
+            quoted_list(names)
+        )),
+    })
 }
 
 /// Why a bucket table's entries are not all `[tokens, prefill, decode]` triples of 32-bit

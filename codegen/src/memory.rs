@@ -10,7 +10,8 @@ pub struct MemoryPlan {
     pub kv_bytes_per_block: u64,
     /// Bytes of conv and SSM state for one Mamba slot across all Mamba layers.
     pub mamba_bytes_per_slot: u64,
-    /// Mamba slots (one per request row, as in Megatron).
+    /// Mamba slots: one per request row, as in Megatron, plus the scratch slot `R` with
+    /// the `vllm` format.
     pub mamba_slots: u64,
     /// Bytes given to the Mamba states.
     pub mamba_bytes: u64,
@@ -91,7 +92,10 @@ pub fn plan(spec: &LayoutSpec, m: &MemorySpec) -> Result<MemoryPlan, SpecError> 
         .checked_add(conv)
         .ok_or_else(|| SpecError::key(key, format!("the {state} overflows a 64-bit byte count")))?;
     let mamba_bytes_per_slot = product(key, state, &[u64::from(m.mamba_layers), per_layer])?;
-    let mamba_slots = u64::from(spec.max_requests);
+    // One slot per request row, as in Megatron; the `vllm` format adds the scratch slot
+    // `R` that padding rows point at (docs/CONSUMER-CONTRACT.md).
+    let mamba_slots =
+        u64::from(spec.max_requests) + u64::from(spec.has_format(crate::Format::Vllm));
     let mamba_bytes = product(key, "Mamba state", &[mamba_bytes_per_slot, mamba_slots])?;
     let budget_bytes = (m.budget_gib * GIB) as u64;
     let rest = budget_bytes.checked_sub(mamba_bytes).ok_or_else(|| {

@@ -21,6 +21,8 @@ pub enum Dtype {
     I64,
     /// `float`.
     F32,
+    /// `uint8_t`: a flag (0 or 1) that a consumer can view as a bool tensor.
+    U8,
 }
 
 impl Dtype {
@@ -29,6 +31,7 @@ impl Dtype {
         match self {
             Self::I32 | Self::F32 => 4,
             Self::I64 => 8,
+            Self::U8 => 1,
         }
     }
 
@@ -38,6 +41,7 @@ impl Dtype {
             Self::I32 => "i32",
             Self::I64 => "i64",
             Self::F32 => "f32",
+            Self::U8 => "u8",
         }
     }
 
@@ -47,6 +51,33 @@ impl Dtype {
             Self::I32 => "int32_t",
             Self::I64 => "int64_t",
             Self::F32 => "float",
+            Self::U8 => "uint8_t",
+        }
+    }
+}
+
+/// A kernel format a layout can add to Megatron's arrays (`formats = ["flashinfer",
+/// "vllm"]`): each adds its fields to the one buffer (docs/CONSUMER-CONTRACT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// FlashInfer's paged-KV CSR arrays (`BatchDecodeWithPagedKVCacheWrapper`,
+    /// `BatchPrefillWithPagedKVCacheWrapper`).
+    FlashInfer,
+    /// vLLM's kernels: the flat slot mapping, and for Mamba layouts the state indices
+    /// with a scratch slot, `has_initial_state` and the causal-conv1d program map.
+    Vllm,
+}
+
+impl Format {
+    /// Every format, in the order their fields lie in the buffer.
+    pub const ALL: &'static [Format] = &[Format::FlashInfer, Format::Vllm];
+
+    /// The spelling used in specs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FlashInfer => "flashinfer",
+            Self::Vllm => "vllm",
         }
     }
 }
@@ -67,7 +98,15 @@ pub enum Axis {
     Chunk,
     /// Intermediate states: capacity `Kmax`, live `K` (the step's entries).
     Intermediate,
+    /// vLLM causal-conv1d programs (one per [`VLLM_CONV_BLOCK`] tokens of a prefill
+    /// sequence): capacity `Pmax`, live `floor(Tp / 8) + Fp`.
+    ConvProgram,
 }
+
+/// Tokens one program of vLLM's Triton `causal_conv1d_fn` handles (its `BLOCK_M`): the
+/// program map (`vllm_conv_batch_ptr`, `vllm_conv_token_chunk_offset`) has one entry per
+/// such chunk of a prefill sequence.
+pub const VLLM_CONV_BLOCK: usize = 8;
 
 impl Axis {
     /// The fact that is the axis's capacity.
@@ -77,6 +116,7 @@ impl Axis {
             Self::Request | Self::DecodeRequest | Self::PrefillRequest => Fact::MaxRequests,
             Self::Chunk => Fact::MaxChunks,
             Self::Intermediate => Fact::MaxIntermediate,
+            Self::ConvProgram => Fact::MaxConvPrograms,
         }
     }
 
@@ -89,6 +129,9 @@ impl Axis {
             Self::PrefillRequest => d.prefill,
             Self::Chunk => d.chunks,
             Self::Intermediate => d.intermediate,
+            // Fixed by the padded shape (what a graph captures): each prefill sequence
+            // takes at most `ceil(len / 8) <= len / 8 + 1` programs.
+            Self::ConvProgram => d.tokens / VLLM_CONV_BLOCK + d.prefill,
         }
     }
 
@@ -101,6 +144,7 @@ impl Axis {
             Self::PrefillRequest => "Fp",
             Self::Chunk => "C",
             Self::Intermediate => "K",
+            Self::ConvProgram => "floor(Tp / 8) + Fp",
         }
     }
 }
@@ -112,10 +156,16 @@ pub enum Extent {
     Per(Axis),
     /// One more than the axis (cumulative sums: a leading 0).
     Cumulative(Axis),
-    /// One block-table row of `nkv` entries per axis entry.
-    Rows(Axis),
+    /// One block-table row of `nkv` entries per axis entry, then a guard of the given
+    /// number of entries that no row owns (the fills keep it at the dummy block): a
+    /// kernel that loads a whole tile of block ids past a row's last column stays in the
+    /// buffer (docs/SEMANTICS.md §9, docs/DESIGN.md).
+    Rows(Axis, usize),
     /// A fixed number of elements.
     Fixed(usize),
+    /// The KV pages of the step's requests, row after row (a CSR index array): capacity
+    /// `R × nkv`, live the step's page count (`Σ ceil(kv_len / B)` over its rows).
+    Pages,
 }
 
 /// The lengths of one step that live lengths are measured in.
@@ -131,6 +181,8 @@ pub struct LiveDims {
     pub chunks: usize,
     /// `K`: intermediate-state entries of the step.
     pub intermediate: usize,
+    /// KV pages of the step's rows, `Σ ceil(kv_len / B)` (the FlashInfer index array).
+    pub pages: usize,
 }
 
 impl Extent {
@@ -139,8 +191,9 @@ impl Extent {
         match self {
             Self::Per(a) => f.get(a.capacity_fact()),
             Self::Cumulative(a) => f.get(a.capacity_fact()) + 1,
-            Self::Rows(a) => f.get(a.capacity_fact()) * f.block_table_width,
+            Self::Rows(a, guard) => f.get(a.capacity_fact()) * f.block_table_width + guard,
             Self::Fixed(n) => n,
+            Self::Pages => f.max_requests * f.block_table_width,
         }
     }
 
@@ -149,8 +202,9 @@ impl Extent {
         match self {
             Self::Per(a) => a.live(d),
             Self::Cumulative(a) => a.live(d) + 1,
-            Self::Rows(a) => a.live(d) * width,
+            Self::Rows(a, _) => a.live(d) * width,
             Self::Fixed(n) => n,
+            Self::Pages => d.pages,
         }
     }
 
@@ -160,12 +214,17 @@ impl Extent {
         match self {
             Self::Per(a) => fact(a.capacity_fact()),
             Self::Cumulative(a) => format!("{} + 1{suffix}", fact(a.capacity_fact())),
-            Self::Rows(a) => format!(
-                "{}{times}{}",
+            Self::Rows(a, guard) => format!(
+                "{}{times}{} + {guard}{suffix}",
                 fact(a.capacity_fact()),
                 fact(Fact::BlockTableWidth)
             ),
             Self::Fixed(n) => format!("{n}{suffix}"),
+            Self::Pages => format!(
+                "{}{times}{}",
+                fact(Fact::MaxRequests),
+                fact(Fact::BlockTableWidth)
+            ),
         }
     }
 
@@ -179,8 +238,9 @@ impl Extent {
         match self {
             Self::Per(a) => a.live_symbol().to_owned(),
             Self::Cumulative(a) => format!("{} + 1", a.live_symbol()),
-            Self::Rows(a) => format!("{} × nkv", a.live_symbol()),
+            Self::Rows(a, _) => format!("{} × nkv", a.live_symbol()),
             Self::Fixed(n) => n.to_string(),
+            Self::Pages => "pages".to_owned(),
         }
     }
 }
@@ -216,17 +276,37 @@ pub enum Presence {
     MambaPrefill,
     /// Mamba layouts, steps with both (`Dp > 0` and `Fp > 0`).
     MambaMixed,
+    /// Layouts with `formats = ["flashinfer", ...]`, every step.
+    FlashInfer,
+    /// Layouts with `formats = ["vllm", ...]`, every step.
+    Vllm,
+    /// Mamba layouts with the `vllm` format, steps with decode requests.
+    VllmMambaDecode,
+    /// Mamba layouts with the `vllm` format, steps with prefill requests.
+    VllmMambaPrefill,
 }
 
 impl Presence {
-    /// Whether a field with this rule is present at `d` in a layout with or without Mamba.
-    pub const fn present(self, d: &LiveDims, has_mamba: bool) -> bool {
+    /// Whether a layout with these facts has a field with this rule at all.
+    pub const fn exists(self, f: &Facts) -> bool {
         match self {
             Self::Always => true,
-            Self::MambaDecode => has_mamba && d.decode > 0,
-            Self::MambaPrefill => has_mamba && d.prefill > 0,
-            Self::MambaMixed => has_mamba && d.prefill > 0 && d.decode > 0,
+            Self::MambaDecode | Self::MambaPrefill | Self::MambaMixed => f.has_mamba,
+            Self::FlashInfer => f.flashinfer,
+            Self::Vllm => f.vllm,
+            Self::VllmMambaDecode | Self::VllmMambaPrefill => f.vllm && f.has_mamba,
         }
+    }
+
+    /// Whether a field with this rule is present at `d` in a layout with these facts.
+    pub const fn present(self, d: &LiveDims, f: &Facts) -> bool {
+        self.exists(f)
+            && match self {
+                Self::Always | Self::FlashInfer | Self::Vllm => true,
+                Self::MambaDecode | Self::VllmMambaDecode => d.decode > 0,
+                Self::MambaPrefill | Self::VllmMambaPrefill => d.prefill > 0,
+                Self::MambaMixed => d.prefill > 0 && d.decode > 0,
+            }
     }
 }
 
@@ -276,13 +356,21 @@ macro_rules! fields {
     };
 }
 
-use Axis::{Chunk, DecodeRequest, Intermediate, PrefillRequest, Request, Token};
+use Axis::{Chunk, ConvProgram, DecodeRequest, Intermediate, PrefillRequest, Request, Token};
 use DtypeRule::{DecodeIndex, Fixed as Of};
-use Extent::{Cumulative, Fixed, Per, Rows};
+use Extent::{Cumulative, Fixed, Pages, Per, Rows};
 
 const I32: DtypeRule = Of(Dtype::I32);
+
+/// Entries of the block table's guard: 128 bytes of dummy-block ids after the last row
+/// (`R × nkv` entries), so that a kernel loading a whole tile of block ids without a mask
+/// (vLLM's Triton attention reads up to the next tile boundary past a row's last column)
+/// never reads past the metadata buffer. Part of the block table's extent rule, so every
+/// emitter, view and check sees it.
+pub const BLOCK_TABLE_GUARD: usize = 128 / 4;
 const I64: DtypeRule = Of(Dtype::I64);
 const F32: DtypeRule = Of(Dtype::F32);
+const U8: DtypeRule = Of(Dtype::U8);
 
 fields! {
     TokenToInputIds = "token_to_input_ids", I64, Per(Token), Always, false,
@@ -321,8 +409,8 @@ fields! {
         "KV length per padded request";
     MhaCuKvSeqLengths = "mha_cu_kv_seq_lengths", I32, Cumulative(Request), Always, false,
         "cumulative KV lengths";
-    MhaBlockTable = "mha_block_table", I32, Rows(Request), Always, false,
-        "block table, one row of `nkv` block ids per request";
+    MhaBlockTable = "mha_block_table", I32, Rows(Request, BLOCK_TABLE_GUARD), Always, false,
+        "block table, one row of `nkv` block ids per request, then a guard of dummy-block ids";
     MambaBatchIndicesDecode = "mamba_batch_indices_decode", DecodeIndex, Per(DecodeRequest), MambaDecode, false,
         "Mamba state slot per decode request";
     MambaBatchIndicesPrefill = "mamba_batch_indices_prefill", I32, Per(PrefillRequest), MambaPrefill, false,
@@ -349,7 +437,36 @@ fields! {
         "real intermediate entries (appended)";
     MambaDeviceDecodePrefill = "mamba_device_decode_prefill", I32, Fixed(2), MambaMixed, true,
         "real decode and prefill token counts (appended)";
+    FlashinferPagedKvIndptr = "flashinfer_paged_kv_indptr", I32, Cumulative(Request), FlashInfer, true,
+        "FlashInfer CSR: cumulative KV pages per request, padding rows adding none (`flashinfer` format)";
+    FlashinferPagedKvIndices = "flashinfer_paged_kv_indices", I32, Pages, FlashInfer, true,
+        "FlashInfer CSR: every request's KV pages, row after row (`flashinfer` format)";
+    FlashinferPagedKvLastPageLen = "flashinfer_paged_kv_last_page_len", I32, Per(Request), FlashInfer, true,
+        "FlashInfer: tokens in each request's last page, 1 for padding rows (`flashinfer` format)";
+    VllmSlotMapping = "vllm_slot_mapping", I64, Per(Token), Vllm, true,
+        "vLLM: KV-cache slot `block · B + offset` per token, -1 for padding tokens (`vllm` format)";
+    VllmStateIndicesDecode = "vllm_state_indices_decode", I32, Per(DecodeRequest), VllmMambaDecode, true,
+        "vLLM: Mamba state slot per decode row, the scratch slot `R` for padding rows (`vllm` format)";
+    VllmStateIndicesPrefill = "vllm_state_indices_prefill", I32, Per(PrefillRequest), VllmMambaPrefill, true,
+        "vLLM: Mamba state slot per prefill row, the scratch slot `R` for padding rows (`vllm` format)";
+    VllmHasInitialState = "vllm_has_initial_state", U8, Per(PrefillRequest), VllmMambaPrefill, true,
+        "vLLM: 1 when a prefill row continues a sequence (`kv_offset > 0`), else 0 (`vllm` format)";
+    VllmConvBatchPtr = "vllm_conv_batch_ptr", I32, Per(ConvProgram), VllmMambaPrefill, true,
+        "vLLM causal-conv1d program map: prefill sequence of each program, -1 for padding (`vllm` format)";
+    VllmConvTokenChunkOffset = "vllm_conv_token_chunk_offset", I32, Per(ConvProgram), VllmMambaPrefill, true,
+        "vLLM causal-conv1d program map: 8-token chunk of each program in its sequence, -1 for padding (`vllm` format)";
 }
+
+/// A name a kernel format gives to one of Megatron's fields, which it reads as is (no
+/// bytes of its own): `(format, the format's name, the field)`. Docs and `inspect` list
+/// them; docs/CONSUMER-CONTRACT.md says why each is the same array.
+pub const ALIASES: &[(Format, &str, Field)] = &[
+    (Format::FlashInfer, "qo_indptr", Field::MhaCuQuerySeqLengths),
+    (Format::Vllm, "query_start_loc", Field::MhaCuQuerySeqLengths),
+    (Format::Vllm, "seqused_k", Field::MhaKvSeqLengths),
+    (Format::Vllm, "block_table", Field::MhaBlockTable),
+    (Format::Vllm, "query_start_loc_p", Field::MambaCuSeqlens),
+];
 
 /// Number of [`Field`] variants.
 pub const FIELD_COUNT: usize = Field::ALL.len();
@@ -368,7 +485,19 @@ impl Field {
 
     /// Whether the field exists only in layouts with Mamba layers.
     pub const fn is_mamba(self) -> bool {
-        !matches!(self.info().presence, Presence::Always)
+        matches!(
+            self.info().presence,
+            Presence::MambaDecode
+                | Presence::MambaPrefill
+                | Presence::MambaMixed
+                | Presence::VllmMambaDecode
+                | Presence::VllmMambaPrefill
+        )
+    }
+
+    /// Whether a layout with these facts has the field (its model and its formats).
+    pub const fn exists(self, f: &Facts) -> bool {
+        self.info().presence.exists(f)
     }
 
     /// Whether the field is one this project appends after Megatron's layout.
@@ -381,10 +510,10 @@ impl Field {
         self.info().dtype.resolve(f)
     }
 
-    /// The field's capacity in elements in a layout with these facts (0 for a Mamba field
-    /// of a layout without Mamba).
+    /// The field's capacity in elements in a layout with these facts (0 for a field the
+    /// layout lacks: a Mamba field without Mamba, a format's field without the format).
     pub const fn capacity(self, f: &Facts) -> usize {
-        if self.is_mamba() && !f.has_mamba {
+        if !self.exists(f) {
             0
         } else {
             self.info().extent.capacity(f)
@@ -393,7 +522,7 @@ impl Field {
 
     /// Whether the field is part of a step at `d`.
     pub const fn present(self, d: &LiveDims, f: &Facts) -> bool {
-        self.info().presence.present(d, f.has_mamba)
+        self.info().presence.present(d, f)
     }
 
     /// The elements the kernels read at a step's lengths `d`: 0 when the field is absent,
@@ -538,8 +667,11 @@ facts! {
     ConvWidth conv_width: usize = "d_conv", "Causal-conv1d width `d_conv` (0 without Mamba).";
     MaxChunks max_chunks: usize = "Cmax", "`Cmax = floor(T / cs) + R`: chunk slots (0 without Mamba).";
     MaxIntermediate max_intermediate: usize = "Kmax", "`Kmax = min(ceil(T / B), 3R)`: intermediate-state capacity (0 without Mamba).";
+    FlashInfer flashinfer: bool = "flashinfer", "Whether the FlashInfer fields exist (`formats` names `flashinfer`).";
+    Vllm vllm: bool = "vllm", "Whether the vLLM fields exist (`formats` names `vllm`).";
+    MaxConvPrograms max_conv_programs: usize = "Pmax", "`Pmax = floor(T / 8) + R`: vLLM causal-conv1d programs (0 without Mamba or without the `vllm` format).";
     MambaPad mamba_pad: usize = "mamba_pad", "Alignment pad before the Mamba fields, in bytes.";
-    MegatronBytes megatron_bytes: usize = "megatron_bytes", "Bytes of Megatron's coalesced buffer (docs/SEMANTICS.md §9), before the appended fields.";
+    MegatronBytes megatron_bytes: usize = "megatron_bytes", "Bytes of Megatron's fields (docs/SEMANTICS.md §9, the block-table guard included), before the appended and format fields.";
     TotalBytes total_bytes: usize = "total_bytes", "Bytes of the whole buffer.";
 }
 
@@ -608,9 +740,12 @@ mod tests {
             conv_width: 13,
             max_chunks: 14,
             max_intermediate: 15,
-            mamba_pad: 16,
-            megatron_bytes: 17,
-            total_bytes: 18,
+            flashinfer: true,
+            vllm: true,
+            max_conv_programs: 18,
+            mamba_pad: 19,
+            megatron_bytes: 20,
+            total_bytes: 21,
         };
         let entries = f.entries();
         assert_eq!(entries.len(), Fact::ALL.len());

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::bucket_table::TableRules;
 use crate::buckets::{BatchDims, Distribution};
+pub use crate::model::Format;
 
 /// Which kernels read the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -259,6 +260,10 @@ pub struct LayoutSpec {
     /// Memory sizing (optional).
     #[serde(default)]
     pub memory: Option<MemorySpec>,
+    /// Kernel formats whose arrays the buffer also holds (default none: Megatron's
+    /// arrays alone).
+    #[serde(default)]
+    pub formats: Vec<Format>,
 }
 
 fn one() -> u32 {
@@ -282,6 +287,8 @@ pub enum KeyType {
     Table,
     /// A list of `[tokens, prefill, decode]` entries (`graphs.buckets`).
     Buckets,
+    /// A list of distinct names (`formats`).
+    Names,
 }
 
 /// Every key a spec may hold: dotted path and value type. Keys not listed are unknown.
@@ -297,6 +304,7 @@ pub const KEYS: &[(&str, KeyType)] = &[
     ("tensor_parallel", KeyType::Int),
     ("decode_index_dtype", KeyType::Str),
     ("kv_pool_blocks", KeyType::Int),
+    ("formats", KeyType::Names),
     ("mamba", KeyType::Table),
     ("mamba.chunk_size", KeyType::Int),
     ("mamba.conv_width", KeyType::Int),
@@ -521,6 +529,11 @@ impl LayoutSpec {
         }
     }
 
+    /// Whether the spec names `format` in `formats`.
+    pub fn has_format(&self, format: Format) -> bool {
+        self.formats.contains(&format)
+    }
+
     /// The graph token budget in effect (`max_tokens` when not set).
     pub fn graph_token_budget(&self) -> u32 {
         self.graphs.token_budget.unwrap_or(self.max_tokens)
@@ -662,6 +675,16 @@ impl LayoutSpec {
                         "mamba.chunk_size",
                         format!("must be in 1..={MAX_DIM}, got {}", m.chunk_size),
                     );
+                } else if !m.chunk_size.is_power_of_two() {
+                    // Megatron's and vLLM's chunked-scan kernels both index chunks with
+                    // power-of-two tile arithmetic.
+                    err(
+                        "mamba.chunk_size",
+                        format!(
+                            "must be a power of two (the SSD chunked-scan kernels require it), got {}",
+                            m.chunk_size
+                        ),
+                    );
                 }
                 if m.conv_width == 0 || m.conv_width > 1024 {
                     err(
@@ -671,6 +694,15 @@ impl LayoutSpec {
                 }
             }
             (false, None) => {}
+        }
+        if self.has_format(Format::Vllm) && dims_ok && !self.block_size.is_multiple_of(16) {
+            err(
+                "block_size",
+                format!(
+                    "must be a multiple of 16 with formats = [\"vllm\"] (vLLM's Triton attention loads block ids 16 tokens at a time), got {}",
+                    self.block_size
+                ),
+            );
         }
         if let Some(p) = self.kv_pool_blocks
             && p < 2
@@ -883,6 +915,21 @@ mod tests {
         let no_mamba = HYBRID.split("[mamba]").next().unwrap();
         let e = LayoutSpec::from_toml_str(no_mamba, "m.toml").unwrap_err();
         assert!(e.to_string().contains("needs `mamba.chunk_size`"));
+    }
+
+    #[test]
+    fn a_chunk_size_that_is_not_a_power_of_two_is_refused_naming_the_key() {
+        let src = HYBRID.replace("chunk_size = 4", "chunk_size = 48");
+        let e = LayoutSpec::from_toml_str(&src, "h.toml").unwrap_err();
+        assert_eq!(e.diagnostics.len(), 1, "{e}");
+        assert_eq!(e.diagnostics[0].key.as_deref(), Some("mamba.chunk_size"));
+        assert!(
+            e.to_string()
+                .contains("`mamba.chunk_size`: must be a power of two"),
+            "{e}"
+        );
+        let ok = HYBRID.replace("chunk_size = 4", "chunk_size = 64");
+        assert!(LayoutSpec::from_toml_str(&ok, "h.toml").is_ok());
     }
 
     #[test]

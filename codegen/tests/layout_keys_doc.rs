@@ -63,6 +63,7 @@ fn type_word(ty: KeyType) -> &'static str {
         KeyType::IntOrStr => "integer or string",
         KeyType::Table => "table",
         KeyType::Buckets => "list of `[tokens, prefill, decode]`",
+        KeyType::Names => "list of names",
     }
 }
 

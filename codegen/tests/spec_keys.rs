@@ -32,6 +32,7 @@ speculative_tokens = 0
 tensor_parallel = 1
 decode_index_dtype = "i64"
 kv_pool_blocks = 65
+formats = ["flashinfer"]
 
 [mamba]
 chunk_size = 4

@@ -73,6 +73,7 @@ fn a_graph_policy_with_millions_of_buckets_is_rejected_quickly() {
             graph_memory_mib: None,
         },
         memory: None,
+        formats: Vec::new(),
     };
     let start = std::time::Instant::now();
     let e = Geometry::new(&spec).unwrap_err().to_string();
@@ -131,6 +132,7 @@ fn an_automatic_linear_ladder_over_millions_of_tokens_is_rejected() {
             graph_memory_mib: None,
         },
         memory: None,
+        formats: Vec::new(),
     };
     let e = Geometry::new(&spec).unwrap_err().to_string();
     assert!(e.contains("candidate CUDA-graph buckets"), "{e}");

@@ -2,6 +2,13 @@
 //! attention through `cu_query_seq_lengths`, `cu_kv_seq_lengths` and the block table, for
 //! decode and varlen prefill in one launch (causal within each request).
 //!
+//! On a layout with both kernel formats (`formats = ["flashinfer", "vllm"]`) the second
+//! path runs instead: KV append through vLLM's `slot_mapping` (padding tokens, `-1`, write
+//! nothing) and attention through FlashInfer's CSR arrays (`qo_indptr`,
+//! `paged_kv_indptr`, `paged_kv_indices`, `paged_kv_last_page_len`). The block-table path
+//! loads block ids a whole tile ([`TILE_BLOCKS`]) at a time as tiling kernels do, so on a
+//! full last row it reads the block table's guard.
+//!
 //! The KV cache is `[num_blocks, block_size, heads, head_dim]` f32; queries, new keys and
 //! values and the output are `[Tp, heads, head_dim]` in step-token order (FlashAttention
 //! varlen's `[total_q, heads, d]`). Before a step every cache element holds a NaN sentinel
@@ -37,6 +44,17 @@ pub const SENTINEL_BITS: u32 = 0x7FC0_A11E;
 
 /// Threads per block of the attention kernel.
 pub const ATTENTION_THREADS: u32 = 64;
+
+/// Block ids per tile of the block-table path: it reads the last id of the tile holding a
+/// row's last needed column without a mask, which past a row's end is the next row's or,
+/// for the table's last row, the guard's (at most 15 entries past any row: inside the
+/// 32-entry guard).
+pub const TILE_BLOCKS: usize = 16;
+
+/// Whether a layout runs the second path (slot mapping and FlashInfer CSR arrays).
+pub fn uses_formats(dims: &RuntimeDims) -> bool {
+    dims.facts().flashinfer && dims.facts().vllm
+}
 
 /// The sentinel value.
 pub fn sentinel() -> f32 {
@@ -319,8 +337,13 @@ impl Executor for CpuEmulation {
         let mut cache = case.cache.clone();
         let mut out = vec![sentinel(); case.q.len()];
         let m = MetaBytes::new(meta, &layout.dims);
-        let mut errs = emulate_kv_append(&m, &layout.dims, info, case, &mut cache)?;
-        errs += emulate_attention(&m, &layout.dims, info, case, &cache, &mut out)?;
+        let errs = if uses_formats(&layout.dims) {
+            emulate_kv_append_slots(&m, info, case, &mut cache)?
+                + emulate_attention_csr(&m, &layout.dims, info, case, &cache, &mut out)?
+        } else {
+            emulate_kv_append(&m, &layout.dims, info, case, &mut cache)?
+                + emulate_attention(&m, &layout.dims, info, case, &cache, &mut out)?
+        };
         Ok(StepRun {
             cache,
             out,
@@ -364,13 +387,11 @@ pub fn emulate_attention(
     cache: &Cache,
     out: &mut [f32],
 ) -> Result<u32> {
-    let (heads, dim) = (case.model.heads, case.model.head_dim);
-    let row = heads * dim;
+    let heads = case.model.heads;
     let b = dims.block_size();
     let nkv = dims.block_table_width();
     let tokens = info.padded.tokens as i64;
     let max_k = info.max_seqlen_k as i64;
-    let scale = case.scale();
     let mut errs = 0;
     for a in 0..info.padded.requests() as usize {
         let q0 = m.i32(Field::MhaCuQuerySeqLengths, a)?;
@@ -388,7 +409,12 @@ pub fn emulate_attention(
                     continue;
                 }
                 let (n, t) = (n as usize, t as usize);
-                let qv = &case.q[t * row + h * dim..t * row + (h + 1) * dim];
+                // A tiled load: the last id of the tile holding the last needed column.
+                let tile_end = ((n - 1) / b / TILE_BLOCKS + 1) * TILE_BLOCKS - 1;
+                let id = m.i32(Field::MhaBlockTable, a * nkv + tile_end)?;
+                if id < 0 || id as usize >= case.num_blocks {
+                    errs += 1;
+                }
                 let mut blocks = Vec::with_capacity(n.div_ceil(b));
                 for i in 0..n.div_ceil(b) {
                     let blk = m.i32(Field::MhaBlockTable, a * nkv + i)?;
@@ -396,39 +422,136 @@ pub fn emulate_attention(
                         (blk >= 0 && (blk as usize) < case.num_blocks).then_some(blk as usize),
                     );
                 }
-                let mut p = vec![0.0f32; n];
-                for (i, pi) in p.iter_mut().enumerate() {
-                    let Some(blk) = blocks[i / b] else {
-                        errs += 1;
-                        continue;
-                    };
-                    let at = (blk * b + i % b) * row + h * dim;
-                    let mut s = 0.0f32;
-                    for x in 0..dim {
-                        s += qv[x] * cache.k[at + x];
-                    }
-                    *pi = s * scale;
+                errs += attend(case, cache, t, h, n, &blocks, out);
+            }
+        }
+    }
+    Ok(errs)
+}
+
+/// One query row `t` of head `h` over its first `n` keys, whose blocks are `blocks` (None:
+/// an id out of the pool, counted as an error per key): softmax in f32 as the kernels do.
+fn attend(
+    case: &AttnCase,
+    cache: &Cache,
+    t: usize,
+    h: usize,
+    n: usize,
+    blocks: &[Option<usize>],
+    out: &mut [f32],
+) -> u32 {
+    let (heads, dim) = (case.model.heads, case.model.head_dim);
+    let row = heads * dim;
+    let b = case.block_size;
+    let scale = case.scale();
+    let mut errs = 0;
+    let qv = &case.q[t * row + h * dim..t * row + (h + 1) * dim];
+    let mut p = vec![0.0f32; n];
+    for (i, pi) in p.iter_mut().enumerate() {
+        let Some(blk) = blocks[i / b] else {
+            errs += 1;
+            continue;
+        };
+        let at = (blk * b + i % b) * row + h * dim;
+        let mut s = 0.0f32;
+        for x in 0..dim {
+            s += qv[x] * cache.k[at + x];
+        }
+        *pi = s * scale;
+    }
+    let mut mx = p[0];
+    for &x in &p[1..] {
+        mx = mx.max(x);
+    }
+    for x in &mut p {
+        *x = (*x - mx).exp();
+    }
+    let mut sum = 0.0f32;
+    for &x in &p {
+        sum += x;
+    }
+    for x in 0..dim {
+        let mut acc = 0.0f32;
+        for (i, &pi) in p.iter().enumerate() {
+            if let Some(blk) = blocks[i / b] {
+                acc += pi * cache.v[(blk * b + i % b) * row + h * dim + x];
+            }
+        }
+        out[t * row + h * dim + x] = acc / sum;
+    }
+    errs
+}
+
+/// `kv_append_slots` on the CPU: token `t < Tp` writes its K/V at slot
+/// `vllm_slot_mapping[t]` (`block · B + offset`); a padding token (`-1`) writes nothing.
+pub fn emulate_kv_append_slots(
+    m: &MetaBytes<'_>,
+    info: &StepInfo,
+    case: &AttnCase,
+    cache: &mut Cache,
+) -> Result<u32> {
+    let row = case.model.heads * case.model.head_dim;
+    let slots = (case.num_blocks * case.block_size) as i64;
+    let mut errs = 0;
+    for t in 0..info.padded.tokens as usize {
+        let slot = m.i64(Field::VllmSlotMapping, t)?;
+        if slot == -1 {
+            continue;
+        }
+        if slot < 0 || slot >= slots {
+            errs += 1;
+            continue;
+        }
+        let slot = slot as usize;
+        cache.k[slot * row..(slot + 1) * row].copy_from_slice(&case.k_new[t * row..(t + 1) * row]);
+        cache.v[slot * row..(slot + 1) * row].copy_from_slice(&case.v_new[t * row..(t + 1) * row]);
+    }
+    Ok(errs)
+}
+
+/// `paged_attention_csr` on the CPU: FlashInfer's arrays instead of the block table and the
+/// KV lengths (`kv_len = (pages − 1)·B + last_page_len`).
+pub fn emulate_attention_csr(
+    m: &MetaBytes<'_>,
+    dims: &RuntimeDims,
+    info: &StepInfo,
+    case: &AttnCase,
+    cache: &Cache,
+    out: &mut [f32],
+) -> Result<u32> {
+    let b = dims.block_size() as i64;
+    let nkv = dims.block_table_width() as i64;
+    let tokens = info.padded.tokens as i64;
+    let max_k = info.max_seqlen_k as i64;
+    let mut errs = 0;
+    for a in 0..info.padded.requests() as usize {
+        // FlashInfer's qo_indptr is Megatron's cumulative query lengths.
+        let q0 = i64::from(m.i32(Field::MhaCuQuerySeqLengths, a)?);
+        let qlen = i64::from(m.i32(Field::MhaCuQuerySeqLengths, a + 1)?) - q0;
+        let first = i64::from(m.i32(Field::FlashinferPagedKvIndptr, a)?);
+        let pages = i64::from(m.i32(Field::FlashinferPagedKvIndptr, a + 1)?) - first;
+        let last = i64::from(m.i32(Field::FlashinferPagedKvLastPageLen, a)?);
+        let kvlen = if pages > 0 { (pages - 1) * b + last } else { 0 };
+        for h in 0..case.model.heads {
+            for j in 0..i64::from(info.max_seqlen_q) {
+                if j >= qlen {
+                    continue;
                 }
-                let mut mx = p[0];
-                for &x in &p[1..] {
-                    mx = mx.max(x);
+                let n = kvlen - qlen + j + 1;
+                let t = q0 + j;
+                if n <= 0 || n > max_k || n > nkv * b || t < 0 || t >= tokens || first < 0 {
+                    errs += 1;
+                    continue;
                 }
-                for x in &mut p {
-                    *x = (*x - mx).exp();
+                let (n, t) = (n as usize, t as usize);
+                let mut blocks = Vec::with_capacity(n.div_ceil(b as usize));
+                for i in 0..n.div_ceil(b as usize) {
+                    let blk = m.i32(Field::FlashinferPagedKvIndices, first as usize + i)?;
+                    blocks.push(
+                        (blk >= 0 && (blk as usize) < case.num_blocks).then_some(blk as usize),
+                    );
                 }
-                let mut sum = 0.0f32;
-                for &x in &p {
-                    sum += x;
-                }
-                for x in 0..dim {
-                    let mut acc = 0.0f32;
-                    for (i, &pi) in p.iter().enumerate() {
-                        if let Some(blk) = blocks[i / b] {
-                            acc += pi * cache.v[(blk * b + i % b) * row + h * dim + x];
-                        }
-                    }
-                    out[t * row + h * dim + x] = acc / sum;
-                }
+                errs += attend(case, cache, t, h, n, &blocks, out);
             }
         }
     }
@@ -439,7 +562,7 @@ pub fn emulate_attention(
 /// offsets, capacities), the model dims, then `kv_append` and `paged_attention`.
 pub fn cuda_source(layout: &Layout<AttnModel>) -> String {
     format!(
-        "{}#define HEADS {}\n#define HEAD_DIM {}\n{KERNELS}",
+        "{}#define HEADS {}\n#define HEAD_DIM {}\n#define TILE_BLOCKS {TILE_BLOCKS}\n{KERNELS}",
         cuda_header(&layout.dims),
         layout.model.heads,
         layout.model.head_dim
@@ -470,32 +593,14 @@ extern "C" __global__ void kv_append(const u8* meta, int tokens, const float* k_
   }
 }
 
-// Grid (Np, HEADS, max_seqlen_q), dynamic shared memory max_seqlen_k floats: query j of padded
-// request a attends to its request's keys at positions <= kv_off + j, found through the block
-// table. Everything comes from cu_query_seq_lengths, cu_kv_seq_lengths and the block table.
-extern "C" __global__ void paged_attention(const u8* meta, int requests, int tokens,
-                                           int max_seqlen_k, float scale, const float* q,
-                                           const float* k_cache, const float* v_cache,
-                                           float* out, int* err) {
-  extern __shared__ float p[];
-  const int a = blockIdx.x, h = blockIdx.y, j = blockIdx.z;
-  if (a >= requests) return;
-  const i32* cu_q = field_i32(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS);
-  const i32* cu_k = field_i32(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS);
-  const i32* table = field_i32(meta, AL_OFF_MHA_BLOCK_TABLE) + (i64)a * (int)AL_BLOCK_TABLE_WIDTH;
-  const int q0 = cu_q[a];
-  const int qlen = cu_q[a + 1] - q0;
-  if (j >= qlen) return;  // padded requests have qlen == 0 and do nothing
-  const int kvlen = cu_k[a + 1] - cu_k[a];
-  const int n = kvlen - qlen + j + 1;  // causal: kv_off + j + 1 keys
-  const int t = q0 + j;
-  if (n <= 0 || n > max_seqlen_k || n > (int)AL_BLOCK_TABLE_WIDTH * (int)AL_BLOCK_SIZE || t < 0 || t >= tokens) {
-    if (threadIdx.x == 0) atomicAdd(err, 1);
-    return;
-  }
+// One query (token t, head h) over its first n keys, whose blocks are blocks[0 ..
+// ceil(n / B)); p: n floats of shared memory. Every thread of the block calls it.
+__device__ void attend_row(const i32* blocks, int n, int t, int h, float scale, const float* q,
+                           const float* k_cache, const float* v_cache, float* out, int* err,
+                           float* p) {
   const float* qv = q + ((i64)t * HEADS + h) * HEAD_DIM;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const int blk = table[i / (int)AL_BLOCK_SIZE];
+    const int blk = blocks[i / (int)AL_BLOCK_SIZE];
     if (blk < 0 || blk >= (int)AL_KV_POOL_BLOCKS) {
       atomicAdd(err, 1);
       p[i] = 0.0f;
@@ -517,12 +622,96 @@ extern "C" __global__ void paged_attention(const u8* meta, int requests, int tok
   for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
     float acc = 0.0f;
     for (int i = 0; i < n; ++i) {
-      const int blk = table[i / (int)AL_BLOCK_SIZE];
+      const int blk = blocks[i / (int)AL_BLOCK_SIZE];
       if (blk < 0 || blk >= (int)AL_KV_POOL_BLOCKS) continue;
       acc += p[i] * v_cache[(((i64)blk * (int)AL_BLOCK_SIZE + i % (int)AL_BLOCK_SIZE) * HEADS + h) * HEAD_DIM + d];
     }
     out[((i64)t * HEADS + h) * HEAD_DIM + d] = acc / sum;
   }
+}
+
+// Grid (Np, HEADS, max_seqlen_q), dynamic shared memory max_seqlen_k floats: query j of padded
+// request a attends to its request's keys at positions <= kv_off + j, found through the block
+// table. Everything comes from cu_query_seq_lengths, cu_kv_seq_lengths and the block table.
+// Like a tiling kernel it loads the block ids of a whole tile of TILE_BLOCKS columns without a
+// mask: the tile holding the row's last column may run past it (into the next row, or past the
+// last row into the block table's guard).
+extern "C" __global__ void paged_attention(const u8* meta, int requests, int tokens,
+                                           int max_seqlen_k, float scale, const float* q,
+                                           const float* k_cache, const float* v_cache,
+                                           float* out, int* err) {
+  extern __shared__ float p[];
+  const int a = blockIdx.x, h = blockIdx.y, j = blockIdx.z;
+  if (a >= requests) return;
+  const i32* cu_q = field_i32(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS);
+  const i32* cu_k = field_i32(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS);
+  const i32* table = field_i32(meta, AL_OFF_MHA_BLOCK_TABLE) + (i64)a * (int)AL_BLOCK_TABLE_WIDTH;
+  const int q0 = cu_q[a];
+  const int qlen = cu_q[a + 1] - q0;
+  if (j >= qlen) return;  // padded requests have qlen == 0 and do nothing
+  const int kvlen = cu_k[a + 1] - cu_k[a];
+  const int n = kvlen - qlen + j + 1;  // causal: kv_off + j + 1 keys
+  const int t = q0 + j;
+  if (n <= 0 || n > max_seqlen_k || n > (int)AL_BLOCK_TABLE_WIDTH * (int)AL_BLOCK_SIZE || t < 0 || t >= tokens) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    // The unmasked tile load: the last id of the tile holding the last needed column.
+    const int tile_end = ((n - 1) / (int)AL_BLOCK_SIZE / TILE_BLOCKS + 1) * TILE_BLOCKS - 1;
+    const i32 id = table[tile_end];
+    if (id < 0 || id >= (int)AL_KV_POOL_BLOCKS) atomicAdd(err, 1);
+  }
+  attend_row(table, n, t, h, scale, q, k_cache, v_cache, out, err, p);
+}
+
+// Grid (Tp, HEADS), any block size: token t writes its new K/V at vLLM's slot mapping,
+// block * B + offset; padding tokens carry -1 and write nothing.
+extern "C" __global__ void kv_append_slots(const u8* meta, int tokens, const float* k_new,
+                                           const float* v_new, float* k_cache, float* v_cache,
+                                           int* err) {
+  const int t = blockIdx.x, h = blockIdx.y;
+  if (t >= tokens) return;
+  const i64 slot = field_i64(meta, AL_OFF_VLLM_SLOT_MAPPING)[t];
+  if (slot == -1) return;
+  if (slot < 0 || slot >= (i64)AL_KV_POOL_BLOCKS * (int)AL_BLOCK_SIZE) {
+    if (threadIdx.x == 0 && h == 0) atomicAdd(err, 1);
+    return;
+  }
+  const i64 dst = (slot * HEADS + h) * HEAD_DIM;
+  const i64 src = ((i64)t * HEADS + h) * HEAD_DIM;
+  for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+    k_cache[dst + d] = k_new[src + d];
+    v_cache[dst + d] = v_new[src + d];
+  }
+}
+
+// Grid (Np, HEADS, max_seqlen_q), as paged_attention, through FlashInfer's CSR arrays:
+// qo_indptr (Megatron's cu_query_seq_lengths), paged_kv_indptr, paged_kv_indices and
+// paged_kv_last_page_len (kv_len = (pages - 1) * B + last_page_len).
+extern "C" __global__ void paged_attention_csr(const u8* meta, int requests, int tokens,
+                                               int max_seqlen_k, float scale, const float* q,
+                                               const float* k_cache, const float* v_cache,
+                                               float* out, int* err) {
+  extern __shared__ float p[];
+  const int a = blockIdx.x, h = blockIdx.y, j = blockIdx.z;
+  if (a >= requests) return;
+  const i32* qo = field_i32(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS);
+  const i32* indptr = field_i32(meta, AL_OFF_FLASHINFER_PAGED_KV_INDPTR);
+  const i32* indices = field_i32(meta, AL_OFF_FLASHINFER_PAGED_KV_INDICES);
+  const i32* last = field_i32(meta, AL_OFF_FLASHINFER_PAGED_KV_LAST_PAGE_LEN);
+  const int q0 = qo[a];
+  const int qlen = qo[a + 1] - q0;
+  if (j >= qlen) return;
+  const int first = indptr[a], pages = indptr[a + 1] - first;
+  const int kvlen = pages > 0 ? (pages - 1) * (int)AL_BLOCK_SIZE + last[a] : 0;
+  const int n = kvlen - qlen + j + 1;
+  const int t = q0 + j;
+  if (n <= 0 || n > max_seqlen_k || n > (int)AL_BLOCK_TABLE_WIDTH * (int)AL_BLOCK_SIZE || t < 0 || t >= tokens || first < 0) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  attend_row(indices + first, n, t, h, scale, q, k_cache, v_cache, out, err, p);
 }
 "#;
 
@@ -724,11 +913,82 @@ mod tests {
         assert!(!o.output.within(TOLERANCE), "{o:?}");
     }
 
+    /// A full table: the unmasked tile load of the last row runs past its last column, into
+    /// the block table's guard, which lies inside the buffer (the emulation's reads are
+    /// bounds-checked against each field's capacity) and holds the dummy block: no error,
+    /// and the output is right.
+    #[test]
+    fn the_tiled_load_of_the_last_row_reads_the_guard() {
+        use crate::batch::Row;
+        let layout = &layouts::attention().unwrap()[0];
+        let d = &layout.dims;
+        let (r, nkv, b) = (d.max_requests(), d.block_table_width(), d.block_size());
+        assert!(nkv % TILE_BLOCKS != 0, "the tile must overrun a row");
+        let rows: Vec<Row> = (0..r)
+            .map(|i| Row {
+                phase: Phase::Decode,
+                q: 1,
+                kv_off: (nkv * b - 1) as u32,
+                blocks: (0..nkv).map(|j| (i * nkv + j) as i32).collect(),
+                slot: -1,
+            })
+            .collect();
+        let batch = Batch {
+            kind: Kind::Decode,
+            rows,
+        };
+        let mut meta = HostMetadata::new(d.clone());
+        let info = *batch.fill(&mut meta).unwrap();
+        assert_eq!(info.real.requests() as usize, r);
+        // The last row's tile ends past the table's R × nkv entries.
+        let tile_end = ((nkv * b - 1) / b / TILE_BLOCKS + 1) * TILE_BLOCKS - 1;
+        assert!((r - 1) * nkv + tile_end >= r * nkv);
+        let mut rng = Rng::new(3);
+        let case = AttnCase::new(layout, batch, &info, &mut rng);
+        let run = CpuEmulation
+            .run(0, layout, meta.bytes(), &info, &case)
+            .unwrap();
+        assert_eq!(run.kernel_errors, 0);
+        let o = case.check(&run.cache, &run.out);
+        assert!(o.output.within(TOLERANCE), "{o:?}");
+    }
+
+    /// The formats path reads FlashInfer's page indices: a wrong one breaks the output,
+    /// while the block table is left as it was.
+    #[test]
+    fn the_csr_path_reads_the_flashinfer_indices() {
+        let layout = &layouts::attention().unwrap()[3];
+        assert!(uses_formats(&layout.dims));
+        let mut meta = HostMetadata::new(layout.dims.clone());
+        let mut rng = Rng::new(9);
+        let batch = Batch::random(&layout.dims, Kind::Mixed, &mut rng);
+        let info = *batch.fill(&mut meta).unwrap();
+        let case = AttnCase::new(layout, batch, &info, &mut rng);
+        let run = CpuEmulation
+            .run(3, layout, meta.bytes(), &info, &case)
+            .unwrap();
+        let o = case.check(&run.cache, &run.out);
+        assert!(
+            o.output.within(TOLERANCE) && run.kernel_errors == 0,
+            "{o:?}"
+        );
+        // Point the first request's first page at the dummy block (attention over a whole
+        // row does not see a swap of two of its pages: keys and values move together).
+        let mut bytes = meta.bytes().to_vec();
+        let off = layout.dims.field_offset(Field::FlashinferPagedKvIndices);
+        bytes[off..off + 4].copy_from_slice(&layout.dims.dummy_block().to_ne_bytes());
+        let run = CpuEmulation.run(3, layout, &bytes, &info, &case).unwrap();
+        let o = case.check(&run.cache, &run.out);
+        assert!(!o.output.within(TOLERANCE), "{o:?}");
+    }
+
     #[test]
     fn source_names_both_kernels() {
         let l = &layouts::attention().unwrap()[2];
         let s = cuda_source(l);
         assert!(s.contains("kv_append") && s.contains("paged_attention"));
+        assert!(s.contains("kv_append_slots") && s.contains("paged_attention_csr"));
+        assert!(s.contains("#define TILE_BLOCKS 16\n"));
         assert!(s.contains("constexpr al_u32 AL_BLOCK_TABLE_WIDTH = 9u;"));
         assert!(s.contains("#define HEAD_DIM 32\n"));
     }

@@ -226,8 +226,19 @@ impl attention::Executor for GpuAttention {
             layout.dims.total_bytes(),
             || attention::cuda_source(layout),
             layout.label,
-            &["kv_append", "paged_attention"],
+            &[
+                "kv_append",
+                "paged_attention",
+                "kv_append_slots",
+                "paged_attention_csr",
+            ],
         )?;
+        // The slot-mapping and FlashInfer CSR path on layouts with both formats.
+        let path = if attention::uses_formats(&layout.dims) {
+            2
+        } else {
+            0
+        };
         let s = &gpu.stream;
         // One host-to-device copy of the whole coalesced buffer.
         s.memcpy_htod(meta, &mut c.meta)?;
@@ -245,7 +256,7 @@ impl attention::Executor for GpuAttention {
         let scale = case.scale();
         let heads = m.heads as u32;
         if tokens > 0 {
-            let f = func(c, 0)?;
+            let f = func(c, path)?;
             let mut b = s.launch_builder(f);
             b.arg(&c.meta)
                 .arg(&tokens)
@@ -265,7 +276,7 @@ impl attention::Executor for GpuAttention {
             }?;
         }
         if requests > 0 && info.max_seqlen_q > 0 {
-            let f = func(c, 1)?;
+            let f = func(c, path + 1)?;
             let mut b = s.launch_builder(f);
             b.arg(&c.meta)
                 .arg(&requests)

@@ -1,10 +1,11 @@
 //! The small layouts the consumers run on, built in code: for each consumer a graphed
 //! layout (Megatron's automatic bucket ladder, mixed and prefill graphs on), an eager one
-//! (no graphs: every step is padded by the eager rules) and a variant (speculative decoding
-//! for attention; i32 decode indices, another chunk size and conv width for Mamba).
+//! (no graphs: every step is padded by the eager rules) and variants (speculative decoding
+//! and both kernel formats for attention; i32 decode indices, another chunk size and conv
+//! width for Mamba).
 
 use attention_layout::codegen::spec::{
-    GraphCount, GraphSpec, IndexDtype, LayoutSpec, MambaSpec, ModelKind,
+    Format, GraphCount, GraphSpec, IndexDtype, LayoutSpec, MambaSpec, ModelKind,
 };
 use attention_layout::{Dims, Geometry, RuntimeDims};
 
@@ -68,6 +69,17 @@ fn spec(
     speculative_tokens: u32,
     mamba: Option<MambaSpec>,
 ) -> LayoutSpec {
+    spec_with(name, model, graphs, speculative_tokens, mamba, Vec::new())
+}
+
+fn spec_with(
+    name: &str,
+    model: ModelKind,
+    graphs: bool,
+    speculative_tokens: u32,
+    mamba: Option<MambaSpec>,
+    formats: Vec<Format>,
+) -> LayoutSpec {
     LayoutSpec {
         name: Some(name.to_owned()),
         source: None,
@@ -92,6 +104,7 @@ fn spec(
             ..GraphSpec::default()
         },
         memory: None,
+        formats,
     }
 }
 
@@ -101,7 +114,8 @@ fn dims(spec: &LayoutSpec) -> Result<RuntimeDims> {
 }
 
 /// The attention layouts: `R=8, T=64, S=128, B=16` (block table width 8, KV pool 65 blocks,
-/// dummy block 64); graphed, eager, and graphed with two speculative tokens (width 9).
+/// dummy block 64); graphed, eager, graphed with two speculative tokens (width 9), and
+/// graphed with both kernel formats (the slot-mapping and FlashInfer CSR path).
 pub fn attention() -> Result<Vec<Layout<AttnModel>>> {
     Ok(vec![
         Layout {
@@ -123,6 +137,21 @@ pub fn attention() -> Result<Vec<Layout<AttnModel>>> {
         Layout {
             label: "mha-spec2-graphs",
             dims: dims(&spec("mha-spec2-graphs", ModelKind::Mha, true, 2, None))?,
+            model: AttnModel {
+                heads: 2,
+                head_dim: 32,
+            },
+        },
+        Layout {
+            label: "mha-formats-graphs",
+            dims: dims(&spec_with(
+                "mha-formats-graphs",
+                ModelKind::Mha,
+                true,
+                0,
+                None,
+                vec![Format::FlashInfer, Format::Vllm],
+            ))?,
             model: AttnModel {
                 heads: 2,
                 head_dim: 32,

@@ -115,6 +115,7 @@ fn spec_of(l: &Layout) -> LayoutSpec {
             graph_memory_mib: None,
         },
         memory: None,
+        formats: Vec::new(),
     }
 }
 

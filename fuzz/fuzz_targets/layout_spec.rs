@@ -103,6 +103,7 @@ fuzz_target!(|raw: Raw| {
             state_dtype_bytes: m.state_dtype_bytes,
             budget_gib: m.budget_gib,
         }),
+        formats: Vec::new(),
     };
     let _ = spec.decode_tokens();
     let _ = spec.token_rounder();

@@ -106,6 +106,7 @@ fn dims_of(l: &Layout) -> Option<RuntimeDims> {
             ..Default::default()
         },
         memory: None,
+        formats: Vec::new(),
     };
     Geometry::new(&spec).ok().map(RuntimeDims::new)
 }

@@ -1156,6 +1156,7 @@ mod tests {
             }),
             graphs: GraphSpec::default(),
             memory: None,
+            formats: Vec::new(),
         };
         RuntimeDims::new(Geometry::new(&spec).unwrap())
     }

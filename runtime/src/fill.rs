@@ -11,7 +11,7 @@
 //! block table is tracked row by row so that only entries that may differ from the dummy
 //! block are rewritten.
 
-use attention_layout_codegen::{BatchDims, Field, buckets};
+use attention_layout_codegen::{BatchDims, Field, VLLM_CONV_BLOCK, buckets};
 
 use crate::agree::AgreedShape;
 use crate::dims::Dims;
@@ -43,6 +43,9 @@ pub struct StepInfo {
     pub intermediate_count: u32,
     /// Real prefill tokens (`cu_seqlens[F]`).
     pub real_prefill_tokens: u32,
+    /// KV pages of the real rows, `Σ ceil((kv_offset + q) / B)`: the live length of
+    /// `flashinfer_paged_kv_indices` (docs/CONSUMER-CONTRACT.md).
+    pub kv_pages: u32,
 }
 
 impl StepInfo {
@@ -323,6 +326,7 @@ impl<'a, D: Dims> StepPlan<'a, D> {
             info.max_seqlen_q = s1;
             info.max_seqlen_k = 1;
         }
+        info.kv_pages = kv_pages(d, active);
         info.mamba_chunks = 0;
         info.intermediate_len = 0;
         info.intermediate_count = 0;
@@ -348,6 +352,51 @@ impl<'a, D: Dims> StepPlan<'a, D> {
                 .sum();
         }
         info
+    }
+}
+
+/// The host-side arrays FlashInfer's `plan()` takes for a step (`qo_indptr`,
+/// `paged_kv_indptr`, `paged_kv_last_page_len`, each over the padded rows `Np`), computed
+/// from the plan's rows on the host: the same values the fills write into the buffer's
+/// `mha_cu_query_seq_lengths` (FlashInfer's `qo_indptr`) and `flashinfer_*` fields, with
+/// no device-to-host copy (docs/CONSUMER-CONTRACT.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlashInferPlan {
+    /// `[Np + 1]`: cumulative query lengths.
+    pub qo_indptr: Vec<i32>,
+    /// `[Np + 1]`: cumulative KV pages.
+    pub paged_kv_indptr: Vec<i32>,
+    /// `[Np]`: tokens in each row's last page, 1 for padding rows.
+    pub paged_kv_last_page_len: Vec<i32>,
+}
+
+impl<D: Dims> StepPlan<'_, D> {
+    /// Writes the step's [`FlashInferPlan`] into `out`, reusing its vectors (they allocate
+    /// only when a step has more rows than any before). Works for every layout; the device
+    /// arrays exist when the layout's `formats` names `flashinfer`.
+    pub fn flashinfer_plan(&self, out: &mut FlashInferPlan) {
+        let bs = self.dims.block_size() as u32;
+        let np = self.info.padded.requests() as usize;
+        for v in [&mut out.qo_indptr, &mut out.paged_kv_indptr] {
+            v.clear();
+            v.push(0);
+        }
+        out.paged_kv_last_page_len.clear();
+        let (mut cu_q, mut cu_pages) = (0i32, 0i32);
+        for row in self.active_rows() {
+            let kv_len = row.kv_offset + row.query_length;
+            let pages = kv_len.div_ceil(bs);
+            // Sums and lengths stay inside i32: the plan checked them against the layout.
+            cu_q += row.query_length as i32;
+            cu_pages += pages as i32;
+            out.qo_indptr.push(cu_q);
+            out.paged_kv_indptr.push(cu_pages);
+            out.paged_kv_last_page_len
+                .push((kv_len - (pages - 1) * bs) as i32);
+        }
+        out.qo_indptr.resize(np + 1, cu_q);
+        out.paged_kv_indptr.resize(np + 1, cu_pages);
+        out.paged_kv_last_page_len.resize(np, 1);
     }
 }
 
@@ -1251,6 +1300,9 @@ pub fn write_step<D: Dims>(
     }
     v.real_token_count[0] = info.real.tokens as i32;
     v.mha_cu_kv_seq_lengths[n + 1..np + 1].fill(cu_kv);
+    // The guard after the last row (docs/SEMANTICS.md §9): rewritten every step, so a
+    // tile read past the table's last column always finds dummy-block ids.
+    v.mha_block_table[d.max_requests() * nkv..].fill(dummy);
     for a in n..np {
         let dirty = &mut state.block_table_dirty[a];
         if *dirty > 0 {
@@ -1278,6 +1330,8 @@ pub fn write_step<D: Dims>(
     if d.has_mamba() {
         write_mamba(d, &input, &mut info, &mut v, active);
     }
+    info.kv_pages = kv_pages(d, active);
+    write_formats(d, &info, &mut v, active);
     Ok(info)
 }
 
@@ -1405,6 +1459,94 @@ fn write_resident_rows(
         state.meta_src[n..state.src_len].fill(NO_ROW);
     }
     state.src_len = n;
+}
+
+/// `Σ ceil((kv_offset + q) / B)` over the real rows: their KV pages.
+fn kv_pages<D: Dims>(d: &D, active: &[RequestRow<'_>]) -> u32 {
+    let shift = d.block_size().trailing_zeros();
+    active
+        .iter()
+        .map(|r| (r.kv_offset + r.query_length).div_ceil(1 << shift))
+        .sum()
+}
+
+/// The fields of the layout's kernel formats (docs/CONSUMER-CONTRACT.md), from the
+/// Megatron fields just written: FlashInfer's CSR arrays, vLLM's slot mapping and, in
+/// Mamba layouts, vLLM's state indices, `has_initial_state` and conv program map.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "as in write_step: the padded shape is bounded by the capacities the plan \
+              checked, a row's pages by its block-table row (ceil(kv_len / B) <= nkv), \
+              the step's pages by R × nkv and its conv programs by floor(Tp / 8) + Fp"
+)]
+fn write_formats<D: Dims>(d: &D, info: &StepInfo, v: &mut Views<'_>, active: &[RequestRow<'_>]) {
+    let f = d.facts();
+    let n = active.len();
+    let np = info.padded.requests() as usize;
+    let nkv = d.block_table_width();
+    let bs = d.block_size();
+    if f.flashinfer {
+        let mut cum = 0usize;
+        v.flashinfer_paged_kv_indptr[0] = 0;
+        for (a, row) in active.iter().enumerate() {
+            let kv_len = (row.kv_offset + row.query_length) as usize;
+            let pages = kv_len.div_ceil(bs);
+            // The block table's row, holes already mapped to the dummy block.
+            v.flashinfer_paged_kv_indices[cum..cum + pages]
+                .copy_from_slice(&v.mha_block_table[a * nkv..a * nkv + pages]);
+            cum += pages;
+            v.flashinfer_paged_kv_indptr[a + 1] = cum as i32;
+            v.flashinfer_paged_kv_last_page_len[a] = (kv_len - (pages - 1) * bs) as i32;
+        }
+        v.flashinfer_paged_kv_indptr[n + 1..np + 1].fill(cum as i32);
+        // FlashInfer reads a last-page length of 0 as a full page: padding rows say 1.
+        v.flashinfer_paged_kv_last_page_len[n..np].fill(1);
+    }
+    if !f.vllm {
+        return;
+    }
+    let tp_tokens = info.padded.tokens as usize;
+    let n_real = info.real.tokens as usize;
+    for ((slot, &block), &local) in v.vllm_slot_mapping[..n_real]
+        .iter_mut()
+        .zip(&v.token_to_block_idx[..n_real])
+        .zip(&v.token_to_local_position_within_kv_block[..n_real])
+    {
+        *slot = block * bs as i64 + i64::from(local);
+    }
+    v.vllm_slot_mapping[n_real..tp_tokens].fill(-1);
+    if !f.has_mamba {
+        return;
+    }
+    // The scratch slot: one past the request rows' slots (docs/CONSUMER-CONTRACT.md).
+    let scratch = f.max_requests as i32;
+    let (dp, fp) = (info.padded.decode as usize, info.padded.prefill as usize);
+    let (dr, fr) = (info.attn.decode as usize, info.attn.prefill as usize);
+    for (dst, row) in v.vllm_state_indices_decode[..dr].iter_mut().zip(active) {
+        *dst = row.mamba_slot;
+    }
+    v.vllm_state_indices_decode[dr..dp].fill(scratch);
+    if fp == 0 {
+        return;
+    }
+    let prefill = &active[dr..dr + fr];
+    for (f_i, row) in prefill.iter().enumerate() {
+        v.vllm_state_indices_prefill[f_i] = row.mamba_slot;
+        v.vllm_has_initial_state[f_i] = u8::from(row.kv_offset > 0);
+    }
+    v.vllm_state_indices_prefill[fr..fp].fill(scratch);
+    v.vllm_has_initial_state[fr..fp].fill(0);
+    let programs = tp_tokens / VLLM_CONV_BLOCK + fp;
+    let mut k = 0usize;
+    for (f_i, row) in prefill.iter().enumerate() {
+        for c in 0..(row.query_length as usize).div_ceil(VLLM_CONV_BLOCK) {
+            v.vllm_conv_batch_ptr[k] = f_i as i32;
+            v.vllm_conv_token_chunk_offset[k] = c as i32;
+            k += 1;
+        }
+    }
+    v.vllm_conv_batch_ptr[k..programs].fill(-1);
+    v.vllm_conv_token_chunk_offset[k..programs].fill(-1);
 }
 
 /// Token arrays of one row with `q` tokens starting at position `kv`, written from token
@@ -1612,6 +1754,15 @@ pub(crate) struct Views<'a> {
     pub mamba_intermediate_abs_positions: &'a mut [i32],
     pub mamba_intermediate_real_count: &'a mut [i32],
     pub mamba_device_decode_prefill: &'a mut [i32],
+    pub flashinfer_paged_kv_indptr: &'a mut [i32],
+    pub flashinfer_paged_kv_indices: &'a mut [i32],
+    pub flashinfer_paged_kv_last_page_len: &'a mut [i32],
+    pub vllm_slot_mapping: &'a mut [i64],
+    pub vllm_state_indices_decode: &'a mut [i32],
+    pub vllm_state_indices_prefill: &'a mut [i32],
+    pub vllm_has_initial_state: &'a mut [u8],
+    pub vllm_conv_batch_ptr: &'a mut [i32],
+    pub vllm_conv_token_chunk_offset: &'a mut [i32],
 }
 
 /// Splits the next field off `rest` (skipping any alignment pad) as a typed slice.
@@ -1711,27 +1862,51 @@ impl<'a> Views<'a> {
             mamba_intermediate_abs_positions: &mut [],
             mamba_intermediate_real_count: &mut [],
             mamba_device_decode_prefill: &mut [],
+            flashinfer_paged_kv_indptr: &mut [],
+            flashinfer_paged_kv_indices: &mut [],
+            flashinfer_paged_kv_last_page_len: &mut [],
+            vllm_slot_mapping: &mut [],
+            vllm_state_indices_decode: &mut [],
+            vllm_state_indices_prefill: &mut [],
+            vllm_has_initial_state: &mut [],
+            vllm_conv_batch_ptr: &mut [],
+            vllm_conv_token_chunk_offset: &mut [],
         };
-        if !d.has_mamba() {
-            return Ok(empty);
+        if d.has_mamba() {
+            empty.decode_indices = if d.decode_index_i64() {
+                DecodeIdx::I64(next!(MambaBatchIndicesDecode))
+            } else {
+                DecodeIdx::I32(next!(MambaBatchIndicesDecode))
+            };
+            empty.mamba_batch_indices_prefill = next!(MambaBatchIndicesPrefill);
+            empty.mamba_seq_idx = next!(MambaSeqIdx);
+            empty.mamba_cu_seqlens = next!(MambaCuSeqlens);
+            empty.mamba_cu_chunk_seqlens = next!(MambaCuChunkSeqlens);
+            empty.mamba_last_chunk_indices = next!(MambaLastChunkIndices);
+            empty.mamba_seq_idx_for_varlen = next!(MambaSeqIdxForVarlen);
+            empty.mamba_conv_seq_idx = next!(MambaConvSeqIdx);
+            empty.mamba_conv_seq_start = next!(MambaConvSeqStart);
+            empty.mamba_intermediate_chunk_indices = next!(MambaIntermediateChunkIndices);
+            empty.mamba_intermediate_abs_positions = next!(MambaIntermediateAbsPositions);
+            empty.mamba_intermediate_real_count = next!(MambaIntermediateRealCount);
+            empty.mamba_device_decode_prefill = next!(MambaDeviceDecodePrefill);
         }
-        empty.decode_indices = if d.decode_index_i64() {
-            DecodeIdx::I64(next!(MambaBatchIndicesDecode))
-        } else {
-            DecodeIdx::I32(next!(MambaBatchIndicesDecode))
-        };
-        empty.mamba_batch_indices_prefill = next!(MambaBatchIndicesPrefill);
-        empty.mamba_seq_idx = next!(MambaSeqIdx);
-        empty.mamba_cu_seqlens = next!(MambaCuSeqlens);
-        empty.mamba_cu_chunk_seqlens = next!(MambaCuChunkSeqlens);
-        empty.mamba_last_chunk_indices = next!(MambaLastChunkIndices);
-        empty.mamba_seq_idx_for_varlen = next!(MambaSeqIdxForVarlen);
-        empty.mamba_conv_seq_idx = next!(MambaConvSeqIdx);
-        empty.mamba_conv_seq_start = next!(MambaConvSeqStart);
-        empty.mamba_intermediate_chunk_indices = next!(MambaIntermediateChunkIndices);
-        empty.mamba_intermediate_abs_positions = next!(MambaIntermediateAbsPositions);
-        empty.mamba_intermediate_real_count = next!(MambaIntermediateRealCount);
-        empty.mamba_device_decode_prefill = next!(MambaDeviceDecodePrefill);
+        let f = d.facts();
+        if f.flashinfer {
+            empty.flashinfer_paged_kv_indptr = next!(FlashinferPagedKvIndptr);
+            empty.flashinfer_paged_kv_indices = next!(FlashinferPagedKvIndices);
+            empty.flashinfer_paged_kv_last_page_len = next!(FlashinferPagedKvLastPageLen);
+        }
+        if f.vllm {
+            empty.vllm_slot_mapping = next!(VllmSlotMapping);
+            if f.has_mamba {
+                empty.vllm_state_indices_decode = next!(VllmStateIndicesDecode);
+                empty.vllm_state_indices_prefill = next!(VllmStateIndicesPrefill);
+                empty.vllm_has_initial_state = next!(VllmHasInitialState);
+                empty.vllm_conv_batch_ptr = next!(VllmConvBatchPtr);
+                empty.vllm_conv_token_chunk_offset = next!(VllmConvTokenChunkOffset);
+            }
+        }
         Ok(empty)
     }
 
@@ -1771,5 +1946,14 @@ impl<'a> Views<'a> {
         self.mamba_intermediate_abs_positions.fill(0);
         self.mamba_intermediate_real_count.fill(0);
         self.mamba_device_decode_prefill.fill(0);
+        self.flashinfer_paged_kv_indptr.fill(0);
+        self.flashinfer_paged_kv_indices.fill(0);
+        self.flashinfer_paged_kv_last_page_len.fill(0);
+        self.vllm_slot_mapping.fill(0);
+        self.vllm_state_indices_decode.fill(0);
+        self.vllm_state_indices_prefill.fill(0);
+        self.vllm_has_initial_state.fill(0);
+        self.vllm_conv_batch_ptr.fill(0);
+        self.vllm_conv_token_chunk_offset.fill(0);
     }
 }

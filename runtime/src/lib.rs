@@ -41,7 +41,7 @@ pub use backend::{BackendKind, MetadataBackend};
 pub use batch::{AsyncError, BatchError, BatchState, Prepared, RequestHandle, RequestPhase};
 pub use dims::{Dims, RuntimeDims};
 pub use error::StepError;
-pub use fill::StepInfo;
+pub use fill::{FlashInferPlan, StepInfo};
 pub use layout::{ConstDims, Layout};
 pub use metadata::{DecodeIndices, Difference, HostMetadata, MetadataView};
 pub use prefix::{EvictionPolicy, MambaStateCache, PrefixError, PrefixKvAllocator};

@@ -270,6 +270,7 @@ impl<'a> MetadataView<'a> {
             let value = |x: &[u8]| -> String {
                 let x = x.get(i * size..(i + 1) * size).unwrap_or(&[]);
                 match (size, f) {
+                    (1, _) => x.first().map_or_else(|| "?".to_owned(), u8::to_string),
                     (8, _) => bytemuck::try_pod_read_unaligned::<i64>(x)
                         .map_or_else(|_| "?".to_owned(), |v| v.to_string()),
                     (_, Field::Temperature | Field::TopP) => {
@@ -298,6 +299,7 @@ impl<'a> MetadataView<'a> {
             prefill: self.info.padded.prefill as usize,
             chunks: self.info.mamba_chunks as usize,
             intermediate: self.info.intermediate_len as usize,
+            pages: self.info.kv_pages as usize,
         }
     }
 
@@ -517,6 +519,42 @@ impl<'a> MetadataView<'a> {
     /// `intermediate_real_count[1]`.
     pub fn mamba_intermediate_real_count(&self) -> Option<&'a [i32]> {
         self.field(Field::MambaIntermediateRealCount, 1)
+    }
+    /// FlashInfer's `paged_kv_indptr[Np+1]` (`formats` names `flashinfer`).
+    pub fn flashinfer_paged_kv_indptr(&self) -> Option<&'a [i32]> {
+        self.field(Field::FlashinferPagedKvIndptr, 1)
+    }
+    /// FlashInfer's `paged_kv_indices[pages]`: the step's pages, row after row.
+    pub fn flashinfer_paged_kv_indices(&self) -> Option<&'a [i32]> {
+        self.field(Field::FlashinferPagedKvIndices, 1)
+    }
+    /// FlashInfer's `paged_kv_last_page_len[Np]`.
+    pub fn flashinfer_paged_kv_last_page_len(&self) -> Option<&'a [i32]> {
+        self.field(Field::FlashinferPagedKvLastPageLen, 1)
+    }
+    /// vLLM's `slot_mapping[Tp]` (`formats` names `vllm`).
+    pub fn vllm_slot_mapping(&self) -> Option<&'a [i64]> {
+        self.field(Field::VllmSlotMapping, 1)
+    }
+    /// vLLM's decode state indices `[Dp]` (Mamba layouts, `Dp > 0`).
+    pub fn vllm_state_indices_decode(&self) -> Option<&'a [i32]> {
+        self.field(Field::VllmStateIndicesDecode, 1)
+    }
+    /// vLLM's prefill state indices `[Fp]` (Mamba layouts, `Fp > 0`).
+    pub fn vllm_state_indices_prefill(&self) -> Option<&'a [i32]> {
+        self.field(Field::VllmStateIndicesPrefill, 1)
+    }
+    /// vLLM's `has_initial_state[Fp]`, one byte per prefill row.
+    pub fn vllm_has_initial_state(&self) -> Option<&'a [u8]> {
+        self.field(Field::VllmHasInitialState, 1)
+    }
+    /// vLLM's causal-conv1d `batch_ptr[floor(Tp / 8) + Fp]`.
+    pub fn vllm_conv_batch_ptr(&self) -> Option<&'a [i32]> {
+        self.field(Field::VllmConvBatchPtr, 1)
+    }
+    /// vLLM's causal-conv1d `token_chunk_offset_ptr[floor(Tp / 8) + Fp]`.
+    pub fn vllm_conv_token_chunk_offset(&self) -> Option<&'a [i32]> {
+        self.field(Field::VllmConvTokenChunkOffset, 1)
     }
     /// Real active requests `N`.
     pub fn active_requests(&self) -> usize {

@@ -23,27 +23,26 @@ pub const fn holds(f: FieldLayout, elems: usize, dtype: Dtype) -> bool {
     f.elems == elems && f.dtype as u8 == dtype as u8
 }
 
-/// Whether `fields` lists every field of the model, each once, in buffer order
-/// ([`Field::ALL`], without the Mamba fields when `has_mamba` is false).
-pub const fn fields_in_buffer_order(fields: &[FieldLayout], has_mamba: bool) -> bool {
-    let want = if has_mamba {
-        FIELD_COUNT
-    } else {
-        Field::MambaBatchIndicesDecode.index()
-    };
-    if fields.len() != want {
-        return false;
-    }
+/// Whether `fields` lists every field of the layout, each once, in buffer order
+/// ([`Field::ALL`] without the fields a layout with these facts lacks: the Mamba fields
+/// without Mamba, a format's fields without the format).
+pub const fn fields_in_buffer_order(fields: &[FieldLayout], facts: &Facts) -> bool {
     let mut i = 0;
     let mut rest = fields;
-    while let [f, tail @ ..] = rest {
-        if f.field.index() != i {
-            return false;
-        }
+    while i < FIELD_COUNT {
+        // `i` is in range: the loop condition.
+        #[allow(clippy::indexing_slicing, reason = "in range: the loop condition")]
+        let want = Field::ALL[i];
         i += 1;
-        rest = tail;
+        if !want.exists(facts) {
+            continue;
+        }
+        match rest {
+            [f, tail @ ..] if f.field.index() == want.index() => rest = tail,
+            _ => return false,
+        }
     }
-    true
+    rest.is_empty()
 }
 
 /// Whether `fields` are packed as docs/SEMANTICS.md §9 packs them: each starts at the previous
@@ -151,7 +150,7 @@ mod tests {
     #[test]
     fn the_const_checks_accept_a_derived_geometry() {
         let g = geometry();
-        assert!(fields_in_buffer_order(&g.fields, true));
+        assert!(fields_in_buffer_order(&g.fields, &g.facts));
         assert!(fields_packed(&g.fields, g.facts.total_bytes));
         assert_eq!(megatron_bytes(&g.fields), g.facts.megatron_bytes);
         assert_eq!(mamba_pad(&g.fields), g.facts.mamba_pad);
@@ -171,8 +170,14 @@ mod tests {
         fields[3].offset += 4;
         assert!(!fields_packed(&fields, g.facts.total_bytes));
         fields.swap(1, 2);
-        assert!(!fields_in_buffer_order(&fields, true));
-        assert!(!fields_in_buffer_order(&g.fields, false));
+        assert!(!fields_in_buffer_order(&fields, &g.facts));
+        assert!(!fields_in_buffer_order(
+            &g.fields,
+            &Facts {
+                has_mamba: false,
+                ..g.facts
+            }
+        ));
         let mut b = g.buckets.clone();
         b.swap(0, 1);
         assert!(!buckets_ascending(&b));

@@ -36,6 +36,7 @@ fn dims(s: u32, pool: u32) -> RuntimeDims {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     };
     RuntimeDims::new(Geometry::new(&spec).unwrap())
 }

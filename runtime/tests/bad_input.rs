@@ -35,6 +35,7 @@ fn spec() -> LayoutSpec {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     }
 }
 

@@ -64,6 +64,7 @@ fn a_steady_state_step_allocates_nothing() {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     };
     let dims = RuntimeDims::new(Geometry::new(&spec).unwrap());
     let mut state = BatchState::new(&dims).unwrap();
@@ -120,6 +121,7 @@ fn a_prepared_step_allocates_nothing_in_the_batch_state_or_the_cpu_backend() {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     };
     let dims = RuntimeDims::new(Geometry::new(&spec).unwrap());
     let mut state = BatchState::new(&dims).unwrap();

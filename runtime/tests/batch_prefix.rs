@@ -33,6 +33,7 @@ fn dims(model: ModelKind) -> RuntimeDims {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     };
     RuntimeDims::new(Geometry::new(&spec).unwrap())
 }

@@ -38,6 +38,7 @@ fn dims(model: ModelKind, s: u32, pool: u32) -> RuntimeDims {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     };
     RuntimeDims::new(Geometry::new(&spec).unwrap())
 }

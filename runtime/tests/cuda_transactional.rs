@@ -44,6 +44,7 @@ mod gpu {
             }),
             graphs: GraphSpec::default(),
             memory: None,
+            formats: Vec::new(),
         };
         RuntimeDims::new(Geometry::new(&spec).unwrap())
     }

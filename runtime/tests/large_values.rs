@@ -33,6 +33,7 @@ fn spec(r: u32) -> LayoutSpec {
             ..GraphSpec::default()
         },
         memory: None,
+        formats: Vec::new(),
     }
 }
 

@@ -70,6 +70,7 @@ fn layout(rng: &mut Rng) -> RuntimeDims {
             ..GraphSpec::default()
         },
         memory: None,
+        formats: Vec::new(),
     };
     RuntimeDims::new(Geometry::new(&spec).unwrap())
 }

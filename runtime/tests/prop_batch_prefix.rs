@@ -60,6 +60,7 @@ fn dims(model: ModelKind, pool: u32) -> RuntimeDims {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     };
     RuntimeDims::new(Geometry::new(&spec).unwrap())
 }

@@ -116,7 +116,7 @@ fn build_layout((core, graphs, rest): (LayoutCore, LayoutGraphs, LayoutRest)) ->
         },
         kv_pool_blocks: pool.map(|p| 2 + p % (r * nkv)),
         mamba: model.has_mamba().then_some(MambaSpec {
-            chunk_size: cs,
+            chunk_size: cs.next_power_of_two(),
             conv_width: dconv,
         }),
         graphs: GraphSpec {
@@ -137,6 +137,7 @@ fn build_layout((core, graphs, rest): (LayoutCore, LayoutGraphs, LayoutRest)) ->
             graph_memory_mib: None,
         },
         memory: None,
+        formats: Vec::new(),
     }
 }
 
@@ -1020,6 +1021,8 @@ fn model(g: &Geometry, st: &Step) -> (StepInfo, Snap) {
         bucket,
         max_seqlen_q: mq,
         max_seqlen_k: mk,
+        // Every real row's KV pages (the FlashInfer index array's length).
+        kv_pages: active.iter().map(|r| (r.kv + r.q).div_ceil(bsz)).sum(),
         ..StepInfo::default()
     };
 

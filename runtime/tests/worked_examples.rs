@@ -38,6 +38,7 @@ fn common() -> LayoutSpec {
         }),
         graphs: GraphSpec::default(),
         memory: None,
+        formats: Vec::new(),
     }
 }
 

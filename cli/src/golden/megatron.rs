@@ -144,6 +144,7 @@ fn spec_of(config: &Config, kv_pool: Option<u32>) -> Result<LayoutSpec, String> 
             graph_memory_mib: None,
         },
         memory: None,
+        formats: Vec::new(),
     })
 }
 

@@ -180,6 +180,127 @@ __device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, 
   al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[a + 1u] = total_kv;
 }
 
+// ---- Kernel formats (docs/CONSUMER-CONTRACT.md) -----------------------------------
+// FlashInfer's paged-KV CSR arrays and vLLM's slot mapping, state indices and
+// causal-conv1d program map, from the Megatron fields block 0 has just written. Kept apart
+// from the Megatron fill: al_fill_body calls it last, with every thread of block 0.
+
+// Entry j < ceil(kv_len / B) of active request a's block list, as the block table holds it
+// (-1 mapped to the dummy block), read from the row's source like the token loop does.
+__device__ __forceinline__ al_i32 al_format_block(const al_i32* bt, const al_i32* resident, const al_i32* uploaded,
+                                                  const AlRequest& r, al_u32 a, al_u32 j) {
+  const al_u32 index = r.src & AL_SRC_INDEX_MASK;
+  switch (r.src >> AL_SRC_SHIFT) {
+    case AL_SRC_META: return al_map_block(bt[a * AL_BLOCK_TABLE_WIDTH + j]);
+    case AL_SRC_RESIDENT: return al_map_block(resident[index * AL_BLOCK_TABLE_WIDTH + j]);
+    default: return al_map_block(uploaded[index + j]);
+  }
+}
+
+// `s_scratch` (R + 1 entries) and `s_warp` are the body's shared arrays, free by now.
+__device__ __noinline__ void al_fill_formats(al_u8* meta, const al_u8* staging, const al_i32* resident, al_u32* s_scratch,
+                                             al_u32* s_warp, al_u32 padded_tokens, al_u32 fp, al_u32 dp) {
+  const AlHeader& h = *reinterpret_cast<const AlHeader*>(staging);
+  const AlRequest* req = reinterpret_cast<const AlRequest*>(staging + h.off_requests);
+  const al_u32 tid = threadIdx.x, first = tid * AL_PER_THREAD, n = h.active, np = fp + dp;
+  // Each name is read by one format or both.
+  (void)req; (void)first; (void)n; (void)np; (void)resident; (void)s_scratch; (void)s_warp;
+  __syncthreads();  // every Megatron field written; s_scratch and s_warp free
+
+  if constexpr (AL_FLASHINFER) {
+    const al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
+    const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
+    al_u32* indptr = al_field<al_u32>(meta, AL_OFF_FLASHINFER_PAGED_KV_INDPTR);
+    al_i32* indices = al_field<al_i32>(meta, AL_OFF_FLASHINFER_PAGED_KV_INDICES);
+    al_u32* last = al_field<al_u32>(meta, AL_OFF_FLASHINFER_PAGED_KV_LAST_PAGE_LEN);
+    // Pages per request, ceil(kv_len / B), scanned into each row's first page.
+    al_u32 pre = 0u, unused = 0u;
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      const al_u32 a = first + i;
+      if (a < n) { const AlRequest r = req[a]; pre += (r.kv + r.q + AL_BLOCK_SIZE - 1u) >> AL_BLOCK_SHIFT; }
+    }
+    al_u32 total, unused_total;
+    al_block_scan2(pre, unused, total, unused_total, s_warp);
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      const al_u32 a = first + i;
+      if (a < n) {
+        const AlRequest r = req[a];
+        const al_u32 kv_len = r.kv + r.q, pages = (kv_len + AL_BLOCK_SIZE - 1u) >> AL_BLOCK_SHIFT;
+        s_scratch[a] = pre;
+        pre += pages;
+        indptr[a + 1u] = pre;
+        last[a] = kv_len - ((pages - 1u) << AL_BLOCK_SHIFT);
+      }
+    }
+    if (tid == 0u) indptr[0] = 0u;
+    // Padding rows: no pages, and a last-page length of 1 (FlashInfer reads 0 as full).
+    for (al_u32 a = n + tid; a < np; a += AL_THREADS) { indptr[a + 1u] = total; last[a] = 1u; }
+    __syncthreads();  // s_scratch: every row's first page
+    // One warp per row: consecutive lanes, consecutive pages.
+    const al_u32 lane = tid & 31u;
+    for (al_u32 a = tid >> 5; a < n; a += AL_WARPS) {
+      const AlRequest r = req[a];
+      const al_u32 pages = (r.kv + r.q + AL_BLOCK_SIZE - 1u) >> AL_BLOCK_SHIFT, at = s_scratch[a];
+      for (al_u32 j = lane; j < pages; j += 32u) indices[at + j] = al_format_block(bt, resident, uploaded, r, a, j);
+    }
+    __syncthreads();  // s_scratch is reused below
+  }
+
+  if constexpr (AL_VLLM) {
+    // Slot mapping: block * B + offset for real tokens, -1 for padding tokens.
+    const al_i64* block_idx = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX);
+    const al_i32* local = al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
+    al_i64* slots = al_field<al_i64>(meta, AL_OFF_VLLM_SLOT_MAPPING);
+    for (al_u32 t = tid; t < padded_tokens; t += AL_THREADS) {
+      slots[t] = t < h.real_tokens ? block_idx[t] * (al_i64)AL_BLOCK_SIZE + (al_i64)local[t] : (al_i64)-1;
+    }
+    if constexpr (AL_HAS_MAMBA) {
+      // State indices: padding rows on the scratch slot R, one past the rows' slots.
+      const al_u32 dr = h.attn_decode, fr = h.attn_prefill;
+      const al_i32 scratch = (al_i32)AL_MAX_REQUESTS;
+      al_i32* decode = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_DECODE);
+      for (al_u32 a = tid; a < dp; a += AL_THREADS) decode[a] = a < dr ? req[a].slot : scratch;
+      if (fp > 0u) {
+        al_i32* prefill = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL);
+        al_u8* init = al_field<al_u8>(meta, AL_OFF_VLLM_HAS_INITIAL_STATE);
+        for (al_u32 f = tid; f < fp; f += AL_THREADS) {
+          const bool real = f < fr;
+          prefill[f] = real ? req[dr + f].slot : scratch;
+          init[f] = (real && req[dr + f].kv > 0u) ? (al_u8)1 : (al_u8)0;
+        }
+        // Causal-conv1d programs: ceil(q / AL_VLLM_CONV_BLOCK) per real prefill sequence,
+        // scanned into each sequence's first program; the rest are padding (-1).
+        al_u32 pre = 0u, unused = 0u;
+        for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+          const al_u32 f = first + i;
+          if (f < fr) pre += (req[dr + f].q + AL_VLLM_CONV_BLOCK - 1u) / AL_VLLM_CONV_BLOCK;
+        }
+        al_u32 total, unused_total;
+        al_block_scan2(pre, unused, total, unused_total, s_warp);
+        for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+          const al_u32 f = first + i;
+          if (f < fr) { s_scratch[f] = pre; pre += (req[dr + f].q + AL_VLLM_CONV_BLOCK - 1u) / AL_VLLM_CONV_BLOCK; }
+        }
+        if (tid == 0u) s_scratch[fr] = total;
+        __syncthreads();  // s_scratch: every sequence's first program
+        al_i32* batch = al_field<al_i32>(meta, AL_OFF_VLLM_CONV_BATCH_PTR);
+        al_i32* chunk = al_field<al_i32>(meta, AL_OFF_VLLM_CONV_TOKEN_CHUNK_OFFSET);
+        const al_u32 programs = padded_tokens / AL_VLLM_CONV_BLOCK + fp;
+        for (al_u32 k = tid; k < programs; k += AL_THREADS) {
+          if (k < total) {
+            const al_u32 f = al_search(s_scratch, fr, k);
+            batch[k] = (al_i32)f;
+            chunk[k] = (al_i32)(k - s_scratch[f]);
+          } else {
+            batch[k] = -1;
+            chunk[k] = -1;
+          }
+        }
+      }
+    }
+  }
+}
+
 // The fill of one step. `padded_tokens`, `fp`, `dp`: the padded dims (ignored when
 // `eager`: read from the header). Out of line: every entry shares this one body.
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
@@ -235,6 +356,8 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     const AlWrite p = patches[i];
     bt[p.index] = p.value;
   }
+  // The block table's guard after its last row (no row owns it): dummy ids, every step.
+  for (al_u32 i = AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH + tid; i < AL_CAP_MHA_BLOCK_TABLE; i += AL_THREADS) bt[i] = AL_DUMMY_BLOCK;
 
   // (2) Cumulative query and KV lengths: thread tid owns requests [tid * k, tid * k + k).
   __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
@@ -417,5 +540,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
 #undef AL_SEQ_START
     }
   }
+
+  if constexpr (AL_FLASHINFER || AL_VLLM) al_fill_formats(meta, staging, resident, s_cu_q, s_warp, padded_tokens, fp, dp);
 }
 

@@ -1,12 +1,12 @@
 /// Attention layout `llama-3.1-8b` (mha model): 256 request rows (R), 8192 tokens per step (T), longest sequence 131072 (S), KV block size 64 (B), 0 draft tokens per decode request (s), tensor parallel 1 (tp).
 /// Source: <https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json>.
 ///
-/// Metadata buffer: 2403340 bytes in 19 fields; 98 CUDA-graph buckets; KV pool 7168 blocks (dummy block 7167).
+/// Metadata buffer: 2403468 bytes in 19 fields; 98 CUDA-graph buckets; KV pool 7168 blocks (dummy block 7167).
 /// Generated from the spec by attention-layout: the constants are in its `attention_layout::Layout` impl and its field constants; `Llama3_1_8bBuilder` builds the metadata of a step and `Llama3_1_8bMetadata` reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Llama3_1_8b;
 
-/// `Llama3_1_8b`'s metadata after a step: the coalesced buffer (2403340 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
+/// `Llama3_1_8b`'s metadata after a step: the coalesced buffer (2403468 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
 ///
 /// Field accessors return the whole field (its capacity); `view()` gives the lengths the kernels see this step.
 #[derive(Debug, Clone, Copy)]
@@ -75,9 +75,12 @@ kv_heads = 8
             conv_width: 0,
             max_chunks: 0,
             max_intermediate: 0,
+            flashinfer: false,
+            vllm: false,
+            max_conv_programs: 0,
             mamba_pad: 0,
-            megatron_bytes: 2403340,
-            total_bytes: 2403340,
+            megatron_bytes: 2403468,
+            total_bytes: 2403468,
         };
         /// Every field, in buffer order.
         const FIELDS: &'static [al::FieldLayout] = &[
@@ -208,7 +211,7 @@ kv_heads = 8
 /// `Llama3_1_8b`'s field table, the accessors of `Llama3_1_8bMetadata` and the methods of `Llama3_1_8bBuilder`.
 const _: () = {
     use ::attention_layout::__private as al;
-    /// Where each of `Llama3_1_8b`'s 19 fields lies in its 2403340-byte buffer (docs/SEMANTICS.md §9).
+    /// Where each of `Llama3_1_8b`'s 19 fields lies in its 2403468-byte buffer (docs/SEMANTICS.md §9).
     impl Llama3_1_8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
         pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
@@ -336,11 +339,11 @@ const _: () = {
             elems: 257,
             offset: 305160,
         };
-        /// `mha_block_table`: block table, one row of `nkv` block ids per request; 524288 × i32 (R × nkv) at bytes 306188..2403340.
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request, then a guard of dummy-block ids; 524320 × i32 (R × nkv + 32) at bytes 306188..2403468.
         pub const MHA_BLOCK_TABLE: al::FieldLayout = al::FieldLayout {
             field: al::Field::MhaBlockTable,
             dtype: al::Dtype::I32,
-            elems: 524288,
+            elems: 524320,
             offset: 306188,
         };
     }
@@ -457,14 +460,14 @@ const _: () = {
         pub fn mha_cu_kv_seq_lengths(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Llama3_1_8b::MHA_CU_KV_SEQ_LENGTHS)
         }
-        /// `mha_block_table`: block table, one row of `nkv` block ids per request; all 524288 × i32 at byte 306188.
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request, then a guard of dummy-block ids; all 524320 × i32 at byte 306188.
         #[inline]
         pub fn mha_block_table(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Llama3_1_8b::MHA_BLOCK_TABLE)
         }
     }
     impl Llama3_1_8bBuilder {
-        /// A builder with its 2403340-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (7167).
+        /// A builder with its 2403468-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (7167).
         pub fn new() -> Self {
             Self {
                 host: al::HostMetadata::new(al::ConstDims::new()),
@@ -540,8 +543,8 @@ const _: () = {
         "the Mamba fields exist exactly for `mamba` and `hybrid` models"
     );
     assert!(
-        F.max_chunks == 0 && F.max_intermediate == 0,
-        "attention-only layouts have no chunk slots"
+        F.max_chunks == 0 && F.max_intermediate == 0 && F.max_conv_programs == 0,
+        "attention-only layouts have no chunk slots or conv programs"
     );
     assert!(
         al::holds(Llama3_1_8b::TOKEN_TO_INPUT_IDS, F.max_tokens, al::Dtype::I64),
@@ -616,11 +619,11 @@ const _: () = {
         al::Dtype::I32), "`mha_cu_kv_seq_lengths` must be R + 1 × i32"
     );
     assert!(
-        al::holds(Llama3_1_8b::MHA_BLOCK_TABLE, F.max_requests * F.block_table_width,
-        al::Dtype::I32), "`mha_block_table` must be R × nkv × i32"
+        al::holds(Llama3_1_8b::MHA_BLOCK_TABLE, F.max_requests * F.block_table_width +
+        32, al::Dtype::I32), "`mha_block_table` must be R × nkv + 32 × i32"
     );
     assert!(
-        al::fields_in_buffer_order(FIELDS, F.has_mamba),
+        al::fields_in_buffer_order(FIELDS, & F),
         "the field table must list every field of the model, in buffer order"
     );
     assert!(

@@ -4,7 +4,7 @@
 //
 // R = 128 requests, T = 8192 tokens, S = 65536 max sequence length, B = 256 tokens per
 // KV block, 0 speculative tokens, block table 128 x 256, 91 CUDA-graph buckets,
-// 534180 bytes of metadata.
+// 534308 bytes of metadata.
 
 // ---- attention_layout_facts.h: the facts of layout `mamba2-2.7b` -------------------
 // Generated from attention-layout's layout model (codegen/src/model.rs); do not edit.
@@ -33,9 +33,12 @@ constexpr al_u32 AL_CHUNK_SIZE = 256u;  // Mamba chunk size cs (0 without Mamba)
 constexpr al_u32 AL_CONV_WIDTH = 4u;  // Causal-conv1d width d_conv (0 without Mamba).
 constexpr al_u32 AL_MAX_CHUNKS = 160u;  // Cmax = floor(T / cs) + R: chunk slots (0 without Mamba).
 constexpr al_u32 AL_MAX_INTERMEDIATE = 32u;  // Kmax = min(ceil(T / B), 3R): intermediate-state capacity (0 without Mamba).
+constexpr bool AL_FLASHINFER = false;  // Whether the FlashInfer fields exist (formats names flashinfer).
+constexpr bool AL_VLLM = false;  // Whether the vLLM fields exist (formats names vllm).
+constexpr al_u32 AL_MAX_CONV_PROGRAMS = 0u;  // Pmax = floor(T / 8) + R: vLLM causal-conv1d programs (0 without Mamba or without the vllm format).
 constexpr al_u32 AL_MAMBA_PAD = 4u;  // Alignment pad before the Mamba fields, in bytes.
-constexpr al_u32 AL_MEGATRON_BYTES = 533784u;  // Bytes of Megatron's coalesced buffer (docs/SEMANTICS.md section 9), before the appended fields.
-constexpr al_u32 AL_TOTAL_BYTES = 534180u;  // Bytes of the whole buffer.
+constexpr al_u32 AL_MEGATRON_BYTES = 533912u;  // Bytes of Megatron's fields (docs/SEMANTICS.md section 9, the block-table guard included), before the appended and format fields.
+constexpr al_u32 AL_TOTAL_BYTES = 534308u;  // Bytes of the whole buffer.
 
 // Fields of the coalesced buffer, in buffer order: byte offset, capacity in elements,
 // element size. Fields the layout lacks have capacity 0.
@@ -57,26 +60,38 @@ constexpr al_u32 AL_OFF_MHA_QUERY_LENGTHS = 298500u, AL_CAP_MHA_QUERY_LENGTHS = 
 constexpr al_u32 AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS = 299012u, AL_CAP_MHA_CU_QUERY_SEQ_LENGTHS = 129u, AL_SIZE_MHA_CU_QUERY_SEQ_LENGTHS = 4u; // int32_t
 constexpr al_u32 AL_OFF_MHA_KV_SEQ_LENGTHS = 299528u, AL_CAP_MHA_KV_SEQ_LENGTHS = 128u, AL_SIZE_MHA_KV_SEQ_LENGTHS = 4u; // int32_t
 constexpr al_u32 AL_OFF_MHA_CU_KV_SEQ_LENGTHS = 300040u, AL_CAP_MHA_CU_KV_SEQ_LENGTHS = 129u, AL_SIZE_MHA_CU_KV_SEQ_LENGTHS = 4u; // int32_t
-constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 300556u, AL_CAP_MHA_BLOCK_TABLE = 32768u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 431632u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 128u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t
-constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_PREFILL = 432656u, AL_CAP_MAMBA_BATCH_INDICES_PREFILL = 128u, AL_SIZE_MAMBA_BATCH_INDICES_PREFILL = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_SEQ_IDX = 433168u, AL_CAP_MAMBA_SEQ_IDX = 8192u, AL_SIZE_MAMBA_SEQ_IDX = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_CU_SEQLENS = 465936u, AL_CAP_MAMBA_CU_SEQLENS = 129u, AL_SIZE_MAMBA_CU_SEQLENS = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_CU_CHUNK_SEQLENS = 466452u, AL_CAP_MAMBA_CU_CHUNK_SEQLENS = 161u, AL_SIZE_MAMBA_CU_CHUNK_SEQLENS = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_LAST_CHUNK_INDICES = 467096u, AL_CAP_MAMBA_LAST_CHUNK_INDICES = 128u, AL_SIZE_MAMBA_LAST_CHUNK_INDICES = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN = 467608u, AL_CAP_MAMBA_SEQ_IDX_FOR_VARLEN = 160u, AL_SIZE_MAMBA_SEQ_IDX_FOR_VARLEN = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_IDX = 468248u, AL_CAP_MAMBA_CONV_SEQ_IDX = 8192u, AL_SIZE_MAMBA_CONV_SEQ_IDX = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 501016u, AL_CAP_MAMBA_CONV_SEQ_START = 8192u, AL_SIZE_MAMBA_CONV_SEQ_START = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_INTERMEDIATE_CHUNK_INDICES = 533784u, AL_CAP_MAMBA_INTERMEDIATE_CHUNK_INDICES = 32u, AL_SIZE_MAMBA_INTERMEDIATE_CHUNK_INDICES = 8u; // int64_t
-constexpr al_u32 AL_OFF_MAMBA_INTERMEDIATE_ABS_POSITIONS = 534040u, AL_CAP_MAMBA_INTERMEDIATE_ABS_POSITIONS = 32u, AL_SIZE_MAMBA_INTERMEDIATE_ABS_POSITIONS = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_INTERMEDIATE_REAL_COUNT = 534168u, AL_CAP_MAMBA_INTERMEDIATE_REAL_COUNT = 1u, AL_SIZE_MAMBA_INTERMEDIATE_REAL_COUNT = 4u; // int32_t
-constexpr al_u32 AL_OFF_MAMBA_DEVICE_DECODE_PREFILL = 534172u, AL_CAP_MAMBA_DEVICE_DECODE_PREFILL = 2u, AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL = 4u; // int32_t
+constexpr al_u32 AL_OFF_MHA_BLOCK_TABLE = 300556u, AL_CAP_MHA_BLOCK_TABLE = 32800u, AL_SIZE_MHA_BLOCK_TABLE = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_DECODE = 431760u, AL_CAP_MAMBA_BATCH_INDICES_DECODE = 128u, AL_SIZE_MAMBA_BATCH_INDICES_DECODE = 8u; // int64_t
+constexpr al_u32 AL_OFF_MAMBA_BATCH_INDICES_PREFILL = 432784u, AL_CAP_MAMBA_BATCH_INDICES_PREFILL = 128u, AL_SIZE_MAMBA_BATCH_INDICES_PREFILL = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_SEQ_IDX = 433296u, AL_CAP_MAMBA_SEQ_IDX = 8192u, AL_SIZE_MAMBA_SEQ_IDX = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_CU_SEQLENS = 466064u, AL_CAP_MAMBA_CU_SEQLENS = 129u, AL_SIZE_MAMBA_CU_SEQLENS = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_CU_CHUNK_SEQLENS = 466580u, AL_CAP_MAMBA_CU_CHUNK_SEQLENS = 161u, AL_SIZE_MAMBA_CU_CHUNK_SEQLENS = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_LAST_CHUNK_INDICES = 467224u, AL_CAP_MAMBA_LAST_CHUNK_INDICES = 128u, AL_SIZE_MAMBA_LAST_CHUNK_INDICES = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN = 467736u, AL_CAP_MAMBA_SEQ_IDX_FOR_VARLEN = 160u, AL_SIZE_MAMBA_SEQ_IDX_FOR_VARLEN = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_IDX = 468376u, AL_CAP_MAMBA_CONV_SEQ_IDX = 8192u, AL_SIZE_MAMBA_CONV_SEQ_IDX = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_CONV_SEQ_START = 501144u, AL_CAP_MAMBA_CONV_SEQ_START = 8192u, AL_SIZE_MAMBA_CONV_SEQ_START = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_INTERMEDIATE_CHUNK_INDICES = 533912u, AL_CAP_MAMBA_INTERMEDIATE_CHUNK_INDICES = 32u, AL_SIZE_MAMBA_INTERMEDIATE_CHUNK_INDICES = 8u; // int64_t
+constexpr al_u32 AL_OFF_MAMBA_INTERMEDIATE_ABS_POSITIONS = 534168u, AL_CAP_MAMBA_INTERMEDIATE_ABS_POSITIONS = 32u, AL_SIZE_MAMBA_INTERMEDIATE_ABS_POSITIONS = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_INTERMEDIATE_REAL_COUNT = 534296u, AL_CAP_MAMBA_INTERMEDIATE_REAL_COUNT = 1u, AL_SIZE_MAMBA_INTERMEDIATE_REAL_COUNT = 4u; // int32_t
+constexpr al_u32 AL_OFF_MAMBA_DEVICE_DECODE_PREFILL = 534300u, AL_CAP_MAMBA_DEVICE_DECODE_PREFILL = 2u, AL_SIZE_MAMBA_DEVICE_DECODE_PREFILL = 4u; // int32_t
+constexpr al_u32 AL_OFF_FLASHINFER_PAGED_KV_INDPTR = 0u, AL_CAP_FLASHINFER_PAGED_KV_INDPTR = 0u, AL_SIZE_FLASHINFER_PAGED_KV_INDPTR = 4u; // absent
+constexpr al_u32 AL_OFF_FLASHINFER_PAGED_KV_INDICES = 0u, AL_CAP_FLASHINFER_PAGED_KV_INDICES = 0u, AL_SIZE_FLASHINFER_PAGED_KV_INDICES = 4u; // absent
+constexpr al_u32 AL_OFF_FLASHINFER_PAGED_KV_LAST_PAGE_LEN = 0u, AL_CAP_FLASHINFER_PAGED_KV_LAST_PAGE_LEN = 0u, AL_SIZE_FLASHINFER_PAGED_KV_LAST_PAGE_LEN = 4u; // absent
+constexpr al_u32 AL_OFF_VLLM_SLOT_MAPPING = 0u, AL_CAP_VLLM_SLOT_MAPPING = 0u, AL_SIZE_VLLM_SLOT_MAPPING = 4u; // absent
+constexpr al_u32 AL_OFF_VLLM_STATE_INDICES_DECODE = 0u, AL_CAP_VLLM_STATE_INDICES_DECODE = 0u, AL_SIZE_VLLM_STATE_INDICES_DECODE = 4u; // absent
+constexpr al_u32 AL_OFF_VLLM_STATE_INDICES_PREFILL = 0u, AL_CAP_VLLM_STATE_INDICES_PREFILL = 0u, AL_SIZE_VLLM_STATE_INDICES_PREFILL = 4u; // absent
+constexpr al_u32 AL_OFF_VLLM_HAS_INITIAL_STATE = 0u, AL_CAP_VLLM_HAS_INITIAL_STATE = 0u, AL_SIZE_VLLM_HAS_INITIAL_STATE = 4u; // absent
+constexpr al_u32 AL_OFF_VLLM_CONV_BATCH_PTR = 0u, AL_CAP_VLLM_CONV_BATCH_PTR = 0u, AL_SIZE_VLLM_CONV_BATCH_PTR = 4u; // absent
+constexpr al_u32 AL_OFF_VLLM_CONV_TOKEN_CHUNK_OFFSET = 0u, AL_CAP_VLLM_CONV_TOKEN_CHUNK_OFFSET = 0u, AL_SIZE_VLLM_CONV_TOKEN_CHUNK_OFFSET = 4u; // absent
+constexpr al_u32 AL_VLLM_CONV_BLOCK = 8u;  // Tokens per vLLM causal-conv1d program (its BLOCK_M).
 
 // ---- Checks: every fact above follows from the others -------------------------
 static_assert(AL_BLOCK_TABLE_WIDTH == (AL_MAX_SEQ_LEN + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE + (AL_SPECULATIVE_TOKENS > 0u ? 1u : 0u), "nkv = ceil(S / B) + (s > 0)");
 static_assert(AL_DUMMY_BLOCK == (al_i32)(AL_KV_POOL_BLOCKS - 1u), "dummy = pool - 1");
 static_assert((al_u64)AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH < (1ull << 30), "block-table indices fit 30 bits");
 static_assert(AL_MAX_CHUNKS == AL_MAX_TOKENS / AL_CHUNK_SIZE + AL_MAX_REQUESTS, "Cmax = T / cs + R");
+static_assert((AL_CHUNK_SIZE & (AL_CHUNK_SIZE - 1u)) == 0u, "cs is a power of two");
+static_assert(AL_MAX_CONV_PROGRAMS == (AL_VLLM ? AL_MAX_TOKENS / AL_VLLM_CONV_BLOCK + AL_MAX_REQUESTS : 0u), "Pmax = T / 8 + R with the vllm format");
 static_assert(AL_MAX_INTERMEDIATE == ((AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE < 3u * AL_MAX_REQUESTS ? (AL_MAX_TOKENS + AL_BLOCK_SIZE - 1u) / AL_BLOCK_SIZE : 3u * AL_MAX_REQUESTS), "Kmax = min(ceil(T / B), 3R)");
 static_assert(AL_CAP_TOKEN_TO_INPUT_IDS == AL_MAX_TOKENS && AL_SIZE_TOKEN_TO_INPUT_IDS == 8u && AL_OFF_TOKEN_TO_INPUT_IDS % AL_SIZE_TOKEN_TO_INPUT_IDS == 0u, "token_to_input_ids: capacity, size, alignment");
 static_assert((AL_OFF_TOKEN_TO_INPUT_IDS + AL_CAP_TOKEN_TO_INPUT_IDS * AL_SIZE_TOKEN_TO_INPUT_IDS + AL_SIZE_TOKEN_TO_POS_IDS - 1u) / AL_SIZE_TOKEN_TO_POS_IDS * AL_SIZE_TOKEN_TO_POS_IDS == AL_OFF_TOKEN_TO_POS_IDS, "token_to_pos_ids follows token_to_input_ids");
@@ -114,7 +129,7 @@ static_assert(AL_CAP_MHA_KV_SEQ_LENGTHS == AL_MAX_REQUESTS && AL_SIZE_MHA_KV_SEQ
 static_assert((AL_OFF_MHA_KV_SEQ_LENGTHS + AL_CAP_MHA_KV_SEQ_LENGTHS * AL_SIZE_MHA_KV_SEQ_LENGTHS + AL_SIZE_MHA_CU_KV_SEQ_LENGTHS - 1u) / AL_SIZE_MHA_CU_KV_SEQ_LENGTHS * AL_SIZE_MHA_CU_KV_SEQ_LENGTHS == AL_OFF_MHA_CU_KV_SEQ_LENGTHS, "mha_cu_kv_seq_lengths follows mha_kv_seq_lengths");
 static_assert(AL_CAP_MHA_CU_KV_SEQ_LENGTHS == AL_MAX_REQUESTS + 1u && AL_SIZE_MHA_CU_KV_SEQ_LENGTHS == 4u && AL_OFF_MHA_CU_KV_SEQ_LENGTHS % AL_SIZE_MHA_CU_KV_SEQ_LENGTHS == 0u, "mha_cu_kv_seq_lengths: capacity, size, alignment");
 static_assert((AL_OFF_MHA_CU_KV_SEQ_LENGTHS + AL_CAP_MHA_CU_KV_SEQ_LENGTHS * AL_SIZE_MHA_CU_KV_SEQ_LENGTHS + AL_SIZE_MHA_BLOCK_TABLE - 1u) / AL_SIZE_MHA_BLOCK_TABLE * AL_SIZE_MHA_BLOCK_TABLE == AL_OFF_MHA_BLOCK_TABLE, "mha_block_table follows mha_cu_kv_seq_lengths");
-static_assert(AL_CAP_MHA_BLOCK_TABLE == AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH && AL_SIZE_MHA_BLOCK_TABLE == 4u && AL_OFF_MHA_BLOCK_TABLE % AL_SIZE_MHA_BLOCK_TABLE == 0u, "mha_block_table: capacity, size, alignment");
+static_assert(AL_CAP_MHA_BLOCK_TABLE == AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH + 32u && AL_SIZE_MHA_BLOCK_TABLE == 4u && AL_OFF_MHA_BLOCK_TABLE % AL_SIZE_MHA_BLOCK_TABLE == 0u, "mha_block_table: capacity, size, alignment");
 static_assert((AL_OFF_MHA_BLOCK_TABLE + AL_CAP_MHA_BLOCK_TABLE * AL_SIZE_MHA_BLOCK_TABLE + AL_SIZE_MAMBA_BATCH_INDICES_DECODE - 1u) / AL_SIZE_MAMBA_BATCH_INDICES_DECODE * AL_SIZE_MAMBA_BATCH_INDICES_DECODE == AL_OFF_MAMBA_BATCH_INDICES_DECODE, "mamba_batch_indices_decode follows mha_block_table");
 static_assert(AL_CAP_MAMBA_BATCH_INDICES_DECODE == AL_MAX_REQUESTS && AL_SIZE_MAMBA_BATCH_INDICES_DECODE == (AL_DECODE_INDEX_I64 ? 8u : 4u) && AL_OFF_MAMBA_BATCH_INDICES_DECODE % AL_SIZE_MAMBA_BATCH_INDICES_DECODE == 0u, "mamba_batch_indices_decode: capacity, size, alignment");
 static_assert((AL_OFF_MAMBA_BATCH_INDICES_DECODE + AL_CAP_MAMBA_BATCH_INDICES_DECODE * AL_SIZE_MAMBA_BATCH_INDICES_DECODE + AL_SIZE_MAMBA_BATCH_INDICES_PREFILL - 1u) / AL_SIZE_MAMBA_BATCH_INDICES_PREFILL * AL_SIZE_MAMBA_BATCH_INDICES_PREFILL == AL_OFF_MAMBA_BATCH_INDICES_PREFILL, "mamba_batch_indices_prefill follows mamba_batch_indices_decode");

@@ -1,12 +1,12 @@
 /// Attention layout `mamba2-2.7b` (mamba model): 128 request rows (R), 8192 tokens per step (T), longest sequence 65536 (S), KV block size 256 (B), 0 draft tokens per decode request (s), tensor parallel 1 (tp).
 /// Source: <https://huggingface.co/state-spaces/mamba2-2.7b/blob/main/config.json>.
 ///
-/// Metadata buffer: 534180 bytes in 32 fields; 91 CUDA-graph buckets; KV pool 32769 blocks (dummy block 32768).
+/// Metadata buffer: 534308 bytes in 32 fields; 91 CUDA-graph buckets; KV pool 32769 blocks (dummy block 32768).
 /// Generated from the spec by attention-layout: the constants are in its `attention_layout::Layout` impl and its field constants; `Mamba2_2_7bBuilder` builds the metadata of a step and `Mamba2_2_7bMetadata` reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Mamba2_2_7b;
 
-/// `Mamba2_2_7b`'s metadata after a step: the coalesced buffer (534180 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
+/// `Mamba2_2_7b`'s metadata after a step: the coalesced buffer (534308 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
 ///
 /// Field accessors return the whole field (its capacity); `view()` gives the lengths the kernels see this step.
 #[derive(Debug, Clone, Copy)]
@@ -82,9 +82,12 @@ state_dtype_bytes = 4
             conv_width: 4,
             max_chunks: 160,
             max_intermediate: 32,
+            flashinfer: false,
+            vllm: false,
+            max_conv_programs: 0,
             mamba_pad: 4,
-            megatron_bytes: 533784,
-            total_bytes: 534180,
+            megatron_bytes: 533912,
+            total_bytes: 534308,
         };
         /// Every field, in buffer order.
         const FIELDS: &'static [al::FieldLayout] = &[
@@ -221,7 +224,7 @@ state_dtype_bytes = 4
 /// `Mamba2_2_7b`'s field table, the accessors of `Mamba2_2_7bMetadata` and the methods of `Mamba2_2_7bBuilder`.
 const _: () = {
     use ::attention_layout::__private as al;
-    /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534180-byte buffer (docs/SEMANTICS.md §9).
+    /// Where each of `Mamba2_2_7b`'s 32 fields lies in its 534308-byte buffer (docs/SEMANTICS.md §9).
     impl Mamba2_2_7b {
         /// `token_to_input_ids`: token ids of the step's tokens; 8192 × i64 (T) at bytes 0..65536.
         pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
@@ -349,103 +352,103 @@ const _: () = {
             elems: 129,
             offset: 300040,
         };
-        /// `mha_block_table`: block table, one row of `nkv` block ids per request; 32768 × i32 (R × nkv) at bytes 300556..431628.
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request, then a guard of dummy-block ids; 32800 × i32 (R × nkv + 32) at bytes 300556..431756.
         pub const MHA_BLOCK_TABLE: al::FieldLayout = al::FieldLayout {
             field: al::Field::MhaBlockTable,
             dtype: al::Dtype::I32,
-            elems: 32768,
+            elems: 32800,
             offset: 300556,
         };
-        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; 128 × i64 (R) at bytes 431632..432656.
+        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; 128 × i64 (R) at bytes 431760..432784.
         pub const MAMBA_BATCH_INDICES_DECODE: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaBatchIndicesDecode,
             dtype: al::Dtype::I64,
             elems: 128,
-            offset: 431632,
+            offset: 431760,
         };
-        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; 128 × i32 (R) at bytes 432656..433168.
+        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; 128 × i32 (R) at bytes 432784..433296.
         pub const MAMBA_BATCH_INDICES_PREFILL: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaBatchIndicesPrefill,
             dtype: al::Dtype::I32,
             elems: 128,
-            offset: 432656,
+            offset: 432784,
         };
-        /// `mamba_seq_idx`: prefill sequence number per token; 8192 × i32 (T) at bytes 433168..465936.
+        /// `mamba_seq_idx`: prefill sequence number per token; 8192 × i32 (T) at bytes 433296..466064.
         pub const MAMBA_SEQ_IDX: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaSeqIdx,
             dtype: al::Dtype::I32,
             elems: 8192,
-            offset: 433168,
+            offset: 433296,
         };
-        /// `mamba_cu_seqlens`: cumulative prefill lengths; 129 × i32 (R + 1) at bytes 465936..466452.
+        /// `mamba_cu_seqlens`: cumulative prefill lengths; 129 × i32 (R + 1) at bytes 466064..466580.
         pub const MAMBA_CU_SEQLENS: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaCuSeqlens,
             dtype: al::Dtype::I32,
             elems: 129,
-            offset: 465936,
+            offset: 466064,
         };
-        /// `mamba_cu_chunk_seqlens`: chunk boundaries; 161 × i32 (Cmax + 1) at bytes 466452..467096.
+        /// `mamba_cu_chunk_seqlens`: chunk boundaries; 161 × i32 (Cmax + 1) at bytes 466580..467224.
         pub const MAMBA_CU_CHUNK_SEQLENS: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaCuChunkSeqlens,
             dtype: al::Dtype::I32,
             elems: 161,
-            offset: 466452,
+            offset: 466580,
         };
-        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; 128 × i32 (R) at bytes 467096..467608.
+        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; 128 × i32 (R) at bytes 467224..467736.
         pub const MAMBA_LAST_CHUNK_INDICES: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaLastChunkIndices,
             dtype: al::Dtype::I32,
             elems: 128,
-            offset: 467096,
+            offset: 467224,
         };
-        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; 160 × i32 (Cmax) at bytes 467608..468248.
+        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; 160 × i32 (Cmax) at bytes 467736..468376.
         pub const MAMBA_SEQ_IDX_FOR_VARLEN: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaSeqIdxForVarlen,
             dtype: al::Dtype::I32,
             elems: 160,
-            offset: 467608,
+            offset: 467736,
         };
-        /// `mamba_conv_seq_idx`: conv sequence number per token; 8192 × i32 (T) at bytes 468248..501016.
+        /// `mamba_conv_seq_idx`: conv sequence number per token; 8192 × i32 (T) at bytes 468376..501144.
         pub const MAMBA_CONV_SEQ_IDX: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaConvSeqIdx,
             dtype: al::Dtype::I32,
             elems: 8192,
-            offset: 468248,
+            offset: 468376,
         };
-        /// `mamba_conv_seq_start`: conv sequence start per token; 8192 × i32 (T) at bytes 501016..533784.
+        /// `mamba_conv_seq_start`: conv sequence start per token; 8192 × i32 (T) at bytes 501144..533912.
         pub const MAMBA_CONV_SEQ_START: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaConvSeqStart,
             dtype: al::Dtype::I32,
             elems: 8192,
-            offset: 501016,
+            offset: 501144,
         };
-        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); 32 × i64 (Kmax) at bytes 533784..534040.
+        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); 32 × i64 (Kmax) at bytes 533912..534168.
         pub const MAMBA_INTERMEDIATE_CHUNK_INDICES: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaIntermediateChunkIndices,
             dtype: al::Dtype::I64,
             elems: 32,
-            offset: 533784,
+            offset: 533912,
         };
-        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); 32 × i32 (Kmax) at bytes 534040..534168.
+        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); 32 × i32 (Kmax) at bytes 534168..534296.
         pub const MAMBA_INTERMEDIATE_ABS_POSITIONS: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaIntermediateAbsPositions,
             dtype: al::Dtype::I32,
             elems: 32,
-            offset: 534040,
+            offset: 534168,
         };
-        /// `mamba_intermediate_real_count`: real intermediate entries (appended); 1 × i32 (1) at bytes 534168..534172.
+        /// `mamba_intermediate_real_count`: real intermediate entries (appended); 1 × i32 (1) at bytes 534296..534300.
         pub const MAMBA_INTERMEDIATE_REAL_COUNT: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaIntermediateRealCount,
             dtype: al::Dtype::I32,
             elems: 1,
-            offset: 534168,
+            offset: 534296,
         };
-        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); 2 × i32 (2) at bytes 534172..534180.
+        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); 2 × i32 (2) at bytes 534300..534308.
         pub const MAMBA_DEVICE_DECODE_PREFILL: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaDeviceDecodePrefill,
             dtype: al::Dtype::I32,
             elems: 2,
-            offset: 534172,
+            offset: 534300,
         };
     }
     impl<'a> Mamba2_2_7bMetadata<'a> {
@@ -561,57 +564,57 @@ const _: () = {
         pub fn mha_cu_kv_seq_lengths(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_CU_KV_SEQ_LENGTHS)
         }
-        /// `mha_block_table`: block table, one row of `nkv` block ids per request; all 32768 × i32 at byte 300556.
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request, then a guard of dummy-block ids; all 32800 × i32 at byte 300556.
         #[inline]
         pub fn mha_block_table(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MHA_BLOCK_TABLE)
         }
-        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; all 128 × i64 at byte 431632.
+        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; all 128 × i64 at byte 431760.
         #[inline]
         pub fn mamba_batch_indices_decode(&self) -> &'a [i64] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_BATCH_INDICES_DECODE)
         }
-        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; all 128 × i32 at byte 432656.
+        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; all 128 × i32 at byte 432784.
         #[inline]
         pub fn mamba_batch_indices_prefill(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_BATCH_INDICES_PREFILL)
         }
-        /// `mamba_seq_idx`: prefill sequence number per token; all 8192 × i32 at byte 433168.
+        /// `mamba_seq_idx`: prefill sequence number per token; all 8192 × i32 at byte 433296.
         #[inline]
         pub fn mamba_seq_idx(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_SEQ_IDX)
         }
-        /// `mamba_cu_seqlens`: cumulative prefill lengths; all 129 × i32 at byte 465936.
+        /// `mamba_cu_seqlens`: cumulative prefill lengths; all 129 × i32 at byte 466064.
         #[inline]
         pub fn mamba_cu_seqlens(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CU_SEQLENS)
         }
-        /// `mamba_cu_chunk_seqlens`: chunk boundaries; all 161 × i32 at byte 466452.
+        /// `mamba_cu_chunk_seqlens`: chunk boundaries; all 161 × i32 at byte 466580.
         #[inline]
         pub fn mamba_cu_chunk_seqlens(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CU_CHUNK_SEQLENS)
         }
-        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; all 128 × i32 at byte 467096.
+        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; all 128 × i32 at byte 467224.
         #[inline]
         pub fn mamba_last_chunk_indices(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_LAST_CHUNK_INDICES)
         }
-        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; all 160 × i32 at byte 467608.
+        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; all 160 × i32 at byte 467736.
         #[inline]
         pub fn mamba_seq_idx_for_varlen(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_SEQ_IDX_FOR_VARLEN)
         }
-        /// `mamba_conv_seq_idx`: conv sequence number per token; all 8192 × i32 at byte 468248.
+        /// `mamba_conv_seq_idx`: conv sequence number per token; all 8192 × i32 at byte 468376.
         #[inline]
         pub fn mamba_conv_seq_idx(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CONV_SEQ_IDX)
         }
-        /// `mamba_conv_seq_start`: conv sequence start per token; all 8192 × i32 at byte 501016.
+        /// `mamba_conv_seq_start`: conv sequence start per token; all 8192 × i32 at byte 501144.
         #[inline]
         pub fn mamba_conv_seq_start(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_CONV_SEQ_START)
         }
-        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); all 32 × i64 at byte 533784.
+        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); all 32 × i64 at byte 533912.
         #[inline]
         pub fn mamba_intermediate_chunk_indices(&self) -> &'a [i64] {
             al::field_slice(
@@ -619,7 +622,7 @@ const _: () = {
                 Mamba2_2_7b::MAMBA_INTERMEDIATE_CHUNK_INDICES,
             )
         }
-        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); all 32 × i32 at byte 534040.
+        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); all 32 × i32 at byte 534168.
         #[inline]
         pub fn mamba_intermediate_abs_positions(&self) -> &'a [i32] {
             al::field_slice(
@@ -627,7 +630,7 @@ const _: () = {
                 Mamba2_2_7b::MAMBA_INTERMEDIATE_ABS_POSITIONS,
             )
         }
-        /// `mamba_intermediate_real_count`: real intermediate entries (appended); all 1 × i32 at byte 534168.
+        /// `mamba_intermediate_real_count`: real intermediate entries (appended); all 1 × i32 at byte 534296.
         #[inline]
         pub fn mamba_intermediate_real_count(&self) -> &'a [i32] {
             al::field_slice(
@@ -635,14 +638,14 @@ const _: () = {
                 Mamba2_2_7b::MAMBA_INTERMEDIATE_REAL_COUNT,
             )
         }
-        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); all 2 × i32 at byte 534172.
+        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); all 2 × i32 at byte 534300.
         #[inline]
         pub fn mamba_device_decode_prefill(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), Mamba2_2_7b::MAMBA_DEVICE_DECODE_PREFILL)
         }
     }
     impl Mamba2_2_7bBuilder {
-        /// A builder with its 534180-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (32768).
+        /// A builder with its 534308-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (32768).
         pub fn new() -> Self {
             Self {
                 host: al::HostMetadata::new(al::ConstDims::new()),
@@ -720,6 +723,11 @@ const _: () = {
     assert!(
         F.chunk_size != 0 && F.conv_width != 0,
         "Mamba layouts need a chunk size and a conv width"
+    );
+    assert!(F.chunk_size.is_power_of_two(), "`chunk_size` must be a power of two");
+    assert!(
+        F.max_conv_programs == (F.max_tokens / 8usize + F.max_requests) * F.vllm as
+        usize, "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
     );
     assert!(
         F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests,
@@ -803,8 +811,8 @@ const _: () = {
         al::Dtype::I32), "`mha_cu_kv_seq_lengths` must be R + 1 × i32"
     );
     assert!(
-        al::holds(Mamba2_2_7b::MHA_BLOCK_TABLE, F.max_requests * F.block_table_width,
-        al::Dtype::I32), "`mha_block_table` must be R × nkv × i32"
+        al::holds(Mamba2_2_7b::MHA_BLOCK_TABLE, F.max_requests * F.block_table_width +
+        32, al::Dtype::I32), "`mha_block_table` must be R × nkv + 32 × i32"
     );
     assert!(
         al::holds(Mamba2_2_7b::MAMBA_BATCH_INDICES_DECODE, F.max_requests, if F
@@ -860,7 +868,7 @@ const _: () = {
         "`mamba_device_decode_prefill` must be 2 × i32"
     );
     assert!(
-        al::fields_in_buffer_order(FIELDS, F.has_mamba),
+        al::fields_in_buffer_order(FIELDS, & F),
         "the field table must list every field of the model, in buffer order"
     );
     assert!(

@@ -1,12 +1,12 @@
 /// Attention layout `nemotron-h-8b` (hybrid model): 256 request rows (R), 4096 tokens per step (T), longest sequence 8192 (S), KV block size 64 (B), 0 draft tokens per decode request (s), tensor parallel 1 (tp).
 /// Source: <https://huggingface.co/nvidia/Nemotron-H-8B-Base-8K/blob/main/config.json>.
 ///
-/// Metadata buffer: 347172 bytes in 32 fields; 89 CUDA-graph buckets; KV pool 24216 blocks (dummy block 24215).
+/// Metadata buffer: 347300 bytes in 32 fields; 89 CUDA-graph buckets; KV pool 24216 blocks (dummy block 24215).
 /// Generated from the spec by attention-layout: the constants are in its `attention_layout::Layout` impl and its field constants; `NemotronH8bBuilder` builds the metadata of a step and `NemotronH8bMetadata` reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct NemotronH8b;
 
-/// `NemotronH8b`'s metadata after a step: the coalesced buffer (347172 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
+/// `NemotronH8b`'s metadata after a step: the coalesced buffer (347300 bytes) with one typed accessor per field at its constant offset, and the step's shapes.
 ///
 /// Field accessors return the whole field (its capacity); `view()` gives the lengths the kernels see this step.
 #[derive(Debug, Clone, Copy)]
@@ -85,9 +85,12 @@ state_dtype_bytes = 4
             conv_width: 4,
             max_chunks: 288,
             max_intermediate: 64,
+            flashinfer: false,
+            vllm: false,
+            max_conv_programs: 0,
             mamba_pad: 4,
-            megatron_bytes: 346392,
-            total_bytes: 347172,
+            megatron_bytes: 346520,
+            total_bytes: 347300,
         };
         /// Every field, in buffer order.
         const FIELDS: &'static [al::FieldLayout] = &[
@@ -222,7 +225,7 @@ state_dtype_bytes = 4
 /// `NemotronH8b`'s field table, the accessors of `NemotronH8bMetadata` and the methods of `NemotronH8bBuilder`.
 const _: () = {
     use ::attention_layout::__private as al;
-    /// Where each of `NemotronH8b`'s 32 fields lies in its 347172-byte buffer (docs/SEMANTICS.md §9).
+    /// Where each of `NemotronH8b`'s 32 fields lies in its 347300-byte buffer (docs/SEMANTICS.md §9).
     impl NemotronH8b {
         /// `token_to_input_ids`: token ids of the step's tokens; 4096 × i64 (T) at bytes 0..32768.
         pub const TOKEN_TO_INPUT_IDS: al::FieldLayout = al::FieldLayout {
@@ -350,103 +353,103 @@ const _: () = {
             elems: 257,
             offset: 157704,
         };
-        /// `mha_block_table`: block table, one row of `nkv` block ids per request; 32768 × i32 (R × nkv) at bytes 158732..289804.
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request, then a guard of dummy-block ids; 32800 × i32 (R × nkv + 32) at bytes 158732..289932.
         pub const MHA_BLOCK_TABLE: al::FieldLayout = al::FieldLayout {
             field: al::Field::MhaBlockTable,
             dtype: al::Dtype::I32,
-            elems: 32768,
+            elems: 32800,
             offset: 158732,
         };
-        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; 256 × i64 (R) at bytes 289808..291856.
+        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; 256 × i64 (R) at bytes 289936..291984.
         pub const MAMBA_BATCH_INDICES_DECODE: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaBatchIndicesDecode,
             dtype: al::Dtype::I64,
             elems: 256,
-            offset: 289808,
+            offset: 289936,
         };
-        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; 256 × i32 (R) at bytes 291856..292880.
+        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; 256 × i32 (R) at bytes 291984..293008.
         pub const MAMBA_BATCH_INDICES_PREFILL: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaBatchIndicesPrefill,
             dtype: al::Dtype::I32,
             elems: 256,
-            offset: 291856,
+            offset: 291984,
         };
-        /// `mamba_seq_idx`: prefill sequence number per token; 4096 × i32 (T) at bytes 292880..309264.
+        /// `mamba_seq_idx`: prefill sequence number per token; 4096 × i32 (T) at bytes 293008..309392.
         pub const MAMBA_SEQ_IDX: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaSeqIdx,
             dtype: al::Dtype::I32,
             elems: 4096,
-            offset: 292880,
+            offset: 293008,
         };
-        /// `mamba_cu_seqlens`: cumulative prefill lengths; 257 × i32 (R + 1) at bytes 309264..310292.
+        /// `mamba_cu_seqlens`: cumulative prefill lengths; 257 × i32 (R + 1) at bytes 309392..310420.
         pub const MAMBA_CU_SEQLENS: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaCuSeqlens,
             dtype: al::Dtype::I32,
             elems: 257,
-            offset: 309264,
+            offset: 309392,
         };
-        /// `mamba_cu_chunk_seqlens`: chunk boundaries; 289 × i32 (Cmax + 1) at bytes 310292..311448.
+        /// `mamba_cu_chunk_seqlens`: chunk boundaries; 289 × i32 (Cmax + 1) at bytes 310420..311576.
         pub const MAMBA_CU_CHUNK_SEQLENS: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaCuChunkSeqlens,
             dtype: al::Dtype::I32,
             elems: 289,
-            offset: 310292,
+            offset: 310420,
         };
-        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; 256 × i32 (R) at bytes 311448..312472.
+        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; 256 × i32 (R) at bytes 311576..312600.
         pub const MAMBA_LAST_CHUNK_INDICES: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaLastChunkIndices,
             dtype: al::Dtype::I32,
             elems: 256,
-            offset: 311448,
+            offset: 311576,
         };
-        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; 288 × i32 (Cmax) at bytes 312472..313624.
+        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; 288 × i32 (Cmax) at bytes 312600..313752.
         pub const MAMBA_SEQ_IDX_FOR_VARLEN: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaSeqIdxForVarlen,
             dtype: al::Dtype::I32,
             elems: 288,
-            offset: 312472,
+            offset: 312600,
         };
-        /// `mamba_conv_seq_idx`: conv sequence number per token; 4096 × i32 (T) at bytes 313624..330008.
+        /// `mamba_conv_seq_idx`: conv sequence number per token; 4096 × i32 (T) at bytes 313752..330136.
         pub const MAMBA_CONV_SEQ_IDX: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaConvSeqIdx,
             dtype: al::Dtype::I32,
             elems: 4096,
-            offset: 313624,
+            offset: 313752,
         };
-        /// `mamba_conv_seq_start`: conv sequence start per token; 4096 × i32 (T) at bytes 330008..346392.
+        /// `mamba_conv_seq_start`: conv sequence start per token; 4096 × i32 (T) at bytes 330136..346520.
         pub const MAMBA_CONV_SEQ_START: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaConvSeqStart,
             dtype: al::Dtype::I32,
             elems: 4096,
-            offset: 330008,
+            offset: 330136,
         };
-        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); 64 × i64 (Kmax) at bytes 346392..346904.
+        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); 64 × i64 (Kmax) at bytes 346520..347032.
         pub const MAMBA_INTERMEDIATE_CHUNK_INDICES: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaIntermediateChunkIndices,
             dtype: al::Dtype::I64,
             elems: 64,
-            offset: 346392,
+            offset: 346520,
         };
-        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); 64 × i32 (Kmax) at bytes 346904..347160.
+        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); 64 × i32 (Kmax) at bytes 347032..347288.
         pub const MAMBA_INTERMEDIATE_ABS_POSITIONS: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaIntermediateAbsPositions,
             dtype: al::Dtype::I32,
             elems: 64,
-            offset: 346904,
+            offset: 347032,
         };
-        /// `mamba_intermediate_real_count`: real intermediate entries (appended); 1 × i32 (1) at bytes 347160..347164.
+        /// `mamba_intermediate_real_count`: real intermediate entries (appended); 1 × i32 (1) at bytes 347288..347292.
         pub const MAMBA_INTERMEDIATE_REAL_COUNT: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaIntermediateRealCount,
             dtype: al::Dtype::I32,
             elems: 1,
-            offset: 347160,
+            offset: 347288,
         };
-        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); 2 × i32 (2) at bytes 347164..347172.
+        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); 2 × i32 (2) at bytes 347292..347300.
         pub const MAMBA_DEVICE_DECODE_PREFILL: al::FieldLayout = al::FieldLayout {
             field: al::Field::MambaDeviceDecodePrefill,
             dtype: al::Dtype::I32,
             elems: 2,
-            offset: 347164,
+            offset: 347292,
         };
     }
     impl<'a> NemotronH8bMetadata<'a> {
@@ -562,57 +565,57 @@ const _: () = {
         pub fn mha_cu_kv_seq_lengths(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MHA_CU_KV_SEQ_LENGTHS)
         }
-        /// `mha_block_table`: block table, one row of `nkv` block ids per request; all 32768 × i32 at byte 158732.
+        /// `mha_block_table`: block table, one row of `nkv` block ids per request, then a guard of dummy-block ids; all 32800 × i32 at byte 158732.
         #[inline]
         pub fn mha_block_table(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MHA_BLOCK_TABLE)
         }
-        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; all 256 × i64 at byte 289808.
+        /// `mamba_batch_indices_decode`: Mamba state slot per decode request; all 256 × i64 at byte 289936.
         #[inline]
         pub fn mamba_batch_indices_decode(&self) -> &'a [i64] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_BATCH_INDICES_DECODE)
         }
-        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; all 256 × i32 at byte 291856.
+        /// `mamba_batch_indices_prefill`: Mamba state slot per prefill request; all 256 × i32 at byte 291984.
         #[inline]
         pub fn mamba_batch_indices_prefill(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_BATCH_INDICES_PREFILL)
         }
-        /// `mamba_seq_idx`: prefill sequence number per token; all 4096 × i32 at byte 292880.
+        /// `mamba_seq_idx`: prefill sequence number per token; all 4096 × i32 at byte 293008.
         #[inline]
         pub fn mamba_seq_idx(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_SEQ_IDX)
         }
-        /// `mamba_cu_seqlens`: cumulative prefill lengths; all 257 × i32 at byte 309264.
+        /// `mamba_cu_seqlens`: cumulative prefill lengths; all 257 × i32 at byte 309392.
         #[inline]
         pub fn mamba_cu_seqlens(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_CU_SEQLENS)
         }
-        /// `mamba_cu_chunk_seqlens`: chunk boundaries; all 289 × i32 at byte 310292.
+        /// `mamba_cu_chunk_seqlens`: chunk boundaries; all 289 × i32 at byte 310420.
         #[inline]
         pub fn mamba_cu_chunk_seqlens(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_CU_CHUNK_SEQLENS)
         }
-        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; all 256 × i32 at byte 311448.
+        /// `mamba_last_chunk_indices`: last chunk of each prefill sequence; all 256 × i32 at byte 311576.
         #[inline]
         pub fn mamba_last_chunk_indices(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_LAST_CHUNK_INDICES)
         }
-        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; all 288 × i32 at byte 312472.
+        /// `mamba_seq_idx_for_varlen`: sequence number of each chunk; all 288 × i32 at byte 312600.
         #[inline]
         pub fn mamba_seq_idx_for_varlen(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_SEQ_IDX_FOR_VARLEN)
         }
-        /// `mamba_conv_seq_idx`: conv sequence number per token; all 4096 × i32 at byte 313624.
+        /// `mamba_conv_seq_idx`: conv sequence number per token; all 4096 × i32 at byte 313752.
         #[inline]
         pub fn mamba_conv_seq_idx(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_CONV_SEQ_IDX)
         }
-        /// `mamba_conv_seq_start`: conv sequence start per token; all 4096 × i32 at byte 330008.
+        /// `mamba_conv_seq_start`: conv sequence start per token; all 4096 × i32 at byte 330136.
         #[inline]
         pub fn mamba_conv_seq_start(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_CONV_SEQ_START)
         }
-        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); all 64 × i64 at byte 346392.
+        /// `mamba_intermediate_chunk_indices`: intermediate-state chunk indices (appended); all 64 × i64 at byte 346520.
         #[inline]
         pub fn mamba_intermediate_chunk_indices(&self) -> &'a [i64] {
             al::field_slice(
@@ -620,7 +623,7 @@ const _: () = {
                 NemotronH8b::MAMBA_INTERMEDIATE_CHUNK_INDICES,
             )
         }
-        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); all 64 × i32 at byte 346904.
+        /// `mamba_intermediate_abs_positions`: intermediate-state absolute positions (appended); all 64 × i32 at byte 347032.
         #[inline]
         pub fn mamba_intermediate_abs_positions(&self) -> &'a [i32] {
             al::field_slice(
@@ -628,7 +631,7 @@ const _: () = {
                 NemotronH8b::MAMBA_INTERMEDIATE_ABS_POSITIONS,
             )
         }
-        /// `mamba_intermediate_real_count`: real intermediate entries (appended); all 1 × i32 at byte 347160.
+        /// `mamba_intermediate_real_count`: real intermediate entries (appended); all 1 × i32 at byte 347288.
         #[inline]
         pub fn mamba_intermediate_real_count(&self) -> &'a [i32] {
             al::field_slice(
@@ -636,14 +639,14 @@ const _: () = {
                 NemotronH8b::MAMBA_INTERMEDIATE_REAL_COUNT,
             )
         }
-        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); all 2 × i32 at byte 347164.
+        /// `mamba_device_decode_prefill`: real decode and prefill token counts (appended); all 2 × i32 at byte 347292.
         #[inline]
         pub fn mamba_device_decode_prefill(&self) -> &'a [i32] {
             al::field_slice(self.host.bytes(), NemotronH8b::MAMBA_DEVICE_DECODE_PREFILL)
         }
     }
     impl NemotronH8bBuilder {
-        /// A builder with its 347172-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (24215).
+        /// A builder with its 347300-byte buffer allocated (the only allocation) and initialized: zeros, and the block table all dummy block (24215).
         pub fn new() -> Self {
             Self {
                 host: al::HostMetadata::new(al::ConstDims::new()),
@@ -721,6 +724,11 @@ const _: () = {
     assert!(
         F.chunk_size != 0 && F.conv_width != 0,
         "Mamba layouts need a chunk size and a conv width"
+    );
+    assert!(F.chunk_size.is_power_of_two(), "`chunk_size` must be a power of two");
+    assert!(
+        F.max_conv_programs == (F.max_tokens / 8usize + F.max_requests) * F.vllm as
+        usize, "`Pmax` must be floor(T / 8) + R with the vllm format, else 0"
     );
     assert!(
         F.max_chunks == F.max_tokens / F.chunk_size + F.max_requests,
@@ -804,8 +812,8 @@ const _: () = {
         al::Dtype::I32), "`mha_cu_kv_seq_lengths` must be R + 1 × i32"
     );
     assert!(
-        al::holds(NemotronH8b::MHA_BLOCK_TABLE, F.max_requests * F.block_table_width,
-        al::Dtype::I32), "`mha_block_table` must be R × nkv × i32"
+        al::holds(NemotronH8b::MHA_BLOCK_TABLE, F.max_requests * F.block_table_width +
+        32, al::Dtype::I32), "`mha_block_table` must be R × nkv + 32 × i32"
     );
     assert!(
         al::holds(NemotronH8b::MAMBA_BATCH_INDICES_DECODE, F.max_requests, if F
@@ -861,7 +869,7 @@ const _: () = {
         "`mamba_device_decode_prefill` must be 2 × i32"
     );
     assert!(
-        al::fields_in_buffer_order(FIELDS, F.has_mamba),
+        al::fields_in_buffer_order(FIELDS, & F),
         "the field table must list every field of the model, in buffer order"
     );
     assert!(

@@ -58,6 +58,18 @@ pub fn step_and_compare(
         .download()
         .unwrap_or_else(|e| panic!("{what}: download: {e}"));
     let dims = cpu.dims().clone();
+    // The block table's guard (not part of any live length): dummy ids on the device too.
+    let guard = {
+        use attention_layout::{Dims, Field};
+        let rows = dims.max_requests() * dims.block_table_width() * 4;
+        let start = dims.field_offset(Field::MhaBlockTable) + rows;
+        start..dims.field_offset(Field::MhaBlockTable) + dims.field_elems(Field::MhaBlockTable) * 4
+    };
+    assert_eq!(
+        snap.bytes().get(guard.clone()),
+        cpu.bytes().get(guard),
+        "{what}: the block table's guard"
+    );
     compare_step(
         what,
         &cpu.view(),

@@ -1,8 +1,8 @@
 //! Layouts the device-fill tests run: small enough for thousands of random steps, and
 //! together covering hybrid / MHA / pure Mamba models, speculative tokens, tensor
 //! parallelism (non-strict matching with re-labelled decodes), exponential and linear
-//! graph ladders, explicit bucket tables (`graphs.buckets`), no graphs, i32 decode indices
-//! and a tight KV pool.
+//! graph ladders, explicit bucket tables (`graphs.buckets`), no graphs, i32 decode indices,
+//! a tight KV pool and both kernel formats (`formats = ["flashinfer", "vllm"]`).
 
 use attention_layout::{Geometry, LayoutSpec, RuntimeDims};
 
@@ -131,6 +131,41 @@ block_size = 16
 tensor_parallel = 2
 [graphs]
 buckets = [[8, 0, 8], [32, 0, 32], [64, 32, 0], [100, 6, 26], [160, 32, 0]]
+"#,
+    ),
+    (
+        // Both kernel formats on a hybrid layout: S = 240 ≡ B (mod 2B), the shape whose
+        // last column a tiled block-id load overruns; draft tokens; exponential graphs.
+        "hybrid-formats",
+        r#"
+model = "hybrid"
+max_requests = 8
+max_tokens = 128
+max_seq_len = 240
+block_size = 16
+speculative_tokens = 1
+formats = ["flashinfer", "vllm"]
+[mamba]
+chunk_size = 16
+conv_width = 4
+"#,
+    ),
+    (
+        // Both kernel formats on an attention-only layout, tensor parallel 2 (non-strict
+        // matching), i.e. vLLM's slot mapping without the Mamba arrays; steps above 64
+        // tokens run eagerly.
+        "mha-formats",
+        r#"
+model = "mha"
+max_requests = 16
+max_tokens = 128
+max_seq_len = 496
+block_size = 16
+tensor_parallel = 2
+formats = ["vllm", "flashinfer"]
+[graphs]
+token_budget = 64
+mixed_prefill = 2
 "#,
     ),
 ];

@@ -216,16 +216,29 @@ pub struct Replay {
     steps: Vec<Recorded>,
 }
 
-/// One recorded step: its name, info and the live length of each field.
-type Recorded = (String, StepInfo, Vec<(Field, usize)>);
+/// One recorded step: its name, info and the compared ranges: each field's live bytes
+/// (field, byte offset, length), then the block table's guard.
+type Recorded = (String, StepInfo, Vec<(Field, usize, usize)>);
+
+/// The byte range of the block table's guard (after its `R × nkv` entries).
+pub fn guard_range(dims: &RuntimeDims) -> (usize, usize) {
+    let rows = dims.max_requests() * dims.block_table_width() * 4;
+    let start = dims.field_offset(Field::MhaBlockTable) + rows;
+    (start, dims.field_elems(Field::MhaBlockTable) * 4 - rows)
+}
 
 impl Replay {
     pub fn new(dims: &RuntimeDims) -> Self {
         let cpu = HostMetadata::new(dims.clone());
+        // The device buffer starts with a poisoned guard: only the kernels' own writes
+        // make it dummy ids again, which the comparison of every step checks.
+        let mut initial = cpu.bytes().to_vec();
+        let (g, n) = guard_range(dims);
+        initial[g..g + n].fill(0xA5);
         // The resident allocation as the backend sizes it: block table, then request table.
         let resident =
             emit_cuda::abi::resident_words(dims.max_requests(), dims.block_table_width());
-        let trace = Trace::new(cpu.bytes(), resident);
+        let trace = Trace::new(&initial, resident);
         let mut builder = StagingBuilder::new(dims);
         builder.set_verify(true);
         let staging = vec![0u128; builder.capacity() / 16 + 1];
@@ -263,10 +276,14 @@ impl Replay {
         for &f in Field::ALL {
             if let Some(live) = view.live_bytes(f) {
                 ranges.push((self.dims.field_offset(f) as u32, live.len() as u32));
-                lens.push((f, live.len()));
+                lens.push((f, self.dims.field_offset(f), live.len()));
                 self.expected.extend_from_slice(live);
             }
         }
+        let (g, n) = guard_range(&self.dims);
+        ranges.push((g as u32, n as u32));
+        lens.push((Field::MhaBlockTable, g, n));
+        self.expected.extend_from_slice(&self.cpu.bytes()[g..g + n]);
         // Block 0 first, then last, step after step: a launch whose result depends on the
         // order of its blocks (a race on a GPU) shows.
         let reverse = self.steps.len() % 2 == 1;
@@ -294,13 +311,20 @@ impl Replay {
         assert_eq!(got.len(), self.expected.len(), "{tag}: output length");
         let mut at = 0;
         for (what, info, lens) in &self.steps {
-            for &(f, len) in lens {
+            for &(f, off, len) in lens {
                 let (e, o) = (&self.expected[at..at + len], &got[at..at + len]);
+                if e != o && off != self.dims.field_offset(f) {
+                    panic!(
+                        "{what} ({:?} real, {:?} padded): the block table's guard at bytes {off}..{}: expected {e:?}, got {o:?}",
+                        info.real,
+                        info.padded,
+                        off + len
+                    );
+                }
                 if e != o {
                     // Rebuild both views of this field to name the first differing element.
                     let total = self.dims.total_bytes();
                     let (mut eb, mut ob) = (vec![0u8; total], vec![0u8; total]);
-                    let off = self.dims.field_offset(f);
                     eb[off..off + len].copy_from_slice(e);
                     ob[off..off + len].copy_from_slice(o);
                     let ev = MetadataView::from_parts(&self.dims, &eb, info);

@@ -55,6 +55,19 @@ pub struct HybridSpec2;
 )]
 pub struct HybridTable;
 
+/// Both kernel formats written inline (`formats = [...]`): FlashInfer's CSR arrays and
+/// vLLM's slot mapping, state indices and conv program map join the buffer.
+#[attention_layout(
+    model = "hybrid",
+    max_requests = 8,
+    max_tokens = 128,
+    max_seq_len = 240,
+    block_size = 16,
+    formats = ["flashinfer", "vllm"],
+    mamba(chunk_size = 16, conv_width = 4)
+)]
+pub struct HybridFormats;
+
 /// `hybrid-small.toml` with an inline override: graphs for decode-only steps alone.
 #[attention_layout(config = "layouts/hybrid-small.toml", graphs(non_decode = false))]
 pub struct HybridDecodeGraphs;

@@ -60,6 +60,31 @@ fn constants_equal_the_runtime_geometry() {
     check::<NemotronH8bByName>();
     check::<NemotronH8bByPath>();
     check::<Mamba2ByName>();
+    check::<HybridFormats>();
+}
+
+#[test]
+fn a_layout_with_formats_generates_their_fields_and_fills_them() {
+    const { assert!(HybridFormats::FACTS.flashinfer && HybridFormats::FACTS.vllm) };
+    assert_eq!(
+        HybridFormats::VLLM_HAS_INITIAL_STATE.dtype,
+        attention_layout::codegen::Dtype::U8
+    );
+    let mut b = HybridFormatsBuilder::new();
+    let blocks = [3, 4];
+    let rows = [attention_layout::RequestRow::prefill(20, 4, &blocks, 1)];
+    b.fill(&attention_layout::StepInput {
+        rows: &rows,
+        ..Default::default()
+    })
+    .unwrap();
+    let m = b.metadata();
+    assert_eq!(&m.flashinfer_paged_kv_indptr()[..2], &[0, 2]);
+    assert_eq!(&m.flashinfer_paged_kv_indices()[..2], &[3, 4]);
+    assert_eq!(m.flashinfer_paged_kv_last_page_len()[0], 8);
+    assert_eq!(m.vllm_slot_mapping()[0], 3 * 16 + 4);
+    assert_eq!(m.vllm_has_initial_state()[0], 1);
+    assert_eq!(m.vllm_state_indices_prefill()[0], 1);
 }
 
 #[test]
@@ -161,6 +186,7 @@ fn accessors_read_the_fields_the_fill_wrote() {
     assert_eq!(
         m.mha_block_table().len(),
         HybridSmall::FACTS.max_requests * HybridSmall::FACTS.block_table_width
+            + attention_layout::codegen::BLOCK_TABLE_GUARD
     );
     // The step's views are prefixes of them.
     let np = info.padded.requests() as usize;
@@ -237,5 +263,6 @@ fn the_big_layouts_build_a_step() {
         .unwrap();
     assert_eq!(m.info().real.tokens, 200);
     assert_eq!(m.bytes().len(), NemotronH8b::FACTS.total_bytes);
-    assert_eq!(b.host().bytes().len(), 347_172);
+    // Megatron's 347,172 bytes and the block table's 128-byte guard.
+    assert_eq!(b.host().bytes().len(), 347_172 + 128);
 }
