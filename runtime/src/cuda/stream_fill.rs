@@ -331,14 +331,21 @@ impl StreamFill {
             )
         }
         .map_err(cuda("launch the fill kernel"))?;
-        // SAFETY: `done` and `stream` belong to this context (checked above). EXTERNAL:
-        // in a capture the record becomes a node of the graph, after the kernel node, so
-        // each replay records it again; outside a capture it is a plain record.
+        // In a capture the record must be EXTERNAL to become a node of the graph (after
+        // the kernel node), so each replay records it again; outside a capture the driver
+        // refuses EXTERNAL (CUDA_ERROR_ILLEGAL_STATE) and a plain record is what we want.
+        let flags = if capturing {
+            sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL
+        } else {
+            sys::CUevent_record_flags::CU_EVENT_RECORD_DEFAULT
+        };
+        // SAFETY: `done` and `stream` belong to this context (checked above); `flags` is
+        // one of the driver's record flags.
         unsafe {
             sys::cuEventRecordWithFlags(
                 self.staging.done.cu_event(),
                 stream.cu_stream(),
-                sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+                flags as u32,
             )
         }
         .result()
