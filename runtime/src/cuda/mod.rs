@@ -20,7 +20,7 @@ pub mod compile;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 mod pinned;
-mod stream_fill;
+pub mod stream_fill;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
 pub use compile::{CompileOptions, CompileReport, PtxOrigin, RejectedEntry};

@@ -136,7 +136,7 @@ impl Drop for MappedStaging {
     }
 }
 
-/// The device fill on a caller's stream (see the [module docs](self) for the contract).
+/// The device fill on a caller's stream (see the [module docs](crate::cuda::stream_fill) for the contract).
 ///
 /// Not `Send`: it holds raw pointers into pinned memory.
 pub struct StreamFill {
