@@ -791,17 +791,47 @@ fn emulate_prefill(
     })
 }
 
-/// The CUDA C source of the six kernels for one layout.
+/// The kernels a layout's step launches, in launch order: [`KERNELS`]' six, or on a layout
+/// with the `vllm` format the vLLM path's ([`KERNELS_VLLM`], with the shared chunk kernels).
+pub fn kernel_names(dims: &RuntimeDims) -> [&'static str; 6] {
+    if uses_vllm(dims) {
+        [
+            "mamba_decode_vllm",
+            "mamba_conv_prefill_vllm",
+            "mamba_conv_state_update_vllm",
+            "mamba_chunk_state",
+            "mamba_state_passing_vllm",
+            "mamba_chunk_scan",
+        ]
+    } else {
+        [
+            "mamba_decode",
+            "mamba_conv_prefill",
+            "mamba_conv_state_update",
+            "mamba_chunk_state",
+            "mamba_state_passing",
+            "mamba_chunk_scan",
+        ]
+    }
+}
+
+/// The CUDA C source of the kernels for one layout ([`KERNELS`], plus [`KERNELS_VLLM`] on a
+/// layout with the `vllm` format).
 pub fn cuda_source(layout: &Layout<MambaModel>) -> String {
     let m = layout.model;
     format!(
-        "{}#define NHEADS {}\n#define HEADDIM {}\n#define DSTATE {}\n#define NGROUPS {}\n#define CONV_DIM {}\n{KERNELS}",
+        "{}#define NHEADS {}\n#define HEADDIM {}\n#define DSTATE {}\n#define NGROUPS {}\n#define CONV_DIM {}\n{KERNELS}{}",
         cuda_header(&layout.dims),
         m.nheads,
         m.headdim,
         m.d_state,
         m.ngroups,
-        m.conv_dim()
+        m.conv_dim(),
+        if uses_vllm(&layout.dims) {
+            KERNELS_VLLM
+        } else {
+            ""
+        }
     )
 }
 
@@ -1024,7 +1054,8 @@ extern "C" __global__ void mamba_chunk_scan(const u8* meta, int dp, int fp, int 
   if (en == s0) return;
   const int off = prefill_offset(meta, dp);
   const int f = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN)[c];
-  if (f < 0 || f >= fp || field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] < 0) {
+  // (The vLLM path has no padding check; a chunk with tokens belongs to a real sequence.)
+  if (f < 0 || f >= fp || (!AL_VLLM && field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] < 0)) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
@@ -1045,6 +1076,162 @@ extern "C" __global__ void mamba_chunk_scan(const u8* meta, int dp, int fp, int 
              as[h * HEADDIM + p];
     }
     y[(i64)(off + k) * XDIM + h * HEADDIM + p] = acc + Dskip[h] * ak[h * HEADDIM + p];
+  }
+}
+"#;
+
+/// The vLLM path's kernels (layouts with the `vllm` format), after [`KERNELS`], whose
+/// `mamba_chunk_state` and `mamba_chunk_scan` it shares. As vLLM's Mamba2 kernels do, they
+/// take every state slot from `vllm_state_indices_decode` / `vllm_state_indices_prefill`
+/// with no padding check and no range check: a padding row reads and writes the scratch
+/// slot `R`, so the state pool has `R + 1` slots and compute-sanitizer's memcheck is what
+/// shows that no index leaves it. A fresh sequence's states start from zero by
+/// `vllm_has_initial_state` (the engine need not zero its slot). Decode row `i` takes the
+/// input of token `i` (decode tokens come first, one per row) and writes its output to row
+/// `i` of a separate decode output `y_d [Dp, XDIM]`: a padding row writes only its own row
+/// there, never a token's output (docs/CONSUMER-CONTRACT.md, "Outputs of padding rows").
+pub const KERNELS_VLLM: &str = r#"
+__device__ __forceinline__ const u8* field_u8(const u8* meta, al_u32 off) { return meta + off; }
+
+// Grid (Dp): decode row i, token i, slot vllm_state_indices_decode[i] (a padding row: the
+// scratch slot R); the output goes to y_d row i.
+extern "C" __global__ void mamba_decode_vllm(const u8* meta, int dp, int tokens, const float* xbc,
+                                             const float* dt, const float* A, const float* Dskip,
+                                             const float* conv_w, const float* conv_b,
+                                             float* conv_state, float* ssm_state, float* y_d,
+                                             int* err) {
+  __shared__ float act[CONV_DIM];
+  const int i = blockIdx.x;
+  if (i >= dp) return;
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_DECODE)[i];
+  const int t = i;
+  if (t >= tokens) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
+    float* s = conv_state + (slot * CONV_DIM + c) * DC1;
+    const float* w = conv_w + c * (int)AL_CONV_WIDTH;
+    const float xin = xbc[(i64)t * CONV_DIM + c];
+    float acc = conv_b[c];
+    for (int k = 0; k < DC1; ++k) acc += w[k] * s[k];
+    acc += w[DC1] * xin;
+    for (int k = 0; k + 1 < DC1; ++k) s[k] = s[k + 1];
+    s[DC1 - 1] = xin;
+    act[c] = silu(acc);
+  }
+  __syncthreads();
+  for (int hp = threadIdx.x; hp < XDIM; hp += blockDim.x) {
+    const int h = hp / HEADDIM, g = h / HPG;
+    const float x = act[hp];
+    const float d = dt[(i64)t * NHEADS + h];
+    const float da = expf(d * A[h]);
+    float* s = ssm_state + (slot * XDIM + hp) * DSTATE;
+    float acc = 0.0f;
+    for (int n = 0; n < DSTATE; ++n) {
+      const float v = da * s[n] + d * act[B_OFF + g * DSTATE + n] * x;
+      s[n] = v;
+      acc += act[C_OFF + g * DSTATE + n] * v;
+    }
+    y_d[(i64)i * XDIM + hp] = acc + Dskip[h] * x;
+  }
+}
+
+// Grid (Tp): as mamba_conv_prefill, with the slot from vllm_state_indices_prefill and the
+// inputs before the sequence from its conv state only when it has an initial state.
+extern "C" __global__ void mamba_conv_prefill_vllm(const u8* meta, int dp, int fp, int tokens,
+                                                   const float* xbc, const float* conv_w,
+                                                   const float* conv_b, const float* conv_state,
+                                                   float* act, int* err) {
+  const int k = blockIdx.x;
+  if (k >= tokens) return;
+  const int L = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS)[fp];
+  if (k >= L) return;
+  const int off = prefill_offset(meta, dp);
+  const int f = field_i32(meta, AL_OFF_MAMBA_CONV_SEQ_IDX)[k];
+  const int start = field_i32(meta, AL_OFF_MAMBA_CONV_SEQ_START)[k];
+  const int sidx = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX)[k];
+  if (L < 0 || off < 0 || off + L > tokens || f < 0 || f >= fp || sidx != f || start < 0 ||
+      start > k) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL)[f];
+  const bool init = field_u8(meta, AL_OFF_VLLM_HAS_INITIAL_STATE)[f] != 0;
+  for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
+    const float* w = conv_w + c * (int)AL_CONV_WIDTH;
+    float acc = conv_b[c];
+    for (int wi = 0; wi < (int)AL_CONV_WIDTH; ++wi) {
+      const int j = k - DC1 + wi;
+      const float v = j >= start ? xbc[(i64)(off + j) * CONV_DIM + c]
+                      : init     ? conv_state[(slot * CONV_DIM + c) * DC1 + DC1 - (start - j)]
+                                 : 0.0f;
+      acc += w[wi] * v;
+    }
+    act[(i64)k * CONV_DIM + c] = silu(acc);
+  }
+}
+
+// Grid (Fp): every sequence, padded ones included (no padding check), leaves its last
+// d_conv - 1 inputs in its slot's conv state; a padded sequence (length 0, no initial
+// state) leaves zeros in the scratch slot.
+extern "C" __global__ void mamba_conv_state_update_vllm(const u8* meta, int dp, int fp,
+                                                        int tokens, const float* xbc,
+                                                        float* conv_state, int* err) {
+  const int f = blockIdx.x;
+  if (f >= fp) return;
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL)[f];
+  const bool init = field_u8(meta, AL_OFF_VLLM_HAS_INITIAL_STATE)[f] != 0;
+  const i32* cu = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS);
+  const int s0 = cu[f], len = cu[f + 1] - cu[f];
+  const int off = prefill_offset(meta, dp);
+  if (s0 < 0 || len < 0 || off + s0 + len > tokens) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
+    float* s = conv_state + (slot * CONV_DIM + c) * DC1;
+    float nw[DC1];
+    for (int i = 0; i < DC1; ++i) {
+      const int r = len - DC1 + i;
+      nw[i] = r >= 0 ? xbc[(i64)(off + s0 + r) * CONV_DIM + c] : init ? s[len + i] : 0.0f;
+    }
+    for (int i = 0; i < DC1; ++i) s[i] = nw[i];
+  }
+}
+
+// Grid (Fp, NHEADS): as mamba_state_passing, from the slot's state only when the sequence
+// has an initial state, and the final state written back with no padding check (a padded
+// sequence's one empty chunk leaves a zero state in the scratch slot).
+extern "C" __global__ void mamba_state_passing_vllm(const u8* meta, int fp, int chunks,
+                                                    const float* chunk_states,
+                                                    const float* chunk_decay, float* chunk_init,
+                                                    float* ssm_state, int* err) {
+  const int f = blockIdx.x, h = blockIdx.y;
+  if (f >= fp) return;
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL)[f];
+  const bool init = field_u8(meta, AL_OFF_VLLM_HAS_INITIAL_STATE)[f] != 0;
+  const i32* last = field_i32(meta, AL_OFF_MAMBA_LAST_CHUNK_INDICES);
+  const int first = f == 0 ? 0 : last[f - 1] + 1;
+  const int lc = last[f];
+  if (first < 0 || lc < first || lc >= chunks) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    const i32* seq = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN);
+    for (int c = first; c <= lc; ++c)
+      if (seq[c] != f) atomicAdd(err, 1);
+  }
+  for (int pn = threadIdx.x; pn < HEADDIM * DSTATE; pn += blockDim.x) {
+    const i64 si = (slot * NHEADS + h) * HEADDIM * DSTATE + pn;
+    float s = init ? ssm_state[si] : 0.0f;
+    for (int c = first; c <= lc; ++c) {
+      const i64 ci = ((i64)c * NHEADS + h) * HEADDIM * DSTATE + pn;
+      chunk_init[ci] = s;
+      s = chunk_decay[c * NHEADS + h] * s + chunk_states[ci];
+    }
+    ssm_state[si] = s;
   }
 }
 "#;
@@ -1317,6 +1504,7 @@ mod tests {
     fn source_has_layout_constants() {
         let l = &layouts::mamba().unwrap()[2];
         let s = cuda_source(l);
+        assert!(!s.contains("mamba_decode_vllm"));
         assert!(s.contains("constexpr bool AL_DECODE_INDEX_I64 = false;"));
         assert!(s.contains("constexpr al_u32 AL_CONV_WIDTH = 3u;"));
         assert!(s.contains("constexpr al_u32 AL_CHUNK_SIZE = 16u;"));
@@ -1329,6 +1517,12 @@ mod tests {
             "mamba_chunk_scan",
         ] {
             assert!(s.contains(k), "{k}");
+        }
+        let v = vllm_layout();
+        let s = cuda_source(&v);
+        assert!(s.contains("constexpr bool AL_VLLM = true;"));
+        for k in kernel_names(&v.dims) {
+            assert!(s.contains(&format!("void {k}(")), "{k}");
         }
     }
 }
