@@ -509,6 +509,9 @@ pub fn emulate(
 /// output), which the caller counts as kernel errors.
 pub fn merge_decode_outputs(y: &mut [f32], y_d: &[f32], real_decode: usize, xd: usize) -> u32 {
     let mut conflicts = 0;
+    if xd == 0 {
+        return conflicts;
+    }
     for (dst, src) in y.chunks_mut(xd).zip(y_d.chunks(xd)).take(real_decode) {
         if dst.iter().any(|x| x.to_bits() != SENTINEL_BITS) {
             conflicts += 1;
@@ -1087,7 +1090,8 @@ extern "C" __global__ void mamba_chunk_scan(const u8* meta, int dp, int fp, int 
 /// slot `R`, so the state pool has `R + 1` slots and compute-sanitizer's memcheck is what
 /// shows that no index leaves it. A fresh sequence's states start from zero by
 /// `vllm_has_initial_state` (the engine need not zero its slot). Decode row `i` takes the
-/// input of token `i` (decode tokens come first, one per row) and writes its output to row
+/// input of token `i` (decode tokens come first, one per row: the example's Mamba layouts
+/// have no speculative tokens) and writes its output to row
 /// `i` of a separate decode output `y_d [Dp, XDIM]`: a padding row writes only its own row
 /// there, never a token's output (docs/CONSUMER-CONTRACT.md, "Outputs of padding rows").
 pub const KERNELS_VLLM: &str = r#"
