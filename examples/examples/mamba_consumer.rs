@@ -1,9 +1,9 @@
 //! # 02 — a Mamba2 consumer of the metadata
 //!
-//! Builds 24 random steps on three hybrid layouts (graphed with i64 decode indices, eager,
-//! graphed with i32 decode indices and another chunk size and conv width), copies each step's
-//! coalesced metadata buffer to the GPU as one buffer, and runs six NVRTC kernels that read
-//! it at the geometry's byte offsets:
+//! Builds 24 random steps on four hybrid layouts (graphed with i64 decode indices, eager,
+//! graphed with i32 decode indices and another chunk size and conv width, graphed with the
+//! `vllm` format), copies each step's coalesced metadata buffer to the GPU as one buffer, and
+//! runs six NVRTC kernels that read it at the geometry's byte offsets:
 //!
 //! * `mamba_decode`: conv and SSM state update of slot `batch_indices_decode[i]` (padded
 //!   entries are `-1`: skipped, nothing written);
@@ -13,6 +13,14 @@
 //! * `mamba_chunk_state` → `mamba_state_passing` → `mamba_chunk_scan`: the chunked SSD scan
 //!   over `cu_chunk_seqlens`, `seq_idx_for_varlen` and `last_chunk_indices`, each sequence
 //!   starting from its slot's state and leaving its final state there.
+//!
+//! On the `vllm` layout the kernels take vLLM's path (`*_vllm`): every state slot comes from
+//! `vllm_state_indices_decode` / `vllm_state_indices_prefill` with no padding check, so
+//! padding rows read and write the scratch slot `R` of an `R + 1`-slot state pool, the
+//! final-state write-back included; fresh sequences start from zero by
+//! `vllm_has_initial_state`; decode rows write their outputs by decode row into a separate
+//! decode output (a padding row's output never lands on a token's). Run it under
+//! `compute-sanitizer --tool memcheck` to see that no index leaves the pool.
 //!
 //! Each batch is compared with a sequential f64 recurrence per request (row-wise relative
 //! error of `y` and of the final SSM states < 1e-3); conv states must match exactly, and

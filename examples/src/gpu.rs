@@ -348,15 +348,12 @@ impl mamba::Executor for GpuMamba {
             layout.dims.total_bytes(),
             || mamba::cuda_source(layout),
             layout.label,
-            &[
-                "mamba_decode",
-                "mamba_conv_prefill",
-                "mamba_conv_state_update",
-                "mamba_chunk_state",
-                "mamba_state_passing",
-                "mamba_chunk_scan",
-            ],
+            &mamba::kernel_names(&layout.dims),
         )?;
+        // The vLLM path (state slots from vllm_state_indices_*, no padding check): the state
+        // pool holds the scratch slot (the case's states are sized by mamba::state_slots),
+        // and decode rows write their outputs by decode row into y_d.
+        let vllm = mamba::uses_vllm(&layout.dims);
         let s = &gpu.stream;
         s.memcpy_htod(meta, &mut c.meta)?;
         let m = layout.model;
@@ -373,6 +370,8 @@ impl mamba::Executor for GpuMamba {
         let mut conv_state = gpu.upload(&case.states.conv)?;
         let mut ssm_state = gpu.upload(&case.states.ssm)?;
         let mut y = gpu.upload(&vec![mamba::sentinel(); padded_tokens * xd])?;
+        let dp_rows = info.padded.decode as usize;
+        let mut y_d = gpu.upload(&vec![mamba::sentinel(); dp_rows * xd])?;
         let mut act = gpu.zeros::<f32>(padded_tokens * m.conv_dim())?;
         let mut acum = gpu.zeros::<f32>(padded_tokens * nh)?;
         let mut chunk_states = gpu.zeros::<f32>(chunks * xd * ds)?;
@@ -396,10 +395,16 @@ impl mamba::Executor for GpuMamba {
                 .arg(&conv_w)
                 .arg(&conv_b)
                 .arg(&mut conv_state)
-                .arg(&mut ssm_state)
-                .arg(&mut y)
-                .arg(&mut err);
-            // SAFETY: arguments match the kernel; buffers are sized for Tp tokens and R slots.
+                .arg(&mut ssm_state);
+            if vllm {
+                b.arg(&mut y_d);
+            } else {
+                b.arg(&mut y);
+            }
+            b.arg(&mut err);
+            // SAFETY: arguments match the kernel (mamba_decode's `y`, mamba_decode_vllm's
+            // `y_d`); buffers are sized for Tp tokens, Dp decode rows and the case's state
+            // slots (R, or R + 1 with the vLLM scratch slot).
             unsafe { b.launch(cfg((dp as u32, 1, 1), t, 0)) }?;
         }
         if fp > 0 && tokens > 0 {
@@ -473,13 +478,20 @@ impl mamba::Executor for GpuMamba {
             unsafe { b.launch(cfg((nchunks as u32, nh as u32, 1), t, 0)) }?;
         }
         s.synchronize()?;
+        let mut y = gpu.download(&y, padded_tokens * xd)?;
+        let mut kernel_errors = gpu.download(&err, 1)?.first().copied().unwrap_or(-1) as u32;
+        if vllm {
+            let y_d = gpu.download(&y_d, dp_rows * xd)?;
+            kernel_errors +=
+                mamba::merge_decode_outputs(&mut y, &y_d, info.real.decode as usize, xd);
+        }
         Ok(MambaRun {
             states: States {
                 conv: gpu.download(&conv_state, case.states.conv.len())?,
                 ssm: gpu.download(&ssm_state, case.states.ssm.len())?,
             },
-            y: gpu.download(&y, padded_tokens * xd)?,
-            kernel_errors: gpu.download(&err, 1)?.first().copied().unwrap_or(-1) as u32,
+            y,
+            kernel_errors,
         })
     }
 }

@@ -161,8 +161,9 @@ pub fn attention() -> Result<Vec<Layout<AttnModel>>> {
 }
 
 /// The Mamba layouts (hybrid: strict bucket matching): `R=8, T=64`; graphed with chunk size
-/// 8 and `d_conv = 4`, eager with the same, and graphed with i32 decode indices, chunk size
-/// 16 and `d_conv = 3`.
+/// 8 and `d_conv = 4`, eager with the same, graphed with i32 decode indices, chunk size
+/// 16 and `d_conv = 3`, and graphed with the `vllm` format (chunk size 8, `d_conv = 4`:
+/// the kernel path on vLLM's state indices, padding rows on the scratch slot `R`).
 pub fn mamba() -> Result<Vec<Layout<MambaModel>>> {
     let model = MambaModel {
         nheads: 2,
@@ -196,6 +197,18 @@ pub fn mamba() -> Result<Vec<Layout<MambaModel>>> {
         Layout {
             label: "hybrid-i32-cs16",
             dims: dims(&i32_spec)?,
+            model,
+        },
+        Layout {
+            label: "hybrid-vllm-graphs",
+            dims: dims(&spec_with(
+                "hybrid-vllm-graphs",
+                ModelKind::Hybrid,
+                true,
+                0,
+                m(8, 4),
+                vec![Format::Vllm],
+            ))?,
             model,
         },
     ])

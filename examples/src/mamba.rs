@@ -81,7 +81,20 @@ pub struct Params {
     pub conv_b: Vec<f32>,
 }
 
-/// Per-slot states, `R` slots.
+/// Whether a layout has the `vllm` format: its consumer takes the vLLM kernel path (state
+/// slots from `vllm_state_indices_*`, no padding check, a state pool of `R + 1` slots).
+pub fn uses_vllm(dims: &RuntimeDims) -> bool {
+    dims.facts().vllm
+}
+
+/// Slots of the state pool the consumer allocates: `R`, plus the scratch slot `R` that the
+/// `vllm` format's padding rows point at (docs/CONSUMER-CONTRACT.md, "The scratch state
+/// slot").
+pub fn state_slots(dims: &RuntimeDims) -> usize {
+    dims.max_requests() + usize::from(uses_vllm(dims))
+}
+
+/// Per-slot states, [`state_slots`] slots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct States {
     /// Conv states `[R, conv_dim, d_conv − 1]`.
@@ -97,8 +110,13 @@ pub struct MambaCase {
     pub model: MambaModel,
     /// `d_conv`.
     pub d_conv: usize,
-    /// Slots `R`.
+    /// Slots of the state pool ([`state_slots`]: `R`, or `R + 1` with the scratch slot).
     pub slots: usize,
+    /// Slots real rows may own: `R` (the scratch slot, when there is one, is slot `R`).
+    pub real_slots: usize,
+    /// The `vllm` kernel path: fresh prefills' slots are not zeroed (the kernels read
+    /// `vllm_has_initial_state` instead), padding rows use the scratch slot.
+    pub vllm: bool,
     /// The rows.
     pub batch: Batch,
     /// `Tp`.
@@ -164,11 +182,14 @@ pub struct Reference {
 
 impl MambaCase {
     /// Random inputs and states for `batch`. Every slot gets a random state (other requests'
-    /// states, or stale ones); fresh prefills (`kv_off == 0`) get theirs zeroed.
+    /// states, or stale ones, and the scratch slot's garbage); fresh prefills
+    /// (`kv_off == 0`) get theirs zeroed, except on the `vllm` path, where the kernels must
+    /// start them from zero by `vllm_has_initial_state` and so get a stale state to ignore.
     pub fn new(layout: &Layout<MambaModel>, batch: Batch, info: &StepInfo, rng: &mut Rng) -> Self {
         let m = layout.model;
         let d_conv = layout.dims.conv_width();
-        let slots = layout.dims.max_requests();
+        let slots = state_slots(&layout.dims);
+        let vllm = uses_vllm(&layout.dims);
         let padded_tokens = info.padded.tokens as usize;
         let cd = m.conv_dim();
         let xd = m.nheads * m.headdim;
@@ -183,7 +204,7 @@ impl MambaCase {
             ssm: rng.fill(slots * xd * m.d_state, -0.5, 0.5),
         };
         for r in &batch.rows {
-            if r.phase == Phase::Prefill && r.kv_off == 0 {
+            if !vllm && r.phase == Phase::Prefill && r.kv_off == 0 {
                 let s = r.slot as usize;
                 let c = cd * (d_conv - 1);
                 states.conv[s * c..(s + 1) * c].fill(0.0);
@@ -195,6 +216,8 @@ impl MambaCase {
             model: m,
             d_conv,
             slots,
+            real_slots: layout.dims.max_requests(),
+            vllm,
             real_tokens: batch.real_tokens(),
             batch,
             padded_tokens,
@@ -213,7 +236,8 @@ impl MambaCase {
         self.model.nheads * self.model.headdim * self.model.d_state
     }
 
-    /// The f64 reference, from the rows alone (no metadata).
+    /// The f64 reference, from the rows alone (no metadata). A fresh prefill (`kv_off == 0`)
+    /// starts from zero states whatever its slot holds.
     pub fn reference(&self) -> Reference {
         let m = self.model;
         let (cd, xd, ds, hd) = (m.conv_dim(), m.nheads * m.headdim, m.d_state, m.headdim);
@@ -224,15 +248,14 @@ impl MambaCase {
         let mut finals = Vec::new();
         for act in self.batch.active() {
             let s = act.row.slot as usize;
-            let mut conv: Vec<f64> = self.states.conv
-                [s * self.conv_len()..(s + 1) * self.conv_len()]
-                .iter()
-                .map(|&x| f64::from(x))
-                .collect();
-            let mut ssm: Vec<f64> = self.states.ssm[s * self.ssm_len()..(s + 1) * self.ssm_len()]
-                .iter()
-                .map(|&x| f64::from(x))
-                .collect();
+            let fresh = act.row.phase == Phase::Prefill && act.row.kv_off == 0;
+            let start = |v: &[f32]| -> Vec<f64> {
+                v.iter()
+                    .map(|&x| if fresh { 0.0 } else { f64::from(x) })
+                    .collect()
+            };
+            let mut conv = start(&self.states.conv[s * self.conv_len()..(s + 1) * self.conv_len()]);
+            let mut ssm = start(&self.states.ssm[s * self.ssm_len()..(s + 1) * self.ssm_len()]);
             for j in 0..act.row.q as usize {
                 let t = act.t0 + j;
                 let u: Vec<f64> = (0..cd)
@@ -288,7 +311,9 @@ impl MambaCase {
                 .filter(|(x, y)| x.to_bits() != y.to_bits())
                 .count()
         };
-        for s in 0..self.slots {
+        // The scratch slot (`real_slots`, with `vllm`) holds padding rows' garbage by design;
+        // a real row that read it would show in its own state and outputs.
+        for s in 0..self.real_slots {
             let conv = &after.conv[s * cl..(s + 1) * cl];
             let ssm = &after.ssm[s * sl..(s + 1) * sl];
             if let Some((_, c, h)) = r.finals.iter().find(|f| f.0 == s) {
@@ -385,7 +410,11 @@ impl Executor for CpuEmulation {
     }
 }
 
-/// Emulates the six kernels of one step.
+/// Emulates the six kernels of one step; on a layout with the `vllm` format, the vLLM path
+/// (see [`KERNELS_VLLM`]): state slots from `vllm_state_indices_*` with no padding check (a
+/// slot outside the pool of [`state_slots`] is counted as a kernel error: on the GPU it would
+/// be an out-of-bounds access), fresh states from `vllm_has_initial_state`, decode rows'
+/// inputs and outputs by decode row (see [`merge_decode_outputs`]).
 pub fn emulate(
     m: &MetaBytes<'_>,
     dims: &RuntimeDims,
@@ -398,24 +427,34 @@ pub fn emulate(
     let (b_off, c_off, hpg) = (xd, xd + md.ngroups * ds, md.heads_per_group());
     let dconv = dims.conv_width();
     let dc1 = dconv - 1;
-    let slots = dims.max_requests() as i64;
+    let slots = state_slots(dims) as i64;
+    let vllm = uses_vllm(dims);
     let p = &case.params;
     let tokens = info.padded.tokens as i64;
-    let (dp, fp) = (info.padded.decode as usize, info.padded.prefill as usize);
-    let chunks = info.mamba_chunks as usize;
-    let cs = dims.chunk_size() as i32;
+    let dp = info.padded.decode as usize;
     let mut st = case.states.clone();
     let mut y = vec![sentinel(); case.padded_tokens * xd];
     let mut errs = 0u32;
+    // The vLLM path's decode output, by decode row.
+    let mut y_d = vec![sentinel(); if vllm { dp * xd } else { 0 }];
 
-    // mamba_decode: grid Dp.
+    // mamba_decode (mamba_decode_vllm): grid Dp.
     for i in 0..dp {
-        let slot = m.decode_index(i)?;
-        if slot < 0 {
-            continue;
-        }
-        let t = i64::from(m.i32(Field::MhaCuQuerySeqLengths, i)?);
-        if slot >= slots || t < 0 || t >= tokens {
+        let (slot, t) = if vllm {
+            // No padding check: a padding row runs on the scratch slot, with the input of
+            // token i (its own decode token for a real row).
+            (
+                i64::from(m.i32(Field::VllmStateIndicesDecode, i)?),
+                i as i64,
+            )
+        } else {
+            let slot = m.decode_index(i)?;
+            if slot < 0 {
+                continue;
+            }
+            (slot, i64::from(m.i32(Field::MhaCuQuerySeqLengths, i)?))
+        };
+        if slot < 0 || slot >= slots || t < 0 || t >= tokens {
             errs += 1;
             continue;
         }
@@ -448,9 +487,63 @@ pub fn emulate(
                 s[n] = v;
                 acc += act[c_off + g * ds + n] * v;
             }
-            y[t * xd + hp] = acc + p.d[h] * x;
+            let out = if vllm {
+                &mut y_d[i * xd..]
+            } else {
+                &mut y[t * xd..]
+            };
+            out[hp] = acc + p.d[h] * x;
         }
     }
+    let mut run = emulate_prefill(m, dims, info, case, st, y, errs)?;
+    if vllm {
+        run.kernel_errors += merge_decode_outputs(&mut run.y, &y_d, info.real.decode as usize, xd);
+    }
+    Ok(run)
+}
+
+/// The vLLM path's decode outputs, `[Dp, nheads·headdim]` by decode row (rows `Dr .. Dp` are
+/// padding rows' garbage), placed into the step-token output `y`: real decode row `i`'s
+/// token is token `i` (decode tokens come first, one per row). Returns how many of those
+/// rows of `y` were not the sentinel before (some other kernel wrote a decode token's
+/// output), which the caller counts as kernel errors.
+pub fn merge_decode_outputs(y: &mut [f32], y_d: &[f32], real_decode: usize, xd: usize) -> u32 {
+    let mut conflicts = 0;
+    if xd == 0 {
+        return conflicts;
+    }
+    for (dst, src) in y.chunks_mut(xd).zip(y_d.chunks(xd)).take(real_decode) {
+        if dst.iter().any(|x| x.to_bits() != SENTINEL_BITS) {
+            conflicts += 1;
+        }
+        dst.copy_from_slice(src);
+    }
+    conflicts
+}
+
+/// The prefill kernels of [`emulate`], after the decode kernel.
+fn emulate_prefill(
+    m: &MetaBytes<'_>,
+    dims: &RuntimeDims,
+    info: &StepInfo,
+    case: &MambaCase,
+    mut st: States,
+    mut y: Vec<f32>,
+    mut errs: u32,
+) -> Result<MambaRun> {
+    let md = case.model;
+    let (nh, hd, ds, cd) = (md.nheads, md.headdim, md.d_state, md.conv_dim());
+    let xd = nh * hd;
+    let (b_off, c_off, hpg) = (xd, xd + md.ngroups * ds, md.heads_per_group());
+    let dconv = dims.conv_width();
+    let dc1 = dconv - 1;
+    let slots = state_slots(dims) as i64;
+    let vllm = uses_vllm(dims);
+    let p = &case.params;
+    let tokens = info.padded.tokens as i64;
+    let (dp, fp) = (info.padded.decode as usize, info.padded.prefill as usize);
+    let chunks = info.mamba_chunks as usize;
+    let cs = dims.chunk_size() as i32;
     if fp == 0 {
         return Ok(MambaRun {
             states: st,
@@ -458,6 +551,17 @@ pub fn emulate(
             kernel_errors: errs,
         });
     }
+    // The slot of prefill sequence f, and whether the kernels read its state (Megatron's
+    // path: always, the engine zeroed a fresh slot; vLLM's: by `vllm_has_initial_state`).
+    let prefill_slot = |f: usize| -> Result<i32> {
+        if vllm {
+            m.i32(Field::VllmStateIndicesPrefill, f)
+        } else {
+            m.i32(Field::MambaBatchIndicesPrefill, f)
+        }
+    };
+    let has_init =
+        |f: usize| -> Result<bool> { Ok(!vllm || m.u8(Field::VllmHasInitialState, f)? != 0) };
 
     let l = m.i32(Field::MambaCuSeqlens, fp)?;
     let off = if dp > 0 {
@@ -484,11 +588,12 @@ pub fn emulate(
             errs += 1;
             continue;
         }
-        let slot = m.i32(Field::MambaBatchIndicesPrefill, f as usize)?;
+        let slot = prefill_slot(f as usize)?;
         if slot < 0 || i64::from(slot) >= slots {
             errs += 1;
             continue;
         }
+        let init = has_init(f as usize)?;
         let (slot, start) = (slot as usize, start as i64);
         for c in 0..cd {
             let w = &p.conv_w[c * dconv..(c + 1) * dconv];
@@ -497,8 +602,10 @@ pub fn emulate(
                 let j = k as i64 - dc1 as i64 + wi as i64;
                 let v = if j >= start {
                     case.xbc[(off + j as usize) * cd + c]
-                } else {
+                } else if init {
                     st.conv[(slot * cd + c) * dc1 + dc1 - (start - j) as usize]
+                } else {
+                    0.0
                 };
                 acc += wv * v;
             }
@@ -506,19 +613,26 @@ pub fn emulate(
         }
     }
 
-    // mamba_conv_state_update: grid Fp.
+    // mamba_conv_state_update: grid Fp. The vLLM path has no padding check: a padded
+    // sequence (length 0, no initial state) writes a zero conv state to the scratch slot.
     for f in 0..fp {
-        let slot = m.i32(Field::MambaBatchIndicesPrefill, f)?;
-        if slot < 0 {
+        let slot = prefill_slot(f)?;
+        if slot < 0 && !vllm {
             continue;
         }
         let s0 = m.i32(Field::MambaCuSeqlens, f)?;
         let len = m.i32(Field::MambaCuSeqlens, f + 1)? - s0;
-        if i64::from(slot) >= slots || s0 < 0 || len <= 0 || (off as i32 + s0 + len) as i64 > tokens
+        let min_len = if vllm { 0 } else { 1 };
+        if slot < 0
+            || i64::from(slot) >= slots
+            || s0 < 0
+            || len < min_len
+            || (off as i32 + s0 + len) as i64 > tokens
         {
             errs += 1;
             continue;
         }
+        let init = has_init(f)?;
         let (slot, s0, len) = (slot as usize, s0 as usize, len as usize);
         for c in 0..cd {
             let s = &mut st.conv[(slot * cd + c) * dc1..(slot * cd + c + 1) * dc1];
@@ -527,8 +641,10 @@ pub fn emulate(
                     let r = len as i64 - dc1 as i64 + i as i64;
                     if r >= 0 {
                         case.xbc[(off + s0 + r as usize) * cd + c]
-                    } else {
+                    } else if init {
                         s[len + i]
+                    } else {
+                        0.0
                     }
                 })
                 .collect();
@@ -585,8 +701,8 @@ pub fn emulate(
     // mamba_state_passing: grid (Fp, nheads).
     let mut chunk_init = vec![0.0f32; chunks * xd * ds];
     for f in 0..fp {
-        let slot = m.i32(Field::MambaBatchIndicesPrefill, f)?;
-        if slot < 0 {
+        let slot = prefill_slot(f)?;
+        if slot < 0 && !vllm {
             continue;
         }
         let first = if f == 0 {
@@ -595,10 +711,16 @@ pub fn emulate(
             m.i32(Field::MambaLastChunkIndices, f - 1)? + 1
         };
         let last = m.i32(Field::MambaLastChunkIndices, f)?;
-        if i64::from(slot) >= slots || first < 0 || last < first || last as usize >= chunks {
+        if slot < 0
+            || i64::from(slot) >= slots
+            || first < 0
+            || last < first
+            || last as usize >= chunks
+        {
             errs += 1;
             continue;
         }
+        let init = has_init(f)?;
         let (slot, first, last) = (slot as usize, first as usize, last as usize);
         for c in first..=last {
             if m.i32(Field::MambaSeqIdxForVarlen, c)? != f as i32 || !chunk_ok[c] {
@@ -608,7 +730,9 @@ pub fn emulate(
         for h in 0..nh {
             for pn in 0..hd * ds {
                 let si = (slot * nh + h) * hd * ds + pn;
-                let mut s = st.ssm[si];
+                // The vLLM path writes the final state back with no padding check: a padded
+                // sequence leaves a zero state in the scratch slot.
+                let mut s = if init { st.ssm[si] } else { 0.0 };
                 for c in first..=last {
                     let ci = (c * nh + h) * hd * ds + pn;
                     chunk_init[ci] = s;
@@ -630,7 +754,10 @@ pub fn emulate(
             continue;
         }
         let f = m.i32(Field::MambaSeqIdxForVarlen, c)?;
-        if f < 0 || f as usize >= fp || m.i32(Field::MambaBatchIndicesPrefill, f as usize)? < 0 {
+        if f < 0
+            || f as usize >= fp
+            || (!vllm && m.i32(Field::MambaBatchIndicesPrefill, f as usize)? < 0)
+        {
             errs += 1;
             continue;
         }
@@ -667,17 +794,47 @@ pub fn emulate(
     })
 }
 
-/// The CUDA C source of the six kernels for one layout.
+/// The kernels a layout's step launches, in launch order: [`KERNELS`]' six, or on a layout
+/// with the `vllm` format the vLLM path's ([`KERNELS_VLLM`], with the shared chunk kernels).
+pub fn kernel_names(dims: &RuntimeDims) -> [&'static str; 6] {
+    if uses_vllm(dims) {
+        [
+            "mamba_decode_vllm",
+            "mamba_conv_prefill_vllm",
+            "mamba_conv_state_update_vllm",
+            "mamba_chunk_state",
+            "mamba_state_passing_vllm",
+            "mamba_chunk_scan",
+        ]
+    } else {
+        [
+            "mamba_decode",
+            "mamba_conv_prefill",
+            "mamba_conv_state_update",
+            "mamba_chunk_state",
+            "mamba_state_passing",
+            "mamba_chunk_scan",
+        ]
+    }
+}
+
+/// The CUDA C source of the kernels for one layout ([`KERNELS`], plus [`KERNELS_VLLM`] on a
+/// layout with the `vllm` format).
 pub fn cuda_source(layout: &Layout<MambaModel>) -> String {
     let m = layout.model;
     format!(
-        "{}#define NHEADS {}\n#define HEADDIM {}\n#define DSTATE {}\n#define NGROUPS {}\n#define CONV_DIM {}\n{KERNELS}",
+        "{}#define NHEADS {}\n#define HEADDIM {}\n#define DSTATE {}\n#define NGROUPS {}\n#define CONV_DIM {}\n{KERNELS}{}",
         cuda_header(&layout.dims),
         m.nheads,
         m.headdim,
         m.d_state,
         m.ngroups,
-        m.conv_dim()
+        m.conv_dim(),
+        if uses_vllm(&layout.dims) {
+            KERNELS_VLLM
+        } else {
+            ""
+        }
     )
 }
 
@@ -900,7 +1057,8 @@ extern "C" __global__ void mamba_chunk_scan(const u8* meta, int dp, int fp, int 
   if (en == s0) return;
   const int off = prefill_offset(meta, dp);
   const int f = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN)[c];
-  if (f < 0 || f >= fp || field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] < 0) {
+  // (The vLLM path has no padding check; a chunk with tokens belongs to a real sequence.)
+  if (f < 0 || f >= fp || (!AL_VLLM && field_i32(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] < 0)) {
     if (threadIdx.x == 0) atomicAdd(err, 1);
     return;
   }
@@ -921,6 +1079,163 @@ extern "C" __global__ void mamba_chunk_scan(const u8* meta, int dp, int fp, int 
              as[h * HEADDIM + p];
     }
     y[(i64)(off + k) * XDIM + h * HEADDIM + p] = acc + Dskip[h] * ak[h * HEADDIM + p];
+  }
+}
+"#;
+
+/// The vLLM path's kernels (layouts with the `vllm` format), after [`KERNELS`], whose
+/// `mamba_chunk_state` and `mamba_chunk_scan` it shares. As vLLM's Mamba2 kernels do, they
+/// take every state slot from `vllm_state_indices_decode` / `vllm_state_indices_prefill`
+/// with no padding check and no range check: a padding row reads and writes the scratch
+/// slot `R`, so the state pool has `R + 1` slots and compute-sanitizer's memcheck is what
+/// shows that no index leaves it. A fresh sequence's states start from zero by
+/// `vllm_has_initial_state` (the engine need not zero its slot). Decode row `i` takes the
+/// input of token `i` (decode tokens come first, one per row: the example's Mamba layouts
+/// have no speculative tokens) and writes its output to row
+/// `i` of a separate decode output `y_d [Dp, XDIM]`: a padding row writes only its own row
+/// there, never a token's output (docs/CONSUMER-CONTRACT.md, "Outputs of padding rows").
+pub const KERNELS_VLLM: &str = r#"
+__device__ __forceinline__ const u8* field_u8(const u8* meta, al_u32 off) { return meta + off; }
+
+// Grid (Dp): decode row i, token i, slot vllm_state_indices_decode[i] (a padding row: the
+// scratch slot R); the output goes to y_d row i.
+extern "C" __global__ void mamba_decode_vllm(const u8* meta, int dp, int tokens, const float* xbc,
+                                             const float* dt, const float* A, const float* Dskip,
+                                             const float* conv_w, const float* conv_b,
+                                             float* conv_state, float* ssm_state, float* y_d,
+                                             int* err) {
+  __shared__ float act[CONV_DIM];
+  const int i = blockIdx.x;
+  if (i >= dp) return;
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_DECODE)[i];
+  const int t = i;
+  if (t >= tokens) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
+    float* s = conv_state + (slot * CONV_DIM + c) * DC1;
+    const float* w = conv_w + c * (int)AL_CONV_WIDTH;
+    const float xin = xbc[(i64)t * CONV_DIM + c];
+    float acc = conv_b[c];
+    for (int k = 0; k < DC1; ++k) acc += w[k] * s[k];
+    acc += w[DC1] * xin;
+    for (int k = 0; k + 1 < DC1; ++k) s[k] = s[k + 1];
+    s[DC1 - 1] = xin;
+    act[c] = silu(acc);
+  }
+  __syncthreads();
+  for (int hp = threadIdx.x; hp < XDIM; hp += blockDim.x) {
+    const int h = hp / HEADDIM, g = h / HPG;
+    const float x = act[hp];
+    const float d = dt[(i64)t * NHEADS + h];
+    const float da = expf(d * A[h]);
+    float* s = ssm_state + (slot * XDIM + hp) * DSTATE;
+    float acc = 0.0f;
+    for (int n = 0; n < DSTATE; ++n) {
+      const float v = da * s[n] + d * act[B_OFF + g * DSTATE + n] * x;
+      s[n] = v;
+      acc += act[C_OFF + g * DSTATE + n] * v;
+    }
+    y_d[(i64)i * XDIM + hp] = acc + Dskip[h] * x;
+  }
+}
+
+// Grid (Tp): as mamba_conv_prefill, with the slot from vllm_state_indices_prefill and the
+// inputs before the sequence from its conv state only when it has an initial state.
+extern "C" __global__ void mamba_conv_prefill_vllm(const u8* meta, int dp, int fp, int tokens,
+                                                   const float* xbc, const float* conv_w,
+                                                   const float* conv_b, const float* conv_state,
+                                                   float* act, int* err) {
+  const int k = blockIdx.x;
+  if (k >= tokens) return;
+  const int L = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS)[fp];
+  if (k >= L) return;
+  const int off = prefill_offset(meta, dp);
+  const int f = field_i32(meta, AL_OFF_MAMBA_CONV_SEQ_IDX)[k];
+  const int start = field_i32(meta, AL_OFF_MAMBA_CONV_SEQ_START)[k];
+  const int sidx = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX)[k];
+  if (L < 0 || off < 0 || off + L > tokens || f < 0 || f >= fp || sidx != f || start < 0 ||
+      start > k) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL)[f];
+  const bool init = field_u8(meta, AL_OFF_VLLM_HAS_INITIAL_STATE)[f] != 0;
+  for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
+    const float* w = conv_w + c * (int)AL_CONV_WIDTH;
+    float acc = conv_b[c];
+    for (int wi = 0; wi < (int)AL_CONV_WIDTH; ++wi) {
+      const int j = k - DC1 + wi;
+      const float v = j >= start ? xbc[(i64)(off + j) * CONV_DIM + c]
+                      : init     ? conv_state[(slot * CONV_DIM + c) * DC1 + DC1 - (start - j)]
+                                 : 0.0f;
+      acc += w[wi] * v;
+    }
+    act[(i64)k * CONV_DIM + c] = silu(acc);
+  }
+}
+
+// Grid (Fp): every sequence, padded ones included (no padding check), leaves its last
+// d_conv - 1 inputs in its slot's conv state; a padded sequence (length 0, no initial
+// state) leaves zeros in the scratch slot.
+extern "C" __global__ void mamba_conv_state_update_vllm(const u8* meta, int dp, int fp,
+                                                        int tokens, const float* xbc,
+                                                        float* conv_state, int* err) {
+  const int f = blockIdx.x;
+  if (f >= fp) return;
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL)[f];
+  const bool init = field_u8(meta, AL_OFF_VLLM_HAS_INITIAL_STATE)[f] != 0;
+  const i32* cu = field_i32(meta, AL_OFF_MAMBA_CU_SEQLENS);
+  const int s0 = cu[f], len = cu[f + 1] - cu[f];
+  const int off = prefill_offset(meta, dp);
+  if (s0 < 0 || len < 0 || off + s0 + len > tokens) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  for (int c = threadIdx.x; c < CONV_DIM; c += blockDim.x) {
+    float* s = conv_state + (slot * CONV_DIM + c) * DC1;
+    float nw[DC1];
+    for (int i = 0; i < DC1; ++i) {
+      const int r = len - DC1 + i;
+      nw[i] = r >= 0 ? xbc[(i64)(off + s0 + r) * CONV_DIM + c] : init ? s[len + i] : 0.0f;
+    }
+    for (int i = 0; i < DC1; ++i) s[i] = nw[i];
+  }
+}
+
+// Grid (Fp, NHEADS): as mamba_state_passing, from the slot's state only when the sequence
+// has an initial state, and the final state written back with no padding check (a padded
+// sequence's one empty chunk leaves a zero state in the scratch slot).
+extern "C" __global__ void mamba_state_passing_vllm(const u8* meta, int fp, int chunks,
+                                                    const float* chunk_states,
+                                                    const float* chunk_decay, float* chunk_init,
+                                                    float* ssm_state, int* err) {
+  const int f = blockIdx.x, h = blockIdx.y;
+  if (f >= fp) return;
+  const i64 slot = field_i32(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL)[f];
+  const bool init = field_u8(meta, AL_OFF_VLLM_HAS_INITIAL_STATE)[f] != 0;
+  const i32* last = field_i32(meta, AL_OFF_MAMBA_LAST_CHUNK_INDICES);
+  const int first = f == 0 ? 0 : last[f - 1] + 1;
+  const int lc = last[f];
+  if (first < 0 || lc < first || lc >= chunks) {
+    if (threadIdx.x == 0) atomicAdd(err, 1);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    const i32* seq = field_i32(meta, AL_OFF_MAMBA_SEQ_IDX_FOR_VARLEN);
+    for (int c = first; c <= lc; ++c)
+      if (seq[c] != f) atomicAdd(err, 1);
+  }
+  for (int pn = threadIdx.x; pn < HEADDIM * DSTATE; pn += blockDim.x) {
+    const i64 si = (slot * NHEADS + h) * HEADDIM * DSTATE + pn;
+    float s = init ? ssm_state[si] : 0.0f;
+    for (int c = first; c <= lc; ++c) {
+      const i64 ci = ((i64)c * NHEADS + h) * HEADDIM * DSTATE + pn;
+      chunk_init[ci] = s;
+      s = chunk_decay[c * NHEADS + h] * s + chunk_states[ci];
+    }
+    ssm_state[si] = s;
   }
 }
 "#;
@@ -1079,10 +1394,121 @@ mod tests {
         panic!("no batch with two prefills");
     }
 
+    fn vllm_layout() -> Layout<MambaModel> {
+        layouts::mamba()
+            .unwrap()
+            .into_iter()
+            .find(|l| uses_vllm(&l.dims))
+            .unwrap()
+    }
+
+    /// The vLLM path (state slots from `vllm_state_indices_*`, no padding check, decode
+    /// outputs by decode row) reproduces the f64 recurrence on every real row, leaves every
+    /// slot no real row owns bit-identical, and its padding rows do write: the scratch
+    /// slot changes on the steps that have padding rows (and only there), so the write-back
+    /// really runs without a padding check and still touches no real row.
+    #[test]
+    fn the_vllm_path_puts_padding_rows_on_the_scratch_slot_and_real_rows_stay_exact() {
+        let layout = vllm_layout();
+        let dims = &layout.dims;
+        assert_eq!(state_slots(dims), dims.max_requests() + 1);
+        let r = dims.max_requests();
+        let mut meta = HostMetadata::new(dims.clone());
+        let (mut padded_steps, mut fresh_prefills) = (0, 0);
+        for seed in 0..200 {
+            let mut rng = Rng::new(seed);
+            let kind = Kind::schedule(seed as usize);
+            let batch = Batch::random(dims, kind, &mut rng);
+            let info = *batch.fill(&mut meta).unwrap();
+            fresh_prefills += batch
+                .rows
+                .iter()
+                .filter(|r| r.phase == Phase::Prefill && r.kv_off == 0)
+                .count();
+            let case = MambaCase::new(&layout, batch, &info, &mut rng);
+            assert_eq!(case.states.conv.len(), (r + 1) * case.conv_len());
+            let run = CpuEmulation
+                .run(0, &layout, meta.bytes(), &info, &case)
+                .unwrap();
+            let o = case.check(&run.states, &run.y);
+            assert_eq!(run.kernel_errors, 0, "seed {seed}");
+            assert_eq!(
+                (o.guard_violations, o.padding_writes),
+                (0, 0),
+                "seed {seed}: {o:?}"
+            );
+            assert!(
+                o.output.within(1e-4) && o.state.within(1e-4),
+                "seed {seed}: {o:?}"
+            );
+            let padding_rows =
+                info.padded.decode > info.real.decode || info.padded.prefill > info.real.prefill;
+            let scratch = |st: &States| {
+                (
+                    st.conv[r * case.conv_len()..].to_vec(),
+                    st.ssm[r * case.ssm_len()..].to_vec(),
+                )
+            };
+            assert_eq!(
+                scratch(&run.states) != scratch(&case.states),
+                padding_rows,
+                "seed {seed}: the scratch slot changes exactly when the step has padding rows"
+            );
+            padded_steps += usize::from(padding_rows);
+        }
+        assert!(padded_steps >= 50, "{padded_steps} steps with padding rows");
+        assert!(fresh_prefills >= 50, "{fresh_prefills} fresh prefills");
+    }
+
+    /// On the vLLM path a fresh prefill's slot holds a stale state: a kernel that read it
+    /// (ignoring `vllm_has_initial_state`) would be caught by the comparison.
+    #[test]
+    fn ignoring_has_initial_state_is_caught() {
+        let layout = vllm_layout();
+        let mut meta = HostMetadata::new(layout.dims.clone());
+        let off = layout.dims.field_offset(Field::VllmHasInitialState);
+        for seed in 0..20 {
+            let mut rng = Rng::new(seed);
+            let batch = Batch::random(&layout.dims, Kind::Prefill, &mut rng);
+            let info = *batch.fill(&mut meta).unwrap();
+            let case = MambaCase::new(&layout, batch, &info, &mut rng);
+            let mut bytes = meta.bytes().to_vec();
+            let Some(f) = (0..info.real.prefill as usize).find(|&f| bytes[off + f] == 0) else {
+                continue;
+            };
+            bytes[off + f] = 1;
+            let run = CpuEmulation.run(0, &layout, &bytes, &info, &case).unwrap();
+            let o = case.check(&run.states, &run.y);
+            assert!(
+                !o.output.within(TOLERANCE) || !o.state.within(TOLERANCE),
+                "seed {seed}: {o:?}"
+            );
+            return;
+        }
+        panic!("no batch with a fresh prefill");
+    }
+
+    /// A prefill kernel that wrote a decode token's output (the hazard of indexing padded
+    /// decode rows' outputs by `cu_query_seq_lengths`) is counted when the decode outputs
+    /// are placed.
+    #[test]
+    fn a_write_into_a_decode_tokens_output_is_counted() {
+        let xd = 2;
+        let mut y = vec![sentinel(); 4 * xd];
+        let y_d = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(merge_decode_outputs(&mut y, &y_d, 2, xd), 0);
+        assert_eq!(&y[..4], &[1.0, 2.0, 3.0, 4.0]);
+        assert!(y[4..].iter().all(|x| x.to_bits() == SENTINEL_BITS));
+        let mut y = vec![sentinel(); 4 * xd];
+        y[3] = 0.5;
+        assert_eq!(merge_decode_outputs(&mut y, &y_d, 2, xd), 1);
+    }
+
     #[test]
     fn source_has_layout_constants() {
         let l = &layouts::mamba().unwrap()[2];
         let s = cuda_source(l);
+        assert!(!s.contains("mamba_decode_vllm"));
         assert!(s.contains("constexpr bool AL_DECODE_INDEX_I64 = false;"));
         assert!(s.contains("constexpr al_u32 AL_CONV_WIDTH = 3u;"));
         assert!(s.contains("constexpr al_u32 AL_CHUNK_SIZE = 16u;"));
@@ -1095,6 +1521,12 @@ mod tests {
             "mamba_chunk_scan",
         ] {
             assert!(s.contains(k), "{k}");
+        }
+        let v = vllm_layout();
+        let s = cuda_source(&v);
+        assert!(s.contains("constexpr bool AL_VLLM = true;"));
+        for k in kernel_names(&v.dims) {
+            assert!(s.contains(&format!("void {k}(")), "{k}");
         }
     }
 }

@@ -49,6 +49,11 @@ impl<'a> MetaBytes<'a> {
         Ok(i32::from_ne_bytes(self.read::<4>(f, i)?))
     }
 
+    /// Element `i` of a u8 field.
+    pub fn u8(&self, f: Field, i: usize) -> Result<u8> {
+        Ok(u8::from_ne_bytes(self.read::<1>(f, i)?))
+    }
+
     /// Element `i` of an i64 field.
     pub fn i64(&self, f: Field, i: usize) -> Result<i64> {
         Ok(i64::from_ne_bytes(self.read::<8>(f, i)?))

@@ -27,6 +27,35 @@ fn mamba_consumer_on_gpu() {
     assert_eq!(s.failed, 0);
 }
 
+/// The Mamba consumer's vLLM path on the GPU: state slots from `vllm_state_indices_*`, no
+/// padding check (padding rows on the scratch slot `R` of an `R + 1`-slot pool), decode
+/// outputs by decode row. Every real row's output and final state within tolerance, conv
+/// states exact, every slot no real row owns bit-identical, no kernel error; steps with
+/// padding rows included. Run it under `compute-sanitizer --tool memcheck` too (.gpu/run-cuda
+/// does, through the mamba_consumer program).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn mamba_consumer_with_vllm_state_indices_on_gpu() {
+    let layouts: Vec<_> = layouts::mamba()
+        .unwrap()
+        .into_iter()
+        .filter(|l| mamba::uses_vllm(&l.dims))
+        .collect();
+    assert_eq!(layouts.len(), 1);
+    let mut exec = gpu::GpuMamba::new(gpu::Gpu::open().unwrap());
+    let args = RunArgs {
+        batches: 48,
+        seed: 1313,
+    };
+    let s = mamba::run_batches(&layouts, args, &mut exec, &mut |l| println!("{l}")).unwrap();
+    assert_eq!(s.failed, 0);
+    assert!(
+        s.graphed_padded >= 8,
+        "{} padded graphed steps",
+        s.graphed_padded
+    );
+}
+
 /// Fill + consumer captured as one graph and replayed: every checked step equals the CPU
 /// reference (the metadata buffer and the consumer's output).
 #[test]
@@ -46,7 +75,10 @@ fn the_fill_captured_with_a_consumer_matches_the_cpu_reference() {
 #[ignore = "needs NVRTC (libnvrtc)"]
 fn kernels_compile_with_nvrtc() {
     let modules = gpu::compile_all("sm_90").unwrap();
-    assert_eq!(modules.len(), 6);
+    assert_eq!(
+        modules.len(),
+        layouts::attention().unwrap().len() + layouts::mamba().unwrap().len()
+    );
     for (label, ptx) in modules {
         println!("{label}: {ptx} bytes of PTX");
         assert!(ptx > 1000, "{label}");
