@@ -2457,6 +2457,66 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_row_that_grows_is_checked_and_patched_like_any_in_place_row() {
+        let mut s = Stager::new();
+        let a = [3, 7];
+        // Uploaded, then advancing in place: delta steps without edits.
+        s.stage(&input(
+            &[RequestRow::decode(1, 5, &a, -1)],
+            &[0],
+            &[set(0, 0, 3), set(0, 1, 7)],
+        ))
+        .unwrap();
+        let steady = s
+            .stage(&input(&[RequestRow::decode(1, 6, &a, -1)], &[0], &[]))
+            .unwrap();
+        assert!(steady.delta);
+        assert_eq!((steady.edits, steady.patches, steady.jobs), (0, 0, 0));
+        // Entries past the list set by the engine: sent, so known to the model.
+        let ahead = s
+            .stage(&input(
+                &[RequestRow::decode(1, 7, &a, -1)],
+                &[0],
+                &[set(0, 2, 8), set(0, 3, 6)],
+            ))
+            .unwrap();
+        assert!(ahead.delta);
+        assert_eq!((ahead.edits, ahead.changes, ahead.jobs), (0, 2, 0));
+        // Crossing into block 2 with an id that contradicts what was sent: refused, as
+        // the general passes refuse it, and nothing changes.
+        let wrong = [3, 7, 5];
+        refused(
+            &mut s,
+            &input(&[RequestRow::decode(1, 8, &wrong, -1)], &[0], &[]),
+            StagingError::ResidentContradictsRow {
+                row: 0,
+                resident_row: 0,
+                index: 2,
+                block: 5,
+                table: 8,
+            },
+        );
+        // The same crossing with the id sent: one patch, still a delta step without edits.
+        let right = [3, 7, 8];
+        let crossed = s
+            .stage(&input(&[RequestRow::decode(1, 8, &right, -1)], &[0], &[]))
+            .unwrap();
+        assert!(crossed.delta);
+        assert_eq!(
+            (
+                crossed.edits,
+                crossed.patches,
+                crossed.jobs,
+                crossed.changes
+            ),
+            (0, 1, 0, 0)
+        );
+        // The patch writes entry 2 of metadata row 0 with the id.
+        let at = s.word(abi::H_OFF_PATCHES) as usize / 4;
+        assert_eq!((s.word(at), s.word(at + 1)), (2, 8));
+    }
+
+    #[test]
     fn a_step_planned_for_another_layout_is_refused_and_changes_nothing() {
         let mut s = Stager::new();
         one_known_row(&mut s);
