@@ -64,6 +64,13 @@
 //! step row the model knows, O(entries of the step's rows), off by default). A failed
 //! check changes nothing.
 //!
+//! A *steady* step — every active row in place and advancing from the request table, as
+//! in a prepared decode step — is recognized by one compare loop over its rows, and the
+//! sources, counts, checks, patches and commit then touch only the rows whose list length
+//! changed (and the changes). The checks are the ones above, run on the same entries; any
+//! other step, or a steady one whose checks fail, takes the general passes, which decide
+//! and report alike.
+//!
 //! Everything here is plain host code, testable without a GPU;
 //! `tests/devfill_kernels_cpu.rs` runs the emitted kernels on the CPU against the host
 //! fill.
