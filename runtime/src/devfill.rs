@@ -64,6 +64,13 @@
 //! step row the model knows, O(entries of the step's rows), off by default). A failed
 //! check changes nothing.
 //!
+//! A *steady* step — every active row in place and advancing from the request table, as
+//! in a prepared decode step — is recognized by one compare loop over its rows, and the
+//! sources, counts, checks, patches and commit then touch only the rows whose list length
+//! changed (and the changes). The checks are the ones above, run on the same entries; any
+//! other step, or a steady one whose checks fail, takes the general passes, which decide
+//! and report alike.
+//!
 //! Everything here is plain host code, testable without a GPU;
 //! `tests/devfill_kernels_cpu.rs` runs the emitted kernels on the CPU against the host
 //! fill.
@@ -423,6 +430,9 @@ pub struct StagingBuilder {
     /// Per active row of the step being staged: whether it advances from the request
     /// table (scratch).
     advanced: Vec<bool>,
+    /// A steady step's active rows whose list length changed, in order (scratch; see
+    /// [`steady_rows`](Self::steady_rows)).
+    resized: Vec<u32>,
 }
 
 /// One row of the device's request table, as the host last sent it.
@@ -520,6 +530,7 @@ impl StagingBuilder {
             table: vec![TableRow::default(); r],
             table_rows: 0,
             advanced: Vec::with_capacity(r),
+            resized: Vec::with_capacity(r),
         }
     }
 
@@ -670,12 +681,31 @@ impl StagingBuilder {
         if let Some(res) = input.residency {
             self.check_residency(input, &res, stamp)?;
         }
-        self.choose_sources(input, &info, stamp);
-        let (counted, compact) = self.size_image(input, &info, stamp);
-        self.check_sent_ids(input, &info, stamp)?;
-        if let Some(res) = input.residency {
-            self.check_read_entries(input, &info, &res, stamp)?;
-        }
+        // A steady step (every active row in place and advancing) takes one lean pass over
+        // its rows; anything else, or a steady image too large for the staging, the
+        // general passes, which then decide (and report errors) as if it never ran.
+        let steady = self
+            .steady_rows(input, &info, stamp)
+            .map(|rows| Counted {
+                steady: true,
+                ..self.finish_count(input, &info, stamp, true, rows)
+            })
+            .filter(|c| c.end <= self.capacity);
+        let (counted, compact) = match steady {
+            Some(counted) => {
+                self.check_patched_ids(input, &info, stamp)?;
+                (counted, false)
+            }
+            None => {
+                self.choose_sources(input, &info, stamp);
+                let sized = self.size_image(input, &info, stamp);
+                self.check_sent_ids(input, &info, stamp)?;
+                if let Some(res) = input.residency {
+                    self.check_read_entries(input, &info, &res, stamp)?;
+                }
+                sized
+            }
+        };
 
         // Pass 2: write the image.
         let got = out.len();
@@ -690,7 +720,7 @@ impl StagingBuilder {
         let staged = self.write(input, &info, &counted, words, compact, stamp)?;
 
         // Commit: what the device holds after the step.
-        self.commit(input, &info, compact);
+        self.commit(input, &info, compact, counted.steady);
         Ok(staged)
     }
 
@@ -851,6 +881,79 @@ impl StagingBuilder {
     /// query length (the device can compute its record).
     fn advances(&self, a: usize, row: RequestRow<'_>) -> bool {
         a < self.table_rows && self.table.get(a).is_some_and(|t| t.advances_to(&row))
+    }
+
+    /// The lean pass of a steady step: when delta steps are allowed, the step has
+    /// residency and every active row `a` is in place (its metadata row holds its resident
+    /// row, linked both ways) and advances from the request table, it sets what
+    /// [`choose_sources`](Self::choose_sources) and [`choose_delta`](Self::choose_delta)
+    /// would (every source [`Source::Meta`], every row advanced: a delta step without
+    /// edits), lists the rows whose length changed (`resized`) and checks what the general
+    /// passes check of such rows: the ids each grew into
+    /// ([`check_sent_ids`](Self::check_sent_ids)) and their agreement with the model
+    /// ([`check_read_entries`](Self::check_read_entries)); a row that did not change
+    /// length sends and reads nothing. `None` (the general passes then run, decide alike
+    /// and name any error) when the step is not like that or a check fails. Rows that
+    /// advance cost a few compares; only the resized rows cost more.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "a < N <= table_rows <= R and resident rows < R (claim_resident_rows); \
+                  l0 < l1 <= width (the plan, of this builder's layout)"
+    )]
+    fn steady_rows(
+        &mut self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        stamp: u32,
+    ) -> Option<RowCounts> {
+        let res = input.residency?;
+        let paused = info.paused as usize;
+        let n = info.real.requests() as usize;
+        if !self.delta_steps || n == 0 || n > self.table_rows {
+            return None;
+        }
+        let rows = input.rows.get(paused..paused + n)?;
+        let resident = res.resident_rows.get(paused..paused + n)?;
+        let dummy = self.dummy;
+        let mut resized = std::mem::take(&mut self.resized);
+        resized.clear();
+        let mut patches = 0usize;
+        let mut ok = true;
+        for (a, (row, &r)) in rows.iter().zip(resident).enumerate() {
+            let (l0, l1) = (self.meta_len[a] as usize, row.blocks.len());
+            if self.meta_src[a] != r
+                || self.res_meta[r as usize] != a as u32
+                || !self.table[a].advances_to(row)
+            {
+                ok = false;
+                break;
+            }
+            if l0 != l1 {
+                patches += l0.abs_diff(l1);
+                resized.push(a as u32);
+                if l1 > l0
+                    && (row.blocks[l0..].iter().any(|&id| id < -1 || id >= dummy)
+                        || self
+                            .check_known(paused + a, r, row.blocks, l0, self.width, stamp)
+                            .is_err())
+                {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        self.resized = resized;
+        if !ok {
+            return None;
+        }
+        self.source.clear();
+        self.source.resize(n, Source::Meta);
+        self.advanced.clear();
+        self.advanced.resize(n, true);
+        Some(RowCounts {
+            patches,
+            ..RowCounts::default()
+        })
     }
 
     /// Marks the active rows that a delta step would not edit (`advanced`: in place and
@@ -1029,14 +1132,21 @@ impl StagingBuilder {
         clippy::indexing_slicing,
         reason = "i = P + a < P + N <= rows.len() = resident_rows.len(); resident rows < rows; a row's blocks <= width (the plan, of this layout); ci indexes `changes`, whose entries are inside the table (keep_latest_changes)"
     )]
-    fn mirror_launch(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
+    fn mirror_launch(
+        &mut self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        compact: bool,
+        steady: bool,
+    ) {
         let Some(res) = input.residency else {
             return;
         };
         let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         let w = self.width;
-        for a in 0..n {
+        // A steady step uploads no row.
+        for a in 0..if steady { 0 } else { n } {
             if let Source::Upload { writeback: true } = self.source[a] {
                 let r = res.resident_rows[paused + a] as usize;
                 let blocks = input.rows[paused + a].blocks;
@@ -1100,15 +1210,39 @@ impl StagingBuilder {
                 Source::Resident => {}
             }
         }
-        if let Some(res) = input.residency {
-            for &ci in &self.kept {
-                let ch = &res.changes[ci as usize];
-                if let (_, Some(a)) = self.route(ch, active, paused, stamp) {
-                    let j = ch.index as usize;
-                    if let Some(&id) = active[a].blocks.get(j) {
-                        check(a, j, &[id])?;
-                    }
-                }
+        self.check_patched_ids(input, info, stamp)
+    }
+
+    /// The part of [`check_sent_ids`](Self::check_sent_ids) that reads the kept changes:
+    /// the ids patched into in-place rows. O(changes).
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "P + N <= rows.len() (the plan); ci indexes `changes`; route returns active indices"
+    )]
+    fn check_patched_ids(
+        &self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        stamp: u32,
+    ) -> Result<(), StagingError> {
+        let Some(res) = input.residency else {
+            return Ok(());
+        };
+        let paused = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let active = &input.rows[paused..paused + n];
+        for &ci in &self.kept {
+            let ch = &res.changes[ci as usize];
+            if let (_, Some(a)) = self.route(ch, active, paused, stamp)
+                && let Some(&id) = active[a].blocks.get(ch.index as usize)
+                && (id < -1 || id >= self.dummy)
+            {
+                return Err(StagingError::BadBlock {
+                    row: paused + a,
+                    index: ch.index as usize,
+                    block: id,
+                    dummy: self.dummy,
+                });
             }
         }
         Ok(())
@@ -1122,22 +1256,49 @@ impl StagingBuilder {
     fn count(&self, input: &StepInput<'_>, info: &StepInfo, stamp: u32, delta: bool) -> Counted {
         let paused = info.paused as usize;
         let n = info.real.requests() as usize;
-        let np = info.padded.requests() as usize;
         let active = &input.rows[paused..paused + n];
-        let mut c = Counted::default();
+        let mut rows = RowCounts::default();
         for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
             let l1 = row.blocks.len();
             match src {
                 Source::Meta => {
-                    c.patches += l1.abs_diff(self.meta_len[a] as usize);
+                    rows.patches += l1.abs_diff(self.meta_len[a] as usize);
                 }
-                Source::Resident => c.jobs += 1,
+                Source::Resident => rows.jobs += 1,
                 Source::Upload { .. } => {
-                    c.jobs += 1;
-                    c.blocks += l1;
+                    rows.jobs += 1;
+                    rows.blocks += l1;
                 }
             }
         }
+        rows.edits = self.advanced.iter().filter(|&&kept| !kept).count();
+        self.finish_count(input, info, stamp, delta, rows)
+    }
+
+    /// [`count`](Self::count) from the active rows' own counts: adds the padding rows'
+    /// jobs, the kept changes and the other sections.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "P + N <= rows.len() and Np <= R (the plan, of this builder's layout; meta_len is sized R); ci indexes `changes`"
+    )]
+    fn finish_count(
+        &self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        stamp: u32,
+        delta: bool,
+        rows: RowCounts,
+    ) -> Counted {
+        let paused = info.paused as usize;
+        let n = info.real.requests() as usize;
+        let np = info.padded.requests() as usize;
+        let active = &input.rows[paused..paused + n];
+        let mut c = Counted {
+            patches: rows.patches,
+            jobs: rows.jobs,
+            blocks: rows.blocks,
+            ..Counted::default()
+        };
         c.jobs += (n..np).filter(|&a| self.meta_len[a] > 0).count();
         if let Some(res) = input.residency {
             for &ci in &self.kept {
@@ -1148,7 +1309,7 @@ impl StagingBuilder {
         }
         let has_inter = input.intermediate.is_some() && info.attn.prefill > 0;
         let per_request = !delta && !uniform_sampling(active);
-        let edits = self.advanced.iter().filter(|&&kept| !kept).count();
+        let edits = rows.edits;
         let sections = Sections::new(
             if delta {
                 edits * abi::EDIT_BYTES
@@ -1238,7 +1399,15 @@ impl StagingBuilder {
         let active = input.rows.get(paused..paused + n).unwrap_or(&[]);
         let s = counted.sections;
         write_header(words, input, info, counted);
-        let rows = self.write_requests(input, paused, active, &s, words, counted.delta);
+        let rows = if counted.steady {
+            // Every row in place and advanced: no record, upload or job.
+            RowWork {
+                jobs_end: s.jobs / 4,
+                ..RowWork::default()
+            }
+        } else {
+            self.write_requests(input, paused, active, &s, words, counted.delta)
+        };
         let padding = self.write_padding_jobs(info, rows.jobs_end, words);
         write_token_ids(input, &s, words, counted.end)?;
         if !counted.delta {
@@ -1247,7 +1416,9 @@ impl StagingBuilder {
         if counted.has_inter {
             write_intermediate(input, info, &s, words);
         }
-        let writes = self.write_block_writes(input, paused, active, &s, words, compact, stamp);
+        let resized = counted.steady.then_some(self.resized.as_slice());
+        let writes =
+            self.write_block_writes(input, paused, active, &s, words, compact, stamp, resized);
         let jobs = rows.jobs + padding.jobs;
         let worker_entries =
             rows.worker_entries + padding.worker_entries + u64::from(writes.changes);
@@ -1395,6 +1566,7 @@ impl StagingBuilder {
         words: &mut [u32],
         compact: bool,
         stamp: u32,
+        resized: Option<&[u32]>,
     ) -> BlockWrites {
         let w = self.width;
         let dummy = self.dummy;
@@ -1407,12 +1579,25 @@ impl StagingBuilder {
             patch += 2;
             out.patches += 1;
         };
-        for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
-            if *src == Source::Meta {
-                let (l0, l1) = (self.meta_len[a] as usize, row.blocks.len());
-                for j in l0.min(l1)..l0.max(l1) {
-                    let v = if j < l1 { map(row.blocks[j]) } else { dummy };
-                    put_patch(words, a * w + j, v);
+        let mut patch_row = |words: &mut [u32], a: usize, row: &RequestRow<'_>| {
+            let (l0, l1) = (self.meta_len[a] as usize, row.blocks.len());
+            for j in l0.min(l1)..l0.max(l1) {
+                let v = if j < l1 { map(row.blocks[j]) } else { dummy };
+                put_patch(words, a * w + j, v);
+            }
+        };
+        match resized {
+            // A steady step: every row in place; only the listed ones changed length.
+            Some(list) => {
+                for &a in list {
+                    patch_row(words, a as usize, &active[a as usize]);
+                }
+            }
+            None => {
+                for (a, (row, src)) in active.iter().zip(&self.source).enumerate() {
+                    if *src == Source::Meta {
+                        patch_row(words, a, row);
+                    }
                 }
             }
         }
@@ -1445,8 +1630,8 @@ impl StagingBuilder {
         clippy::indexing_slicing,
         reason = "as in mirror_launch: rows, resident rows and metadata rows below their bounds (the plan and claim_resident_rows); kept changes are inside the table"
     )]
-    fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool) {
-        self.mirror_launch(input, info, compact);
+    fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool, steady: bool) {
+        self.mirror_launch(input, info, compact, steady);
         let paused = info.paused as usize;
         let n = info.real.requests() as usize;
         let np = info.padded.requests() as usize;
@@ -1471,7 +1656,8 @@ impl StagingBuilder {
                         self.res_known[r] = input.rows[paused + a].blocks.len() as u32;
                     }
                 } else {
-                    for a in 0..n {
+                    // A steady step uploads no row.
+                    for a in 0..if steady { 0 } else { n } {
                         if let Source::Upload { writeback: true } = self.source[a] {
                             let r = res.resident_rows[paused + a] as usize;
                             let len = input.rows[paused + a].blocks.len() as u32;
@@ -1495,17 +1681,30 @@ impl StagingBuilder {
                         self.res_known[ru] = known as u32;
                     }
                 }
-                for a in 0..n {
+                // A steady step's rows are linked already (`steady_rows` checked both ways).
+                for a in 0..if steady { 0 } else { n } {
                     let r = res.resident_rows[paused + a] as usize;
                     self.link(a, r);
                 }
             }
         }
-        for (a, row) in input.rows[paused..paused + n].iter().enumerate() {
-            self.meta_len[a] = row.blocks.len() as u32;
-            // Full steps write every record into the device's request table; delta steps
-            // advance or edit each: either way it holds this step's rows.
-            self.table[a] = TableRow::of(row);
+        let active = &input.rows[paused..paused + n];
+        if steady {
+            // Every row advanced (`steady_rows`): only its KV offset moved, and only the
+            // resized rows changed length.
+            for (t, row) in self.table.iter_mut().zip(active) {
+                t.kv = row.kv_offset;
+            }
+            for &a in &self.resized {
+                self.meta_len[a as usize] = active[a as usize].blocks.len() as u32;
+            }
+        } else {
+            for (a, row) in active.iter().enumerate() {
+                self.meta_len[a] = row.blocks.len() as u32;
+                // Full steps write every record into the device's request table; delta
+                // steps advance or edit each: either way it holds this step's rows.
+                self.table[a] = TableRow::of(row);
+            }
         }
         self.table_rows = n;
         for a in n..np {
@@ -1529,6 +1728,19 @@ struct Counted {
     /// A delta step (`abi::FLAG_DELTA`) with `edits` edit records.
     delta: bool,
     edits: u32,
+    /// Counted by [`StagingBuilder::steady_rows`]: every row in place and advanced, the
+    /// resized ones listed in `resized` (no records, jobs or uploads to write).
+    steady: bool,
+}
+
+/// What the active rows alone add to an image's sections.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowCounts {
+    patches: usize,
+    jobs: usize,
+    blocks: usize,
+    /// Edit records of a delta step (rows that do not advance).
+    edits: usize,
 }
 
 /// What [`StagingBuilder::write_requests`] (or the padding jobs) wrote.
@@ -2249,6 +2461,66 @@ mod tests {
         let rows = [RequestRow::decode(1, 13, &a, -1)];
         let ok = s.stage(&input(&rows, &[0], &[])).unwrap();
         assert_eq!((ok.patches, ok.jobs), (2, 0));
+    }
+
+    #[test]
+    fn a_steady_row_that_grows_is_checked_and_patched_like_any_in_place_row() {
+        let mut s = Stager::new();
+        let a = [3, 7];
+        // Uploaded, then advancing in place: delta steps without edits.
+        s.stage(&input(
+            &[RequestRow::decode(1, 5, &a, -1)],
+            &[0],
+            &[set(0, 0, 3), set(0, 1, 7)],
+        ))
+        .unwrap();
+        let steady = s
+            .stage(&input(&[RequestRow::decode(1, 6, &a, -1)], &[0], &[]))
+            .unwrap();
+        assert!(steady.delta);
+        assert_eq!((steady.edits, steady.patches, steady.jobs), (0, 0, 0));
+        // Entries past the list set by the engine: sent, so known to the model.
+        let ahead = s
+            .stage(&input(
+                &[RequestRow::decode(1, 7, &a, -1)],
+                &[0],
+                &[set(0, 2, 8), set(0, 3, 6)],
+            ))
+            .unwrap();
+        assert!(ahead.delta);
+        assert_eq!((ahead.edits, ahead.changes, ahead.jobs), (0, 2, 0));
+        // Crossing into block 2 with an id that contradicts what was sent: refused, as
+        // the general passes refuse it, and nothing changes.
+        let wrong = [3, 7, 5];
+        refused(
+            &mut s,
+            &input(&[RequestRow::decode(1, 8, &wrong, -1)], &[0], &[]),
+            StagingError::ResidentContradictsRow {
+                row: 0,
+                resident_row: 0,
+                index: 2,
+                block: 5,
+                table: 8,
+            },
+        );
+        // The same crossing with the id sent: one patch, still a delta step without edits.
+        let right = [3, 7, 8];
+        let crossed = s
+            .stage(&input(&[RequestRow::decode(1, 8, &right, -1)], &[0], &[]))
+            .unwrap();
+        assert!(crossed.delta);
+        assert_eq!(
+            (
+                crossed.edits,
+                crossed.patches,
+                crossed.jobs,
+                crossed.changes
+            ),
+            (0, 1, 0, 0)
+        );
+        // The patch writes entry 2 of metadata row 0 with the id.
+        let at = s.word(abi::H_OFF_PATCHES) as usize / 4;
+        assert_eq!((s.word(at), s.word(at + 1)), (2, 8));
     }
 
     #[test]

@@ -514,7 +514,12 @@ fn plan<'a, D: Dims>(
         .residency
         .filter(|_| resident)
         .map(|r| r.resident_rows);
-    let steady = resident_rows.and_then(|res| check_steady_rows(&limits, input.rows, res, state));
+    let steady = match resident_rows {
+        Some(res) => check_steady_rows(&limits, input.rows, res, state),
+        // The device fill's steady step (it checks the rest of the block lists itself).
+        None if check == BlockCheck::Needed => check_decode_rows_needed(&limits, input.rows, state),
+        None => None,
+    };
     let tally = match steady {
         Some(tally) => tally,
         None => {
@@ -715,6 +720,58 @@ fn check_steady_rows(
         prefill: 0,
         tokens: n as u64 * u64::from(s1),
         holes: true,
+    })
+}
+
+/// The checks of a decode-only step under [`BlockCheck::Needed`], in one lean pass: every
+/// row a decode row with `q = s + 1`, its list within the table width, its sequence within
+/// the decode bound, every block its tokens land in a valid id (not `-1`), a Mamba slot of
+/// its own. Exactly what [`check_rows`] checks of such rows, so where this accepts a step
+/// `check_rows` would have accepted it with the same tally and the same slot claims.
+/// `None` as soon as a row is not like that (or breaks a rule): the caller then runs
+/// [`check_rows`], which finds the rule and names it.
+#[inline]
+fn check_decode_rows_needed(
+    limits: &RowLimits,
+    rows: &[RequestRow<'_>],
+    state: &mut FillState,
+) -> Option<Tally> {
+    let s1 = limits.s1;
+    for row in rows {
+        if row.phase != Phase::Decode
+            || row.query_length != s1
+            || row.blocks.len() > limits.block_table_width
+        {
+            return None;
+        }
+        let end = row.kv_offset as usize + s1 as usize;
+        if end > limits.decode_max {
+            return None;
+        }
+        let first = row.kv_offset as usize >> limits.shift;
+        let last = (end - 1) >> limits.shift;
+        for j in first..=last {
+            match row.blocks.get(j) {
+                Some(&id) if id >= 0 && id < limits.dummy => {}
+                _ => return None,
+            }
+        }
+    }
+    if limits.has_mamba {
+        for (i, row) in rows.iter().enumerate() {
+            if row.mamba_slot == -1 || state.claim_slot(i, row.mamba_slot, limits.r).is_err() {
+                return None;
+            }
+        }
+    }
+    let n = rows.len();
+    Some(Tally {
+        paused: 0,
+        decode: n as u32,
+        prefill: 0,
+        tokens: n as u64 * u64::from(s1),
+        // Unscanned lists may hold holes (what `check_block_list` says under `Needed`).
+        holes: n > 0,
     })
 }
 
