@@ -7,7 +7,11 @@
 //! * host fill on the device (the whole buffer copied), with graphs, 10,000 steps;
 //! * device fill without graphs, with and without per-bucket kernels, 2,000 steps each;
 //! * device fill with graphs on steady decode sequences (`support/steady.rs`: delta
-//!   steps, rows finishing and replaced, blocks crossed), at least 10,000 steps per layout.
+//!   steps, rows finishing and replaced, blocks crossed), at least 10,000 steps per layout;
+//! * device fill with graphs on steps that end through Megatron's async-scheduling
+//!   contract (`prepare`, `commit_sampled`, `resolve` with rows finishing at random and the
+//!   holes filled in Megatron's order, replacements admitted, the ordinary `commit_step`
+//!   now and then), until 10,000 prepared steps per layout.
 //!
 //! Layouts: `support/layouts.rs` (hybrid with speculative tokens, MHA with tensor
 //! parallelism, pure Mamba with i32 indices and no graphs, linear ladders, explicit bucket
@@ -37,7 +41,9 @@ mod support;
 mod gpu {
     use std::collections::HashMap;
 
-    use attention_layout::batch::{BatchError, BatchState, PrefixOptions, RequestPhase};
+    use attention_layout::batch::{
+        AsyncError, BatchError, BatchState, PrefixOptions, RequestHandle, RequestPhase,
+    };
     use attention_layout::cuda::FillMode;
     use attention_layout::{Dims, EvictionPolicy, HostMetadata, LayoutSpec, Phase, RuntimeDims};
 
@@ -204,6 +210,102 @@ mod gpu {
             header_only_steps += header_only;
         }
         assert!(header_only_steps > 0, "no step sent only its header");
+    }
+
+    /// Steps ended through prepare / commit_sampled / resolve (docs/ASYNC-SCHEDULING.md):
+    /// every decode-only step without paused rows is prepared (unless the pool cannot serve
+    /// it), its sampled and draft ids committed, and resolved with a random mask (no row,
+    /// 2 % or 10 % of the rows finishing); the other steps end with `commit_step` or a
+    /// resolve; replacements are admitted. Runs until 10,000 prepared steps per layout (at
+    /// most 30,000 steps; at least 5,000 must be prepared), each step compared byte for
+    /// byte with the host fill.
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn device_fill_matches_the_host_fill_on_prepared_steps() {
+        require_device();
+        for (i, (name, dims)) in all_layouts().iter().enumerate() {
+            let mut gpu = backend(dims, FillMode::Device, true, true);
+            let mut cpu = HostMetadata::new(dims.clone());
+            let mut state = BatchState::new(dims).unwrap();
+            let mut rng = Rng::new(0xa57c + i as u64);
+            let s1 = dims.speculative_tokens() as usize + 1;
+            let n = steps();
+            let (mut prepared, mut graphed, mut finished) = (0usize, 0usize, 0usize);
+            let mut k = 0usize;
+            // Until `n` prepared steps (or 3n steps in all).
+            while prepared < n && k < 3 * n {
+                k += 1;
+                // Admit replacements and schedule the ordinary work, unless a prepared step
+                // already scheduled every row.
+                if !state.is_prepared() {
+                    // Admissions now and then (always into an empty batch), so most steps
+                    // are decode-only.
+                    let admit = state.live_count() == 0 || rng.chance(0.05);
+                    for _ in 0..if admit { rng.range_inclusive(1, 4) } else { 0 } {
+                        if !state.can_admit() {
+                            break;
+                        }
+                        let prompt = 1 + rng.below(24) as u32;
+                        let out = 1 + rng.below(200) as u32;
+                        if let Ok(h) = state.admit(prompt, out) {
+                            let _ = state.schedule_prefill(h, prompt);
+                        }
+                    }
+                    let live: Vec<RequestHandle> = state.live().collect();
+                    for h in live {
+                        let info = state.info(h).unwrap();
+                        if info.scheduled > 0 || info.paused {
+                            continue;
+                        }
+                        if info.phase == RequestPhase::Decode {
+                            let _ = state.schedule_decode(h);
+                        } else {
+                            let _ = state.schedule_prefill(h, info.prompt_len - info.prompt_done);
+                        }
+                    }
+                }
+                let what = format!("{name} prepared-path step {k}");
+                let ran: Vec<u32> = state.with_step(|input| {
+                    graphed += usize::from(step_and_compare(&what, &mut cpu, &mut gpu, input));
+                    let res = input.residency.unwrap();
+                    let paused = input
+                        .rows
+                        .iter()
+                        .filter(|r| r.phase == Phase::Paused)
+                        .count();
+                    res.resident_rows[paused..].to_vec()
+                });
+                let is_prepared = state.can_prepare().is_ok()
+                    && match state.prepare() {
+                        Ok(_) => true,
+                        Err(AsyncError::OutOfBlocks { .. }) => false,
+                        Err(e) => panic!("{what}: prepare refused a preparable step: {e}"),
+                    };
+                prepared += usize::from(is_prepared);
+                if !is_prepared && rng.chance(0.3) {
+                    finished += state.commit_step(|_| 0).unwrap().len();
+                    continue;
+                }
+                let stamp = k as i64;
+                let sampled: Vec<i64> = ran.iter().map(|&r| i64::from(r) * 1000 + stamp).collect();
+                let drafts: Vec<i64> = ran
+                    .iter()
+                    .flat_map(|&r| (1..s1).map(move |d| i64::from(r) * 1000 + stamp + d as i64))
+                    .collect();
+                state.commit_sampled(&sampled, &drafts).unwrap();
+                let p_finish = [0.0, 0.02, 0.1][rng.below(3) as usize];
+                let mask: Vec<bool> = ran.iter().map(|_| !rng.chance(p_finish)).collect();
+                finished += state.resolve(&mask).unwrap().len();
+            }
+            eprintln!(
+                "{name}: {k} steps, {prepared} prepared, {graphed} graphed, {finished} finished"
+            );
+            assert!(
+                prepared * 2 >= n,
+                "{name}: only {prepared} of {k} steps prepared"
+            );
+            assert!(finished > 0, "{name}: no request finished");
+        }
     }
 
     /// Runs `n` steps of a random engine over a `BatchState` with prefix caching: prompts
