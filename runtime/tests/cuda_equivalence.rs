@@ -228,7 +228,7 @@ mod gpu {
             let mut cpu = HostMetadata::new(dims.clone());
             let mut state = BatchState::new(dims).unwrap();
             let mut rng = Rng::new(0xa57c + i as u64);
-            let s1 = dims.speculative_tokens() as usize + 1;
+            let s1 = dims.speculative_tokens() + 1;
             let n = steps();
             let (mut prepared, mut graphed, mut finished) = (0usize, 0usize, 0usize);
             let mut k = 0usize;
