@@ -23,7 +23,7 @@ use std::time::Instant;
 use attention_layout_codegen::Geometry;
 use attention_layout_codegen::emit_cuda;
 
-use crate::scenarios::{self, Scenario};
+use crate::scenarios::{self, Scenario, SteadyEngine, SteadyScenario};
 use attention_layout::backend::MetadataBackend;
 use attention_layout::cuda::compile::{self, CompileOptions};
 use attention_layout::cuda::{CudaBackend, CudaOptions, FillMode, probe};
@@ -204,192 +204,9 @@ impl Steps for Driver {
 
 // ---- Steady decode steps (issue 11) ---------------------------------------------------
 //
-// A driver of this module's own, until the scenarios' prepare/resolve driver (branch
-// `steady`: `mha-256-decode-steady`, `hybrid-256-decode-steady` and the `-replace1`
-// variants in scenarios.rs) lands; then `steady_scenarios` switches to those. Everything
-// steady lives between these rules.
-
-/// Steady decode steps over a scenario's decode rows: every row advances by its query
-/// length each step (rows cross into a new KV block once every `B` steps, so about one
-/// row in `B` per step); `replace` rows per step finish and are replaced, Megatron's
-/// way: the last row moves into the hole and the new request (its prefill left out:
-/// it arrives decoding, with a context of the finished one's initial length) is appended.
-/// A row that would outgrow `max_seq_len` finishes the same way. No token ids: an engine
-/// that schedules asynchronously keeps the sampled ids on the device.
-struct SteadyDriver {
-    /// Step order: resident rows.
-    order: Vec<u32>,
-    /// Per resident row: q, kv, Mamba slot, initial kv, blocks.
-    q: Vec<u32>,
-    kv: Vec<u32>,
-    slot: Vec<i32>,
-    initial_kv: Vec<u32>,
-    blocks: Vec<Vec<i32>>,
-    changes: Vec<BlockChange>,
-    free: Vec<i32>,
-    block_size: u32,
-    max_seq_len: u32,
-    replace: usize,
-    cursor: u64,
-    /// Steps and replaced rows so far.
-    steps: u64,
-    replaced: u64,
-}
-
-impl SteadyDriver {
-    fn new(s: &Scenario, dims: &RuntimeDims, replace: usize) -> Self {
-        let rows = s.rows();
-        let decode: Vec<&RequestRow<'_>> =
-            rows.iter().filter(|r| r.phase == Phase::Decode).collect();
-        let blocks: Vec<Vec<i32>> = decode.iter().map(|r| r.blocks.to_vec()).collect();
-        let used: i32 = s.rows().iter().map(|r| r.blocks.len() as i32).sum();
-        let mut changes = Vec::new();
-        for (r, b) in blocks.iter().enumerate() {
-            for (j, &id) in b.iter().enumerate() {
-                changes.push(BlockChange {
-                    resident_row: r as u32,
-                    index: j as u32,
-                    block: id,
-                });
-            }
-        }
-        Self {
-            order: (0..decode.len() as u32).collect(),
-            q: decode.iter().map(|r| r.query_length).collect(),
-            kv: decode.iter().map(|r| r.kv_offset).collect(),
-            slot: decode.iter().map(|r| r.mamba_slot).collect(),
-            initial_kv: decode.iter().map(|r| r.kv_offset).collect(),
-            blocks,
-            changes,
-            free: (used..dims.dummy_block()).rev().collect(),
-            block_size: dims.block_size() as u32,
-            max_seq_len: dims.max_seq_len() as u32,
-            replace,
-            cursor: 0,
-            steps: 0,
-            replaced: 0,
-        }
-    }
-
-    fn set(&mut self, r: usize, j: usize, id: i32) {
-        self.changes.push(BlockChange {
-            resident_row: r as u32,
-            index: j as u32,
-            block: id,
-        });
-    }
-
-    /// Gives resident row `r` enough blocks for `kv + q` tokens (one per crossing).
-    fn cover(&mut self, r: usize) {
-        let need = (self.kv[r] + self.q[r]).div_ceil(self.block_size) as usize;
-        while self.blocks[r].len() < need {
-            let Some(id) = self.free.pop() else { return };
-            let j = self.blocks[r].len();
-            self.blocks[r].push(id);
-            self.set(r, j, id);
-        }
-    }
-
-    /// Step row `i` finishes: its blocks are released, the last row moves into its place,
-    /// and a new request takes its resident row at the end of the order.
-    fn replace_at(&mut self, i: usize) {
-        let r = self.order.swap_remove(i) as usize;
-        let old = std::mem::take(&mut self.blocks[r]);
-        for j in (0..old.len()).rev() {
-            self.set(r, j, -1);
-        }
-        self.free.extend(old.iter().rev());
-        self.kv[r] = self.initial_kv[r];
-        self.cover(r);
-        self.order.push(r as u32);
-        self.replaced += 1;
-    }
-}
-
-impl Steps for SteadyDriver {
-    fn advance(&mut self) {
-        self.steps += 1;
-        if self.steps > 1 {
-            self.changes.clear();
-            for &r in &self.order {
-                let r = r as usize;
-                self.kv[r] += self.q[r];
-            }
-            // Rows that would outgrow max_seq_len finish (position `i` is checked again:
-            // the last row moved there).
-            let mut i = 0;
-            while i < self.order.len() {
-                let r = self.order[i] as usize;
-                if self.kv[r] + self.q[r] > self.max_seq_len {
-                    self.replace_at(i);
-                } else {
-                    i += 1;
-                }
-            }
-            for _ in 0..self.replace {
-                // A spread of positions, different every step.
-                self.cursor = self
-                    .cursor
-                    .wrapping_add(0x9e37_79b9)
-                    .wrapping_mul(2_654_435_761);
-                let i = (self.cursor >> 7) as usize % self.order.len().max(1);
-                self.replace_at(i);
-            }
-            for i in 0..self.order.len() {
-                let r = self.order[i] as usize;
-                self.cover(r);
-            }
-        }
-    }
-
-    fn rows(&self) -> Vec<RequestRow<'_>> {
-        self.order
-            .iter()
-            .map(|&r| {
-                let r = r as usize;
-                RequestRow::decode(self.q[r], self.kv[r], &self.blocks[r], self.slot[r])
-            })
-            .collect()
-    }
-
-    fn input<'a>(&'a self, rows: &'a [RequestRow<'a>]) -> StepInput<'a> {
-        StepInput {
-            rows,
-            token_ids: None,
-            intermediate: None,
-            residency: Some(Residency {
-                resident_rows: &self.order,
-                changes: &self.changes,
-            }),
-        }
-    }
-}
-
-/// The steady scenarios: `(label, base scenario, rows replaced per step)`, 1 % of 256
-/// rows replaced per step in the `-replace1` variants.
-fn steady_scenarios() -> Vec<(&'static str, Scenario, usize)> {
-    let all = scenarios::all();
-    let by_name = |n: &str| all.iter().find(|s| s.name == n).cloned();
-    let mut out = Vec::new();
-    for (base, steady, replace1) in [
-        (
-            "mha-256-decode",
-            "mha-256-decode-steady",
-            "mha-256-decode-steady-replace1",
-        ),
-        (
-            "hybrid-256-decode",
-            "hybrid-256-decode-steady",
-            "hybrid-256-decode-steady-replace1",
-        ),
-    ] {
-        if let Some(s) = by_name(base) {
-            out.push((steady, s.clone(), 0));
-            out.push((replace1, s, 3));
-        }
-    }
-    out
-}
+// The steady scenarios of `scenarios::steady()` (the one list the CPU benchmark uses too),
+// driven by their `SteadyEngine`: a `BatchState` whose decode-only steps end through
+// prepare / commit_sampled / resolve, as an engine that schedules asynchronously ends them.
 
 /// Device fill with graphs, with and without delta steps, and eagerly; the host fill on
 /// the device with graphs: each on the same steady steps.
@@ -402,15 +219,70 @@ fn steady_configs() -> [(FillMode, bool, bool, &'static str); 4] {
     ]
 }
 
+/// Ends the engine's step; a reseeded engine starts a fresh table, so the backend forgets
+/// its residency.
+fn advance_engine(engine: &mut SteadyEngine, backend: &mut CudaBackend) -> Result<(), String> {
+    if engine.advance()?.reseeded {
+        backend.reset_residency();
+    }
+    Ok(())
+}
+
+/// [`measure`] for a steady scenario: the synchronized latency of the backend's step, and
+/// the pipelined cost of whole engine steps (build, backend step, prepare / commit /
+/// resolve) submitted back to back.
+fn measure_steady(
+    scenario: &SteadyScenario,
+    options: CudaOptions,
+    steps: usize,
+) -> Result<Measurement, String> {
+    let mut engine = SteadyEngine::new(scenario)?;
+    let dims = engine.dims()?;
+    let mut backend = CudaBackend::new(dims, options).map_err(|e| e.to_string())?;
+    let warmup = (steps / 10).clamp(10, 500);
+    for _ in 0..warmup {
+        engine.with_step(|input| backend.step(input).map(|_| ()).map_err(|e| e.to_string()))?;
+        advance_engine(&mut engine, &mut backend)?;
+    }
+    backend.synchronize().map_err(|e| e.to_string())?;
+    let mut lat = Vec::with_capacity(steps);
+    let mut bytes = Vec::with_capacity(steps);
+    let (mut graphed, mut delta) = (0usize, 0usize);
+    for _ in 0..steps {
+        let dt = engine.with_step(|input| {
+            let t0 = Instant::now();
+            backend.step(input).map_err(|e| e.to_string())?;
+            backend.synchronize().map_err(|e| e.to_string())?;
+            Ok::<_, String>(t0.elapsed().as_secs_f64() * 1e6)
+        })?;
+        lat.push(dt);
+        bytes.push(backend.bytes_copied_last_step() as f64);
+        graphed += usize::from(backend.last_step_graphed());
+        delta += usize::from(backend.last_staged().delta);
+        advance_engine(&mut engine, &mut backend)?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        engine.with_step(|input| backend.step(input).map(|_| ()).map_err(|e| e.to_string()))?;
+        advance_engine(&mut engine, &mut backend)?;
+    }
+    backend.synchronize().map_err(|e| e.to_string())?;
+    let pipelined_us = t0.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
+    Ok(Measurement {
+        median_us: percentile(&mut lat.clone(), 0.5),
+        p99_us: percentile(&mut lat, 0.99),
+        pipelined_us,
+        bytes: percentile(&mut bytes, 0.5) as usize,
+        graphed: graphed as f64 / steps.max(1) as f64,
+        delta: delta as f64 / steps.max(1) as f64,
+    })
+}
+
 fn bench_steady(
     out: &mut dyn Write,
-    label: &str,
-    s: &Scenario,
+    scenario: &SteadyScenario,
     steps: usize,
-    replace: usize,
 ) -> Result<(), String> {
-    let g = Geometry::new(&s.spec).map_err(|e| e.to_string())?;
-    let dims = RuntimeDims::new(g);
     for (mode, graphs, delta_steps, name) in steady_configs() {
         let options = CudaOptions {
             mode,
@@ -418,11 +290,11 @@ fn bench_steady(
             delta_steps,
             ..CudaOptions::default()
         };
-        let mut drv = SteadyDriver::new(s, &dims, replace);
-        let m = measure(&dims, options, steps, &mut drv)?;
+        let m = measure_steady(scenario, options, steps)?;
         writeln!(
             out,
-            "{label:<44} {name:<24} {:>9.2} {:>9.2} {:>10.2} {:>8} {:>8} {:>6.0}%",
+            "{:<44} {name:<24} {:>9.2} {:>9.2} {:>10.2} {:>8} {:>8} {:>6.0}%",
+            scenario.name,
             m.median_us,
             m.p99_us,
             m.pipelined_us,
@@ -600,9 +472,11 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
     w(out, String::new())?;
     w(
         out,
-        "steady decode: every row advances by its query length each step (about 1 row in B \
+        "steady decode (scenarios::steady, a BatchState through prepare / commit_sampled / \
+         resolve): every row advances by its query length each step (about 1 row in B \
          crosses into a new block), -replace1: 1 % of the rows finish and are replaced each \
-         step; no token ids (kept on the device). delta = share of steps staged as delta steps"
+         step (their prompts a prefill row of the next step); pipelined = whole engine steps \
+         back to back; delta = share of steps staged as delta steps"
             .to_owned(),
     )?;
     w(
@@ -612,8 +486,8 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
             "scenario", "mode", "median µs", "p99 µs", "pipelined", "bytes", "delta", "graph"
         ),
     )?;
-    for (label, s, replace) in steady_scenarios() {
-        bench_steady(out, label, &s, steps, replace)?;
+    for scenario in scenarios::steady() {
+        bench_steady(out, &scenario, steps)?;
     }
 
     // Compile times, for the largest scenario layout.
@@ -670,43 +544,46 @@ mod tests {
     use attention_layout::devfill::StagingBuilder;
     use attention_layout::fill::{self, FillState};
 
-    /// Stages `steps` steps of the steady driver with the device fill's staging builder (no
-    /// GPU needed): every step plans; returns (delta steps, sorted bytes, replaced rows).
-    fn stage(name: &str, replace: usize, steps: usize) -> (usize, Vec<usize>, u64) {
-        let (_, s, _) = steady_scenarios()
+    /// Stages `steps` steps of a steady scenario's engine with the device fill's staging
+    /// builder (no GPU needed); returns (delta steps, sorted bytes, finished rows).
+    fn stage(name: &str, steps: usize) -> (usize, Vec<usize>, usize) {
+        let scenario = scenarios::steady()
             .into_iter()
-            .find(|(n, _, _)| *n == name)
+            .find(|s| s.name == name)
             .unwrap();
-        let dims = RuntimeDims::new(Geometry::new(&s.spec).unwrap());
-        let mut drv = SteadyDriver::new(&s, &dims, replace);
+        let mut engine = SteadyEngine::new(&scenario).unwrap();
+        let dims = engine.dims().unwrap();
         let mut b = StagingBuilder::new(&dims);
         let mut state = FillState::new(&dims);
         let mut buf = vec![0u128; b.capacity() / 16 + 1];
-        let (mut delta, mut bytes) = (0, Vec::new());
+        let (mut delta, mut bytes, mut finished) = (0, Vec::new(), 0);
         for _ in 0..steps {
-            drv.advance();
-            let rows = drv.rows();
-            let input = drv.input(&rows);
-            let plan = fill::plan_step(&dims, &input, &mut state).unwrap();
-            let staged = b.build(&plan, bytemuck::cast_slice_mut(&mut buf)).unwrap();
+            let staged = engine.with_step(|input| {
+                let plan = fill::plan_step(&dims, input, &mut state).unwrap();
+                b.build(&plan, bytemuck::cast_slice_mut(&mut buf)).unwrap()
+            });
             delta += usize::from(staged.delta);
             bytes.push(staged.bytes);
+            let a = engine.advance().unwrap();
+            finished += a.finished;
+            if a.reseeded {
+                b.reset();
+                state = FillState::new(&dims);
+            }
         }
         bytes.sort_unstable();
-        (delta, bytes, drv.replaced)
+        (delta, bytes, finished)
     }
 
     #[test]
     fn the_steady_bench_steps_are_delta_steps_of_a_few_hundred_bytes() {
         for model in ["mha", "hybrid"] {
-            let (delta, bytes, replaced) = stage(&format!("{model}-256-decode-steady"), 0, 3000);
-            // Every step after the first advances every row; rows reaching max_seq_len
-            // (8192) finish after ~2000 steps and are edits of delta steps.
-            assert_eq!(delta, 2999, "{model}");
-            assert!(replaced > 0, "{model}: no row reached max_seq_len");
+            let (delta, bytes, _) = stage(&format!("{model}-256-decode-steady"), 3000);
+            // Every step after the first of a table advances every row.
+            assert!(delta >= 2990, "{model}: {delta} delta steps of 3000");
             // About 256 / B = 4 rows cross into a new block per step: the header, their
-            // patches and changes (the full step sends 6,256 bytes with token ids, 4,208
-            // without).
+            // patches and changes (a full step of 256 decode rows sends 4,208 bytes
+            // without token ids).
             let median = bytes[bytes.len() / 2];
             assert!(
                 median <= 256,
@@ -714,10 +591,11 @@ mod tests {
                 bytes[0],
                 bytes[bytes.len() - 1]
             );
-            let (delta, bytes, replaced) =
-                stage(&format!("{model}-256-decode-steady-replace1"), 3, 300);
-            assert_eq!(delta, 299, "{model} replace1");
-            assert!(replaced >= 3 * 299, "{model} replace1");
+            let (_, bytes, finished) = stage(&format!("{model}-256-decode-steady-replace1"), 300);
+            assert!(
+                finished >= 2 * 299,
+                "{model} replace1: {finished} rows finished"
+            );
             let median = bytes[bytes.len() / 2];
             assert!(median < 6256, "{model} replace1: median {median} bytes");
         }
