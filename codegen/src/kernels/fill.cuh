@@ -197,15 +197,12 @@ __device__ __forceinline__ al_i32 al_format_block(const al_i32* bt, const al_i32
   }
 }
 
-// `s_scratch` (R + 1 entries) and `s_warp` are the body's shared arrays, free by now.
-__device__ __noinline__ void al_fill_formats(al_u8* meta, const al_u8* staging, const al_i32* resident, al_u32* s_scratch,
+// `req`: this step's request records as the body read them (the device request table in a
+// delta step, the staging otherwise). `s_scratch` (R + 1 entries) and `s_warp` are the
+// body's shared arrays, free by now.
+__device__ __noinline__ void al_fill_formats(al_u8* meta, const al_u8* staging, const al_i32* resident, const AlRequest* req, al_u32* s_scratch,
                                              al_u32* s_warp, al_u32 padded_tokens, al_u32 fp, al_u32 dp) {
   const AlHeader& h = *reinterpret_cast<const AlHeader*>(staging);
-  // This step's request records, where the body read them: the device's request table in
-  // a delta step (advanced and edited by the body), the staging otherwise.
-  const AlRequest* req = (h.flags & AL_FLAG_DELTA) != 0u
-                             ? reinterpret_cast<const AlRequest*>(resident + AL_RESIDENT_TABLE_IDS)
-                             : reinterpret_cast<const AlRequest*>(staging + h.off_requests);
   const al_u32 tid = threadIdx.x, first = tid * AL_PER_THREAD, n = h.active, np = fp + dp;
   // Each name is read by one format or both.
   (void)req; (void)first; (void)n; (void)np; (void)resident; (void)s_scratch; (void)s_warp;
@@ -545,6 +542,6 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     }
   }
 
-  if constexpr (AL_FLASHINFER || AL_VLLM) al_fill_formats(meta, staging, resident, s_cu_q, s_warp, padded_tokens, fp, dp);
+  if constexpr (AL_FLASHINFER || AL_VLLM) al_fill_formats(meta, staging, resident, req, s_cu_q, s_warp, padded_tokens, fp, dp);
 }
 

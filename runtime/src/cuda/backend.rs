@@ -183,30 +183,19 @@ impl Device {
     /// and copied in full — since the kernel trusts the offsets and counts in its header.
     unsafe fn launch_fill(&self, entry: Entry, grid: u32) -> Result<(), BackendError> {
         let f = self.function(entry)?;
-        let (mut meta, mut staging, mut resident) =
-            (self.meta_ptr, self.staging_ptr, self.resident_ptr);
-        let mut args: [*mut c_void; 3] = [
-            (&raw mut meta).cast(),
-            (&raw mut staging).cast(),
-            (&raw mut resident).cast(),
-        ];
-        // SAFETY: `f` is an entry of this device's module (the invariant above), whose
-        // signature is `(al_u8* meta, const al_u8* staging, al_i32* resident)`; the three
-        // pointers are the live allocations the kernels index (metadata: the layout's
-        // bytes; staging: the builder's capacity; resident: `abi::resident_words`), and the image
-        // they read is one for this layout (this function's contract). The argument values
-        // outlive the call, which copies them.
+        // SAFETY: `f` is an entry of this device's module (the invariant above); the three
+        // pointers are this backend's live allocations of the sizes the kernels index
+        // (metadata: the layout's bytes; staging: the builder's capacity; resident:
+        // `abi::resident_words`), and the image the kernel reads is one for this layout
+        // (this function's contract).
         unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                (grid.max(1), 1, 1),
-                (THREADS, 1, 1),
-                0,
-                self.stream.cu_stream(),
-                &mut args,
+            launch_fill_kernel(
+                f,
+                grid,
+                &self.stream,
+                [self.meta_ptr, self.staging_ptr, self.resident_ptr],
             )
         }
-        .map_err(cuda("launch the fill kernel"))
     }
 
     /// Enqueues a copy of `bytes` bytes from `src` to `target` at `offset` on the stream
@@ -1119,6 +1108,44 @@ impl SnapshotRing {
         })?;
         Ok(MetadataView::from_parts(&self.dims, bytes, info))
     }
+}
+
+/// Launches a fill entry (`(al_u8* meta, const al_u8* staging, al_i32* resident)`) with
+/// `grid` blocks of `THREADS` threads on `stream`; the one launch of both the backend and
+/// [`StreamFill`](super::StreamFill).
+///
+/// # Safety
+///
+/// `function` is a fill entry of a module compiled for the layout the three device
+/// pointers `[meta, staging, resident]` were sized for (metadata: the layout's bytes;
+/// staging: the staging builder's capacity; resident: `abi::resident_words`), all live
+/// until the kernel finishes, and when the launch runs (in stream order) the staging holds
+/// an image the builder wrote for that layout: the kernel trusts its offsets and counts.
+pub(super) unsafe fn launch_fill_kernel(
+    function: &CudaFunction,
+    grid: u32,
+    stream: &CudaStream,
+    pointers: [sys::CUdeviceptr; 3],
+) -> Result<(), BackendError> {
+    let [mut meta, mut staging, mut resident] = pointers;
+    let mut args: [*mut c_void; 3] = [
+        (&raw mut meta).cast(),
+        (&raw mut staging).cast(),
+        (&raw mut resident).cast(),
+    ];
+    // SAFETY: the caller's contract: `function`'s signature and the allocations it indexes
+    // match the three pointers; the argument values outlive the call, which copies them.
+    unsafe {
+        result::launch_kernel(
+            function.cu_function(),
+            (grid.max(1), 1, 1),
+            (THREADS, 1, 1),
+            0,
+            stream.cu_stream(),
+            &mut args,
+        )
+    }
+    .map_err(cuda("launch the fill kernel"))
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ use cudarc::driver::{
     result, sys,
 };
 
-use super::backend::Snapshot;
+use super::backend::{Snapshot, launch_fill_kernel};
 use crate::backend::{BackendError, StreamFillError};
 use crate::devfill::{self, Staged, StagingBuilder};
 use crate::dims::{Dims, RuntimeDims};
@@ -304,33 +304,22 @@ impl StreamFill {
         if !capturing && !self.prepared {
             return Err(StreamFillError::NotPrepared.into());
         }
-        let (mut meta, mut staging, mut resident) =
-            (self.meta_ptr, self.staging.device, self.resident_ptr);
-        let mut args: [*mut c_void; 3] = [
-            (&raw mut meta).cast(),
-            (&raw mut staging).cast(),
-            (&raw mut resident).cast(),
-        ];
-        // SAFETY: `eager` is the eager entry of the module compiled for this layout, with
-        // signature `(al_u8* meta, const al_u8* staging, al_i32* resident)`; the pointers
-        // are this fill's live allocations of the sizes the kernel indexes (metadata: the
-        // layout's bytes; staging: the builder's capacity, mapped; resident:
-        // `abi::resident_words`). When the kernel runs, the staging holds an image the
-        // builder wrote for this layout: `prepare` writes a whole image before it returns
-        // and never while a reader is pending (MappedStaging), and the memory outlives
-        // every reader (dropping `self` waits for `done`, recorded after this kernel).
-        // The argument values outlive the call, which copies them.
+        // SAFETY: `eager` is the eager entry of the module compiled for this layout; the
+        // pointers are this fill's live allocations of the sizes the kernel indexes
+        // (metadata: the layout's bytes; staging: the builder's capacity, mapped;
+        // resident: `abi::resident_words`). When the kernel runs, the staging holds an image
+        // the builder wrote for this layout: `prepare` writes a whole image before it
+        // returns and never while a reader is pending (MappedStaging), and the memory
+        // outlives every reader (dropping `self` waits for `done`, recorded after this
+        // kernel).
         unsafe {
-            result::launch_kernel(
-                self.eager.cu_function(),
-                (self.grid.max(1), 1, 1),
-                (THREADS, 1, 1),
-                0,
-                stream.cu_stream(),
-                &mut args,
+            launch_fill_kernel(
+                &self.eager,
+                self.grid,
+                stream,
+                [self.meta_ptr, self.staging.device, self.resident_ptr],
             )
-        }
-        .map_err(cuda("launch the fill kernel"))?;
+        }?;
         // In a capture the record must be EXTERNAL to become a node of the graph (after
         // the kernel node), so each replay records it again; outside a capture the driver
         // refuses EXTERNAL (CUDA_ERROR_ILLEGAL_STATE) and a plain record is what we want.
