@@ -45,7 +45,7 @@ use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use attention_layout_codegen::emit_cuda::{THREADS, abi};
+use attention_layout_codegen::emit_cuda::abi;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice,
     result, sys,
