@@ -1,5 +1,6 @@
 //! [`CudaBackend`]: device buffers, pinned staging, the fill launches and their graphs.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,6 +97,38 @@ struct StepGraph {
     graph: CudaGraph,
     node: sys::CUgraphNode,
     params: sys::CUDA_MEMCPY3D,
+    /// The copy the instantiated graph holds now, as `set_copy` last set it: a step whose
+    /// copy is the same launches without updating the graph.
+    copy: Cell<Option<CopyParams>>,
+}
+
+/// Where a graph's copy reads, where it writes, and how many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CopyParams {
+    src: usize,
+    dst: sys::CUdeviceptr,
+    bytes: usize,
+}
+
+/// Staging copies of at most this many bytes are rounded up to a power of two, at least
+/// [`COPY_FLOOR`]: steady steps then launch their slot's graph with the copy it already
+/// holds, without a graph update (`cuGraphExecMemcpyNodeSetParams`) per step. Larger
+/// copies move their exact size.
+const COPY_ROUNDED_UP_TO: usize = 4096;
+/// The smallest staging copy of a graphed step (the 96-byte header and a few records).
+const COPY_FLOOR: usize = 256;
+
+/// The bytes a graphed step copies for a staging image of `bytes` bytes, in a staging
+/// buffer of `capacity` bytes: never fewer than `bytes`, never more than `capacity`.
+fn graphed_copy_bytes(bytes: usize, capacity: usize) -> usize {
+    if bytes > COPY_ROUNDED_UP_TO {
+        return bytes;
+    }
+    bytes
+        .max(COPY_FLOOR)
+        .next_power_of_two()
+        .min(capacity)
+        .max(bytes)
 }
 
 /// A fill kernel entry of the backend's module.
@@ -125,8 +158,10 @@ enum Target {
 /// holds `abi::resident_words` words: the block table, then the request table); every graph was captured on `stream`.
 struct Device {
     // Fields drop in order: graphs before the module whose kernels they launch.
-    graphs: Vec<Option<StepGraph>>,
-    host_graph: Option<StepGraph>,
+    /// Per staging slot, one graph per bucket, its copy reading that slot.
+    graphs: Vec<Vec<Option<StepGraph>>>,
+    /// Per staging slot, the host fill's copy graph.
+    host_graphs: Vec<Option<StepGraph>>,
     eager: Option<CudaFunction>,
     bucket_fns: Vec<CudaFunction>,
     _module: Option<Arc<CudaModule>>,
@@ -294,6 +329,7 @@ impl Device {
             graph,
             node,
             params,
+            copy: Cell::new(None),
         })
     }
 
@@ -315,6 +351,15 @@ impl Device {
         bytes: usize,
     ) -> Result<(), BackendError> {
         let dst = self.target(target, offset, bytes)?;
+        let wanted = CopyParams {
+            src: src as usize,
+            dst,
+            bytes,
+        };
+        if g.copy.get() == Some(wanted) {
+            // The instantiated graph already copies exactly this.
+            return Ok(());
+        }
         let mut p = g.params;
         match p.srcMemoryType {
             sys::CUmemorytype::CU_MEMORYTYPE_HOST => p.srcHost = src.cast(),
@@ -336,23 +381,35 @@ impl Device {
             )
         }
         .result()
-        .map_err(cuda("update a graph's copy"))
+        .map_err(cuda("update a graph's copy"))?;
+        g.copy.set(Some(wanted));
+        Ok(())
     }
 
     /// Copies a step's image from `pinned` to the staging buffer and runs the fill: bucket
     /// `b`'s graph when the step matched a bucket that has one, else the copy and a launch
     /// of `grid` blocks. Returns whether a graph ran.
+    /// `slot` is the index of `pinned` (each slot has graphs of its own, whose copies
+    /// read it). Returns whether a graph ran and the bytes copied.
     fn run_device_step(
         &self,
         pinned: &mut PinnedBuffer,
+        slot: usize,
         bucket: Option<u32>,
         bytes: usize,
         grid: u32,
-    ) -> Result<bool, BackendError> {
+    ) -> Result<(bool, usize), BackendError> {
         let graph = bucket
-            .and_then(|b| self.graphs.get(b as usize))
+            .and_then(|b| self.graphs.get(slot)?.get(b as usize))
             .and_then(Option::as_ref);
-        pinned.device_access(0..bytes, |stream, src, len| {
+        // A graphed step copies a rounded size (the bytes past the image are the slot's
+        // own, initialized, and the kernel never reads them), so that steady steps reuse
+        // the copy their graph already holds.
+        let copied = match graph {
+            Some(_) => graphed_copy_bytes(bytes, self.staging_bytes.min(pinned.len())),
+            None => bytes,
+        };
+        pinned.device_access(0..copied, |stream, src, len| {
             debug_assert!(Arc::ptr_eq(stream, &self.stream));
             if let Some(g) = graph {
                 // SAFETY: `g` was captured on this device; `src` is the pinned image,
@@ -360,7 +417,7 @@ impl Device {
                 // this device's stream (the slot's), and `g` is launched right below.
                 unsafe { self.set_copy(g, src, Target::Staging, 0, len) }?;
                 g.graph.launch().map_err(cuda("launch a graph"))?;
-                Ok(true)
+                Ok((true, len))
             } else {
                 // SAFETY: as above.
                 unsafe { self.copy_async(src, Target::Staging, 0, len) }?;
@@ -368,7 +425,7 @@ impl Device {
                 // SAFETY: the copy just enqueued brings the image `StagingBuilder::build`
                 // wrote for this layout, in full.
                 unsafe { self.launch_fill(entry, grid) }?;
-                Ok(false)
+                Ok((false, len))
             }
         })
     }
@@ -514,7 +571,7 @@ impl CudaBackend {
         let mut me = Self {
             dev: Device {
                 graphs: Vec::new(),
-                host_graph: None,
+                host_graphs: Vec::new(),
                 eager,
                 bucket_fns,
                 _module: module,
@@ -561,7 +618,7 @@ impl CudaBackend {
             if let Err(e) = me.capture_graphs() {
                 // Graphs are an optimization: run eagerly, and say why.
                 me.dev.graphs.clear();
-                me.dev.host_graph = None;
+                me.dev.host_graphs.clear();
                 me.report.graphs_disabled = Some(e.to_string());
                 me.dev
                     .stream
@@ -570,8 +627,8 @@ impl CudaBackend {
             }
             me.report.capture_seconds = t0.elapsed().as_secs_f64();
         }
-        me.report.graphs =
-            me.dev.graphs.iter().flatten().count() + usize::from(me.dev.host_graph.is_some());
+        me.report.graphs = me.dev.graphs.iter().flatten().flatten().count()
+            + me.dev.host_graphs.iter().flatten().count();
         Ok(me)
     }
 
@@ -639,25 +696,28 @@ impl CudaBackend {
         )
     }
 
-    /// Warms every entry up (eager launches of an empty step), then captures one graph
-    /// per bucket (device fill) or one copy graph (host fill).
+    /// Warms every entry up (eager launches of an empty step), then captures, for each
+    /// staging slot, one graph per bucket (device fill) or one copy graph (host fill)
+    /// whose copy reads that slot: a step launches its slot's graph, and repoints the
+    /// copy only when its size changed.
     fn capture_graphs(&mut self) -> Result<(), BackendError> {
         let dev = &mut self.dev;
-        let Some(slot0) = self.slots.first_mut() else {
-            return Ok(());
-        };
-        // Every graph is captured reading slot 0; each step repoints its copy before
-        // launching it (`run_device_step`, `step_host`).
-        let src0 = slot0.pinned.as_ptr();
         match self.options.mode {
             FillMode::Host => {
                 let total = self.dims.total_bytes();
-                // SAFETY: the host-fill graph is launched only by `step_host`, right after
-                // `set_copy` inside the `device_access` of the slot it reads; it copies
-                // into the metadata buffer (no kernel).
-                dev.host_graph = Some(unsafe { dev.capture(src0, Target::Meta, 0, total, None) }?);
+                for slot in &self.slots {
+                    // SAFETY: the host-fill graph of a slot is launched only by
+                    // `step_host`, right after `set_copy` inside the `device_access` of
+                    // that slot; it copies into the metadata buffer (no kernel).
+                    let g =
+                        unsafe { dev.capture(slot.pinned.as_ptr(), Target::Meta, 0, total, None) }?;
+                    dev.host_graphs.push(Some(g));
+                }
             }
             FillMode::Device => {
+                let Some(slot0) = self.slots.first_mut() else {
+                    return Ok(());
+                };
                 let buckets = self.dims.buckets().to_vec();
                 for (i, b) in buckets.iter().enumerate() {
                     let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
@@ -677,16 +737,22 @@ impl CudaBackend {
                 }
                 // Module loading happened in the warm-ups, outside capture.
                 dev.stream.synchronize().map_err(cuda("warm up"))?;
-                for i in 0..buckets.len() {
-                    let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
-                    // The captured length is a placeholder: each step sets its own.
-                    let header = emit_cuda::abi::HEADER_BYTES;
-                    let kernel = Some((Entry::Bucket(i), grid));
-                    // SAFETY: a step graph is launched only by `run_device_step`, right
-                    // after `set_copy` inside the `device_access` of the slot whose image
-                    // (written by `StagingBuilder::build` for this layout) it copies.
-                    let g = unsafe { dev.capture(src0, Target::Staging, 0, header, kernel) }?;
-                    dev.graphs.push(Some(g));
+                for slot in &self.slots {
+                    let src = slot.pinned.as_ptr();
+                    let mut graphs = Vec::with_capacity(buckets.len());
+                    for i in 0..buckets.len() {
+                        let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
+                        // The captured length is a placeholder: the first step sets its own.
+                        let header = emit_cuda::abi::HEADER_BYTES;
+                        let kernel = Some((Entry::Bucket(i), grid));
+                        // SAFETY: a slot's step graph is launched only by
+                        // `run_device_step`, right after `set_copy` inside the
+                        // `device_access` of that slot, whose image (written by
+                        // `StagingBuilder::build` for this layout) it copies.
+                        let g = unsafe { dev.capture(src, Target::Staging, 0, header, kernel) }?;
+                        graphs.push(Some(g));
+                    }
+                    dev.graphs.push(graphs);
                 }
             }
         }
@@ -720,19 +786,23 @@ impl CudaBackend {
         let info = staged.info;
         // From here the host state assumes the launch happens: a failure poisons.
         let grid = staged.grid(self.max_workers);
-        match self
-            .dev
-            .run_device_step(&mut s.pinned, info.bucket, staged.bytes, grid)
-        {
-            Ok(graphed) => self.graphed_last = graphed,
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                return Err(e);
-            }
-        }
+        let copied =
+            match self
+                .dev
+                .run_device_step(&mut s.pinned, slot, info.bucket, staged.bytes, grid)
+            {
+                Ok((graphed, copied)) => {
+                    self.graphed_last = graphed;
+                    copied
+                }
+                Err(e) => {
+                    self.poisoned = Some(e.to_string());
+                    return Err(e);
+                }
+            };
         self.next = (slot + 1) % self.slots.len().max(1);
         self.staged = staged;
-        self.bytes_copied = staged.bytes;
+        self.bytes_copied = copied;
         self.info = info;
         Ok(info)
     }
@@ -764,7 +834,12 @@ impl CudaBackend {
         } else {
             info.real.tokens as usize * 8
         };
-        let graph = self.dev.host_graph.as_ref().filter(|_| info.graphed());
+        let graph = self
+            .dev
+            .host_graphs
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|_| info.graphed());
         let dev = &self.dev;
         let launched = s.pinned.device_access(skip..total, |stream, src, len| {
             debug_assert!(Arc::ptr_eq(stream, &dev.stream));
@@ -1153,6 +1228,31 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "Test code: a panic is a failed test.")]
 
     use super::*;
+
+    #[test]
+    fn graphed_copies_round_small_images_up_and_never_cut_one() {
+        // Small images share a power-of-two copy size, at least the floor.
+        assert_eq!(graphed_copy_bytes(96, 1 << 20), COPY_FLOOR);
+        assert_eq!(graphed_copy_bytes(160, 1 << 20), COPY_FLOOR);
+        assert_eq!(graphed_copy_bytes(257, 1 << 20), 512);
+        assert_eq!(
+            graphed_copy_bytes(COPY_ROUNDED_UP_TO, 1 << 20),
+            COPY_ROUNDED_UP_TO
+        );
+        // Larger ones move their exact size.
+        assert_eq!(
+            graphed_copy_bytes(COPY_ROUNDED_UP_TO + 1, 1 << 20),
+            COPY_ROUNDED_UP_TO + 1
+        );
+        // Never past the buffers, never short of the image.
+        assert_eq!(graphed_copy_bytes(96, 200), 200);
+        assert_eq!(graphed_copy_bytes(300, 400), 400);
+        for bytes in 0..=2 * COPY_ROUNDED_UP_TO {
+            let copied = graphed_copy_bytes(bytes, 3000);
+            assert!(copied >= bytes, "{bytes} -> {copied}");
+            assert!(copied <= 3000 || copied == bytes, "{bytes} -> {copied}");
+        }
+    }
 
     #[test]
     fn a_ring_made_for_a_smaller_layout_is_refused() {

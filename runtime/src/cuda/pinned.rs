@@ -84,6 +84,11 @@ impl PinnedBuffer {
         self.ptr
     }
 
+    /// Its length in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Waits until no device access of the buffer is pending.
     fn wait(&self) -> Result<(), BackendError> {
         if self.unfenced.get() {

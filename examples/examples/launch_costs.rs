@@ -1,0 +1,211 @@
+//! # 04 — what one graphed step costs the host, call by call
+//!
+//! The CUDA backend's steady step is: plan and stage on the host, wait for the staging
+//! slot's last copy, repoint the step graph's copy (only when its size changed), launch
+//! the graph, record the slot's event. This program times each of those driver calls on
+//! its own, on a graph shaped like the backend's (a 256-byte pinned host-to-device copy,
+//! then one small kernel), so a host-cost figure can be split into planning, staging and
+//! the driver. Medians over `STEPS` calls, each call timed alone; the stream is drained
+//! every 64 calls, outside the timed calls.
+//!
+//! ```text
+//! cargo run --release -p attention-layout-examples --features cuda --example launch_costs [STEPS]
+//! ```
+//! Exit codes: 0 measured, 2 built without the `cuda` feature, 3 no usable GPU or another
+//! error.
+
+#[cfg(not(feature = "cuda"))]
+fn main() {
+    attention_layout_examples::exit_without_cuda("launch_costs")
+}
+
+#[cfg(feature = "cuda")]
+fn main() -> std::process::ExitCode {
+    match costs::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("launch_costs: {e}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod costs {
+    use std::time::Instant;
+
+    use attention_layout_examples::Result;
+    use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg, sys};
+    use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+
+    const COPY: usize = 256;
+    const KERNEL: &str = r#"
+extern "C" __global__ void touch(const unsigned char* staging, unsigned char* meta) {
+  const unsigned t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < 256u) meta[t] = staging[t];
+}
+"#;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn run() -> Result<()> {
+        let steps: usize = std::env::args().nth(1).map_or(Ok(20_000), |s| s.parse())?;
+        let device = attention_layout::cuda::probe(0)?;
+        let (major, minor) = device.compute_capability;
+        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let ctx = CudaContext::new(0)?;
+        // SAFETY: every buffer below is used on `stream` only (no cross-stream tracking
+        // needed); it would invalidate the capture. Affects slices created after it.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let ptx = compile_ptx_with_opts(
+            KERNEL,
+            CompileOptions {
+                arch: Some(arch),
+                ..Default::default()
+            },
+        )?;
+        let f = ctx.load_module(ptx)?.load_function("touch")?;
+        // SAFETY: cudarc's one condition is that the memory starts uninitialized: nothing
+        // reads it before the first copy, which reads bytes the host wrote below.
+        let mut pinned = unsafe { ctx.alloc_pinned::<u8>(2 * COPY) }?;
+        let src = pinned.as_mut_ptr()?;
+        // SAFETY: `src` points at `2 * COPY` bytes of pinned memory owned by `pinned`.
+        unsafe { std::ptr::write_bytes(src, 7, 2 * COPY) };
+        let staging = stream.alloc_zeros::<u8>(COPY)?;
+        let mut meta = stream.alloc_zeros::<u8>(COPY)?;
+        let (dst, _guard) = cudarc::driver::DevicePtr::device_ptr(&staging, &stream);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+
+        // The step graph: the copy, then the kernel.
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        // SAFETY: recorded, not executed; `src` (pinned, `2 * COPY` bytes) and `dst`
+        // (`COPY` bytes) stay allocated until the end of this function, after the last
+        // synchronize, and the host never writes `src` again.
+        unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), COPY, stream.cu_stream()) }.result()?;
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&staging).arg(&mut meta);
+        // SAFETY: `touch(const u8*, u8*)` reads and writes 256 bytes of buffers of 256.
+        unsafe { launch.launch(cfg) }?;
+        let graph = stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))?
+            .ok_or("capture produced no graph")?;
+        graph.upload()?;
+        let exec = graph.cu_graph_exec();
+        let mut n = 0usize;
+        // SAFETY: a null array asks for the node count of a graph `graph` owns.
+        unsafe { sys::cuGraphGetNodes(graph.cu_graph(), std::ptr::null_mut(), &mut n) }.result()?;
+        let mut nodes: Vec<sys::CUgraphNode> = vec![std::ptr::null_mut(); n];
+        // SAFETY: `nodes` has room for the `n` nodes just counted.
+        unsafe { sys::cuGraphGetNodes(graph.cu_graph(), nodes.as_mut_ptr(), &mut n) }.result()?;
+        let mut copy = None;
+        for &node in &nodes {
+            let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+            // SAFETY: `node` belongs to the graph.
+            unsafe { sys::cuGraphNodeGetType(node, &mut ty) }.result()?;
+            if ty == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMCPY {
+                let mut p = std::mem::MaybeUninit::<sys::CUDA_MEMCPY3D>::uninit();
+                // SAFETY: `node` is the graph's copy node; `p` has room for its parameters.
+                unsafe { sys::cuGraphMemcpyNodeGetParams(node, p.as_mut_ptr()) }.result()?;
+                // SAFETY: the call succeeded: the driver wrote every field.
+                copy = Some((node, unsafe { p.assume_init() }));
+            }
+        }
+        let (node, params) = copy.ok_or("no copy node")?;
+        let event = ctx.new_event(None)?;
+        let cu_stream = stream.cu_stream();
+        let cu_ctx = ctx.cu_ctx();
+
+        // Times `call` `steps` times, draining the stream every 64 calls (untimed).
+        let time = |call: &mut dyn FnMut(usize) -> Result<()>| -> Result<f64> {
+            let mut t = Vec::with_capacity(steps);
+            for i in 0..steps {
+                if i % 64 == 0 {
+                    stream.synchronize()?;
+                }
+                let t0 = Instant::now();
+                call(i)?;
+                t.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+            stream.synchronize()?;
+            Ok(median(t))
+        };
+        let graph_launch = |_: usize| -> Result<()> {
+            // SAFETY: `exec` is live; its copy reads `src` and writes `dst` (see above).
+            unsafe { sys::cuGraphLaunch(exec, cu_stream) }.result()?;
+            Ok(())
+        };
+        let set_params = |i: usize| -> Result<()> {
+            let mut p = params;
+            // Alternate between the two halves, as two staging slots would.
+            p.srcHost = src.wrapping_add((i % 2) * COPY).cast();
+            // SAFETY: the node is the copy node of the graph `exec` came from; the
+            // parameters keep its shape and point into the same live allocations.
+            unsafe { sys::cuGraphExecMemcpyNodeSetParams(exec, node, &p, cu_ctx) }.result()?;
+            Ok(())
+        };
+        let record = |_: usize| -> Result<()> {
+            // SAFETY: `event` and the stream are live, in the same context.
+            unsafe { sys::cuEventRecord(event.cu_event(), cu_stream) }.result()?;
+            Ok(())
+        };
+        let event_sync = |_: usize| -> Result<()> {
+            // SAFETY: `event` is live (recorded above or never: both return at once).
+            unsafe { sys::cuEventSynchronize(event.cu_event()) }.result()?;
+            Ok(())
+        };
+        let current = |_: usize| -> Result<()> {
+            ctx.bind_to_thread()?;
+            Ok(())
+        };
+
+        let launch_us = time(&mut { graph_launch })?;
+        let set_us = time(&mut { set_params })?;
+        let set_launch_us = time(&mut |i| {
+            set_params(i)?;
+            graph_launch(i)
+        })?;
+        let record_us = time(&mut { record })?;
+        let sync_us = time(&mut { event_sync })?;
+        let bind_us = time(&mut { current })?;
+        let step_us = time(&mut |i| {
+            event_sync(i)?;
+            graph_launch(i)?;
+            record(i)
+        })?;
+        let synced_us = time(&mut |i| {
+            graph_launch(i)?;
+            stream.synchronize()?;
+            Ok(())
+        })?;
+        let eager_us = time(&mut |_| {
+            // SAFETY: as the captured copy: live pinned source, device destination.
+            unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), COPY, cu_stream) }.result()?;
+            let mut launch = stream.launch_builder(&f);
+            launch.arg(&staging).arg(&mut meta);
+            // SAFETY: as the captured launch.
+            unsafe { launch.launch(cfg) }?;
+            Ok(())
+        })?;
+
+        println!("launch_costs on {device}: medians over {steps} calls, each timed alone");
+        println!("  cuGraphLaunch (256 B copy + 1 kernel)           {launch_us:6.2} µs");
+        println!("  cuGraphExecMemcpyNodeSetParams                  {set_us:6.2} µs");
+        println!("  SetParams + cuGraphLaunch                       {set_launch_us:6.2} µs");
+        println!("  cuEventRecord                                   {record_us:6.2} µs");
+        println!("  cuEventSynchronize (event already complete)     {sync_us:6.2} µs");
+        println!("  bind_to_thread (cuCtxGetCurrent)                {bind_us:6.2} µs");
+        println!("  slot wait + cuGraphLaunch + cuEventRecord       {step_us:6.2} µs");
+        println!("  cuGraphLaunch + stream synchronize              {synced_us:6.2} µs");
+        println!("  eager: cuMemcpyHtoDAsync + cuLaunchKernel       {eager_us:6.2} µs");
+        drop(pinned);
+        Ok(())
+    }
+}
