@@ -261,9 +261,15 @@ fn measure_steady(
         delta += usize::from(backend.last_staged().delta);
         advance_engine(&mut engine, &mut backend)?;
     }
+    let mut enqueue = Vec::with_capacity(steps);
     let t0 = Instant::now();
     for _ in 0..steps {
-        engine.with_step(|input| backend.step(input).map(|_| ()).map_err(|e| e.to_string()))?;
+        let dt = engine.with_step(|input| {
+            let t1 = Instant::now();
+            backend.step(input).map_err(|e| e.to_string())?;
+            Ok::<_, String>(t1.elapsed().as_secs_f64() * 1e6)
+        })?;
+        enqueue.push(dt);
         advance_engine(&mut engine, &mut backend)?;
     }
     backend.synchronize().map_err(|e| e.to_string())?;
@@ -272,6 +278,7 @@ fn measure_steady(
         median_us: percentile(&mut lat.clone(), 0.5),
         p99_us: percentile(&mut lat, 0.99),
         pipelined_us,
+        enqueue_us: percentile(&mut enqueue, 0.5),
         bytes: percentile(&mut bytes, 0.5) as usize,
         graphed: graphed as f64 / steps.max(1) as f64,
         delta: delta as f64 / steps.max(1) as f64,
@@ -293,11 +300,12 @@ fn bench_steady(
         let m = measure_steady(scenario, options, steps)?;
         writeln!(
             out,
-            "{:<44} {name:<24} {:>9.2} {:>9.2} {:>10.2} {:>8} {:>8} {:>6.0}%",
+            "{:<44} {name:<24} {:>9.2} {:>9.2} {:>10.2} {:>8.2} {:>8} {:>8} {:>6.0}%",
             scenario.name,
             m.median_us,
             m.p99_us,
             m.pipelined_us,
+            m.enqueue_us,
             m.bytes,
             m.delta_share_pct(),
             m.graphed * 100.0
@@ -318,6 +326,9 @@ pub struct Measurement {
     pub p99_us: f64,
     /// Mean per step with steps submitted back to back, microseconds.
     pub pipelined_us: f64,
+    /// Median of the backend's step call alone in that back-to-back run (the host's
+    /// enqueue: plan, staging, copy and launch), microseconds.
+    pub enqueue_us: f64,
     /// Median bytes copied host-to-device per step.
     pub bytes: usize,
     /// Share of timed steps that replayed a graph.
@@ -373,11 +384,15 @@ fn measure(
     // Pipelined: the same steps without a synchronize each (inputs prepared up front
     // would need owned copies of every step; preparing inside the loop is host work an
     // engine does too).
+    let mut enqueue = Vec::with_capacity(steps);
     let t0 = Instant::now();
     for _ in 0..steps {
         drv.advance();
         let rows = drv.rows();
-        backend.step(&drv.input(&rows)).map_err(|e| e.to_string())?;
+        let input = drv.input(&rows);
+        let t1 = Instant::now();
+        backend.step(&input).map_err(|e| e.to_string())?;
+        enqueue.push(t1.elapsed().as_secs_f64() * 1e6);
     }
     backend.synchronize().map_err(|e| e.to_string())?;
     let pipelined_us = t0.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
@@ -385,6 +400,7 @@ fn measure(
         median_us: percentile(&mut lat.clone(), 0.5),
         p99_us: percentile(&mut lat, 0.99),
         pipelined_us,
+        enqueue_us: percentile(&mut enqueue, 0.5),
         bytes: percentile(&mut bytes, 0.5) as usize,
         graphed: graphed as f64 / steps.max(1) as f64,
         delta: delta as f64 / steps.max(1) as f64,
@@ -420,10 +436,11 @@ fn bench_one(
         let m = measure(&dims, options, steps, &mut drv)?;
         writeln!(
             out,
-            "{label:<44} {name:<20} {:>9.2} {:>9.2} {:>10.2} {:>10} {:>6.0}%",
+            "{label:<44} {name:<20} {:>9.2} {:>9.2} {:>10.2} {:>8.2} {:>10} {:>6.0}%",
             m.median_us,
             m.p99_us,
             m.pipelined_us,
+            m.enqueue_us,
             m.bytes,
             m.graphed * 100.0
         )
@@ -442,15 +459,16 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
         format!(
             "latency = host step call until the metadata is on the device (step + stream synchronize), \
              median and 99th percentile (p99) of {steps} steps after warm-up; pipelined = mean per step, {steps} steps \
-             submitted back to back and one synchronize; bytes = host-to-device bytes per step (median); \
+             submitted back to back and one synchronize; enqueue = median of the backend's step call alone in that run; \
+             bytes = host-to-device bytes per step (median); \
              graph = share of steps replayed from a graph"
         ),
     )?;
     w(
         out,
         format!(
-            "{:<44} {:<20} {:>9} {:>9} {:>10} {:>10} {:>7}",
-            "scenario", "mode", "median µs", "p99 µs", "pipelined", "bytes", "graph"
+            "{:<44} {:<20} {:>9} {:>9} {:>10} {:>8} {:>10} {:>7}",
+            "scenario", "mode", "median µs", "p99 µs", "pipelined", "enqueue", "bytes", "graph"
         ),
     )?;
     for s in scenarios::all() {
@@ -482,8 +500,16 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
     w(
         out,
         format!(
-            "{:<44} {:<24} {:>9} {:>9} {:>10} {:>8} {:>8} {:>7}",
-            "scenario", "mode", "median µs", "p99 µs", "pipelined", "bytes", "delta", "graph"
+            "{:<44} {:<24} {:>9} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7}",
+            "scenario",
+            "mode",
+            "median µs",
+            "p99 µs",
+            "pipelined",
+            "enqueue",
+            "bytes",
+            "delta",
+            "graph"
         ),
     )?;
     for scenario in scenarios::steady() {
