@@ -5,7 +5,9 @@
 //! the graph, record the slot's event. This program times each of those driver calls on
 //! its own, on a graph shaped like the backend's (a 256-byte pinned host-to-device copy,
 //! then one small kernel), so a host-cost figure can be split into planning, staging and
-//! the driver. Medians over `STEPS` calls, each call timed alone; the stream is drained
+//! the driver; and it compares a replay + synchronize of that graph with one of a graph
+//! holding only the kernel, reading mapped pinned memory (`cuda::StreamFill`'s way).
+//! Medians over `STEPS` calls, each call timed alone; the stream is drained
 //! every 64 calls, outside the timed calls.
 //!
 //! ```text
@@ -39,10 +41,13 @@ mod costs {
     use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
     const COPY: usize = 256;
+    // Two dependent reads of the staging (a header word, then the records it points at),
+    // as the fill kernel's first phases do.
     const KERNEL: &str = r#"
 extern "C" __global__ void touch(const unsigned char* staging, unsigned char* meta) {
-  const unsigned t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t < 256u) meta[t] = staging[t];
+  const unsigned t = threadIdx.x;
+  const unsigned at = ((const unsigned*)staging)[0] & 127u;
+  if (t < 128u) meta[t] = staging[at + t];
 }
 "#;
 
@@ -119,6 +124,30 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
             }
         }
         let (node, params) = copy.ok_or("no copy node")?;
+        // The same kernel alone in a graph, reading mapped pinned memory over the bus (no
+        // copy node), as `cuda::StreamFill` does.
+        // SAFETY: as `pinned`; DEVICEMAP maps it into the device's address space.
+        let mut mapped =
+            unsafe { ctx.alloc_pinned_with_flags::<u8>(COPY, sys::CU_MEMHOSTALLOC_DEVICEMAP) }?;
+        let mapped_host = mapped.as_mut_ptr()?;
+        // SAFETY: `mapped_host` points at `COPY` bytes owned by `mapped`.
+        unsafe { std::ptr::write_bytes(mapped_host, 0, COPY) };
+        let mut mapped_dev: sys::CUdeviceptr = 0;
+        // SAFETY: `mapped_host` was allocated with DEVICEMAP in this (current) context.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut mapped_dev, mapped_host.cast(), 0) }
+            .result()?;
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&mapped_dev).arg(&mut meta);
+        // SAFETY: the kernel reads at most 256 bytes of the `COPY`-byte mapped buffer,
+        // live until the end of this function, and writes 128 bytes of `meta`.
+        unsafe { launch.launch(cfg) }?;
+        let mapped_graph = stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))?
+            .ok_or("capture produced no graph")?;
+        mapped_graph.upload()?;
+        let mapped_exec = mapped_graph.cu_graph_exec();
+
         let event = ctx.new_event(None)?;
         let cu_stream = stream.cu_stream();
         let cu_ctx = ctx.cu_ctx();
@@ -185,6 +214,12 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
             stream.synchronize()?;
             Ok(())
         })?;
+        let mapped_synced_us = time(&mut |_| {
+            // SAFETY: `mapped_exec` is live; its kernel reads the live mapped buffer.
+            unsafe { sys::cuGraphLaunch(mapped_exec, cu_stream) }.result()?;
+            stream.synchronize()?;
+            Ok(())
+        })?;
         let eager_us = time(&mut |_| {
             // SAFETY: as the captured copy: live pinned source, device destination.
             unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), COPY, cu_stream) }.result()?;
@@ -204,7 +239,10 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
         println!("  bind_to_thread (cuCtxGetCurrent)                {bind_us:6.2} µs");
         println!("  slot wait + cuGraphLaunch + cuEventRecord       {step_us:6.2} µs");
         println!("  cuGraphLaunch + stream synchronize              {synced_us:6.2} µs");
+        println!("  kernel-only graph on mapped staging + synchronize {mapped_synced_us:4.2} µs");
         println!("  eager: cuMemcpyHtoDAsync + cuLaunchKernel       {eager_us:6.2} µs");
+        drop(mapped_graph);
+        drop(mapped);
         drop(pinned);
         Ok(())
     }
