@@ -251,14 +251,20 @@ fn gpu_available() -> Result<String, String> {
 }
 
 /// The GPU benchmark (`bench --backend cuda`), or why this build cannot run it.
-pub fn run_gpu(steps: usize, out: &mut dyn std::io::Write) -> Result<(), String> {
+/// `filter`: only scenarios whose name contains it (the compile times are printed only
+/// without one).
+pub fn run_gpu(
+    steps: usize,
+    filter: Option<&str>,
+    out: &mut dyn std::io::Write,
+) -> Result<(), String> {
     #[cfg(feature = "cuda")]
     {
-        crate::cuda_bench::run(steps, out)
+        crate::cuda_bench::run(steps, filter, out)
     }
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = (steps, out);
+        let _ = (steps, filter, out);
         gpu_available().map(|_| ())
     }
 }

@@ -449,8 +449,11 @@ fn bench_one(
     Ok(())
 }
 
-/// Runs the GPU benchmark, writing a report to `out`.
-pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
+/// Runs the GPU benchmark, writing a report to `out`: every scenario whose name contains
+/// `filter` (all without one; the long-context rows are named `long-context: ...`), and
+/// the compile times only without a filter.
+pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<(), String> {
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let device = probe(0).map_err(|e| e.to_string())?;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
     w(out, format!("GPU benchmark on {device}"))?;
@@ -471,7 +474,7 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
             "scenario", "mode", "median µs", "p99 µs", "pipelined", "enqueue", "bytes", "graph"
         ),
     )?;
-    for s in scenarios::all() {
+    for s in scenarios::all().into_iter().filter(|s| wanted(s.name)) {
         bench_one(out, s.name, &s, steps, 0, 0)?;
     }
     // Long context: the cost per step follows what changed, not the 8 MB table.
@@ -483,7 +486,9 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
         ("long-context: 1024 new blocks / step", 1024, 0),
         ("long-context: 4 requests replaced / step", 0, 4),
     ] {
-        bench_one(out, label, &long, long_steps, grow, replace)?;
+        if wanted(label) {
+            bench_one(out, label, &long, long_steps, grow, replace)?;
+        }
     }
 
     // Steady decode (issue 11): the same steps with and without delta steps.
@@ -512,8 +517,11 @@ pub fn run(steps: usize, out: &mut dyn Write) -> Result<(), String> {
             "graph"
         ),
     )?;
-    for scenario in scenarios::steady() {
+    for scenario in scenarios::steady().into_iter().filter(|s| wanted(s.name)) {
         bench_steady(out, &scenario, steps)?;
+    }
+    if filter.is_some() {
+        return Ok(());
     }
 
     // Compile times, for the largest scenario layout.
