@@ -190,6 +190,11 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
             unsafe { sys::cuEventSynchronize(event.cu_event()) }.result()?;
             Ok(())
         };
+        let query = |_: usize| -> Result<()> {
+            // SAFETY: `event` is live.
+            let _ = unsafe { sys::cuEventQuery(event.cu_event()) };
+            Ok(())
+        };
         let current = |_: usize| -> Result<()> {
             ctx.bind_to_thread()?;
             Ok(())
@@ -203,6 +208,7 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
         })?;
         let record_us = time(&mut { record })?;
         let sync_us = time(&mut { event_sync })?;
+        let query_us = time(&mut { query })?;
         let bind_us = time(&mut { current })?;
         let step_us = time(&mut |i| {
             event_sync(i)?;
@@ -236,6 +242,7 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
         println!("  SetParams + cuGraphLaunch                       {set_launch_us:6.2} µs");
         println!("  cuEventRecord                                   {record_us:6.2} µs");
         println!("  cuEventSynchronize (event already complete)     {sync_us:6.2} µs");
+        println!("  cuEventQuery (event already complete)           {query_us:6.2} µs");
         println!("  bind_to_thread (cuCtxGetCurrent)                {bind_us:6.2} µs");
         println!("  slot wait + cuGraphLaunch + cuEventRecord       {step_us:6.2} µs");
         println!("  cuGraphLaunch + stream synchronize              {synced_us:6.2} µs");
