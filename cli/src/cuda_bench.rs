@@ -10,175 +10,18 @@
 //! decode rows one token later; the long-context variants grow or replace requests every
 //! step, so the cost per step can be read against what changed.
 
-// The driver indexes its per-row vectors (rows, blocks, initial lengths: all one entry per
-// row) with `cursor % rows`, which is always in range.
-#![allow(
-    clippy::indexing_slicing,
-    reason = "per-row vectors indexed with `cursor % rows`, always in range"
-)]
-
 use std::io::Write;
 use std::time::Instant;
 
 use attention_layout_codegen::Geometry;
 use attention_layout_codegen::emit_cuda;
 
-use crate::scenarios::{self, Scenario, SteadyEngine, SteadyScenario};
+use crate::scenarios::{self, Driver, Scenario, SteadyEngine, SteadyScenario};
 use attention_layout::backend::MetadataBackend;
 use attention_layout::cuda::compile::{self, CompileOptions};
 use attention_layout::cuda::{CudaBackend, CudaOptions, FillMode, probe};
-use attention_layout::dims::{Dims, RuntimeDims};
-use attention_layout::step::{BlockChange, Phase, RequestRow, Residency, StepInput};
-
-/// An engine-like driver of one benchmark: owns the rows and produces each step.
-struct Driver {
-    /// Per row: (prefill?, q, kv, slot).
-    rows: Vec<(bool, u32, u32, i32)>,
-    blocks: Vec<Vec<i32>>,
-    resident: Vec<u32>,
-    ids: Vec<i64>,
-    changes: Vec<BlockChange>,
-    /// Five-scenario mode: decode rows alternate between `kv` and `kv + 1`.
-    alternate: bool,
-    /// Long-context churn: rows that get a new block per step, requests replaced per step.
-    grow: usize,
-    replace: usize,
-    cursor: usize,
-    initial_len: Vec<usize>,
-    base_kv: Vec<u32>,
-    free: Vec<i32>,
-    block_size: u32,
-    width: usize,
-    step: usize,
-}
-
-impl Driver {
-    fn new(s: &Scenario, dims: &RuntimeDims, grow: usize, replace: usize) -> Self {
-        let rows: Vec<(bool, u32, u32, i32)> = s
-            .rows()
-            .iter()
-            .map(|r| {
-                (
-                    r.phase == Phase::Prefill,
-                    r.query_length,
-                    r.kv_offset,
-                    r.mamba_slot,
-                )
-            })
-            .collect();
-        let blocks: Vec<Vec<i32>> = s.rows().iter().map(|r| r.blocks.to_vec()).collect();
-        let used: i32 = blocks.iter().map(|b| b.len() as i32).sum();
-        let mut changes = Vec::new();
-        for (r, b) in blocks.iter().enumerate() {
-            for (j, &id) in b.iter().enumerate() {
-                changes.push(BlockChange {
-                    resident_row: r as u32,
-                    index: j as u32,
-                    block: id,
-                });
-            }
-        }
-        Self {
-            resident: (0..rows.len() as u32).collect(),
-            ids: s.token_ids(),
-            initial_len: blocks.iter().map(Vec::len).collect(),
-            base_kv: rows.iter().map(|r| r.2).collect(),
-            rows,
-            blocks,
-            changes,
-            alternate: grow == 0 && replace == 0,
-            grow,
-            replace,
-            cursor: 0,
-            free: (used..dims.dummy_block()).rev().collect(),
-            block_size: dims.block_size() as u32,
-            width: dims.block_table_width(),
-            step: 0,
-        }
-    }
-
-    fn set(&mut self, r: usize, j: usize, id: i32) {
-        self.changes.push(BlockChange {
-            resident_row: r as u32,
-            index: j as u32,
-            block: id,
-        });
-    }
-
-    /// Advances to the next step (outside the timed region).
-    fn advance(&mut self) {
-        self.step += 1;
-        if self.step > 1 {
-            self.changes.clear();
-        }
-        let n = self.rows.len();
-        if self.alternate {
-            // Odd steps: decode rows one token later, where their blocks allow.
-            let later = self.step % 2 == 1;
-            for ((row, b), &kv) in self.rows.iter_mut().zip(&self.blocks).zip(&self.base_kv) {
-                if !row.0 {
-                    let fits = kv + 1 + row.1 <= (b.len() as u32) * self.block_size;
-                    row.2 = kv + u32::from(later && fits);
-                }
-            }
-            return;
-        }
-        for _ in 0..self.grow {
-            let r = self.cursor % n.max(1);
-            self.cursor += 1;
-            if self.blocks[r].len() + 1 >= self.width {
-                self.reset_row(r);
-            }
-            let Some(id) = self.free.pop() else { continue };
-            let j = self.blocks[r].len();
-            self.blocks[r].push(id);
-            self.set(r, j, id);
-            self.rows[r].2 = (j as u32 + 1) * self.block_size - 1;
-        }
-        for _ in 0..self.replace {
-            let r = self.cursor % n.max(1);
-            self.cursor += 1;
-            // The request finishes; a new one with as many blocks takes its row.
-            let len = self.blocks[r].len();
-            let old = std::mem::take(&mut self.blocks[r]);
-            self.free.extend(old.iter().rev());
-            for j in 0..len {
-                let Some(id) = self.free.pop() else { break };
-                self.blocks[r].push(id);
-                self.set(r, j, id);
-            }
-        }
-    }
-
-    /// Shrinks row `r` back to its initial length (releasing the rest).
-    fn reset_row(&mut self, r: usize) {
-        let keep = self.initial_len[r];
-        while self.blocks[r].len() > keep {
-            let j = self.blocks[r].len() - 1;
-            if let Some(id) = self.blocks[r].pop() {
-                self.free.push(id);
-            }
-            self.set(r, j, -1);
-        }
-        self.rows[r].2 = (keep as u32) * self.block_size - 1;
-    }
-
-    fn rows(&self) -> Vec<RequestRow<'_>> {
-        crate::scenarios::request_rows(&self.rows, &self.blocks)
-    }
-
-    fn input<'a>(&'a self, rows: &'a [RequestRow<'a>]) -> StepInput<'a> {
-        StepInput {
-            rows,
-            token_ids: Some(&self.ids),
-            intermediate: None,
-            residency: Some(Residency {
-                resident_rows: &self.resident,
-                changes: &self.changes,
-            }),
-        }
-    }
-}
+use attention_layout::dims::RuntimeDims;
+use attention_layout::step::{RequestRow, StepInput};
 
 /// What `measure` drives: an engine-like source of steps.
 trait Steps {
@@ -524,9 +367,10 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
         return Ok(());
     }
 
-    // Compile times, for the largest scenario layout.
+    // Compile times, for the largest scenario layout (the hybrid mix) and the long-context one.
     w(out, String::new())?;
-    for s in [&scenarios::all()[3], &long] {
+    let all = scenarios::all();
+    for s in all.get(3).into_iter().chain([&long]) {
         let g = Geometry::new(&s.spec).map_err(|e| e.to_string())?;
         let source = emit_cuda::cuda_source(&g);
         let arch = compile::target_arch(device.compute_capability.0, device.compute_capability.1)

@@ -6,7 +6,7 @@ use attention_layout_codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpe
 
 use attention_layout::batch::{BatchState, RequestPhase};
 use attention_layout::dims::{Dims, RuntimeDims};
-use attention_layout::step::{Phase, RequestRow, StepInput};
+use attention_layout::step::{BlockChange, Phase, RequestRow, Residency, StepInput};
 use attention_layout_codegen::Geometry;
 
 /// One benchmark scenario: a layout and the rows of one step.
@@ -417,6 +417,172 @@ impl SteadyEngine {
             out.reseeded = true;
         }
         Ok(out)
+    }
+}
+
+// ---- The resident-table driver of the five scenarios and the long-context ones ----
+
+/// An engine-like driver of one benchmark scenario (the GPU benchmark's, and the device
+/// fill's host-cost breakdown): owns the rows and produces each step, with stable resident
+/// rows and the block-table changes since the previous step (the first step carries every
+/// block). The five scenarios alternate a step with its decode rows one token later; the
+/// long-context ones grow rows or replace requests every step.
+pub struct Driver {
+    /// Per row: (prefill?, q, kv, slot).
+    rows: Vec<(bool, u32, u32, i32)>,
+    blocks: Vec<Vec<i32>>,
+    resident: Vec<u32>,
+    ids: Vec<i64>,
+    changes: Vec<BlockChange>,
+    /// Five-scenario mode: decode rows alternate between `kv` and `kv + 1`.
+    alternate: bool,
+    /// Long-context churn: rows that get a new block per step, requests replaced per step.
+    grow: usize,
+    replace: usize,
+    cursor: usize,
+    initial_len: Vec<usize>,
+    base_kv: Vec<u32>,
+    free: Vec<i32>,
+    block_size: u32,
+    width: usize,
+    step: usize,
+}
+
+// The driver indexes its per-row vectors (rows, blocks, initial lengths: all one entry per
+// row) with `cursor % rows`, which is always in range.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "per-row vectors indexed with `cursor % rows`, always in range"
+)]
+impl Driver {
+    /// A driver of `s` on `dims`; `grow` rows get a new block and `replace` requests are
+    /// replaced per step (both 0: the alternating five-scenario mode).
+    pub fn new(s: &Scenario, dims: &RuntimeDims, grow: usize, replace: usize) -> Self {
+        let rows: Vec<(bool, u32, u32, i32)> = s
+            .rows()
+            .iter()
+            .map(|r| {
+                (
+                    r.phase == Phase::Prefill,
+                    r.query_length,
+                    r.kv_offset,
+                    r.mamba_slot,
+                )
+            })
+            .collect();
+        let blocks: Vec<Vec<i32>> = s.rows().iter().map(|r| r.blocks.to_vec()).collect();
+        let used: i32 = blocks.iter().map(|b| b.len() as i32).sum();
+        let mut changes = Vec::new();
+        for (r, b) in blocks.iter().enumerate() {
+            for (j, &id) in b.iter().enumerate() {
+                changes.push(BlockChange {
+                    resident_row: r as u32,
+                    index: j as u32,
+                    block: id,
+                });
+            }
+        }
+        Self {
+            resident: (0..rows.len() as u32).collect(),
+            ids: s.token_ids(),
+            initial_len: blocks.iter().map(Vec::len).collect(),
+            base_kv: rows.iter().map(|r| r.2).collect(),
+            rows,
+            blocks,
+            changes,
+            alternate: grow == 0 && replace == 0,
+            grow,
+            replace,
+            cursor: 0,
+            free: (used..dims.dummy_block()).rev().collect(),
+            block_size: dims.block_size() as u32,
+            width: dims.block_table_width(),
+            step: 0,
+        }
+    }
+
+    fn set(&mut self, r: usize, j: usize, id: i32) {
+        self.changes.push(BlockChange {
+            resident_row: r as u32,
+            index: j as u32,
+            block: id,
+        });
+    }
+
+    /// Advances to the next step.
+    pub fn advance(&mut self) {
+        self.step += 1;
+        if self.step > 1 {
+            self.changes.clear();
+        }
+        let n = self.rows.len();
+        if self.alternate {
+            // Odd steps: decode rows one token later, where their blocks allow.
+            let later = self.step % 2 == 1;
+            for ((row, b), &kv) in self.rows.iter_mut().zip(&self.blocks).zip(&self.base_kv) {
+                if !row.0 {
+                    let fits = kv + 1 + row.1 <= (b.len() as u32) * self.block_size;
+                    row.2 = kv + u32::from(later && fits);
+                }
+            }
+            return;
+        }
+        for _ in 0..self.grow {
+            let r = self.cursor % n.max(1);
+            self.cursor += 1;
+            if self.blocks[r].len() + 1 >= self.width {
+                self.reset_row(r);
+            }
+            let Some(id) = self.free.pop() else { continue };
+            let j = self.blocks[r].len();
+            self.blocks[r].push(id);
+            self.set(r, j, id);
+            self.rows[r].2 = (j as u32 + 1) * self.block_size - 1;
+        }
+        for _ in 0..self.replace {
+            let r = self.cursor % n.max(1);
+            self.cursor += 1;
+            // The request finishes; a new one with as many blocks takes its row.
+            let len = self.blocks[r].len();
+            let old = std::mem::take(&mut self.blocks[r]);
+            self.free.extend(old.iter().rev());
+            for j in 0..len {
+                let Some(id) = self.free.pop() else { break };
+                self.blocks[r].push(id);
+                self.set(r, j, id);
+            }
+        }
+    }
+
+    /// Shrinks row `r` back to its initial length (releasing the rest).
+    fn reset_row(&mut self, r: usize) {
+        let keep = self.initial_len[r];
+        while self.blocks[r].len() > keep {
+            let j = self.blocks[r].len() - 1;
+            if let Some(id) = self.blocks[r].pop() {
+                self.free.push(id);
+            }
+            self.set(r, j, -1);
+        }
+        self.rows[r].2 = (keep as u32) * self.block_size - 1;
+    }
+
+    /// The step's rows.
+    pub fn rows(&self) -> Vec<RequestRow<'_>> {
+        request_rows(&self.rows, &self.blocks)
+    }
+
+    /// The step over `rows` (from [`rows`](Self::rows)), with token ids and residency.
+    pub fn input<'a>(&'a self, rows: &'a [RequestRow<'a>]) -> StepInput<'a> {
+        StepInput {
+            rows,
+            token_ids: Some(&self.ids),
+            intermediate: None,
+            residency: Some(Residency {
+                resident_rows: &self.resident,
+                changes: &self.changes,
+            }),
+        }
     }
 }
 
