@@ -77,7 +77,8 @@ pub struct SetupReport {
     pub load_seconds: f64,
     /// Seconds to warm up and capture the graphs.
     pub capture_seconds: f64,
-    /// Graphs captured.
+    /// Graphs captured: one per bucket and staging slot (device fill), one per slot (host
+    /// fill).
     pub graphs: usize,
     /// Why graphs are off although asked for, if they are.
     pub graphs_disabled: Option<String>,
