@@ -725,14 +725,15 @@ fn check_steady_rows(
         let first = row.kv_offset as usize >> limits.shift;
         let last = (end - 1) >> limits.shift;
         let [lo, hi] = *needed.get(i)?;
-        if first < lo as usize || last > hi as usize {
-            // Blocks its tokens had not reached: check them.
-            for j in first..=last {
-                match row.blocks.get(j) {
-                    Some(&id) if id >= 0 && id < limits.dummy => {}
-                    _ => return None,
-                }
-            }
+        // Blocks its tokens had not reached: check them (present and valid ids).
+        if (first < lo as usize || last > hi as usize)
+            && !row
+                .blocks
+                .get(first..=last)?
+                .iter()
+                .all(|&id| id >= 0 && id < limits.dummy)
+        {
+            return None;
         }
     }
     if limits.has_mamba && !state.claim_distinct_slots(rows, limits.r) {
@@ -775,11 +776,14 @@ fn check_decode_rows_needed(
         }
         let first = row.kv_offset as usize >> limits.shift;
         let last = (end - 1) >> limits.shift;
-        for j in first..=last {
-            match row.blocks.get(j) {
-                Some(&id) if id >= 0 && id < limits.dummy => {}
-                _ => return None,
-            }
+        // Every block its tokens land in present (none past the list) and a valid id.
+        if !row
+            .blocks
+            .get(first..=last)?
+            .iter()
+            .all(|&id| id >= 0 && id < limits.dummy)
+        {
+            return None;
         }
     }
     if limits.has_mamba && !state.claim_distinct_slots(rows, limits.r) {
