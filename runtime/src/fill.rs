@@ -220,6 +220,8 @@ impl FillState {
     /// The lean passes' Mamba check: every row holds a slot in `[0, r)` of its own (claimed
     /// this generation). A list equal to the last one that passed (a steady step keeps its
     /// rows' slots) passes without claims: the check depends on the list alone.
+    // Once per step, out of line: the lean passes' row loops stay as small as they were.
+    #[inline(never)]
     fn claim_distinct_slots(&mut self, rows: &[RequestRow<'_>], r: usize) -> bool {
         if self.distinct_slots.len() == rows.len()
             && rows
