@@ -255,7 +255,14 @@ pub struct SteadyEngine {
     /// Pseudo-random state for the finishing rows and prompt lengths.
     seed: u64,
     ids: Vec<i64>,
+    /// The draft tokens committed with `ids` (zeros).
+    drafts: Vec<i64>,
     mask: Vec<bool>,
+    /// A lower bound on `max_output − generated` over the live requests (exact after
+    /// [`scan_near_end`](Self::scan_near_end)): a step adds at most `s + 1` to a request's
+    /// `generated`, so the per-request scan for one about to finish runs only once the
+    /// bound comes within reach.
+    min_left: u64,
 }
 
 impl SteadyEngine {
@@ -273,7 +280,9 @@ impl SteadyEngine {
             step: 0,
             seed: 0x2545_F491_4F6C_DD1D,
             ids: Vec::with_capacity(rows * (dims.speculative_tokens() + 1)),
+            drafts: Vec::with_capacity(rows * dims.speculative_tokens()),
             mask: Vec::with_capacity(rows),
+            min_left: 0,
         };
         me.seed_requests()?;
         Ok(me)
@@ -336,7 +345,31 @@ impl SteadyEngine {
         for h in live {
             self.state.schedule_decode(h).map_err(|e| e.to_string())?;
         }
+        self.scan_near_end();
         Ok(())
+    }
+
+    /// Whether a live decode request has at most 2 output tokens left; sets `min_left` to
+    /// the exact minimum of `max_output − generated` over the live requests.
+    fn scan_near_end(&mut self) -> bool {
+        let (near_end, min_left) = self.near_end_and_min_left();
+        self.min_left = min_left;
+        near_end
+    }
+
+    /// Whether a live decode request has at most 2 output tokens left, and the minimum of
+    /// `max_output − generated` over the live requests (one look at each).
+    fn near_end_and_min_left(&self) -> (bool, u64) {
+        let mut near_end = false;
+        let mut min_left = u64::MAX;
+        for h in self.state.live() {
+            if let Ok(i) = self.state.info(h) {
+                let left = i.max_output.saturating_sub(i.generated);
+                near_end |= i.phase == RequestPhase::Decode && left <= 2;
+                min_left = min_left.min(u64::from(left));
+            }
+        }
+        (near_end, min_left)
     }
 
     /// Builds the current step and calls `f` with it (typically a backend's `step`).
@@ -369,10 +402,10 @@ impl SteadyEngine {
         let n = self.active;
         self.ids
             .extend((0..n).map(|i| (self.step as i64) * 1000 + i as i64));
-        let drafts = self.ids.len() * (per_row - 1);
-        let zeros = vec![0i64; drafts];
+        self.drafts.clear();
+        self.drafts.resize(self.ids.len() * (per_row - 1), 0);
         self.state
-            .commit_sampled(&self.ids, &zeros)
+            .commit_sampled(&self.ids, &self.drafts)
             .map_err(|e| e.to_string())?;
         // Rows finishing this step: floor((t + 1)·r·p) − floor(t·r·p), p in thousandths.
         let rate = u64::from(self.scenario.rows) * u64::from(self.scenario.replace_per_mille);
@@ -393,6 +426,8 @@ impl SteadyEngine {
             .resolve(&self.mask)
             .map_err(|e| e.to_string())?
             .len();
+        // Every request generated at most `s + 1` tokens.
+        self.min_left = self.min_left.saturating_sub(per_row as u64);
         let s = self.scenario.spec.max_seq_len;
         for _ in 0..out.finished {
             let prompt = 64 + (self.next_random() % 960) as u32;
@@ -403,14 +438,13 @@ impl SteadyEngine {
             self.state
                 .schedule_prefill(h, prompt)
                 .map_err(|e| e.to_string())?;
+            self.min_left = self.min_left.min(u64::from(s - prompt));
         }
         self.step += 1;
-        // Start over before any request could finish on its own.
-        let near_end = self.state.live().any(|h| {
-            self.state.info(h).is_ok_and(|i| {
-                i.phase == RequestPhase::Decode && i.max_output.saturating_sub(i.generated) <= 2
-            })
-        });
+        // Start over before any request could finish on its own: a decode request with at
+        // most 2 tokens left, which only the scan can find once the bound allows one.
+        let near_end = self.min_left <= 2 && self.scan_near_end();
+        debug_assert_eq!(near_end, self.near_end_and_min_left().0);
         if near_end {
             self.state.reset();
             self.seed_requests()?;
@@ -614,6 +648,28 @@ mod tests {
             } else {
                 // 1 % of 256 rows over 200 steps: 512 rows.
                 assert_eq!(finished, 512, "{}", sc.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_steady_engine_starts_over_exactly_when_a_decode_request_is_about_to_finish() {
+        for sc in steady() {
+            let mut engine = SteadyEngine::new(&sc).unwrap();
+            let mut reseeds = 0;
+            for _ in 0..2_500 {
+                engine.with_step(|_| ());
+                let a = engine.advance().unwrap();
+                reseeds += usize::from(a.reseeded);
+                // The bound never hides a request about to finish, and stays a bound.
+                let (near_end, min_left) = engine.near_end_and_min_left();
+                assert!(!near_end, "{}", sc.name);
+                assert!(engine.min_left <= min_left, "{}", sc.name);
+            }
+            // Without replacements the longest context reaches max_seq_len within about
+            // 2,000 steps (with them, that request may be replaced first).
+            if sc.replace_per_mille == 0 {
+                assert_eq!(reseeds, 1, "{}", sc.name);
             }
         }
     }

@@ -985,16 +985,25 @@ impl BatchState {
         // Resident rows in step order: paused rows are the unscheduled decode requests
         // (an unscheduled prefill request is hidden, as Megatron's chunked one is).
         self.resident_rows.clear();
-        for &row in &self.live {
-            let paused = self
-                .rows
-                .get(row as usize)
-                .and_then(|e| e.as_ref())
-                .is_some_and(|e| e.scheduled.is_none() && e.phase == RequestPhase::Decode);
-            if paused {
-                self.resident_rows.push(row);
+        // When every live request is scheduled (the orders hold distinct live rows) none
+        // is paused, without a look at each.
+        let all_scheduled = self.decode_order.len() + self.prefill_order.len() == self.live.len();
+        if !all_scheduled {
+            for &row in &self.live {
+                let paused = self
+                    .rows
+                    .get(row as usize)
+                    .and_then(|e| e.as_ref())
+                    .is_some_and(|e| e.scheduled.is_none() && e.phase == RequestPhase::Decode);
+                if paused {
+                    self.resident_rows.push(row);
+                }
             }
         }
+        debug_assert!(
+            !all_scheduled || self.paused_decode_rows().0 == 0,
+            "a live request outside the schedule orders"
+        );
         self.resident_rows.extend_from_slice(&self.decode_order);
         self.resident_rows.extend_from_slice(&self.prefill_order);
 

@@ -914,16 +914,27 @@ impl StagingBuilder {
         }
         let rows = input.rows.get(paused..paused + n)?;
         let resident = res.resident_rows.get(paused..paused + n)?;
+        if self.meta_src.len() < n || self.meta_len.len() < n || self.table.len() < n {
+            return None;
+        }
         let dummy = self.dummy;
         let mut resized = std::mem::take(&mut self.resized);
         resized.clear();
         let mut patches = 0usize;
         let mut ok = true;
-        for (a, (row, &r)) in rows.iter().zip(resident).enumerate() {
-            let (l0, l1) = (self.meta_len[a] as usize, row.blocks.len());
-            if self.meta_src[a] != r
-                || self.res_meta[r as usize] != a as u32
-                || !self.table[a].advances_to(row)
+        // Per active row `a`: the step row, its resident row, and what the device holds
+        // (each of the three at least `n` long, checked above).
+        let held = self.meta_src[..n]
+            .iter()
+            .zip(&self.meta_len[..n])
+            .zip(&self.table[..n]);
+        for (a, ((row, &r), ((&src, &len), table))) in
+            rows.iter().zip(resident).zip(held).enumerate()
+        {
+            let (l0, l1) = (len as usize, row.blocks.len());
+            if src != r
+                || self.res_meta.get(r as usize) != Some(&(a as u32))
+                || !table.advances_to(row)
             {
                 ok = false;
                 break;

@@ -84,6 +84,9 @@ pub struct FillState {
     res_step_row: Vec<u32>,
     res_stamp: Vec<u32>,
     res_generation: u32,
+    /// The Mamba slots of the last rows that passed
+    /// [`claim_distinct_slots`](Self::claim_distinct_slots): each in `[0, R)`, no two alike.
+    distinct_slots: Vec<i32>,
     /// The shape the buffer was last written with: `(paused, real, padded)` (`None`: not
     /// written since the buffer was initialized).
     last_shape: Option<(u32, BatchDims, BatchDims)>,
@@ -108,6 +111,7 @@ impl FillState {
             res_step_row: vec![0; r],
             res_stamp: vec![0; r],
             res_generation: 0,
+            distinct_slots: Vec::with_capacity(if d.has_mamba() { r } else { 0 }),
             last_shape: None,
         }
     }
@@ -122,6 +126,7 @@ impl FillState {
         self.forget_residency();
         self.res_stamp.fill(0);
         self.res_generation = 0;
+        self.distinct_slots.clear();
         self.last_shape = None;
     }
 
@@ -210,6 +215,32 @@ impl FillState {
             self.slot_generation.fill(0);
             self.generation = 1;
         }
+    }
+
+    /// The lean passes' Mamba check: every row holds a slot in `[0, r)` of its own (claimed
+    /// this generation). A list equal to the last one that passed (a steady step keeps its
+    /// rows' slots) passes without claims: the check depends on the list alone.
+    // Once per step, out of line: the lean passes' row loops stay as small as they were.
+    #[inline(never)]
+    fn claim_distinct_slots(&mut self, rows: &[RequestRow<'_>], r: usize) -> bool {
+        if self.distinct_slots.len() == rows.len()
+            && rows
+                .iter()
+                .zip(&self.distinct_slots)
+                .all(|(row, &slot)| row.mamba_slot == slot)
+        {
+            return true;
+        }
+        self.distinct_slots.clear();
+        for (i, row) in rows.iter().enumerate() {
+            if row.mamba_slot == -1 || self.claim_slot(i, row.mamba_slot, r).is_err() {
+                self.distinct_slots.clear();
+                return false;
+            }
+        }
+        self.distinct_slots
+            .extend(rows.iter().map(|row| row.mamba_slot));
+        true
     }
 
     /// Row `i` claims Mamba slot `slot`, which must lie in `[0, r)` and be unclaimed this
@@ -696,22 +727,19 @@ fn check_steady_rows(
         let first = row.kv_offset as usize >> limits.shift;
         let last = (end - 1) >> limits.shift;
         let [lo, hi] = *needed.get(i)?;
-        if first < lo as usize || last > hi as usize {
-            // Blocks its tokens had not reached: check them.
-            for j in first..=last {
-                match row.blocks.get(j) {
-                    Some(&id) if id >= 0 && id < limits.dummy => {}
-                    _ => return None,
-                }
-            }
+        // Blocks its tokens had not reached: check them (present and valid ids).
+        if (first < lo as usize || last > hi as usize)
+            && !row
+                .blocks
+                .get(first..=last)?
+                .iter()
+                .all(|&id| id >= 0 && id < limits.dummy)
+        {
+            return None;
         }
     }
-    if limits.has_mamba {
-        for (i, row) in rows.iter().enumerate() {
-            if row.mamba_slot == -1 || state.claim_slot(i, row.mamba_slot, limits.r).is_err() {
-                return None;
-            }
-        }
+    if limits.has_mamba && !state.claim_distinct_slots(rows, limits.r) {
+        return None;
     }
     state.in_place.get_mut(..n)?.fill(true);
     Some(Tally {
@@ -750,19 +778,18 @@ fn check_decode_rows_needed(
         }
         let first = row.kv_offset as usize >> limits.shift;
         let last = (end - 1) >> limits.shift;
-        for j in first..=last {
-            match row.blocks.get(j) {
-                Some(&id) if id >= 0 && id < limits.dummy => {}
-                _ => return None,
-            }
+        // Every block its tokens land in present (none past the list) and a valid id.
+        if !row
+            .blocks
+            .get(first..=last)?
+            .iter()
+            .all(|&id| id >= 0 && id < limits.dummy)
+        {
+            return None;
         }
     }
-    if limits.has_mamba {
-        for (i, row) in rows.iter().enumerate() {
-            if row.mamba_slot == -1 || state.claim_slot(i, row.mamba_slot, limits.r).is_err() {
-                return None;
-            }
-        }
+    if limits.has_mamba && !state.claim_distinct_slots(rows, limits.r) {
+        return None;
     }
     let n = rows.len();
     Some(Tally {

@@ -475,3 +475,33 @@ fn prepare_and_resolve_are_refused_with_prefix_caching_and_change_nothing() {
     assert_eq!(b.kv_available(), available);
     assert!(!b.is_prepared());
 }
+
+#[test]
+fn a_row_released_between_prepare_and_resolve_leaves_the_step_even_when_the_mask_keeps_every_row() {
+    let mut b = BatchState::new(&dims(0, 32)).unwrap();
+    let hs = decoding(&mut b, &[3, 5, 9], 20);
+    for &h in &hs {
+        b.schedule_decode(h).unwrap();
+    }
+    step(&mut b);
+    b.prepare().unwrap();
+    b.commit_sampled(&[11, 12, 13], &[]).unwrap();
+    // The engine aborts the middle request before the step resolves.
+    b.release(hs[1]).unwrap();
+    // It is not finished again; the last row fills its hole, its ids with it.
+    assert!(b.resolve(&[true, true, true]).unwrap().is_empty());
+    assert_eq!(b.input_ids(), Some(&[11, 13][..]));
+    assert_eq!(b.input_rows(), &[hs[0].row(), hs[2].row()][..]);
+    let (rows, kq, _) = step(&mut b);
+    assert_eq!(rows, vec![hs[0].row(), hs[2].row()]);
+    assert_eq!(kq, vec![(4, 1), (10, 1)]);
+    // Every row continuing: the prepared step resolves to the same rows, in place.
+    b.prepare().unwrap();
+    b.commit_sampled(&[21, 23], &[]).unwrap();
+    assert!(b.resolve(&[true, true]).unwrap().is_empty());
+    assert_eq!(b.input_ids(), Some(&[21, 23][..]));
+    assert_eq!(b.scheduled_tokens(), 2);
+    let (rows, kq, _) = step(&mut b);
+    assert_eq!(rows, vec![hs[0].row(), hs[2].row()]);
+    assert_eq!(kq, vec![(5, 1), (11, 1)]);
+}

@@ -743,3 +743,55 @@ fn needed_block_check_reads_only_the_blocks_tokens_land_in() {
         );
     }
 }
+
+#[test]
+fn a_decode_step_that_reuses_the_last_steps_mamba_slots_passes_and_one_that_duplicates_a_slot_is_refused()
+ {
+    let dims = RuntimeDims::new(Geometry::new(&spec()).unwrap());
+    let mut state = FillState::new(&dims);
+    let plan = |state: &mut FillState, rows: &[RequestRow<'_>]| {
+        fill::plan_step_checking(&dims, &input(rows), state, fill::BlockCheck::Needed)
+            .map(|p| *p.info())
+    };
+    let steady = [
+        RequestRow::decode(2, 3, B0, 0),
+        RequestRow::decode(2, 3, B2, 1),
+    ];
+    // The same slots step after step (the lean pass then skips their claims).
+    let first = plan(&mut state, &steady).unwrap();
+    assert_eq!(plan(&mut state, &steady).unwrap(), first);
+    // Then a duplicate, an out-of-range slot and a missing one: each still named.
+    let duplicate = [
+        RequestRow::decode(2, 3, B0, 1),
+        RequestRow::decode(2, 3, B2, 1),
+    ];
+    assert_eq!(
+        plan(&mut state, &duplicate).unwrap_err(),
+        StepError::DuplicateMambaSlot {
+            row: 1,
+            slot: 1,
+            other: 0
+        }
+    );
+    let out_of_range = [
+        RequestRow::decode(2, 3, B0, 0),
+        RequestRow::decode(2, 3, B2, 8),
+    ];
+    assert_eq!(
+        plan(&mut state, &out_of_range).unwrap_err().kind(),
+        "mamba_slot_out_of_range"
+    );
+    assert_eq!(plan(&mut state, &steady).unwrap(), first);
+    let missing = [
+        RequestRow::decode(2, 3, B0, 0),
+        RequestRow::decode(2, 3, B2, -1),
+    ];
+    assert_eq!(
+        plan(&mut state, &missing).unwrap_err(),
+        StepError::MissingMambaSlot { row: 1 }
+    );
+    // Fewer rows with slots the last list held: still checked among themselves.
+    let shorter = [RequestRow::decode(2, 3, B0, 1)];
+    assert!(plan(&mut state, &shorter).is_ok());
+    assert!(plan(&mut state, &steady).is_ok());
+}

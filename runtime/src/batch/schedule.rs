@@ -16,7 +16,7 @@
 
 use std::num::NonZeroU32;
 
-use super::{BatchError, BatchState, Entry, Finished, RequestHandle, RequestPhase};
+use super::{BatchError, BatchState, Finished, RequestHandle, RequestPhase};
 use crate::step::BlockChange;
 
 /// Why a prepare, commit or resolve was refused. A call that returns one changed nothing.
@@ -159,8 +159,9 @@ pub(super) struct AsyncState {
     order: Vec<RequestHandle>,
     /// Scratch: whether each row survives a resolve.
     alive: Vec<bool>,
-    /// Scratch: per prepared row, the blocks it needs.
-    need: Vec<u32>,
+    /// Scratch: the prepared rows that cross into a new block (their place in the step)
+    /// and the blocks each needs.
+    need: Vec<(u32, u32)>,
 }
 
 impl AsyncState {
@@ -192,11 +193,23 @@ impl AsyncState {
 }
 
 impl BatchState {
-    fn handle_of(&self, row: u32) -> Option<(RequestHandle, Entry)> {
-        self.rows
-            .get(row as usize)
-            .and_then(|e| e.as_ref())
-            .map(|e| (RequestHandle { id: e.id, row }, *e))
+    /// Live decode requests that are not scheduled (the paused rows of a step), and the
+    /// admission number of the first of them (0 when none).
+    pub(super) fn paused_decode_rows(&self) -> (usize, u64) {
+        let mut paused = 0usize;
+        let mut first = 0u64;
+        for &row in &self.live {
+            if let Some(e) = self.rows.get(row as usize).and_then(|e| e.as_ref())
+                && e.phase == RequestPhase::Decode
+                && e.scheduled.is_none()
+            {
+                if paused == 0 {
+                    first = e.id;
+                }
+                paused += 1;
+            }
+        }
+        (paused, first)
     }
 
     /// Whether [`prepare`](Self::prepare) would accept the current step, short of the
@@ -226,19 +239,14 @@ impl BatchState {
                 prefill: self.prefill_order.len(),
             });
         }
-        let mut paused = 0usize;
-        let mut first = 0u64;
-        for &row in &self.live {
-            if let Some(e) = self.rows.get(row as usize).and_then(|e| e.as_ref())
-                && e.phase == RequestPhase::Decode
-                && e.scheduled.is_none()
-            {
-                if paused == 0 {
-                    first = e.id;
-                }
-                paused += 1;
-            }
-        }
+        // Decode rows only: when every live request is one of them (`decode_order` holds
+        // distinct live rows) none is paused, without a look at each.
+        let (paused, first) = if self.decode_order.len() == self.live.len() {
+            debug_assert_eq!(self.paused_decode_rows(), (0, 0));
+            (0, 0)
+        } else {
+            self.paused_decode_rows()
+        };
         if paused > 0 {
             return Err(AsyncError::PausedRows { paused, first });
         }
@@ -271,15 +279,19 @@ impl BatchState {
         self.can_prepare()?;
         let s1 = self.speculative_tokens.saturating_add(1);
         let bs = self.block_size as u64;
-        // Pass 1, read only: what every row needs.
+        // Pass 1, read only: what every row needs. Only the rows that cross into a new
+        // block are listed (`need`: their place in the step and the blocks they need).
         let mut out = Prepared {
             rows: self.decode_order.len(),
             ..Prepared::default()
         };
+        let width = self.block_table_width as u64;
+        // Rows that will not be scheduled again: due, or (never) without an entry.
+        let mut dropped = 0usize;
         self.sched.need.clear();
-        for &row in &self.decode_order {
-            let Some((h, e)) = self.handle_of(row) else {
-                self.sched.need.push(0);
+        for (i, &row) in self.decode_order.iter().enumerate() {
+            let Some(e) = self.rows.get(row as usize).and_then(|e| e.as_ref()) else {
+                dropped += 1;
                 continue;
             };
             let q = e.scheduled.map_or(0, NonZeroU32::get);
@@ -287,23 +299,31 @@ impl BatchState {
             let generated = e.generated.saturating_add(q).min(e.max_output);
             if generated >= e.max_output {
                 out.due += 1;
-                self.sched.need.push(0);
+                dropped += 1;
                 continue;
             }
-            let blocks = (kv + u64::from(s1)).div_ceil(bs);
-            if blocks > self.block_table_width as u64 {
+            let end = kv + u64::from(s1);
+            let held = u64::from(e.blocks);
+            // Within the blocks it holds (and those within its row): nothing to do, no
+            // division (`ceil(end / B) ≤ held` iff `end ≤ held · B`).
+            if held <= width && end <= held.saturating_mul(bs) {
+                continue;
+            }
+            let blocks = end.div_ceil(bs);
+            if blocks > width {
                 return Err(AsyncError::BlockTable {
-                    id: h.id,
+                    id: e.id,
                     blocks,
                     limit: self.block_table_width,
                 });
             }
-            let need = blocks.saturating_sub(u64::from(e.blocks)) as u32;
+            let need = blocks.saturating_sub(held) as u32;
             if need > 0 {
                 out.crossed += 1;
                 out.new_blocks += need as usize;
+                // `i < decode_order.len() ≤ max_requests ≤ u32::MAX` (checked in `new`).
+                self.sched.need.push((i as u32, need));
             }
-            self.sched.need.push(need);
         }
         let available = self.kv.available();
         if out.new_blocks > available {
@@ -323,7 +343,8 @@ impl BatchState {
         self.sched.id_rows.clear();
         let ids: &[i32] = self.kv.allocate(out.new_blocks).unwrap_or(&[]);
         let mut cursor = 0usize;
-        for (&row, &need) in self.decode_order.iter().zip(&self.sched.need) {
+        let mut crossing = self.sched.need.iter().copied().peekable();
+        for (i, &row) in self.decode_order.iter().enumerate() {
             let Some(e) = self.rows.get_mut(row as usize).and_then(|x| x.as_mut()) else {
                 continue;
             };
@@ -334,6 +355,9 @@ impl BatchState {
             e.scheduled = if due { None } else { NonZeroU32::new(s1) };
             self.sched.ran.push(RequestHandle { id: e.id, row });
             self.sched.due.push(due);
+            let Some((_, need)) = crossing.next_if(|&(at, _)| at as usize == i) else {
+                continue;
+            };
             let take = ids.get(cursor..cursor + need as usize).unwrap_or(&[]);
             cursor += need as usize;
             let start = row as usize * self.block_table_width + e.blocks as usize;
@@ -349,12 +373,14 @@ impl BatchState {
             }
             e.blocks += take.len() as u32;
         }
-        let rows = &self.rows;
-        self.decode_order.retain(|&r| {
-            rows.get(r as usize)
-                .and_then(|e| e.as_ref())
-                .is_some_and(|e| e.scheduled.is_some())
-        });
+        if dropped > 0 {
+            let rows = &self.rows;
+            self.decode_order.retain(|&r| {
+                rows.get(r as usize)
+                    .and_then(|e| e.as_ref())
+                    .is_some_and(|e| e.scheduled.is_some())
+            });
+        }
         self.scheduled_tokens = self.decode_order.len() as u64 * u64::from(s1);
         self.built = false;
         self.sched.prepared = true;
@@ -417,11 +443,16 @@ impl BatchState {
             self.sched.id_rows.extend_from_slice(&self.prefill_order);
         }
         let per = s as usize;
-        for (i, &token) in sampled.iter().enumerate() {
-            self.sched.ids.push(token);
-            self.sched
-                .ids
-                .extend_from_slice(drafts.get(i * per..(i + 1) * per).unwrap_or(&[]));
+        if per == 0 {
+            // No drafts: the ids are the sampled tokens.
+            self.sched.ids.extend_from_slice(sampled);
+        } else {
+            for (i, &token) in sampled.iter().enumerate() {
+                self.sched.ids.push(token);
+                self.sched
+                    .ids
+                    .extend_from_slice(drafts.get(i * per..(i + 1) * per).unwrap_or(&[]));
+            }
         }
         self.sched.committed = true;
         Ok(())
@@ -442,6 +473,52 @@ impl BatchState {
         } else {
             &[]
         }
+    }
+
+    /// [`resolve`](Self::resolve) of a prepared step in which every row continues: every
+    /// mask entry `true`, no row due, every row still live. Then nothing finishes and no
+    /// row moves, so the general pass reduces to this one (same state after). Returns
+    /// `false`, having changed nothing, when the step is not like that.
+    fn resolve_all_continue(&mut self, active: &[bool]) -> bool {
+        let n = self.sched.ran.len();
+        let all = active.len() == n
+            && active.iter().all(|&a| a)
+            && !self.sched.due.contains(&true)
+            && self.sched.ran.iter().all(|&h| self.entry(h).is_ok());
+        if !all {
+            return false;
+        }
+        let s1 = self.speculative_tokens.saturating_add(1);
+        self.finished.clear();
+        // The committed ids stay where they are (their rows keep their places).
+        if self.sched.committed && self.sched.ids.len() == n * s1 as usize {
+            self.sched.id_rows.clear();
+            self.sched
+                .id_rows
+                .extend(self.sched.ran.iter().map(|h| h.row));
+        } else {
+            self.sched.committed = false;
+            self.sched.ids.clear();
+            self.sched.id_rows.clear();
+        }
+        self.decode_order.clear();
+        self.decode_order
+            .extend(self.sched.ran.iter().map(|h| h.row));
+        self.scheduled_tokens = n as u64 * u64::from(s1) + self.prefill_tokens();
+        self.sched.ran.clear();
+        self.sched.due.clear();
+        self.sched.prepared = false;
+        self.built = false;
+        true
+    }
+
+    /// Tokens scheduled for the prefill rows.
+    fn prefill_tokens(&self) -> u64 {
+        self.prefill_order
+            .iter()
+            .filter_map(|&r| self.rows.get(r as usize).and_then(|e| e.as_ref()))
+            .map(|e| u64::from(e.scheduled.map_or(0, NonZeroU32::get)))
+            .sum::<u64>()
     }
 
     /// Megatron's `resolve_requests`: ends the step that ran (the prepared one, else the one
@@ -485,6 +562,9 @@ impl BatchState {
             });
         }
         let prepared = self.sched.prepared;
+        if prepared && self.resolve_all_continue(active) {
+            return Ok(&self.finished);
+        }
         let s = self.speculative_tokens;
         let s1 = s.saturating_add(1);
         // The step's rows, in step order.
@@ -584,13 +664,8 @@ impl BatchState {
         self.decode_order.clear();
         if prepared {
             self.decode_order.extend(order.iter().map(|h| h.row));
-            self.scheduled_tokens = self.decode_order.len() as u64 * u64::from(s1)
-                + self
-                    .prefill_order
-                    .iter()
-                    .filter_map(|&r| self.rows.get(r as usize).and_then(|e| e.as_ref()))
-                    .map(|e| u64::from(e.scheduled.map_or(0, NonZeroU32::get)))
-                    .sum::<u64>();
+            self.scheduled_tokens =
+                self.decode_order.len() as u64 * u64::from(s1) + self.prefill_tokens();
         } else {
             for h in &order {
                 let schedulable = self
