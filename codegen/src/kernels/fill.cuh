@@ -102,12 +102,11 @@ __device__ __forceinline__ void al_warp_scan2(al_u32& a, al_u32& b) {
 
 // Block-wide scan of two per-thread sums. Every thread of the block calls it. On return
 // (a, b) hold the exclusive prefixes and (ta, tb) the block totals. s_warp: 2 * AL_WARPS.
-// Returns whether `any` was true on some thread of the block (the scan's barrier carries
-// the vote). `reused`: s_warp is written again before the caller's next barrier, so the
-// scan ends with one; a caller whose next use of s_warp follows a barrier of its own
-// passes false and saves it.
+// Returns whether `any` was true on some thread of the block (the scan's one barrier
+// carries the vote). The scan reads s_warp after its barrier: the caller passes another
+// barrier before s_warp is written again (every caller has one before its next scan).
 __device__ __forceinline__ bool al_block_scan2(al_u32& a, al_u32& b, al_u32& ta, al_u32& tb, al_u32* s_warp,
-                                               bool any = false, bool reused = true) {
+                                               bool any = false) {
   const al_u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
   al_u32 ia = a, ib = b;
   al_warp_scan2(ia, ib);
@@ -123,7 +122,6 @@ __device__ __forceinline__ bool al_block_scan2(al_u32& a, al_u32& b, al_u32& ta,
   const al_u32 pb = __shfl_sync(0xffffffffu, wb, (warp + 31u) & 31u);
   a = (warp > 0u ? pa : 0u) + ia - a;
   b = (warp > 0u ? pb : 0u) + ib - b;
-  if (reused) __syncthreads();  // s_warp is reused by the next scan
   return voted;
 }
 
@@ -519,8 +517,8 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     }
   }
   al_u32 total_q, total_kv;
-  // s_warp is next written by a scan after the barrier below or the formats' first one.
-  const bool any_long = al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp, long_rows, false);
+  // s_warp is next written by a scan after the barrier before (5) or the formats' first one.
+  const bool any_long = al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp, long_rows);
 
   // (4) Request fields, and the tokens of short rows (decode rows: s + 1 tokens each)
   // written by the row's owner: no search and no reload. Such a row's tokens span at most
