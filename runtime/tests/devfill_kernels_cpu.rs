@@ -451,7 +451,7 @@ fn run_steady(
             "{name}: {cov:?}, {} decode-only steps, {} finished",
             driver.decode_only_steps, driver.finished
         );
-        out.push((*name, cov, u64::from(driver.finished)));
+        out.push((*name, cov, driver.finished));
     }
     out
 }
