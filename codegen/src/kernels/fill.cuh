@@ -55,7 +55,7 @@ constexpr al_u32 AL_OWNED_TOKENS = AL_BLOCK_SIZE < 8u ? AL_BLOCK_SIZE : 8u;
 constexpr al_u32 AL_EDITS_BROADCAST = 8u;
 // Loops over a thread's own rows (or the broadcast edits) are unrolled: their records stay
 // in registers. (The CPU build of the tests has no such pragma.)
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define AL_UNROLL _Pragma("unroll")
 #else
 #define AL_UNROLL
@@ -192,14 +192,20 @@ __device__ __forceinline__ al_i32 al_row_block(const al_i32* bt, const al_i32* r
   }
 }
 
-// The token arrays of real token t (all but its input id): position `pos` in its request,
-// KV block `block`, request index `request` (paused rows first).
-__device__ __forceinline__ void al_write_token(al_u8* meta, al_u32 t, al_u32 pos, al_i32 block, al_u32 request) {
+// The token arrays of token t (all but its input id): position `pos` in its request, KV
+// block `block`, request index `request` (paused rows first); with vLLM's formats also its
+// slot mapping (`real`: block * B + offset, else -1), written here from the same values
+// rather than read back from these arrays after a barrier.
+__device__ __forceinline__ void al_write_token(al_u8* meta, al_u32 t, al_u32 pos, al_i32 block, al_u32 request, bool real) {
   al_field<al_i64>(meta, AL_OFF_TOKEN_TO_POS_IDS)[t] = (al_i64)pos;
   al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX)[t] = (al_i64)block;
   al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK)[t] = (al_i32)(pos & (AL_BLOCK_SIZE - 1u));
   al_field<al_u32>(meta, AL_OFF_TOKEN_TO_REQUEST_IDX)[t] = request;
   al_field<al_u32>(meta, AL_OFF_TOKEN_TO_POSITION_IN_REQUEST)[t] = pos;
+  if constexpr (AL_VLLM) {
+    al_field<al_i64>(meta, AL_OFF_VLLM_SLOT_MAPPING)[t] =
+        real ? (al_i64)block * (al_i64)AL_BLOCK_SIZE + (al_i64)(pos & (AL_BLOCK_SIZE - 1u)) : (al_i64)-1;
+  }
 }
 
 __device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, al_u32 total_q, al_u32 total_kv) {
@@ -217,9 +223,10 @@ __device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, 
 }
 
 // ---- Kernel formats (docs/CONSUMER-CONTRACT.md) -----------------------------------
-// FlashInfer's paged-KV CSR arrays and vLLM's slot mapping, state indices and
-// causal-conv1d program map, from the Megatron fields block 0 has just written. Kept apart
-// from the Megatron fill: al_fill_body calls it last, with every thread of block 0.
+// FlashInfer's paged-KV CSR arrays and vLLM's causal-conv1d program map, from this step's
+// request records. Kept apart from the Megatron fill: al_fill_body calls it last, with
+// every thread of block 0. (vLLM's slot mapping and state indices need no scan: the body
+// writes them with the tokens and the rows' Mamba slots, from the values in registers.)
 
 // Entry j < ceil(kv_len / B) of active request a's block list, as the block table holds it
 // (-1 mapped to the dummy block), read from the row's source like the token loop does.
@@ -231,15 +238,14 @@ __device__ __forceinline__ al_i32 al_format_block(const al_i32* bt, const al_i32
 // `req`: this step's request records (the device request table in a delta step, which the
 // body has written by now; the staging otherwise). `s_scratch` (R + 1 entries) and `s_warp`
 // are the body's shared arrays, free by now. The header's values come as arguments: the
-// body read it once (`n` active rows, `real_tokens`, `dr` / `fr` attention decode /
-// prefill rows).
+// body read it once (`n` active rows, `dr` / `fr` attention decode / prefill rows).
 __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded, const al_i32* resident, const AlRequest* req,
                                              al_u32* s_scratch, al_u32* s_warp, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
-                                             al_u32 n, al_u32 real_tokens, al_u32 dr, al_u32 fr) {
+                                             al_u32 n, al_u32 dr, al_u32 fr) {
   const al_u32 tid = threadIdx.x, first = tid * AL_PER_THREAD, np = fp + dp;
   // Each name is read by one format or both.
   (void)req; (void)first; (void)n; (void)np; (void)resident; (void)uploaded; (void)s_scratch; (void)s_warp;
-  (void)real_tokens; (void)dr; (void)fr;
+  (void)dr; (void)fr;
   __syncthreads();  // every Megatron field written; s_scratch and s_warp free
 
   if constexpr (AL_FLASHINFER) {
@@ -281,26 +287,9 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
   }
 
   if constexpr (AL_VLLM) {
-    // Slot mapping: block * B + offset for real tokens, -1 for padding tokens.
-    const al_i64* block_idx = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX);
-    const al_i32* local = al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
-    al_i64* slots = al_field<al_i64>(meta, AL_OFF_VLLM_SLOT_MAPPING);
-    for (al_u32 t = tid; t < padded_tokens; t += AL_THREADS) {
-      slots[t] = t < real_tokens ? block_idx[t] * (al_i64)AL_BLOCK_SIZE + (al_i64)local[t] : (al_i64)-1;
-    }
+    // The slot mapping and the state indices were written with the tokens and the rows.
     if constexpr (AL_HAS_MAMBA) {
-      // State indices: padding rows on the scratch slot R, one past the rows' slots.
-      const al_i32 scratch = (al_i32)AL_MAX_REQUESTS;
-      al_i32* decode = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_DECODE);
-      for (al_u32 a = tid; a < dp; a += AL_THREADS) decode[a] = a < dr ? req[a].slot : scratch;
       if (fp > 0u) {
-        al_i32* prefill = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL);
-        al_u8* init = al_field<al_u8>(meta, AL_OFF_VLLM_HAS_INITIAL_STATE);
-        for (al_u32 f = tid; f < fp; f += AL_THREADS) {
-          const bool real = f < fr;
-          prefill[f] = real ? req[dr + f].slot : scratch;
-          init[f] = (real && req[dr + f].kv > 0u) ? (al_u8)1 : (al_u8)0;
-        }
         // Causal-conv1d programs: ceil(q / AL_VLLM_CONV_BLOCK) per real prefill sequence,
         // scanned into each sequence's first program; the rest are padding (-1).
         al_u32 pre = 0u, unused = 0u;
@@ -479,7 +468,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // Padding tokens write to the dummy block's slot 0.
   for (al_u32 t = h.real_tokens + tid; t < padded_tokens; t += AL_THREADS) {
     al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS)[t] = 0;
-    al_write_token(meta, t, 0u, AL_DUMMY_BLOCK, 0u);
+    al_write_token(meta, t, 0u, AL_DUMMY_BLOCK, 0u, false);
   }
   // Mamba state slots (present when the padded count is > 0): the owner of each real row
   // writes its slot, padding entries are -1. Rows [0, Dr) are decode rows, [Dr, Dr + Fr)
@@ -501,6 +490,26 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       else al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = -1;
     }
     for (al_u32 f = fr + tid; f < fp; f += AL_THREADS) al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] = -1;
+    if constexpr (AL_VLLM) {
+      // vLLM's state indices (padding rows on the scratch slot R, one past the rows'
+      // slots) and whether each prefill sequence starts from a state (kv > 0).
+      const al_i32 scratch = (al_i32)AL_MAX_REQUESTS;
+      al_i32* decode = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_DECODE);
+      al_i32* prefill = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL);
+      al_u8* init = al_field<al_u8>(meta, AL_OFF_VLLM_HAS_INITIAL_STATE);
+      AL_UNROLL
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        const al_u32 a = first + i;
+        if (a < n && a < dr && a < dp) {
+          decode[a] = rec[i].slot;
+        } else if (a < n && a >= dr && a - dr < fr && a - dr < fp) {
+          prefill[a - dr] = rec[i].slot;
+          init[a - dr] = rec[i].kv > 0u ? (al_u8)1 : (al_u8)0;
+        }
+      }
+      for (al_u32 a = dr + tid; a < dp; a += AL_THREADS) decode[a] = scratch;
+      for (al_u32 f = fr + tid; f < fp; f += AL_THREADS) { prefill[f] = scratch; init[f] = (al_u8)0; }
+    }
   }
 
   // (3) Cumulative query and KV lengths over the owned rows. The scan's barrier also
@@ -551,7 +560,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
             if (k < r.q && t < h.real_tokens) {
               const al_u32 pos = r.kv + k;
               if (has_ids) input_ids[t] = ids[t];
-              al_write_token(meta, t, pos, al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u) == j0 ? b0 : b1, h.paused + a);
+              al_write_token(meta, t, pos, al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u) == j0 ? b0 : b1, h.paused + a, true);
             }
           }
         }
@@ -585,7 +594,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       const al_u32 pos = r.kv + (t - start);
       const al_u32 j = al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);  // see (4)
       if (has_ids) input_ids[t] = ids[t];
-      al_write_token(meta, t, pos, al_row_block(bt, resident, uploaded, r, a, j), h.paused + a);
+      al_write_token(meta, t, pos, al_row_block(bt, resident, uploaded, r, a, j), h.paused + a, true);
     }
   }
 
@@ -684,7 +693,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   }
 
   if constexpr (AL_FLASHINFER || AL_VLLM) {
-    al_fill_formats(meta, uploaded, resident, req, s_cu_q, s_warp, padded_tokens, fp, dp, n, h.real_tokens, h.attn_decode, h.attn_prefill);
+    al_fill_formats(meta, uploaded, resident, req, s_cu_q, s_warp, padded_tokens, fp, dp, n, h.attn_decode, h.attn_prefill);
   }
 }
 
