@@ -417,8 +417,8 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
           if (xrow[e] == first + i && xrow[e] < n) rec[i] = xrec[e];
         }
       }
-      if (tid < n_edits) {
-        const AlEdit x = edits[tid];
+      for (al_u32 e = tid; e < n_edits; e += AL_THREADS) {
+        const AlEdit x = edits[e];
         if (x.row < n) al_write_sampling(meta, x.row, x.temperature_bits, x.top_k, x.top_p_bits);
       }
     } else {
