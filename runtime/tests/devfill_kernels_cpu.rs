@@ -353,6 +353,19 @@ fn the_per_step_check_alone_refuses_the_gathered_stale_rows() {
     }
 }
 
+/// The value of `constexpr al_u32 NAME = ...u;` in the fill kernels' source (the one
+/// statement of the kernels' own thresholds).
+fn kernel_constant(name: &str) -> u32 {
+    let src = attention_layout::codegen::emit_cuda::FILL_CUH;
+    let decl = format!("constexpr al_u32 {name} = ");
+    let at = src
+        .find(&decl)
+        .unwrap_or_else(|| panic!("{name} is not in fill.cuh"))
+        + decl.len();
+    let value: String = src[at..].chars().take_while(char::is_ascii_digit).collect();
+    value.parse().unwrap()
+}
+
 /// What the steady sequences reached.
 #[derive(Default, Debug)]
 struct SteadyCoverage {
@@ -363,6 +376,9 @@ struct SteadyCoverage {
     delta_no_edits: u64,
     /// Delta steps with edits (rows finished, replaced, resampled, partially accepted).
     delta_edits: u64,
+    /// Delta steps with more edits than every thread of the kernel reads (the shared row
+    /// map's path, `AL_EDITS_BROADCAST` in `fill.cuh`).
+    delta_many_edits: u64,
     /// Delta steps with block-table changes (rows crossing into a new block).
     delta_changes: u64,
     /// Full steps (request records sent).
@@ -384,29 +400,30 @@ impl SteadyCoverage {
         } else {
             self.delta_edits += 1;
         }
+        if staged.edits > kernel_constant("AL_EDITS_BROADCAST") {
+            self.delta_many_edits += 1;
+        }
         if staged.changes > 0 {
             self.delta_changes += 1;
         }
     }
 }
 
-/// Steady decode sequences (`support/steady.rs`: `BatchState` steps where rows advance,
-/// cross into new blocks, finish and are replaced, prefill and start decoding, change
-/// their sampling, accept part of their drafts, with and without token ids) go through
-/// the kernels as delta steps wherever the rows advanced, full steps (every 37th, after
-/// the builder forgot the residency) refresh the device's request table, and every step's
-/// bytes equal the host fill's, on every test layout (bucket entries and the eager entry
-/// in turn).
-#[test]
-fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
-    use support::steady::{SteadyDriver, SteadyKnobs};
+/// Runs steady sequences driven with `knobs` through the kernels on every test layout
+/// (bucket entries and the eager entry in turn) and checks every step's bytes against the
+/// host fill; returns each layout's coverage, with the driver's finished requests.
+fn run_steady(
+    knobs: support::steady::SteadyKnobs,
+    seed: u64,
+) -> Vec<(&'static str, SteadyCoverage, u64)> {
+    use support::steady::SteadyDriver;
     let cxx = shim::compiler();
-    let mut total = SteadyCoverage::default();
+    let mut out = Vec::new();
     for (i, (name, src)) in layouts::LAYOUTS.iter().enumerate() {
         let dims = layouts::dims(src);
         let buckets = i % 2 == 1;
         let mut replay = Replay::new(&dims);
-        let mut driver = SteadyDriver::new(&dims, 0x57ead + i as u64, SteadyKnobs::DEFAULT);
+        let mut driver = SteadyDriver::new(&dims, seed + i as u64, knobs);
         let mut cov = SteadyCoverage::default();
         for k in 0..steps() {
             let launch = |info: &StepInfo, _: &devfill::Staged| match (buckets, info.bucket) {
@@ -422,20 +439,41 @@ fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
                 driver.step(|input| replay.step(format!("{name} steady step {k}"), input, &launch));
             cov.add(&staged);
         }
-        let harness = shim::build(&cxx, &format!("steady-{name}"), dims.geometry(), buckets);
+        let harness = shim::build(
+            &cxx,
+            &format!("steady-{name}-{seed:x}"),
+            dims.geometry(),
+            buckets,
+        );
         replay.check(&harness, name);
         shim::clean(&harness);
         println!(
             "{name}: {cov:?}, {} decode-only steps, {} finished",
             driver.decode_only_steps, driver.finished
         );
+        out.push((*name, cov, driver.finished));
+    }
+    out
+}
+
+/// Steady decode sequences (`support/steady.rs`: `BatchState` steps where rows advance,
+/// cross into new blocks, finish and are replaced, prefill and start decoding, change
+/// their sampling, accept part of their drafts, with and without token ids) go through
+/// the kernels as delta steps wherever the rows advanced, full steps (every 37th, after
+/// the builder forgot the residency) refresh the device's request table, and every step's
+/// bytes equal the host fill's, on every test layout (bucket entries and the eager entry
+/// in turn).
+#[test]
+fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
+    let mut total = SteadyCoverage::default();
+    for (name, cov, finished) in run_steady(support::steady::SteadyKnobs::DEFAULT, 0x57ead) {
         assert!(
             cov.delta_no_edits > 0,
             "{name}: no delta step without edits"
         );
         assert!(cov.delta_edits > 0, "{name}: no delta step with edits");
         assert!(cov.full > 0, "{name}: no full step");
-        assert!(driver.finished > 0, "{name}: no request finished");
+        assert!(finished > 0, "{name}: no request finished");
         total.header_only += cov.header_only;
         total.delta_changes += cov.delta_changes;
     }
@@ -444,4 +482,28 @@ fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
         total.delta_changes > 0,
         "no delta step carried block-table changes"
     );
+}
+
+/// Steady sequences where many rows change their sampling or accept part of their drafts
+/// each step: delta steps then carry more edits than every thread of the kernel reads
+/// (`AL_EDITS_BROADCAST`), which go through the kernel's shared row map, and every step's
+/// bytes still equal the host fill's.
+#[test]
+fn steady_sequences_with_many_edits_per_step_match_the_host_fill() {
+    let knobs = support::steady::SteadyKnobs {
+        resample: 0.3,
+        partial_accept: 0.3,
+        ..support::steady::SteadyKnobs::DEFAULT
+    };
+    let runs = run_steady(knobs, 0xed175);
+    let many: u64 = runs.iter().map(|(_, c, _)| c.delta_many_edits).sum();
+    let few: u64 = runs
+        .iter()
+        .map(|(_, c, _)| c.delta_edits - c.delta_many_edits)
+        .sum();
+    assert!(
+        many > 0,
+        "no delta step had more edits than the kernel reads on every thread"
+    );
+    assert!(few > 0, "no delta step had a few edits");
 }

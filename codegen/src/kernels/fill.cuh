@@ -46,6 +46,21 @@ constexpr al_u32 AL_PER_THREAD = (AL_MAX_REQUESTS + AL_THREADS - 1u) / AL_THREAD
 // words per warp; the limit is emitted from Rust (emit_cuda::STATIC_SHARED_LIMIT).
 static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= AL_STATIC_SHARED_LIMIT, "static shared memory fits the block's limit");
 
+// Rows of at most this many tokens (decode rows: s + 1) have their tokens written by the
+// thread that holds the row's record; longer rows one token per thread. At most B, so such
+// a row's tokens span at most two block-table entries.
+constexpr al_u32 AL_OWNED_TOKENS = AL_BLOCK_SIZE < 8u ? AL_BLOCK_SIZE : 8u;
+// Delta steps with at most this many edits: every thread reads them all, beside its own
+// records; more go through a shared row map (two barriers).
+constexpr al_u32 AL_EDITS_BROADCAST = 8u;
+// Loops over a thread's own rows (or the broadcast edits) are unrolled: their records stay
+// in registers. (The CPU build of the tests has no such pragma.)
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define AL_UNROLL _Pragma("unroll")
+#else
+#define AL_UNROLL
+#endif
+
 // log2(B): block positions are split with shifts (B is a power of two).
 __host__ __device__ constexpr al_u32 al_log2(al_u32 x) { return x <= 1u ? 0u : 1u + al_log2(x >> 1); }
 constexpr al_u32 AL_BLOCK_SHIFT = al_log2(AL_BLOCK_SIZE);
@@ -87,12 +102,16 @@ __device__ __forceinline__ void al_warp_scan2(al_u32& a, al_u32& b) {
 
 // Block-wide scan of two per-thread sums. Every thread of the block calls it. On return
 // (a, b) hold the exclusive prefixes and (ta, tb) the block totals. s_warp: 2 * AL_WARPS.
-__device__ __forceinline__ void al_block_scan2(al_u32& a, al_u32& b, al_u32& ta, al_u32& tb, al_u32* s_warp) {
+// Returns whether `any` was true on some thread of the block (the scan's one barrier
+// carries the vote). The scan reads s_warp after its barrier: the caller passes another
+// barrier before s_warp is written again (every caller has one before its next scan).
+__device__ __forceinline__ bool al_block_scan2(al_u32& a, al_u32& b, al_u32& ta, al_u32& tb, al_u32* s_warp,
+                                               bool any = false) {
   const al_u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
   al_u32 ia = a, ib = b;
   al_warp_scan2(ia, ib);
   if (lane == 31u) { s_warp[warp] = ia; s_warp[AL_WARPS + warp] = ib; }
-  __syncthreads();
+  const bool voted = __syncthreads_or(any ? 1 : 0) != 0;
   // Every warp scans the warp totals itself: no second barrier before reading them.
   al_u32 wa = lane < AL_WARPS ? s_warp[lane] : 0u;
   al_u32 wb = lane < AL_WARPS ? s_warp[AL_WARPS + lane] : 0u;
@@ -103,7 +122,7 @@ __device__ __forceinline__ void al_block_scan2(al_u32& a, al_u32& b, al_u32& ta,
   const al_u32 pb = __shfl_sync(0xffffffffu, wb, (warp + 31u) & 31u);
   a = (warp > 0u ? pa : 0u) + ia - a;
   b = (warp > 0u ? pb : 0u) + ib - b;
-  __syncthreads();  // s_warp is reused by the next scan
+  return voted;
 }
 
 // ---- Blocks 1.. (or block 0 alone): resident table and row gathers -------------------
@@ -148,14 +167,9 @@ __device__ __forceinline__ void al_write_sampling(al_u8* meta, al_u32 a, al_u32 
   al_field<al_u32>(meta, AL_OFF_TOP_P)[a] = top_p_bits;
 }
 
-// `sampling` is null in a delta step: the row's sampling fields stay (an edited row's were
-// written with its edit).
-__device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h, const AlSampling* sampling,
-                                                 al_u32 a, const AlRequest& r, al_u32 cu_q, al_u32 cu_kv) {
-  if (sampling != nullptr) {
-    const AlSampling s = sampling[(h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u ? a : 0u];
-    al_write_sampling(meta, a, s.temperature_bits, s.top_k, s.top_p_bits);
-  }
+// Row a's request fields (its sampling is written apart: from the staging in a full step,
+// from its edit in a delta step, left as it is otherwise).
+__device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h, al_u32 a, const AlRequest& r, al_u32 cu_q, al_u32 cu_kv) {
   al_field<al_i32>(meta, AL_OFF_REQUEST_IN_PREFILL_STATUS)[a] = a >= h.real_decode ? 1 : 0;
   al_field<al_u32>(meta, AL_OFF_REQUEST_QUERY_LENGTHS)[a] = r.q;
   al_field<al_u32>(meta, AL_OFF_REQUEST_KV_LENGTH_OFFSETS)[a] = r.kv;
@@ -164,6 +178,34 @@ __device__ __forceinline__ void al_write_request(al_u8* meta, const AlHeader& h,
   al_field<al_u32>(meta, AL_OFF_MHA_KV_SEQ_LENGTHS)[a] = r.kv + r.q;
   al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[a + 1u] = cu_q;
   al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[a + 1u] = cu_kv;
+}
+
+// Entry j of active row a's block list as its source holds it (raw: -1 stays -1 for
+// resident and uploaded rows; the metadata row holds mapped ids).
+__device__ __forceinline__ al_i32 al_row_block(const al_i32* bt, const al_i32* resident, const al_i32* uploaded,
+                                               const AlRequest& r, al_u32 a, al_u32 j) {
+  const al_u32 index = r.src & AL_SRC_INDEX_MASK;
+  switch (r.src >> AL_SRC_SHIFT) {
+    case AL_SRC_META: return bt[a * AL_BLOCK_TABLE_WIDTH + j];
+    case AL_SRC_RESIDENT: return resident[index * AL_BLOCK_TABLE_WIDTH + j];
+    default: return uploaded[index + j];
+  }
+}
+
+// The token arrays of token t (all but its input id): position `pos` in its request, KV
+// block `block`, request index `request` (paused rows first); with vLLM's formats also its
+// slot mapping (`real`: block * B + offset, else -1), written here from the same values
+// rather than read back from these arrays after a barrier.
+__device__ __forceinline__ void al_write_token(al_u8* meta, al_u32 t, al_u32 pos, al_i32 block, al_u32 request, bool real) {
+  al_field<al_i64>(meta, AL_OFF_TOKEN_TO_POS_IDS)[t] = (al_i64)pos;
+  al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX)[t] = (al_i64)block;
+  al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK)[t] = (al_i32)(pos & (AL_BLOCK_SIZE - 1u));
+  al_field<al_u32>(meta, AL_OFF_TOKEN_TO_REQUEST_IDX)[t] = request;
+  al_field<al_u32>(meta, AL_OFF_TOKEN_TO_POSITION_IN_REQUEST)[t] = pos;
+  if constexpr (AL_VLLM) {
+    al_field<al_i64>(meta, AL_OFF_VLLM_SLOT_MAPPING)[t] =
+        real ? (al_i64)block * (al_i64)AL_BLOCK_SIZE + (al_i64)(pos & (AL_BLOCK_SIZE - 1u)) : (al_i64)-1;
+  }
 }
 
 __device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, al_u32 total_q, al_u32 total_kv) {
@@ -181,36 +223,33 @@ __device__ __forceinline__ void al_write_padding_request(al_u8* meta, al_u32 a, 
 }
 
 // ---- Kernel formats (docs/CONSUMER-CONTRACT.md) -----------------------------------
-// FlashInfer's paged-KV CSR arrays and vLLM's slot mapping, state indices and
-// causal-conv1d program map, from the Megatron fields block 0 has just written. Kept apart
-// from the Megatron fill: al_fill_body calls it last, with every thread of block 0.
+// FlashInfer's paged-KV CSR arrays and vLLM's causal-conv1d program map, from this step's
+// request records. Kept apart from the Megatron fill: al_fill_body calls it last, with
+// every thread of block 0. (vLLM's slot mapping and state indices need no scan: the body
+// writes them with the tokens and the rows' Mamba slots, from the values in registers.)
 
 // Entry j < ceil(kv_len / B) of active request a's block list, as the block table holds it
 // (-1 mapped to the dummy block), read from the row's source like the token loop does.
 __device__ __forceinline__ al_i32 al_format_block(const al_i32* bt, const al_i32* resident, const al_i32* uploaded,
                                                   const AlRequest& r, al_u32 a, al_u32 j) {
-  const al_u32 index = r.src & AL_SRC_INDEX_MASK;
-  switch (r.src >> AL_SRC_SHIFT) {
-    case AL_SRC_META: return al_map_block(bt[a * AL_BLOCK_TABLE_WIDTH + j]);
-    case AL_SRC_RESIDENT: return al_map_block(resident[index * AL_BLOCK_TABLE_WIDTH + j]);
-    default: return al_map_block(uploaded[index + j]);
-  }
+  return al_map_block(al_row_block(bt, resident, uploaded, r, a, j));
 }
 
-// `req`: this step's request records as the body read them (the device request table in a
-// delta step, the staging otherwise). `s_scratch` (R + 1 entries) and `s_warp` are the
-// body's shared arrays, free by now.
-__device__ __noinline__ void al_fill_formats(al_u8* meta, const al_u8* staging, const al_i32* resident, const AlRequest* req, al_u32* s_scratch,
-                                             al_u32* s_warp, al_u32 padded_tokens, al_u32 fp, al_u32 dp) {
-  const AlHeader& h = *reinterpret_cast<const AlHeader*>(staging);
-  const al_u32 tid = threadIdx.x, first = tid * AL_PER_THREAD, n = h.active, np = fp + dp;
+// `req`: this step's request records (the device request table in a delta step, which the
+// body has written by now; the staging otherwise). `s_scratch` (R + 1 entries) and `s_warp`
+// are the body's shared arrays, free by now. The header's values come as arguments: the
+// body read it once (`n` active rows, `dr` / `fr` attention decode / prefill rows).
+__device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded, const al_i32* resident, const AlRequest* req,
+                                             al_u32* s_scratch, al_u32* s_warp, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
+                                             al_u32 n, al_u32 dr, al_u32 fr) {
+  const al_u32 tid = threadIdx.x, first = tid * AL_PER_THREAD, np = fp + dp;
   // Each name is read by one format or both.
-  (void)req; (void)first; (void)n; (void)np; (void)resident; (void)s_scratch; (void)s_warp;
+  (void)req; (void)first; (void)n; (void)np; (void)resident; (void)uploaded; (void)s_scratch; (void)s_warp;
+  (void)dr; (void)fr;
   __syncthreads();  // every Megatron field written; s_scratch and s_warp free
 
   if constexpr (AL_FLASHINFER) {
     const al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
-    const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
     al_u32* indptr = al_field<al_u32>(meta, AL_OFF_FLASHINFER_PAGED_KV_INDPTR);
     al_i32* indices = al_field<al_i32>(meta, AL_OFF_FLASHINFER_PAGED_KV_INDICES);
     al_u32* last = al_field<al_u32>(meta, AL_OFF_FLASHINFER_PAGED_KV_LAST_PAGE_LEN);
@@ -248,27 +287,9 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_u8* staging, 
   }
 
   if constexpr (AL_VLLM) {
-    // Slot mapping: block * B + offset for real tokens, -1 for padding tokens.
-    const al_i64* block_idx = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX);
-    const al_i32* local = al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
-    al_i64* slots = al_field<al_i64>(meta, AL_OFF_VLLM_SLOT_MAPPING);
-    for (al_u32 t = tid; t < padded_tokens; t += AL_THREADS) {
-      slots[t] = t < h.real_tokens ? block_idx[t] * (al_i64)AL_BLOCK_SIZE + (al_i64)local[t] : (al_i64)-1;
-    }
+    // The slot mapping and the state indices were written with the tokens and the rows.
     if constexpr (AL_HAS_MAMBA) {
-      // State indices: padding rows on the scratch slot R, one past the rows' slots.
-      const al_u32 dr = h.attn_decode, fr = h.attn_prefill;
-      const al_i32 scratch = (al_i32)AL_MAX_REQUESTS;
-      al_i32* decode = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_DECODE);
-      for (al_u32 a = tid; a < dp; a += AL_THREADS) decode[a] = a < dr ? req[a].slot : scratch;
       if (fp > 0u) {
-        al_i32* prefill = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL);
-        al_u8* init = al_field<al_u8>(meta, AL_OFF_VLLM_HAS_INITIAL_STATE);
-        for (al_u32 f = tid; f < fp; f += AL_THREADS) {
-          const bool real = f < fr;
-          prefill[f] = real ? req[dr + f].slot : scratch;
-          init[f] = (real && req[dr + f].kv > 0u) ? (al_u8)1 : (al_u8)0;
-        }
         // Causal-conv1d programs: ceil(q / AL_VLLM_CONV_BLOCK) per real prefill sequence,
         // scanned into each sequence's first program; the rest are padding (-1).
         al_u32 pre = 0u, unused = 0u;
@@ -304,10 +325,19 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_u8* staging, 
 
 // The fill of one step. `padded_tokens`, `fp`, `dp`: the padded dims (ignored when
 // `eager`: read from the header). Out of line: every entry shares this one body.
+//
+// Block 0 is latency-bound: what costs is the chain of dependent global-memory round trips
+// and block barriers, not bandwidth. So each thread reads its own rows' records once, into
+// registers, and every phase takes them from there; loads that do not depend on each other
+// are issued together; and the only barrier of a step without long rows, Mamba prefill or
+// a kernel format is the one of the request scan. A steady decode step (a delta step
+// without edits) runs: header -> own records (with the patches, in parallel) -> scan
+// barrier -> the rows' block ids -> stores.
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
                                           al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
                                           bool eager) {
-  const AlHeader& h = *reinterpret_cast<const AlHeader*>(staging);
+  // The header, read once into registers: one round trip, which everything below needs.
+  const AlHeader h = *reinterpret_cast<const AlHeader*>(staging);
   if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
   const al_u32 np = fp + dp;
   const al_u32 n = h.active;
@@ -326,32 +356,108 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
   const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
   const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(staging + h.off_requests);
-  const AlSampling* sampling = delta ? nullptr : reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
+  const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
   al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
+  __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
+  __shared__ al_u32 s_warp[2u * AL_WARPS];
 
-  // (0) Delta step: every row advances by its query length in place, then the edits replace
-  // the rows that did something else. Each thread advances the rows it owns in the scans.
-  if (delta) {
+  // (1) This step's records of the rows the thread owns, read once. A full step reads them
+  // (and the sampling) from the staging; a delta step from the request table, advanced here
+  // (kv += q, the row stays in place) and then edited. Only this thread reads or writes
+  // table[a] for its rows a until the barrier of the scan, except for edited rows in the
+  // shared-map path below, which orders its accesses with its own two barriers.
+  AlRequest rec[AL_PER_THREAD];
+  bool edited[AL_PER_THREAD];  // the record was written to the table by an edit's thread
+  AL_UNROLL
+  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+    const al_u32 a = first + i;
+    rec[i] = a < n ? req[a] : AlRequest{0u, 0u, 0u, 0};
+    edited[i] = false;
+  }
+  if (!delta) {
+    const AlSampling* sampling = reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
+    const bool per_request = (h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u;
+    AL_UNROLL
     for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
       const al_u32 a = first + i;
       if (a < n) {
-        table[a].kv += table[a].q;
-        table[a].src = AL_SRC_META << AL_SRC_SHIFT;
+        const AlSampling x = sampling[per_request ? a : 0u];
+        al_write_sampling(meta, a, x.temperature_bits, x.top_k, x.top_p_bits);
       }
     }
-    __syncthreads();  // advanced before edited
+  } else {
+    AL_UNROLL
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      rec[i].kv += rec[i].q;
+      rec[i].src = AL_SRC_META << AL_SRC_SHIFT;
+    }
+    const al_u32 n_edits = h.n_edits;
     const AlEdit* edits = reinterpret_cast<const AlEdit*>(staging + h.off_requests);
-    for (al_u32 e = tid; e < h.n_edits; e += AL_THREADS) {
-      const AlEdit x = edits[e];
-      if (x.row < n) {
-        table[x.row] = AlRequest{x.q, x.kv, x.src, x.slot};
-        al_write_sampling(meta, x.row, x.temperature_bits, x.top_k, x.top_p_bits);
+    if (n_edits <= AL_EDITS_BROADCAST) {
+      // Few edits (the usual case): every thread reads all of them (the same addresses for
+      // the whole block, issued together with its records: no extra round trip) and takes
+      // those of its own rows. One thread per edit writes the row's sampling; no other
+      // thread writes an active row's sampling in a delta step.
+      al_u32 xrow[AL_EDITS_BROADCAST];
+      AlRequest xrec[AL_EDITS_BROADCAST];
+      AL_UNROLL
+      for (al_u32 e = 0u; e < AL_EDITS_BROADCAST; ++e) {
+        xrow[e] = AL_NO_ROW;
+        xrec[e] = AlRequest{0u, 0u, 0u, 0};
+        if (e < n_edits) {
+          const AlEdit* x = edits + e;
+          xrow[e] = x->row;
+          xrec[e] = AlRequest{x->q, x->kv, x->src, x->slot};
+        }
+      }
+      AL_UNROLL
+      for (al_u32 e = 0u; e < AL_EDITS_BROADCAST; ++e) {
+        AL_UNROLL
+        for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+          if (xrow[e] == first + i && xrow[e] < n) rec[i] = xrec[e];
+        }
+      }
+      for (al_u32 e = tid; e < n_edits; e += AL_THREADS) {
+        const AlEdit x = edits[e];
+        if (x.row < n) al_write_sampling(meta, x.row, x.temperature_bits, x.top_k, x.top_p_bits);
+      }
+    } else {
+      // Many edits: s_cu_q (not written before the scan) is a map row -> edited. Each owner
+      // clears its rows; after a barrier one thread per edit writes the edit's record into
+      // the table, its sampling, and marks the row; after a second barrier each owner
+      // reloads its edited rows from the table. Rows are distinct across edits (the host
+      // writes one edit per row), so each table row has one writer.
+      AL_UNROLL
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        if (first + i < n) s_cu_q[first + i] = 0u;
+      }
+      __syncthreads();  // the map is clear (and every owner has read its table rows)
+      for (al_u32 e = tid; e < n_edits; e += AL_THREADS) {
+        const AlEdit x = edits[e];
+        if (x.row < n) {
+          table[x.row] = AlRequest{x.q, x.kv, x.src, x.slot};
+          al_write_sampling(meta, x.row, x.temperature_bits, x.top_k, x.top_p_bits);
+          s_cu_q[x.row] = 1u;
+        }
+      }
+      __syncthreads();  // edited rows marked, their records in the table
+      AL_UNROLL
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        const al_u32 a = first + i;
+        if (a < n && s_cu_q[a] != 0u) { rec[i] = table[a]; edited[i] = true; }
       }
     }
-    __syncthreads();  // the table is this step's
+  }
+  // The device's request table holds this step's records from here on (the next delta step
+  // advances them; the long-row token loop and the formats read them after a barrier).
+  AL_UNROLL
+  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+    if (first + i < n && !edited[i]) table[first + i] = rec[i];
   }
 
-  // (1) Block-table rows that stayed in place: only the entries that changed.
+  // (2) Work that needs no other thread's result, issued before the scan's barrier.
+  // Block-table rows that stayed in place: only the entries that changed. Tokens of such
+  // rows read these entries after the scan's barrier, which orders them.
   const AlWrite* patches = reinterpret_cast<const AlWrite*>(staging + h.off_patches);
   for (al_u32 i = tid; i < h.n_patches; i += AL_THREADS) {
     const AlWrite p = patches[i];
@@ -359,27 +465,106 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   }
   // The block table's guard after its last row (no row owns it): dummy ids, every step.
   for (al_u32 i = AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH + tid; i < AL_CAP_MHA_BLOCK_TABLE; i += AL_THREADS) bt[i] = AL_DUMMY_BLOCK;
+  // Padding tokens write to the dummy block's slot 0.
+  for (al_u32 t = h.real_tokens + tid; t < padded_tokens; t += AL_THREADS) {
+    al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS)[t] = 0;
+    al_write_token(meta, t, 0u, AL_DUMMY_BLOCK, 0u, false);
+  }
+  // Mamba state slots (present when the padded count is > 0): the owner of each real row
+  // writes its slot, padding entries are -1. Rows [0, Dr) are decode rows, [Dr, Dr + Fr)
+  // prefill rows (Dr + Fr = N).
+  if constexpr (AL_HAS_MAMBA) {
+    const al_u32 dr = h.attn_decode, fr = h.attn_prefill;
+    AL_UNROLL
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      const al_u32 a = first + i;
+      if (a < n && a < dr && a < dp) {
+        if constexpr (AL_DECODE_INDEX_I64) al_field<al_i64>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = rec[i].slot;
+        else al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = rec[i].slot;
+      } else if (a < n && a >= dr && a - dr < fr && a - dr < fp) {
+        al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[a - dr] = rec[i].slot;
+      }
+    }
+    for (al_u32 a = dr + tid; a < dp; a += AL_THREADS) {
+      if constexpr (AL_DECODE_INDEX_I64) al_field<al_i64>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = -1;
+      else al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = -1;
+    }
+    for (al_u32 f = fr + tid; f < fp; f += AL_THREADS) al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] = -1;
+    if constexpr (AL_VLLM) {
+      // vLLM's state indices (padding rows on the scratch slot R, one past the rows'
+      // slots) and whether each prefill sequence starts from a state (kv > 0).
+      const al_i32 scratch = (al_i32)AL_MAX_REQUESTS;
+      al_i32* decode = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_DECODE);
+      al_i32* prefill = al_field<al_i32>(meta, AL_OFF_VLLM_STATE_INDICES_PREFILL);
+      al_u8* init = al_field<al_u8>(meta, AL_OFF_VLLM_HAS_INITIAL_STATE);
+      AL_UNROLL
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        const al_u32 a = first + i;
+        if (a < n && a < dr && a < dp) {
+          decode[a] = rec[i].slot;
+        } else if (a < n && a >= dr && a - dr < fr && a - dr < fp) {
+          prefill[a - dr] = rec[i].slot;
+          init[a - dr] = rec[i].kv > 0u ? (al_u8)1 : (al_u8)0;
+        }
+      }
+      for (al_u32 a = dr + tid; a < dp; a += AL_THREADS) decode[a] = scratch;
+      for (al_u32 f = fr + tid; f < fp; f += AL_THREADS) { prefill[f] = scratch; init[f] = (al_u8)0; }
+    }
+  }
 
-  // (2) Cumulative query and KV lengths: thread tid owns requests [tid * k, tid * k + k).
-  __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
-  __shared__ al_u32 s_warp[2u * AL_WARPS];
+  // (3) Cumulative query and KV lengths over the owned rows. The scan's barrier also
+  // orders the patches above before the token loads below, and votes whether any row is
+  // long (more than AL_OWNED_TOKENS tokens: its tokens are written one per thread in (5)).
   al_u32 pre_q = 0u, pre_kv = 0u;
+  bool long_rows = false;
+  AL_UNROLL
   for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    const al_u32 a = first + i;
-    if (a < n) { const AlRequest r = req[a]; pre_q += r.q; pre_kv += r.kv + r.q; }
+    if (first + i < n) {
+      pre_q += rec[i].q;
+      pre_kv += rec[i].kv + rec[i].q;
+      long_rows = long_rows || rec[i].q > AL_OWNED_TOKENS;
+    }
   }
   al_u32 total_q, total_kv;
-  al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp);
-  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    const al_u32 a = first + i;
-    if (a < n) {
-      const AlRequest r = req[a];
-      pre_q += r.q;
-      pre_kv += r.kv + r.q;
-      s_cu_q[a + 1u] = pre_q;
-      al_write_request(meta, h, sampling, a, r, pre_q, pre_kv);
-      // A full step refreshes the device's request table (the next delta step advances it).
-      if (!delta) table[a] = r;
+  // s_warp is next written by a scan after the barrier before (5) or the formats' first one.
+  const bool any_long = al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp, long_rows);
+
+  // (4) Request fields, and the tokens of short rows (decode rows: s + 1 tokens each)
+  // written by the row's owner: no search and no reload. Such a row's tokens span at most
+  // two block-table entries (q <= B), loaded together.
+  {
+    const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
+    const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
+    al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
+    AL_UNROLL
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      const al_u32 a = first + i;
+      if (a < n) {
+        const AlRequest r = rec[i];
+        const al_u32 t0 = pre_q;
+        pre_q += r.q;
+        pre_kv += r.kv + r.q;
+        s_cu_q[a + 1u] = pre_q;
+        al_write_request(meta, h, a, r, pre_q, pre_kv);
+        if (r.q <= AL_OWNED_TOKENS && r.q > 0u) {
+          // A step the host staged never reaches past its row (the plan checks every
+          // token's block); the clamp keeps a misused replay (a delta step applied twice,
+          // see cuda::StreamFill) inside the row.
+          const al_u32 j0 = al_min(r.kv >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);
+          const al_u32 j1 = al_min((r.kv + r.q - 1u) >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);
+          const al_i32 b0 = al_row_block(bt, resident, uploaded, r, a, j0);
+          const al_i32 b1 = j1 != j0 ? al_row_block(bt, resident, uploaded, r, a, j1) : b0;
+          AL_UNROLL
+          for (al_u32 k = 0u; k < AL_OWNED_TOKENS; ++k) {
+            const al_u32 t = t0 + k;
+            if (k < r.q && t < h.real_tokens) {
+              const al_u32 pos = r.kv + k;
+              if (has_ids) input_ids[t] = ids[t];
+              al_write_token(meta, t, pos, al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u) == j0 ? b0 : b1, h.paused + a, true);
+            }
+          }
+        }
+      }
     }
   }
   if (tid == 0u) {
@@ -390,65 +575,30 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   }
   for (al_u32 a = n + tid; a < np; a += AL_THREADS) al_write_padding_request(meta, a, total_q, total_kv);
 
-  // Mamba state slots (present when the padded count is > 0).
-  if constexpr (AL_HAS_MAMBA) {
-    for (al_u32 a = tid; a < dp; a += AL_THREADS) {
-      const al_i32 slot = a < h.attn_decode ? req[a].slot : -1;
-      if constexpr (AL_DECODE_INDEX_I64) al_field<al_i64>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = slot;
-      else al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_DECODE)[a] = slot;
-    }
-    for (al_u32 f = tid; f < fp; f += AL_THREADS) {
-      al_field<al_i32>(meta, AL_OFF_MAMBA_BATCH_INDICES_PREFILL)[f] = f < h.attn_prefill ? req[h.attn_decode + f].slot : -1;
-    }
-  }
-  __syncthreads();  // s_cu_q complete; patched rows final
+  // s_cu_q is read by other threads only by the long-row tokens and the Mamba prefill
+  // arrays; the formats begin with a barrier of their own. Both conditions are the same
+  // on every thread, so the barrier is taken by all or none.
+  if (any_long || (AL_HAS_MAMBA && fp > 0u)) __syncthreads();  // s_cu_q complete; the table is this step's
 
-  // (3) Token arrays: a binary search finds each token's request.
-  {
+  // (5) Tokens of long rows (prefill): one thread per token, a binary search finds its
+  // request. Tokens of short rows were written in (4).
+  if (any_long) {
     const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
-    const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
     const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
     al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
-    al_i64* pos_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_POS_IDS);
-    al_i64* block_idx = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_BLOCK_IDX);
-    al_i32* local = al_field<al_i32>(meta, AL_OFF_TOKEN_TO_LOCAL_POSITION_WITHIN_KV_BLOCK);
-    al_u32* request_idx = al_field<al_u32>(meta, AL_OFF_TOKEN_TO_REQUEST_IDX);
-    al_u32* position = al_field<al_u32>(meta, AL_OFF_TOKEN_TO_POSITION_IN_REQUEST);
-    for (al_u32 t = tid; t < padded_tokens; t += AL_THREADS) {
-      if (t < h.real_tokens) {
-        const al_u32 a = al_search(s_cu_q, n, t);
-        const AlRequest r = req[a];
-        const al_u32 pos = r.kv + (t - s_cu_q[a]);
-        // A step the host staged never reaches past its row (the plan checks every token's
-        // block); the clamp keeps a misused replay (a delta step applied twice, see
-        // cuda::StreamFill) inside the row.
-        const al_u32 j = al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);
-        const al_u32 index = r.src & AL_SRC_INDEX_MASK;
-        al_i32 block;
-        switch (r.src >> AL_SRC_SHIFT) {
-          case AL_SRC_META: block = bt[a * AL_BLOCK_TABLE_WIDTH + j]; break;
-          case AL_SRC_RESIDENT: block = resident[index * AL_BLOCK_TABLE_WIDTH + j]; break;
-          default: block = uploaded[index + j]; break;
-        }
-        if (has_ids) input_ids[t] = ids[t];
-        pos_ids[t] = (al_i64)pos;
-        block_idx[t] = (al_i64)block;
-        local[t] = (al_i32)(pos & (AL_BLOCK_SIZE - 1u));
-        request_idx[t] = h.paused + a;
-        position[t] = pos;
-      } else {
-        // Padding tokens write to the dummy block's slot 0.
-        input_ids[t] = 0;
-        pos_ids[t] = 0;
-        block_idx[t] = (al_i64)AL_DUMMY_BLOCK;
-        local[t] = 0;
-        request_idx[t] = 0u;
-        position[t] = 0u;
-      }
+    for (al_u32 t = tid; t < h.real_tokens; t += AL_THREADS) {
+      const al_u32 a = al_search(s_cu_q, n, t);
+      const al_u32 start = s_cu_q[a];
+      if (s_cu_q[a + 1u] - start <= AL_OWNED_TOKENS) continue;
+      const AlRequest r = req[a];
+      const al_u32 pos = r.kv + (t - start);
+      const al_u32 j = al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);  // see (4)
+      if (has_ids) input_ids[t] = ids[t];
+      al_write_token(meta, t, pos, al_row_block(bt, resident, uploaded, r, a, j), h.paused + a, true);
     }
   }
 
-  // (4) Mamba prefill arrays (present when Fp > 0), over the prefill token sub-stream.
+  // (6) Mamba prefill arrays (present when Fp > 0), over the prefill token sub-stream.
   if constexpr (AL_HAS_MAMBA) {
     if (fp > 0u) {
       __shared__ al_u32 s_chunk[AL_MAX_REQUESTS + 1u];
@@ -542,6 +692,8 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     }
   }
 
-  if constexpr (AL_FLASHINFER || AL_VLLM) al_fill_formats(meta, staging, resident, req, s_cu_q, s_warp, padded_tokens, fp, dp);
+  if constexpr (AL_FLASHINFER || AL_VLLM) {
+    al_fill_formats(meta, uploaded, resident, req, s_cu_q, s_warp, padded_tokens, fp, dp, n, h.attn_decode, h.attn_prefill);
+  }
 }
 

@@ -21,6 +21,17 @@ inline unsigned al_shim_exchange[1024];
 
 inline void __syncthreads() { al_shim_barrier->arrive_and_wait(); }
 
+// A barrier that also returns whether `pred` was non-zero on any thread of the block.
+inline int __syncthreads_or(int pred) {
+  const unsigned t = threadIdx.x;
+  al_shim_exchange[t] = pred != 0 ? 1u : 0u;
+  __syncthreads();
+  int any = 0;
+  for (unsigned i = 0; i < blockDim.x; ++i) any |= al_shim_exchange[i] != 0u ? 1 : 0;
+  __syncthreads();
+  return any;
+}
+
 inline unsigned __shfl_up_sync(unsigned, unsigned v, unsigned d) {
   const unsigned t = threadIdx.x;
   al_shim_exchange[t] = v;
