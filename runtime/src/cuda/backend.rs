@@ -457,6 +457,11 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
+    /// Pinned staging buffers the backend alternates between (a step fills one while the
+    /// device may still copy the other); the device fill captures one graph per bucket and
+    /// buffer.
+    pub const STAGING_SLOTS: usize = 2;
+
     /// Sets up the backend for `dims`: finds the device, compiles (or loads from the
     /// cache) the layout's kernels, allocates every buffer for the largest step, warms the
     /// kernels up and captures one graph per bucket. No allocation happens after this.
@@ -548,8 +553,8 @@ impl CudaBackend {
             FillMode::Device => builder.capacity(),
             FillMode::Host => total.next_multiple_of(16),
         };
-        let mut slots = Vec::with_capacity(2);
-        for _ in 0..2 {
+        let mut slots = Vec::with_capacity(Self::STAGING_SLOTS);
+        for _ in 0..Self::STAGING_SLOTS {
             let mut pinned = PinnedBuffer::new(&stream, slot_len)?;
             let mut fill_state = None;
             if options.mode == FillMode::Host {
