@@ -18,6 +18,7 @@ use std::time::Instant;
 use attention_layout::devfill::StagingBuilder;
 use attention_layout::dims::RuntimeDims;
 use attention_layout::fill::{self, BlockCheck, FillState};
+use attention_layout::step::StepInput;
 use attention_layout_cli::scenarios::{self, Driver, SteadyEngine, steady};
 use attention_layout_codegen::Geometry;
 
@@ -26,81 +27,93 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// Steps timed after this many of warm-up, of `STEPS` in all.
+const WARMUP: usize = 2000;
+const STEPS: usize = 12_000;
+
+/// One layout's planning state and staging builder, and the timings of the steps it
+/// planned and staged.
+struct Timed {
+    d: RuntimeDims,
+    builder: StagingBuilder,
+    // 16-byte aligned, as the pinned staging is.
+    words: Vec<u128>,
+    state: FillState,
+    plan: Vec<f64>,
+    build: Vec<f64>,
+    bytes: Vec<f64>,
+    deltas: usize,
+}
+
+impl Timed {
+    fn new(d: RuntimeDims) -> Self {
+        let builder = StagingBuilder::new(&d);
+        Self {
+            words: vec![0u128; builder.capacity().div_ceil(16)],
+            state: FillState::new(&d),
+            builder,
+            d,
+            plan: vec![],
+            build: vec![],
+            bytes: vec![],
+            deltas: 0,
+        }
+    }
+
+    /// Plans and stages step `i`, timing both apart after the warm-up.
+    fn step(&mut self, i: usize, input: &StepInput<'_>) -> Result<(), String> {
+        let t0 = Instant::now();
+        let p = fill::plan_step_checking(&self.d, input, &mut self.state, BlockCheck::Needed)
+            .map_err(|e| e.to_string())?;
+        let t1 = Instant::now();
+        let staged = self
+            .builder
+            .build(&p, bytemuck::cast_slice_mut(&mut self.words))
+            .map_err(|e| e.to_string())?;
+        let t2 = Instant::now();
+        if i >= WARMUP {
+            self.plan.push((t1 - t0).as_secs_f64() * 1e6);
+            self.build.push((t2 - t1).as_secs_f64() * 1e6);
+            self.bytes.push(staged.bytes as f64);
+            self.deltas += usize::from(staged.delta);
+        }
+        Ok(())
+    }
+
+    fn report(self, name: &str) {
+        println!(
+            "{name}: plan {:.2} µs + build {:.2} µs (medians); {} B staged (median), {} of {} steps delta",
+            median(self.plan),
+            median(self.build),
+            median(self.bytes),
+            self.deltas,
+            STEPS - WARMUP
+        );
+    }
+}
+
 fn main() -> Result<(), String> {
     for sc in steady().into_iter().filter(|s| s.replace_per_mille == 0) {
         let mut engine = SteadyEngine::new(&sc)?;
-        let d = engine.dims()?;
-        let mut builder = StagingBuilder::new(&d);
-        // 16-byte aligned, as the pinned staging is.
-        let mut words = vec![0u128; builder.capacity().div_ceil(16)];
-        let mut state = FillState::new(&d);
-        let (mut plan, mut build, mut bytes, mut deltas) = (vec![], vec![], vec![], 0usize);
-        let steps = 12_000;
-        for i in 0..steps {
-            engine.with_step(|input| {
-                let t0 = Instant::now();
-                let p = fill::plan_step_checking(&d, input, &mut state, BlockCheck::Needed)
-                    .map_err(|e| e.to_string())?;
-                let t1 = Instant::now();
-                let staged = builder
-                    .build(&p, bytemuck::cast_slice_mut(&mut words))
-                    .map_err(|e| e.to_string())?;
-                let t2 = Instant::now();
-                if i >= 2000 {
-                    plan.push((t1 - t0).as_secs_f64() * 1e6);
-                    build.push((t2 - t1).as_secs_f64() * 1e6);
-                    bytes.push(staged.bytes as f64);
-                    deltas += usize::from(staged.delta);
-                }
-                Ok::<_, String>(())
-            })?;
+        let mut t = Timed::new(engine.dims()?);
+        for i in 0..STEPS {
+            engine.with_step(|input| t.step(i, input))?;
             if engine.advance()?.reseeded {
-                builder.forget_residency();
+                t.builder.forget_residency();
             }
         }
-        println!(
-            "{}: plan {:.2} µs + build {:.2} µs (medians); {} B staged (median), {} of {} steps delta",
-            sc.name,
-            median(plan),
-            median(build),
-            median(bytes),
-            deltas,
-            steps - 2000
-        );
+        t.report(sc.name);
     }
     for sc in scenarios::all() {
         let d = RuntimeDims::new(Geometry::new(&sc.spec).map_err(|e| e.to_string())?);
         let mut driver = Driver::new(&sc, &d, 0, 0);
-        let mut builder = StagingBuilder::new(&d);
-        let mut words = vec![0u128; builder.capacity().div_ceil(16)];
-        let mut state = FillState::new(&d);
-        let (mut plan, mut build, mut bytes) = (vec![], vec![], vec![]);
-        let steps = 12_000;
-        for i in 0..steps {
+        let mut t = Timed::new(d);
+        for i in 0..STEPS {
             driver.advance();
             let rows = driver.rows();
-            let input = driver.input(&rows);
-            let t0 = Instant::now();
-            let p = fill::plan_step_checking(&d, &input, &mut state, BlockCheck::Needed)
-                .map_err(|e| e.to_string())?;
-            let t1 = Instant::now();
-            let staged = builder
-                .build(&p, bytemuck::cast_slice_mut(&mut words))
-                .map_err(|e| e.to_string())?;
-            let t2 = Instant::now();
-            if i >= 2000 {
-                plan.push((t1 - t0).as_secs_f64() * 1e6);
-                build.push((t2 - t1).as_secs_f64() * 1e6);
-                bytes.push(staged.bytes as f64);
-            }
+            t.step(i, &driver.input(&rows))?;
         }
-        println!(
-            "{} (GPU bench driver): plan {:.2} µs + build {:.2} µs (medians); {} B staged (median)",
-            sc.name,
-            median(plan),
-            median(build),
-            median(bytes)
-        );
+        t.report(&format!("{} (GPU bench driver)", sc.name));
     }
     Ok(())
 }

@@ -654,6 +654,15 @@ struct RowLimits {
 }
 
 impl RowLimits {
+    /// Whether entries `first..=last` of `row`'s block list exist and are valid ids (not
+    /// `-1`, below the dummy block): the blocks a decode row's tokens land in.
+    #[inline]
+    fn valid_blocks(&self, row: &RequestRow<'_>, first: usize, last: usize) -> bool {
+        row.blocks
+            .get(first..=last)
+            .is_some_and(|ids| ids.iter().all(|&id| id >= 0 && id < self.dummy))
+    }
+
     #[inline]
     fn of<D: Dims>(d: &D) -> Self {
         Self {
@@ -728,13 +737,7 @@ fn check_steady_rows(
         let last = (end - 1) >> limits.shift;
         let [lo, hi] = *needed.get(i)?;
         // Blocks its tokens had not reached: check them (present and valid ids).
-        if (first < lo as usize || last > hi as usize)
-            && !row
-                .blocks
-                .get(first..=last)?
-                .iter()
-                .all(|&id| id >= 0 && id < limits.dummy)
-        {
+        if (first < lo as usize || last > hi as usize) && !limits.valid_blocks(row, first, last) {
             return None;
         }
     }
@@ -779,12 +782,7 @@ fn check_decode_rows_needed(
         let first = row.kv_offset as usize >> limits.shift;
         let last = (end - 1) >> limits.shift;
         // Every block its tokens land in present (none past the list) and a valid id.
-        if !row
-            .blocks
-            .get(first..=last)?
-            .iter()
-            .all(|&id| id >= 0 && id < limits.dummy)
-        {
+        if !limits.valid_blocks(row, first, last) {
             return None;
         }
     }
