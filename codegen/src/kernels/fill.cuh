@@ -331,22 +331,11 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
 // registers, and every phase takes them from there; loads that do not depend on each other
 // are issued together; and the only barrier of a step without long rows, Mamba prefill or
 // a kernel format is the one of the request scan. A steady decode step (a delta step
-// without edits) runs: header and own records (from the request table, loaded first) ->
-// patches -> scan barrier -> the rows' block ids -> stores.
+// without edits) runs: header -> own records (with the patches, in parallel) -> scan
+// barrier -> the rows' block ids -> stores.
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
                                           al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
                                           bool eager) {
-  // Block 0's rows in the device's request table, loaded before the header so that both
-  // round trips overlap: a delta step (the steady case) takes its records from here, so
-  // the header no longer delays them. Always inside the table (R records); the table is
-  // written only by block 0 of this launch, later, and by earlier launches (stream order).
-  const al_u32 first = threadIdx.x * AL_PER_THREAD;  // thread owns requests [first, first + AL_PER_THREAD)
-  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
-  AlRequest rec[AL_PER_THREAD];
-  AL_UNROLL
-  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    rec[i] = blockIdx.x == 0u && first + i < AL_MAX_REQUESTS ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
-  }
   // The header, read once into registers: one round trip, which everything below needs.
   const AlHeader h = *reinterpret_cast<const AlHeader*>(staging);
   if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
@@ -362,6 +351,9 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   }
 
   const al_u32 tid = threadIdx.x;
+  const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
+  // The request table on the device: the records of the last step's active rows.
+  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
   const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
   const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(staging + h.off_requests);
   const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
@@ -374,12 +366,12 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // (kv += q, the row stays in place) and then edited. Only this thread reads or writes
   // table[a] for its rows a until the barrier of the scan, except for edited rows in the
   // shared-map path below, which orders its accesses with its own two barriers.
+  AlRequest rec[AL_PER_THREAD];
   bool edited[AL_PER_THREAD];  // the record was written to the table by an edit's thread
   AL_UNROLL
   for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
     const al_u32 a = first + i;
-    // A delta step's records are the table's, loaded above; a full step's the staging's.
-    rec[i] = a >= n ? AlRequest{0u, 0u, 0u, 0} : delta ? rec[i] : req[a];
+    rec[i] = a < n ? req[a] : AlRequest{0u, 0u, 0u, 0};
     edited[i] = false;
   }
   if (!delta) {
