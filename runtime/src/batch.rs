@@ -393,6 +393,32 @@ pub struct BatchState {
 
 /// Empties `v` and reuses its buffer for rows of another lifetime (std collects in place
 /// when the element layout is the same, so nothing is allocated).
+/// Writes `ids` into resident row `row`'s block list from entry `first` (rows of `width`
+/// entries in `table`) and records each as a residency change: how every path that gives a
+/// request blocks (scheduling, a prepared step's crossings, a prefix-cache hit) appends
+/// them. The callers have bounded the entries by the row.
+fn append_blocks<'a>(
+    table: &mut [i32],
+    changes: &mut Vec<BlockChange>,
+    width: usize,
+    row: u32,
+    first: u32,
+    ids: impl Iterator<Item = &'a i32> + Clone,
+) {
+    let start = row as usize * width + first as usize;
+    let len = ids.clone().count();
+    if let Some(dst) = table.get_mut(start..start + len) {
+        for (d, &id) in dst.iter_mut().zip(ids.clone()) {
+            *d = id;
+        }
+    }
+    changes.extend((first..).zip(ids).map(|(index, &block)| BlockChange {
+        resident_row: row,
+        index,
+        block,
+    }));
+}
+
 fn recycle<'b>(mut v: Vec<RequestRow<'_>>) -> Vec<RequestRow<'b>> {
     v.clear();
     v.into_iter()
@@ -837,16 +863,14 @@ impl BatchState {
                 }
                 None => self.kv.allocate(extra as usize).ok_or(out_of_blocks)?,
             };
-            if let Some(dst) = self.table.get_mut(start..end) {
-                dst.copy_from_slice(ids);
-            }
-            for (j, &block) in (e.blocks..).zip(ids) {
-                self.changes.push(BlockChange {
-                    resident_row: h.row,
-                    index: j,
-                    block,
-                });
-            }
+            append_blocks(
+                &mut self.table,
+                &mut self.changes,
+                self.block_table_width,
+                h.row,
+                e.blocks,
+                ids.iter(),
+            );
         }
         if let Some(entry) = self.rows.get_mut(h.row as usize).and_then(|x| x.as_mut()) {
             entry.blocks += extra;

@@ -29,6 +29,7 @@
 
 use std::num::NonZeroU32;
 
+use super::append_blocks;
 use super::{BatchError, BatchState, Entry, RequestHandle};
 use crate::dims::Dims;
 use crate::prefix::{
@@ -36,7 +37,7 @@ use crate::prefix::{
     MambaStateCache, MatchQuery, OffsetsQuery, PrefixError, PrefixKvAllocator, block_hashes,
     compute_intermediate_offsets, compute_prefix_match,
 };
-use crate::step::{BlockChange, IntermediateOffsets};
+use crate::step::IntermediateOffsets;
 
 /// How a [`BatchState`] caches prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -486,7 +487,6 @@ impl BatchState {
             });
         }
         let overall = m.overall_required_blocks as usize;
-        let start = h.row as usize * self.block_table_width;
         if overall > self.block_table_width {
             return Err(internal(format!(
                 "would need more than {} blocks",
@@ -564,20 +564,14 @@ impl BatchState {
                 states,
             });
         }
-        let first = e.blocks as usize;
-        let ids = m.matched_blocks.iter().chain(&new);
-        if let Some(dst) = self.table.get_mut(start + first..start + overall) {
-            for (d, &id) in dst.iter_mut().zip(ids.clone()) {
-                *d = id;
-            }
-        }
-        for (j, &block) in (e.blocks..).zip(ids) {
-            self.changes.push(BlockChange {
-                resident_row: h.row,
-                index: j,
-                block,
-            });
-        }
+        append_blocks(
+            &mut self.table,
+            &mut self.changes,
+            self.block_table_width,
+            h.row,
+            e.blocks,
+            m.matched_blocks.iter().chain(&new),
+        );
         if let Some(entry) = self.rows.get_mut(h.row as usize).and_then(|x| x.as_mut()) {
             entry.kv += m.skip_tokens;
             entry.prompt_done += m.skip_tokens;

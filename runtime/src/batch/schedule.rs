@@ -16,8 +16,8 @@
 
 use std::num::NonZeroU32;
 
+use super::append_blocks;
 use super::{BatchError, BatchState, Finished, RequestHandle, RequestPhase};
-use crate::step::BlockChange;
 
 /// Why a prepare, commit or resolve was refused. A call that returns one changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -360,17 +360,14 @@ impl BatchState {
             };
             let take = ids.get(cursor..cursor + need as usize).unwrap_or(&[]);
             cursor += need as usize;
-            let start = row as usize * self.block_table_width + e.blocks as usize;
-            if let Some(dst) = self.table.get_mut(start..start + take.len()) {
-                dst.copy_from_slice(take);
-            }
-            for (j, &block) in (e.blocks..).zip(take) {
-                self.changes.push(BlockChange {
-                    resident_row: row,
-                    index: j,
-                    block,
-                });
-            }
+            append_blocks(
+                &mut self.table,
+                &mut self.changes,
+                self.block_table_width,
+                row,
+                e.blocks,
+                take.iter(),
+            );
             e.blocks += take.len() as u32;
         }
         if dropped > 0 {
@@ -490,26 +487,49 @@ impl BatchState {
         }
         let s1 = self.speculative_tokens.saturating_add(1);
         self.finished.clear();
-        // The committed ids stay where they are (their rows keep their places).
-        if self.sched.committed && self.sched.ids.len() == n * s1 as usize {
+        // No row moves: the committed ids stay where they are.
+        let ids_kept = self.sched.committed && self.sched.ids.len() == n * s1 as usize;
+        let ran = std::mem::take(&mut self.sched.ran);
+        self.settle(&ran, ids_kept, true);
+        self.sched.ran = ran;
+        self.sched.ran.clear();
+        true
+    }
+
+    /// The end of every [`resolve`](Self::resolve): `survivors` (in the next step's
+    /// order) become the next step's decode rows — scheduled already after a prepared
+    /// step, scheduled here (where the pool allows) otherwise — and the committed ids
+    /// follow them when `ids_kept` (they are in that order already), else are dropped.
+    fn settle(&mut self, survivors: &[RequestHandle], ids_kept: bool, prepared: bool) {
+        if ids_kept {
             self.sched.id_rows.clear();
-            self.sched
-                .id_rows
-                .extend(self.sched.ran.iter().map(|h| h.row));
+            self.sched.id_rows.extend(survivors.iter().map(|h| h.row));
         } else {
             self.sched.committed = false;
             self.sched.ids.clear();
             self.sched.id_rows.clear();
         }
         self.decode_order.clear();
-        self.decode_order
-            .extend(self.sched.ran.iter().map(|h| h.row));
-        self.scheduled_tokens = n as u64 * u64::from(s1) + self.prefill_tokens();
+        if prepared {
+            let s1 = self.speculative_tokens.saturating_add(1);
+            self.decode_order.extend(survivors.iter().map(|h| h.row));
+            self.scheduled_tokens =
+                self.decode_order.len() as u64 * u64::from(s1) + self.prefill_tokens();
+        } else {
+            for h in survivors {
+                let schedulable = self
+                    .entry(*h)
+                    .is_ok_and(|e| e.phase == RequestPhase::Decode && !e.paused);
+                if schedulable {
+                    // Out of blocks or tokens: it stays a paused row of the next step.
+                    let _ = self.schedule_decode(*h);
+                }
+            }
+        }
         self.sched.ran.clear();
         self.sched.due.clear();
         self.sched.prepared = false;
         self.built = false;
-        true
     }
 
     /// Tokens scheduled for the prefill rows.
@@ -653,36 +673,10 @@ impl BatchState {
         order.truncate(k);
         if ids_moved {
             self.sched.ids.truncate(k * per);
-            self.sched.id_rows.clear();
-            self.sched.id_rows.extend(order.iter().map(|h| h.row));
-        } else {
-            self.sched.committed = false;
-            self.sched.ids.clear();
-            self.sched.id_rows.clear();
         }
-        // The next step's decode rows.
-        self.decode_order.clear();
-        if prepared {
-            self.decode_order.extend(order.iter().map(|h| h.row));
-            self.scheduled_tokens =
-                self.decode_order.len() as u64 * u64::from(s1) + self.prefill_tokens();
-        } else {
-            for h in &order {
-                let schedulable = self
-                    .entry(*h)
-                    .is_ok_and(|e| e.phase == RequestPhase::Decode && !e.paused);
-                if schedulable {
-                    // Out of blocks or tokens: it stays a paused row of the next step.
-                    let _ = self.schedule_decode(*h);
-                }
-            }
-        }
+        self.settle(&order, ids_moved, prepared);
         self.sched.order = order;
         self.sched.alive = alive;
-        self.sched.ran.clear();
-        self.sched.due.clear();
-        self.sched.prepared = false;
-        self.built = false;
         result?;
         Ok(&self.finished)
     }
