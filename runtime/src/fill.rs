@@ -663,6 +663,32 @@ impl RowLimits {
             .is_some_and(|ids| ids.iter().all(|&id| id >= 0 && id < self.dummy))
     }
 
+    /// The first and last block list entries a decode row's `s + 1` tokens land in;
+    /// `None` when its sequence passes the decode bound.
+    #[inline]
+    fn decode_blocks(&self, row: &RequestRow<'_>) -> Option<(usize, usize)> {
+        let end = row.kv_offset as usize + self.s1 as usize;
+        if end > self.decode_max {
+            return None;
+        }
+        Some((
+            row.kv_offset as usize >> self.shift,
+            (end - 1) >> self.shift,
+        ))
+    }
+
+    /// The tally of a step of `n` decode rows that passed a lean pass.
+    #[inline]
+    fn decode_tally(&self, n: usize, holes: bool) -> Tally {
+        Tally {
+            paused: 0,
+            decode: n as u32,
+            prefill: 0,
+            tokens: n as u64 * u64::from(self.s1),
+            holes,
+        }
+    }
+
     #[inline]
     fn of<D: Dims>(d: &D) -> Self {
         Self {
@@ -729,12 +755,7 @@ fn check_steady_rows(
                 return None;
             }
         }
-        let end = row.kv_offset as usize + s1 as usize;
-        if end > limits.decode_max {
-            return None;
-        }
-        let first = row.kv_offset as usize >> limits.shift;
-        let last = (end - 1) >> limits.shift;
+        let (first, last) = limits.decode_blocks(row)?;
         let [lo, hi] = *needed.get(i)?;
         // Blocks its tokens had not reached: check them (present and valid ids).
         if (first < lo as usize || last > hi as usize) && !limits.valid_blocks(row, first, last) {
@@ -745,13 +766,7 @@ fn check_steady_rows(
         return None;
     }
     state.in_place.get_mut(..n)?.fill(true);
-    Some(Tally {
-        paused: 0,
-        decode: n as u32,
-        prefill: 0,
-        tokens: n as u64 * u64::from(s1),
-        holes: true,
-    })
+    Some(limits.decode_tally(n, true))
 }
 
 /// The checks of a decode-only step under [`BlockCheck::Needed`], in one lean pass: every
@@ -775,12 +790,7 @@ fn check_decode_rows_needed(
         {
             return None;
         }
-        let end = row.kv_offset as usize + s1 as usize;
-        if end > limits.decode_max {
-            return None;
-        }
-        let first = row.kv_offset as usize >> limits.shift;
-        let last = (end - 1) >> limits.shift;
+        let (first, last) = limits.decode_blocks(row)?;
         // Every block its tokens land in present (none past the list) and a valid id.
         if !limits.valid_blocks(row, first, last) {
             return None;
@@ -789,15 +799,8 @@ fn check_decode_rows_needed(
     if limits.has_mamba && !state.claim_distinct_slots(rows, limits.r) {
         return None;
     }
-    let n = rows.len();
-    Some(Tally {
-        paused: 0,
-        decode: n as u32,
-        prefill: 0,
-        tokens: n as u64 * u64::from(s1),
-        // Unscanned lists may hold holes (what `check_block_list` says under `Needed`).
-        holes: n > 0,
-    })
+    // Unscanned lists may hold holes (what `check_block_list` says under `Needed`).
+    Some(limits.decode_tally(rows.len(), !rows.is_empty()))
 }
 
 /// Checks every row in order (the first broken rule wins) and counts them.
