@@ -15,17 +15,14 @@
 
 use std::time::Instant;
 
+use attention_layout_cli::bench::median;
+
 use attention_layout::devfill::StagingBuilder;
 use attention_layout::dims::RuntimeDims;
 use attention_layout::fill::{self, BlockCheck, FillState};
 use attention_layout::step::StepInput;
 use attention_layout_cli::scenarios::{self, Driver, SteadyEngine, steady};
 use attention_layout_codegen::Geometry;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 /// Steps timed after this many of warm-up, of `STEPS` in all.
 const WARMUP: usize = 2000;

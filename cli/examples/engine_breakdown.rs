@@ -13,12 +13,9 @@
 
 use std::time::Instant;
 
-use attention_layout_cli::scenarios::{SteadyEngine, steady};
+use attention_layout_cli::bench::median;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
+use attention_layout_cli::scenarios::{SteadyEngine, steady};
 
 fn main() -> Result<(), String> {
     let steps: usize = std::env::args()

@@ -13,14 +13,11 @@
 
 use std::time::Instant;
 
+use attention_layout_cli::bench::median;
+
 use attention_layout::dims::Dims;
 use attention_layout::fill::{self, FillState};
 use attention_layout_cli::scenarios::{SteadyEngine, steady};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 fn main() -> Result<(), String> {
     for sc in steady().into_iter().filter(|s| s.replace_per_mille == 0) {

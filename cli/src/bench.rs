@@ -113,11 +113,22 @@ pub fn time_host_fill(scenario: &Scenario, steps: usize) -> Result<Timing, Strin
 }
 
 /// The `q` quantile of sorted samples (NaN when there are none).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted
         .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
         .copied()
         .unwrap_or(f64::NAN)
+}
+
+/// The `q` quantile of unsorted samples (sorted here).
+pub fn quantile_of(samples: &mut [f64], q: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    quantile(samples, q)
+}
+
+/// The median of unsorted samples (the breakdown examples' figure).
+pub fn median(mut samples: Vec<f64>) -> f64 {
+    quantile_of(&mut samples, 0.5)
 }
 
 /// Timing of one steady-decode scenario on the CPU backend.

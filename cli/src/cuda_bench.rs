@@ -16,6 +16,7 @@ use std::time::Instant;
 use attention_layout_codegen::Geometry;
 use attention_layout_codegen::emit_cuda;
 
+use crate::bench::quantile_of;
 use crate::scenarios::{self, Driver, Scenario, SteadyEngine, SteadyScenario};
 use attention_layout::backend::MetadataBackend;
 use attention_layout::cuda::compile::{self, CompileOptions};
@@ -117,15 +118,17 @@ fn measure_steady(
     }
     backend.synchronize().map_err(|e| e.to_string())?;
     let pipelined_us = t0.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
-    Ok(Measurement {
-        median_us: percentile(&mut lat.clone(), 0.5),
-        p99_us: percentile(&mut lat, 0.99),
+    Ok(Measurement::of(
+        Samples {
+            lat,
+            bytes,
+            enqueue,
+        },
         pipelined_us,
-        enqueue_us: percentile(&mut enqueue, 0.5),
-        bytes: percentile(&mut bytes, 0.5) as usize,
-        graphed: graphed as f64 / steps.max(1) as f64,
-        delta: delta as f64 / steps.max(1) as f64,
-    })
+        graphed,
+        delta,
+        steps,
+    ))
 }
 
 fn bench_steady(
@@ -180,18 +183,36 @@ pub struct Measurement {
     pub delta: f64,
 }
 
+/// The per-step samples of one measured configuration.
+struct Samples {
+    /// Step + synchronize, microseconds.
+    lat: Vec<f64>,
+    /// Bytes copied host-to-device.
+    bytes: Vec<f64>,
+    /// The step call alone in the back-to-back run, microseconds.
+    enqueue: Vec<f64>,
+}
+
 impl Measurement {
+    /// The figures of `steps` timed steps: their samples, the back-to-back mean, and how
+    /// many replayed a graph and were staged as delta steps.
+    fn of(mut s: Samples, pipelined_us: f64, graphed: usize, delta: usize, steps: usize) -> Self {
+        let share = |k: usize| k as f64 / steps.max(1) as f64;
+        Self {
+            median_us: quantile_of(&mut s.lat, 0.5),
+            p99_us: quantile_of(&mut s.lat, 0.99),
+            pipelined_us,
+            enqueue_us: quantile_of(&mut s.enqueue, 0.5),
+            bytes: quantile_of(&mut s.bytes, 0.5) as usize,
+            graphed: share(graphed),
+            delta: share(delta),
+        }
+    }
+
     /// [`delta`](Self::delta) in percent, rounded, as text.
     fn delta_share_pct(&self) -> String {
         format!("{:.0}%", self.delta * 100.0)
     }
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
 }
 
 fn measure(
@@ -239,15 +260,17 @@ fn measure(
     }
     backend.synchronize().map_err(|e| e.to_string())?;
     let pipelined_us = t0.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
-    Ok(Measurement {
-        median_us: percentile(&mut lat.clone(), 0.5),
-        p99_us: percentile(&mut lat, 0.99),
+    Ok(Measurement::of(
+        Samples {
+            lat,
+            bytes,
+            enqueue,
+        },
         pipelined_us,
-        enqueue_us: percentile(&mut enqueue, 0.5),
-        bytes: percentile(&mut bytes, 0.5) as usize,
-        graphed: graphed as f64 / steps.max(1) as f64,
-        delta: delta as f64 / steps.max(1) as f64,
-    })
+        graphed,
+        delta,
+        steps,
+    ))
 }
 
 fn configs() -> [(FillMode, bool, &'static str); 4] {

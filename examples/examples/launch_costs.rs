@@ -37,6 +37,7 @@ mod costs {
     use std::time::Instant;
 
     use attention_layout_examples::Result;
+    use attention_layout_examples::captured::median;
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg, sys};
     use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
@@ -50,11 +51,6 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
   if (t < 128u) meta[t] = staging[at + t];
 }
 "#;
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    }
 
     pub fn run() -> Result<()> {
         let steps: usize = std::env::args().nth(1).map_or(Ok(20_000), |s| s.parse())?;
@@ -164,7 +160,7 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
                 t.push(t0.elapsed().as_secs_f64() * 1e6);
             }
             stream.synchronize()?;
-            Ok(median(t))
+            Ok(median(&mut t))
         };
         let graph_launch = |_: usize| -> Result<()> {
             // SAFETY: `exec` is live; its copy reads `src` and writes `dst` (see above).

@@ -303,8 +303,8 @@ fn capture(
     Ok(graph)
 }
 
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (sorted in place); `launch_costs` reports its medians with it too.
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
