@@ -39,7 +39,9 @@ use std::collections::VecDeque;
 
 use attention_layout_codegen::BatchDims;
 
-use attention_layout::batch::{AsyncError, BatchError, BatchState, RequestHandle, RequestPhase};
+use attention_layout::batch::{
+    AsyncError, BatchError, BatchState, Finished, RequestHandle, RequestPhase,
+};
 
 use super::table::BucketTable;
 
@@ -332,17 +334,7 @@ impl Scheduler {
             accepted += u64::from(a);
             a
         })?;
-        let (mut completed, mut tokens) = (0u64, 0u64);
-        for f in finished {
-            if let Some(p) = self
-                .tags
-                .get_mut(f.handle.row() as usize)
-                .and_then(Option::take)
-            {
-                completed += 1;
-                tokens += u64::from(p.generated_before + f.generated);
-            }
-        }
+        let (completed, tokens) = completions(&mut self.tags, finished);
         Ok((completed, tokens, accepted))
     }
 
@@ -359,17 +351,7 @@ impl Scheduler {
         self.state.commit_sampled(&sampled, &drafts)?;
         let mask = vec![true; rows];
         let finished = self.state.resolve(&mask)?;
-        let (mut completed, mut tokens) = (0u64, 0u64);
-        for f in finished {
-            if let Some(p) = self
-                .tags
-                .get_mut(f.handle.row() as usize)
-                .and_then(Option::take)
-            {
-                completed += 1;
-                tokens += u64::from(p.generated_before + f.generated);
-            }
-        }
+        let (completed, tokens) = completions(&mut self.tags, finished);
         Ok((completed, tokens, rows as u64 * u64::from(s)))
     }
 
@@ -435,6 +417,19 @@ fn bucket_shortening(table: &BucketTable, real: BatchDims, chunk: u32) -> u32 {
                 .is_some_and(|m| m.tokens == t)
         })
         .map_or(0, |t| real.tokens - t)
+}
+
+/// The requests among `finished` that the simulator tracks (their tags are taken) and
+/// their output tokens, evictions' earlier tokens included.
+fn completions(tags: &mut [Option<Pending>], finished: &[Finished]) -> (u64, u64) {
+    let (mut completed, mut tokens) = (0u64, 0u64);
+    for f in finished {
+        if let Some(p) = tags.get_mut(f.handle.row() as usize).and_then(Option::take) {
+            completed += 1;
+            tokens += u64::from(p.generated_before + f.generated);
+        }
+    }
+    (completed, tokens)
 }
 
 #[cfg(test)]
