@@ -3,8 +3,11 @@
 //! the staging (`devfill::StagingBuilder::build`), timed apart over the steady scenarios
 //! without replacements (delta steps), then over the five fixed scenarios as the GPU
 //! benchmark drives them (`scenarios::Driver`: resident rows, decode rows alternating
-//! between two positions, so full steps). Device-free: the image is built into host
-//! memory, as it is into the pinned or mapped staging on a GPU.
+//! between two positions, so full steps). The steady scenarios are then run again with
+//! their steps' origins (`BatchState::with_step_origin`), as `step_with_origin` and
+//! `StreamFill::prepare_with_origin` stage them: the steps that advance the one before
+//! take `StagingBuilder::try_advance` (no plan), timed on its own. Device-free: the image
+//! is built into host memory, as it is into the pinned or mapped staging on a GPU.
 //!
 //! `cargo run --release -p attention-layout-cli --example devfill_breakdown`
 
@@ -20,7 +23,7 @@ use attention_layout_cli::bench::median;
 use attention_layout::devfill::StagingBuilder;
 use attention_layout::dims::RuntimeDims;
 use attention_layout::fill::{self, BlockCheck, FillState};
-use attention_layout::step::StepInput;
+use attention_layout::step::{StepInput, StepOrigin};
 use attention_layout_cli::scenarios::{self, Driver, SteadyEngine, steady};
 use attention_layout_codegen::Geometry;
 
@@ -38,6 +41,8 @@ struct Timed {
     state: FillState,
     plan: Vec<f64>,
     build: Vec<f64>,
+    /// `try_advance` of the steps it staged.
+    advance: Vec<f64>,
     bytes: Vec<f64>,
     deltas: usize,
 }
@@ -52,6 +57,7 @@ impl Timed {
             d,
             plan: vec![],
             build: vec![],
+            advance: vec![],
             bytes: vec![],
             deltas: 0,
         }
@@ -75,6 +81,55 @@ impl Timed {
             self.deltas += usize::from(staged.delta);
         }
         Ok(())
+    }
+
+    /// Stages step `i` as a device backend does with the step's origin: `try_advance`
+    /// when it applies (timed as `advance`), else plan and build.
+    fn step_origin(
+        &mut self,
+        i: usize,
+        input: &StepInput<'_>,
+        origin: &StepOrigin,
+    ) -> Result<(), String> {
+        let t0 = Instant::now();
+        let advanced = self.builder.try_advance(
+            &self.d,
+            input,
+            origin,
+            bytemuck::cast_slice_mut(&mut self.words),
+        );
+        let t1 = Instant::now();
+        let staged = match advanced {
+            Some(staged) => {
+                if i >= WARMUP {
+                    self.advance.push((t1 - t0).as_secs_f64() * 1e6);
+                }
+                staged
+            }
+            None => {
+                let p =
+                    fill::plan_step_checking(&self.d, input, &mut self.state, BlockCheck::Needed)
+                        .map_err(|e| e.to_string())?;
+                self.builder
+                    .build_with_origin(&p, bytemuck::cast_slice_mut(&mut self.words), origin)
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        if i >= WARMUP {
+            self.bytes.push(staged.bytes as f64);
+            self.deltas += usize::from(staged.delta);
+        }
+        Ok(())
+    }
+
+    fn report_advance(self, name: &str) {
+        println!(
+            "{name} (with origins): try_advance {:.2} µs (median of the {} steps it staged, of {}); {} B staged (median)",
+            median(self.advance.clone()),
+            self.advance.len(),
+            STEPS - WARMUP,
+            median(self.bytes),
+        );
     }
 
     fn report(self, name: &str) {
@@ -111,6 +166,17 @@ fn main() -> Result<(), String> {
             t.step(i, &driver.input(&rows))?;
         }
         t.report(&format!("{} (GPU bench driver)", sc.name));
+    }
+    for sc in steady().into_iter().filter(|s| s.replace_per_mille == 0) {
+        let mut engine = SteadyEngine::new(&sc)?;
+        let mut t = Timed::new(engine.dims()?);
+        for i in 0..STEPS {
+            engine.with_step_origin(|input, origin| t.step_origin(i, input, origin))?;
+            if engine.advance()?.reseeded {
+                t.builder.forget_residency();
+            }
+        }
+        t.report_advance(sc.name);
     }
     Ok(())
 }

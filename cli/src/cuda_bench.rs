@@ -85,7 +85,12 @@ fn measure_steady(
     let mut backend = CudaBackend::new(dims, options).map_err(|e| e.to_string())?;
     let warmup = (steps / 10).clamp(10, 500);
     for _ in 0..warmup {
-        engine.with_step(|input| backend.step(input).map(|_| ()).map_err(|e| e.to_string()))?;
+        engine.with_step_origin(|input, origin| {
+            backend
+                .step_with_origin(input, origin)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
         advance_engine(&mut engine, &mut backend)?;
     }
     backend.synchronize().map_err(|e| e.to_string())?;
@@ -93,9 +98,11 @@ fn measure_steady(
     let mut bytes = Vec::with_capacity(steps);
     let (mut graphed, mut delta) = (0usize, 0usize);
     for _ in 0..steps {
-        let dt = engine.with_step(|input| {
+        let dt = engine.with_step_origin(|input, origin| {
             let t0 = Instant::now();
-            backend.step(input).map_err(|e| e.to_string())?;
+            backend
+                .step_with_origin(input, origin)
+                .map_err(|e| e.to_string())?;
             backend.synchronize().map_err(|e| e.to_string())?;
             Ok::<_, String>(t0.elapsed().as_secs_f64() * 1e6)
         })?;
@@ -108,9 +115,11 @@ fn measure_steady(
     let mut enqueue = Vec::with_capacity(steps);
     let t0 = Instant::now();
     for _ in 0..steps {
-        let dt = engine.with_step(|input| {
+        let dt = engine.with_step_origin(|input, origin| {
             let t1 = Instant::now();
-            backend.step(input).map_err(|e| e.to_string())?;
+            backend
+                .step_with_origin(input, origin)
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>(t1.elapsed().as_secs_f64() * 1e6)
         })?;
         enqueue.push(dt);

@@ -6,7 +6,7 @@ use attention_layout_codegen::spec::{GraphCount, GraphSpec, LayoutSpec, MambaSpe
 
 use attention_layout::batch::{BatchState, RequestPhase};
 use attention_layout::dims::{Dims, RuntimeDims};
-use attention_layout::step::{BlockChange, Phase, RequestRow, Residency, StepInput};
+use attention_layout::step::{BlockChange, Phase, RequestRow, Residency, StepInput, StepOrigin};
 use attention_layout_codegen::Geometry;
 
 /// One benchmark scenario: a layout and the rows of one step.
@@ -374,14 +374,20 @@ impl SteadyEngine {
 
     /// Builds the current step and calls `f` with it (typically a backend's `step`).
     pub fn with_step<R>(&mut self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
+        self.with_step_origin(|input, _| f(input))
+    }
+
+    /// [`with_step`](Self::with_step) with the step's origin (typically a backend's
+    /// `step_with_origin`: a steady step is then staged from its changes alone).
+    pub fn with_step_origin<R>(&mut self, f: impl FnOnce(&StepInput<'_>, &StepOrigin) -> R) -> R {
         let mut active = 0;
-        let out = self.state.with_step(|input| {
+        let out = self.state.with_step_origin(|input, origin| {
             active = input
                 .rows
                 .iter()
                 .filter(|r| r.phase != Phase::Paused)
                 .count();
-            f(input)
+            f(input, origin)
         });
         self.active = active;
         out

@@ -167,6 +167,36 @@ pub trait MetadataBackend {
         input: &StepInput<'_>,
         agreed: &AgreedShape,
     ) -> Result<StepInfo, BackendError>;
+    /// [`step`](Self::step) of an input a batch state built, with its origin
+    /// ([`BatchState::with_step_origin`](crate::BatchState::with_step_origin)). A device
+    /// backend stages a step that advances the one it staged last (a steady decode step of
+    /// an async-scheduling engine: prepare, then resolve with every row continuing) from
+    /// its changes alone, without a look at each row
+    /// ([`StagingBuilder::try_advance`](crate::devfill::StagingBuilder::try_advance)); the
+    /// metadata is the same either way. The CPU backend ignores the origin.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`step`](Self::step).
+    fn step_with_origin(
+        &mut self,
+        input: &StepInput<'_>,
+        origin: &crate::StepOrigin,
+    ) -> Result<StepInfo, BackendError> {
+        let _ = origin;
+        self.step(input)
+    }
+
+    /// The step `state` schedules now, with its origin
+    /// ([`step_with_origin`](Self::step_with_origin)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`step`](Self::step).
+    fn step_batch(&mut self, state: &mut crate::BatchState) -> Result<StepInfo, BackendError> {
+        state.with_step_origin(|input, origin| self.step_with_origin(input, origin))
+    }
+
     /// Waits until the last step's metadata is ready where the kernels read it.
     fn synchronize(&mut self) -> Result<(), BackendError> {
         Ok(())

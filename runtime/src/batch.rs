@@ -101,7 +101,7 @@ pub use schedule::{AsyncError, Prepared};
 
 use crate::alloc::{AllocError, KvBlockAllocator, MambaSlotPool};
 use crate::dims::Dims;
-use crate::step::{BlockChange, RequestRow, Residency, StepInput};
+use crate::step::{BlockChange, RequestRow, Residency, StepInput, StepOrigin};
 
 mod prefix;
 pub use prefix::{MambaStore, PrefixHit, PrefixOptions, PrefixStats};
@@ -385,6 +385,14 @@ pub struct BatchState {
     finished: Vec<Finished>,
     next_id: u64,
     built: bool,
+    /// This state's number in the process ([`StepOrigin`]).
+    state_id: u64,
+    /// The number of the last build of a schedule (counted by [`with_step`](Self::with_step)
+    /// when the schedule changed since the build before).
+    builds: u64,
+    /// The build the current schedule advances ([`StepOrigin`]): set when a prepared step
+    /// resolves with every row continuing, cleared by any other change of the schedule.
+    advances: Option<u64>,
     /// Megatron's async scheduling: prepare / commit / resolve (`schedule.rs`).
     sched: schedule::AsyncState,
     /// Prefix caching, when enabled ([`BatchState::with_prefix_caching`]).
@@ -418,6 +426,9 @@ fn append_blocks<'a>(
         block,
     }));
 }
+
+/// Numbers the batch states of the process ([`StepOrigin`]).
+static NEXT_STATE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn recycle<'b>(mut v: Vec<RequestRow<'_>>) -> Vec<RequestRow<'b>> {
     v.clear();
@@ -476,6 +487,9 @@ impl BatchState {
             finished: Vec::with_capacity(r),
             next_id: 1,
             built: false,
+            state_id: NEXT_STATE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            builds: 0,
+            advances: None,
             sched: schedule::AsyncState::with_capacity(
                 r,
                 dims.speculative_tokens().saturating_add(1),
@@ -750,7 +764,7 @@ impl BatchState {
             });
         }
         self.live.push(row32);
-        self.built = false;
+        self.schedule_changed();
         Ok(RequestHandle { id, row: row32 })
     }
 
@@ -881,7 +895,7 @@ impl BatchState {
             RequestPhase::Prefill => self.prefill_order.push(h.row),
         }
         self.scheduled_tokens = tokens;
-        self.built = false;
+        self.schedule_changed();
         Ok(())
     }
 
@@ -918,7 +932,7 @@ impl BatchState {
             self.prefill_order.retain(|&r| r != h.row);
         }
         self.free_row(h.row, &e)?;
-        self.built = false;
+        self.schedule_changed();
         Ok(Finished {
             handle: h,
             prompt_len: e.prompt_len,
@@ -926,6 +940,13 @@ impl BatchState {
             generated: e.generated,
             max_output: e.max_output,
         })
+    }
+
+    /// The schedule changed: the step must be built again, and it advances no build.
+    fn schedule_changed(&mut self) {
+        self.built = false;
+        self.advances = None;
+        self.sched.forget_advance();
     }
 
     /// Releases a row's blocks and slot and clears its table entries.
@@ -986,7 +1007,7 @@ impl BatchState {
         self.changes.clear();
         self.resident_rows.clear();
         self.finished.clear();
-        self.built = false;
+        self.schedule_changed();
         self.sched.clear();
     }
 
@@ -1006,6 +1027,18 @@ impl BatchState {
     /// May be called more than once for the same schedule (after a failed backend step);
     /// each call hands out the same changes.
     pub fn with_step<R>(&mut self, f: impl FnOnce(&StepInput<'_>) -> R) -> R {
+        self.with_step_origin(|input, _| f(input))
+    }
+
+    /// [`with_step`](Self::with_step), also handing `f` the step's [`StepOrigin`]: which
+    /// build of this state's schedule the step is and, after a prepared step in which
+    /// every row continued, the build it advances. A device backend's staging builder
+    /// uses it to stage such a step from the changes alone
+    /// ([`MetadataBackend::step_batch`](crate::MetadataBackend::step_batch)).
+    pub fn with_step_origin<R>(&mut self, f: impl FnOnce(&StepInput<'_>, &StepOrigin) -> R) -> R {
+        if !self.built {
+            self.builds += 1;
+        }
         // Resident rows in step order: paused rows are the unscheduled decode requests
         // (an unscheduled prefill request is hidden, as Megatron's chunked one is).
         self.resident_rows.clear();
@@ -1059,7 +1092,18 @@ impl BatchState {
                     changes: &this.changes,
                 }),
             };
-            f(&input)
+            let origin = StepOrigin {
+                state: this.state_id,
+                build: this.builds,
+                advances: this.advances,
+                rows: (rows.as_ptr() as usize, rows.len()),
+                resident_rows: (
+                    this.resident_rows.as_ptr() as usize,
+                    this.resident_rows.len(),
+                ),
+                changes: (this.changes.as_ptr() as usize, this.changes.len()),
+            };
+            f(&input, &origin)
         };
         self.row_scratch = recycle(rows);
         self.built = true;
@@ -1139,7 +1183,7 @@ impl BatchState {
         self.prefill_order = order;
         self.prefill_order.clear();
         self.scheduled_tokens = 0;
-        self.built = false;
+        self.schedule_changed();
         Ok(&self.finished)
     }
 

@@ -81,7 +81,7 @@ use thiserror::Error;
 
 use crate::dims::Dims;
 use crate::fill::{StepInfo, StepPlan};
-use crate::step::{BlockChange, RequestRow, Residency, Sampling, StepInput};
+use crate::step::{BlockChange, RequestRow, Residency, Sampling, StepInput, StepOrigin};
 
 /// No resident row / no metadata row.
 const NONE: u32 = u32::MAX;
@@ -433,6 +433,19 @@ pub struct StagingBuilder {
     /// A steady step's active rows whose list length changed, in order (scratch; see
     /// [`steady_rows`](Self::steady_rows)).
     resized: Vec<u32>,
+    /// `log2 B` and the largest `kv_offset + q` of a decode row (what
+    /// [`try_advance`](Self::try_advance) checks without a plan).
+    block_shift: u32,
+    decode_max: u64,
+    /// The batch-state build staged last ([`StepOrigin::key`]), when it came with its
+    /// origin: what a step that advances it may be staged from.
+    origin: Option<(u64, u64)>,
+    /// The info of the step staged last.
+    last_info: Option<StepInfo>,
+    /// Whether the step staged last can be advanced without a look at each row: staged
+    /// with residency and not compact (every active row in place, linked both ways),
+    /// decode rows only, none paused, graphed (its shape fixes every length bound).
+    advanceable: bool,
 }
 
 /// One row of the device's request table, as the host last sent it.
@@ -531,6 +544,11 @@ impl StagingBuilder {
             table_rows: 0,
             advanced: Vec::with_capacity(r),
             resized: Vec::with_capacity(r),
+            block_shift: d.block_size().trailing_zeros(),
+            decode_max: d.decode_kv_limit() as u64,
+            origin: None,
+            last_info: None,
+            advanceable: false,
         }
     }
 
@@ -586,6 +604,7 @@ impl StagingBuilder {
         self.forget_residency();
         self.meta_len.fill(0);
         self.table_rows = 0;
+        self.last_info = None;
     }
 
     /// Forgets what the device's resident table holds, keeping what the metadata block
@@ -595,6 +614,8 @@ impl StagingBuilder {
     /// again nothing is gathered from the resident table or kept in place. What a step
     /// without residency does too.
     pub fn forget_residency(&mut self) {
+        self.origin = None;
+        self.advanceable = false;
         self.meta_src.fill(NONE);
         self.res_meta.fill(NONE);
         self.res_known.fill(0);
@@ -720,8 +741,215 @@ impl StagingBuilder {
         let staged = self.write(input, &info, &counted, words, compact, stamp)?;
 
         // Commit: what the device holds after the step.
-        self.commit(input, &info, compact, counted.steady);
+        self.commit(input, &info, compact, counted.steady, false);
+        self.origin = None;
         Ok(staged)
+    }
+
+    /// [`build`](Self::build) of a step that came from a batch state with its
+    /// [`StepOrigin`]: remembers which build it staged, so that a step advancing it can
+    /// take [`try_advance`](Self::try_advance).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`build`](Self::build); nothing changes on error.
+    pub fn build_with_origin<D: Dims>(
+        &mut self,
+        plan: &StepPlan<'_, D>,
+        out: &mut [u8],
+        origin: &StepOrigin,
+    ) -> Result<Staged, StagingError> {
+        let staged = self.build(plan, out)?;
+        self.origin = origin.describes(plan.input()).then(|| origin.key());
+        Ok(staged)
+    }
+
+    /// Stages a step that advances the batch-state build staged last, without planning it
+    /// and without a look at each row: what a steady decode step of an async-scheduling
+    /// engine costs the host is then its changes (and one pass of arithmetic over the
+    /// request table for the KV page count).
+    ///
+    /// The step's origin vouches that it is the staged build's step with every KV offset
+    /// moved by its query length and the block lists grown only by the residency changes
+    /// ([`StepOrigin`]). What it cannot vouch for is checked, O(changes): each change
+    /// appends a valid id to an active row the device holds in place (and agrees with the
+    /// row's list), the rows that grew grew by exactly their changes, no sequence passes
+    /// the decode bound, and every block a token lands in for the first time is one of
+    /// the appended ones. The image, the info and the builder's state after it are those
+    /// [`build`](Self::build) gives for the same step (tested).
+    ///
+    /// `None`, with nothing changed, when the step cannot be staged this way (no origin
+    /// that advances the build staged last, full verification or no delta steps, a check
+    /// above fails, an image too large): then plan it and use
+    /// [`build_with_origin`](Self::build_with_origin), which decides and reports errors.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "n = table_rows <= R and every per-row vector is sized R; resident rows \
+                  and indices of kept changes are inside the table (keep_latest_changes); \
+                  a = res_meta[r] < n is checked before use"
+    )]
+    pub fn try_advance<D: Dims>(
+        &mut self,
+        d: &D,
+        input: &StepInput<'_>,
+        origin: &StepOrigin,
+        out: &mut [u8],
+    ) -> Option<Staged> {
+        let from = origin.advances?;
+        if !self.advanceable
+            || !self.delta_steps
+            || self.verify
+            || self.origin != Some((origin.state, from))
+            || !origin.describes(input)
+            || self.check_layout(d).is_err()
+            || d.block_size().trailing_zeros() != self.block_shift
+            || d.decode_kv_limit() as u64 != self.decode_max
+        {
+            return None;
+        }
+        let align = 1usize << (out.as_ptr() as usize).trailing_zeros().min(4);
+        if out.len() < self.capacity || align < 16 {
+            return None;
+        }
+        let prev = self.last_info?;
+        let res = input.residency?;
+        let n = self.table_rows;
+        if n == 0 || input.rows.len() != n || prev.real.requests() as usize != n {
+            return None;
+        }
+        let stamp = self.next_generation();
+        self.kept.clear();
+        self.keep_latest_changes(&res, stamp).ok()?;
+        // Each change appends a valid id to an active row held in place.
+        self.resized.clear();
+        for k in 0..self.kept.len() {
+            let ch = res.changes[self.kept[k] as usize];
+            let r = ch.resident_row as usize;
+            let a = self.res_meta[r] as usize;
+            if a >= n
+                || self.meta_src[a] != ch.resident_row
+                || ch.block < 0
+                || ch.block >= self.dummy
+            {
+                return None;
+            }
+            if (ch.index as usize) < self.meta_len[a] as usize
+                || input.rows[a].blocks.get(ch.index as usize) != Some(&ch.block)
+            {
+                return None;
+            }
+            if self.row_stamp[r] != stamp {
+                self.row_stamp[r] = stamp;
+                self.row_of[r] = a as u32;
+                self.resized.push(a as u32);
+            }
+        }
+        self.resized.sort_unstable();
+        // Those rows grew by exactly their changes (distinct entries at or past the old
+        // length, inside the new one: so they cover it), in agreement with the model.
+        let mut patches = 0usize;
+        let mut landed = 0u64;
+        for k in 0..self.resized.len() {
+            let a = self.resized[k] as usize;
+            let r = self.meta_src[a];
+            let (l0, row) = (self.meta_len[a] as usize, input.rows[a]);
+            let l1 = row.blocks.len();
+            if l1 > self.width
+                || l1.checked_sub(l0) != Some(self.changed_count[r as usize] as usize)
+            {
+                return None;
+            }
+            self.check_known(a, r, row.blocks, l0, self.width, stamp)
+                .ok()?;
+            patches += l1 - l0;
+            // The blocks its tokens land in for the first time must be appended ones.
+            let t = self.table[a];
+            let kv = u64::from(t.kv) + u64::from(t.q);
+            let before = kv.saturating_sub(1) >> self.block_shift;
+            let last = (kv + u64::from(t.q)).saturating_sub(1) >> self.block_shift;
+            if last >= l1 as u64 || (last > before && before + 1 < l0 as u64) {
+                return None;
+            }
+            landed += last - before;
+        }
+        // One pass of arithmetic over the request table: it advances every row's KV
+        // offset by its query length (undone if a check below fails) and gives the KV
+        // pages, the decode bound and the rows whose tokens land in a new block (only the
+        // grown ones may).
+        // A row's pages are ceil(end / B) = ((end - 1) >> log2 B) + 1 (end >= q >= 1), and
+        // its old end is its new KV offset: the blocks rows land in for the first time
+        // are the step's pages less the last step's.
+        let sh = self.block_shift;
+        let (mut pages, mut max_end, mut min_q) = (n as u64, 0u32, u32::MAX);
+        let mut overflow = false;
+        for t in &mut self.table[..n] {
+            let kv = t.kv.wrapping_add(t.q);
+            let end = kv.wrapping_add(t.q);
+            overflow |= end < t.kv;
+            t.kv = kv;
+            pages += u64::from(end.wrapping_sub(1) >> sh);
+            max_end = max_end.max(end);
+            min_q = min_q.min(t.q);
+        }
+        let crossed = pages.wrapping_sub(u64::from(prev.kv_pages));
+        let kv_pages = u32::try_from(pages).ok();
+        if overflow
+            || u64::from(max_end) > self.decode_max
+            || crossed != landed
+            || min_q == 0
+            || kv_pages.is_none()
+        {
+            self.unadvance(n);
+            return None;
+        }
+        let info = StepInfo {
+            kv_pages: kv_pages.unwrap_or_default(),
+            ..prev
+        };
+        // Every row in place (what `route` reads); `advanced` is not read by a steady
+        // step's write.
+        self.source.clear();
+        self.source.resize(n, Source::Meta);
+        let counted = Counted {
+            steady: true,
+            ..self.finish_count(
+                input,
+                &info,
+                stamp,
+                true,
+                RowCounts {
+                    patches,
+                    ..RowCounts::default()
+                },
+            )
+        };
+        let words: Option<&mut [u32]> = out
+            .get_mut(..counted.end)
+            .and_then(|b| bytemuck::try_cast_slice_mut(b).ok());
+        let staged = match words {
+            Some(words)
+                if counted.end <= self.capacity
+                    && self.check_patched_ids(input, &info, stamp).is_ok() =>
+            {
+                self.write(input, &info, &counted, words, false, stamp).ok()
+            }
+            _ => None,
+        };
+        let Some(staged) = staged else {
+            self.unadvance(n);
+            return None;
+        };
+        self.commit(input, &info, false, true, true);
+        self.origin = Some(origin.key());
+        Some(staged)
+    }
+
+    /// Undoes [`try_advance`](Self::try_advance)'s advance of the request table's first
+    /// `n` rows (a check after it failed).
+    fn unadvance(&mut self, n: usize) {
+        for t in self.table.iter_mut().take(n) {
+            t.kv = t.kv.wrapping_sub(t.q);
+        }
     }
 
     /// The plan's layout is this builder's: the numbers every index below relies on.
@@ -1641,7 +1869,18 @@ impl StagingBuilder {
         clippy::indexing_slicing,
         reason = "as in mirror_launch: rows, resident rows and metadata rows below their bounds (the plan and claim_resident_rows); kept changes are inside the table"
     )]
-    fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool, steady: bool) {
+    ///
+    /// `advance_table`: a steady step's request table was advanced by each row's query
+    /// length already ([`try_advance`](Self::try_advance), which the step's origin vouches
+    /// for), rather than read from the rows here.
+    fn commit(
+        &mut self,
+        input: &StepInput<'_>,
+        info: &StepInfo,
+        compact: bool,
+        steady: bool,
+        advance_table: bool,
+    ) {
         self.mirror_launch(input, info, compact, steady);
         let paused = info.paused as usize;
         let n = info.real.requests() as usize;
@@ -1703,8 +1942,10 @@ impl StagingBuilder {
         if steady {
             // Every row advanced (`steady_rows`): only its KV offset moved, and only the
             // resized rows changed length.
-            for (t, row) in self.table.iter_mut().zip(active) {
-                t.kv = row.kv_offset;
+            if !advance_table {
+                for (t, row) in self.table.iter_mut().zip(active) {
+                    t.kv = row.kv_offset;
+                }
             }
             for &a in &self.resized {
                 self.meta_len[a as usize] = active[a as usize].blocks.len() as u32;
@@ -1722,6 +1963,13 @@ impl StagingBuilder {
             self.unlink_meta(a);
             self.meta_len[a] = 0;
         }
+        self.last_info = Some(*info);
+        self.advanceable = input.residency.is_some()
+            && !compact
+            && n > 0
+            && info.paused == 0
+            && info.real.prefill == 0
+            && info.graphed();
     }
 }
 

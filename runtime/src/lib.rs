@@ -46,5 +46,5 @@ pub use layout::{ConstDims, Layout};
 pub use metadata::{DecodeIndices, Difference, HostMetadata, MetadataView};
 pub use prefix::{EvictionPolicy, MambaStateCache, PrefixError, PrefixKvAllocator};
 pub use step::{
-    BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput,
+    BlockChange, IntermediateOffsets, Phase, RequestRow, Residency, Sampling, StepInput, StepOrigin,
 };

@@ -205,6 +205,64 @@ pub struct StepInput<'a> {
     pub residency: Option<Residency<'a>>,
 }
 
+/// Where a step input came from, handed beside it by
+/// [`BatchState::with_step_origin`](crate::BatchState::with_step_origin): which batch
+/// state built it, which build of that state's schedule it is, and, when the state can
+/// vouch for it, the build this step merely *advances*.
+///
+/// A step advances build `b` when it is build `b`'s step after a prepared step in which
+/// every row continued ([`BatchState::prepare`](crate::BatchState::prepare), then
+/// [`resolve`](crate::BatchState::resolve) with no row finishing): the same rows in the same
+/// order, resident rows, phases, query lengths, Mamba slots and sampling, every KV offset
+/// moved by its query length, and the block lists grown only by the entries the
+/// residency changes append. A staging builder that staged build `b` of the same state
+/// can then stage this step from what it knows and the changes alone
+/// ([`StagingBuilder::try_advance`](crate::devfill::StagingBuilder::try_advance)),
+/// without a look at each row.
+///
+/// It cannot be made or copied outside this crate, and it names the slices of the input
+/// it came with (a different input with it is not vouched for).
+#[derive(Debug)]
+pub struct StepOrigin {
+    /// The batch state (unique per `BatchState` in the process).
+    pub(crate) state: u64,
+    /// This build's number.
+    pub(crate) build: u64,
+    /// The build this step advances, if any.
+    pub(crate) advances: Option<u64>,
+    /// The input's rows, resident rows and changes (address and length): the origin
+    /// vouches for these.
+    pub(crate) rows: (usize, usize),
+    pub(crate) resident_rows: (usize, usize),
+    pub(crate) changes: (usize, usize),
+}
+
+impl StepOrigin {
+    /// Whether the batch state vouches that this step advances the build before it (see
+    /// the type's docs).
+    pub fn advances(&self) -> bool {
+        self.advances.is_some()
+    }
+
+    /// Whether `input` is the input this origin came with (the same row, resident-row and
+    /// change slices, no token ids or intermediate offsets).
+    pub(crate) fn describes(&self, input: &StepInput<'_>) -> bool {
+        let Some(res) = input.residency else {
+            return false;
+        };
+        input.token_ids.is_none()
+            && input.intermediate.is_none()
+            && self.rows == (input.rows.as_ptr() as usize, input.rows.len())
+            && self.resident_rows == (res.resident_rows.as_ptr() as usize, res.resident_rows.len())
+            && self.changes == (res.changes.as_ptr() as usize, res.changes.len())
+    }
+
+    /// The build this step is (for the builder's record of what it staged last).
+    pub(crate) fn key(&self) -> (u64, u64) {
+        (self.state, self.build)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -505,3 +505,49 @@ fn a_row_released_between_prepare_and_resolve_leaves_the_step_even_when_the_mask
     assert_eq!(rows, vec![hs[0].row(), hs[2].row()]);
     assert_eq!(kq, vec![(5, 1), (11, 1)]);
 }
+
+/// The origin of a step vouches that it advances the build before only after a prepared
+/// step whose rows all continued, with nothing else changed in between (what lets a
+/// device backend stage it from its changes alone: `StagingBuilder::try_advance`).
+#[test]
+fn only_a_prepared_step_whose_rows_all_continue_advances_the_build_before() {
+    let d = dims(0, 64);
+    let mut b = BatchState::new(&d).unwrap();
+    let hs = decoding(&mut b, &[5, 9, 3], 50);
+    let advances = |b: &mut BatchState| b.with_step_origin(|_, o| o.advances());
+    for &h in &hs {
+        b.schedule_decode(h).unwrap();
+    }
+    // Scheduled by hand: nothing vouched for.
+    assert!(!advances(&mut b));
+    b.prepare().unwrap();
+    b.resolve(&[true; 3]).unwrap();
+    assert!(advances(&mut b), "every row continued");
+    assert!(advances(&mut b), "built again, the schedule unchanged");
+    // A row finishes: the rows move.
+    b.prepare().unwrap();
+    b.resolve(&[true, false, true]).unwrap();
+    assert!(!advances(&mut b), "a row finished");
+    b.prepare().unwrap();
+    b.resolve(&[true; 2]).unwrap();
+    assert!(advances(&mut b));
+    // Anything that changes the schedule between prepare and resolve.
+    b.prepare().unwrap();
+    let late = b.admit(4, 10).unwrap();
+    b.resolve(&[true; 2]).unwrap();
+    assert!(!advances(&mut b), "a request was admitted");
+    b.release(late).unwrap();
+    assert!(!advances(&mut b), "a request was released");
+    b.prepare().unwrap();
+    b.resolve(&[true; 2]).unwrap();
+    assert!(advances(&mut b));
+    // A step ended without prepare.
+    b.commit_step(|_| 0).unwrap();
+    let live: Vec<_> = b.live().collect();
+    for h in live {
+        b.schedule_decode(h).unwrap();
+    }
+    assert!(!advances(&mut b), "scheduled by hand after a commit");
+    b.reset();
+    assert!(!advances(&mut b), "after a reset");
+}

@@ -580,7 +580,7 @@ impl BatchState {
         }
         self.prefill_order.push(h.row);
         self.scheduled_tokens = tokens;
-        self.built = false;
+        self.schedule_changed();
         Ok(())
     }
 

@@ -162,6 +162,9 @@ pub(super) struct AsyncState {
     /// Scratch: the prepared rows that cross into a new block (their place in the step)
     /// and the blocks each needs.
     need: Vec<(u32, u32)>,
+    /// The build the prepared step advances when every row continues (every row of that
+    /// build had `q = s + 1`); [`resolve`](BatchState::resolve) hands it on.
+    advance_of: Option<u64>,
 }
 
 impl AsyncState {
@@ -179,6 +182,7 @@ impl AsyncState {
     }
 
     pub(super) fn clear(&mut self) {
+        self.advance_of = None;
         self.prepared = false;
         self.committed = false;
         self.ran.clear();
@@ -189,6 +193,11 @@ impl AsyncState {
 
     pub(super) fn is_prepared(&self) -> bool {
         self.prepared
+    }
+
+    /// The prepared step no longer merely advances the build before (the schedule changed).
+    pub(super) fn forget_advance(&mut self) {
+        self.advance_of = None;
     }
 }
 
@@ -288,6 +297,9 @@ impl BatchState {
         let width = self.block_table_width as u64;
         // Rows that will not be scheduled again: due, or (never) without an entry.
         let mut dropped = 0usize;
+        // Whether every row ran with `q = s + 1` (then the next step, if every row
+        // continues, advances this one: StepOrigin).
+        let mut uniform = true;
         self.sched.need.clear();
         for (i, &row) in self.decode_order.iter().enumerate() {
             let Some(e) = self.rows.get(row as usize).and_then(|e| e.as_ref()) else {
@@ -295,6 +307,7 @@ impl BatchState {
                 continue;
             };
             let q = e.scheduled.map_or(0, NonZeroU32::get);
+            uniform &= q == s1;
             let kv = u64::from(e.kv) + u64::from(q);
             let generated = e.generated.saturating_add(q).min(e.max_output);
             if generated >= e.max_output {
@@ -380,6 +393,8 @@ impl BatchState {
         }
         self.scheduled_tokens = self.decode_order.len() as u64 * u64::from(s1);
         self.built = false;
+        self.advances = None;
+        self.sched.advance_of = (uniform && dropped == 0).then_some(self.builds);
         self.sched.prepared = true;
         Ok(out)
     }
@@ -583,8 +598,13 @@ impl BatchState {
         }
         let prepared = self.sched.prepared;
         if prepared && self.resolve_all_continue(active) {
+            // The next step is the prepared one, every row in place: it advances the
+            // build before (if every row of that build had `q = s + 1`).
+            self.advances = self.sched.advance_of.take();
             return Ok(&self.finished);
         }
+        self.advances = None;
+        self.sched.advance_of = None;
         let s = self.speculative_tokens;
         let s1 = s.saturating_add(1);
         // The step's rows, in step order.

@@ -20,7 +20,7 @@ use crate::devfill::{self, Staged, StagingBuilder};
 use crate::dims::{Dims, RuntimeDims};
 use crate::fill::{self, FillState, StepInfo};
 use crate::metadata::MetadataView;
-use crate::step::StepInput;
+use crate::step::{StepInput, StepOrigin};
 
 /// Where the metadata is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -770,25 +770,43 @@ impl CudaBackend {
         &mut self,
         input: &StepInput<'_>,
         agreed: Option<&AgreedShape>,
+        origin: Option<&StepOrigin>,
     ) -> Result<StepInfo, BackendError> {
-        // With residency the staging builder checks every id it sends (changes, uploads,
-        // patches): the plan only reads the ids the step's tokens land in, so a step costs
-        // what changed rather than the whole table.
-        let check = if input.residency.is_some() {
-            fill::BlockCheck::Needed
-        } else {
-            fill::BlockCheck::Full
-        };
-        let plan = match agreed {
-            None => fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?,
-            Some(g) => fill::plan_step_agreed(&self.dims, input, &mut self.plan_state, check, g)?,
-        };
         let slot = self.next;
         let Some(s) = self.slots.get_mut(slot) else {
             return Err(BackendError::Cuda("no staging slot".into()));
         };
         // Waits until no copy reads the slot any more.
-        let staged = self.builder.build(&plan, s.pinned.bytes_mut()?)?;
+        let bytes = s.pinned.bytes_mut()?;
+        // A step that advances the one staged last is staged from its changes alone.
+        let advanced = origin
+            .filter(|_| agreed.is_none())
+            .and_then(|o| self.builder.try_advance(&self.dims, input, o, bytes));
+        let staged = match advanced {
+            Some(staged) => staged,
+            None => {
+                // With residency the staging builder checks every id it sends (changes,
+                // uploads, patches): the plan only reads the ids the step's tokens land in,
+                // so a step costs what changed rather than the whole table.
+                let check = if input.residency.is_some() {
+                    fill::BlockCheck::Needed
+                } else {
+                    fill::BlockCheck::Full
+                };
+                let plan = match agreed {
+                    None => {
+                        fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?
+                    }
+                    Some(g) => {
+                        fill::plan_step_agreed(&self.dims, input, &mut self.plan_state, check, g)?
+                    }
+                };
+                match origin {
+                    Some(o) => self.builder.build_with_origin(&plan, bytes, o)?,
+                    None => self.builder.build(&plan, bytes)?,
+                }
+            }
+        };
         let info = staged.info;
         // From here the host state assumes the launch happens: a failure poisons.
         let grid = staged.grid(self.max_workers);
@@ -1014,7 +1032,7 @@ impl MetadataBackend for CudaBackend {
     }
 
     fn step(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
-        self.step_with(input, None)
+        self.step_with(input, None, None)
     }
 
     fn step_agreed(
@@ -1022,7 +1040,17 @@ impl MetadataBackend for CudaBackend {
         input: &StepInput<'_>,
         agreed: &AgreedShape,
     ) -> Result<StepInfo, BackendError> {
-        self.step_with(input, Some(agreed))
+        self.step_with(input, Some(agreed), None)
+    }
+
+    /// The device fill stages a step that advances the one it staged last from the
+    /// step's changes alone ([`StagingBuilder::try_advance`](crate::devfill::StagingBuilder::try_advance)).
+    fn step_with_origin(
+        &mut self,
+        input: &StepInput<'_>,
+        origin: &StepOrigin,
+    ) -> Result<StepInfo, BackendError> {
+        self.step_with(input, None, Some(origin))
     }
 
     fn synchronize(&mut self) -> Result<(), BackendError> {
@@ -1046,6 +1074,7 @@ impl CudaBackend {
         &mut self,
         input: &StepInput<'_>,
         agreed: Option<&AgreedShape>,
+        origin: Option<&StepOrigin>,
     ) -> Result<StepInfo, BackendError> {
         if let Some(p) = &self.poisoned {
             return Err(BackendError::Cuda(format!(
@@ -1058,7 +1087,7 @@ impl CudaBackend {
             .bind_to_thread()
             .map_err(cuda("bind the CUDA context"))?;
         match self.options.mode {
-            FillMode::Device => self.step_device(input, agreed),
+            FillMode::Device => self.step_device(input, agreed, origin),
             FillMode::Host => self.step_host(input, agreed),
         }
     }

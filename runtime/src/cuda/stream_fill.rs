@@ -53,10 +53,11 @@ use cudarc::driver::{
 
 use super::backend::{Snapshot, launch_fill_kernel};
 use crate::backend::{BackendError, StreamFillError};
+use crate::batch::BatchState;
 use crate::devfill::{self, Staged, StagingBuilder};
 use crate::dims::{Dims, RuntimeDims};
 use crate::fill::{self, FillState, StepInfo};
-use crate::step::StepInput;
+use crate::step::{StepInput, StepOrigin};
 
 fn cuda(what: &str) -> impl Fn(result::DriverError) -> BackendError + '_ {
     move |e| BackendError::Cuda(format!("{what}: {e}"))
@@ -266,13 +267,60 @@ impl StreamFill {
     /// The step's errors ([`BackendError::Step`], [`BackendError::Staging`]) and CUDA
     /// failures of the wait.
     pub fn prepare(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
-        let check = if input.residency.is_some() {
-            fill::BlockCheck::Needed
-        } else {
-            fill::BlockCheck::Full
+        self.prepare_from(input, None)
+    }
+
+    /// [`prepare`](Self::prepare) of the step `state` schedules now, with its origin: a
+    /// steady decode step of an async-scheduling engine (prepare, then resolve with every
+    /// row continuing) is staged from its changes alone
+    /// ([`StagingBuilder::try_advance`](crate::devfill::StagingBuilder::try_advance)), without
+    /// a plan or a look at each row. The same contract and errors as `prepare`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`prepare`](Self::prepare).
+    pub fn prepare_batch(&mut self, state: &mut BatchState) -> Result<StepInfo, BackendError> {
+        state.with_step_origin(|input, origin| self.prepare_with_origin(input, origin))
+    }
+
+    /// [`prepare`](Self::prepare) of an input a batch state built, with its origin
+    /// ([`BatchState::with_step_origin`](crate::BatchState::with_step_origin)): what
+    /// [`prepare_batch`](Self::prepare_batch) runs.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`prepare`](Self::prepare).
+    pub fn prepare_with_origin(
+        &mut self,
+        input: &StepInput<'_>,
+        origin: &StepOrigin,
+    ) -> Result<StepInfo, BackendError> {
+        self.prepare_from(input, Some(origin))
+    }
+
+    fn prepare_from(
+        &mut self,
+        input: &StepInput<'_>,
+        origin: Option<&StepOrigin>,
+    ) -> Result<StepInfo, BackendError> {
+        let bytes = self.staging.bytes_mut()?;
+        let advanced = origin.and_then(|o| self.builder.try_advance(&self.dims, input, o, bytes));
+        let staged = match advanced {
+            Some(staged) => staged,
+            None => {
+                let check = if input.residency.is_some() {
+                    fill::BlockCheck::Needed
+                } else {
+                    fill::BlockCheck::Full
+                };
+                let plan =
+                    fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?;
+                match origin {
+                    Some(o) => self.builder.build_with_origin(&plan, bytes, o)?,
+                    None => self.builder.build(&plan, bytes)?,
+                }
+            }
         };
-        let plan = fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?;
-        let staged = self.builder.build(&plan, self.staging.bytes_mut()?)?;
         self.staged = staged;
         self.info = staged.info;
         self.prepared = true;

@@ -10,6 +10,7 @@
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod layouts;
+pub mod prepared;
 pub mod shaped;
 pub mod shim;
 pub mod steady;
