@@ -53,7 +53,20 @@ fn main() -> std::process::ExitCode {
             r.bytes,
             r.delta * 100.0
         );
-        Ok(r.mismatch.is_none())
+        let p = captured::run_prepared(steps, check_every)?;
+        println!(
+            "prepared steps (BatchState, StreamFill::prepare_with_origin): checked {} steps: {}",
+            p.checked,
+            p.mismatch.as_deref().unwrap_or("all equal")
+        );
+        println!(
+            "prepared steps: fill alone {:.2} µs GPU per replay (median); host: prepare_with_origin (try_advance, or plan + staging) {:.2} µs median; {} bytes per step (median), {:.0} % staged by try_advance",
+            p.fill_gpu_us,
+            p.prepare_host_us,
+            p.bytes,
+            p.delta * 100.0
+        );
+        Ok(r.mismatch.is_none() && p.mismatch.is_none())
     };
     match run() {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -424,3 +424,115 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
     report.delta = delta as f64 / steps.max(1) as f64;
     Ok(report)
 }
+
+/// [`run`]'s measurement of the fill alone with the steps a [`BatchState`] builds for an
+/// async-scheduling engine (`prepare`, `commit_sampled`, `resolve` with every row
+/// continuing): [`ROWS`] requests with contexts spread over `[256, 2304)` are prefilled
+/// (untimed), then each decode step (at most 5,000) is prepared with its origin
+/// (`StreamFill::prepare_with_origin`: a step that advances the one before is staged from
+/// its changes alone) and replayed. Checks every `check_every`-th step (and the first 64)
+/// against the CPU reference. Reports the fill's GPU time, the host cost of
+/// `prepare_with_origin` (the state's building of the step input is the engine's and not
+/// timed, as `run` does not time its workload's rows), the bytes and the share of steps
+/// staged by `try_advance` (in `Report::delta`).
+pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
+    use attention_layout::BatchState;
+    let spec = LayoutSpec::from_toml_str(LAYOUT, "captured-fill.toml")?;
+    let dims = RuntimeDims::new(Geometry::new(&spec)?);
+    let backend = CudaBackend::new(dims.clone(), CudaOptions::default())?;
+    let stream = backend.stream().context().new_stream()?;
+    let mut fill = backend.stream_fill()?;
+    let graph = capture(&stream, || Ok(fill.enqueue_on(&stream)?))?;
+    let mut cpu = HostMetadata::new(dims.clone());
+    let mut state = BatchState::new(&dims)?;
+    let s = dims.max_seq_len() as u32;
+    let handles = (0..ROWS)
+        .map(|i| {
+            // Contexts over [256, 2304): no request reaches `max_seq_len` in 5,000 steps.
+            let prompt = 256 + (i.wrapping_mul(2_654_435_761) >> 8) % 2048;
+            state.admit(prompt, s - prompt)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
+    let mut report = Report::default();
+    let (mut t_fill, mut t_prepare, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut advanced = 0usize;
+    // One step: prepare (timed), replay (timed on the device), compare now and then.
+    let mut step = |state: &mut BatchState, k: Option<usize>| -> Result<()> {
+        let prepare_us = state.with_step_origin(|input, origin| -> Result<f64> {
+            let t0 = Instant::now();
+            fill.prepare_with_origin(input, origin)?;
+            Ok(t0.elapsed().as_secs_f64() * 1e6)
+        })?;
+        start.record(&stream)?;
+        graph.launch()?;
+        end.record(&stream)?;
+        end.synchronize()?;
+        let fill_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
+        let check = k.is_none_or(|k| k < 64 || k % check_every.max(1) == 0);
+        if check {
+            state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+            let snap = fill.download(&stream)?;
+            if report.mismatch.is_none()
+                && let Some(d) = cpu.view().first_difference_with(&snap.view(&dims), true)
+            {
+                report.mismatch = Some(format!("prepared step {k:?}: metadata: {d}"));
+            }
+            report.checked += 1;
+        } else {
+            // The host reference advances every step (it keeps its own residency).
+            state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+        }
+        if let Some(k) = k
+            && k >= 100
+        {
+            t_fill.push(fill_us);
+            t_prepare.push(prepare_us);
+            bytes.push(fill.last_staged().bytes as f64);
+            advanced += usize::from(fill.last_staged().advanced);
+        }
+        Ok(())
+    };
+    // The prompts, in steps of at most `max_tokens` tokens (untimed).
+    let budget = dims.max_tokens() as u32;
+    let mut pending: std::collections::VecDeque<_> = handles
+        .iter()
+        .map(|&h| Ok((h, state.info(h)?.prompt_len)))
+        .collect::<Result<_>>()?;
+    while !pending.is_empty() {
+        let mut left = budget;
+        while let Some((h, remaining)) = pending.front_mut() {
+            let chunk = (*remaining).min(left);
+            state.schedule_prefill(*h, chunk)?;
+            *remaining -= chunk;
+            left -= chunk;
+            if *remaining == 0 {
+                pending.pop_front();
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        step(&mut state, None)?;
+        state.commit_step(|_| 0)?;
+    }
+    for &h in &handles {
+        state.schedule_decode(h)?;
+    }
+    let mut ids = Vec::with_capacity(ROWS as usize);
+    let mask = vec![true; ROWS as usize];
+    for k in 0..steps.min(5000) + 100 {
+        step(&mut state, Some(k))?;
+        state.prepare()?;
+        ids.clear();
+        ids.extend((0..i64::from(ROWS)).map(|i| i + k as i64));
+        state.commit_sampled(&ids, &[])?;
+        state.resolve(&mask)?;
+    }
+    report.steps = steps.min(5000);
+    report.fill_gpu_us = median(&mut t_fill);
+    report.prepare_host_us = median(&mut t_prepare);
+    report.bytes = median(&mut bytes) as usize;
+    report.delta = advanced as f64 / report.steps.max(1) as f64;
+    Ok(report)
+}

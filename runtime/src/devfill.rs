@@ -260,6 +260,8 @@ pub struct Staged {
     pub delta: bool,
     /// Edit records of a delta step (rows that did not simply advance).
     pub edits: u32,
+    /// Whether [`StagingBuilder::try_advance`] staged it (from the changes alone).
+    pub advanced: bool,
     /// Entries the worker blocks write (changes plus job widths).
     pub worker_entries: u64,
     /// The step's complete info ([`StepPlan::complete_info`]): what the host fill reports
@@ -941,7 +943,10 @@ impl StagingBuilder {
         };
         self.commit(input, &info, false, true, true);
         self.origin = Some(origin.key());
-        Some(staged)
+        Some(Staged {
+            advanced: true,
+            ..staged
+        })
     }
 
     /// Undoes [`try_advance`](Self::try_advance)'s advance of the request table's first
@@ -1675,6 +1680,7 @@ impl StagingBuilder {
             gathered_rows: rows.gathered_rows,
             delta: counted.delta,
             edits: rows.edits,
+            advanced: false,
             worker_entries,
             info: *info,
         })

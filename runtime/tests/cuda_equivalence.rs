@@ -41,14 +41,13 @@ mod support;
 mod gpu {
     use std::collections::HashMap;
 
-    use attention_layout::batch::{
-        AsyncError, BatchError, BatchState, PrefixOptions, RequestHandle, RequestPhase,
-    };
+    use attention_layout::batch::{BatchError, BatchState, PrefixOptions, RequestPhase};
     use attention_layout::cuda::FillMode;
     use attention_layout::{Dims, EvictionPolicy, HostMetadata, LayoutSpec, Phase, RuntimeDims};
 
-    use super::support::gpu::{backend, require_device, step_and_compare};
+    use super::support::gpu::{backend, require_device, step_and_compare, step_and_compare_origin};
     use super::support::layouts;
+    use super::support::prepared::PreparedDriver;
     use super::support::workload::{Rng, Workload};
 
     /// Steps per layout for the main (device fill, graphs) run.
@@ -226,85 +225,47 @@ mod gpu {
         for (i, (name, dims)) in all_layouts().iter().enumerate() {
             let mut gpu = backend(dims, FillMode::Device, true, true);
             let mut cpu = HostMetadata::new(dims.clone());
-            let mut state = BatchState::new(dims).unwrap();
-            let mut rng = Rng::new(0xa57c + i as u64);
-            let s1 = dims.speculative_tokens() + 1;
+            let mut drv = PreparedDriver::new(dims, 0xa57c + i as u64);
             let n = steps();
-            let (mut prepared, mut graphed, mut finished) = (0usize, 0usize, 0usize);
+            let (mut graphed, mut vouched, mut advanced) = (0usize, 0usize, 0usize);
             let mut k = 0usize;
             // Until `n` prepared steps (or 3n steps in all).
-            while prepared < n && k < 3 * n {
+            while drv.prepared < n && k < 3 * n {
                 k += 1;
-                // Admit replacements and schedule the ordinary work, unless a prepared step
-                // already scheduled every row.
-                if !state.is_prepared() {
-                    // Admissions now and then (always into an empty batch), so most steps
-                    // are decode-only.
-                    let admit = state.live_count() == 0 || rng.chance(0.05);
-                    for _ in 0..if admit { rng.range_inclusive(1, 4) } else { 0 } {
-                        if !state.can_admit() {
-                            break;
-                        }
-                        let prompt = 1 + rng.below(24) as u32;
-                        let out = 1 + rng.below(200) as u32;
-                        if let Ok(h) = state.admit(prompt, out) {
-                            let _ = state.schedule_prefill(h, prompt);
-                        }
-                    }
-                    let live: Vec<RequestHandle> = state.live().collect();
-                    for h in live {
-                        let info = state.info(h).unwrap();
-                        if info.scheduled > 0 || info.paused {
-                            continue;
-                        }
-                        if info.phase == RequestPhase::Decode {
-                            let _ = state.schedule_decode(h);
-                        } else {
-                            let _ = state.schedule_prefill(h, info.prompt_len - info.prompt_done);
-                        }
-                    }
-                }
+                drv.schedule();
                 let what = format!("{name} prepared-path step {k}");
-                let ran: Vec<u32> = state.with_step(|input| {
-                    graphed += usize::from(step_and_compare(&what, &mut cpu, &mut gpu, input));
-                    let res = input.residency.unwrap();
-                    let paused = input
-                        .rows
-                        .iter()
-                        .filter(|r| r.phase == Phase::Paused)
-                        .count();
-                    res.resident_rows[paused..].to_vec()
+                // With the step's origin, as `step_batch` runs it: steps that advance the
+                // one before are staged from their changes alone (`try_advance`).
+                let ran = drv.state.with_step_origin(|input, origin| {
+                    vouched += usize::from(origin.advances());
+                    graphed += usize::from(step_and_compare_origin(
+                        &what,
+                        &mut cpu,
+                        &mut gpu,
+                        input,
+                        Some(origin),
+                    ));
+                    advanced += usize::from(gpu.last_staged().advanced);
+                    PreparedDriver::active_rows(input)
                 });
-                let is_prepared = state.can_prepare().is_ok()
-                    && match state.prepare() {
-                        Ok(_) => true,
-                        Err(AsyncError::OutOfBlocks { .. }) => false,
-                        Err(e) => panic!("{what}: prepare refused a preparable step: {e}"),
-                    };
-                prepared += usize::from(is_prepared);
-                if !is_prepared && rng.chance(0.3) {
-                    finished += state.commit_step(|_| 0).unwrap().len();
-                    continue;
-                }
-                let stamp = k as i64;
-                let sampled: Vec<i64> = ran.iter().map(|&r| i64::from(r) * 1000 + stamp).collect();
-                let drafts: Vec<i64> = ran
-                    .iter()
-                    .flat_map(|&r| (1..s1).map(move |d| i64::from(r) * 1000 + stamp + d as i64))
-                    .collect();
-                state.commit_sampled(&sampled, &drafts).unwrap();
-                let p_finish = [0.0, 0.02, 0.1][rng.below(3) as usize];
-                let mask: Vec<bool> = ran.iter().map(|_| !rng.chance(p_finish)).collect();
-                finished += state.resolve(&mask).unwrap().len();
+                drv.end_step(&ran, &what);
             }
             eprintln!(
-                "{name}: {k} steps, {prepared} prepared, {graphed} graphed, {finished} finished"
+                "{name}: {k} steps, {} prepared, {vouched} vouched for, {advanced} staged by try_advance, {graphed} graphed, {} finished",
+                drv.prepared, drv.finished
             );
             assert!(
-                prepared * 2 >= n,
-                "{name}: only {prepared} of {k} steps prepared"
+                drv.prepared * 2 >= n,
+                "{name}: only {} of {k} steps prepared",
+                drv.prepared
             );
-            assert!(finished > 0, "{name}: no request finished");
+            assert!(drv.finished > 0, "{name}: no request finished");
+            if !dims.geometry().buckets.is_empty() {
+                assert!(
+                    advanced * 10 >= vouched * 9 && advanced > 0,
+                    "{name}: only {advanced} of {vouched} vouched steps staged by try_advance"
+                );
+            }
         }
     }
 

@@ -47,12 +47,26 @@ pub fn step_and_compare(
     gpu: &mut CudaBackend,
     input: &StepInput<'_>,
 ) -> bool {
+    step_and_compare_origin(what, cpu, gpu, input, None)
+}
+
+/// [`step_and_compare`] with the step's origin, when a batch state built it (the backend
+/// then stages a step that advances the one before from its changes alone).
+pub fn step_and_compare_origin(
+    what: &str,
+    cpu: &mut HostMetadata<RuntimeDims>,
+    gpu: &mut CudaBackend,
+    input: &StepInput<'_>,
+    origin: Option<&attention_layout::StepOrigin>,
+) -> bool {
     let want = *cpu
         .fill(input)
         .unwrap_or_else(|e| panic!("{what}: the host fill rejected the step: {e}"));
-    let got = gpu
-        .step(input)
-        .unwrap_or_else(|e| panic!("{what}: the CUDA backend failed: {e}"));
+    let got = match origin {
+        Some(o) => gpu.step_with_origin(input, o),
+        None => gpu.step(input),
+    }
+    .unwrap_or_else(|e| panic!("{what}: the CUDA backend failed: {e}"));
     assert_eq!(want, got, "{what}: step info");
     let snap = gpu
         .download()
