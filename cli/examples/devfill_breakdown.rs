@@ -144,7 +144,29 @@ impl Timed {
     }
 }
 
+/// Writes every byte of `buffer` (between steps: see `AL_THRASH_KB`).
+fn thrash(buffer: &mut [u8]) {
+    for (k, b) in buffer.iter_mut().enumerate() {
+        *b = b.wrapping_add(k as u8);
+    }
+    std::hint::black_box(buffer);
+}
+
 fn main() -> Result<(), String> {
+    // `AL_THRASH_KB=N`: write N KiB between the steady steps (untimed), as a forward pass
+    // and the driver's calls would, so the builder's state is not in the caches.
+    let thrash_kb: usize = std::env::var("AL_THRASH_KB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut buffer = vec![0u8; thrash_kb * 1024];
+    let label = |name: &str| {
+        if thrash_kb > 0 {
+            format!("{name} ({thrash_kb} KiB written between steps)")
+        } else {
+            name.to_owned()
+        }
+    };
     for sc in steady().into_iter().filter(|s| s.replace_per_mille == 0) {
         let mut engine = SteadyEngine::new(&sc)?;
         let mut t = Timed::new(engine.dims()?);
@@ -153,8 +175,9 @@ fn main() -> Result<(), String> {
             if engine.advance()?.reseeded {
                 t.builder.forget_residency();
             }
+            thrash(&mut buffer);
         }
-        t.report(sc.name);
+        t.report(&label(sc.name));
     }
     for sc in scenarios::all() {
         let d = RuntimeDims::new(Geometry::new(&sc.spec).map_err(|e| e.to_string())?);
@@ -175,8 +198,9 @@ fn main() -> Result<(), String> {
             if engine.advance()?.reseeded {
                 t.builder.forget_residency();
             }
+            thrash(&mut buffer);
         }
-        t.report_advance(sc.name);
+        t.report_advance(&label(sc.name));
     }
     Ok(())
 }

@@ -425,7 +425,7 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
     Ok(report)
 }
 
-/// [`run`]'s measurement of the fill alone with the steps a [`BatchState`] builds for an
+/// [`run`]'s measurement of the fill alone with the steps a [`BatchState`](attention_layout::BatchState) builds for an
 /// async-scheduling engine (`prepare`, `commit_sampled`, `resolve` with every row
 /// continuing): [`ROWS`] requests with contexts spread over `[256, 2304)` are prefilled
 /// (untimed), then each decode step (at most 5,000) is prepared with its origin
