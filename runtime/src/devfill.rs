@@ -425,8 +425,12 @@ pub struct StagingBuilder {
     /// there (uploads written back, changes sent). Trusted only inside `res_known`.
     mirror: Vec<i32>,
     /// The device's request table as the host models it: the records of the last staged
-    /// step's active rows, `[0, table_rows)` (what a delta step advances).
+    /// step's active rows, `[0, table_rows)` (what a delta step advances). The KV offsets
+    /// and query lengths apart (`table_kv`, `table_q`), so that advancing every row is one
+    /// pass over two dense arrays (`try_advance`).
     table: Vec<TableRow>,
+    table_kv: Vec<u32>,
+    table_q: Vec<u32>,
     /// Active rows of the last staged step (0: nothing known, after `new` or `reset`).
     table_rows: usize,
     /// Per active row of the step being staged: whether it advances from the request
@@ -450,11 +454,10 @@ pub struct StagingBuilder {
     advanceable: bool,
 }
 
-/// One row of the device's request table, as the host last sent it.
+/// One row of the device's request table, as the host last sent it, short of its KV
+/// offset and query length (`StagingBuilder::table_kv`, `table_q`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct TableRow {
-    q: u32,
-    kv: u32,
     slot: i32,
     /// Temperature bits, top-k, top-p bits (what the row's sampling fields hold).
     sampling: (u32, i32, u32),
@@ -463,19 +466,17 @@ struct TableRow {
 impl TableRow {
     fn of(row: &RequestRow<'_>) -> Self {
         Self {
-            q: row.query_length,
-            kv: row.kv_offset,
             slot: row.mamba_slot,
             sampling: sampling_bits(&row.sampling),
         }
     }
 
-    /// Whether `row` is this row advanced by its query length: the same query length,
-    /// Mamba slot and sampling, the KV offset moved by `q` (what the kernel computes for a
-    /// row a delta step does not edit).
-    fn advances_to(&self, row: &RequestRow<'_>) -> bool {
-        self.kv.checked_add(self.q) == Some(row.kv_offset)
-            && self.q == row.query_length
+    /// Whether `row` is this row (KV offset `kv`, query length `q`) advanced by its query
+    /// length: the same query length, Mamba slot and sampling, the KV offset moved by `q`
+    /// (what the kernel computes for a row a delta step does not edit).
+    fn advances_to(&self, kv: u32, q: u32, row: &RequestRow<'_>) -> bool {
+        kv.checked_add(q) == Some(row.kv_offset)
+            && q == row.query_length
             && self.slot == row.mamba_slot
             && self.sampling == sampling_bits(&row.sampling)
     }
@@ -512,6 +513,8 @@ impl PartialEq for StagingBuilder {
             && self.mirror == other.mirror
             && self.table_rows == other.table_rows
             && self.table.get(..self.table_rows) == other.table.get(..other.table_rows)
+            && self.table_kv.get(..self.table_rows) == other.table_kv.get(..other.table_rows)
+            && self.table_q.get(..self.table_rows) == other.table_q.get(..other.table_rows)
     }
 }
 
@@ -543,6 +546,8 @@ impl StagingBuilder {
             delta_steps: true,
             mirror: vec![-1; r * w],
             table: vec![TableRow::default(); r],
+            table_kv: vec![0; r],
+            table_q: vec![0; r],
             table_rows: 0,
             advanced: Vec::with_capacity(r),
             resized: Vec::with_capacity(r),
@@ -816,7 +821,12 @@ impl StagingBuilder {
         let prev = self.last_info?;
         let res = input.residency?;
         let n = self.table_rows;
-        if n == 0 || input.rows.len() != n || prev.real.requests() as usize != n {
+        if n == 0
+            || input.rows.len() != n
+            || prev.real.requests() as usize != n
+            || self.decode_max >= 1 << 30
+            || (self.rows as u64) * (self.width as u64) >= 1 << 32
+        {
             return None;
         }
         let stamp = self.next_generation();
@@ -865,10 +875,10 @@ impl StagingBuilder {
                 .ok()?;
             patches += l1 - l0;
             // The blocks its tokens land in for the first time must be appended ones.
-            let t = self.table[a];
-            let kv = u64::from(t.kv) + u64::from(t.q);
+            let q = u64::from(self.table_q[a]);
+            let kv = u64::from(self.table_kv[a]) + q;
             let before = kv.saturating_sub(1) >> self.block_shift;
-            let last = (kv + u64::from(t.q)).saturating_sub(1) >> self.block_shift;
+            let last = (kv + q).saturating_sub(1) >> self.block_shift;
             if last >= l1 as u64 || (last > before && before + 1 < l0 as u64) {
                 return None;
             }
@@ -880,32 +890,28 @@ impl StagingBuilder {
         // grown ones may).
         // A row's pages are ceil(end / B) = ((end - 1) >> log2 B) + 1 (end >= q >= 1), and
         // its old end is its new KV offset: the blocks rows land in for the first time
-        // are the step's pages less the last step's.
+        // are the step's pages less the last step's. In u32 lanes without a branch or a
+        // min / max, so that it vectorizes with the baseline x86-64 instructions: every
+        // value stays below 2^31 (the model's offsets are within the decode bound, checked
+        // below 2^30 on entry, and a row's pages below the block-table width), and the
+        // pages sum below R x width < 2^32 (checked on entry).
         let sh = self.block_shift;
-        let (mut pages, mut max_end, mut min_q) = (n as u64, 0u32, u32::MAX);
-        let mut overflow = false;
-        for t in &mut self.table[..n] {
-            let kv = t.kv.wrapping_add(t.q);
-            let end = kv.wrapping_add(t.q);
-            overflow |= end < t.kv;
-            t.kv = kv;
-            pages += u64::from(end.wrapping_sub(1) >> sh);
-            max_end = max_end.max(end);
-            min_q = min_q.min(t.q);
+        let limit = self.decode_max as u32;
+        let (mut pages, mut bad) = (n as u32, 0u32);
+        for (kv, &q) in self.table_kv[..n].iter_mut().zip(&self.table_q[..n]) {
+            let new = kv.wrapping_add(q);
+            let end = new.wrapping_add(q);
+            *kv = new;
+            pages = pages.wrapping_add(end.wrapping_sub(1) >> sh);
+            bad |= u32::from(end > limit) | u32::from(q == 0) | u32::from(q > limit);
         }
-        let crossed = pages.wrapping_sub(u64::from(prev.kv_pages));
-        let kv_pages = u32::try_from(pages).ok();
-        if overflow
-            || u64::from(max_end) > self.decode_max
-            || crossed != landed
-            || min_q == 0
-            || kv_pages.is_none()
-        {
+        let crossed = u64::from(pages).wrapping_sub(u64::from(prev.kv_pages));
+        if bad != 0 || crossed != landed {
             self.unadvance(n);
             return None;
         }
         let info = StepInfo {
-            kv_pages: kv_pages.unwrap_or_default(),
+            kv_pages: pages,
             ..prev
         };
         // Every row in place (what `route` reads); `advanced` is not read by a steady
@@ -952,8 +958,8 @@ impl StagingBuilder {
     /// Undoes [`try_advance`](Self::try_advance)'s advance of the request table's first
     /// `n` rows (a check after it failed).
     fn unadvance(&mut self, n: usize) {
-        for t in self.table.iter_mut().take(n) {
-            t.kv = t.kv.wrapping_sub(t.q);
+        for (kv, &q) in self.table_kv.iter_mut().zip(&self.table_q).take(n) {
+            *kv = kv.wrapping_sub(q);
         }
     }
 
@@ -1113,7 +1119,11 @@ impl StagingBuilder {
     /// Whether active row `a` of this step is the request table's row `a` advanced by its
     /// query length (the device can compute its record).
     fn advances(&self, a: usize, row: RequestRow<'_>) -> bool {
-        a < self.table_rows && self.table.get(a).is_some_and(|t| t.advances_to(&row))
+        a < self.table_rows
+            && match (self.table.get(a), self.table_kv.get(a), self.table_q.get(a)) {
+                (Some(t), Some(&kv), Some(&q)) => t.advances_to(kv, q, &row),
+                _ => false,
+            }
     }
 
     /// The lean pass of a steady step: when delta steps are allowed, the step has
@@ -1147,7 +1157,12 @@ impl StagingBuilder {
         }
         let rows = input.rows.get(paused..paused + n)?;
         let resident = res.resident_rows.get(paused..paused + n)?;
-        if self.meta_src.len() < n || self.meta_len.len() < n || self.table.len() < n {
+        if self.meta_src.len() < n
+            || self.meta_len.len() < n
+            || self.table.len() < n
+            || self.table_kv.len() < n
+            || self.table_q.len() < n
+        {
             return None;
         }
         let dummy = self.dummy;
@@ -1157,17 +1172,19 @@ impl StagingBuilder {
         let mut ok = true;
         // Per active row `a`: the step row, its resident row, and what the device holds
         // (each of the three at least `n` long, checked above).
-        let held = self.meta_src[..n]
-            .iter()
-            .zip(&self.meta_len[..n])
-            .zip(&self.table[..n]);
-        for (a, ((row, &r), ((&src, &len), table))) in
+        let held = self.meta_src[..n].iter().zip(&self.meta_len[..n]).zip(
+            self.table[..n]
+                .iter()
+                .zip(&self.table_kv[..n])
+                .zip(&self.table_q[..n]),
+        );
+        for (a, ((row, &r), ((&src, &len), ((table, &kv), &q)))) in
             rows.iter().zip(resident).zip(held).enumerate()
         {
             let (l0, l1) = (len as usize, row.blocks.len());
             if src != r
                 || self.res_meta.get(r as usize) != Some(&(a as u32))
-                || !table.advances_to(row)
+                || !table.advances_to(kv, q, row)
             {
                 ok = false;
                 break;
@@ -1949,8 +1966,8 @@ impl StagingBuilder {
             // Every row advanced (`steady_rows`): only its KV offset moved, and only the
             // resized rows changed length.
             if !advance_table {
-                for (t, row) in self.table.iter_mut().zip(active) {
-                    t.kv = row.kv_offset;
+                for (kv, row) in self.table_kv.iter_mut().zip(active) {
+                    *kv = row.kv_offset;
                 }
             }
             for &a in &self.resized {
@@ -1962,6 +1979,8 @@ impl StagingBuilder {
                 // Full steps write every record into the device's request table; delta
                 // steps advance or edit each: either way it holds this step's rows.
                 self.table[a] = TableRow::of(row);
+                self.table_kv[a] = row.kv_offset;
+                self.table_q[a] = row.query_length;
             }
         }
         self.table_rows = n;
