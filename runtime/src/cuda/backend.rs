@@ -777,36 +777,15 @@ impl CudaBackend {
             return Err(BackendError::Cuda("no staging slot".into()));
         };
         // Waits until no copy reads the slot any more.
-        let bytes = s.pinned.bytes_mut()?;
-        // A step that advances the one staged last is staged from its changes alone.
-        let advanced = origin
-            .filter(|_| agreed.is_none())
-            .and_then(|o| self.builder.try_advance(&self.dims, input, o, bytes));
-        let staged = match advanced {
-            Some(staged) => staged,
-            None => {
-                // With residency the staging builder checks every id it sends (changes,
-                // uploads, patches): the plan only reads the ids the step's tokens land in,
-                // so a step costs what changed rather than the whole table.
-                let check = if input.residency.is_some() {
-                    fill::BlockCheck::Needed
-                } else {
-                    fill::BlockCheck::Full
-                };
-                let plan = match agreed {
-                    None => {
-                        fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?
-                    }
-                    Some(g) => {
-                        fill::plan_step_agreed(&self.dims, input, &mut self.plan_state, check, g)?
-                    }
-                };
-                match origin {
-                    Some(o) => self.builder.build_with_origin(&plan, bytes, o)?,
-                    None => self.builder.build(&plan, bytes)?,
-                }
-            }
-        };
+        let staged = super::stage_step(
+            &mut self.builder,
+            &mut self.plan_state,
+            &self.dims,
+            input,
+            origin,
+            agreed,
+            s.pinned.bytes_mut()?,
+        )?;
         let info = staged.info;
         // From here the host state assumes the launch happens: a failure poisons.
         let grid = staged.grid(self.max_workers);

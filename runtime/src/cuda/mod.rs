@@ -112,3 +112,41 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, BackendError> {
         nvrtc,
     })
 }
+
+/// Stages one step of the device fill into `out`: from its changes alone when its origin
+/// says it advances the step staged last
+/// ([`StagingBuilder::try_advance`](crate::devfill::StagingBuilder::try_advance)), else
+/// planned and built, remembering the origin. The plan reads only the ids the step's tokens
+/// land in when the step has residency (the builder checks every id it sends), so a step
+/// costs what changed rather than the whole table. What the backend's steps and
+/// `StreamFill::prepare` run. On error nothing changes.
+fn stage_step(
+    builder: &mut crate::devfill::StagingBuilder,
+    plan_state: &mut crate::fill::FillState,
+    dims: &crate::dims::RuntimeDims,
+    input: &crate::step::StepInput<'_>,
+    origin: Option<&crate::step::StepOrigin>,
+    agreed: Option<&crate::agree::AgreedShape>,
+    out: &mut [u8],
+) -> Result<crate::devfill::Staged, BackendError> {
+    use crate::fill;
+    if let Some(staged) = origin
+        .filter(|_| agreed.is_none())
+        .and_then(|o| builder.try_advance(dims, input, o, out))
+    {
+        return Ok(staged);
+    }
+    let check = if input.residency.is_some() {
+        fill::BlockCheck::Needed
+    } else {
+        fill::BlockCheck::Full
+    };
+    let plan = match agreed {
+        None => fill::plan_step_checking(dims, input, plan_state, check)?,
+        Some(g) => fill::plan_step_agreed(dims, input, plan_state, check, g)?,
+    };
+    Ok(match origin {
+        Some(o) => builder.build_with_origin(&plan, out, o)?,
+        None => builder.build(&plan, out)?,
+    })
+}

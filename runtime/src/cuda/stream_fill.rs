@@ -303,24 +303,15 @@ impl StreamFill {
         input: &StepInput<'_>,
         origin: Option<&StepOrigin>,
     ) -> Result<StepInfo, BackendError> {
-        let bytes = self.staging.bytes_mut()?;
-        let advanced = origin.and_then(|o| self.builder.try_advance(&self.dims, input, o, bytes));
-        let staged = match advanced {
-            Some(staged) => staged,
-            None => {
-                let check = if input.residency.is_some() {
-                    fill::BlockCheck::Needed
-                } else {
-                    fill::BlockCheck::Full
-                };
-                let plan =
-                    fill::plan_step_checking(&self.dims, input, &mut self.plan_state, check)?;
-                match origin {
-                    Some(o) => self.builder.build_with_origin(&plan, bytes, o)?,
-                    None => self.builder.build(&plan, bytes)?,
-                }
-            }
-        };
+        let staged = super::stage_step(
+            &mut self.builder,
+            &mut self.plan_state,
+            &self.dims,
+            input,
+            origin,
+            None,
+            self.staging.bytes_mut()?,
+        )?;
         self.staged = staged;
         self.info = staged.info;
         self.prepared = true;
