@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_void;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::compile::{self, CompileOptions, CompileReport};
-use super::pinned::PinnedBuffer;
+use super::pinned::{PinnedBuffer, TrackedStream};
 use super::{DeviceInfo, probe};
 use crate::agree::AgreedShape;
 use crate::backend::{BackendError, MetadataBackend, SnapshotError};
@@ -175,6 +176,8 @@ struct Device {
     _staging: Option<CudaSlice<u8>>,
     _resident: Option<CudaSlice<i32>>,
     stream: Arc<CudaStream>,
+    /// `stream`, with the count of its synchronizations the pinned buffers read.
+    tracked: Rc<TrackedStream>,
     ctx: Arc<CudaContext>,
 }
 
@@ -280,7 +283,7 @@ impl Device {
     /// Waits for the stream, then copies the start of the metadata buffer into `out`.
     fn download_sync(&self, out: &mut [u8]) -> Result<(), BackendError> {
         let src = self.target(Target::Meta, 0, out.len())?;
-        self.stream.synchronize().map_err(cuda("synchronize"))?;
+        self.tracked.synchronize().map_err(cuda("synchronize"))?;
         // SAFETY: the metadata buffer holds `out.len()` bytes (checked above); `out` is a
         // unique borrow of that many bytes; the stream is idle, so no kernel writes the
         // buffer during the copy.
@@ -475,6 +478,7 @@ impl CudaBackend {
         // (docs/DESIGN.md, "Graphs": what breaks a capture, 1). Affects only slices created after this call.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(cuda("create a stream"))?;
+        let tracked = TrackedStream::new(stream.clone());
 
         // Kernels (device fill only).
         let mut compile_report = None;
@@ -555,7 +559,7 @@ impl CudaBackend {
         };
         let mut slots = Vec::with_capacity(Self::STAGING_SLOTS);
         for _ in 0..Self::STAGING_SLOTS {
-            let mut pinned = PinnedBuffer::new(&stream, slot_len)?;
+            let mut pinned = PinnedBuffer::new(&tracked, slot_len)?;
             let mut fill_state = None;
             if options.mode == FillMode::Host {
                 fill::init_buffer(&dims, pinned.bytes_mut()?)?;
@@ -590,6 +594,7 @@ impl CudaBackend {
                 _staging: staging,
                 _resident: resident,
                 stream,
+                tracked,
                 ctx,
             },
             slots,
@@ -895,7 +900,7 @@ impl CudaBackend {
     /// this backend: another backend refuses it.
     pub fn snapshot_ring(&self, count: usize) -> Result<SnapshotRing, BackendError> {
         let geometry = RingGeometry::new(self.dims.total_bytes(), count)?;
-        let pinned = PinnedBuffer::new(&self.dev.stream, geometry.bytes())?;
+        let pinned = PinnedBuffer::new(&self.dev.tracked, geometry.bytes())?;
         let mut infos = Vec::new();
         infos
             .try_reserve_exact(count)
@@ -1033,7 +1038,7 @@ impl MetadataBackend for CudaBackend {
     }
 
     fn synchronize(&mut self) -> Result<(), BackendError> {
-        self.dev.stream.synchronize().map_err(cuda("synchronize"))
+        self.dev.tracked.synchronize().map_err(cuda("synchronize"))
     }
 
     fn bytes_copied_last_step(&self) -> usize {

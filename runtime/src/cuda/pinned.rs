@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaEvent, CudaStream, PinnedHostSlice};
@@ -14,6 +15,37 @@ fn cuda(what: &str) -> impl Fn(cudarc::driver::DriverError) -> BackendError + '_
     move |e| BackendError::Cuda(format!("{what}: {e}"))
 }
 
+/// A stream and how many times [`synchronize`](Self::synchronize) waited for all of it:
+/// what lets a [`PinnedBuffer`] on the stream skip its event query when the stream was
+/// synchronized after its last device access.
+pub(super) struct TrackedStream {
+    stream: Arc<CudaStream>,
+    /// Successful synchronizations through `synchronize` (only it changes the count, and
+    /// only after the driver said every earlier piece of work completed).
+    syncs: Cell<u64>,
+}
+
+impl TrackedStream {
+    pub(super) fn new(stream: Arc<CudaStream>) -> Rc<Self> {
+        Rc::new(Self {
+            stream,
+            syncs: Cell::new(0),
+        })
+    }
+
+    /// The stream.
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits until every piece of work enqueued on the stream so far has completed.
+    pub(super) fn synchronize(&self) -> Result<(), cudarc::driver::DriverError> {
+        self.stream.synchronize()?;
+        self.syncs.set(self.syncs.get().wrapping_add(1));
+        Ok(())
+    }
+}
+
 /// Page-locked host memory shared with asynchronous copies on one stream.
 ///
 /// The safety argument of every pinned buffer lives here. The host sees the bytes only when
@@ -22,14 +54,20 @@ fn cuda(what: &str) -> impl Fn(cudarc::driver::DriverError) -> BackendError + '_
 /// after them, and [`bytes`](Self::bytes), [`bytes_mut`](Self::bytes_mut) and dropping
 /// the buffer wait for that event first (for the whole stream when the event could not be
 /// recorded). While the host holds the bytes no device access can be enqueued
-/// (`device_access` takes `&mut self`). The memory is zeroed when allocated, so it is
-/// always initialized.
+/// (`device_access` takes `&mut self`). A wait is over at once when no access was enqueued
+/// since the last one, or when the stream was synchronized ([`TrackedStream::synchronize`])
+/// after the last access was enqueued: the driver then said that access completed. The
+/// memory is zeroed when allocated, so it is always initialized.
 ///
 /// Not `Send`: it holds a raw pointer (the backend is single-threaded).
 pub(super) struct PinnedBuffer {
     ptr: *mut u8,
     len: usize,
     stream: Arc<CudaStream>,
+    tracked: Rc<TrackedStream>,
+    /// `tracked`'s synchronization count when the last device access not yet waited for
+    /// was enqueued (`None`: every access so far has been waited for).
+    pending_since: Cell<Option<u64>>,
     /// Recorded on `stream` after the last device access enqueued through
     /// `device_access`.
     done: CudaEvent,
@@ -43,7 +81,8 @@ pub(super) struct PinnedBuffer {
 impl PinnedBuffer {
     /// `len` zeroed bytes (at least 1) of page-locked memory in `stream`'s context, used
     /// by device accesses on `stream`.
-    pub(super) fn new(stream: &Arc<CudaStream>, len: usize) -> Result<Self, BackendError> {
+    pub(super) fn new(tracked: &Rc<TrackedStream>, len: usize) -> Result<Self, BackendError> {
+        let stream = tracked.stream();
         let len = len.max(1);
         // cudarc asserts (panics) on allocations of `isize::MAX` bytes or more.
         if isize::try_from(len).is_err() {
@@ -66,6 +105,8 @@ impl PinnedBuffer {
             ptr,
             len,
             stream: stream.clone(),
+            tracked: tracked.clone(),
+            pending_since: Cell::new(None),
             done,
             unfenced: Cell::new(false),
             memory: ManuallyDrop::new(memory),
@@ -91,11 +132,24 @@ impl PinnedBuffer {
 
     /// Waits until no device access of the buffer is pending.
     fn wait(&self) -> Result<(), BackendError> {
+        let waited = self.wait_pending();
+        if waited.is_ok() {
+            self.pending_since.set(None);
+        }
+        waited
+    }
+
+    fn wait_pending(&self) -> Result<(), BackendError> {
+        let synchronized_since = |c: u64| self.tracked.syncs.get() != c;
         if self.unfenced.get() {
             self.stream
                 .synchronize()
                 .map_err(cuda("wait for pinned memory"))?;
             self.unfenced.set(false);
+            Ok(())
+        } else if self.pending_since.get().is_none_or(synchronized_since) {
+            // Nothing enqueued since the last wait, or the whole stream was waited for
+            // since the last access was enqueued (`TrackedStream::synchronize`).
             Ok(())
         } else if self.done.is_complete() {
             // The usual case of a buffer two steps old: a query is cheaper than a
@@ -143,6 +197,7 @@ impl PinnedBuffer {
             )));
         }
         let start = self.ptr.wrapping_add(range.start);
+        self.pending_since.set(Some(self.tracked.syncs.get()));
         self.unfenced.set(true);
         let enqueued = enqueue(&self.stream, start, range.end - range.start);
         let recorded = self.done.record(&self.stream);
