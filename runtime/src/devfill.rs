@@ -448,6 +448,9 @@ pub struct StagingBuilder {
     origin: Option<(u64, u64)>,
     /// The info of the step staged last.
     last_info: Option<StepInfo>,
+    /// The query length every row of the step staged last has, if they all have the same
+    /// (what [`try_advance`](Self::try_advance) advances them by, reading no `table_q`).
+    uniform_q: Option<u32>,
     /// Whether the step staged last can be advanced without a look at each row: staged
     /// with residency and not compact (every active row in place, linked both ways),
     /// decode rows only, none paused, graphed (its shape fixes every length bound).
@@ -555,6 +558,7 @@ impl StagingBuilder {
             decode_max: d.decode_kv_limit() as u64,
             origin: None,
             last_info: None,
+            uniform_q: None,
             advanceable: false,
         }
     }
@@ -748,7 +752,7 @@ impl StagingBuilder {
         let staged = self.write(input, &info, &counted, words, compact, stamp)?;
 
         // Commit: what the device holds after the step.
-        self.commit(input, &info, compact, counted.steady, false);
+        self.commit(input, &info, compact, counted.steady);
         self.origin = None;
         Ok(staged)
     }
@@ -820,6 +824,7 @@ impl StagingBuilder {
         }
         let prev = self.last_info?;
         let res = input.residency?;
+        let q = self.uniform_q.filter(|&q| q > 0)?;
         let n = self.table_rows;
         if n == 0
             || input.rows.len() != n
@@ -829,60 +834,58 @@ impl StagingBuilder {
         {
             return None;
         }
-        let stamp = self.next_generation();
-        self.kept.clear();
-        self.keep_latest_changes(&res, stamp).ok()?;
-        // Each change appends a valid id to an active row held in place.
+        // Each change appends a valid id to an active row held in place (`kept`: the
+        // entries, `resized`: the rows). Few lines of memory per change: the step's cost
+        // is mostly cache misses, so this path keeps to the arrays it needs.
+        // The changes come in step order, each row's in entry order (as `prepare` appends
+        // them): then they are distinct entries and `resized` is in row order without a
+        // sort. Another order (or a repeated entry: the general build keeps the latest)
+        // takes the general build.
+        let (rows, w) = (input.rows, self.width);
         self.resized.clear();
-        for k in 0..self.kept.len() {
-            let ch = res.changes[self.kept[k] as usize];
-            let r = ch.resident_row as usize;
-            let a = self.res_meta[r] as usize;
+        let mut last = None;
+        for ch in res.changes {
+            let (r, j) = (ch.resident_row as usize, ch.index as usize);
+            let a = *self.res_meta.get(r)? as usize;
             if a >= n
+                || j >= w
+                || last.is_some_and(|l| (a, j) <= l)
                 || self.meta_src[a] != ch.resident_row
                 || ch.block < 0
                 || ch.block >= self.dummy
+                || j < self.meta_len[a] as usize
+                || rows[a].blocks.get(j) != Some(&ch.block)
             {
                 return None;
             }
-            if (ch.index as usize) < self.meta_len[a] as usize
-                || input.rows[a].blocks.get(ch.index as usize) != Some(&ch.block)
-            {
-                return None;
-            }
-            if self.row_stamp[r] != stamp {
-                self.row_stamp[r] = stamp;
-                self.row_of[r] = a as u32;
+            if last.is_none_or(|(b, _)| b != a) {
                 self.resized.push(a as u32);
             }
+            last = Some((a, j));
         }
-        self.resized.sort_unstable();
-        // Those rows grew by exactly their changes (distinct entries at or past the old
-        // length, inside the new one: so they cover it), in agreement with the model.
-        let mut patches = 0usize;
+        // Those rows grew by exactly their changes: each change lies in its row's new
+        // entries `[l0, l1)`, the entries are distinct, and there are as many as new entries.
+        let mut grown = 0usize;
         let mut landed = 0u64;
-        for k in 0..self.resized.len() {
-            let a = self.resized[k] as usize;
-            let r = self.meta_src[a];
-            let (l0, row) = (self.meta_len[a] as usize, input.rows[a]);
-            let l1 = row.blocks.len();
-            if l1 > self.width
-                || l1.checked_sub(l0) != Some(self.changed_count[r as usize] as usize)
-            {
+        for &a in &self.resized {
+            let a = a as usize;
+            let (l0, l1) = (self.meta_len[a] as usize, rows[a].blocks.len());
+            if l1 > w || l1 <= l0 {
                 return None;
             }
-            self.check_known(a, r, row.blocks, l0, self.width, stamp)
-                .ok()?;
-            patches += l1 - l0;
+            grown += l1 - l0;
             // The blocks its tokens land in for the first time must be appended ones.
-            let q = u64::from(self.table_q[a]);
-            let kv = u64::from(self.table_kv[a]) + q;
+            let kv = u64::from(self.table_kv[a]) + u64::from(q);
             let before = kv.saturating_sub(1) >> self.block_shift;
-            let last = (kv + q).saturating_sub(1) >> self.block_shift;
+            let last = (kv + u64::from(q)).saturating_sub(1) >> self.block_shift;
             if last >= l1 as u64 || (last > before && before + 1 < l0 as u64) {
                 return None;
             }
             landed += last - before;
+        }
+        let k = res.changes.len();
+        if grown != k {
+            return None;
         }
         // One pass of arithmetic over the request table: it advances every row's KV
         // offset by its query length (undone if a check below fails) and gives the KV
@@ -897,68 +900,113 @@ impl StagingBuilder {
         // pages sum below R x width < 2^32 (checked on entry).
         let sh = self.block_shift;
         let limit = self.decode_max as u32;
+        if q > limit {
+            return None;
+        }
         let (mut pages, mut bad) = (n as u32, 0u32);
-        for (kv, &q) in self.table_kv[..n].iter_mut().zip(&self.table_q[..n]) {
+        for kv in &mut self.table_kv[..n] {
             let new = kv.wrapping_add(q);
             let end = new.wrapping_add(q);
             *kv = new;
             pages = pages.wrapping_add(end.wrapping_sub(1) >> sh);
-            bad |= u32::from(end > limit) | u32::from(q == 0) | u32::from(q > limit);
+            bad |= u32::from(end > limit);
         }
         let crossed = u64::from(pages).wrapping_sub(u64::from(prev.kv_pages));
         if bad != 0 || crossed != landed {
-            self.unadvance(n);
+            self.unadvance(n, q);
             return None;
         }
         let info = StepInfo {
             kv_pages: pages,
             ..prev
         };
-        // Every row in place (what `route` reads); `advanced` is not read by a steady
-        // step's write.
-        self.source.clear();
-        self.source.resize(n, Source::Meta);
+        // The image: what the general build writes for a steady step (header, the padding
+        // rows' jobs, a patch per new entry in row order, the changes latest first).
+        let np = info.padded.requests() as usize;
+        let jobs = (n..np).filter(|&a| self.meta_len[a] > 0).count();
+        let sections = Sections::new(0, 0, 0, 0, k, k, jobs, 0);
         let counted = Counted {
+            patches: k,
+            changes: k,
+            jobs,
+            end: sections.end,
+            sections,
+            delta: true,
             steady: true,
-            ..self.finish_count(
-                input,
-                &info,
-                stamp,
-                true,
-                RowCounts {
-                    patches,
-                    ..RowCounts::default()
-                },
-            )
+            ..Counted::default()
         };
-        let words: Option<&mut [u32]> = out
-            .get_mut(..counted.end)
-            .and_then(|b| bytemuck::try_cast_slice_mut(b).ok());
-        let staged = match words {
-            Some(words)
-                if counted.end <= self.capacity
-                    && self.check_patched_ids(input, &info, stamp).is_ok() =>
-            {
-                self.write(input, &info, &counted, words, false, stamp).ok()
-            }
-            _ => None,
-        };
-        let Some(staged) = staged else {
-            self.unadvance(n);
+        let Some(words) = out
+            .get_mut(..sections.end)
+            .and_then(|b| bytemuck::try_cast_slice_mut::<u8, u32>(b).ok())
+            .filter(|_| sections.end <= self.capacity)
+        else {
+            self.unadvance(n, q);
             return None;
         };
-        self.commit(input, &info, false, true, true);
+        write_header(words, input, &info, &counted);
+        let padding = self.write_padding_jobs(&info, sections.jobs / 4, words);
+        let mut at = sections.patches / 4;
+        for &a in &self.resized {
+            let a = a as usize;
+            let (l0, blocks) = (self.meta_len[a] as usize, rows[a].blocks);
+            for (j, &id) in blocks.iter().enumerate().skip(l0) {
+                words[at] = (a * w + j) as u32;
+                words[at + 1] = id as u32;
+                at += 2;
+            }
+        }
+        let mut at = sections.changes / 4;
+        for ch in res.changes.iter().rev() {
+            words[at] = ch.resident_row * w as u32 + ch.index;
+            words[at + 1] = ch.block as u32;
+            at += 2;
+        }
+        set_word(words, abi::H_N_PATCHES, k as u32);
+        set_word(words, abi::H_N_CHANGES, k as u32);
+        set_word(words, abi::H_N_JOBS, padding.jobs);
+        // What the device holds after it (what `commit` records for a steady step): the
+        // sent ids in the resident table's model (extending the known prefix of a row
+        // whose new entries begin inside it), the rows' new lengths, no padding row.
+        for ch in res.changes {
+            let (r, j) = (ch.resident_row as usize, ch.index as usize);
+            self.mirror[r * w + j] = ch.block;
+        }
+        for &a in &self.resized {
+            let a = a as usize;
+            let r = self.meta_src[a] as usize;
+            let (l0, l1) = (self.meta_len[a], rows[a].blocks.len() as u32);
+            if (l0..l1).contains(&self.res_known[r]) {
+                self.res_known[r] = l1;
+            }
+            self.meta_len[a] = l1;
+        }
+        for a in n..np {
+            self.unlink_meta(a);
+            self.meta_len[a] = 0;
+        }
+        self.last_info = Some(info);
         self.origin = Some(origin.key());
         Some(Staged {
+            bytes: sections.end,
+            compact: false,
+            patches: k as u32,
+            changes: k as u32,
+            jobs: padding.jobs,
+            uploaded_blocks: 0,
+            uploaded_rows: 0,
+            gathered_rows: 0,
+            delta: true,
+            edits: 0,
             advanced: true,
-            ..staged
+            worker_entries: padding.worker_entries + k as u64,
+            info,
         })
     }
 
     /// Undoes [`try_advance`](Self::try_advance)'s advance of the request table's first
-    /// `n` rows (a check after it failed).
-    fn unadvance(&mut self, n: usize) {
-        for (kv, &q) in self.table_kv.iter_mut().zip(&self.table_q).take(n) {
+    /// `n` rows by `q` (a check after it failed).
+    fn unadvance(&mut self, n: usize, q: u32) {
+        for kv in self.table_kv.iter_mut().take(n) {
             *kv = kv.wrapping_sub(q);
         }
     }
@@ -1892,18 +1940,8 @@ impl StagingBuilder {
         clippy::indexing_slicing,
         reason = "as in mirror_launch: rows, resident rows and metadata rows below their bounds (the plan and claim_resident_rows); kept changes are inside the table"
     )]
-    ///
-    /// `advance_table`: a steady step's request table was advanced by each row's query
-    /// length already ([`try_advance`](Self::try_advance), which the step's origin vouches
-    /// for), rather than read from the rows here.
-    fn commit(
-        &mut self,
-        input: &StepInput<'_>,
-        info: &StepInfo,
-        compact: bool,
-        steady: bool,
-        advance_table: bool,
-    ) {
+
+    fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool, steady: bool) {
         self.mirror_launch(input, info, compact, steady);
         let paused = info.paused as usize;
         let n = info.real.requests() as usize;
@@ -1965,10 +2003,8 @@ impl StagingBuilder {
         if steady {
             // Every row advanced (`steady_rows`): only its KV offset moved, and only the
             // resized rows changed length.
-            if !advance_table {
-                for (kv, row) in self.table_kv.iter_mut().zip(active) {
-                    *kv = row.kv_offset;
-                }
+            for (kv, row) in self.table_kv.iter_mut().zip(active) {
+                *kv = row.kv_offset;
             }
             for &a in &self.resized {
                 self.meta_len[a as usize] = active[a as usize].blocks.len() as u32;
@@ -1989,6 +2025,12 @@ impl StagingBuilder {
             self.meta_len[a] = 0;
         }
         self.last_info = Some(*info);
+        let q0 = self.table_q.first().copied().unwrap_or(0);
+        self.uniform_q = self
+            .table_q
+            .get(..n)
+            .is_some_and(|q| q.iter().all(|&q| q == q0))
+            .then_some(q0);
         self.advanceable = input.residency.is_some()
             && !compact
             && n > 0
