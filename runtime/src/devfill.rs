@@ -1940,7 +1940,6 @@ impl StagingBuilder {
         clippy::indexing_slicing,
         reason = "as in mirror_launch: rows, resident rows and metadata rows below their bounds (the plan and claim_resident_rows); kept changes are inside the table"
     )]
-
     fn commit(&mut self, input: &StepInput<'_>, info: &StepInfo, compact: bool, steady: bool) {
         self.mirror_launch(input, info, compact, steady);
         let paused = info.paused as usize;
