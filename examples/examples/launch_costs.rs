@@ -50,7 +50,23 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
   const unsigned at = ((const unsigned*)staging)[0] & 127u;
   if (t < 128u) meta[t] = staging[at + t];
 }
+// The same reads from an image passed in the kernel's parameters (`__grid_constant__`:
+// read in place, no copy node and no read over the bus).
+struct Img { unsigned char b[256]; };
+extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned char* meta) {
+  const unsigned char* staging = img.b;
+  const unsigned t = threadIdx.x;
+  const unsigned at = ((const unsigned*)staging)[0] & 127u;
+  if (t < 128u) meta[t] = staging[at + t];
+}
 "#;
+
+    /// A 256-byte image passed by value as a kernel parameter.
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Img([u8; COPY]);
+    // SAFETY: plain bytes, `repr(C)`: the layout of the kernel's `Img`.
+    unsafe impl cudarc::driver::DeviceRepr for Img {}
 
     pub fn run() -> Result<()> {
         let steps: usize = std::env::args().nth(1).map_or(Ok(20_000), |s| s.parse())?;
@@ -69,7 +85,9 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
                 ..Default::default()
             },
         )?;
-        let f = ctx.load_module(ptx)?.load_function("touch")?;
+        let module = ctx.load_module(ptx)?;
+        let f = module.load_function("touch")?;
+        let f_param = module.load_function("touch_param")?;
         // SAFETY: cudarc's one condition is that the memory starts uninitialized: nothing
         // reads it before the first copy, which reads bytes the host wrote below.
         let mut pinned = unsafe { ctx.alloc_pinned::<u8>(2 * COPY) }?;
@@ -143,6 +161,36 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
             .ok_or("capture produced no graph")?;
         mapped_graph.upload()?;
         let mapped_exec = mapped_graph.cu_graph_exec();
+
+        // The kernel alone with its image in the parameters; each step sets the node's
+        // parameters to a new image (`cuGraphExecKernelNodeSetParams`).
+        let mut img = Img([7; COPY]);
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let mut launch = stream.launch_builder(&f_param);
+        launch.arg(&img).arg(&mut meta);
+        // SAFETY: `touch_param(Img, u8*)` reads its own parameter and writes 128 bytes of
+        // `meta` (256 bytes, live until the end of this function).
+        unsafe { launch.launch(cfg) }?;
+        let param_graph = stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))?
+            .ok_or("capture produced no graph")?;
+        param_graph.upload()?;
+        let param_exec = param_graph.cu_graph_exec();
+        let mut n = 0usize;
+        // SAFETY: a null array asks for the node count of a graph `param_graph` owns.
+        unsafe { sys::cuGraphGetNodes(param_graph.cu_graph(), std::ptr::null_mut(), &mut n) }
+            .result()?;
+        let mut pnodes: Vec<sys::CUgraphNode> = vec![std::ptr::null_mut(); n];
+        // SAFETY: `pnodes` has room for the `n` nodes just counted.
+        unsafe { sys::cuGraphGetNodes(param_graph.cu_graph(), pnodes.as_mut_ptr(), &mut n) }
+            .result()?;
+        let knode = *pnodes.first().ok_or("no kernel node")?;
+        let mut kp = std::mem::MaybeUninit::<sys::CUDA_KERNEL_NODE_PARAMS>::uninit();
+        // SAFETY: `knode` is the graph's one node, a kernel node; `kp` has room for it.
+        unsafe { sys::cuGraphKernelNodeGetParams_v2(knode, kp.as_mut_ptr()) }.result()?;
+        // SAFETY: the call succeeded: the driver wrote every field.
+        let kp = unsafe { kp.assume_init() };
+        let meta_ptr = cudarc::driver::DevicePtr::device_ptr(&meta, &stream).0;
 
         let event = ctx.new_event(None)?;
         let cu_stream = stream.cu_stream();
@@ -222,6 +270,31 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
             stream.synchronize()?;
             Ok(())
         })?;
+        let mut set_kernel = |i: usize| -> Result<()> {
+            img.0[0] = (i % 100) as u8;
+            let mut meta_arg = meta_ptr;
+            let mut args: [*mut std::ffi::c_void; 2] = [
+                (&raw mut img).cast(),
+                (&raw mut meta_arg).cast(),
+            ];
+            let mut p = kp;
+            p.kernelParams = args.as_mut_ptr();
+            p.extra = std::ptr::null_mut();
+            // SAFETY: the node is the kernel node of the graph `param_exec` came from, the
+            // same function; `args` points at one value of each parameter's type, read
+            // during the call.
+            unsafe { sys::cuGraphExecKernelNodeSetParams_v2(param_exec, knode, &p) }.result()?;
+            Ok(())
+        };
+        let kernel_set_us = time(&mut |i| set_kernel(i))?;
+        let param_synced_us = time(&mut |i| {
+            set_kernel(i)?;
+            // SAFETY: `param_exec` is live; its kernel reads its parameters and writes
+            // the live `meta`.
+            unsafe { sys::cuGraphLaunch(param_exec, cu_stream) }.result()?;
+            stream.synchronize()?;
+            Ok(())
+        })?;
         let eager_us = time(&mut |_| {
             // SAFETY: as the captured copy: live pinned source, device destination.
             unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.cast(), COPY, cu_stream) }.result()?;
@@ -244,6 +317,9 @@ extern "C" __global__ void touch(const unsigned char* staging, unsigned char* me
         println!("  cuGraphLaunch + stream synchronize              {synced_us:6.2} µs");
         println!("  kernel-only graph on mapped staging + synchronize {mapped_synced_us:4.2} µs");
         println!("  eager: cuMemcpyHtoDAsync + cuLaunchKernel       {eager_us:6.2} µs");
+        println!("  cuGraphExecKernelNodeSetParams (256 B image)    {kernel_set_us:6.2} µs");
+        println!("  image in the kernel's parameters: SetParams + cuGraphLaunch + synchronize {param_synced_us:4.2} µs");
+        drop(param_graph);
         drop(mapped_graph);
         drop(mapped);
         drop(pinned);
