@@ -172,11 +172,25 @@ pub mod abi {
     /// The temperature padded rows get (Megatron's pad value; the kernels write its bits).
     pub const PAD_TEMPERATURE: f32 = 1.0;
 
+    /// Largest image a bucket's *parameter entry* takes in its kernel parameters
+    /// (`bucket_param_entry`): a steady step's image (the header and a few patches and
+    /// changes) then travels with the launch, with no copy node and no read over the bus.
+    pub const PARAM_IMAGE_BYTES: usize = 512;
+    const _: () = assert!(
+        PARAM_IMAGE_BYTES >= HEADER_BYTES && PARAM_IMAGE_BYTES.is_multiple_of(16),
+        "a parameter image holds a header and whole 16-byte sections"
+    );
+
     /// Every other number of the format, as the C constants the kernels read: name, value,
     /// what it is. (`src` kinds are emitted shifted down: the C compares `src >>
     /// AL_SRC_SHIFT` with them.)
     pub const C_CONSTANTS: &[(&str, u32, &str)] = &[
         ("AL_ABI_VERSION", VERSION, "staging format version"),
+        (
+            "AL_PARAM_IMAGE_BYTES",
+            PARAM_IMAGE_BYTES as u32,
+            "largest image a parameter entry takes",
+        ),
         ("AL_HEADER_BYTES", HEADER_BYTES as u32, "header size"),
         ("AL_FLAG_TOKEN_IDS", FLAG_TOKEN_IDS, "token ids are present"),
         (
@@ -271,6 +285,13 @@ pub const EAGER_ENTRY: &str = "al_fill_eager";
 /// Name of bucket `index`'s entry point (`index` into the ascending bucket list).
 pub fn bucket_entry(index: usize) -> String {
     format!("al_fill_bucket_{index}")
+}
+
+/// Name of bucket `index`'s parameter entry: the same fill, its image (at most
+/// [`abi::PARAM_IMAGE_BYTES`]) passed in the kernel's parameters instead of the staging
+/// buffer.
+pub fn bucket_param_entry(index: usize) -> String {
+    format!("al_fill_bucket_{index}_param")
 }
 
 /// What to emit.
@@ -534,6 +555,11 @@ fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
     if !options.bucket_entries {
         return;
     }
+    out.push_str(
+        "\n/// A step's image in the kernel's parameters (a parameter entry's; read in place:\n\
+         /// `__grid_constant__`).\n\
+         struct __align__(16) AlParamImage { al_u8 bytes[AL_PARAM_IMAGE_BYTES]; };\n",
+    );
     for (i, b) in g.buckets.iter().enumerate() {
         let chunks = if g.has_mamba() {
             format!(
@@ -551,11 +577,16 @@ fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
              extern \"C\" __global__ void __launch_bounds__(AL_THREADS)\n\
              {name}(al_u8* meta, const al_u8* staging, al_i32* resident) {{\n\
              \x20 al_fill_body(meta, staging, resident, {t}u, {p}u, {d}u, false);\n\
+             }}\n\
+             extern \"C\" __global__ void __launch_bounds__(AL_THREADS)\n\
+             {param}(al_u8* meta, const __grid_constant__ AlParamImage image, al_i32* resident) {{\n\
+             \x20 al_fill_body(meta, image.bytes, resident, {t}u, {p}u, {d}u, false);\n\
              }}\n",
             t = b.tokens,
             p = b.prefill,
             d = b.decode,
             name = bucket_entry(i),
+            param = bucket_param_entry(i),
         );
     }
 }
@@ -601,11 +632,17 @@ count = "off"
     }
 
     #[test]
-    fn one_entry_per_bucket_plus_eager() {
+    fn two_entries_per_bucket_plus_eager() {
         let g = geometry(HYBRID);
         let src = cuda_source(&g);
         assert_eq!(g.buckets.len(), 24);
-        assert_eq!(src.matches("extern \"C\" __global__").count(), 25);
+        // Per bucket its staging entry and its parameter entry.
+        assert_eq!(src.matches("extern \"C\" __global__").count(), 49);
+        assert!(src.contains(&format!(
+            "{}(al_u8* meta, const __grid_constant__ AlParamImage image, al_i32* resident)",
+            bucket_param_entry(23)
+        )));
+        assert!(src.contains("al_fill_body(meta, image.bytes, resident, 64u, 8u, 0u, false);"));
         assert!(src.contains("al_fill_eager(al_u8* meta"));
         // Buckets are listed ascending: bucket 0 is (1, 0, 1), bucket 23 is (64, 8, 0).
         assert!(src.contains(

@@ -273,10 +273,8 @@ extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned
         let mut set_kernel = |i: usize| -> Result<()> {
             img.0[0] = (i % 100) as u8;
             let mut meta_arg = meta_ptr;
-            let mut args: [*mut std::ffi::c_void; 2] = [
-                (&raw mut img).cast(),
-                (&raw mut meta_arg).cast(),
-            ];
+            let mut args: [*mut std::ffi::c_void; 2] =
+                [(&raw mut img).cast(), (&raw mut meta_arg).cast()];
             let mut p = kp;
             p.kernelParams = args.as_mut_ptr();
             p.extra = std::ptr::null_mut();
@@ -318,7 +316,9 @@ extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned
         println!("  kernel-only graph on mapped staging + synchronize {mapped_synced_us:4.2} µs");
         println!("  eager: cuMemcpyHtoDAsync + cuLaunchKernel       {eager_us:6.2} µs");
         println!("  cuGraphExecKernelNodeSetParams (256 B image)    {kernel_set_us:6.2} µs");
-        println!("  image in the kernel's parameters: SetParams + cuGraphLaunch + synchronize {param_synced_us:4.2} µs");
+        println!(
+            "  image in the kernel's parameters: SetParams + cuGraphLaunch + synchronize {param_synced_us:4.2} µs"
+        );
         drop(param_graph);
         drop(mapped_graph);
         drop(mapped);

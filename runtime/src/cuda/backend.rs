@@ -52,6 +52,11 @@ pub struct CudaOptions {
     /// table, only the header and what changed travel). Off, every step sends every
     /// active row's record: for measuring what delta steps save.
     pub delta_steps: bool,
+    /// With graphs and bucket kernels (device fill): a graphed step whose image fits
+    /// [`PARAM_IMAGE_BYTES`](emit_cuda::abi::PARAM_IMAGE_BYTES) (a steady decode step)
+    /// passes it in the kernel's parameters — one kernel node, no copy node, no staging
+    /// event — instead of copying it to the staging buffer first. Off, every step copies.
+    pub param_images: bool,
 }
 
 impl Default for CudaOptions {
@@ -63,6 +68,7 @@ impl Default for CudaOptions {
             bucket_kernels: true,
             compile: CompileOptions::default(),
             delta_steps: true,
+            param_images: true,
         }
     }
 }
@@ -79,7 +85,7 @@ pub struct SetupReport {
     /// Seconds to warm up and capture the graphs.
     pub capture_seconds: f64,
     /// Graphs captured: one per bucket and staging slot (device fill), one per slot (host
-    /// fill).
+    /// fill); plus, with [`CudaOptions::param_images`], one parameter graph per bucket.
     pub graphs: usize,
     /// Why graphs are off although asked for, if they are.
     pub graphs_disabled: Option<String>,
@@ -102,6 +108,20 @@ struct StepGraph {
     /// The copy the instantiated graph holds now, as `set_copy` last set it: a step whose
     /// copy is the same launches without updating the graph.
     copy: Cell<Option<CopyParams>>,
+}
+
+/// A step's image passed by value in a parameter entry's kernel parameters
+/// (`AlParamImage` in the kernels: [`emit_cuda::bucket_param_entry`]).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct ParamImage([u8; emit_cuda::abi::PARAM_IMAGE_BYTES]);
+
+/// A bucket's parameter graph: one kernel node running the bucket's parameter entry, whose
+/// image is set before each launch ([`Device::launch_param_graph`]).
+struct ParamGraph {
+    graph: CudaGraph,
+    node: sys::CUgraphNode,
+    params: sys::CUDA_KERNEL_NODE_PARAMS,
 }
 
 /// Where a graph's copy reads, where it writes, and how many bytes.
@@ -164,8 +184,12 @@ struct Device {
     graphs: Vec<Vec<Option<StepGraph>>>,
     /// Per staging slot, the host fill's copy graph.
     host_graphs: Vec<Option<StepGraph>>,
+    /// Per bucket, its parameter graph ([`CudaOptions::param_images`]).
+    param_graphs: Vec<ParamGraph>,
     eager: Option<CudaFunction>,
     bucket_fns: Vec<CudaFunction>,
+    /// Per bucket, its parameter entry (with bucket kernels).
+    param_fns: Vec<CudaFunction>,
     _module: Option<Arc<CudaModule>>,
     meta_ptr: sys::CUdeviceptr,
     meta_bytes: usize,
@@ -235,6 +259,138 @@ impl Device {
                 [self.meta_ptr, self.staging_ptr, self.resident_ptr],
             )
         }
+    }
+
+    /// Launches bucket `i`'s parameter entry with `image` and `grid` blocks.
+    ///
+    /// # Safety
+    ///
+    /// `image` must hold an image for this layout and bucket (written by
+    /// [`StagingBuilder::build`] or [`devfill::write_empty_step`], at most
+    /// [`PARAM_IMAGE_BYTES`](emit_cuda::abi::PARAM_IMAGE_BYTES)): the kernel trusts the
+    /// offsets and counts in its header.
+    unsafe fn launch_param(
+        &self,
+        i: usize,
+        grid: u32,
+        image: &ParamImage,
+    ) -> Result<(), BackendError> {
+        let f = self
+            .param_fns
+            .get(i)
+            .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))?;
+        let (mut meta, mut image, mut resident) = (self.meta_ptr, *image, self.resident_ptr);
+        let mut args: [*mut c_void; 3] = [
+            (&raw mut meta).cast(),
+            (&raw mut image).cast(),
+            (&raw mut resident).cast(),
+        ];
+        // SAFETY: `f` is bucket `i`'s parameter entry of this device's module, whose
+        // parameters are (al_u8*, AlParamImage, al_i32*): `ParamImage` has its size and
+        // alignment; the two pointers are this backend's live allocations of the sizes the
+        // kernels index; the image is one for this layout (this function's contract); the
+        // argument values outlive the call, which copies them.
+        unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                (grid.max(1), 1, 1),
+                (THREADS, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(cuda("launch the fill kernel"))
+    }
+
+    /// Captures a launch of bucket `i`'s parameter entry (with `image`, a placeholder) into
+    /// a graph, and finds its kernel node. Nothing runs.
+    ///
+    /// # Safety
+    ///
+    /// Every launch of the returned graph must go through
+    /// [`launch_param_graph`](Self::launch_param_graph) (which sets an image meeting
+    /// [`launch_param`](Self::launch_param)'s contract), and `image` must meet it too.
+    unsafe fn capture_param(
+        &self,
+        i: usize,
+        grid: u32,
+        image: &ParamImage,
+    ) -> Result<ParamGraph, BackendError> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda("begin capture"))?;
+        // SAFETY: recorded, not executed; `image` meets the contract (this function's).
+        let recorded = unsafe { self.launch_param(i, grid, image) };
+        let ended = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .map_err(cuda("end capture"));
+        recorded?;
+        let graph = ended?.ok_or_else(|| BackendError::Cuda("capture produced no graph".into()))?;
+        graph.upload().map_err(cuda("upload a graph"))?;
+        let mut n = 1usize;
+        let mut node: sys::CUgraphNode = std::ptr::null_mut();
+        // SAFETY: the graph is owned by `graph`; `node` has room for the one node asked for.
+        unsafe { sys::cuGraphGetNodes(graph.cu_graph(), &mut node, &mut n) }
+            .result()
+            .map_err(cuda("list graph nodes"))?;
+        let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+        if !node.is_null() {
+            // SAFETY: `node` belongs to the graph; `ty` is valid for the call.
+            unsafe { sys::cuGraphNodeGetType(node, &mut ty) }
+                .result()
+                .map_err(cuda("graph node type"))?;
+        }
+        if n != 1 || ty != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
+            return Err(BackendError::Cuda(format!(
+                "a parameter graph has {n} nodes, the first of type {ty:?}: expected one kernel node"
+            )));
+        }
+        let mut p = std::mem::MaybeUninit::<sys::CUDA_KERNEL_NODE_PARAMS>::uninit();
+        // SAFETY: `node` is the graph's kernel node; `p` has room for its parameters.
+        unsafe { sys::cuGraphKernelNodeGetParams_v2(node, p.as_mut_ptr()) }
+            .result()
+            .map_err(cuda("read a graph's kernel"))?;
+        // SAFETY: the call succeeded, so the driver wrote every field of `p`.
+        let params = unsafe { p.assume_init() };
+        Ok(ParamGraph {
+            graph,
+            node,
+            params,
+        })
+    }
+
+    /// Sets a parameter graph's image to `image` and launches it.
+    ///
+    /// # Safety
+    ///
+    /// `g` must be a graph [`capture_param`](Self::capture_param) captured on this device,
+    /// and `image` must meet [`launch_param`](Self::launch_param)'s contract for its bucket.
+    unsafe fn launch_param_graph(
+        &self,
+        g: &ParamGraph,
+        image: &ParamImage,
+    ) -> Result<(), BackendError> {
+        let (mut meta, mut image, mut resident) = (self.meta_ptr, *image, self.resident_ptr);
+        let mut args: [*mut c_void; 3] = [
+            (&raw mut meta).cast(),
+            (&raw mut image).cast(),
+            (&raw mut resident).cast(),
+        ];
+        let mut p = g.params;
+        p.kernelParams = args.as_mut_ptr();
+        p.extra = std::ptr::null_mut();
+        // SAFETY: `g.node` is the kernel node of the graph `g.graph` was instantiated
+        // from, and the parameters keep its function, shape and context; `args` points at
+        // one value of each of the entry's parameter types, read during the call (the
+        // driver copies them); the pointers are this device's live allocations and the
+        // image one for this layout (this function's contract). Launches already enqueued
+        // keep their parameters.
+        unsafe { sys::cuGraphExecKernelNodeSetParams_v2(g.graph.cu_graph_exec(), g.node, &p) }
+            .result()
+            .map_err(cuda("set a graph's image"))?;
+        g.graph.launch().map_err(cuda("launch a graph"))
     }
 
     /// Enqueues a copy of `bytes` bytes from `src` to `target` at `offset` on the stream
@@ -390,11 +546,12 @@ impl Device {
         Ok(())
     }
 
-    /// Copies a step's image from `pinned` to the staging buffer and runs the fill: bucket
-    /// `b`'s graph when the step matched a bucket that has one, else the copy and a launch
-    /// of `grid` blocks. Returns whether a graph ran.
+    /// Runs the fill of the step whose image `pinned` holds (`bytes` long): bucket `b`'s
+    /// parameter graph with the image in the kernel's parameters when it has one and the
+    /// image fits, else the copy to the staging buffer and bucket `b`'s graph when the
+    /// step matched a bucket that has one, else the copy and a launch of `grid` blocks.
     /// `slot` is the index of `pinned` (each slot has graphs of its own, whose copies
-    /// read it). Returns whether a graph ran and the bytes copied.
+    /// read it). Returns whether a graph ran and the bytes that travelled to the device.
     fn run_device_step(
         &self,
         pinned: &mut PinnedBuffer,
@@ -403,6 +560,24 @@ impl Device {
         bytes: usize,
         grid: u32,
     ) -> Result<(bool, usize), BackendError> {
+        // A small image travels in the kernel's parameters: no copy, no staging event.
+        let param = bucket
+            .and_then(|b| self.param_graphs.get(b as usize))
+            .filter(|_| bytes <= emit_cuda::abi::PARAM_IMAGE_BYTES);
+        if let Some(g) = param {
+            let mut image = ParamImage([0; emit_cuda::abi::PARAM_IMAGE_BYTES]);
+            let src = pinned.bytes()?.get(..bytes).ok_or_else(|| {
+                BackendError::Cuda(format!("a {bytes}-byte image in a smaller staging slot"))
+            })?;
+            if let Some(dst) = image.0.get_mut(..bytes) {
+                dst.copy_from_slice(src);
+            }
+            // SAFETY: `g` is this device's parameter graph of the step's bucket; the image
+            // is the step's, written by `StagingBuilder::build` for this layout (the
+            // caller's, as for the copy below), and fits.
+            unsafe { self.launch_param_graph(g, &image) }?;
+            return Ok((true, bytes));
+        }
         let graph = bucket
             .and_then(|b| self.graphs.get(slot)?.get(b as usize))
             .and_then(Option::as_ref);
@@ -483,7 +658,7 @@ impl CudaBackend {
         // Kernels (device fill only).
         let mut compile_report = None;
         let mut load_seconds = 0.0;
-        let (module, eager, bucket_fns) = if options.mode == FillMode::Device {
+        let (module, eager, (bucket_fns, param_fns)) = if options.mode == FillMode::Device {
             let source = emit_cuda::cuda_source_with(
                 geometry,
                 EmitOptions {
@@ -501,7 +676,7 @@ impl CudaBackend {
             let eager = module
                 .load_function(emit_cuda::EAGER_ENTRY)
                 .map_err(cuda("find the eager entry"))?;
-            let mut fns = Vec::new();
+            let (mut fns, mut param_fns) = (Vec::new(), Vec::new());
             if options.bucket_kernels {
                 for i in 0..geometry.buckets.len() {
                     fns.push(
@@ -509,12 +684,17 @@ impl CudaBackend {
                             .load_function(&emit_cuda::bucket_entry(i))
                             .map_err(cuda("find a bucket entry"))?,
                     );
+                    param_fns.push(
+                        module
+                            .load_function(&emit_cuda::bucket_param_entry(i))
+                            .map_err(cuda("find a bucket's parameter entry"))?,
+                    );
                 }
             }
             load_seconds = t0.elapsed().as_secs_f64();
-            (Some(module), Some(eager), fns)
+            (Some(module), Some(eager), (fns, param_fns))
         } else {
-            (None, None, Vec::new())
+            (None, None, (Vec::new(), Vec::new()))
         };
 
         // Buffers, all sized for the largest step.
@@ -582,8 +762,10 @@ impl CudaBackend {
             dev: Device {
                 graphs: Vec::new(),
                 host_graphs: Vec::new(),
+                param_graphs: Vec::new(),
                 eager,
                 bucket_fns,
+                param_fns,
                 _module: module,
                 meta_ptr,
                 meta_bytes: total,
@@ -630,6 +812,7 @@ impl CudaBackend {
                 // Graphs are an optimization: run eagerly, and say why.
                 me.dev.graphs.clear();
                 me.dev.host_graphs.clear();
+                me.dev.param_graphs.clear();
                 me.report.graphs_disabled = Some(e.to_string());
                 me.dev
                     .stream
@@ -639,7 +822,8 @@ impl CudaBackend {
             me.report.capture_seconds = t0.elapsed().as_secs_f64();
         }
         me.report.graphs = me.dev.graphs.iter().flatten().flatten().count()
-            + me.dev.host_graphs.iter().flatten().count();
+            + me.dev.host_graphs.iter().flatten().count()
+            + me.dev.param_graphs.len();
         Ok(me)
     }
 
@@ -764,6 +948,27 @@ impl CudaBackend {
                         graphs.push(Some(g));
                     }
                     dev.graphs.push(graphs);
+                }
+                if self.options.param_images && dev.param_fns.len() == buckets.len() {
+                    // Warm the parameter entries up (module loading stays outside capture),
+                    // then capture each alone, with an empty step's image as placeholder.
+                    let mut images = Vec::with_capacity(buckets.len());
+                    for (i, b) in buckets.iter().enumerate() {
+                        let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
+                        let mut image = ParamImage([0; emit_cuda::abi::PARAM_IMAGE_BYTES]);
+                        devfill::write_empty_step(*b, &mut image.0)?;
+                        // SAFETY: `image` is the empty-step image of bucket `i` of this layout.
+                        unsafe { dev.launch_param(i, grid, &image) }?;
+                        images.push(image);
+                    }
+                    dev.stream.synchronize().map_err(cuda("warm up"))?;
+                    for (i, image) in images.iter().enumerate() {
+                        let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
+                        // SAFETY: as above; the graph is launched only through
+                        // `launch_param_graph`, which sets an image the builder wrote.
+                        let g = unsafe { dev.capture_param(i, grid, image) }?;
+                        dev.param_graphs.push(g);
+                    }
                 }
             }
         }

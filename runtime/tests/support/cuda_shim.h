@@ -56,6 +56,8 @@ inline unsigned __shfl_sync(unsigned, unsigned v, unsigned src) {
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
+#define __grid_constant__
+#define __align__(n) alignas(n)
 #define __restrict__ __restrict
 #define __shared__ static
 
