@@ -52,14 +52,41 @@ impl Steps for Driver {
 // driven by their `SteadyEngine`: a `BatchState` whose decode-only steps end through
 // prepare / commit_sampled / resolve, as an engine that schedules asynchronously ends them.
 
-/// Device fill with graphs, with and without delta steps, and eagerly; the host fill on
-/// the device with graphs: each on the same steady steps.
-fn steady_configs() -> [(FillMode, bool, bool, &'static str); 4] {
+/// Device fill with graphs, with and without delta steps, with the small images in the
+/// kernels' parameters (`CudaOptions::param_images`), and eagerly; the host fill on the
+/// device with graphs: each on the same steady steps. (mode, graphs, delta steps,
+/// parameter images, name.)
+fn steady_configs() -> [(FillMode, bool, bool, bool, &'static str); 5] {
     [
-        (FillMode::Device, true, true, "device / graph / delta"),
-        (FillMode::Device, true, false, "device / graph / full"),
-        (FillMode::Device, false, true, "device / eager / delta"),
-        (FillMode::Host, true, false, "host fill / graph"),
+        (
+            FillMode::Device,
+            true,
+            true,
+            false,
+            "device / graph / delta",
+        ),
+        (
+            FillMode::Device,
+            true,
+            true,
+            true,
+            "device / graph / params",
+        ),
+        (
+            FillMode::Device,
+            true,
+            false,
+            false,
+            "device / graph / full",
+        ),
+        (
+            FillMode::Device,
+            false,
+            true,
+            false,
+            "device / eager / delta",
+        ),
+        (FillMode::Host, true, false, false, "host fill / graph"),
     ]
 }
 
@@ -145,11 +172,12 @@ fn bench_steady(
     scenario: &SteadyScenario,
     steps: usize,
 ) -> Result<(), String> {
-    for (mode, graphs, delta_steps, name) in steady_configs() {
+    for (mode, graphs, delta_steps, param_images, name) in steady_configs() {
         let options = CudaOptions {
             mode,
             graphs,
             delta_steps,
+            param_images,
             ..CudaOptions::default()
         };
         let m = measure_steady(scenario, options, steps)?;

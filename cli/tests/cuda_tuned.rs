@@ -159,8 +159,8 @@ mod gpu {
         let gpu = backend(&dims, FillMode::Device, true, true);
         assert_eq!(
             gpu.report().graphs,
-            NemotronH8bTuned::BUCKETS.len() * (CudaBackend::STAGING_SLOTS + 1),
-            "one graph per bucket and staging slot, and one parameter graph per bucket"
+            NemotronH8bTuned::BUCKETS.len() * CudaBackend::STAGING_SLOTS,
+            "one graph per bucket and staging slot"
         );
         let mut checked = Checked {
             gpu,

@@ -299,12 +299,15 @@ pub fn bucket_param_entry(index: usize) -> String {
 pub struct EmitOptions {
     /// One entry per bucket (else only the eager entry, which serves every shape).
     pub bucket_entries: bool,
+    /// With bucket entries, also each bucket's parameter entry ([`bucket_param_entry`]).
+    pub param_entries: bool,
 }
 
 impl Default for EmitOptions {
     fn default() -> Self {
         Self {
             bucket_entries: true,
+            param_entries: false,
         }
     }
 }
@@ -555,11 +558,13 @@ fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
     if !options.bucket_entries {
         return;
     }
-    out.push_str(
-        "\n/// A step's image in the kernel's parameters (a parameter entry's; read in place:\n\
+    if options.param_entries {
+        out.push_str(
+            "\n/// A step's image in the kernel's parameters (a parameter entry's; read in place:\n\
          /// `__grid_constant__`).\n\
          struct __align__(16) AlParamImage { al_u8 bytes[AL_PARAM_IMAGE_BYTES]; };\n",
-    );
+        );
+    }
     for (i, b) in g.buckets.iter().enumerate() {
         let chunks = if g.has_mamba() {
             format!(
@@ -577,17 +582,25 @@ fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
              extern \"C\" __global__ void __launch_bounds__(AL_THREADS)\n\
              {name}(al_u8* meta, const al_u8* staging, al_i32* resident) {{\n\
              \x20 al_fill_body(meta, staging, resident, {t}u, {p}u, {d}u, false);\n\
-             }}\n\
-             extern \"C\" __global__ void __launch_bounds__(AL_THREADS)\n\
-             {param}(al_u8* meta, const __grid_constant__ AlParamImage image, al_i32* resident) {{\n\
-             \x20 al_fill_body(meta, image.bytes, resident, {t}u, {p}u, {d}u, false);\n\
              }}\n",
             t = b.tokens,
             p = b.prefill,
             d = b.decode,
             name = bucket_entry(i),
-            param = bucket_param_entry(i),
         );
+        if options.param_entries {
+            let _ = write!(
+                out,
+                "extern \"C\" __global__ void __launch_bounds__(AL_THREADS)\n\
+                 {param}(al_u8* meta, const __grid_constant__ AlParamImage image, al_i32* resident) {{\n\
+                 \x20 al_fill_body(meta, image.bytes, resident, {t}u, {p}u, {d}u, false);\n\
+                 }}\n",
+                t = b.tokens,
+                p = b.prefill,
+                d = b.decode,
+                param = bucket_param_entry(i),
+            );
+        }
     }
 }
 
@@ -632,17 +645,28 @@ count = "off"
     }
 
     #[test]
-    fn two_entries_per_bucket_plus_eager() {
+    fn one_entry_per_bucket_plus_eager_and_parameter_entries_when_asked() {
         let g = geometry(HYBRID);
         let src = cuda_source(&g);
         assert_eq!(g.buckets.len(), 24);
-        // Per bucket its staging entry and its parameter entry.
-        assert_eq!(src.matches("extern \"C\" __global__").count(), 49);
-        assert!(src.contains(&format!(
+        assert_eq!(src.matches("extern \"C\" __global__").count(), 25);
+        assert!(!src.contains("AlParamImage image"));
+        // With parameter entries: per bucket its staging entry and its parameter entry.
+        let with_params = cuda_source_with(
+            &g,
+            EmitOptions {
+                bucket_entries: true,
+                param_entries: true,
+            },
+        );
+        assert_eq!(with_params.matches("extern \"C\" __global__").count(), 49);
+        assert!(with_params.contains(&format!(
             "{}(al_u8* meta, const __grid_constant__ AlParamImage image, al_i32* resident)",
             bucket_param_entry(23)
         )));
-        assert!(src.contains("al_fill_body(meta, image.bytes, resident, 64u, 8u, 0u, false);"));
+        assert!(
+            with_params.contains("al_fill_body(meta, image.bytes, resident, 64u, 8u, 0u, false);")
+        );
         assert!(src.contains("al_fill_eager(al_u8* meta"));
         // Buckets are listed ascending: bucket 0 is (1, 0, 1), bucket 23 is (64, 8, 0).
         assert!(src.contains(
@@ -654,6 +678,7 @@ count = "off"
             &g,
             EmitOptions {
                 bucket_entries: false,
+                param_entries: true,
             },
         );
         assert_eq!(eager_only.matches("extern \"C\" __global__").count(), 1);

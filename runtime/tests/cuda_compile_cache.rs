@@ -48,6 +48,7 @@ mod gpu {
                 dims.geometry(),
                 EmitOptions {
                     bucket_entries: false,
+                    param_entries: false,
                 },
             )
         };

@@ -45,7 +45,10 @@ mod gpu {
     use attention_layout::cuda::FillMode;
     use attention_layout::{Dims, EvictionPolicy, HostMetadata, LayoutSpec, Phase, RuntimeDims};
 
-    use super::support::gpu::{backend, require_device, step_and_compare, step_and_compare_origin};
+    use super::support::gpu::{
+        backend, backend_with_param_images, require_device, step_and_compare,
+        step_and_compare_origin,
+    };
     use super::support::layouts;
     use super::support::prepared::PreparedDriver;
     use super::support::workload::{Rng, Workload};
@@ -221,9 +224,25 @@ mod gpu {
     #[test]
     #[ignore = "needs a CUDA device"]
     fn device_fill_matches_the_host_fill_on_prepared_steps() {
+        prepared_steps(false);
+    }
+
+    /// The same with the small graphed images in the kernels' parameters
+    /// (`CudaOptions::param_images`: every steady step, and the small full steps).
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn device_fill_with_parameter_images_matches_the_host_fill_on_prepared_steps() {
+        prepared_steps(true);
+    }
+
+    fn prepared_steps(params: bool) {
         require_device();
         for (i, (name, dims)) in all_layouts().iter().enumerate() {
-            let mut gpu = backend(dims, FillMode::Device, true, true);
+            let mut gpu = if params {
+                backend_with_param_images(dims)
+            } else {
+                backend(dims, FillMode::Device, true, true)
+            };
             let mut cpu = HostMetadata::new(dims.clone());
             let mut drv = PreparedDriver::new(dims, 0xa57c + i as u64);
             let n = steps();

@@ -20,15 +20,23 @@ mod gpu {
     use attention_layout::cuda::FillMode;
     use attention_layout::{Dims, HostMetadata, LayoutSpec, MetadataBackend, RuntimeDims};
 
-    use super::support::gpu::{backend, require_device, step_and_compare};
+    use super::support::gpu::{
+        backend, backend_with_param_images, require_device, step_and_compare,
+    };
     use super::support::layouts;
     use super::support::shaped::ShapedStep;
     use super::support::steady::{SteadyDriver, SteadyKnobs};
     use super::support::workload::Workload;
 
     fn every_bucket(name: &str, dims: &RuntimeDims) {
-        for graphs in [true, false] {
-            let mut gpu = backend(dims, FillMode::Device, graphs, true);
+        // Graphs, graphs with the small images in the kernels' parameters (every bucket's
+        // parameter entry), no graphs.
+        for (graphs, params) in [(true, false), (true, true), (false, false)] {
+            let mut gpu = if params {
+                backend_with_param_images(dims)
+            } else {
+                backend(dims, FillMode::Device, graphs, true)
+            };
             let mut cpu = HostMetadata::new(dims.clone());
             let buckets = dims.buckets().to_vec();
             let mut hit = 0;
@@ -38,7 +46,7 @@ mod gpu {
                 };
                 let rows = shaped.rows();
                 let input = shaped.input(&rows);
-                let what = format!("{name} bucket {i} {b:?} graphs={graphs}");
+                let what = format!("{name} bucket {i} {b:?} graphs={graphs} params={params}");
                 let replayed = step_and_compare(&what, &mut cpu, &mut gpu, &input);
                 assert_eq!(cpu.info().bucket, Some(i as u32), "{what}: matched bucket");
                 assert_eq!(replayed, graphs, "{what}: graph replay");
@@ -49,7 +57,7 @@ mod gpu {
                 "{name}: no bucket could be shaped"
             );
             eprintln!(
-                "{name} graphs={graphs}: {hit} of {} buckets launched",
+                "{name} graphs={graphs} params={params}: {hit} of {} buckets launched",
                 buckets.len()
             );
             // The eager entry, on a short random workload: a new engine, whose residency
@@ -60,7 +68,7 @@ mod gpu {
             for k in 0..40 {
                 let st = w.step();
                 let rows = st.rows();
-                let what = format!("{name} random step {k} graphs={graphs}");
+                let what = format!("{name} random step {k} graphs={graphs} params={params}");
                 step_and_compare(&what, &mut cpu, &mut gpu, &st.input(&rows));
             }
             // Delta steps (the device advances its request table), after a new engine.
@@ -68,7 +76,7 @@ mod gpu {
             let mut driver = SteadyDriver::new(dims, 11, SteadyKnobs::DEFAULT);
             let mut delta = 0;
             for k in 0..60 {
-                let what = format!("{name} steady step {k} graphs={graphs}");
+                let what = format!("{name} steady step {k} graphs={graphs} params={params}");
                 driver.step(|input| step_and_compare(&what, &mut cpu, &mut gpu, input));
                 delta += u32::from(gpu.last_staged().delta);
             }

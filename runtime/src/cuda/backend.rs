@@ -55,7 +55,10 @@ pub struct CudaOptions {
     /// With graphs and bucket kernels (device fill): a graphed step whose image fits
     /// [`PARAM_IMAGE_BYTES`](emit_cuda::abi::PARAM_IMAGE_BYTES) (a steady decode step)
     /// passes it in the kernel's parameters — one kernel node, no copy node, no staging
-    /// event — instead of copying it to the staging buffer first. Off, every step copies.
+    /// event — instead of copying it to the staging buffer first (about 1.7 µs less per
+    /// synchronized step on an H200: BENCHMARKS.md). Costs one more entry per bucket to
+    /// compile. Off by default until compute-sanitizer has run over the parameter
+    /// entries (the equivalence tests have: docs/gpu-runs/2026-12-02-run18-params-h200.log).
     pub param_images: bool,
 }
 
@@ -68,7 +71,7 @@ impl Default for CudaOptions {
             bucket_kernels: true,
             compile: CompileOptions::default(),
             delta_steps: true,
-            param_images: true,
+            param_images: false,
         }
     }
 }
@@ -663,6 +666,7 @@ impl CudaBackend {
                 geometry,
                 EmitOptions {
                     bucket_entries: options.bucket_kernels,
+                    param_entries: options.bucket_kernels && options.param_images,
                 },
             );
             let (major, minor) = device.compute_capability;
@@ -684,11 +688,13 @@ impl CudaBackend {
                             .load_function(&emit_cuda::bucket_entry(i))
                             .map_err(cuda("find a bucket entry"))?,
                     );
-                    param_fns.push(
-                        module
-                            .load_function(&emit_cuda::bucket_param_entry(i))
-                            .map_err(cuda("find a bucket's parameter entry"))?,
-                    );
+                    if options.param_images {
+                        param_fns.push(
+                            module
+                                .load_function(&emit_cuda::bucket_param_entry(i))
+                                .map_err(cuda("find a bucket's parameter entry"))?,
+                        );
+                    }
                 }
             }
             load_seconds = t0.elapsed().as_secs_f64();

@@ -22,8 +22,8 @@ pub fn backend(
     graphs: bool,
     bucket_kernels: bool,
 ) -> CudaBackend {
-    let b = CudaBackend::new(
-        dims.clone(),
+    backend_with(
+        dims,
         CudaOptions {
             mode,
             graphs,
@@ -31,7 +31,26 @@ pub fn backend(
             ..CudaOptions::default()
         },
     )
-    .unwrap_or_else(|e| panic!("CUDA backend setup: {e}"));
+}
+
+/// A device-fill backend with graphs and bucket kernels whose small graphed images travel
+/// in the kernel's parameters (`CudaOptions::param_images`).
+pub fn backend_with_param_images(dims: &RuntimeDims) -> CudaBackend {
+    backend_with(
+        dims,
+        CudaOptions {
+            param_images: true,
+            ..CudaOptions::default()
+        },
+    )
+}
+
+/// A backend with `options` (graphs asserted captured when asked for and the layout has
+/// buckets).
+pub fn backend_with(dims: &RuntimeDims, options: CudaOptions) -> CudaBackend {
+    let graphs = options.graphs;
+    let b = CudaBackend::new(dims.clone(), options)
+        .unwrap_or_else(|e| panic!("CUDA backend setup: {e}"));
     if graphs && !dims.geometry().buckets.is_empty() {
         assert_eq!(b.report().graphs_disabled, None, "graphs were asked for");
         assert!(b.report().graphs > 0, "no graph captured");

@@ -64,7 +64,14 @@ pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cuda_shim.h"), SHIM).unwrap();
-    let source = emit_cuda::cuda_source_with(geometry, EmitOptions { bucket_entries });
+    let source = emit_cuda::cuda_source_with(
+        geometry,
+        EmitOptions {
+            bucket_entries,
+            // Compiled for the CPU too (they are not launched here: the GPU tests run them).
+            param_entries: bucket_entries,
+        },
+    );
     std::fs::write(dir.join("kernels.cu"), &source).unwrap();
     let mut entries = vec![emit_cuda::EAGER_ENTRY.to_owned()];
     if bucket_entries {
