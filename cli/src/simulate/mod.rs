@@ -349,9 +349,11 @@ fn run_within(
             totals.kv_shared_peak = totals.kv_shared_peak.max(sched.state.kv_shared());
         }
 
-        let (result, elapsed) = sched.state.with_step(|input| {
+        // With the step's origin: a device backend stages a steady step (after a prepared
+        // step whose rows all continued) from its changes alone.
+        let (result, elapsed) = sched.state.with_step_origin(|input, origin| {
             let t0 = Instant::now();
-            let r = backend.step(input).and_then(|info| {
+            let r = backend.step_with_origin(input, origin).and_then(|info| {
                 backend.synchronize()?;
                 Ok(info)
             });
