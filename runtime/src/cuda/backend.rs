@@ -293,17 +293,7 @@ impl Device {
         // alignment; the two pointers are this backend's live allocations of the sizes the
         // kernels index; the image is one for this layout (this function's contract); the
         // argument values outlive the call, which copies them.
-        unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                (grid.max(1), 1, 1),
-                (THREADS, 1, 1),
-                0,
-                self.stream.cu_stream(),
-                &mut args,
-            )
-        }
-        .map_err(cuda("launch the fill kernel"))
+        unsafe { launch_with_args(f, grid, &self.stream, &mut args) }
     }
 
     /// Captures a launch of bucket `i`'s parameter entry (with `image`, a placeholder) into
@@ -1440,6 +1430,24 @@ pub(super) unsafe fn launch_fill_kernel(
     ];
     // SAFETY: the caller's contract: `function`'s signature and the allocations it indexes
     // match the three pointers; the argument values outlive the call, which copies them.
+    unsafe { launch_with_args(function, grid, stream, &mut args) }
+}
+
+/// Launches fill entry `function` with `grid` blocks of [`THREADS`] on `stream`, its three
+/// parameters' values at `args`.
+///
+/// # Safety
+///
+/// `args` must point at one live value of each of `function`'s parameter types, in order,
+/// and the launch must meet the entry's contract (the buffers it indexes, the image it
+/// reads): see [`launch_fill_kernel`] and [`Device::launch_param`].
+unsafe fn launch_with_args(
+    function: &CudaFunction,
+    grid: u32,
+    stream: &CudaStream,
+    args: &mut [*mut c_void; 3],
+) -> Result<(), BackendError> {
+    // SAFETY: this function's contract; the driver copies the values during the call.
     unsafe {
         result::launch_kernel(
             function.cu_function(),
@@ -1447,7 +1455,7 @@ pub(super) unsafe fn launch_fill_kernel(
             (THREADS, 1, 1),
             0,
             stream.cu_stream(),
-            &mut args,
+            args,
         )
     }
     .map_err(cuda("launch the fill kernel"))
