@@ -790,14 +790,15 @@ impl StagingBuilder {
     /// [`build`](Self::build) gives for the same step (tested).
     ///
     /// `None`, with nothing changed, when the step cannot be staged this way (no origin
-    /// that advances the build staged last, full verification or no delta steps, a check
-    /// above fails, an image too large): then plan it and use
+    /// that advances the build staged last, full verification or no delta steps, rows of
+    /// different query lengths, changes out of `prepare`'s order, a check above fails, an
+    /// image too large): then plan it and use
     /// [`build_with_origin`](Self::build_with_origin), which decides and reports errors.
     #[allow(
         clippy::indexing_slicing,
-        reason = "n = table_rows <= R and every per-row vector is sized R; resident rows \
-                  and indices of kept changes are inside the table (keep_latest_changes); \
-                  a = res_meta[r] < n is checked before use"
+        reason = "n = table_rows <= R and every per-row vector is sized R; a change's \
+                  resident row is read through `get`, its active row a = res_meta[r] is \
+                  checked < n and its entry j < width before use; padding rows < Np <= R"
     )]
     pub fn try_advance<D: Dims>(
         &mut self,
