@@ -22,6 +22,7 @@
 mod support;
 
 use attention_layout::batch::{BatchState, RequestPhase};
+use attention_layout::codegen::emit_cuda;
 use attention_layout::devfill::{self, StagingError};
 use attention_layout::{Dims, Phase, RuntimeDims, StepInfo};
 use support::layouts;
@@ -425,8 +426,17 @@ fn run_steady(
         let mut replay = Replay::new(&dims);
         let mut driver = SteadyDriver::new(&dims, seed + i as u64, knobs);
         let mut cov = SteadyCoverage::default();
+        let params = std::cell::Cell::new(0u64);
         for k in 0..steps() {
-            let launch = |info: &StepInfo, _: &devfill::Staged| match (buckets, info.bucket) {
+            // Every other bucketed step whose image fits runs the bucket's parameter entry
+            // (the image passed by value, as `CudaOptions::param_images` launches it).
+            let launch = |info: &StepInfo, staged: &devfill::Staged| match (buckets, info.bucket) {
+                (true, Some(b))
+                    if k % 2 == 1 && staged.bytes <= emit_cuda::abi::PARAM_IMAGE_BYTES =>
+                {
+                    params.set(params.get() + 1);
+                    (shim::param_entry(dims.geometry(), b), 1 + (k % 3) as u32)
+                }
                 (true, Some(b)) => (b + 1, 1 + (k % 3) as u32),
                 _ => (0, 1 + (k % 3) as u32),
             };
@@ -448,9 +458,14 @@ fn run_steady(
         replay.check(&harness, name);
         shim::clean(&harness);
         println!(
-            "{name}: {cov:?}, {} decode-only steps, {} finished",
-            driver.decode_only_steps, driver.finished
+            "{name}: {cov:?}, {} decode-only steps, {} finished, {} through parameter entries",
+            driver.decode_only_steps,
+            driver.finished,
+            params.get()
         );
+        if buckets && !dims.buckets().is_empty() {
+            assert!(params.get() > 0, "{name}: no step ran a parameter entry");
+        }
         out.push((*name, cov, driver.finished));
     }
     out

@@ -55,7 +55,9 @@ pub struct Harness {
 }
 
 /// Compiles `geometry`'s kernels (with or without bucket entries) into a harness that
-/// replays a trace file. Entry 0 is the eager entry, entry `i + 1` bucket `i`.
+/// replays a trace file. Entry 0 is the eager entry, entry `i + 1` bucket `i`, and with
+/// bucket entries entry [`param_entry`]`(geometry, i)` bucket `i`'s parameter entry (the
+/// image copied into an `AlParamImage` by value, as a launch passes it).
 pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -> Harness {
     let dir = std::env::temp_dir().join(format!(
         "attention-layout-shim-{}-{name}-{}",
@@ -74,13 +76,27 @@ pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -
     );
     std::fs::write(dir.join("kernels.cu"), &source).unwrap();
     let mut entries = vec![emit_cuda::EAGER_ENTRY.to_owned()];
+    let mut adapters = String::new();
     if bucket_entries {
         entries.extend((0..geometry.buckets.len()).map(emit_cuda::bucket_entry));
+        for i in 0..geometry.buckets.len() {
+            let param = emit_cuda::bucket_param_entry(i);
+            adapters.push_str(&format!(
+                "static void {param}_adapter(unsigned char* meta, const unsigned char* staging, int* resident) {{\n\
+                 \x20 AlParamImage image;\n\
+                 \x20 memcpy(image.bytes, staging, AL_PARAM_IMAGE_BYTES);\n\
+                 \x20 {param}(meta, image, resident);\n\
+                 }}\n"
+            ));
+            entries.push(format!("{param}_adapter"));
+        }
     }
     let main = format!(
         r#"#include "cuda_shim.h"
+#include <cstring>
 #define AL_THREADS {THREADS}u
 #include "kernels.cu"
+{adapters}
 static const al_shim_entry ENTRIES[] = {{ {entries} }};
 static bool read_u32(FILE* f, uint32_t* v) {{ return fread(v, 4, 1, f) == 1; }}
 int main(int argc, char** argv) {{
@@ -99,7 +115,8 @@ int main(int argc, char** argv) {{
   while (read_u32(in, &entry)) {{
     uint32_t grid = 0, reverse = 0, len = 0, ranges = 0;
     if (!read_u32(in, &grid) || !read_u32(in, &reverse) || !read_u32(in, &len)) return 6;
-    staging.assign(len / 8 + 2, 0);
+    // At least a parameter image's bytes: its adapter copies that many.
+    staging.assign((len > AL_PARAM_IMAGE_BYTES ? len : AL_PARAM_IMAGE_BYTES) / 8 + 2, 0);
     if (fread(staging.data(), 1, len, in) != len) return 7;
     if (entry >= sizeof(ENTRIES) / sizeof(ENTRIES[0])) return 8;
     pool.launch(ENTRIES[entry], grid, reverse != 0, (unsigned char*)meta.data(),
@@ -143,6 +160,11 @@ int main(int argc, char** argv) {{
         "the emitted kernels compile with warnings:\n{warnings}"
     );
     Harness { exe, dir }
+}
+
+/// The harness entry of bucket `i`'s parameter entry (a harness built with bucket entries).
+pub fn param_entry(geometry: &Geometry, i: u32) -> u32 {
+    1 + geometry.buckets.len() as u32 + i
 }
 
 /// A trace of launches for one harness run.
