@@ -656,7 +656,7 @@ impl CudaBackend {
                 geometry,
                 EmitOptions {
                     bucket_entries: options.bucket_kernels,
-                    param_entries: options.bucket_kernels && options.param_images,
+                    param_entries: options.bucket_kernels && options.param_images && options.graphs,
                 },
             );
             let (major, minor) = device.compute_capability;
@@ -678,7 +678,7 @@ impl CudaBackend {
                             .load_function(&emit_cuda::bucket_entry(i))
                             .map_err(cuda("find a bucket entry"))?,
                     );
-                    if options.param_images {
+                    if options.param_images && options.graphs {
                         param_fns.push(
                             module
                                 .load_function(&emit_cuda::bucket_param_entry(i))
