@@ -451,10 +451,10 @@ pub struct StagingBuilder {
     /// The query length every row of the step staged last has, if they all have the same
     /// (what [`try_advance`](Self::try_advance) advances them by, reading no `table_q`).
     uniform_q: Option<u32>,
-    /// Whether the step staged last can be advanced without a look at each row: staged
-    /// with residency and not compact (every active row in place, linked both ways),
-    /// decode rows only, none paused, graphed (its shape fixes every length bound).
-    advanceable: bool,
+    /// Whether the step staged last left every active row in place, linked both ways
+    /// (staged with residency, not compact): what [`try_advance`](Self::try_advance)
+    /// needs besides `last_info` (decode rows only, none paused, graphed).
+    rows_in_place: bool,
 }
 
 /// One row of the device's request table, as the host last sent it, short of its KV
@@ -559,7 +559,7 @@ impl StagingBuilder {
             origin: None,
             last_info: None,
             uniform_q: None,
-            advanceable: false,
+            rows_in_place: false,
         }
     }
 
@@ -626,7 +626,7 @@ impl StagingBuilder {
     /// without residency does too.
     pub fn forget_residency(&mut self) {
         self.origin = None;
-        self.advanceable = false;
+        self.rows_in_place = false;
         self.meta_src.fill(NONE);
         self.res_meta.fill(NONE);
         self.res_known.fill(0);
@@ -808,7 +808,7 @@ impl StagingBuilder {
         out: &mut [u8],
     ) -> Option<Staged> {
         let from = origin.advances?;
-        if !self.advanceable
+        if !self.rows_in_place
             || !self.delta_steps
             || self.verify
             || self.origin != Some((origin.state, from))
@@ -827,7 +827,12 @@ impl StagingBuilder {
         let res = input.residency?;
         let q = self.uniform_q.filter(|&q| q > 0)?;
         let n = self.table_rows;
+        // A graphed decode-only step without paused rows: its shape fixes every length
+        // bound, so the same rows advanced have the same info but for the KV pages.
         if n == 0
+            || prev.paused != 0
+            || prev.real.prefill != 0
+            || !prev.graphed()
             || input.rows.len() != n
             || prev.real.requests() as usize != n
             || self.decode_max >= 1 << 30
@@ -835,9 +840,9 @@ impl StagingBuilder {
         {
             return None;
         }
-        // Each change appends a valid id to an active row held in place (`kept`: the
-        // entries, `resized`: the rows). Few lines of memory per change: the step's cost
-        // is mostly cache misses, so this path keeps to the arrays it needs.
+        // Each change appends a valid id to an active row held in place (`resized`: the
+        // rows). Few lines of memory per change: the step's cost is mostly cache misses, so
+        // this path keeps to the arrays it needs.
         // The changes come in step order, each row's in entry order (as `prepare` appends
         // them): then they are distinct entries and `resized` is in row order without a
         // sort. Another order (or a repeated entry: the general build keeps the latest)
@@ -2031,12 +2036,7 @@ impl StagingBuilder {
             .get(..n)
             .is_some_and(|q| q.iter().all(|&q| q == q0))
             .then_some(q0);
-        self.advanceable = input.residency.is_some()
-            && !compact
-            && n > 0
-            && info.paused == 0
-            && info.real.prefill == 0
-            && info.graphed();
+        self.rows_in_place = input.residency.is_some() && !compact;
     }
 }
 
