@@ -390,8 +390,10 @@ pub struct BatchState {
     /// The number of the last build of a schedule (counted by [`with_step`](Self::with_step)
     /// when the schedule changed since the build before).
     builds: u64,
-    /// The build the current schedule advances ([`StepOrigin`]): set when a prepared step
-    /// resolves with every row continuing, cleared by any other change of the schedule.
+    /// The build the schedule advances ([`StepOrigin`]): set by a `prepare` whose rows all
+    /// ran with `q = s + 1`, kept by a `resolve` in which every row continues, cleared by
+    /// any other change of the schedule. Vouched for only once the prepared step resolved
+    /// (not while `sched` holds a prepared step).
     advances: Option<u64>,
     /// Megatron's async scheduling: prepare / commit / resolve (`schedule.rs`).
     sched: schedule::AsyncState,
@@ -399,8 +401,6 @@ pub struct BatchState {
     prefix: Option<Box<prefix::PrefixState>>,
 }
 
-/// Empties `v` and reuses its buffer for rows of another lifetime (std collects in place
-/// when the element layout is the same, so nothing is allocated).
 /// Writes `ids` into resident row `row`'s block list from entry `first` (rows of `width`
 /// entries in `table`) and records each as a residency change: how every path that gives a
 /// request blocks (scheduling, a prepared step's crossings, a prefix-cache hit) appends
@@ -430,6 +430,8 @@ fn append_blocks<'a>(
 /// Numbers the batch states of the process ([`StepOrigin`]).
 static NEXT_STATE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// Empties `v` and reuses its buffer for rows of another lifetime (std collects in place
+/// when the element layout is the same, so nothing is allocated).
 fn recycle<'b>(mut v: Vec<RequestRow<'_>>) -> Vec<RequestRow<'b>> {
     v.clear();
     v.into_iter()
@@ -946,7 +948,6 @@ impl BatchState {
     fn schedule_changed(&mut self) {
         self.built = false;
         self.advances = None;
-        self.sched.forget_advance();
     }
 
     /// Releases a row's blocks and slot and clears its table entries.
@@ -1095,7 +1096,7 @@ impl BatchState {
             let origin = StepOrigin {
                 state: this.state_id,
                 build: this.builds,
-                advances: this.advances,
+                advances: this.advances.filter(|_| !this.sched.is_prepared()),
                 rows: (rows.as_ptr() as usize, rows.len()),
                 resident_rows: (
                     this.resident_rows.as_ptr() as usize,

@@ -162,9 +162,6 @@ pub(super) struct AsyncState {
     /// Scratch: the prepared rows that cross into a new block (their place in the step)
     /// and the blocks each needs.
     need: Vec<(u32, u32)>,
-    /// The build the prepared step advances when every row continues (every row of that
-    /// build had `q = s + 1`); [`resolve`](BatchState::resolve) hands it on.
-    advance_of: Option<u64>,
 }
 
 impl AsyncState {
@@ -182,7 +179,6 @@ impl AsyncState {
     }
 
     pub(super) fn clear(&mut self) {
-        self.advance_of = None;
         self.prepared = false;
         self.committed = false;
         self.ran.clear();
@@ -193,11 +189,6 @@ impl AsyncState {
 
     pub(super) fn is_prepared(&self) -> bool {
         self.prepared
-    }
-
-    /// The prepared step no longer merely advances the build before (the schedule changed).
-    pub(super) fn forget_advance(&mut self) {
-        self.advance_of = None;
     }
 }
 
@@ -393,8 +384,7 @@ impl BatchState {
         }
         self.scheduled_tokens = self.decode_order.len() as u64 * u64::from(s1);
         self.built = false;
-        self.advances = None;
-        self.sched.advance_of = (uniform && dropped == 0).then_some(self.builds);
+        self.advances = (uniform && dropped == 0).then_some(self.builds);
         self.sched.prepared = true;
         Ok(out)
     }
@@ -599,12 +589,10 @@ impl BatchState {
         let prepared = self.sched.prepared;
         if prepared && self.resolve_all_continue(active) {
             // The next step is the prepared one, every row in place: it advances the
-            // build before (if every row of that build had `q = s + 1`).
-            self.advances = self.sched.advance_of.take();
+            // build before (`advances`, set by `prepare`, stays).
             return Ok(&self.finished);
         }
         self.advances = None;
-        self.sched.advance_of = None;
         let s = self.speculative_tokens;
         let s1 = s.saturating_add(1);
         // The step's rows, in step order.
