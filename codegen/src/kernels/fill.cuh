@@ -586,15 +586,29 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
     const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
     al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
+    // A thread's tokens grow, and so do their rows: each search starts past the row of the
+    // thread's previous token, and none is needed while the token stays in that row (a long
+    // row spans many of a thread's tokens). Invariant: s_cu_q[a] <= t.
+    // The row's record is loaded once per row the thread meets, not once per token (a store
+    // to the metadata may alias the table, so the compiler cannot keep it): `ra` is the row
+    // `r` holds.
+    al_u32 a = 0u, ra = AL_NO_ROW;
+    AlRequest r{0u, 0u, 0u, 0};
     for (al_u32 t = tid; t < h.real_tokens; t += AL_THREADS) {
-      const al_u32 a = al_search(s_cu_q, n, t);
+      // Here s_cu_q[a + 1] <= t < s_cu_q[n], so a + 1 < n and the search's bounds hold.
+      if (s_cu_q[a + 1u] <= t) a += 1u + al_search(s_cu_q + a + 1u, n - a - 1u, t);
       const al_u32 start = s_cu_q[a];
       if (s_cu_q[a + 1u] - start <= AL_OWNED_TOKENS) continue;
-      const AlRequest r = req[a];
+      if (a != ra) { r = req[a]; ra = a; }
       const al_u32 pos = r.kv + (t - start);
       const al_u32 j = al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);  // see (4)
-      if (has_ids) input_ids[t] = ids[t];
-      al_write_token(meta, t, pos, al_row_block(bt, resident, uploaded, r, a, j), h.paused + a, true);
+      // Both loads before any store of this token: a store to the metadata may alias the
+      // block table, so a store between them would hold the block id's load behind the
+      // input id's (two serial round trips per token; run 19's profile).
+      const al_i32 block = al_row_block(bt, resident, uploaded, r, a, j);
+      const al_i64 id = has_ids ? ids[t] : 0;
+      if (has_ids) input_ids[t] = id;
+      al_write_token(meta, t, pos, block, h.paused + a, true);
     }
   }
 
@@ -630,9 +644,13 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       al_i32* seq_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX);
       al_i32* conv_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_CONV_SEQ_IDX);
       al_u32* conv_start = al_field<al_u32>(meta, AL_OFF_MAMBA_CONV_SEQ_START);
+      // As in (5): a thread's tokens grow, so each search starts past the row of its previous
+      // token. Invariant: s_cu_q[a] <= q0 + k (s_cu_q[dr] = q0).
+      al_u32 a = dr;
       for (al_u32 k = tid; k < padded_tokens; k += AL_THREADS) {
         if (k < l) {
-          const al_u32 a = al_search(s_cu_q, n, q0 + k);
+          // a < n, and q0 + k < s_cu_q[dr + fr] <= s_cu_q[n]: a search has a + 1 < n.
+          if (s_cu_q[a + 1u] <= q0 + k) a += 1u + al_search(s_cu_q + a + 1u, n - a - 1u, q0 + k);
           seq_idx[k] = (al_i32)(a - dr);
           conv_idx[k] = (al_i32)(a - dr);
           conv_start[k] = s_cu_q[a] - q0;
