@@ -10,6 +10,8 @@
 //! is built into host memory, as it is into the pinned or mapped staging on a GPU.
 //!
 //! `cargo run --release -p attention-layout-cli --example devfill_breakdown`
+//!
+//! `AL_ONLY=text` runs only the scenarios whose name contains `text` (to profile one).
 
 #![allow(
     clippy::print_stdout,
@@ -160,6 +162,8 @@ fn main() -> Result<(), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut buffer = vec![0u8; thrash_kb * 1024];
+    let only = std::env::var("AL_ONLY").unwrap_or_default();
+    let chosen = |name: &str| name.contains(only.as_str());
     let label = |name: &str| {
         if thrash_kb > 0 {
             format!("{name} ({thrash_kb} KiB written between steps)")
@@ -167,7 +171,10 @@ fn main() -> Result<(), String> {
             name.to_owned()
         }
     };
-    for sc in steady().into_iter().filter(|s| s.replace_per_mille == 0) {
+    for sc in steady()
+        .into_iter()
+        .filter(|s| s.replace_per_mille == 0 && chosen(s.name))
+    {
         let mut engine = SteadyEngine::new(&sc)?;
         let mut t = Timed::new(engine.dims()?);
         for i in 0..STEPS {
@@ -179,7 +186,7 @@ fn main() -> Result<(), String> {
         }
         t.report(&label(sc.name));
     }
-    for sc in scenarios::all() {
+    for sc in scenarios::all().into_iter().filter(|s| chosen(s.name)) {
         let d = RuntimeDims::new(Geometry::new(&sc.spec).map_err(|e| e.to_string())?);
         let mut driver = Driver::new(&sc, &d, 0, 0);
         let mut t = Timed::new(d);
@@ -190,7 +197,10 @@ fn main() -> Result<(), String> {
         }
         t.report(&format!("{} (GPU bench driver)", sc.name));
     }
-    for sc in steady().into_iter().filter(|s| s.replace_per_mille == 0) {
+    for sc in steady()
+        .into_iter()
+        .filter(|s| s.replace_per_mille == 0 && chosen(s.name))
+    {
         let mut engine = SteadyEngine::new(&sc)?;
         let mut t = Timed::new(engine.dims()?);
         for i in 0..STEPS {

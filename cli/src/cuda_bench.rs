@@ -430,46 +430,68 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
     // Compile times, for the largest scenario layout (the hybrid mix) and the long-context one.
     w(out, String::new())?;
     let all = scenarios::all();
+    // Each layout with and without the parameter entries (`CudaOptions::param_images`):
+    // what the option costs to compile, load and capture.
     for s in all.get(3).into_iter().chain([&long]) {
         let g = Geometry::new(&s.spec).map_err(|e| e.to_string())?;
-        let source = emit_cuda::cuda_source(&g);
-        let arch = compile::target_arch(device.compute_capability.0, device.compute_capability.1)
+        for param_entries in [false, true] {
+            let source = emit_cuda::cuda_source_with(
+                &g,
+                emit_cuda::EmitOptions {
+                    bucket_entries: true,
+                    param_entries,
+                },
+            );
+            let arch =
+                compile::target_arch(device.compute_capability.0, device.compute_capability.1)
+                    .map_err(|e| e.to_string())?;
+            let dir = std::env::temp_dir()
+                .join(format!("attention-layout-bench-ptx-{}", std::process::id()));
+            let opts = |force, skip| CompileOptions {
+                cache_dir: Some(dir.clone()),
+                force_compile: force,
+                skip_memory_cache: skip,
+            };
+            let (_, cold) =
+                compile::compile(&source, &arch, &opts(true, true)).map_err(|e| e.to_string())?;
+            let (_, disk) =
+                compile::compile(&source, &arch, &opts(false, true)).map_err(|e| e.to_string())?;
+            let (_, mem) =
+                compile::compile(&source, &arch, &opts(false, false)).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let backend = CudaBackend::new(
+                RuntimeDims::new(g.clone()),
+                CudaOptions {
+                    param_images: param_entries,
+                    ..CudaOptions::default()
+                },
+            )
             .map_err(|e| e.to_string())?;
-        let dir =
-            std::env::temp_dir().join(format!("attention-layout-bench-ptx-{}", std::process::id()));
-        let opts = |force, skip| CompileOptions {
-            cache_dir: Some(dir.clone()),
-            force_compile: force,
-            skip_memory_cache: skip,
-        };
-        let (_, cold) =
-            compile::compile(&source, &arch, &opts(true, true)).map_err(|e| e.to_string())?;
-        let (_, disk) =
-            compile::compile(&source, &arch, &opts(false, true)).map_err(|e| e.to_string())?;
-        let (_, mem) =
-            compile::compile(&source, &arch, &opts(false, false)).map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_dir_all(&dir);
-        let backend = CudaBackend::new(RuntimeDims::new(g.clone()), CudaOptions::default())
-            .map_err(|e| e.to_string())?;
-        let r = backend.report();
-        w(
-            out,
-            format!(
-                "compile {} ({} buckets, {} KB of CUDA C, {} KB of PTX, {arch}): cold {:.1} ms (NVRTC {}), \
-                 disk cache {:.2} ms, memory cache {:.3} ms; module load {:.1} ms; warm-up + capture of {} graphs {:.1} ms",
-                s.name,
-                g.buckets.len(),
-                source.len() / 1024,
-                cold.ptx_bytes / 1024,
-                cold.seconds * 1e3,
-                cold.nvrtc,
-                disk.seconds * 1e3,
-                mem.seconds * 1e3,
-                r.load_seconds * 1e3,
-                r.graphs,
-                r.capture_seconds * 1e3
-            ),
-        )?;
+            let r = backend.report();
+            w(
+                out,
+                format!(
+                    "compile {}{} ({} buckets, {} KB of CUDA C, {} KB of PTX, {arch}): cold {:.1} ms (NVRTC {}), \
+                     disk cache {:.2} ms, memory cache {:.3} ms; module load {:.1} ms; warm-up + capture of {} graphs {:.1} ms",
+                    s.name,
+                    if param_entries {
+                        ", with parameter entries"
+                    } else {
+                        ""
+                    },
+                    g.buckets.len(),
+                    source.len() / 1024,
+                    cold.ptx_bytes / 1024,
+                    cold.seconds * 1e3,
+                    cold.nvrtc,
+                    disk.seconds * 1e3,
+                    mem.seconds * 1e3,
+                    r.load_seconds * 1e3,
+                    r.graphs,
+                    r.capture_seconds * 1e3
+                ),
+            )?;
+        }
     }
     Ok(())
 }

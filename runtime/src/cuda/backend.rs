@@ -57,8 +57,10 @@ pub struct CudaOptions {
     /// passes it in the kernel's parameters — one kernel node, no copy node, no staging
     /// event — instead of copying it to the staging buffer first (about 1.7 µs less per
     /// synchronized step on an H200: BENCHMARKS.md). Costs one more entry per bucket to
-    /// compile. Off by default until compute-sanitizer has run over the parameter
-    /// entries (the equivalence tests have: docs/gpu-runs/2026-12-02-run18-params-h200.log).
+    /// compile, load and capture (BENCHMARKS.md has the times). On by default: the GPU
+    /// equivalence tests and compute-sanitizer memcheck and racecheck have run over every
+    /// bucket's parameter entry (docs/gpu-runs/). Off, every graphed step takes the copy
+    /// graph.
     pub param_images: bool,
 }
 
@@ -71,7 +73,7 @@ impl Default for CudaOptions {
             bucket_kernels: true,
             compile: CompileOptions::default(),
             delta_steps: true,
-            param_images: false,
+            param_images: true,
         }
     }
 }

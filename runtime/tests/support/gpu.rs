@@ -15,7 +15,8 @@ pub fn require_device() -> attention_layout::cuda::DeviceInfo {
     }
 }
 
-/// A backend, failing the test with the setup error.
+/// A backend without the parameter entries (`CudaOptions::param_images` off: every graphed
+/// step takes the copy graph), failing the test with the setup error.
 pub fn backend(
     dims: &RuntimeDims,
     mode: FillMode,
@@ -28,6 +29,9 @@ pub fn backend(
             mode,
             graphs,
             bucket_kernels,
+            // The copy graph for every graphed step: the parameter entries (the default)
+            // have their own tests (`backend_with_param_images`).
+            param_images: false,
             ..CudaOptions::default()
         },
     )
