@@ -57,10 +57,10 @@ pub struct CudaOptions {
     /// passes it in the kernel's parameters — one kernel node, no copy node, no staging
     /// event — instead of copying it to the staging buffer first (about 1.7 µs less per
     /// synchronized step on an H200: BENCHMARKS.md). Costs one more entry per bucket to
-    /// compile, load and capture (`bench --backend cuda` reports the times). On by default: the GPU
-    /// equivalence tests and compute-sanitizer memcheck and racecheck have run over every
-    /// bucket's parameter entry (docs/gpu-runs/). Off, every graphed step takes the copy
-    /// graph.
+    /// compile, load and capture (`bench --backend cuda` reports the times). On by
+    /// default: the GPU equivalence tests and compute-sanitizer memcheck and racecheck have
+    /// run over every bucket's parameter entry (docs/gpu-runs/). Off, every graphed step
+    /// takes the copy graph.
     pub param_images: bool,
 }
 
