@@ -575,29 +575,45 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   }
   for (al_u32 a = n + tid; a < np; a += AL_THREADS) al_write_padding_request(meta, a, total_q, total_kv);
 
-  // s_cu_q is read by other threads only by the long-row tokens and the Mamba prefill
+  // s_cu_q is read by other threads only by the token loop (5) and the Mamba prefill
   // arrays; the formats begin with a barrier of their own. Both conditions are the same
   // on every thread, so the barrier is taken by all or none.
-  if (any_long || (AL_HAS_MAMBA && fp > 0u)) __syncthreads();  // s_cu_q complete; the table is this step's
+  const bool mamba_prefill = AL_HAS_MAMBA && fp > 0u;
+  if (any_long || mamba_prefill) __syncthreads();  // s_cu_q complete; the table is this step's
 
-  // (5) Tokens of long rows (prefill): one thread per token, a binary search finds its
-  // request. Tokens of short rows were written in (4).
-  if (any_long) {
+  // (5) Per-token work that needs the scan: the tokens of long rows (prefill), one thread
+  // per token, and the Mamba entries of every prefill token (present when Fp > 0), whose
+  // index k = t - q0 counts the prefill tokens (rows [Dr, N), from token q0 = s_cu_q[Dr]).
+  // Tokens of short rows were written in (4); Mamba's padding entries are written in (6).
+  // Without long rows only the prefill tokens are visited.
+  if (any_long || mamba_prefill) {
     const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
     const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
     al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
+    const al_u32 dr = h.attn_decode;
+    const al_u32 q0 = mamba_prefill ? s_cu_q[dr] : 0u;
+    al_i32* seq_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX);
+    al_i32* conv_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_CONV_SEQ_IDX);
+    al_u32* conv_start = al_field<al_u32>(meta, AL_OFF_MAMBA_CONV_SEQ_START);
     // A thread's tokens grow, and so do their rows: each search starts past the row of the
     // thread's previous token, and none is needed while the token stays in that row (a long
-    // row spans many of a thread's tokens). Invariant: s_cu_q[a] <= t.
+    // row spans many of a thread's tokens). Invariant: s_cu_q[a] <= t (s_cu_q[Dr] = q0).
     // The row's record is loaded once per row the thread meets, not once per token (a store
     // to the metadata may alias the table, so the compiler cannot keep it): `ra` is the row
     // `r` holds.
-    al_u32 a = 0u, ra = AL_NO_ROW;
+    al_u32 a = any_long ? 0u : dr, ra = AL_NO_ROW;
     AlRequest r{0u, 0u, 0u, 0};
-    for (al_u32 t = tid; t < h.real_tokens; t += AL_THREADS) {
+    for (al_u32 t = (any_long ? 0u : q0) + tid; t < h.real_tokens; t += AL_THREADS) {
       // Here s_cu_q[a + 1] <= t < s_cu_q[n], so a + 1 < n and the search's bounds hold.
       if (s_cu_q[a + 1u] <= t) a += 1u + al_search(s_cu_q + a + 1u, n - a - 1u, t);
       const al_u32 start = s_cu_q[a];
+      if constexpr (AL_HAS_MAMBA) {
+        if (mamba_prefill && a >= dr) {
+          seq_idx[t - q0] = (al_i32)(a - dr);
+          conv_idx[t - q0] = (al_i32)(a - dr);
+          conv_start[t - q0] = start - q0;
+        }
+      }
       if (s_cu_q[a + 1u] - start <= AL_OWNED_TOKENS) continue;
       if (a != ra) { r = req[a]; ra = a; }
       const al_u32 pos = r.kv + (t - start);
@@ -612,7 +628,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     }
   }
 
-  // (6) Mamba prefill arrays (present when Fp > 0), over the prefill token sub-stream.
+  // (6) Mamba prefill arrays (present when Fp > 0): chunks, sequence starts, padding entries.
   if constexpr (AL_HAS_MAMBA) {
     if (fp > 0u) {
       __shared__ al_u32 s_chunk[AL_MAX_REQUESTS + 1u];
@@ -641,24 +657,14 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       if (tid == 0u) s_chunk[0] = 0u;
       al_u32* cu_seqlens = al_field<al_u32>(meta, AL_OFF_MAMBA_CU_SEQLENS);
       for (al_u32 f = tid; f <= fp; f += AL_THREADS) cu_seqlens[f] = AL_SEQ_START(f);
+      // The prefill tokens' entries were written in (5); the padding entries [l, Tp) here.
       al_i32* seq_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_SEQ_IDX);
       al_i32* conv_idx = al_field<al_i32>(meta, AL_OFF_MAMBA_CONV_SEQ_IDX);
       al_u32* conv_start = al_field<al_u32>(meta, AL_OFF_MAMBA_CONV_SEQ_START);
-      // As in (5): a thread's tokens grow, so each search starts past the row of its previous
-      // token. Invariant: s_cu_q[a] <= q0 + k (s_cu_q[dr] = q0).
-      al_u32 a = dr;
-      for (al_u32 k = tid; k < padded_tokens; k += AL_THREADS) {
-        if (k < l) {
-          // a < n, and q0 + k < s_cu_q[dr + fr] <= s_cu_q[n]: a search has a + 1 < n.
-          if (s_cu_q[a + 1u] <= q0 + k) a += 1u + al_search(s_cu_q + a + 1u, n - a - 1u, q0 + k);
-          seq_idx[k] = (al_i32)(a - dr);
-          conv_idx[k] = (al_i32)(a - dr);
-          conv_start[k] = s_cu_q[a] - q0;
-        } else {
-          seq_idx[k] = -1;
-          conv_idx[k] = 0;
-          conv_start[k] = 0u;
-        }
+      for (al_u32 k = l + tid; k < padded_tokens; k += AL_THREADS) {
+        seq_idx[k] = -1;
+        conv_idx[k] = 0;
+        conv_start[k] = 0u;
       }
       if (tid == 0u && dp > 0u) {
         al_field<al_u32>(meta, AL_OFF_MAMBA_DEVICE_DECODE_PREFILL)[0] = q0;
