@@ -432,26 +432,24 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
     let all = scenarios::all();
     // Each layout with and without the parameter entries (`CudaOptions::param_images`):
     // what the option costs to compile, load and capture.
+    let arch = compile::target_arch(device.compute_capability.0, device.compute_capability.1)
+        .map_err(|e| e.to_string())?;
+    let dir =
+        std::env::temp_dir().join(format!("attention-layout-bench-ptx-{}", std::process::id()));
+    let opts = |force, skip| CompileOptions {
+        cache_dir: Some(dir.clone()),
+        force_compile: force,
+        skip_memory_cache: skip,
+    };
     for s in all.get(3).into_iter().chain([&long]) {
         let g = Geometry::new(&s.spec).map_err(|e| e.to_string())?;
         for param_entries in [false, true] {
-            let source = emit_cuda::cuda_source_with(
-                &g,
-                emit_cuda::EmitOptions {
-                    bucket_entries: true,
-                    param_entries,
-                },
-            );
-            let arch =
-                compile::target_arch(device.compute_capability.0, device.compute_capability.1)
-                    .map_err(|e| e.to_string())?;
-            let dir = std::env::temp_dir()
-                .join(format!("attention-layout-bench-ptx-{}", std::process::id()));
-            let opts = |force, skip| CompileOptions {
-                cache_dir: Some(dir.clone()),
-                force_compile: force,
-                skip_memory_cache: skip,
+            let options = CudaOptions {
+                param_images: param_entries,
+                ..CudaOptions::default()
             };
+            // The source the backend below compiles (the same options' entries).
+            let source = emit_cuda::cuda_source_with(&g, options.emit_options());
             let (_, cold) =
                 compile::compile(&source, &arch, &opts(true, true)).map_err(|e| e.to_string())?;
             let (_, disk) =
@@ -459,14 +457,8 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
             let (_, mem) =
                 compile::compile(&source, &arch, &opts(false, false)).map_err(|e| e.to_string())?;
             let _ = std::fs::remove_dir_all(&dir);
-            let backend = CudaBackend::new(
-                RuntimeDims::new(g.clone()),
-                CudaOptions {
-                    param_images: param_entries,
-                    ..CudaOptions::default()
-                },
-            )
-            .map_err(|e| e.to_string())?;
+            let backend = CudaBackend::new(RuntimeDims::new(g.clone()), options)
+                .map_err(|e| e.to_string())?;
             let r = backend.report();
             w(
                 out,

@@ -78,6 +78,19 @@ impl Default for CudaOptions {
     }
 }
 
+impl CudaOptions {
+    /// The kernel entries these options compile (device fill): bucket entries with
+    /// [`bucket_kernels`](Self::bucket_kernels), and parameter entries when parameter images
+    /// can be used (bucket kernels, graphs and [`param_images`](Self::param_images)).
+    /// [`CudaBackend::new`] compiles and loads exactly these.
+    pub fn emit_options(&self) -> EmitOptions {
+        EmitOptions {
+            bucket_entries: self.bucket_kernels,
+            param_entries: self.bucket_kernels && self.param_images && self.graphs,
+        }
+    }
+}
+
 /// What setting the backend up took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetupReport {
@@ -654,13 +667,8 @@ impl CudaBackend {
         let mut compile_report = None;
         let mut load_seconds = 0.0;
         let (module, eager, (bucket_fns, param_fns)) = if options.mode == FillMode::Device {
-            let source = emit_cuda::cuda_source_with(
-                geometry,
-                EmitOptions {
-                    bucket_entries: options.bucket_kernels,
-                    param_entries: options.bucket_kernels && options.param_images && options.graphs,
-                },
-            );
+            let entries = options.emit_options();
+            let source = emit_cuda::cuda_source_with(geometry, entries);
             let (major, minor) = device.compute_capability;
             let arch = compile::target_arch(major, minor)?;
             let (ptx, report) = compile::compile(&source, &arch, &options.compile)?;
@@ -673,14 +681,14 @@ impl CudaBackend {
                 .load_function(emit_cuda::EAGER_ENTRY)
                 .map_err(cuda("find the eager entry"))?;
             let (mut fns, mut param_fns) = (Vec::new(), Vec::new());
-            if options.bucket_kernels {
+            if entries.bucket_entries {
                 for i in 0..geometry.buckets.len() {
                     fns.push(
                         module
                             .load_function(&emit_cuda::bucket_entry(i))
                             .map_err(cuda("find a bucket entry"))?,
                     );
-                    if options.param_images && options.graphs {
+                    if entries.param_entries {
                         param_fns.push(
                             module
                                 .load_function(&emit_cuda::bucket_param_entry(i))
@@ -1468,6 +1476,31 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "Test code: a panic is a failed test.")]
 
     use super::*;
+
+    #[test]
+    fn parameter_entries_are_compiled_only_where_a_parameter_graph_can_use_them() {
+        let on = CudaOptions::default().emit_options();
+        assert!(on.bucket_entries && on.param_entries);
+        for off in [
+            CudaOptions {
+                param_images: false,
+                ..CudaOptions::default()
+            },
+            CudaOptions {
+                graphs: false,
+                ..CudaOptions::default()
+            },
+        ] {
+            let e = off.emit_options();
+            assert!(e.bucket_entries && !e.param_entries, "{off:?}");
+        }
+        let eager = CudaOptions {
+            bucket_kernels: false,
+            ..CudaOptions::default()
+        }
+        .emit_options();
+        assert!(!eager.bucket_entries && !eager.param_entries);
+    }
 
     #[test]
     fn graphed_copies_round_small_images_up_and_never_cut_one() {
