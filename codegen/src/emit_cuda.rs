@@ -181,6 +181,13 @@ pub mod abi {
         "a parameter image holds a header and whole 16-byte sections"
     );
 
+    /// The image's *head*: the bytes every launch loads into shared memory in its first
+    /// round trip, which hold the header and, in a steady step, every section read before
+    /// the request scan (edits, patches, changes) — a parameter entry's whole image. The
+    /// staging buffers are at least this long (`StagingBuilder::capacity`), so the load
+    /// never reads past them.
+    pub const HEAD_BYTES: usize = PARAM_IMAGE_BYTES;
+
     /// Every other number of the format, as the C constants the kernels read: name, value,
     /// what it is. (`src` kinds are emitted shifted down: the C compares `src >>
     /// AL_SRC_SHIFT` with them.)
@@ -192,6 +199,11 @@ pub mod abi {
             "largest image a parameter entry takes",
         ),
         ("AL_HEADER_BYTES", HEADER_BYTES as u32, "header size"),
+        (
+            "AL_HEAD_BYTES",
+            HEAD_BYTES as u32,
+            "bytes of the image every launch loads first",
+        ),
         ("AL_FLAG_TOKEN_IDS", FLAG_TOKEN_IDS, "token ids are present"),
         (
             "AL_FLAG_INTERMEDIATE",
@@ -324,10 +336,13 @@ pub fn check_supported(geometry: &Geometry) -> Result<(), String> {
 }
 
 /// Static shared memory of the fill body in bytes at [`THREADS`] threads: `R + 1` words
-/// per request scan (one scan, two with Mamba) and two words per warp.
+/// per request scan (one scan, two with Mamba), two words per warp and the image's head
+/// ([`abi::HEAD_BYTES`]).
 pub fn shared_bytes(geometry: &Geometry) -> usize {
     let scans = if geometry.has_mamba() { 2 } else { 1 };
-    scans * (geometry.facts.max_requests + 1) * 4 + 2 * (THREADS as usize / 32) * 4
+    scans * (geometry.facts.max_requests + 1) * 4
+        + 2 * (THREADS as usize / 32) * 4
+        + abi::HEAD_BYTES
 }
 
 /// The CUDA C source of `geometry`'s fill kernels: every bucket's entry and the eager one.

@@ -610,6 +610,13 @@ impl StagingBuilder {
         self.capacity
     }
 
+    /// Bytes a staging buffer the kernels read must hold: the largest image, and at least
+    /// the head every launch loads first ([`abi::HEAD_BYTES`]; more than the largest image
+    /// of the smallest layouts).
+    pub fn buffer_len(&self) -> usize {
+        self.capacity.max(abi::HEAD_BYTES)
+    }
+
     /// Forgets what the device holds (after its buffers were reset).
     pub fn reset(&mut self) {
         self.forget_residency();

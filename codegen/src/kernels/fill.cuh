@@ -42,9 +42,16 @@ constexpr al_u32 AL_WARPS = AL_THREADS / 32u;
 static_assert(AL_THREADS % 32u == 0u && AL_WARPS >= 1u && AL_WARPS <= 32u, "whole warps, at most 32");
 // Requests (and prefill sequences) per thread in the block-wide scans.
 constexpr al_u32 AL_PER_THREAD = (AL_MAX_REQUESTS + AL_THREADS - 1u) / AL_THREADS;
+// The image's head (AL_HEAD_BYTES, from emit_cuda::abi): every block loads it into shared
+// memory in its first round trip (8 bytes per thread), beside block 0's rows of the request
+// table.
+constexpr al_u32 AL_HEAD_WORDS = AL_HEAD_BYTES / 8u;
+static_assert(AL_HEAD_BYTES >= AL_HEADER_BYTES && AL_HEAD_BYTES % 16u == 0u, "the head holds the header, in whole 16-byte units");
+
 // Static shared memory: s_cu_q (and s_chunk with Mamba) of R + 1 words, s_warp of two
-// words per warp; the limit is emitted from Rust (emit_cuda::STATIC_SHARED_LIMIT).
-static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u <= AL_STATIC_SHARED_LIMIT, "static shared memory fits the block's limit");
+// words per warp, the image's head; the limit is emitted from Rust
+// (emit_cuda::STATIC_SHARED_LIMIT, checked there with emit_cuda::shared_bytes).
+static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_WARPS * 4u + AL_HEAD_BYTES <= AL_STATIC_SHARED_LIMIT, "static shared memory fits the block's limit");
 
 // Rows of at most this many tokens (decode rows: s + 1) have their tokens written by the
 // thread that holds the row's record; longer rows one token per thread. At most B, so such
@@ -90,6 +97,12 @@ __device__ __forceinline__ al_u32 al_search(const al_u32* s, al_u32 n, al_u32 x)
   return lo;
 }
 
+// Where section [off, off + bytes) of the image is read: from the head when it lies inside
+// it, else from the staging.
+__device__ __forceinline__ const al_u8* al_section(const al_u8* staging, const al_u8* head, al_u32 off, al_u64 bytes) {
+  return (al_u64)off + bytes <= (al_u64)AL_HEAD_BYTES ? head + off : staging + off;
+}
+
 // Inclusive scan of two sums across a warp. Every lane of every warp calls it.
 __device__ __forceinline__ void al_warp_scan2(al_u32& a, al_u32& b) {
   const al_u32 lane = threadIdx.x & 31u;
@@ -130,14 +143,14 @@ __device__ __forceinline__ bool al_block_scan2(al_u32& a, al_u32& b, al_u32& ta,
 // distinct elements; a job writes one block-table row that no patch touches and no token
 // of block 0 reads (tokens of moved rows read the job's source, not the row). So these
 // writes race with nothing.
-__device__ __forceinline__ void al_worker(al_u8* meta, const al_u8* staging, al_i32* resident,
+__device__ __forceinline__ void al_worker(al_u8* meta, const al_u8* staging, const al_u8* head, al_i32* resident,
                                           const AlHeader& h, al_u32 worker, al_u32 workers) {
-  const AlWrite* changes = reinterpret_cast<const AlWrite*>(staging + h.off_changes);
+  const AlWrite* changes = reinterpret_cast<const AlWrite*>(al_section(staging, head, h.off_changes, (al_u64)h.n_changes * AL_WRITE_BYTES));
   for (al_u32 i = worker * AL_THREADS + threadIdx.x; i < h.n_changes; i += workers * AL_THREADS) {
     const AlWrite c = changes[i];
     resident[c.index] = c.value;
   }
-  const AlJob* jobs = reinterpret_cast<const AlJob*>(staging + h.off_jobs);
+  const AlJob* jobs = reinterpret_cast<const AlJob*>(al_section(staging, head, h.off_jobs, (al_u64)h.n_jobs * AL_JOB_BYTES));
   const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
   al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
   const al_u32 lane = threadIdx.x & 31u;
@@ -336,8 +349,24 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
                                           al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
                                           bool eager) {
-  // The header, read once into registers: one round trip, which everything below needs.
-  const AlHeader h = *reinterpret_cast<const AlHeader*>(staging);
+  const al_u32 tid = threadIdx.x;
+  const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
+  // The request table on the device: the records of the last step's active rows.
+  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
+  // (0) One round trip for what everything below needs: the image's head (the header, and
+  // a steady step's edits and patches) and block 0's rows of the request table (what a delta
+  // step advances; the last kernel wrote them), issued together. The header is then read
+  // from shared memory into registers.
+  __shared__ al_u64 s_head[AL_HEAD_WORDS];
+  for (al_u32 i = tid; i < AL_HEAD_WORDS; i += AL_THREADS) s_head[i] = reinterpret_cast<const al_u64*>(staging)[i];
+  AlRequest tab[AL_PER_THREAD];
+  AL_UNROLL
+  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+    tab[i] = blockIdx.x == 0u && first + i < AL_MAX_REQUESTS ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
+  }
+  __syncthreads();  // the head is loaded
+  const al_u8* head = reinterpret_cast<const al_u8*>(s_head);
+  const AlHeader h = *reinterpret_cast<const AlHeader*>(head);
   if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
   const al_u32 np = fp + dp;
   const al_u32 n = h.active;
@@ -346,16 +375,12 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
 
   const al_u32 workers = gridDim.x - 1u;
   if (blockIdx.x != 0u || workers == 0u) {
-    al_worker(meta, staging, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
+    al_worker(meta, staging, head, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
     if (blockIdx.x != 0u) return;
   }
 
-  const al_u32 tid = threadIdx.x;
-  const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
-  // The request table on the device: the records of the last step's active rows.
-  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
   const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
-  const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(staging + h.off_requests);
+  const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(al_section(staging, head, h.off_requests, (al_u64)n * AL_REQUEST_BYTES));
   const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
   al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
   __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
@@ -371,12 +396,13 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   AL_UNROLL
   for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
     const al_u32 a = first + i;
-    rec[i] = a < n ? req[a] : AlRequest{0u, 0u, 0u, 0};
+    rec[i] = a >= n ? AlRequest{0u, 0u, 0u, 0} : delta ? tab[i] : req[a];
     edited[i] = false;
   }
   if (!delta) {
-    const AlSampling* sampling = reinterpret_cast<const AlSampling*>(staging + h.off_sampling);
     const bool per_request = (h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u;
+    const AlSampling* sampling = reinterpret_cast<const AlSampling*>(
+        al_section(staging, head, h.off_sampling, (al_u64)(per_request ? n : 1u) * AL_SAMPLING_BYTES));
     AL_UNROLL
     for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
       const al_u32 a = first + i;
@@ -392,7 +418,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       rec[i].src = AL_SRC_META << AL_SRC_SHIFT;
     }
     const al_u32 n_edits = h.n_edits;
-    const AlEdit* edits = reinterpret_cast<const AlEdit*>(staging + h.off_requests);
+    const AlEdit* edits = reinterpret_cast<const AlEdit*>(al_section(staging, head, h.off_requests, (al_u64)n_edits * AL_EDIT_BYTES));
     if (n_edits <= AL_EDITS_BROADCAST) {
       // Few edits (the usual case): every thread reads all of them (the same addresses for
       // the whole block, issued together with its records: no extra round trip) and takes
@@ -458,7 +484,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // (2) Work that needs no other thread's result, issued before the scan's barrier.
   // Block-table rows that stayed in place: only the entries that changed. Tokens of such
   // rows read these entries after the scan's barrier, which orders them.
-  const AlWrite* patches = reinterpret_cast<const AlWrite*>(staging + h.off_patches);
+  const AlWrite* patches = reinterpret_cast<const AlWrite*>(al_section(staging, head, h.off_patches, (al_u64)h.n_patches * AL_WRITE_BYTES));
   for (al_u32 i = tid; i < h.n_patches; i += AL_THREADS) {
     const AlWrite p = patches[i];
     bt[p.index] = p.value;
@@ -533,7 +559,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // written by the row's owner: no search and no reload. Such a row's tokens span at most
   // two block-table entries (q <= B), loaded together.
   {
-    const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
+    const al_i64* ids = reinterpret_cast<const al_i64*>(al_section(staging, head, h.off_token_ids, (al_u64)h.real_tokens * 8u));
     const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
     al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
     AL_UNROLL
@@ -587,7 +613,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // Tokens of short rows were written in (4); Mamba's padding entries are written in (6).
   // Without long rows only the prefill tokens are visited.
   if (any_long || mamba_prefill) {
-    const al_i64* ids = reinterpret_cast<const al_i64*>(staging + h.off_token_ids);
+    const al_i64* ids = reinterpret_cast<const al_i64*>(al_section(staging, head, h.off_token_ids, (al_u64)h.real_tokens * 8u));
     const bool has_ids = (h.flags & AL_FLAG_TOKEN_IDS) != 0u;
     al_i64* input_ids = al_field<al_i64>(meta, AL_OFF_TOKEN_TO_INPUT_IDS);
     const al_u32 dr = h.attn_decode;
@@ -696,7 +722,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       al_i64* inter_chunk = al_field<al_i64>(meta, AL_OFF_MAMBA_INTERMEDIATE_CHUNK_INDICES);
       al_u32* inter_abs = al_field<al_u32>(meta, AL_OFF_MAMBA_INTERMEDIATE_ABS_POSITIONS);
       if (has_inter) {
-        const AlInter* inter = reinterpret_cast<const AlInter*>(staging + h.off_inter);
+        const AlInter* inter = reinterpret_cast<const AlInter*>(al_section(staging, head, h.off_inter, (al_u64)fr * AL_INTER_BYTES));
         for (al_u32 f = tid; f < fr; f += AL_THREADS) {
           const AlInter rec = inter[f];
           const al_u32 base = rec.base_count & ((1u << AL_INTER_COUNT_SHIFT) - 1u), count = rec.base_count >> AL_INTER_COUNT_SHIFT;

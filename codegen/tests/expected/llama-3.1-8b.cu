@@ -135,6 +135,7 @@ static_assert(AL_OFF_MHA_BLOCK_TABLE + AL_CAP_MHA_BLOCK_TABLE * AL_SIZE_MHA_BLOC
 constexpr al_u32 AL_ABI_VERSION = 2u;  // staging format version
 constexpr al_u32 AL_PARAM_IMAGE_BYTES = 512u;  // largest image a parameter entry takes
 constexpr al_u32 AL_HEADER_BYTES = 96u;  // header size
+constexpr al_u32 AL_HEAD_BYTES = 512u;  // bytes of the image every launch loads first
 constexpr al_u32 AL_FLAG_TOKEN_IDS = 1u;  // token ids are present
 constexpr al_u32 AL_FLAG_INTERMEDIATE = 2u;  // intermediate offsets are present
 constexpr al_u32 AL_FLAG_PER_REQUEST_SAMPLING = 4u;  // one sampling record per request

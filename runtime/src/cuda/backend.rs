@@ -721,7 +721,7 @@ impl CudaBackend {
         builder.set_delta_steps(options.delta_steps);
         let (staging, resident) = if options.mode == FillMode::Device {
             let staging = stream
-                .alloc_zeros::<u8>(builder.capacity())
+                .alloc_zeros::<u8>(builder.buffer_len())
                 .map_err(cuda("allocate the staging buffer"))?;
             // The resident block table, then the request table delta steps advance.
             let words =
@@ -740,7 +740,7 @@ impl CudaBackend {
         let resident_ptr = resident.as_ref().map_or(0, |s| s.device_ptr(&stream).0);
 
         let slot_len = match options.mode {
-            FillMode::Device => builder.capacity(),
+            FillMode::Device => builder.buffer_len(),
             FillMode::Host => total.next_multiple_of(16),
         };
         let mut slots = Vec::with_capacity(Self::STAGING_SLOTS);

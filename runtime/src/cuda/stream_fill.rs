@@ -209,7 +209,7 @@ impl StreamFill {
             .synchronize()
             .map_err(cuda("initialize the buffers"))?;
         let builder = StagingBuilder::new(&dims);
-        let staging = MappedStaging::new(&ctx, builder.capacity())?;
+        let staging = MappedStaging::new(&ctx, builder.buffer_len())?;
         let nkv = dims.block_table_width() as u64;
         let grid = devfill::grid_for(dims.max_requests() as u64 * nkv, max_workers);
         let meta_ptr = meta.device_ptr(&stream).0;

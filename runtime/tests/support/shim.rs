@@ -270,7 +270,7 @@ impl Replay {
         let trace = Trace::new(&initial, resident);
         let mut builder = StagingBuilder::new(dims);
         builder.set_verify(true);
-        let staging = vec![0u128; builder.capacity() / 16 + 1];
+        let staging = vec![0u128; builder.buffer_len() / 16 + 1];
         Self {
             dims: dims.clone(),
             cpu,
