@@ -161,6 +161,29 @@ extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned
             .ok_or("capture produced no graph")?;
         mapped_graph.upload()?;
         let mapped_exec = mapped_graph.cu_graph_exec();
+        // The same, with the event record `StreamFill` adds after its kernel (EXTERNAL: a
+        // node of the graph, recorded again on every replay).
+        let done = ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))?;
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&mapped_dev).arg(&mut meta);
+        // SAFETY: as the mapped graph's launch above.
+        unsafe { launch.launch(cfg) }?;
+        // SAFETY: `done` and the stream are live, in the same context; EXTERNAL is a flag
+        // of the driver's record call, valid during a capture.
+        unsafe {
+            sys::cuEventRecordWithFlags(
+                done.cu_event(),
+                stream.cu_stream(),
+                sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+            )
+        }
+        .result()?;
+        let recorded_graph = stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))?
+            .ok_or("capture produced no graph")?;
+        recorded_graph.upload()?;
+        let recorded_exec = recorded_graph.cu_graph_exec();
 
         // The kernel alone with its image in the parameters; each step sets the node's
         // parameters to a new image (`cuGraphExecKernelNodeSetParams`).
@@ -270,6 +293,31 @@ extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned
             stream.synchronize()?;
             Ok(())
         })?;
+        let recorded_synced_us = time(&mut |_| {
+            // SAFETY: as the mapped graph; its event node records the live `done`.
+            unsafe { sys::cuGraphLaunch(recorded_exec, cu_stream) }.result()?;
+            stream.synchronize()?;
+            Ok(())
+        })?;
+        // The GPU's time between events around each graph (what `captured_fill` reports).
+        let (start, end) = (
+            ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?,
+            ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?,
+        );
+        let gpu_time = |exec: sys::CUgraphExec| -> Result<f64> {
+            let mut t = Vec::with_capacity(steps);
+            for _ in 0..steps {
+                start.record(&stream)?;
+                // SAFETY: `exec` is one of the live executable graphs above.
+                unsafe { sys::cuGraphLaunch(exec, cu_stream) }.result()?;
+                end.record(&stream)?;
+                end.synchronize()?;
+                t.push(f64::from(start.elapsed_ms(&end)?) * 1e3);
+            }
+            Ok(median(&mut t))
+        };
+        let mapped_gpu_us = gpu_time(mapped_exec)?;
+        let recorded_gpu_us = gpu_time(recorded_exec)?;
         let mut set_kernel = |i: usize| -> Result<()> {
             img.0[0] = (i % 100) as u8;
             let mut meta_arg = meta_ptr;
@@ -314,12 +362,19 @@ extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned
         println!("  slot wait + cuGraphLaunch + cuEventRecord       {step_us:6.2} µs");
         println!("  cuGraphLaunch + stream synchronize              {synced_us:6.2} µs");
         println!("  kernel-only graph on mapped staging + synchronize {mapped_synced_us:4.2} µs");
+        println!(
+            "  the same + StreamFill's event record node + synchronize {recorded_synced_us:4.2} µs"
+        );
+        println!(
+            "  GPU time between events: mapped kernel graph {mapped_gpu_us:4.2} µs; with the event record node {recorded_gpu_us:4.2} µs"
+        );
         println!("  eager: cuMemcpyHtoDAsync + cuLaunchKernel       {eager_us:6.2} µs");
         println!("  cuGraphExecKernelNodeSetParams (256 B image)    {kernel_set_us:6.2} µs");
         println!(
             "  image in the kernel's parameters: SetParams + cuGraphLaunch + synchronize {param_synced_us:4.2} µs"
         );
         drop(param_graph);
+        drop(recorded_graph);
         drop(mapped_graph);
         drop(mapped);
         drop(pinned);
