@@ -343,9 +343,10 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
 // and block barriers, not bandwidth. So each thread reads its own rows' records once, into
 // registers, and every phase takes them from there; loads that do not depend on each other
 // are issued together; and the only barrier of a step without long rows, Mamba prefill or
-// a kernel format is the one of the request scan. A steady decode step (a delta step
-// without edits) runs: header -> own records (with the patches, in parallel) -> scan
-// barrier -> the rows' block ids -> stores.
+// a kernel format is the one of the request scan (besides the head's, at the start). A
+// steady decode step (a delta step without edits) runs: the image's head and own table rows
+// (one round trip) -> the head's barrier -> patches and records from registers and shared
+// memory -> scan barrier -> the rows' block ids -> stores.
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
                                           al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
                                           bool eager) {
