@@ -184,7 +184,7 @@ pub mod abi {
     /// The image's *head*: the bytes every launch loads into shared memory in its first
     /// round trip, which hold the header and, in a steady step, every section read before
     /// the request scan (edits, patches, changes) — a parameter entry's whole image. The
-    /// staging buffers are at least this long (`StagingBuilder::capacity`), so the load
+    /// staging buffers are at least this long (`StagingBuilder::buffer_len`), so the load
     /// never reads past them.
     pub const HEAD_BYTES: usize = PARAM_IMAGE_BYTES;
 
