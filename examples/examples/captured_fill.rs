@@ -6,7 +6,10 @@
 //! first 64 and every `CHECK_EVERY`-th after is compared with the CPU reference (the whole
 //! metadata buffer and the consumer's output). Prints the fill node's GPU time (device
 //! events around a graph holding only the fill, and *fill + consumer* minus *consumer
-//! alone*), the host cost of preparing the staging, and the bytes per step.
+//! alone*), the host cost of preparing the staging, and the bytes per step. Then the same
+//! for an async-scheduling engine's prepared steps, with the plain capture (the node reads
+//! the mapped staging) and with a `FillGraph` (the node pointed at each step: a steady
+//! step's image in the kernel's parameters).
 //!
 //! ```text
 //! cargo run --release -p attention-layout-examples --features cuda --example captured_fill [STEPS] [CHECK_EVERY]
@@ -66,7 +69,27 @@ fn main() -> std::process::ExitCode {
             p.bytes,
             p.delta * 100.0
         );
-        Ok(r.mismatch.is_none() && p.mismatch.is_none())
+        let g = captured::run_graph(arch, steps, check_every)?;
+        println!(
+            "fill graph (FillGraph: the node pointed at each step, small images in the kernel's parameters): checked {} steps: {}",
+            g.checked,
+            g.mismatch.as_deref().unwrap_or("all equal")
+        );
+        println!(
+            "fill graph: GPU time per replay (median): fill alone {:.2} µs; fill + consumer {:.2} µs; consumer alone {:.2} µs; fill node by difference {:.2} µs",
+            g.fill_gpu_us,
+            g.fill_and_consumer_gpu_us,
+            g.consumer_gpu_us,
+            g.fill_and_consumer_gpu_us - g.consumer_gpu_us
+        );
+        println!(
+            "fill graph: host prepare_with_origin (staging + the node's update) {:.2} µs median; {} bytes per step (median), {:.0} % staged by try_advance, {:.0} % with the image in the parameters",
+            g.prepare_host_us,
+            g.bytes,
+            g.delta * 100.0,
+            g.in_params * 100.0
+        );
+        Ok(r.mismatch.is_none() && p.mismatch.is_none() && g.mismatch.is_none())
     };
     match run() {
         Ok(true) => std::process::ExitCode::SUCCESS,

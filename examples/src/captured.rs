@@ -20,6 +20,7 @@
 
 use std::time::Instant;
 
+use attention_layout::BatchState;
 use attention_layout::codegen::emit_cuda;
 use attention_layout::cuda::{CudaBackend, CudaOptions};
 use attention_layout::step::{BlockChange, RequestRow, Residency, StepInput};
@@ -328,8 +329,11 @@ pub struct Report {
     pub prepare_host_us: f64,
     /// Median staging bytes per step (what the kernel reads over the bus).
     pub bytes: usize,
-    /// Share of steps staged as delta steps.
+    /// Share of steps staged as delta steps (`run_prepared`, `run_graph`: staged by
+    /// `try_advance`).
     pub delta: f64,
+    /// `run_graph`: share of steps whose image travelled in the kernel's parameters.
+    pub in_params: f64,
 }
 
 /// Runs `steps` steps of the workload through the captured graph, checking every
@@ -386,7 +390,7 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
                 }
                 let (slots, kv) = consumer.read(&stream)?;
                 let (want_slots, want_kv) = expected(&cpu, consumer.tokens, consumer.requests)?;
-                if slots != want_slots || kv != want_kv {
+                if report.mismatch.is_none() && (slots != want_slots || kv != want_kv) {
                     report.mismatch = Some(format!("step {k}: the consumer's output differs"));
                 }
             }
@@ -425,7 +429,7 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
     Ok(report)
 }
 
-/// [`run`]'s measurement of the fill alone with the steps a [`BatchState`](attention_layout::BatchState) builds for an
+/// [`run`]'s measurement of the fill alone with the steps a [`BatchState`] builds for an
 /// async-scheduling engine (`prepare`, `commit_sampled`, `resolve` with every row
 /// continuing): [`ROWS`] requests with contexts spread over `[256, 2304)` are prefilled
 /// (untimed), then each decode step (at most 5,000) is prepared with its origin
@@ -436,7 +440,6 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
 /// timed, as `run` does not time its workload's rows), the bytes and the share of steps
 /// staged by `try_advance` (in `Report::delta`).
 pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
-    use attention_layout::BatchState;
     let spec = LayoutSpec::from_toml_str(LAYOUT, "captured-fill.toml")?;
     let dims = RuntimeDims::new(Geometry::new(&spec)?);
     let backend = CudaBackend::new(dims.clone(), CudaOptions::default())?;
@@ -444,15 +447,6 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
     let mut fill = backend.stream_fill()?;
     let graph = capture(&stream, || Ok(fill.enqueue_on(&stream)?))?;
     let mut cpu = HostMetadata::new(dims.clone());
-    let mut state = BatchState::new(&dims)?;
-    let s = dims.max_seq_len() as u32;
-    let handles = (0..ROWS)
-        .map(|i| {
-            // Contexts over [256, 2304): no request reaches `max_seq_len` in 5,000 steps.
-            let prompt = 256 + (i.wrapping_mul(2_654_435_761) >> 8) % 2048;
-            state.admit(prompt, s - prompt)
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
     let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
     let mut report = Report::default();
     let (mut t_fill, mut t_prepare, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
@@ -493,8 +487,42 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
         }
         Ok(())
     };
-    // The prompts, in steps of at most `max_tokens` tokens (untimed).
+    let mut state = admitted(&dims)?;
+    prefill(&mut state, &dims, |state| step(state, None))?;
+    let mut ids = Vec::with_capacity(ROWS as usize);
+    for k in 0..steps.min(5000) + 100 {
+        step(&mut state, Some(k))?;
+        end_decode_step(&mut state, &mut ids, k)?;
+    }
+    report.steps = steps.min(5000);
+    report.fill_gpu_us = median(&mut t_fill);
+    report.prepare_host_us = median(&mut t_prepare);
+    report.bytes = median(&mut bytes) as usize;
+    report.delta = advanced as f64 / report.steps.max(1) as f64;
+    Ok(report)
+}
+
+/// A batch state with [`ROWS`] requests admitted, contexts spread over `[256, 2304)` (no
+/// request reaches `max_seq_len` in 5,000 decode steps).
+fn admitted(dims: &RuntimeDims) -> Result<BatchState> {
+    let mut state = BatchState::new(dims)?;
+    let s = dims.max_seq_len() as u32;
+    for i in 0..ROWS {
+        let prompt = 256 + (i.wrapping_mul(2_654_435_761) >> 8) % 2048;
+        state.admit(prompt, s - prompt)?;
+    }
+    Ok(state)
+}
+
+/// Prefills every request of `state` in steps of at most `max_tokens` tokens, each run
+/// through `step` and committed, then schedules every request for decode.
+fn prefill(
+    state: &mut BatchState,
+    dims: &RuntimeDims,
+    mut step: impl FnMut(&mut BatchState) -> Result<()>,
+) -> Result<()> {
     let budget = dims.max_tokens() as u32;
+    let handles: Vec<_> = state.live().collect();
     let mut pending: std::collections::VecDeque<_> = handles
         .iter()
         .map(|&h| Ok((h, state.info(h)?.prompt_len)))
@@ -513,26 +541,126 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
                 break;
             }
         }
-        step(&mut state, None)?;
+        step(state)?;
         state.commit_step(|_| 0)?;
     }
     for &h in &handles {
         state.schedule_decode(h)?;
     }
+    Ok(())
+}
+
+/// Ends decode step `k` as an async-scheduling engine does: prepare the next step, commit
+/// the sampled tokens, resolve with every row continuing.
+fn end_decode_step(state: &mut BatchState, ids: &mut Vec<i64>, k: usize) -> Result<()> {
+    state.prepare()?;
+    ids.clear();
+    ids.extend((0..i64::from(ROWS)).map(|i| i + k as i64));
+    state.commit_sampled(ids, &[])?;
+    state.resolve(&vec![true; ROWS as usize])?;
+    Ok(())
+}
+
+/// [`run_prepared`]'s workload through [`FillGraph`](attention_layout::cuda::FillGraph)s:
+/// the graph's fill node is pointed at each step before its launch, so a steady step's
+/// image travels in the kernel's parameters and the node reads nothing over the bus. Two
+/// graphs, each driven by its own batch state through the same steps: *fill + consumer*
+/// (the engine's) and *fill alone*; plus *consumer alone*, for the fill node's time by
+/// difference. Checks every `check_every`-th step (and the first 64) of the engine's graph
+/// against the CPU reference: the metadata and the consumer's output. Reports the GPU
+/// times, the host cost of `prepare_with_origin` (staging, and the update of the graph's
+/// node), the bytes, the share staged by `try_advance` and the share with the image in
+/// the parameters.
+pub fn run_graph(arch: &'static str, steps: usize, check_every: usize) -> Result<Report> {
+    let spec = LayoutSpec::from_toml_str(LAYOUT, "captured-fill.toml")?;
+    let dims = RuntimeDims::new(Geometry::new(&spec)?);
+    let backend = CudaBackend::new(dims.clone(), CudaOptions::default())?;
+    let stream = backend.stream().context().new_stream()?;
+    let mut consumer = Consumer::new(&backend, arch)?;
+    let mut both = backend
+        .stream_fill()?
+        .capture(&stream, |s, meta| consumer.launch(s, meta))?;
+    let mut alone = backend
+        .stream_fill()?
+        .capture(&stream, |_, _| Ok::<_, crate::Error>(()))?;
+    let meta = both.device_buffer();
+    let consumer_graph = capture(&stream, || consumer.launch(&stream, meta))?;
+    let mut cpu = HostMetadata::new(dims.clone());
+    let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
+    let timed = |launch: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        start.record(&stream)?;
+        launch()?;
+        end.record(&stream)?;
+        end.synchronize()?;
+        Ok(f64::from(start.elapsed_ms(&end)?) * 1e3)
+    };
+    let mut state = admitted(&dims)?;
+    let mut state_alone = admitted(&dims)?;
+    prefill(&mut state, &dims, |state| {
+        both.prepare_batch(state)?;
+        both.launch()?;
+        // The host reference fills every step (it keeps its own residency).
+        state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+        Ok(())
+    })?;
+    prefill(&mut state_alone, &dims, |state| {
+        alone.prepare_batch(state)?;
+        alone.launch()?;
+        Ok(())
+    })?;
+    stream.synchronize()?;
+    let mut report = Report::default();
+    let (mut t_both, mut t_alone, mut t_consumer, mut t_prepare, mut bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut advanced, mut in_params) = (0usize, 0usize);
     let mut ids = Vec::with_capacity(ROWS as usize);
-    let mask = vec![true; ROWS as usize];
-    for k in 0..steps.min(5000) + 100 {
-        step(&mut state, Some(k))?;
-        state.prepare()?;
-        ids.clear();
-        ids.extend((0..i64::from(ROWS)).map(|i| i + k as i64));
-        state.commit_sampled(&ids, &[])?;
-        state.resolve(&mask)?;
+    let warmup = 100;
+    for k in 0..steps.min(5000) + warmup {
+        let prepare_us = state.with_step_origin(|input, origin| -> Result<f64> {
+            let t0 = Instant::now();
+            both.prepare_with_origin(input, origin)?;
+            Ok(t0.elapsed().as_secs_f64() * 1e6)
+        })?;
+        let both_us = timed(&mut || Ok(both.launch()?))?;
+        state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+        if k < 64 || k % check_every.max(1) == 0 {
+            let snap = both.download()?;
+            if report.mismatch.is_none() {
+                if let Some(d) = cpu.view().first_difference_with(&snap.view(&dims), true) {
+                    report.mismatch = Some(format!("fill graph step {k}: metadata: {d}"));
+                }
+                let (slots, kv) = consumer.read(&stream)?;
+                let (want_slots, want_kv) = expected(&cpu, consumer.tokens, consumer.requests)?;
+                if report.mismatch.is_none() && (slots != want_slots || kv != want_kv) {
+                    report.mismatch = Some(format!(
+                        "fill graph step {k}: the consumer's output differs"
+                    ));
+                }
+            }
+            report.checked += 1;
+        }
+        alone.prepare_batch(&mut state_alone)?;
+        let alone_us = timed(&mut || Ok(alone.launch()?))?;
+        let consumer_us = timed(&mut || Ok(consumer_graph.launch()?))?;
+        if k >= warmup {
+            t_both.push(both_us);
+            t_alone.push(alone_us);
+            t_consumer.push(consumer_us);
+            t_prepare.push(prepare_us);
+            bytes.push(both.last_staged().bytes as f64);
+            advanced += usize::from(both.last_staged().advanced);
+            in_params += usize::from(both.image_in_params());
+        }
+        end_decode_step(&mut state, &mut ids, k)?;
+        end_decode_step(&mut state_alone, &mut ids, k)?;
     }
     report.steps = steps.min(5000);
-    report.fill_gpu_us = median(&mut t_fill);
+    report.fill_and_consumer_gpu_us = median(&mut t_both);
+    report.fill_gpu_us = median(&mut t_alone);
+    report.consumer_gpu_us = median(&mut t_consumer);
     report.prepare_host_us = median(&mut t_prepare);
     report.bytes = median(&mut bytes) as usize;
     report.delta = advanced as f64 / report.steps.max(1) as f64;
+    report.in_params = in_params as f64 / report.steps.max(1) as f64;
     Ok(report)
 }

@@ -70,6 +70,24 @@ fn the_fill_captured_with_a_consumer_matches_the_cpu_reference() {
     assert!(r.delta > 0.9, "{:.0} % delta steps", r.delta * 100.0);
 }
 
+/// The same through `FillGraph`s (the node pointed at each step): every checked step equals
+/// the CPU reference, and steady steps travel in the kernel's parameters.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn the_fill_graph_with_a_consumer_matches_the_cpu_reference() {
+    let device = attention_layout::cuda::probe(0).unwrap();
+    let (major, minor) = device.compute_capability;
+    let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+    let r = attention_layout_examples::captured::run_graph(arch, 400, 7).unwrap();
+    assert_eq!(r.mismatch, None);
+    assert!(r.checked >= 64 + 400 / 7, "{} steps checked", r.checked);
+    assert!(
+        r.in_params > 0.9,
+        "{:.0} % in the parameters",
+        r.in_params * 100.0
+    );
+}
+
 /// The kernels compile for Hopper (NVRTC only: no device needed).
 #[test]
 #[ignore = "needs NVRTC (libnvrtc)"]

@@ -105,6 +105,20 @@ pub enum StreamFillError {
     /// The stream belongs to another CUDA context than the backend the fill was made from.
     #[error("the stream belongs to another CUDA context than the fill's backend")]
     OtherContext,
+    /// A fill graph (`cuda::FillGraph`) was asked to prepare a step while the step it
+    /// prepared last was never launched: the device would miss that step.
+    #[error(
+        "the step prepared last was not launched yet: launch the fill graph once after each prepare"
+    )]
+    NotLaunched,
+    /// A fill graph (`cuda::FillGraph`) failed to update or launch its graph after the
+    /// step's staging was written, so the device's tables and the host's model of them may
+    /// differ: it refuses every later step. Make a new one.
+    #[error("the fill graph is unusable after a CUDA failure ({reason}): make a new one")]
+    Unusable {
+        /// The failure.
+        reason: String,
+    },
     /// The backend runs the host fill: there are no fill kernels to enqueue.
     #[error(
         "the backend runs the host fill (FillMode::Host): a stream fill needs the device fill's kernels"

@@ -132,7 +132,97 @@ struct StepGraph {
 /// (`AlParamImage` in the kernels: [`emit_cuda::bucket_param_entry`]).
 #[derive(Clone, Copy)]
 #[repr(C, align(16))]
-struct ParamImage([u8; emit_cuda::abi::PARAM_IMAGE_BYTES]);
+pub(super) struct ParamImage([u8; emit_cuda::abi::PARAM_IMAGE_BYTES]);
+
+impl ParamImage {
+    /// The image whose first bytes are `image` (the rest zero); `None` when it is longer
+    /// than a parameter image.
+    pub(super) fn of(image: &[u8]) -> Option<Self> {
+        let mut out = Self([0; emit_cuda::abi::PARAM_IMAGE_BYTES]);
+        out.0.get_mut(..image.len())?.copy_from_slice(image);
+        Some(out)
+    }
+}
+
+/// The one kernel node of `graph` that runs `function`, with its parameters (what
+/// [`set_kernel_node`] updates). An error when there is none or more than one.
+pub(super) fn find_kernel_node(
+    graph: &CudaGraph,
+    function: &CudaFunction,
+) -> Result<(sys::CUgraphNode, sys::CUDA_KERNEL_NODE_PARAMS), BackendError> {
+    let mut n = 0usize;
+    // SAFETY: the graph is owned by `graph`; a null array asks for the count only.
+    unsafe { sys::cuGraphGetNodes(graph.cu_graph(), std::ptr::null_mut(), &mut n) }
+        .result()
+        .map_err(cuda("count graph nodes"))?;
+    let mut nodes: Vec<sys::CUgraphNode> = vec![std::ptr::null_mut(); n];
+    // SAFETY: `nodes` has room for the `n` nodes asked for; the driver writes at most `n`
+    // and sets `n` to the number written.
+    unsafe { sys::cuGraphGetNodes(graph.cu_graph(), nodes.as_mut_ptr(), &mut n) }
+        .result()
+        .map_err(cuda("list graph nodes"))?;
+    nodes.truncate(n);
+    let mut found = None;
+    for node in nodes {
+        let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+        // SAFETY: `node` belongs to the graph; `ty` is valid for the call.
+        unsafe { sys::cuGraphNodeGetType(node, &mut ty) }
+            .result()
+            .map_err(cuda("graph node type"))?;
+        if ty != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
+            continue;
+        }
+        let mut p = std::mem::MaybeUninit::<sys::CUDA_KERNEL_NODE_PARAMS>::uninit();
+        // SAFETY: `node` is a kernel node of the graph; `p` has room for its parameters.
+        unsafe { sys::cuGraphKernelNodeGetParams_v2(node, p.as_mut_ptr()) }
+            .result()
+            .map_err(cuda("read a graph's kernel"))?;
+        // SAFETY: the call succeeded, so the driver wrote every field of `p`.
+        let params = unsafe { p.assume_init() };
+        if params.func != function.cu_function() {
+            continue;
+        }
+        if found.is_some() {
+            return Err(BackendError::Cuda(
+                "the graph runs the fill kernel in more than one node".into(),
+            ));
+        }
+        found = Some((node, params));
+    }
+    found.ok_or_else(|| BackendError::Cuda("the graph holds no fill kernel node".into()))
+}
+
+/// Points kernel node `node` of the executable graph `exec` at `function`, launched with
+/// `grid` blocks and the three parameter values at `args` (the rest of the launch as in
+/// `template`, the node's parameters as captured). Launches already enqueued keep their
+/// parameters.
+///
+/// # Safety
+///
+/// `exec` must be instantiated from the graph `node` belongs to and be alive, `function`
+/// must be an entry of the module `template`'s function was loaded from (the same
+/// context), and `args` must meet [`launch_with_args`]'s contract for `function`: every
+/// later launch of `exec` runs it with them.
+pub(super) unsafe fn set_kernel_node(
+    exec: sys::CUgraphExec,
+    node: sys::CUgraphNode,
+    template: &sys::CUDA_KERNEL_NODE_PARAMS,
+    function: sys::CUfunction,
+    grid: u32,
+    args: &mut [*mut c_void; 3],
+) -> Result<(), BackendError> {
+    let mut p = *template;
+    p.func = function;
+    p.kern = std::ptr::null_mut();
+    p.gridDimX = grid.max(1);
+    p.kernelParams = args.as_mut_ptr();
+    p.extra = std::ptr::null_mut();
+    // SAFETY: this function's contract; the driver copies the parameter values during the
+    // call.
+    unsafe { sys::cuGraphExecKernelNodeSetParams_v2(exec, node, &p) }
+        .result()
+        .map_err(cuda("set a graph's fill kernel"))
+}
 
 /// A bucket's parameter graph: one kernel node running the bucket's parameter entry, whose
 /// image is set before each launch ([`Device::launch_param_graph`]).
@@ -337,31 +427,11 @@ impl Device {
         recorded?;
         let graph = ended?.ok_or_else(|| BackendError::Cuda("capture produced no graph".into()))?;
         graph.upload().map_err(cuda("upload a graph"))?;
-        let mut n = 1usize;
-        let mut node: sys::CUgraphNode = std::ptr::null_mut();
-        // SAFETY: the graph is owned by `graph`; `node` has room for the one node asked for.
-        unsafe { sys::cuGraphGetNodes(graph.cu_graph(), &mut node, &mut n) }
-            .result()
-            .map_err(cuda("list graph nodes"))?;
-        let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-        if !node.is_null() {
-            // SAFETY: `node` belongs to the graph; `ty` is valid for the call.
-            unsafe { sys::cuGraphNodeGetType(node, &mut ty) }
-                .result()
-                .map_err(cuda("graph node type"))?;
-        }
-        if n != 1 || ty != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
-            return Err(BackendError::Cuda(format!(
-                "a parameter graph has {n} nodes, the first of type {ty:?}: expected one kernel node"
-            )));
-        }
-        let mut p = std::mem::MaybeUninit::<sys::CUDA_KERNEL_NODE_PARAMS>::uninit();
-        // SAFETY: `node` is the graph's kernel node; `p` has room for its parameters.
-        unsafe { sys::cuGraphKernelNodeGetParams_v2(node, p.as_mut_ptr()) }
-            .result()
-            .map_err(cuda("read a graph's kernel"))?;
-        // SAFETY: the call succeeded, so the driver wrote every field of `p`.
-        let params = unsafe { p.assume_init() };
+        let f = self
+            .param_fns
+            .get(i)
+            .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))?;
+        let (node, params) = find_kernel_node(&graph, f)?;
         Ok(ParamGraph {
             graph,
             node,
@@ -386,18 +456,21 @@ impl Device {
             (&raw mut image).cast(),
             (&raw mut resident).cast(),
         ];
-        let mut p = g.params;
-        p.kernelParams = args.as_mut_ptr();
-        p.extra = std::ptr::null_mut();
         // SAFETY: `g.node` is the kernel node of the graph `g.graph` was instantiated
-        // from, and the parameters keep its function, shape and context; `args` points at
-        // one value of each of the entry's parameter types, read during the call (the
-        // driver copies them); the pointers are this device's live allocations and the
-        // image one for this layout (this function's contract). Launches already enqueued
-        // keep their parameters.
-        unsafe { sys::cuGraphExecKernelNodeSetParams_v2(g.graph.cu_graph_exec(), g.node, &p) }
-            .result()
-            .map_err(cuda("set a graph's image"))?;
+        // from, running `g.params.func` (this bucket's parameter entry), kept with its
+        // shape; `args` points at one value of each of the entry's parameter types: the
+        // pointers are this device's live allocations and the image one for this layout
+        // (this function's contract).
+        unsafe {
+            set_kernel_node(
+                g.graph.cu_graph_exec(),
+                g.node,
+                &g.params,
+                g.params.func,
+                g.params.gridDimX,
+                &mut args,
+            )
+        }?;
         g.graph.launch().map_err(cuda("launch a graph"))
     }
 
@@ -573,13 +646,13 @@ impl Device {
             .and_then(|b| self.param_graphs.get(b as usize))
             .filter(|_| bytes <= emit_cuda::abi::PARAM_IMAGE_BYTES);
         if let Some(g) = param {
-            let mut image = ParamImage([0; emit_cuda::abi::PARAM_IMAGE_BYTES]);
-            let src = pinned.bytes()?.get(..bytes).ok_or_else(|| {
-                BackendError::Cuda(format!("a {bytes}-byte image in a smaller staging slot"))
-            })?;
-            if let Some(dst) = image.0.get_mut(..bytes) {
-                dst.copy_from_slice(src);
-            }
+            let image = pinned
+                .bytes()?
+                .get(..bytes)
+                .and_then(ParamImage::of)
+                .ok_or_else(|| {
+                    BackendError::Cuda(format!("a {bytes}-byte image in a smaller staging slot"))
+                })?;
             // SAFETY: `g` is this device's parameter graph of the step's bucket; the image
             // is the step's, written by `StagingBuilder::build` for this layout (the
             // caller's, as for the copy below), and fits.
@@ -875,9 +948,11 @@ impl CudaBackend {
     }
 
     /// A device fill that runs on the caller's streams and can be captured into the
-    /// caller's own graph ([`StreamFill`](super::StreamFill): its contract), with this
-    /// backend's kernels and device but buffers of its own (metadata, resident tables,
-    /// mapped staging), so it never races with this backend's steps.
+    /// caller's own graph ([`StreamFill`](super::StreamFill): its contract; or
+    /// [`StreamFill::capture`](super::StreamFill::capture) for a
+    /// [`FillGraph`](super::FillGraph), with this backend's parameter entries when it has
+    /// them), with this backend's kernels and device but buffers of its own (metadata,
+    /// resident tables, mapped staging), so it never races with this backend's steps.
     ///
     /// # Errors
     ///
@@ -892,6 +967,7 @@ impl CudaBackend {
         super::StreamFill::new(
             self.dev.ctx.clone(),
             eager,
+            self.dev.param_fns.clone(),
             self.dims.clone(),
             self.max_workers,
         )

@@ -24,7 +24,7 @@ pub mod stream_fill;
 
 pub use backend::{CudaBackend, CudaOptions, FillMode, SetupReport, Snapshot, SnapshotRing};
 pub use compile::{CompileOptions, CompileReport, PtxOrigin, RejectedEntry};
-pub use stream_fill::StreamFill;
+pub use stream_fill::{FillGraph, StreamFill};
 
 use cudarc::driver::{CudaContext, sys};
 

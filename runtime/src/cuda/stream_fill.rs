@@ -40,6 +40,22 @@
 //! * The stream must belong to the backend's context ([`StreamFillError::OtherContext`]);
 //!   the captured kernel is the eager entry (padded dims from the staging header), so one
 //!   graph serves every step shape, with a grid sized for the largest step.
+//!
+//! # A graph whose fill node follows the step: [`FillGraph`]
+//!
+//! ```text
+//! let mut g = backend.stream_fill()?.capture(&stream, |stream, meta| {
+//!     consumer kernels on `stream` reading `meta`
+//! })?;
+//! loop { g.prepare_batch(&mut state)?; g.launch()?; }   // one launch per prepare, enforced
+//! ```
+//!
+//! [`StreamFill::capture`] runs the capture itself and hands back the instantiated graph
+//! as a [`FillGraph`], which owns it: before each launch it points the fill node at the
+//! step (`cuGraphExecKernelNodeSetParams`). A steady step's image (at most
+//! [`abi::PARAM_IMAGE_BYTES`]) then travels in the kernel's parameters to the step's
+//! bucket's parameter entry, so the node reads nothing over the bus; larger steps, and
+//! steps of no bucket, run the eager entry on the mapped staging as above.
 
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
@@ -47,11 +63,11 @@ use std::sync::Arc;
 
 use attention_layout_codegen::emit_cuda::abi;
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice,
-    result, sys,
+    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr,
+    PinnedHostSlice, result, sys,
 };
 
-use super::backend::{Snapshot, launch_fill_kernel};
+use super::backend::{ParamImage, Snapshot, find_kernel_node, launch_fill_kernel, set_kernel_node};
 use crate::backend::{BackendError, StreamFillError};
 use crate::batch::BatchState;
 use crate::devfill::{self, Staged, StagingBuilder};
@@ -67,17 +83,25 @@ fn cuda(what: &str) -> impl Fn(result::DriverError) -> BackendError + '_ {
 /// stream fill's kernel reads over the bus.
 ///
 /// The safety argument of the mapping lives here. The host sees the bytes only through
-/// [`bytes_mut`](Self::bytes_mut), which first waits for `done`; every kernel that reads
-/// the memory is enqueued by [`StreamFill::enqueue_on`] with `done` recorded after it on
-/// the same stream (in a capture, as an event-record node after the kernel node), and
-/// the one captured graph's launches are ordered after each other, so `done` completing
-/// means no read is pending. Dropping waits for `done` too (and leaks the memory if that
-/// wait fails).
+/// [`bytes_mut`](Self::bytes_mut), which first waits for `done` when a reader may be
+/// pending; every kernel that reads the memory is enqueued by [`StreamFill::enqueue_on`]
+/// with `done` recorded after it on the same stream (in a capture, as an event-record
+/// node after the kernel node), and the one captured graph's launches are ordered after
+/// each other, so `done` completing means no read is pending. Whoever enqueues a reader
+/// says so first: an eager enqueue sets `may_be_read`, a capture into a caller's graph
+/// `unseen_readers` (its replays are the caller's), and a [`FillGraph`] launch whose node
+/// reads the staging `may_be_read`. Dropping waits for `done` too (and leaks the memory
+/// if that wait fails).
 struct MappedStaging {
     ptr: *mut u8,
     device: sys::CUdeviceptr,
     len: usize,
     done: CudaEvent,
+    /// A kernel that reads the memory was enqueued since the last wait.
+    may_be_read: bool,
+    /// Kernels that read the memory may be launched where this type does not see them
+    /// (replays of a caller's graph): every write waits.
+    unseen_readers: bool,
     memory: ManuallyDrop<PinnedHostSlice<u8>>,
 }
 
@@ -111,6 +135,8 @@ impl MappedStaging {
             device,
             len,
             done,
+            may_be_read: false,
+            unseen_readers: false,
             memory: ManuallyDrop::new(memory),
         })
     }
@@ -119,14 +145,17 @@ impl MappedStaging {
     fn bytes_mut(&mut self) -> Result<&mut [u8], BackendError> {
         // A query first: cheaper than a synchronize when the last replay is done (a failed
         // query reads as not complete, and the synchronize reports the error).
-        if !self.done.is_complete() {
+        if (self.may_be_read || self.unseen_readers) && !self.done.is_complete() {
             self.done
                 .synchronize()
                 .map_err(cuda("wait for the staging"))?;
         }
+        self.may_be_read = false;
         // SAFETY: `ptr` addresses `len` initialized bytes (zeroed at allocation) owned by
         // `memory`, which lives as long as `self`; no kernel reads them (waited above: the
-        // type's argument), and none can be enqueued while `self` is borrowed mutably.
+        // type's argument; without a reader enqueued since the last wait, or one that may
+        // be unseen, none can be pending), and none can be enqueued while `self` is
+        // borrowed mutably.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) })
     }
 }
@@ -149,7 +178,11 @@ pub struct StreamFill {
     // the device buffers and the module go.
     staging: MappedStaging,
     eager: CudaFunction,
+    /// The backend's parameter entries, one per bucket (empty when it compiled none): what
+    /// a [`FillGraph`] points its node at for a small image.
+    params: Vec<CudaFunction>,
     grid: u32,
+    max_workers: u32,
     meta_ptr: sys::CUdeviceptr,
     resident_ptr: sys::CUdeviceptr,
     _meta: CudaSlice<u8>,
@@ -176,12 +209,14 @@ impl Drop for StreamFill {
 }
 
 impl StreamFill {
-    /// A stream fill for `dims` with the backend's compiled eager entry (`eager`), in
-    /// `ctx`, whose grids use up to `max_workers` worker blocks. Allocates its buffers
-    /// and initializes its metadata buffer (synchronously, on a stream of its own).
+    /// A stream fill for `dims` with the backend's compiled eager entry (`eager`) and
+    /// bucket parameter entries (`params`: one per bucket, or none), in `ctx`, whose grids
+    /// use up to `max_workers` worker blocks. Allocates its buffers and initializes its
+    /// metadata buffer (synchronously, on a stream of its own).
     pub(super) fn new(
         ctx: Arc<CudaContext>,
         eager: CudaFunction,
+        params: Vec<CudaFunction>,
         dims: RuntimeDims,
         max_workers: u32,
     ) -> Result<Self, BackendError> {
@@ -214,10 +249,17 @@ impl StreamFill {
         let grid = devfill::grid_for(dims.max_requests() as u64 * nkv, max_workers);
         let meta_ptr = meta.device_ptr(&stream).0;
         let resident_ptr = resident.device_ptr(&stream).0;
+        let params = if params.len() == dims.buckets().len() {
+            params
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             staging,
             eager,
+            params,
             grid,
+            max_workers,
             meta_ptr,
             resident_ptr,
             _meta: meta,
@@ -255,6 +297,15 @@ impl StreamFill {
     /// Whether the fill was captured into a graph.
     pub fn captured(&self) -> bool {
         self.captured
+    }
+
+    /// The engine's residency view starts over (a fresh `BatchState`, or another engine's
+    /// steps before): from the next step on, the residency changes describe every write
+    /// since an all `-1` resident table. The fill forgets what its resident table holds,
+    /// as [`MetadataBackend::reset_residency`](crate::MetadataBackend::reset_residency)
+    /// does for a backend.
+    pub fn reset_residency(&mut self) {
+        self.builder.forget_residency();
     }
 
     /// Plans the step and writes its staging, after waiting until no kernel reads the
@@ -329,15 +380,7 @@ impl StreamFill {
     /// capture), [`StreamFillError::NotPrepared`] (an eager enqueue without a new step),
     /// and CUDA failures.
     pub fn enqueue_on(&mut self, stream: &CudaStream) -> Result<(), BackendError> {
-        if !Arc::ptr_eq(stream.context(), &self.ctx) {
-            return Err(StreamFillError::OtherContext.into());
-        }
-        if self.captured {
-            return Err(StreamFillError::AlreadyCaptured.into());
-        }
-        self.ctx
-            .bind_to_thread()
-            .map_err(cuda("bind the CUDA context"))?;
+        self.check_stream(stream)?;
         let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
         // SAFETY: `stream` is a live stream of this context; `status` is valid for writes.
         unsafe { sys::cuStreamIsCapturing(stream.cu_stream(), &mut status) }
@@ -347,14 +390,45 @@ impl StreamFill {
         if !capturing && !self.prepared {
             return Err(StreamFillError::NotPrepared.into());
         }
+        // Said before the kernel is enqueued: a failure halfway leaves the waits on.
+        if capturing {
+            self.staging.unseen_readers = true;
+        } else {
+            self.staging.may_be_read = true;
+        }
+        self.enqueue_kernel(stream, capturing)?;
+        if capturing {
+            self.captured = true;
+        } else {
+            self.prepared = false;
+        }
+        Ok(())
+    }
+
+    /// Refuses a stream of another context, and any enqueue after a capture.
+    fn check_stream(&self, stream: &CudaStream) -> Result<(), BackendError> {
+        if !Arc::ptr_eq(stream.context(), &self.ctx) {
+            return Err(StreamFillError::OtherContext.into());
+        }
+        if self.captured {
+            return Err(StreamFillError::AlreadyCaptured.into());
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda("bind the CUDA context"))
+    }
+
+    /// Enqueues the eager entry on the staging, then the record of `done` (EXTERNAL when
+    /// `capturing`). The caller has said that the staging may be read (`MappedStaging`).
+    fn enqueue_kernel(&self, stream: &CudaStream, capturing: bool) -> Result<(), BackendError> {
         // SAFETY: `eager` is the eager entry of the module compiled for this layout; the
         // pointers are this fill's live allocations of the sizes the kernel indexes
-        // (metadata: the layout's bytes; staging: the builder's capacity, mapped;
-        // resident: `abi::resident_words`). When the kernel runs, the staging holds an image
-        // the builder wrote for this layout: `prepare` writes a whole image before it
-        // returns and never while a reader is pending (MappedStaging), and the memory
-        // outlives every reader (dropping `self` waits for `done`, recorded after this
-        // kernel).
+        // (metadata: the layout's bytes; staging: the builder's buffer length, mapped;
+        // resident: `abi::resident_words`). When the kernel runs, the staging holds an
+        // image the builder wrote for this layout: `prepare` writes a whole image before
+        // it returns and never while a reader may be pending (MappedStaging), and the
+        // memory outlives every reader (dropping `self` waits for `done`, recorded after
+        // this kernel).
         unsafe {
             launch_fill_kernel(
                 &self.eager,
@@ -371,8 +445,8 @@ impl StreamFill {
         } else {
             sys::CUevent_record_flags::CU_EVENT_RECORD_DEFAULT
         };
-        // SAFETY: `done` and `stream` belong to this context (checked above); `flags` is
-        // one of the driver's record flags.
+        // SAFETY: `done` and `stream` belong to this context (checked by the callers);
+        // `flags` is one of the driver's record flags.
         unsafe {
             sys::cuEventRecordWithFlags(
                 self.staging.done.cu_event(),
@@ -381,13 +455,58 @@ impl StreamFill {
             )
         }
         .result()
-        .map_err(cuda("record the staging event"))?;
-        if capturing {
-            self.captured = true;
-        } else {
-            self.prepared = false;
-        }
-        Ok(())
+        .map_err(cuda("record the staging event"))
+    }
+
+    /// Captures this fill as the first node of a graph on `stream`, followed by whatever
+    /// `then` enqueues on it (given the stream and [`device_buffer`](Self::device_buffer):
+    /// the consumers of the metadata), and returns the graph, instantiated, as a
+    /// [`FillGraph`] that updates its fill node before each launch: a small image (a steady
+    /// step's) then travels in the kernel's parameters, with no read over the bus.
+    ///
+    /// `stream` must not be capturing already; the capture is thread-local. It ends
+    /// whatever happens, so the stream is usable again after an error.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamFillError::OtherContext`], [`StreamFillError::AlreadyCaptured`] (a fill
+    /// captured by [`enqueue_on`](Self::enqueue_on)), `then`'s error, and CUDA failures of
+    /// the capture.
+    pub fn capture<E: From<BackendError>>(
+        mut self,
+        stream: &Arc<CudaStream>,
+        then: impl FnOnce(&Arc<CudaStream>, u64) -> Result<(), E>,
+    ) -> Result<FillGraph, E> {
+        self.check_stream(stream)?;
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda("begin capture"))?;
+        // No reader of the staging runs before the graph's first launch, which
+        // `FillGraph::launch` announces.
+        let enqueued = self.enqueue_kernel(stream, true);
+        let consumers = match enqueued {
+            Ok(()) => then(stream, self.meta_ptr),
+            Err(e) => Err(e.into()),
+        };
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        consumers?;
+        let graph = ended
+            .map_err(cuda("end capture"))?
+            .ok_or_else(|| BackendError::Cuda("the capture produced no graph".into()))?;
+        graph.upload().map_err(cuda("upload a graph"))?;
+        let (node, template) = find_kernel_node(&graph, &self.eager)?;
+        self.captured = true;
+        Ok(FillGraph {
+            graph,
+            node,
+            template,
+            stream: stream.clone(),
+            fill: self,
+            node_reads: NodeReads::Staging,
+            pending: false,
+            last_in_params: false,
+            unusable: None,
+        })
     }
 
     /// Waits for `stream` (the stream the fill runs on), then copies the metadata buffer
@@ -406,5 +525,255 @@ impl StreamFill {
         unsafe { result::memcpy_dtoh_sync(out, self.meta_ptr) }
             .map_err(cuda("copy the metadata back"))?;
         Ok(Snapshot::from_words(words, total, self.info))
+    }
+}
+
+/// What the fill node of a [`FillGraph`]'s executable graph runs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeReads {
+    /// The eager entry on the mapped staging, as captured.
+    Staging,
+    /// A bucket's parameter entry, the image in the kernel's parameters.
+    Params,
+}
+
+/// A [`StreamFill`] captured as the first node of the caller's graph
+/// ([`StreamFill::capture`]), which it owns and launches: before each launch it points the
+/// fill node at the step (`cuGraphExecKernelNodeSetParams` on the instantiated graph). A
+/// step whose image fits a parameter image
+/// ([`PARAM_IMAGE_BYTES`](attention_layout_codegen::emit_cuda::abi::PARAM_IMAGE_BYTES), a
+/// steady decode step's) and whose shape is a bucket's runs that bucket's parameter entry
+/// with the image in the kernel's parameters, on as many blocks as its block-table work
+/// needs: the node reads nothing over the bus. Any other step runs the eager entry on the
+/// mapped staging, as a plain capture does. Without the backend's parameter entries
+/// ([`CudaOptions::param_images`](super::CudaOptions::param_images) off) every step runs
+/// the eager entry.
+///
+/// The contract is [`StreamFill`]'s, enforced: each [`prepare`](Self::prepare) is followed
+/// by exactly one [`launch`](Self::launch) (a second prepare first is refused with
+/// [`StreamFillError::NotLaunched`], a launch without a prepare with
+/// [`StreamFillError::NotPrepared`]), and the graph can be launched only through it.
+/// Not `Send`: it holds raw pointers into pinned memory and the graph's node.
+pub struct FillGraph {
+    // Fields drop in order: the graph first (no launch after it; one in flight finishes
+    // on its own), then the fill, which waits for every stream of its context.
+    graph: CudaGraph,
+    /// The fill's kernel node in `graph`'s graph (owned by `graph`).
+    node: sys::CUgraphNode,
+    /// The node's parameters as captured (the eager entry on the staging).
+    template: sys::CUDA_KERNEL_NODE_PARAMS,
+    stream: Arc<CudaStream>,
+    fill: StreamFill,
+    node_reads: NodeReads,
+    /// A step was prepared and not launched yet.
+    pending: bool,
+    /// The step prepared last runs with its image in the kernel's parameters.
+    last_in_params: bool,
+    /// Why the graph may no longer match the host's model (a failed update or launch).
+    unusable: Option<String>,
+}
+
+impl FillGraph {
+    /// The device address of the metadata buffer the graph's fill node writes.
+    pub fn device_buffer(&self) -> u64 {
+        self.fill.device_buffer()
+    }
+
+    /// The layout's dims.
+    pub fn dims(&self) -> &RuntimeDims {
+        self.fill.dims()
+    }
+
+    /// What the last prepared step staged.
+    pub fn last_staged(&self) -> &Staged {
+        self.fill.last_staged()
+    }
+
+    /// Whether the step prepared last runs with its image in the kernel's parameters
+    /// (else the node reads the mapped staging).
+    pub fn image_in_params(&self) -> bool {
+        self.last_in_params
+    }
+
+    /// [`StreamFill::reset_residency`] of the graph's fill.
+    pub fn reset_residency(&mut self) {
+        self.fill.reset_residency();
+    }
+
+    /// Whether the backend compiled the parameter entries this graph uses for small
+    /// images.
+    pub fn has_param_entries(&self) -> bool {
+        !self.fill.params.is_empty()
+    }
+
+    /// Plans the step, writes its staging and points the graph's fill node at it; call
+    /// [`launch`](Self::launch) next. On a step error nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamFillError::NotLaunched`] (the last prepared step still waits for its
+    /// launch), [`StreamFillError::Unusable`] (after a CUDA failure of an update or a
+    /// launch), the step's errors ([`BackendError::Step`], [`BackendError::Staging`]) and
+    /// CUDA failures.
+    pub fn prepare(&mut self, input: &StepInput<'_>) -> Result<StepInfo, BackendError> {
+        self.prepare_from(input, None)
+    }
+
+    /// [`prepare`](Self::prepare) with the step's origin (see
+    /// [`StreamFill::prepare_with_origin`]): a steady decode step is staged from its
+    /// changes alone.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`prepare`](Self::prepare).
+    pub fn prepare_with_origin(
+        &mut self,
+        input: &StepInput<'_>,
+        origin: &StepOrigin,
+    ) -> Result<StepInfo, BackendError> {
+        self.prepare_from(input, Some(origin))
+    }
+
+    /// [`prepare_with_origin`](Self::prepare_with_origin) of the step `state` schedules now.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`prepare`](Self::prepare).
+    pub fn prepare_batch(&mut self, state: &mut BatchState) -> Result<StepInfo, BackendError> {
+        state.with_step_origin(|input, origin| self.prepare_with_origin(input, origin))
+    }
+
+    fn check_usable(&self) -> Result<(), BackendError> {
+        match &self.unusable {
+            Some(reason) => Err(StreamFillError::Unusable {
+                reason: reason.clone(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    fn prepare_from(
+        &mut self,
+        input: &StepInput<'_>,
+        origin: Option<&StepOrigin>,
+    ) -> Result<StepInfo, BackendError> {
+        self.check_usable()?;
+        if self.pending {
+            return Err(StreamFillError::NotLaunched.into());
+        }
+        let info = self.fill.prepare_from(input, origin)?;
+        // From here the host's model assumes the step runs: a failure makes it unusable.
+        let pointed = self.point_node(info);
+        if let Err(e) = &pointed {
+            self.unusable = Some(e.to_string());
+        }
+        pointed?;
+        self.pending = true;
+        Ok(info)
+    }
+
+    /// Points the fill node at the step just staged: its bucket's parameter entry with the
+    /// image when it fits, else (if it does not already) the eager entry on the staging.
+    fn point_node(&mut self, info: StepInfo) -> Result<(), BackendError> {
+        let fill = &mut self.fill;
+        let bytes = fill.staged.bytes;
+        let grid = fill.staged.grid(fill.max_workers);
+        let entry = info
+            .bucket
+            .and_then(|b| fill.params.get(b as usize))
+            .filter(|_| bytes <= abi::PARAM_IMAGE_BYTES);
+        let exec = self.graph.cu_graph_exec();
+        let (mut meta, mut resident) = (fill.meta_ptr, fill.resident_ptr);
+        self.last_in_params = entry.is_some();
+        if let Some(f) = entry {
+            // No reader of the staging is pending (`prepare` waited when one may be).
+            let mut image = fill
+                .staging
+                .bytes_mut()?
+                .get(..bytes)
+                .and_then(ParamImage::of)
+                .ok_or_else(|| BackendError::Cuda(format!("a {bytes}-byte parameter image")))?;
+            let mut args: [*mut c_void; 3] = [
+                (&raw mut meta).cast(),
+                (&raw mut image).cast(),
+                (&raw mut resident).cast(),
+            ];
+            // SAFETY: `exec` is `graph`'s live executable graph, instantiated from the
+            // graph `node` belongs to; `f` is an entry of the module the captured eager
+            // entry comes from; `args` holds one value of each of its parameter types
+            // (al_u8*, AlParamImage, al_i32*): this fill's live allocations of the sizes
+            // the kernels index and an image the builder wrote for this layout and the
+            // step's bucket, which fits (the parameter entry's contract, as the backend's
+            // parameter graphs launch it).
+            unsafe {
+                set_kernel_node(
+                    exec,
+                    self.node,
+                    &self.template,
+                    f.cu_function(),
+                    grid,
+                    &mut args,
+                )
+            }?;
+            self.node_reads = NodeReads::Params;
+        } else if self.node_reads != NodeReads::Staging {
+            let mut staging = fill.staging.device;
+            let mut args: [*mut c_void; 3] = [
+                (&raw mut meta).cast(),
+                (&raw mut staging).cast(),
+                (&raw mut resident).cast(),
+            ];
+            // SAFETY: as above, with the captured parameters: the eager entry on the
+            // mapped staging, which holds the step's whole image (`enqueue_kernel`'s
+            // argument; `launch` says the staging may be read before it launches).
+            unsafe {
+                set_kernel_node(
+                    exec,
+                    self.node,
+                    &self.template,
+                    self.template.func,
+                    self.template.gridDimX,
+                    &mut args,
+                )
+            }?;
+            self.node_reads = NodeReads::Staging;
+        }
+        Ok(())
+    }
+
+    /// Launches the graph (the fill, then what the capture put after it) on its stream,
+    /// once per [`prepare`](Self::prepare).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamFillError::NotPrepared`] (no step prepared since the last launch),
+    /// [`StreamFillError::Unusable`], and CUDA failures of the launch (after which the
+    /// graph is unusable).
+    pub fn launch(&mut self) -> Result<(), BackendError> {
+        self.check_usable()?;
+        if !self.pending {
+            return Err(StreamFillError::NotPrepared.into());
+        }
+        if self.node_reads == NodeReads::Staging {
+            self.fill.staging.may_be_read = true;
+        }
+        let launched = self.graph.launch().map_err(cuda("launch the fill graph"));
+        if let Err(e) = &launched {
+            self.unusable = Some(e.to_string());
+        }
+        launched?;
+        self.pending = false;
+        Ok(())
+    }
+
+    /// Waits for the graph's stream, then copies the metadata buffer back, with the last
+    /// prepared step's info.
+    ///
+    /// # Errors
+    ///
+    /// CUDA failures.
+    pub fn download(&self) -> Result<Snapshot, BackendError> {
+        self.fill.download(&self.stream)
     }
 }
