@@ -1554,6 +1554,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_parameter_image_holds_an_image_up_to_its_size_zero_padded() {
+        let max = emit_cuda::abi::PARAM_IMAGE_BYTES;
+        let image: Vec<u8> = (1..=96u8).collect();
+        let p = ParamImage::of(&image).unwrap();
+        assert_eq!(&p.0[..96], &image[..]);
+        assert!(p.0[96..].iter().all(|&b| b == 0));
+        assert!(ParamImage::of(&vec![7u8; max]).is_some_and(|p| p.0.iter().all(|&b| b == 7)));
+        assert!(ParamImage::of(&vec![7u8; max + 1]).is_none());
+        assert_eq!(std::mem::align_of::<ParamImage>(), 16);
+    }
+
+    #[test]
     fn parameter_entries_are_compiled_only_where_a_parameter_graph_can_use_them() {
         let on = CudaOptions::default().emit_options();
         assert!(on.bucket_entries && on.param_entries);
