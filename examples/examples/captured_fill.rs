@@ -43,13 +43,7 @@ fn main() -> std::process::ExitCode {
             r.checked,
             r.mismatch.as_deref().unwrap_or("all equal")
         );
-        println!(
-            "GPU time per replay (median, device events): fill alone {:.2} µs; fill + consumer {:.2} µs; consumer alone {:.2} µs; fill node by difference {:.2} µs",
-            r.fill_gpu_us,
-            r.fill_and_consumer_gpu_us,
-            r.consumer_gpu_us,
-            r.fill_and_consumer_gpu_us - r.consumer_gpu_us
-        );
+        print_gpu_times("", &r);
         println!(
             "host: prepare (plan + staging) {:.2} µs median; staging {} bytes per step (median), {:.0} % delta steps",
             r.prepare_host_us,
@@ -75,13 +69,7 @@ fn main() -> std::process::ExitCode {
             g.checked,
             g.mismatch.as_deref().unwrap_or("all equal")
         );
-        println!(
-            "fill graph: GPU time per replay (median): fill alone {:.2} µs; fill + consumer {:.2} µs; consumer alone {:.2} µs; fill node by difference {:.2} µs",
-            g.fill_gpu_us,
-            g.fill_and_consumer_gpu_us,
-            g.consumer_gpu_us,
-            g.fill_and_consumer_gpu_us - g.consumer_gpu_us
-        );
+        print_gpu_times("fill graph: ", &g);
         println!(
             "fill graph: host prepare_with_origin (staging + the node's update) {:.2} µs median; {} bytes per step (median), {:.0} % staged by try_advance, {:.0} % with the image in the parameters",
             g.prepare_host_us,
@@ -99,4 +87,16 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(3)
         }
     }
+}
+
+/// The GPU times of a run with the fill, fill + consumer and consumer graphs.
+#[cfg(feature = "cuda")]
+fn print_gpu_times(prefix: &str, r: &attention_layout_examples::captured::Report) {
+    println!(
+        "{prefix}GPU time per replay (median, device events): fill alone {:.2} µs; fill + consumer {:.2} µs; consumer alone {:.2} µs; fill node by difference {:.2} µs",
+        r.fill_gpu_us,
+        r.fill_and_consumer_gpu_us,
+        r.consumer_gpu_us,
+        r.fill_and_consumer_gpu_us - r.consumer_gpu_us
+    );
 }

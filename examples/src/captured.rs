@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use attention_layout::BatchState;
 use attention_layout::codegen::emit_cuda;
-use attention_layout::cuda::{CudaBackend, CudaOptions};
+use attention_layout::cuda::{CudaBackend, CudaOptions, Snapshot};
 use attention_layout::step::{BlockChange, RequestRow, Residency, StepInput};
 use attention_layout::{Dims, Field, Geometry, HostMetadata, LayoutSpec, RuntimeDims};
 use cudarc::driver::{
@@ -284,10 +284,66 @@ fn expected(
     Ok((slots, kv))
 }
 
-fn timing_event(stream: &Arc<CudaStream>) -> Result<CudaEvent> {
-    Ok(stream
-        .context()
-        .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+/// Two device events on a stream: the GPU time of what a launch enqueues between them.
+struct Timer {
+    stream: Arc<CudaStream>,
+    start: CudaEvent,
+    end: CudaEvent,
+}
+
+impl Timer {
+    fn new(stream: &Arc<CudaStream>) -> Result<Self> {
+        let event = || {
+            stream
+                .context()
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+        };
+        Ok(Self {
+            stream: stream.clone(),
+            start: event()?,
+            end: event()?,
+        })
+    }
+
+    /// Microseconds of GPU time between the events around `launch` (waited for).
+    fn time(&self, launch: impl FnOnce() -> Result<()>) -> Result<f64> {
+        self.start.record(&self.stream)?;
+        launch()?;
+        self.end.record(&self.stream)?;
+        self.end.synchronize()?;
+        Ok(f64::from(self.start.elapsed_ms(&self.end)?) * 1e3)
+    }
+}
+
+/// Compares step `what`'s metadata (`snap`) with the CPU reference and, given, the
+/// consumer's output with what it computes on the reference; records the first mismatch
+/// in `report` and counts the check.
+fn check_step(
+    report: &mut Report,
+    what: &str,
+    cpu: &HostMetadata<RuntimeDims>,
+    snap: &Snapshot,
+    consumer: Option<(&Consumer, &Arc<CudaStream>)>,
+) -> Result<()> {
+    report.checked += 1;
+    if report.mismatch.is_some() {
+        return Ok(());
+    }
+    if let Some(d) = cpu
+        .view()
+        .first_difference_with(&snap.view(cpu.dims()), true)
+    {
+        report.mismatch = Some(format!("{what}: metadata: {d}"));
+        return Ok(());
+    }
+    if let Some((consumer, stream)) = consumer {
+        let (slots, kv) = consumer.read(stream)?;
+        let (want_slots, want_kv) = expected(cpu, consumer.tokens, consumer.requests)?;
+        if slots != want_slots || kv != want_kv {
+            report.mismatch = Some(format!("{what}: the consumer's output differs"));
+        }
+    }
+    Ok(())
 }
 
 /// Captures `enqueue` on `stream` into a graph.
@@ -362,7 +418,7 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
     let mut cpu = HostMetadata::new(dims.clone());
     let mut w = Workload::new(&dims, ROWS, 50);
     let mut w_alone = Workload::new(&dims, ROWS, 50);
-    let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
+    let timer = Timer::new(&stream)?;
     let mut report = Report::default();
     let (mut t_both, mut t_alone, mut t_consumer, mut t_prepare, mut bytes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -376,40 +432,19 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
         let t0 = Instant::now();
         fill.prepare(&input)?;
         let prepare_us = t0.elapsed().as_secs_f64() * 1e6;
-        start.record(&stream)?;
-        both.launch()?;
-        end.record(&stream)?;
-        end.synchronize()?;
-        let both_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
+        let both_us = timer.time(|| Ok(both.launch()?))?;
         cpu.fill(&input)?;
         if k < 64 || k % check_every.max(1) == 0 {
             let snap = fill.download(&stream)?;
-            if report.mismatch.is_none() {
-                if let Some(d) = cpu.view().first_difference_with(&snap.view(&dims), true) {
-                    report.mismatch = Some(format!("step {k}: metadata: {d}"));
-                }
-                let (slots, kv) = consumer.read(&stream)?;
-                let (want_slots, want_kv) = expected(&cpu, consumer.tokens, consumer.requests)?;
-                if report.mismatch.is_none() && (slots != want_slots || kv != want_kv) {
-                    report.mismatch = Some(format!("step {k}: the consumer's output differs"));
-                }
-            }
-            report.checked += 1;
+            let what = format!("step {k}");
+            check_step(&mut report, &what, &cpu, &snap, Some((&consumer, &stream)))?;
         }
         // The fill alone (its own stream fill and workload), and the consumer alone.
         w_alone.advance();
         let rows = w_alone.rows();
         fill_only.prepare(&w_alone.input(&rows))?;
-        start.record(&stream)?;
-        alone.launch()?;
-        end.record(&stream)?;
-        end.synchronize()?;
-        let alone_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
-        start.record(&stream)?;
-        consumer_graph.launch()?;
-        end.record(&stream)?;
-        end.synchronize()?;
-        let consumer_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
+        let alone_us = timer.time(|| Ok(alone.launch()?))?;
+        let consumer_us = timer.time(|| Ok(consumer_graph.launch()?))?;
         if k >= warmup {
             t_both.push(both_us);
             t_alone.push(alone_us);
@@ -447,7 +482,7 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
     let mut fill = backend.stream_fill()?;
     let graph = capture(&stream, || Ok(fill.enqueue_on(&stream)?))?;
     let mut cpu = HostMetadata::new(dims.clone());
-    let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
+    let timer = Timer::new(&stream)?;
     let mut report = Report::default();
     let (mut t_fill, mut t_prepare, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     let mut advanced = 0usize;
@@ -458,24 +493,18 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
             fill.prepare_with_origin(input, origin)?;
             Ok(t0.elapsed().as_secs_f64() * 1e6)
         })?;
-        start.record(&stream)?;
-        graph.launch()?;
-        end.record(&stream)?;
-        end.synchronize()?;
-        let fill_us = f64::from(start.elapsed_ms(&end)?) * 1e3;
-        let check = k.is_none_or(|k| k < 64 || k % check_every.max(1) == 0);
-        if check {
-            state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+        let fill_us = timer.time(|| Ok(graph.launch()?))?;
+        // The host reference fills every step (it keeps its own residency).
+        state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+        if k.is_none_or(|k| k < 64 || k % check_every.max(1) == 0) {
             let snap = fill.download(&stream)?;
-            if report.mismatch.is_none()
-                && let Some(d) = cpu.view().first_difference_with(&snap.view(&dims), true)
-            {
-                report.mismatch = Some(format!("prepared step {k:?}: metadata: {d}"));
-            }
-            report.checked += 1;
-        } else {
-            // The host reference advances every step (it keeps its own residency).
-            state.with_step(|input| cpu.fill(input).map(|_| ()))?;
+            check_step(
+                &mut report,
+                &format!("prepared step {k:?}"),
+                &cpu,
+                &snap,
+                None,
+            )?;
         }
         if let Some(k) = k
             && k >= 100
@@ -586,14 +615,7 @@ pub fn run_graph(arch: &'static str, steps: usize, check_every: usize) -> Result
     let meta = both.device_buffer();
     let consumer_graph = capture(&stream, || consumer.launch(&stream, meta))?;
     let mut cpu = HostMetadata::new(dims.clone());
-    let (start, end) = (timing_event(&stream)?, timing_event(&stream)?);
-    let timed = |launch: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        start.record(&stream)?;
-        launch()?;
-        end.record(&stream)?;
-        end.synchronize()?;
-        Ok(f64::from(start.elapsed_ms(&end)?) * 1e3)
-    };
+    let timer = Timer::new(&stream)?;
     let mut state = admitted(&dims)?;
     let mut state_alone = admitted(&dims)?;
     prefill(&mut state, &dims, |state| {
@@ -621,27 +643,16 @@ pub fn run_graph(arch: &'static str, steps: usize, check_every: usize) -> Result
             both.prepare_with_origin(input, origin)?;
             Ok(t0.elapsed().as_secs_f64() * 1e6)
         })?;
-        let both_us = timed(&mut || Ok(both.launch()?))?;
+        let both_us = timer.time(|| Ok(both.launch()?))?;
         state.with_step(|input| cpu.fill(input).map(|_| ()))?;
         if k < 64 || k % check_every.max(1) == 0 {
             let snap = both.download()?;
-            if report.mismatch.is_none() {
-                if let Some(d) = cpu.view().first_difference_with(&snap.view(&dims), true) {
-                    report.mismatch = Some(format!("fill graph step {k}: metadata: {d}"));
-                }
-                let (slots, kv) = consumer.read(&stream)?;
-                let (want_slots, want_kv) = expected(&cpu, consumer.tokens, consumer.requests)?;
-                if report.mismatch.is_none() && (slots != want_slots || kv != want_kv) {
-                    report.mismatch = Some(format!(
-                        "fill graph step {k}: the consumer's output differs"
-                    ));
-                }
-            }
-            report.checked += 1;
+            let what = format!("fill graph step {k}");
+            check_step(&mut report, &what, &cpu, &snap, Some((&consumer, &stream)))?;
         }
         alone.prepare_batch(&mut state_alone)?;
-        let alone_us = timed(&mut || Ok(alone.launch()?))?;
-        let consumer_us = timed(&mut || Ok(consumer_graph.launch()?))?;
+        let alone_us = timer.time(|| Ok(alone.launch()?))?;
+        let consumer_us = timer.time(|| Ok(consumer_graph.launch()?))?;
         if k >= warmup {
             t_both.push(both_us);
             t_alone.push(alone_us);

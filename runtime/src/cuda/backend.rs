@@ -150,25 +150,8 @@ pub(super) fn find_kernel_node(
     graph: &CudaGraph,
     function: &CudaFunction,
 ) -> Result<(sys::CUgraphNode, sys::CUDA_KERNEL_NODE_PARAMS), BackendError> {
-    let mut n = 0usize;
-    // SAFETY: the graph is owned by `graph`; a null array asks for the count only.
-    unsafe { sys::cuGraphGetNodes(graph.cu_graph(), std::ptr::null_mut(), &mut n) }
-        .result()
-        .map_err(cuda("count graph nodes"))?;
-    let mut nodes: Vec<sys::CUgraphNode> = vec![std::ptr::null_mut(); n];
-    // SAFETY: `nodes` has room for the `n` nodes asked for; the driver writes at most `n`
-    // and sets `n` to the number written.
-    unsafe { sys::cuGraphGetNodes(graph.cu_graph(), nodes.as_mut_ptr(), &mut n) }
-        .result()
-        .map_err(cuda("list graph nodes"))?;
-    nodes.truncate(n);
     let mut found = None;
-    for node in nodes {
-        let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-        // SAFETY: `node` belongs to the graph; `ty` is valid for the call.
-        unsafe { sys::cuGraphNodeGetType(node, &mut ty) }
-            .result()
-            .map_err(cuda("graph node type"))?;
+    for (node, ty) in graph_nodes(graph)? {
         if ty != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
             continue;
         }
@@ -192,10 +175,30 @@ pub(super) fn find_kernel_node(
     found.ok_or_else(|| BackendError::Cuda("the graph holds no fill kernel node".into()))
 }
 
+/// The three parameter values of a fill entry: the metadata buffer, the image (`T`: the
+/// staging's device address for the entries that read a staging buffer, a [`ParamImage`]
+/// for the parameter entries) and the resident tables.
+pub(super) struct FillArgs<T> {
+    pub(super) meta: sys::CUdeviceptr,
+    pub(super) image: T,
+    pub(super) resident: sys::CUdeviceptr,
+}
+
+impl<T> FillArgs<T> {
+    /// The driver's argument array: pointers to the three values, valid while `self` is
+    /// borrowed.
+    fn pointers(&mut self) -> [*mut c_void; 3] {
+        [
+            (&raw mut self.meta).cast(),
+            (&raw mut self.image).cast(),
+            (&raw mut self.resident).cast(),
+        ]
+    }
+}
+
 /// Points kernel node `node` of the executable graph `exec` at `function`, launched with
-/// `grid` blocks and the three parameter values at `args` (the rest of the launch as in
-/// `template`, the node's parameters as captured). Launches already enqueued keep their
-/// parameters.
+/// `grid` blocks and `args` (the rest of the launch as in `template`, the node's parameters
+/// as captured). Launches already enqueued keep their parameters.
 ///
 /// # Safety
 ///
@@ -203,19 +206,20 @@ pub(super) fn find_kernel_node(
 /// must be an entry of the module `template`'s function was loaded from (the same
 /// context), and `args` must meet [`launch_with_args`]'s contract for `function`: every
 /// later launch of `exec` runs it with them.
-pub(super) unsafe fn set_kernel_node(
+pub(super) unsafe fn set_kernel_node<T>(
     exec: sys::CUgraphExec,
     node: sys::CUgraphNode,
     template: &sys::CUDA_KERNEL_NODE_PARAMS,
     function: sys::CUfunction,
     grid: u32,
-    args: &mut [*mut c_void; 3],
+    args: &mut FillArgs<T>,
 ) -> Result<(), BackendError> {
+    let mut pointers = args.pointers();
     let mut p = *template;
     p.func = function;
     p.kern = std::ptr::null_mut();
     p.gridDimX = grid.max(1);
-    p.kernelParams = args.as_mut_ptr();
+    p.kernelParams = pointers.as_mut_ptr();
     p.extra = std::ptr::null_mut();
     // SAFETY: this function's contract; the driver copies the parameter values during the
     // call.
@@ -387,12 +391,11 @@ impl Device {
             .param_fns
             .get(i)
             .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))?;
-        let (mut meta, mut image, mut resident) = (self.meta_ptr, *image, self.resident_ptr);
-        let mut args: [*mut c_void; 3] = [
-            (&raw mut meta).cast(),
-            (&raw mut image).cast(),
-            (&raw mut resident).cast(),
-        ];
+        let mut args = FillArgs {
+            meta: self.meta_ptr,
+            image: *image,
+            resident: self.resident_ptr,
+        };
         // SAFETY: `f` is bucket `i`'s parameter entry of this device's module, whose
         // parameters are (al_u8*, AlParamImage, al_i32*): `ParamImage` has its size and
         // alignment; the two pointers are this backend's live allocations of the sizes the
@@ -450,12 +453,11 @@ impl Device {
         g: &ParamGraph,
         image: &ParamImage,
     ) -> Result<(), BackendError> {
-        let (mut meta, mut image, mut resident) = (self.meta_ptr, *image, self.resident_ptr);
-        let mut args: [*mut c_void; 3] = [
-            (&raw mut meta).cast(),
-            (&raw mut image).cast(),
-            (&raw mut resident).cast(),
-        ];
+        let mut args = FillArgs {
+            meta: self.meta_ptr,
+            image: *image,
+            resident: self.resident_ptr,
+        };
         // SAFETY: `g.node` is the kernel node of the graph `g.graph` was instantiated
         // from, running `g.params.func` (this bucket's parameter entry), kept with its
         // shape; `args` points at one value of each of the entry's parameter types: the
@@ -1234,24 +1236,38 @@ impl CudaBackend {
     }
 }
 
-/// The one copy node of a captured graph and its parameters.
-fn copy_node(graph: &CudaGraph) -> Result<(sys::CUgraphNode, sys::CUDA_MEMCPY3D), BackendError> {
+/// Every node of `graph`, with its type.
+fn graph_nodes(
+    graph: &CudaGraph,
+) -> Result<Vec<(sys::CUgraphNode, sys::CUgraphNodeType)>, BackendError> {
     let mut n = 0usize;
     // SAFETY: the graph is owned by `graph`; a null array asks for the node count only.
     unsafe { sys::cuGraphGetNodes(graph.cu_graph(), std::ptr::null_mut(), &mut n) }
         .result()
         .map_err(cuda("list graph nodes"))?;
     let mut nodes: Vec<sys::CUgraphNode> = vec![std::ptr::null_mut(); n];
-    // SAFETY: `nodes` has room for the `n` nodes just counted.
+    // SAFETY: `nodes` has room for the `n` nodes just counted; the driver writes at most
+    // `n` and sets `n` to the number written.
     unsafe { sys::cuGraphGetNodes(graph.cu_graph(), nodes.as_mut_ptr(), &mut n) }
         .result()
         .map_err(cuda("list graph nodes"))?;
-    for &node in nodes.iter().take(n) {
-        let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-        // SAFETY: `node` belongs to the graph; `ty` is valid for the call.
-        unsafe { sys::cuGraphNodeGetType(node, &mut ty) }
-            .result()
-            .map_err(cuda("graph node type"))?;
+    nodes.truncate(n);
+    nodes
+        .into_iter()
+        .map(|node| {
+            let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+            // SAFETY: `node` belongs to the graph; `ty` is valid for the call.
+            unsafe { sys::cuGraphNodeGetType(node, &mut ty) }
+                .result()
+                .map_err(cuda("graph node type"))?;
+            Ok((node, ty))
+        })
+        .collect()
+}
+
+/// The one copy node of a captured graph and its parameters.
+fn copy_node(graph: &CudaGraph) -> Result<(sys::CUgraphNode, sys::CUDA_MEMCPY3D), BackendError> {
+    for (node, ty) in graph_nodes(graph)? {
         if ty == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMCPY {
             let mut p = std::mem::MaybeUninit::<sys::CUDA_MEMCPY3D>::uninit();
             // SAFETY: `node` is a copy node of the graph; `p` has room for the parameters.
@@ -1508,31 +1524,32 @@ pub(super) unsafe fn launch_fill_kernel(
     stream: &CudaStream,
     pointers: [sys::CUdeviceptr; 3],
 ) -> Result<(), BackendError> {
-    let [mut meta, mut staging, mut resident] = pointers;
-    let mut args: [*mut c_void; 3] = [
-        (&raw mut meta).cast(),
-        (&raw mut staging).cast(),
-        (&raw mut resident).cast(),
-    ];
+    let [meta, image, resident] = pointers;
+    let mut args = FillArgs {
+        meta,
+        image,
+        resident,
+    };
     // SAFETY: the caller's contract: `function`'s signature and the allocations it indexes
     // match the three pointers; the argument values outlive the call, which copies them.
     unsafe { launch_with_args(function, grid, stream, &mut args) }
 }
 
-/// Launches fill entry `function` with `grid` blocks of [`THREADS`] on `stream`, its three
-/// parameters' values at `args`.
+/// Launches fill entry `function` with `grid` blocks of [`THREADS`] on `stream`, with
+/// `args`.
 ///
 /// # Safety
 ///
-/// `args` must point at one live value of each of `function`'s parameter types, in order,
-/// and the launch must meet the entry's contract (the buffers it indexes, the image it
-/// reads): see [`launch_fill_kernel`] and [`Device::launch_param`].
-unsafe fn launch_with_args(
+/// `args` must hold one value of each of `function`'s parameter types, in order (`T` its
+/// second's), and the launch must meet the entry's contract (the buffers it indexes, the
+/// image it reads): see [`launch_fill_kernel`] and [`Device::launch_param`].
+unsafe fn launch_with_args<T>(
     function: &CudaFunction,
     grid: u32,
     stream: &CudaStream,
-    args: &mut [*mut c_void; 3],
+    args: &mut FillArgs<T>,
 ) -> Result<(), BackendError> {
+    let mut pointers = args.pointers();
     // SAFETY: this function's contract; the driver copies the values during the call.
     unsafe {
         result::launch_kernel(
@@ -1541,7 +1558,7 @@ unsafe fn launch_with_args(
             (THREADS, 1, 1),
             0,
             stream.cu_stream(),
-            args,
+            &mut pointers,
         )
     }
     .map_err(cuda("launch the fill kernel"))

@@ -67,7 +67,9 @@ use cudarc::driver::{
     PinnedHostSlice, result, sys,
 };
 
-use super::backend::{ParamImage, Snapshot, find_kernel_node, launch_fill_kernel, set_kernel_node};
+use super::backend::{
+    FillArgs, ParamImage, Snapshot, find_kernel_node, launch_fill_kernel, set_kernel_node,
+};
 use crate::backend::{BackendError, StreamFillError};
 use crate::batch::BatchState;
 use crate::devfill::{self, Staged, StagingBuilder};
@@ -504,7 +506,6 @@ impl StreamFill {
             fill: self,
             node_reads: NodeReads::Staging,
             pending: false,
-            last_in_params: false,
             unusable: None,
         })
     }
@@ -567,8 +568,6 @@ pub struct FillGraph {
     node_reads: NodeReads,
     /// A step was prepared and not launched yet.
     pending: bool,
-    /// The step prepared last runs with its image in the kernel's parameters.
-    last_in_params: bool,
     /// Why the graph may no longer match the host's model (a failed update or launch).
     unusable: Option<String>,
 }
@@ -592,7 +591,7 @@ impl FillGraph {
     /// Whether the step prepared last runs with its image in the kernel's parameters
     /// (else the node reads the mapped staging).
     pub fn image_in_params(&self) -> bool {
-        self.last_in_params
+        self.node_reads == NodeReads::Params
     }
 
     /// [`StreamFill::reset_residency`] of the graph's fill.
@@ -684,21 +683,20 @@ impl FillGraph {
             .and_then(|b| fill.params.get(b as usize))
             .filter(|_| bytes <= abi::PARAM_IMAGE_BYTES);
         let exec = self.graph.cu_graph_exec();
-        let (mut meta, mut resident) = (fill.meta_ptr, fill.resident_ptr);
-        self.last_in_params = entry.is_some();
+        let (meta, resident) = (fill.meta_ptr, fill.resident_ptr);
         if let Some(f) = entry {
             // No reader of the staging is pending (`prepare` waited when one may be).
-            let mut image = fill
+            let image = fill
                 .staging
                 .bytes_mut()?
                 .get(..bytes)
                 .and_then(ParamImage::of)
                 .ok_or_else(|| BackendError::Cuda(format!("a {bytes}-byte parameter image")))?;
-            let mut args: [*mut c_void; 3] = [
-                (&raw mut meta).cast(),
-                (&raw mut image).cast(),
-                (&raw mut resident).cast(),
-            ];
+            let mut args = FillArgs {
+                meta,
+                image,
+                resident,
+            };
             // SAFETY: `exec` is `graph`'s live executable graph, instantiated from the
             // graph `node` belongs to; `f` is an entry of the module the captured eager
             // entry comes from; `args` holds one value of each of its parameter types
@@ -718,12 +716,11 @@ impl FillGraph {
             }?;
             self.node_reads = NodeReads::Params;
         } else if self.node_reads != NodeReads::Staging {
-            let mut staging = fill.staging.device;
-            let mut args: [*mut c_void; 3] = [
-                (&raw mut meta).cast(),
-                (&raw mut staging).cast(),
-                (&raw mut resident).cast(),
-            ];
+            let mut args = FillArgs {
+                meta,
+                image: fill.staging.device,
+                resident,
+            };
             // SAFETY: as above, with the captured parameters: the eager entry on the
             // mapped staging, which holds the step's whole image (`enqueue_kernel`'s
             // argument; `launch` says the staging may be read before it launches).
