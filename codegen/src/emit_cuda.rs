@@ -40,7 +40,7 @@ use crate::model::{DtypeRule, Fact, FactValue, Field, VLLM_CONV_BLOCK};
 pub mod abi {
     /// Bumped whenever the format changes (part of the emitted source, so of every
     /// compile-cache key).
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 
     macro_rules! header_words {
         ($( $(#[doc = $doc:literal])* $name:ident = $index:literal, $c:literal; )*) => {
@@ -161,12 +161,35 @@ pub mod abi {
     /// A job's writeback row when the row is not written back.
     pub const NO_ROW: u32 = u32::MAX;
 
+    /// A row's *tail* in the device's resident allocation: what the kernel last saw of the
+    /// row's block-table row in the metadata, `1 + j` (0: nothing), the id at entry `j`,
+    /// the id at entry `j + 1` and whether that id is known (4 words). The kernel writes
+    /// it for every active row it fills; a delta step takes a row's token blocks from it
+    /// (and from the step's patches) instead of gathering them from the block table.
+    pub const TAIL_BYTES: usize = 16;
+
+    /// `i32` word where the request table starts in the device's resident allocation
+    /// (after the resident block table of `rows × width` ids, rounded up to 16 bytes so
+    /// that the kernels load records 16 bytes at a time).
+    pub const fn resident_requests_word(rows: usize, width: usize) -> usize {
+        (rows * width).next_multiple_of(4)
+    }
+
+    /// `i32` word where the rows' tails ([`TAIL_BYTES`] each) start in the device's
+    /// resident allocation: right after the request table.
+    pub const fn resident_tails_word(rows: usize, width: usize) -> usize {
+        resident_requests_word(rows, width) + rows * (REQUEST_BYTES / 4)
+    }
+
     /// `i32` words of the device's resident allocation for a layout of `rows` request rows
     /// and a block table `width` ids wide: the resident block table (`rows × width` ids),
     /// then the request table (`rows` request records, [`REQUEST_BYTES`] each) that delta
-    /// steps advance. The kernels find the request table right after the block table.
+    /// steps advance ([`resident_requests_word`]), then the rows' tails
+    /// ([`resident_tails_word`]). The kernels read both offsets from the emitted source
+    /// (`AL_RESIDENT_REQUESTS_WORD`, `AL_RESIDENT_TAILS_WORD`). A zeroed allocation holds
+    /// no known tail.
     pub const fn resident_words(rows: usize, width: usize) -> usize {
-        rows * width + rows * (REQUEST_BYTES / 4)
+        resident_tails_word(rows, width) + rows * (TAIL_BYTES / 4)
     }
 
     /// The temperature padded rows get (Megatron's pad value; the kernels write its bits).
@@ -221,6 +244,11 @@ pub mod abi {
             "records from the device's request table, plus edits",
         ),
         ("AL_REQUEST_BYTES", REQUEST_BYTES as u32, "request record"),
+        (
+            "AL_TAIL_BYTES",
+            TAIL_BYTES as u32,
+            "a row's tail in the resident allocation",
+        ),
         (
             "AL_EDIT_BYTES",
             EDIT_BYTES as u32,
@@ -358,6 +386,7 @@ pub fn cuda_source_with(geometry: &Geometry, options: EmitOptions) -> String {
     emit_preamble(&mut out, geometry);
     out.push_str(&facts_header(geometry));
     out.push_str(&abi_header());
+    emit_resident(&mut out, geometry);
     out.push_str(FILL_CUH);
     emit_entries(&mut out, geometry, options);
     out
@@ -559,6 +588,22 @@ pub fn abi_header() -> String {
     out
 }
 
+/// Where the kernels find the request table and the rows' tails in the resident
+/// allocation of `g`'s layout (`abi::resident_requests_word`, `abi::resident_tails_word`).
+fn emit_resident(out: &mut String, g: &Geometry) {
+    let (rows, width) = (g.facts.max_requests, g.facts.block_table_width);
+    let _ = writeln!(
+        out,
+        "// The device's resident allocation (abi::resident_words), in i32 words: the resident\n\
+         // block table, the request table, the rows' tails (both 16-byte aligned).\n\
+         constexpr al_u32 AL_RESIDENT_REQUESTS_WORD = {}u, AL_RESIDENT_TAILS_WORD = {}u;\n\
+         static_assert(AL_RESIDENT_REQUESTS_WORD >= AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH && AL_RESIDENT_REQUESTS_WORD % 4u == 0u &&\n\
+         \x20             AL_RESIDENT_TAILS_WORD == AL_RESIDENT_REQUESTS_WORD + AL_MAX_REQUESTS * (AL_REQUEST_BYTES / 4u), \"resident layout\");\n",
+        abi::resident_requests_word(rows, width),
+        abi::resident_tails_word(rows, width),
+    );
+}
+
 fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
     out.push_str(
         "// ---- Entry points ------------------------------------------------------------\n\
@@ -642,6 +687,25 @@ block_size = 4
 [graphs]
 count = "off"
 "#;
+
+    #[test]
+    fn the_resident_allocation_puts_the_request_table_and_the_tails_on_16_byte_boundaries() {
+        // 3 rows x 5 ids: the block table ends at word 15, the request table starts at 16.
+        assert_eq!(abi::resident_requests_word(3, 5), 16);
+        assert_eq!(abi::resident_tails_word(3, 5), 16 + 3 * 4);
+        assert_eq!(abi::resident_words(3, 5), 16 + 3 * 4 + 3 * 4);
+        // Already aligned: no padding.
+        assert_eq!(abi::resident_requests_word(8, 8), 64);
+        // The kernels read both offsets from the emitted source.
+        let src = cuda_source(&geometry(MHA));
+        let rows = 8;
+        let width = geometry(MHA).facts.block_table_width;
+        assert!(src.contains(&format!(
+            "AL_RESIDENT_REQUESTS_WORD = {}u, AL_RESIDENT_TAILS_WORD = {}u;",
+            abi::resident_requests_word(rows, width),
+            abi::resident_tails_word(rows, width)
+        )));
+    }
 
     #[test]
     fn facts_match_semantics_9() {

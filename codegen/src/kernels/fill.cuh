@@ -6,8 +6,10 @@
 
 // One active request. `src` says where its block-table row is read from: the top bits
 // (from AL_SRC_SHIFT) are the kind (AL_SRC_META / _RESIDENT / _UPLOAD / _NONE), the low
-// bits (AL_SRC_INDEX_MASK) an index.
-struct AlRequest { al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; };
+// bits (AL_SRC_INDEX_MASK) an index. Records (and edits, tails) are 16-byte aligned
+// wherever they are (the image's sections, the head, the resident allocation), so each
+// is one 16-byte load.
+struct __align__(16) AlRequest { al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; };
 static_assert(sizeof(AlRequest) == AL_REQUEST_BYTES, "request record");
 
 // Sampling parameters as raw bits (the kernels copy them; no float arithmetic).
@@ -21,10 +23,10 @@ static_assert(sizeof(AlInter) == AL_INTER_BYTES, "intermediate record");
 
 // Edit of a delta step (AL_FLAG_DELTA): active row `row` takes this record and sampling
 // instead of advancing the device's record of the step before.
-struct AlEdit { al_u32 row; al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; al_u32 temperature_bits; al_i32 top_k; al_u32 top_p_bits; };
+struct __align__(16) AlEdit { al_u32 row; al_u32 q; al_u32 kv; al_u32 src; al_i32 slot; al_u32 temperature_bits; al_i32 top_k; al_u32 top_p_bits; };
 static_assert(sizeof(AlEdit) == AL_EDIT_BYTES, "edit record");
 
-struct AlWrite { al_u32 index; al_i32 value; };
+struct __align__(8) AlWrite { al_u32 index; al_i32 value; };
 static_assert(sizeof(AlWrite) == AL_WRITE_BYTES, "patch / change");
 
 // Rewrite block-table row `row` over [0, width): entries [0, len) from `src` (-1 becomes
@@ -33,9 +35,18 @@ static_assert(sizeof(AlWrite) == AL_WRITE_BYTES, "patch / change");
 struct AlJob { al_u32 row; al_u32 len; al_u32 width; al_u32 src; al_u32 writeback; };
 static_assert(sizeof(AlJob) == AL_JOB_BYTES, "job");
 
-// The device's resident allocation: the resident block table (R x nkv ids), then the
-// request table, one AlRequest per active row of the last step (what delta steps advance).
-constexpr al_u32 AL_RESIDENT_TABLE_IDS = AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH;
+// The device's resident allocation (offsets emitted before this file): the resident block
+// table (R x nkv ids), the request table (one AlRequest per active row of the last step:
+// what delta steps advance), and the rows' tails.
+//
+// A row's tail: what the last fill wrote of the row's block-table row in the metadata.
+// `at` = 1 + j (0: nothing known): entry j holds `id`, and entry j + 1 holds `next` when
+// `has_next`. Every fill writes the tail of every active row (j: the block of the row's
+// last token); a delta step's rows in place take their tokens' blocks from it, updated by
+// the step's patches, instead of gathering them from the block table after the scan. The
+// allocation starts zeroed: nothing known.
+struct __align__(16) AlTail { al_u32 at; al_i32 id; al_i32 next; al_u32 has_next; };
+static_assert(sizeof(AlTail) == AL_TAIL_BYTES, "tail");
 
 // ---- Launch shape ----------------------------------------------------------------
 constexpr al_u32 AL_WARPS = AL_THREADS / 32u;
@@ -64,8 +75,10 @@ constexpr al_u32 AL_EDITS_BROADCAST = 8u;
 // in registers. (The CPU build of the tests has no such pragma.)
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define AL_UNROLL _Pragma("unroll")
+#define AL_NO_UNROLL _Pragma("unroll 1")
 #else
 #define AL_UNROLL
+#define AL_NO_UNROLL
 #endif
 
 // log2(B): block positions are split with shifts (B is a power of two).
@@ -345,25 +358,29 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
 // are issued together; and the only barrier of a step without long rows, Mamba prefill or
 // a kernel format is the one of the request scan (besides the head's, at the start). A
 // steady decode step (a delta step without edits) runs: the image's head and own table rows
-// (one round trip) -> the head's barrier -> patches and records from registers and shared
-// memory -> scan barrier -> the rows' block ids -> stores.
+// and tails (one round trip) -> the head's barrier -> patches and records from registers
+// and shared memory, the rows' block ids from their tails -> scan barrier -> stores.
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
                                           al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
                                           bool eager) {
   const al_u32 tid = threadIdx.x;
   const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
   // The request table on the device: the records of the last step's active rows.
-  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_TABLE_IDS);
+  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_REQUESTS_WORD);
+  AlTail* tails = reinterpret_cast<AlTail*>(resident + AL_RESIDENT_TAILS_WORD);
   // (0) One round trip for what everything below needs: the image's head (the header, and
-  // a steady step's edits and patches) and block 0's rows of the request table (what a delta
-  // step advances; the last kernel wrote them), issued together. The header is then read
-  // from shared memory into registers.
-  __shared__ al_u64 s_head[AL_HEAD_WORDS];
+  // a steady step's edits and patches) and block 0's rows of the request table and their
+  // tails (what a delta step advances; the last kernel wrote them), issued together. The
+  // header is then read from shared memory into registers.
+  __align__(16) __shared__ al_u64 s_head[AL_HEAD_WORDS];
   for (al_u32 i = tid; i < AL_HEAD_WORDS; i += AL_THREADS) s_head[i] = reinterpret_cast<const al_u64*>(staging)[i];
   AlRequest tab[AL_PER_THREAD];
+  AlTail tl[AL_PER_THREAD];
   AL_UNROLL
   for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    tab[i] = blockIdx.x == 0u && first + i < AL_MAX_REQUESTS ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
+    const bool mine = blockIdx.x == 0u && first + i < AL_MAX_REQUESTS;
+    tab[i] = mine ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
+    tl[i] = mine ? tails[first + i] : AlTail{0u, 0, 0, 0u};
   }
   __syncthreads();  // the head is loaded
   const al_u8* head = reinterpret_cast<const al_u8*>(s_head);
@@ -394,13 +411,22 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // shared-map path below, which orders its accesses with its own two barriers.
   AlRequest rec[AL_PER_THREAD];
   bool edited[AL_PER_THREAD];  // the record was written to the table by an edit's thread
+  // Entry j + 2 of a row whose tail is at j, when one of the step's patches writes it (the
+  // row's next tail, if its tokens cross into j + 1 in this step).
+  al_i32 far[AL_PER_THREAD];
+  bool has_far[AL_PER_THREAD];
   AL_UNROLL
   for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
     const al_u32 a = first + i;
     rec[i] = a >= n ? AlRequest{0u, 0u, 0u, 0} : delta ? tab[i] : req[a];
     edited[i] = false;
+    far[i] = 0;
+    has_far[i] = false;
   }
   if (!delta) {
+    // A full step gathers every row's blocks (its rows' tails are rewritten below).
+    AL_UNROLL
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) tl[i].at = 0u;
     const bool per_request = (h.flags & AL_FLAG_PER_REQUEST_SAMPLING) != 0u;
     const AlSampling* sampling = reinterpret_cast<const AlSampling*>(
         al_section(staging, head, h.off_sampling, (al_u64)(per_request ? n : 1u) * AL_SAMPLING_BYTES));
@@ -441,7 +467,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       for (al_u32 e = 0u; e < AL_EDITS_BROADCAST; ++e) {
         AL_UNROLL
         for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-          if (xrow[e] == first + i && xrow[e] < n) rec[i] = xrec[e];
+          if (xrow[e] == first + i && xrow[e] < n) { rec[i] = xrec[e]; tl[i].at = 0u; }
         }
       }
       for (al_u32 e = tid; e < n_edits; e += AL_THREADS) {
@@ -471,8 +497,31 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       AL_UNROLL
       for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
         const al_u32 a = first + i;
-        if (a < n && s_cu_q[a] != 0u) { rec[i] = table[a]; edited[i] = true; }
+        if (a < n && s_cu_q[a] != 0u) { rec[i] = table[a]; edited[i] = true; tl[i].at = 0u; }
       }
+    }
+    // The step's patches (appended blocks of rows in place) update the tails they touch:
+    // when they lie in the head (a steady step's few), every thread reads them all from
+    // shared memory, one per iteration (no round trip; the loop runs as many times as there
+    // are patches); otherwise every row gathers its blocks (the tails are not used).
+    const bool patches_in_head = (al_u64)h.off_patches + (al_u64)h.n_patches * AL_WRITE_BYTES <= (al_u64)AL_HEAD_BYTES;
+    const AlWrite* head_patches = reinterpret_cast<const AlWrite*>(head + (patches_in_head ? h.off_patches : 0u));
+    AL_NO_UNROLL
+    for (al_u32 p = 0u; p < (patches_in_head ? h.n_patches : 0u); ++p) {
+      const AlWrite w = head_patches[p];
+      const al_u32 row = w.index / AL_BLOCK_TABLE_WIDTH, j = w.index - row * AL_BLOCK_TABLE_WIDTH;
+      AL_UNROLL
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        if (row == first + i && tl[i].at != 0u) {
+          if (j + 1u == tl[i].at) tl[i].id = w.value;
+          else if (j == tl[i].at) { tl[i].next = w.value; tl[i].has_next = 1u; }
+          else if (j == tl[i].at + 1u) { far[i] = w.value; has_far[i] = true; }
+        }
+      }
+    }
+    if (!patches_in_head) {
+      AL_UNROLL
+      for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) tl[i].at = 0u;
     }
   }
   // The device's request table holds this step's records from here on (the next delta step
@@ -573,14 +622,32 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
         pre_kv += r.kv + r.q;
         s_cu_q[a + 1u] = pre_q;
         al_write_request(meta, h, a, r, pre_q, pre_kv);
+        AlTail after{0u, 0, 0, 0u};  // the row's tail after this step (long rows: none)
         if (r.q <= AL_OWNED_TOKENS && r.q > 0u) {
           // A step the host staged never reaches past its row (the plan checks every
           // token's block); the clamp keeps a misused replay (a delta step applied twice,
           // see cuda::StreamFill) inside the row.
           const al_u32 j0 = al_min(r.kv >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);
           const al_u32 j1 = al_min((r.kv + r.q - 1u) >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u);
-          const al_i32 b0 = al_row_block(bt, resident, uploaded, r, a, j0);
-          const al_i32 b1 = j1 != j0 ? al_row_block(bt, resident, uploaded, r, a, j1) : b0;
+          // A row in place in a delta step knows its blocks from its tail (j1 <= j0 + 1:
+          // q <= B); any other row gathers them, and entry j1 + 1 with them when the row is
+          // in place in the metadata (no job writes it), for its next tail.
+          const AlTail c = tl[i];
+          const al_u32 jt = c.at - 1u;
+          const bool known0 = c.at != 0u && (j0 == jt || (j0 == jt + 1u && c.has_next != 0u));
+          const bool known1 = c.at != 0u && (j1 == jt || (j1 == jt + 1u && c.has_next != 0u));
+          al_i32 b0, b1;
+          if (known0 && known1) {
+            b0 = j0 == jt ? c.id : c.next;
+            b1 = j1 == jt ? c.id : c.next;
+            after = j1 == jt ? AlTail{j1 + 1u, b1, c.next, c.has_next} : AlTail{j1 + 1u, b1, far[i], has_far[i] ? 1u : 0u};
+          } else {
+            b0 = al_row_block(bt, resident, uploaded, r, a, j0);
+            b1 = j1 != j0 ? al_row_block(bt, resident, uploaded, r, a, j1) : b0;
+            const bool in_place = (r.src >> AL_SRC_SHIFT) == AL_SRC_META && j1 + 1u < AL_BLOCK_TABLE_WIDTH;
+            const al_i32 next = in_place ? bt[a * AL_BLOCK_TABLE_WIDTH + j1 + 1u] : 0;
+            after = AlTail{j1 + 1u, al_map_block(b1), next, in_place ? 1u : 0u};
+          }
           AL_UNROLL
           for (al_u32 k = 0u; k < AL_OWNED_TOKENS; ++k) {
             const al_u32 t = t0 + k;
@@ -591,6 +658,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
             }
           }
         }
+        tails[a] = after;
       }
     }
   }
