@@ -30,19 +30,13 @@ fn main() -> std::process::ExitCode {
         let steps: usize = args.next().map_or(Ok(5000), |s| s.parse())?;
         let check_every: usize = args.next().map_or(Ok(100), |s| s.parse())?;
         let device = attention_layout::cuda::probe(0)?;
-        let (major, minor) = device.compute_capability;
-        // NVRTC takes the architecture as a &'static str: one short string per process.
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let arch = attention_layout_examples::gpu::nvrtc_arch(device.compute_capability);
         println!(
             "captured_fill on {device}: {steps} steps of {} decode rows",
             captured::ROWS
         );
         let r = captured::run(arch, steps, check_every)?;
-        println!(
-            "checked {} steps against the CPU reference: {}",
-            r.checked,
-            r.mismatch.as_deref().unwrap_or("all equal")
-        );
+        print_checked("", &r);
         print_gpu_times("", &r);
         println!(
             "host: prepare (plan + staging) {:.2} µs median; staging {} bytes per step (median), {:.0} % delta steps",
@@ -51,10 +45,9 @@ fn main() -> std::process::ExitCode {
             r.delta * 100.0
         );
         let p = captured::run_prepared(steps, check_every)?;
-        println!(
-            "prepared steps (BatchState, StreamFill::prepare_with_origin): checked {} steps: {}",
-            p.checked,
-            p.mismatch.as_deref().unwrap_or("all equal")
+        print_checked(
+            "prepared steps (BatchState, StreamFill::prepare_with_origin): ",
+            &p,
         );
         println!(
             "prepared steps: fill alone {:.2} µs GPU per replay (median); host: prepare_with_origin (try_advance, or plan + staging) {:.2} µs median; {} bytes per step (median), {:.0} % staged by try_advance",
@@ -64,10 +57,9 @@ fn main() -> std::process::ExitCode {
             p.delta * 100.0
         );
         let g = captured::run_graph(arch, steps, check_every)?;
-        println!(
-            "fill graph (FillGraph: the node pointed at each step, small images in the kernel's parameters): checked {} steps: {}",
-            g.checked,
-            g.mismatch.as_deref().unwrap_or("all equal")
+        print_checked(
+            "fill graph (FillGraph: the node pointed at each step, small images in the kernel's parameters): ",
+            &g,
         );
         print_gpu_times("fill graph: ", &g);
         println!(
@@ -87,6 +79,16 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(3)
         }
     }
+}
+
+/// How many steps of a run were checked against the CPU reference, and the first mismatch.
+#[cfg(feature = "cuda")]
+fn print_checked(prefix: &str, r: &attention_layout_examples::captured::Report) {
+    println!(
+        "{prefix}checked {} steps against the CPU reference: {}",
+        r.checked,
+        r.mismatch.as_deref().unwrap_or("all equal")
+    );
 }
 
 /// The GPU times of a run with the fill, fill + consumer and consumer graphs.

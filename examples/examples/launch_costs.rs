@@ -71,8 +71,7 @@ extern "C" __global__ void touch_param(const __grid_constant__ Img img, unsigned
     pub fn run() -> Result<()> {
         let steps: usize = std::env::args().nth(1).map_or(Ok(20_000), |s| s.parse())?;
         let device = attention_layout::cuda::probe(0)?;
-        let (major, minor) = device.compute_capability;
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let arch = attention_layout_examples::gpu::nvrtc_arch(device.compute_capability);
         let ctx = CudaContext::new(0)?;
         // SAFETY: every buffer below is used on `stream` only (no cross-stream tracking
         // needed); it would invalidate the capture. Affects slices created after it.

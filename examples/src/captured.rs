@@ -392,6 +392,51 @@ pub struct Report {
     pub in_params: f64,
 }
 
+/// The timed steps' measurements of a run, reduced to a [`Report`]'s medians and shares.
+#[derive(Default)]
+struct Samples {
+    both: Vec<f64>,
+    fill: Vec<f64>,
+    consumer: Vec<f64>,
+    prepare: Vec<f64>,
+    bytes: Vec<f64>,
+    /// Steps staged as delta steps (`run`) or by `try_advance` (the others).
+    counted: usize,
+    /// Steps whose image travelled in the kernel's parameters (`run_graph`).
+    in_params: usize,
+}
+
+impl Samples {
+    /// The GPU times of one step's three graphs: fill + consumer, fill, consumer.
+    fn gpu(&mut self, both: f64, fill: f64, consumer: f64) {
+        self.both.push(both);
+        self.fill.push(fill);
+        self.consumer.push(consumer);
+    }
+
+    /// The host side of one step: `prepare`'s time, the bytes staged, and whether it counts
+    /// for [`Report::delta`].
+    fn host(&mut self, prepare_us: f64, bytes: usize, counted: bool) {
+        self.prepare.push(prepare_us);
+        self.bytes.push(bytes as f64);
+        self.counted += usize::from(counted);
+    }
+
+    /// `report` with the medians and shares of `steps` timed steps (a time no step took
+    /// stays 0).
+    fn finish(mut self, report: &mut Report, steps: usize) {
+        let med = |v: &mut Vec<f64>| if v.is_empty() { 0.0 } else { median(v) };
+        report.steps = steps;
+        report.fill_and_consumer_gpu_us = med(&mut self.both);
+        report.fill_gpu_us = med(&mut self.fill);
+        report.consumer_gpu_us = med(&mut self.consumer);
+        report.prepare_host_us = med(&mut self.prepare);
+        report.bytes = med(&mut self.bytes) as usize;
+        report.delta = self.counted as f64 / steps.max(1) as f64;
+        report.in_params = self.in_params as f64 / steps.max(1) as f64;
+    }
+}
+
 /// Runs `steps` steps of the workload through the captured graph, checking every
 /// `check_every`-th step (and the first 64) against the CPU reference.
 pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Report> {
@@ -420,9 +465,7 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
     let mut w_alone = Workload::new(&dims, ROWS, 50);
     let timer = Timer::new(&stream)?;
     let mut report = Report::default();
-    let (mut t_both, mut t_alone, mut t_consumer, mut t_prepare, mut bytes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut delta = 0usize;
+    let mut samples = Samples::default();
     let warmup = 100;
     for k in 0..steps + warmup {
         w.advance();
@@ -446,21 +489,12 @@ pub fn run(arch: &'static str, steps: usize, check_every: usize) -> Result<Repor
         let alone_us = timer.time(|| Ok(alone.launch()?))?;
         let consumer_us = timer.time(|| Ok(consumer_graph.launch()?))?;
         if k >= warmup {
-            t_both.push(both_us);
-            t_alone.push(alone_us);
-            t_consumer.push(consumer_us);
-            t_prepare.push(prepare_us);
-            bytes.push(fill.last_staged().bytes as f64);
-            delta += usize::from(fill.last_staged().delta);
+            samples.gpu(both_us, alone_us, consumer_us);
+            let staged = fill.last_staged();
+            samples.host(prepare_us, staged.bytes, staged.delta);
         }
     }
-    report.steps = steps;
-    report.fill_and_consumer_gpu_us = median(&mut t_both);
-    report.fill_gpu_us = median(&mut t_alone);
-    report.consumer_gpu_us = median(&mut t_consumer);
-    report.prepare_host_us = median(&mut t_prepare);
-    report.bytes = median(&mut bytes) as usize;
-    report.delta = delta as f64 / steps.max(1) as f64;
+    samples.finish(&mut report, steps);
     Ok(report)
 }
 
@@ -484,8 +518,7 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
     let mut cpu = HostMetadata::new(dims.clone());
     let timer = Timer::new(&stream)?;
     let mut report = Report::default();
-    let (mut t_fill, mut t_prepare, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
-    let mut advanced = 0usize;
+    let mut samples = Samples::default();
     // One step: prepare (timed), replay (timed on the device), compare now and then.
     let mut step = |state: &mut BatchState, k: Option<usize>| -> Result<()> {
         let prepare_us = state.with_step_origin(|input, origin| -> Result<f64> {
@@ -509,10 +542,9 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
         if let Some(k) = k
             && k >= 100
         {
-            t_fill.push(fill_us);
-            t_prepare.push(prepare_us);
-            bytes.push(fill.last_staged().bytes as f64);
-            advanced += usize::from(fill.last_staged().advanced);
+            samples.fill.push(fill_us);
+            let staged = fill.last_staged();
+            samples.host(prepare_us, staged.bytes, staged.advanced);
         }
         Ok(())
     };
@@ -523,11 +555,7 @@ pub fn run_prepared(steps: usize, check_every: usize) -> Result<Report> {
         step(&mut state, Some(k))?;
         end_decode_step(&mut state, &mut ids, k)?;
     }
-    report.steps = steps.min(5000);
-    report.fill_gpu_us = median(&mut t_fill);
-    report.prepare_host_us = median(&mut t_prepare);
-    report.bytes = median(&mut bytes) as usize;
-    report.delta = advanced as f64 / report.steps.max(1) as f64;
+    samples.finish(&mut report, steps.min(5000));
     Ok(report)
 }
 
@@ -632,9 +660,7 @@ pub fn run_graph(arch: &'static str, steps: usize, check_every: usize) -> Result
     })?;
     stream.synchronize()?;
     let mut report = Report::default();
-    let (mut t_both, mut t_alone, mut t_consumer, mut t_prepare, mut bytes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut advanced, mut in_params) = (0usize, 0usize);
+    let mut samples = Samples::default();
     let mut ids = Vec::with_capacity(ROWS as usize);
     let warmup = 100;
     for k in 0..steps.min(5000) + warmup {
@@ -654,24 +680,14 @@ pub fn run_graph(arch: &'static str, steps: usize, check_every: usize) -> Result
         let alone_us = timer.time(|| Ok(alone.launch()?))?;
         let consumer_us = timer.time(|| Ok(consumer_graph.launch()?))?;
         if k >= warmup {
-            t_both.push(both_us);
-            t_alone.push(alone_us);
-            t_consumer.push(consumer_us);
-            t_prepare.push(prepare_us);
-            bytes.push(both.last_staged().bytes as f64);
-            advanced += usize::from(both.last_staged().advanced);
-            in_params += usize::from(both.image_in_params());
+            samples.gpu(both_us, alone_us, consumer_us);
+            let staged = both.last_staged();
+            samples.host(prepare_us, staged.bytes, staged.advanced);
+            samples.in_params += usize::from(both.image_in_params());
         }
         end_decode_step(&mut state, &mut ids, k)?;
         end_decode_step(&mut state_alone, &mut ids, k)?;
     }
-    report.steps = steps.min(5000);
-    report.fill_and_consumer_gpu_us = median(&mut t_both);
-    report.fill_gpu_us = median(&mut t_alone);
-    report.consumer_gpu_us = median(&mut t_consumer);
-    report.prepare_host_us = median(&mut t_prepare);
-    report.bytes = median(&mut bytes) as usize;
-    report.delta = advanced as f64 / report.steps.max(1) as f64;
-    report.in_params = in_params as f64 / report.steps.max(1) as f64;
+    samples.finish(&mut report, steps.min(5000));
     Ok(report)
 }

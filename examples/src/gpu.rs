@@ -20,6 +20,13 @@ use crate::attention::{self, AttnCase, Cache, StepRun};
 use crate::layouts::{AttnModel, Layout, MambaModel};
 use crate::mamba::{self, MambaCase, MambaRun, States};
 
+/// The NVRTC architecture for compute capability `(major, minor)` (`sm_90`). NVRTC takes
+/// it as a `&'static str`: one short string per call, leaked (a process asks once or
+/// twice).
+pub fn nvrtc_arch((major, minor): (i32, i32)) -> &'static str {
+    Box::leak(format!("sm_{major}{minor}").into_boxed_str())
+}
+
 /// An open device: context, a stream, and the NVRTC architecture to compile for.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
@@ -48,10 +55,8 @@ impl Gpu {
             return Err("the CUDA driver reports no device".into());
         }
         let ctx = CudaContext::new(0).map_err(|e| format!("cannot open CUDA device 0: {e}"))?;
-        let (major, minor) = ctx.compute_capability()?;
+        let arch = nvrtc_arch(ctx.compute_capability()?);
         let name = ctx.name()?;
-        // The NVRTC option takes a &'static str; one short string per process.
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
         let stream = ctx.new_stream()?;
         Ok(Self {
             ctx,

@@ -61,9 +61,7 @@ fn mamba_consumer_with_vllm_state_indices_on_gpu() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn the_fill_captured_with_a_consumer_matches_the_cpu_reference() {
-    let device = attention_layout::cuda::probe(0).unwrap();
-    let (major, minor) = device.compute_capability;
-    let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+    let arch = gpu::nvrtc_arch(attention_layout::cuda::probe(0).unwrap().compute_capability);
     let r = attention_layout_examples::captured::run(arch, 400, 7).unwrap();
     assert_eq!(r.mismatch, None);
     assert!(r.checked >= 64 + 400 / 7, "{} steps checked", r.checked);
@@ -75,9 +73,7 @@ fn the_fill_captured_with_a_consumer_matches_the_cpu_reference() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn the_fill_graph_with_a_consumer_matches_the_cpu_reference() {
-    let device = attention_layout::cuda::probe(0).unwrap();
-    let (major, minor) = device.compute_capability;
-    let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+    let arch = gpu::nvrtc_arch(attention_layout::cuda::probe(0).unwrap().compute_capability);
     let r = attention_layout_examples::captured::run_graph(arch, 400, 7).unwrap();
     assert_eq!(r.mismatch, None);
     assert!(r.checked >= 64 + 400 / 7, "{} steps checked", r.checked);

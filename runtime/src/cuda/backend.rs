@@ -373,6 +373,13 @@ impl Device {
         }
     }
 
+    /// Bucket `i`'s parameter entry.
+    fn param_fn(&self, i: usize) -> Result<&CudaFunction, BackendError> {
+        self.param_fns
+            .get(i)
+            .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))
+    }
+
     /// Launches bucket `i`'s parameter entry with `image` and `grid` blocks.
     ///
     /// # Safety
@@ -387,10 +394,7 @@ impl Device {
         grid: u32,
         image: &ParamImage,
     ) -> Result<(), BackendError> {
-        let f = self
-            .param_fns
-            .get(i)
-            .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))?;
+        let f = self.param_fn(i)?;
         let mut args = FillArgs {
             meta: self.meta_ptr,
             image: *image,
@@ -430,11 +434,7 @@ impl Device {
         recorded?;
         let graph = ended?.ok_or_else(|| BackendError::Cuda("capture produced no graph".into()))?;
         graph.upload().map_err(cuda("upload a graph"))?;
-        let f = self
-            .param_fns
-            .get(i)
-            .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))?;
-        let (node, params) = find_kernel_node(&graph, f)?;
+        let (node, params) = find_kernel_node(&graph, self.param_fn(i)?)?;
         Ok(ParamGraph {
             graph,
             node,
