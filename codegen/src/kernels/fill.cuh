@@ -392,10 +392,12 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   if (padded_tokens > AL_MAX_TOKENS || np > AL_MAX_REQUESTS || n > np || h.real_tokens > padded_tokens) return;
 
   const al_u32 workers = gridDim.x - 1u;
-  if (blockIdx.x != 0u || workers == 0u) {
+  // Block 0 alone does the workers' part too, when there is one (a steady step has none:
+  // it skips the part's setup).
+  if (blockIdx.x != 0u || (workers == 0u && (h.n_changes != 0u || h.n_jobs != 0u))) {
     al_worker(meta, staging, head, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
-    if (blockIdx.x != 0u) return;
   }
+  if (blockIdx.x != 0u) return;
 
   const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
   const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(al_section(staging, head, h.off_requests, (al_u64)n * AL_REQUEST_BYTES));
@@ -446,7 +448,10 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     }
     const al_u32 n_edits = h.n_edits;
     const AlEdit* edits = reinterpret_cast<const AlEdit*>(al_section(staging, head, h.off_requests, (al_u64)n_edits * AL_EDIT_BYTES));
-    if (n_edits <= AL_EDITS_BROADCAST) {
+    if (n_edits == 0u) {
+      // A steady step: no edit (the broadcast below runs its unrolled slots whatever their
+      // count, on every warp).
+    } else if (n_edits <= AL_EDITS_BROADCAST) {
       // Few edits (the usual case): every thread reads all of them (the same addresses for
       // the whole block, issued together with its records: no extra round trip) and takes
       // those of its own rows. One thread per edit writes the row's sampling; no other
@@ -501,13 +506,15 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       }
     }
     // The step's patches (appended blocks of rows in place) update the tails they touch:
-    // when they lie in the head (a steady step's few), every thread reads them all from
-    // shared memory, one per iteration (no round trip; the loop runs as many times as there
-    // are patches); otherwise every row gathers its blocks (the tails are not used).
+    // when they lie in the head (a steady step's few), every thread that owns a row reads
+    // them all from shared memory, one per iteration (no round trip; the loop runs as many
+    // times as there are patches; warps without rows skip it); otherwise every row gathers
+    // its blocks (the tails are not used).
     const bool patches_in_head = (al_u64)h.off_patches + (al_u64)h.n_patches * AL_WRITE_BYTES <= (al_u64)AL_HEAD_BYTES;
     const AlWrite* head_patches = reinterpret_cast<const AlWrite*>(head + (patches_in_head ? h.off_patches : 0u));
+    const al_u32 tail_patches = patches_in_head && first < n ? h.n_patches : 0u;
     AL_NO_UNROLL
-    for (al_u32 p = 0u; p < (patches_in_head ? h.n_patches : 0u); ++p) {
+    for (al_u32 p = 0u; p < tail_patches; ++p) {
       const AlWrite w = head_patches[p];
       const al_u32 row = w.index / AL_BLOCK_TABLE_WIDTH, j = w.index - row * AL_BLOCK_TABLE_WIDTH;
       AL_UNROLL
@@ -648,14 +655,15 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
             const al_i32 next = in_place ? bt[a * AL_BLOCK_TABLE_WIDTH + j1 + 1u] : 0;
             after = AlTail{j1 + 1u, al_map_block(b1), next, in_place ? 1u : 0u};
           }
-          AL_UNROLL
-          for (al_u32 k = 0u; k < AL_OWNED_TOKENS; ++k) {
+          // As many iterations as the row has tokens (a decode row: s + 1), not unrolled:
+          // the unrolled slots each cost their branch, on every row.
+          const al_u32 owned = al_min(r.q, h.real_tokens > t0 ? h.real_tokens - t0 : 0u);
+          AL_NO_UNROLL
+          for (al_u32 k = 0u; k < owned; ++k) {
             const al_u32 t = t0 + k;
-            if (k < r.q && t < h.real_tokens) {
-              const al_u32 pos = r.kv + k;
-              if (has_ids) input_ids[t] = ids[t];
-              al_write_token(meta, t, pos, al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u) == j0 ? b0 : b1, h.paused + a, true);
-            }
+            const al_u32 pos = r.kv + k;
+            if (has_ids) input_ids[t] = ids[t];
+            al_write_token(meta, t, pos, al_min(pos >> AL_BLOCK_SHIFT, AL_BLOCK_TABLE_WIDTH - 1u) == j0 ? b0 : b1, h.paused + a, true);
           }
         }
         tails[a] = after;
