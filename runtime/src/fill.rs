@@ -731,6 +731,11 @@ fn check_steady_rows(
     state: &mut FillState,
 ) -> Option<Tally> {
     let n = rows.len();
+    // Rows come paused, decode, then prefill: a step whose last row is not a decode row is
+    // not steady, known before the pass over every decode row ahead of it.
+    if rows.last().is_some_and(|row| row.phase != Phase::Decode) {
+        return None;
+    }
     let res = resident_rows.get(..n)?;
     let src = state.meta_src.get(..n)?;
     let dirty = state.block_table_dirty.get(..n)?;
@@ -782,6 +787,10 @@ fn check_decode_rows_needed(
     rows: &[RequestRow<'_>],
     state: &mut FillState,
 ) -> Option<Tally> {
+    // As in `check_steady_rows`: a last row that is not a decode row ends it at once.
+    if rows.last().is_some_and(|row| row.phase != Phase::Decode) {
+        return None;
+    }
     let s1 = limits.s1;
     for row in rows {
         if row.phase != Phase::Decode
