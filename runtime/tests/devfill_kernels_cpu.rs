@@ -416,6 +416,7 @@ impl SteadyCoverage {
 fn run_steady(
     knobs: support::steady::SteadyKnobs,
     seed: u64,
+    threads: u32,
 ) -> Vec<(&'static str, SteadyCoverage, u64)> {
     use support::steady::SteadyDriver;
     let cxx = shim::compiler();
@@ -449,11 +450,12 @@ fn run_steady(
                 driver.step(|input| replay.step(format!("{name} steady step {k}"), input, &launch));
             cov.add(&staged);
         }
-        let harness = shim::build(
+        let harness = shim::build_with_threads(
             &cxx,
             &format!("steady-{name}-{seed:x}"),
             dims.geometry(),
             buckets,
+            threads,
         );
         replay.check(&harness, name);
         shim::clean(&harness);
@@ -481,7 +483,11 @@ fn run_steady(
 #[test]
 fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
     let mut total = SteadyCoverage::default();
-    for (name, cov, finished) in run_steady(support::steady::SteadyKnobs::DEFAULT, 0x57ead) {
+    for (name, cov, finished) in run_steady(
+        support::steady::SteadyKnobs::DEFAULT,
+        0x57ead,
+        shim::THREADS,
+    ) {
         assert!(
             cov.delta_no_edits > 0,
             "{name}: no delta step without edits"
@@ -499,6 +505,21 @@ fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
     );
 }
 
+/// The steady sequences again with four warps per block (128 threads), where the other
+/// tests run one: the block-wide scans run over four warps, and whole warps own no row,
+/// as most of the GPU's 16 warps do on a 256-row layout (such warps skip the tails' patch
+/// loop). Every step's bytes equal the host fill's. These runs keep at most 32 rows live,
+/// so the rows all sit in warp 0: the scans' prefixes across warps that hold rows are
+/// checked by the GPU's equivalence tests, not here.
+#[test]
+fn steady_decode_sequences_match_the_host_fill_on_four_warps() {
+    let runs = run_steady(support::steady::SteadyKnobs::DEFAULT, 0x4a4b5, 128);
+    let no_edits: u64 = runs.iter().map(|(_, c, _)| c.delta_no_edits).sum();
+    let changes: u64 = runs.iter().map(|(_, c, _)| c.delta_changes).sum();
+    assert!(no_edits > 0, "no delta step without edits");
+    assert!(changes > 0, "no delta step carried block-table changes");
+}
+
 /// Steady sequences where many rows change their sampling or accept part of their drafts
 /// each step: delta steps then carry more edits than every thread of the kernel reads
 /// (`AL_EDITS_BROADCAST`), which go through the kernel's shared row map, and every step's
@@ -510,7 +531,7 @@ fn steady_sequences_with_many_edits_per_step_match_the_host_fill() {
         partial_accept: 0.3,
         ..support::steady::SteadyKnobs::DEFAULT
     };
-    let runs = run_steady(knobs, 0xed175);
+    let runs = run_steady(knobs, 0xed175, shim::THREADS);
     let many: u64 = runs.iter().map(|(_, c, _)| c.delta_many_edits).sum();
     let few: u64 = runs
         .iter()

@@ -59,8 +59,25 @@ pub struct Harness {
 /// bucket entries entry [`param_entry`]`(geometry, i)` bucket `i`'s parameter entry (the
 /// image copied into an `AlParamImage` by value, as a launch passes it).
 pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -> Harness {
+    build_with_threads(cxx, name, geometry, bucket_entries, THREADS)
+}
+
+/// [`build`] with `threads` threads per block (a multiple of 32, at most 1024): more than
+/// one warp runs the block-wide scans across warps and, on the test layouts' few rows,
+/// leaves whole warps without a row, as the GPU's 512 threads do.
+pub fn build_with_threads(
+    cxx: &str,
+    name: &str,
+    geometry: &Geometry,
+    bucket_entries: bool,
+    threads: u32,
+) -> Harness {
+    assert!(
+        threads.is_multiple_of(32) && (32..=1024).contains(&threads),
+        "{threads} threads: whole warps, at most 1024 (the shim's exchange)"
+    );
     let dir = std::env::temp_dir().join(format!(
-        "attention-layout-shim-{}-{name}-{}",
+        "attention-layout-shim-{}-{name}-{}-{threads}",
         std::process::id(),
         u8::from(bucket_entries)
     ));
@@ -94,7 +111,7 @@ pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -
     let main = format!(
         r#"#include "cuda_shim.h"
 #include <cstring>
-#define AL_THREADS {THREADS}u
+#define AL_THREADS {threads}u
 #include "kernels.cu"
 {adapters}
 static const al_shim_entry ENTRIES[] = {{ {entries} }};
