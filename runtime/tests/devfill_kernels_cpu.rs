@@ -384,11 +384,14 @@ struct SteadyCoverage {
     delta_changes: u64,
     /// Full steps (request records sent).
     full: u64,
+    /// The most active rows of a step.
+    rows_max: u64,
 }
 
 impl SteadyCoverage {
     fn add(&mut self, staged: &devfill::Staged) {
         self.steps += 1;
+        self.rows_max = self.rows_max.max(u64::from(staged.info.real.requests()));
         if !staged.delta {
             self.full += 1;
             return;
@@ -418,10 +421,20 @@ fn run_steady(
     seed: u64,
     threads: u32,
 ) -> Vec<(&'static str, SteadyCoverage, u64)> {
+    run_steady_on(layouts::LAYOUTS, knobs, seed, threads)
+}
+
+/// [`run_steady`] over `layouts`.
+fn run_steady_on(
+    layouts: &[(&'static str, &str)],
+    knobs: support::steady::SteadyKnobs,
+    seed: u64,
+    threads: u32,
+) -> Vec<(&'static str, SteadyCoverage, u64)> {
     use support::steady::SteadyDriver;
     let cxx = shim::compiler();
     let mut out = Vec::new();
-    for (i, (name, src)) in layouts::LAYOUTS.iter().enumerate() {
+    for (i, (name, src)) in layouts.iter().enumerate() {
         let dims = layouts::dims(src);
         let buckets = i % 2 == 1;
         let mut replay = Replay::new(&dims);
@@ -505,19 +518,49 @@ fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
     );
 }
 
+/// A layout whose steady runs keep more than 64 rows live (the test layouts' keep at most
+/// 32): with four warps per block its rows span three warps.
+const WIDE: (&str, &str) = (
+    "mha-96-rows",
+    r#"
+model = "mha"
+max_requests = 96
+max_tokens = 256
+max_seq_len = 4096
+block_size = 16
+[graphs]
+count = 8
+"#,
+);
+
 /// The steady sequences again with four warps per block (128 threads), where the other
-/// tests run one: the block-wide scans run over four warps, and whole warps own no row,
-/// as most of the GPU's 16 warps do on a 256-row layout (such warps skip the tails' patch
-/// loop). Every step's bytes equal the host fill's. These runs keep at most 32 rows live,
-/// so the rows all sit in warp 0: the scans' prefixes across warps that hold rows are
-/// checked by the GPU's equivalence tests, not here.
+/// tests run one: the block-wide scans run over four warps, whole warps own no row (as
+/// most of the GPU's 16 warps do on a 256-row layout: they skip the tails' patch loop),
+/// and on a 96-row layout the rows span three warps, so the scans' prefixes cross warps
+/// that hold rows. Every step's bytes equal the host fill's.
 #[test]
 fn steady_decode_sequences_match_the_host_fill_on_four_warps() {
-    let runs = run_steady(support::steady::SteadyKnobs::DEFAULT, 0x4a4b5, 128);
+    let mut layouts = layouts::LAYOUTS.to_vec();
+    layouts.push(WIDE);
+    // Twice the default admissions, so that the wide layout fills past two warps' rows.
+    let knobs = support::steady::SteadyKnobs {
+        admit: 0.6,
+        ..support::steady::SteadyKnobs::DEFAULT
+    };
+    let runs = run_steady_on(&layouts, knobs, 0x4a4b5, 128);
     let no_edits: u64 = runs.iter().map(|(_, c, _)| c.delta_no_edits).sum();
     let changes: u64 = runs.iter().map(|(_, c, _)| c.delta_changes).sum();
     assert!(no_edits > 0, "no delta step without edits");
     assert!(changes > 0, "no delta step carried block-table changes");
+    let wide = runs
+        .iter()
+        .find(|(name, ..)| *name == WIDE.0)
+        .map(|(_, c, _)| c);
+    assert!(
+        wide.is_some_and(|c| c.rows_max > 64),
+        "{}: no step with rows in a third warp ({wide:?})",
+        WIDE.0
+    );
 }
 
 /// Steady sequences where many rows change their sampling or accept part of their drafts
