@@ -697,9 +697,9 @@ count = "off"
         // Already aligned: no padding.
         assert_eq!(abi::resident_requests_word(8, 8), 64);
         // The kernels read both offsets from the emitted source.
-        let src = cuda_source(&geometry(MHA));
-        let rows = 8;
-        let width = geometry(MHA).facts.block_table_width;
+        let g = geometry(MHA);
+        let src = cuda_source(&g);
+        let (rows, width) = (g.facts.max_requests, g.facts.block_table_width);
         assert!(src.contains(&format!(
             "AL_RESIDENT_REQUESTS_WORD = {}u, AL_RESIDENT_TAILS_WORD = {}u;",
             abi::resident_requests_word(rows, width),

@@ -545,7 +545,15 @@ fn plan<'a, D: Dims>(
         .residency
         .filter(|_| resident)
         .map(|r| r.resident_rows);
+    // Rows come paused, decode, then prefill: a step whose last row is not a decode row
+    // (a mixed step) takes neither lean pass, known before a pass over every decode row
+    // ahead of its first prefill row.
+    let decode_only = input
+        .rows
+        .last()
+        .is_none_or(|row| row.phase == Phase::Decode);
     let steady = match resident_rows {
+        _ if !decode_only => None,
         Some(res) => check_steady_rows(&limits, input.rows, res, state),
         // The device fill's steady step (it checks the rest of the block lists itself).
         None if check == BlockCheck::Needed => check_decode_rows_needed(&limits, input.rows, state),
@@ -731,11 +739,6 @@ fn check_steady_rows(
     state: &mut FillState,
 ) -> Option<Tally> {
     let n = rows.len();
-    // Rows come paused, decode, then prefill: a step whose last row is not a decode row is
-    // not steady, known before the pass over every decode row ahead of it.
-    if rows.last().is_some_and(|row| row.phase != Phase::Decode) {
-        return None;
-    }
     let res = resident_rows.get(..n)?;
     let src = state.meta_src.get(..n)?;
     let dirty = state.block_table_dirty.get(..n)?;
@@ -787,10 +790,6 @@ fn check_decode_rows_needed(
     rows: &[RequestRow<'_>],
     state: &mut FillState,
 ) -> Option<Tally> {
-    // As in `check_steady_rows`: a last row that is not a decode row ends it at once.
-    if rows.last().is_some_and(|row| row.phase != Phase::Decode) {
-        return None;
-    }
     let s1 = limits.s1;
     for row in rows {
         if row.phase != Phase::Decode
