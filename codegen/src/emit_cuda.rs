@@ -40,7 +40,7 @@ use crate::model::{DtypeRule, Fact, FactValue, Field, VLLM_CONV_BLOCK};
 pub mod abi {
     /// Bumped whenever the format changes (part of the emitted source, so of every
     /// compile-cache key).
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
 
     macro_rules! header_words {
         ($( $(#[doc = $doc:literal])* $name:ident = $index:literal, $c:literal; )*) => {
@@ -126,6 +126,17 @@ pub mod abi {
     /// rows that did not simply advance), which also carry their sampling. Rows that are
     /// not edited keep the sampling fields the metadata buffer already holds.
     pub const FLAG_DELTA: u32 = 8;
+    /// Flag, with [`FLAG_DELTA`] and no edits: the step's active rows are the step
+    /// before's, in the same positions, none longer than [`OWNED_TOKENS_MAX`] tokens (and
+    /// than `B`), and the padded request count is at most the step before's. Then every
+    /// row keeps its query length, so each row's cumulative query length is the one the
+    /// metadata holds and its cumulative KV length that plus the cumulative query length:
+    /// the kernel reads them from the metadata instead of scanning the rows.
+    pub const FLAG_KEPT_ROWS: u32 = 16;
+    /// Rows of at most `min(B, OWNED_TOKENS_MAX)` tokens (decode rows) have their tokens
+    /// written by the thread that holds the row's record; longer rows one token per
+    /// thread, after the request scan.
+    pub const OWNED_TOKENS_MAX: u32 = 8;
 
     /// Request record: `q`, `kv_offset`, `src`, `mamba_slot` (4 words).
     pub const REQUEST_BYTES: usize = 16;
@@ -242,6 +253,16 @@ pub mod abi {
             "AL_FLAG_DELTA",
             FLAG_DELTA,
             "records from the device's request table, plus edits",
+        ),
+        (
+            "AL_FLAG_KEPT_ROWS",
+            FLAG_KEPT_ROWS,
+            "the rows of the step before, short: no request scan",
+        ),
+        (
+            "AL_OWNED_TOKENS_MAX",
+            OWNED_TOKENS_MAX,
+            "longest row whose tokens its owner writes (at most B)",
         ),
         ("AL_REQUEST_BYTES", REQUEST_BYTES as u32, "request record"),
         (

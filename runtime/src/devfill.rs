@@ -260,6 +260,10 @@ pub struct Staged {
     pub delta: bool,
     /// Edit records of a delta step (rows that did not simply advance).
     pub edits: u32,
+    /// Whether the step keeps the rows of the step before (`abi::FLAG_KEPT_ROWS`: a delta
+    /// step without edits whose rows are all short; the kernel takes the rows' cumulative
+    /// lengths from the step before's instead of scanning them).
+    pub kept_rows: bool,
     /// Whether [`StagingBuilder::try_advance`] staged it (from the changes alone).
     pub advanced: bool,
     /// Entries the worker blocks write (changes plus job widths).
@@ -451,6 +455,9 @@ pub struct StagingBuilder {
     /// The query length every row of the step staged last has, if they all have the same
     /// (what [`try_advance`](Self::try_advance) advances them by, reading no `table_q`).
     uniform_q: Option<u32>,
+    /// The longest query length of the step staged last's active rows (a step that keeps
+    /// them keeps it: [`keeps_rows`](Self::keeps_rows)).
+    max_q: u32,
     /// Whether the step staged last left every active row in place, linked both ways
     /// (staged with residency, not compact): what [`try_advance`](Self::try_advance)
     /// needs besides `last_info` (decode rows only, none paused, graphed).
@@ -518,6 +525,7 @@ impl PartialEq for StagingBuilder {
             && self.table.get(..self.table_rows) == other.table.get(..other.table_rows)
             && self.table_kv.get(..self.table_rows) == other.table_kv.get(..other.table_rows)
             && self.table_q.get(..self.table_rows) == other.table_q.get(..other.table_rows)
+            && self.last_info == other.last_info
     }
 }
 
@@ -559,6 +567,7 @@ impl StagingBuilder {
             origin: None,
             last_info: None,
             uniform_q: None,
+            max_q: 0,
             rows_in_place: false,
         }
     }
@@ -744,6 +753,11 @@ impl StagingBuilder {
                 }
                 sized
             }
+        };
+
+        let counted = Counted {
+            kept_rows: counted.delta && counted.edits == 0 && self.keeps_rows(&info),
+            ..counted
         };
 
         // Pass 2: write the image.
@@ -946,6 +960,7 @@ impl StagingBuilder {
             sections,
             delta: true,
             steady: true,
+            kept_rows: self.keeps_rows(&info),
             ..Counted::default()
         };
         let Some(words) = out
@@ -1010,6 +1025,7 @@ impl StagingBuilder {
             gathered_rows: 0,
             delta: true,
             edits: 0,
+            kept_rows: counted.kept_rows,
             advanced: true,
             worker_entries: padding.worker_entries + k as u64,
             info,
@@ -1175,6 +1191,23 @@ impl StagingBuilder {
             };
             self.source.push(source);
         }
+    }
+
+    /// Whether a delta step without edits of shape `info` keeps the rows of the step
+    /// staged last (`abi::FLAG_KEPT_ROWS`): as many active rows (each then the step
+    /// before's row advanced, with its query length), none longer than the kernel's owned
+    /// rows (`min(B, abi::OWNED_TOKENS_MAX)`), and at most as many padded rows. The kernel
+    /// then derives every row's cumulative lengths from the step before's.
+    fn keeps_rows(&self, info: &StepInfo) -> bool {
+        let n = info.real.requests();
+        let owned = (1u32 << self.block_shift).min(abi::OWNED_TOKENS_MAX);
+        self.last_info.is_some_and(|prev| {
+            n > 0
+                && n == prev.real.requests()
+                && n as usize == self.table_rows
+                && info.padded.requests() <= prev.padded.requests()
+                && self.max_q <= owned
+        })
     }
 
     /// Whether active row `a` of this step is the request table's row `a` advanced by its
@@ -1758,6 +1791,7 @@ impl StagingBuilder {
             gathered_rows: rows.gathered_rows,
             delta: counted.delta,
             edits: rows.edits,
+            kept_rows: counted.kept_rows,
             advanced: false,
             worker_entries,
             info: *info,
@@ -2038,11 +2072,9 @@ impl StagingBuilder {
         }
         self.last_info = Some(*info);
         let q0 = self.table_q.first().copied().unwrap_or(0);
-        self.uniform_q = self
-            .table_q
-            .get(..n)
-            .is_some_and(|q| q.iter().all(|&q| q == q0))
-            .then_some(q0);
+        let active_q = self.table_q.get(..n).unwrap_or_default();
+        self.uniform_q = active_q.iter().all(|&q| q == q0).then_some(q0);
+        self.max_q = active_q.iter().copied().max().unwrap_or(0);
         self.rows_in_place = input.residency.is_some() && !compact;
     }
 }
@@ -2064,6 +2096,9 @@ struct Counted {
     /// Counted by [`StagingBuilder::steady_rows`]: every row in place and advanced, the
     /// resized ones listed in `resized` (no records, jobs or uploads to write).
     steady: bool,
+    /// A delta step without edits that keeps the rows of the step before
+    /// (`abi::FLAG_KEPT_ROWS`, [`StagingBuilder::keeps_rows`]).
+    kept_rows: bool,
 }
 
 /// What the active rows alone add to an image's sections.
@@ -2124,6 +2159,9 @@ fn write_header(words: &mut [u32], input: &StepInput<'_>, info: &StepInfo, count
     }
     if counted.delta {
         flags |= abi::FLAG_DELTA;
+    }
+    if counted.kept_rows {
+        flags |= abi::FLAG_KEPT_ROWS;
     }
     let header = [
         (abi::H_ABI, abi::VERSION),
@@ -2411,8 +2449,15 @@ mod tests {
             RequestRow::decode(1, 3, &b, -1),
         ];
         let steady = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
-        assert_eq!((steady.delta, steady.edits), (true, 0));
+        assert_eq!(
+            (steady.delta, steady.edits, steady.kept_rows),
+            (true, 0, true)
+        );
         assert_eq!(steady.bytes, abi::HEADER_BYTES);
+        assert_eq!(
+            s.word(abi::H_FLAGS) & abi::FLAG_KEPT_ROWS,
+            abi::FLAG_KEPT_ROWS
+        );
         assert_eq!(s.word(abi::H_FLAGS) & abi::FLAG_DELTA, abi::FLAG_DELTA);
         assert_eq!(s.word(abi::H_N_EDITS), 0);
         // The second row crosses into a new block (a short row, kept in place): one
@@ -2428,9 +2473,10 @@ mod tests {
                 crossing.delta,
                 crossing.edits,
                 crossing.changes,
-                crossing.patches
+                crossing.patches,
+                crossing.kept_rows
             ),
-            (true, 0, 1, 1)
+            (true, 0, 1, 1, true)
         );
         assert_eq!(crossing.bytes, abi::HEADER_BYTES + 16 + 16);
         // The first row changes its sampling: one edit record with it.
@@ -2438,7 +2484,11 @@ mod tests {
         hot.sampling.temperature = 0.5;
         let rows = [hot, RequestRow::decode(1, 5, &b2, -1)];
         let resampled = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
-        assert_eq!((resampled.delta, resampled.edits), (true, 1));
+        assert_eq!(
+            (resampled.delta, resampled.edits, resampled.kept_rows),
+            (true, 1, false)
+        );
+        assert_eq!(s.word(abi::H_FLAGS) & abi::FLAG_KEPT_ROWS, 0);
         assert_eq!(resampled.bytes, abi::HEADER_BYTES + abi::EDIT_BYTES);
         let at = s.word(abi::H_OFF_REQUESTS) as usize / 4;
         assert_eq!(
@@ -2452,7 +2502,7 @@ mod tests {
             RequestRow::decode(1, 5, &b2, -1),
         ];
         let again = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
-        assert!(!again.delta);
+        assert!(!again.delta && !again.kept_rows);
         assert_eq!(again.bytes, abi::HEADER_BYTES + 2 * abi::REQUEST_BYTES + 16);
         // A step with token ids sends them next to the header.
         let rows = [
@@ -2472,7 +2522,51 @@ mod tests {
             RequestRow::decode(1, 7, &b2, -1),
         ];
         let after = s.stage(&input(&rows, &[2, 0], &[])).unwrap();
-        assert!(!after.delta);
+        assert!(!after.delta && !after.kept_rows);
+    }
+
+    #[test]
+    fn only_a_delta_step_of_the_same_short_rows_keeps_its_rows() {
+        let mut s = Stager::new();
+        let (a, b) = ([3, 7, 8], [5, 6]);
+        let all = [
+            set(2, 0, 3),
+            set(2, 1, 7),
+            set(2, 2, 8),
+            set(0, 0, 5),
+            set(0, 1, 6),
+        ];
+        let rows = [
+            RequestRow::decode(1, 5, &a, -1),
+            RequestRow::decode(1, 2, &b, -1),
+        ];
+        assert!(!s.stage(&input(&rows, &[2, 0], &all)).unwrap().kept_rows);
+        let rows = [
+            RequestRow::decode(1, 6, &a, -1),
+            RequestRow::decode(1, 3, &b, -1),
+        ];
+        assert!(s.stage(&input(&rows, &[2, 0], &[])).unwrap().kept_rows);
+        // The last row finished: a delta step without edits, but one row fewer (the
+        // padding totals of the step before are not this step's).
+        let rows = [RequestRow::decode(1, 7, &a, -1)];
+        let fewer = s.stage(&input(&rows, &[2], &[])).unwrap();
+        assert_eq!(
+            (fewer.delta, fewer.edits, fewer.kept_rows),
+            (true, 0, false)
+        );
+        assert_eq!(s.word(abi::H_FLAGS) & abi::FLAG_KEPT_ROWS, 0);
+        // The same one row again: kept.
+        let rows = [RequestRow::decode(1, 8, &a, -1)];
+        assert!(s.stage(&input(&rows, &[2], &[])).unwrap().kept_rows);
+        // A prefill row of more than min(B, 8) = 4 tokens that advances by its query
+        // length (a chunked prefill) is long: its tokens need the scan.
+        let c = [4, 9, 10, 11];
+        let changes = [set(1, 0, 4), set(1, 1, 9), set(1, 2, 10), set(1, 3, 11)];
+        let rows = [RequestRow::prefill(5, 0, &c, -1)];
+        assert!(!s.stage(&input(&rows, &[1], &changes)).unwrap().kept_rows);
+        let rows = [RequestRow::prefill(5, 5, &c, -1)];
+        let long = s.stage(&input(&rows, &[1], &[])).unwrap();
+        assert_eq!((long.delta, long.edits, long.kept_rows), (true, 0, false));
     }
 
     #[test]

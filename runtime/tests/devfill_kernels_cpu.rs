@@ -382,6 +382,12 @@ struct SteadyCoverage {
     delta_many_edits: u64,
     /// Delta steps with block-table changes (rows crossing into a new block).
     delta_changes: u64,
+    /// Steps that keep the rows of the step before (no request scan in the kernel)...
+    kept_rows: u64,
+    /// ... of them with patches (which the rows' owners write) ...
+    kept_patches: u64,
+    /// ... and with padding rows (whose totals the kernel derives too).
+    kept_padding: u64,
     /// Full steps (request records sent).
     full: u64,
     /// The most active rows of a step.
@@ -409,6 +415,12 @@ impl SteadyCoverage {
         }
         if staged.changes > 0 {
             self.delta_changes += 1;
+        }
+        if staged.kept_rows {
+            self.kept_rows += 1;
+            self.kept_patches += u64::from(staged.patches > 0);
+            self.kept_padding +=
+                u64::from(staged.info.padded.requests() > staged.info.real.requests());
         }
     }
 }
@@ -508,13 +520,21 @@ fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
         assert!(cov.delta_edits > 0, "{name}: no delta step with edits");
         assert!(cov.full > 0, "{name}: no full step");
         assert!(finished > 0, "{name}: no request finished");
+        assert!(cov.kept_rows > 0, "{name}: no step kept its rows");
         total.header_only += cov.header_only;
         total.delta_changes += cov.delta_changes;
+        total.kept_patches += cov.kept_patches;
+        total.kept_padding += cov.kept_padding;
     }
     assert!(total.header_only > 0, "no delta step sent only its header");
     assert!(
         total.delta_changes > 0,
         "no delta step carried block-table changes"
+    );
+    assert!(total.kept_patches > 0, "no step kept its rows with patches");
+    assert!(
+        total.kept_padding > 0,
+        "no step kept its rows with padding rows"
     );
 }
 
@@ -550,8 +570,10 @@ fn steady_decode_sequences_match_the_host_fill_on_four_warps() {
     let runs = run_steady_on(&layouts, knobs, 0x4a4b5, 128);
     let no_edits: u64 = runs.iter().map(|(_, c, _)| c.delta_no_edits).sum();
     let changes: u64 = runs.iter().map(|(_, c, _)| c.delta_changes).sum();
+    let kept: u64 = runs.iter().map(|(_, c, _)| c.kept_rows).sum();
     assert!(no_edits > 0, "no delta step without edits");
     assert!(changes > 0, "no delta step carried block-table changes");
+    assert!(kept > 0, "no step kept its rows");
     let wide = runs
         .iter()
         .find(|(name, ..)| *name == WIDE.0)

@@ -66,8 +66,9 @@ static_assert((AL_HAS_MAMBA ? 2u : 1u) * (AL_MAX_REQUESTS + 1u) * 4u + 2u * AL_W
 
 // Rows of at most this many tokens (decode rows: s + 1) have their tokens written by the
 // thread that holds the row's record; longer rows one token per thread. At most B, so such
-// a row's tokens span at most two block-table entries.
-constexpr al_u32 AL_OWNED_TOKENS = AL_BLOCK_SIZE < 8u ? AL_BLOCK_SIZE : 8u;
+// a row's tokens span at most two block-table entries. (The host reads the same bound for
+// AL_FLAG_KEPT_ROWS: abi::OWNED_TOKENS_MAX.)
+constexpr al_u32 AL_OWNED_TOKENS = AL_BLOCK_SIZE < AL_OWNED_TOKENS_MAX ? AL_BLOCK_SIZE : AL_OWNED_TOKENS_MAX;
 // Delta steps with at most this many edits: every thread reads them all, beside its own
 // records; more go through a shared row map (two barriers).
 constexpr al_u32 AL_EDITS_BROADCAST = 8u;
@@ -357,9 +358,10 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
 // registers, and every phase takes them from there; loads that do not depend on each other
 // are issued together; and the only barrier of a step without long rows, Mamba prefill or
 // a kernel format is the one of the request scan (besides the head's, at the start). A
-// steady decode step (a delta step without edits) runs: the image's head and own table rows
-// and tails (one round trip) -> the head's barrier -> patches and records from registers
-// and shared memory, the rows' block ids from their tails -> scan barrier -> stores.
+// steady decode step (a delta step without edits, AL_FLAG_KEPT_ROWS) has no scan: it runs
+// the image's head, own table rows, tails and cumulative lengths (one round trip) -> the
+// head's barrier -> patches and records from registers and shared memory, the rows' block
+// ids from their tails, their cumulative lengths from the last step's -> stores.
 __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
                                           al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
                                           bool eager) {
@@ -382,6 +384,12 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     tab[i] = mine ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
     tl[i] = mine ? tails[first + i] : AlTail{0u, 0, 0, 0u};
   }
+  // The cumulative lengths the last fill wrote after the thread's first row: what a step
+  // with AL_FLAG_KEPT_ROWS derives its prefixes from instead of the scan. This thread wrote
+  // them (it owns the row, active or padding, in every launch) and rewrites them in (4).
+  const bool owns = blockIdx.x == 0u && first < AL_MAX_REQUESTS;
+  const al_u32 last_cu_q = owns ? al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[first + 1u] : 0u;
+  const al_u32 last_cu_kv = owns ? al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[first + 1u] : 0u;
   __syncthreads();  // the head is loaded
   const al_u8* head = reinterpret_cast<const al_u8*>(s_head);
   const AlHeader h = *reinterpret_cast<const AlHeader*>(head);
@@ -400,6 +408,13 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   if (blockIdx.x != 0u) return;
 
   const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
+  // A delta step's patches lie in the head when it is a steady step's few.
+  const bool patches_in_head = (al_u64)h.off_patches + (al_u64)h.n_patches * AL_WRITE_BYTES <= (al_u64)AL_HEAD_BYTES;
+  // The rows of the last step, kept (see (3)); the host sets the flag only on a delta step
+  // without edits, checked again here, with its patches in the head (so every row's
+  // tokens find their blocks in its tail or the patches, or in block-table entries no
+  // patch of this step writes: no barrier orders the patches before them).
+  const bool kept = delta && (h.flags & AL_FLAG_KEPT_ROWS) != 0u && h.n_edits == 0u && patches_in_head;
   const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(al_section(staging, head, h.off_requests, (al_u64)n * AL_REQUEST_BYTES));
   const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
   al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
@@ -509,8 +524,10 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     // when they lie in the head (a steady step's few), every thread that owns a row reads
     // them all from shared memory, one per iteration (no round trip; the loop runs as many
     // times as there are patches; warps without rows skip it); otherwise every row gathers
-    // its blocks (the tails are not used).
-    const bool patches_in_head = (al_u64)h.off_patches + (al_u64)h.n_patches * AL_WRITE_BYTES <= (al_u64)AL_HEAD_BYTES;
+    // its blocks (the tails are not used). With kept rows the owner of an active row also
+    // writes the row's patches into the block table: no barrier follows before its tokens
+    // (see (3)), and a row whose tokens gather from the block table then reads its own
+    // writes.
     const AlWrite* head_patches = reinterpret_cast<const AlWrite*>(head + (patches_in_head ? h.off_patches : 0u));
     const al_u32 tail_patches = patches_in_head && first < n ? h.n_patches : 0u;
     AL_NO_UNROLL
@@ -519,6 +536,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       const al_u32 row = w.index / AL_BLOCK_TABLE_WIDTH, j = w.index - row * AL_BLOCK_TABLE_WIDTH;
       AL_UNROLL
       for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+        if (kept && row == first + i && row < n) bt[w.index] = w.value;
         if (row == first + i && tl[i].at != 0u) {
           if (j + 1u == tl[i].at) tl[i].id = w.value;
           else if (j == tl[i].at) { tl[i].next = w.value; tl[i].has_next = 1u; }
@@ -540,11 +558,13 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
 
   // (2) Work that needs no other thread's result, issued before the scan's barrier.
   // Block-table rows that stayed in place: only the entries that changed. Tokens of such
-  // rows read these entries after the scan's barrier, which orders them.
+  // rows read these entries after the scan's barrier, which orders them (with kept rows,
+  // which have no scan, the rows' owners wrote the patches of active rows above).
   const AlWrite* patches = reinterpret_cast<const AlWrite*>(al_section(staging, head, h.off_patches, (al_u64)h.n_patches * AL_WRITE_BYTES));
+  const al_u32 owners_patched = kept ? n * AL_BLOCK_TABLE_WIDTH : 0u;
   for (al_u32 i = tid; i < h.n_patches; i += AL_THREADS) {
     const AlWrite p = patches[i];
-    bt[p.index] = p.value;
+    if (p.index >= owners_patched) bt[p.index] = p.value;
   }
   // The block table's guard after its last row (no row owns it): dummy ids, every step.
   for (al_u32 i = AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDTH + tid; i < AL_CAP_MHA_BLOCK_TABLE; i += AL_THREADS) bt[i] = AL_DUMMY_BLOCK;
@@ -595,22 +615,36 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     }
   }
 
-  // (3) Cumulative query and KV lengths over the owned rows. The scan's barrier also
-  // orders the patches above before the token loads below, and votes whether any row is
-  // long (more than AL_OWNED_TOKENS tokens: its tokens are written one per thread in (5)).
+  // (3) Cumulative query and KV lengths over the owned rows: each thread's exclusive
+  // prefixes. The scan's barrier also orders the patches above before the token loads
+  // below, and votes whether any row is long (more than AL_OWNED_TOKENS tokens: its tokens
+  // are written one per thread in (5)).
+  //
+  // A step with kept rows has no scan: every row a < n is the last step's row a with the
+  // same q and kv advanced by q, so cu_q[a + 1] is the last one and cu_kv[a + 1] the last
+  // one plus cu_q[a + 1]; padding rows (a >= n, np at most the last step's) held the last
+  // totals, which move the same way. The thread's prefixes are its first row's values
+  // less that row's own lengths (the last step's: kv - q, q). No row is long.
   al_u32 pre_q = 0u, pre_kv = 0u;
-  bool long_rows = false;
-  AL_UNROLL
-  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    if (first + i < n) {
-      pre_q += rec[i].q;
-      pre_kv += rec[i].kv + rec[i].q;
-      long_rows = long_rows || rec[i].q > AL_OWNED_TOKENS;
+  bool any_long = false;
+  if (kept) {
+    const al_u32 q = first < n ? rec[0].q : 0u, kv = first < n ? rec[0].kv : 0u;
+    pre_q = last_cu_q - q;
+    pre_kv = last_cu_kv - kv + pre_q;
+  } else {
+    bool long_rows = false;
+    AL_UNROLL
+    for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+      if (first + i < n) {
+        pre_q += rec[i].q;
+        pre_kv += rec[i].kv + rec[i].q;
+        long_rows = long_rows || rec[i].q > AL_OWNED_TOKENS;
+      }
     }
+    al_u32 total_q, total_kv;
+    // s_warp is next written by a scan after the barrier before (5) or the formats' first one.
+    any_long = al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp, long_rows);
   }
-  al_u32 total_q, total_kv;
-  // s_warp is next written by a scan after the barrier before (5) or the formats' first one.
-  const bool any_long = al_block_scan2(pre_q, pre_kv, total_q, total_kv, s_warp, long_rows);
 
   // (4) Request fields, and the tokens of short rows (decode rows: s + 1 tokens each)
   // written by the row's owner: no search and no reload. Such a row's tokens span at most
@@ -667,6 +701,9 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
           }
         }
         tails[a] = after;
+      } else if (a < np) {
+        // A padding row: its cumulative lengths are the totals, the thread's prefixes now.
+        al_write_padding_request(meta, a, pre_q, pre_kv);
       }
     }
   }
@@ -676,7 +713,6 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
     al_field<al_i32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[0] = 0;
     al_field<al_u32>(meta, AL_OFF_REAL_TOKEN_COUNT)[0] = h.real_tokens;
   }
-  for (al_u32 a = n + tid; a < np; a += AL_THREADS) al_write_padding_request(meta, a, total_q, total_kv);
 
   // s_cu_q is read by other threads only by the token loop (5) and the Mamba prefill
   // arrays; the formats begin with a barrier of their own. Both conditions are the same
