@@ -186,6 +186,7 @@ mod gpu {
             let mut cpu = HostMetadata::new(dims.clone());
             let mut driver = SteadyDriver::new(dims, 0x57ead + i as u64, SteadyKnobs::DEFAULT);
             let (mut delta, mut full, mut header_only, mut graphed) = (0u64, 0u64, 0u64, 0u64);
+            let mut kept = 0u64;
             let n = steps();
             for k in 0..n {
                 if k % 37 == 36 {
@@ -199,15 +200,17 @@ mod gpu {
                 if staged.delta {
                     delta += 1;
                     header_only += u64::from(staged.bytes == header);
+                    kept += u64::from(staged.kept_rows);
                 } else {
                     full += 1;
                 }
             }
             eprintln!(
-                "{name}: {n} steady-sequence steps, {delta} delta ({header_only} header only), {full} full, {graphed} graphed, {} finished",
+                "{name}: {n} steady-sequence steps, {delta} delta ({header_only} header only, {kept} kept rows), {full} full, {graphed} graphed, {} finished",
                 driver.finished
             );
             assert!(delta > 0 && full > 0, "{name}: delta and full steps");
+            assert!(kept > 0, "{name}: no step kept its rows (no request scan)");
             assert!(driver.finished > 0, "{name}: no request finished");
             header_only_steps += header_only;
         }
@@ -246,7 +249,8 @@ mod gpu {
             let mut cpu = HostMetadata::new(dims.clone());
             let mut drv = PreparedDriver::new(dims, 0xa57c + i as u64);
             let n = steps();
-            let (mut graphed, mut vouched, mut advanced) = (0usize, 0usize, 0usize);
+            let (mut graphed, mut vouched, mut advanced, mut kept) =
+                (0usize, 0usize, 0usize, 0usize);
             let mut k = 0usize;
             // Until `n` prepared steps (or 3n steps in all).
             while drv.prepared < n && k < 3 * n {
@@ -265,14 +269,16 @@ mod gpu {
                         Some(origin),
                     ));
                     advanced += usize::from(gpu.last_staged().advanced);
+                    kept += usize::from(gpu.last_staged().kept_rows);
                     PreparedDriver::active_rows(input)
                 });
                 drv.end_step(&ran, &what);
             }
             eprintln!(
-                "{name}: {k} steps, {} prepared, {vouched} vouched for, {advanced} staged by try_advance, {graphed} graphed, {} finished",
+                "{name}: {k} steps, {} prepared, {vouched} vouched for, {advanced} staged by try_advance, {kept} kept rows, {graphed} graphed, {} finished",
                 drv.prepared, drv.finished
             );
+            assert!(kept > 0, "{name}: no step kept its rows (no request scan)");
             assert!(
                 drv.prepared * 2 >= n,
                 "{name}: only {} of {k} steps prepared",

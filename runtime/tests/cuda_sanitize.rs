@@ -1,8 +1,8 @@
 //! GPU: every bucket's fill entry and the eager entry run at least once (through graphs
 //! and eagerly), on steps shaped exactly like each bucket, plus a short random workload
-//! and a short steady decode sequence (delta steps), each result compared with the
-//! host fill. Small on purpose: this is the binary to run
-//! under `compute-sanitizer` (memcheck, racecheck, synccheck, initcheck); see
+//! and a short steady decode sequence (delta steps, some keeping their rows: no request
+//! scan), each result compared with the host fill. Small on purpose: this is the binary
+//! to run under `compute-sanitizer` (memcheck, racecheck, synccheck, initcheck); see
 //! `docs/DESIGN.md` ("Checking the kernels").
 
 #![allow(
@@ -74,13 +74,16 @@ mod gpu {
             // Delta steps (the device advances its request table), after a new engine.
             gpu.reset_residency();
             let mut driver = SteadyDriver::new(dims, 11, SteadyKnobs::DEFAULT);
-            let mut delta = 0;
+            let (mut delta, mut kept) = (0, 0);
             for k in 0..60 {
                 let what = format!("{name} steady step {k} graphs={graphs} params={params}");
                 driver.step(|input| step_and_compare(&what, &mut cpu, &mut gpu, input));
                 delta += u32::from(gpu.last_staged().delta);
+                kept += u32::from(gpu.last_staged().kept_rows);
             }
             assert!(delta > 0, "{name}: no delta step");
+            // Steps without the request scan (each row's prefixes from the last fill's).
+            assert!(kept > 0, "{name}: no step kept its rows");
         }
     }
 
