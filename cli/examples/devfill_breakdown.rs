@@ -13,11 +13,7 @@
 //!
 //! `AL_ONLY=text` runs only the scenarios whose name contains `text` (to profile one).
 
-#![allow(
-    clippy::print_stdout,
-    reason = "an example that prints its measurements"
-)]
-
+use std::io::Write as _;
 use std::time::Instant;
 
 use attention_layout_cli::bench::median;
@@ -124,25 +120,29 @@ impl Timed {
         Ok(())
     }
 
-    fn report_advance(self, name: &str) {
-        println!(
+    fn report_advance(self, name: &str) -> Result<(), String> {
+        writeln!(
+            std::io::stdout(),
             "{name} (with origins): try_advance {:.2} µs (median of the {} steps it staged, of {}); {} B staged (median)",
             median(self.advance.clone()),
             self.advance.len(),
             STEPS - WARMUP,
             median(self.bytes),
-        );
+        )
+        .map_err(|e| format!("stdout: {e}"))
     }
 
-    fn report(self, name: &str) {
-        println!(
+    fn report(self, name: &str) -> Result<(), String> {
+        writeln!(
+            std::io::stdout(),
             "{name}: plan {:.2} µs + build {:.2} µs (medians); {} B staged (median), {} of {} steps delta",
             median(self.plan),
             median(self.build),
             median(self.bytes),
             self.deltas,
             STEPS - WARMUP
-        );
+        )
+        .map_err(|e| format!("stdout: {e}"))
     }
 }
 
@@ -184,7 +184,7 @@ fn main() -> Result<(), String> {
             }
             thrash(&mut buffer);
         }
-        t.report(&label(sc.name));
+        t.report(&label(sc.name))?;
     }
     for sc in scenarios::all().into_iter().filter(|s| chosen(s.name)) {
         let d = RuntimeDims::new(Geometry::new(&sc.spec).map_err(|e| e.to_string())?);
@@ -195,7 +195,7 @@ fn main() -> Result<(), String> {
             let rows = driver.rows();
             t.step(i, &driver.input(&rows))?;
         }
-        t.report(&format!("{} (GPU bench driver)", sc.name));
+        t.report(&format!("{} (GPU bench driver)", sc.name))?;
     }
     for sc in steady()
         .into_iter()
@@ -210,7 +210,7 @@ fn main() -> Result<(), String> {
             }
             thrash(&mut buffer);
         }
-        t.report_advance(&label(sc.name));
+        t.report_advance(&label(sc.name))?;
     }
     Ok(())
 }

@@ -6,11 +6,7 @@
 //!
 //! `cargo run --release -p attention-layout-cli --example engine_breakdown [STEPS [SCENARIO]]`
 
-#![allow(
-    clippy::print_stdout,
-    reason = "an example that prints its measurements"
-)]
-
+use std::io::Write as _;
 use std::time::Instant;
 
 use attention_layout_cli::bench::median;
@@ -42,12 +38,14 @@ fn main() -> Result<(), String> {
                 end.push((t2 - t1).as_secs_f64() * 1e6);
             }
         }
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{}: with_step {:.2} µs + advance {:.2} µs (medians)",
             sc.name,
             median(build),
             median(end)
-        );
+        )
+        .map_err(|e| format!("stdout: {e}"))?;
     }
     Ok(())
 }

@@ -6,11 +6,7 @@
 //!
 //! `cargo run --release -p attention-layout-cli --example steady_breakdown`
 
-#![allow(
-    clippy::print_stdout,
-    reason = "an example that prints its measurements"
-)]
-
+use std::io::Write as _;
 use std::time::Instant;
 
 use attention_layout_cli::bench::median;
@@ -48,13 +44,15 @@ fn main() -> Result<(), String> {
             })?;
             engine.advance()?;
         }
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{}: plan {:.2} µs + write {:.2} µs (medians); the full fill's plan {:.2} µs",
             sc.name,
             median(plan),
             median(write),
             median(full_plan)
-        );
+        )
+        .map_err(|e| format!("stdout: {e}"))?;
     }
     Ok(())
 }
