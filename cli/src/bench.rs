@@ -262,8 +262,8 @@ fn gpu_available() -> Result<String, String> {
 }
 
 /// The GPU benchmark (`bench --backend cuda`), or why this build cannot run it.
-/// `filter`: only scenarios whose name contains it (the compile times are printed only
-/// without one).
+/// `filter`: only scenarios and rows whose name contains it (with its own rows:
+/// [`scenarios::gpu_only_rows`](crate::scenarios::gpu_only_rows)).
 pub fn run_gpu(
     steps: usize,
     filter: Option<&str>,

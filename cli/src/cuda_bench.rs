@@ -352,9 +352,9 @@ fn bench_one(
     Ok(())
 }
 
-/// Runs the GPU benchmark, writing a report to `out`: every scenario whose name contains
-/// `filter` (all without one; the long-context rows are named `long-context: ...`), and
-/// the compile times only without a filter.
+/// Runs the GPU benchmark, writing a report to `out`: every scenario and row whose name
+/// contains `filter` (all without one; the long-context rows are named `long-context: ...`,
+/// the compile times `compile <scenario>`: [`scenarios::gpu_only_rows`]).
 pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<(), String> {
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let device = probe(0).map_err(|e| e.to_string())?;
@@ -383,12 +383,7 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
     // Long context: the cost per step follows what changed, not the 8 MB table.
     let long = scenarios::long_context();
     let long_steps = steps.min(2000);
-    for (label, grow, replace) in [
-        ("long-context: steady decode", 0, 0),
-        ("long-context: 32 new blocks / step", 32, 0),
-        ("long-context: 1024 new blocks / step", 1024, 0),
-        ("long-context: 4 requests replaced / step", 0, 4),
-    ] {
+    for (label, grow, replace) in scenarios::LONG_CONTEXT_ROWS {
         if wanted(label) {
             bench_one(out, label, &long, long_steps, grow, replace)?;
         }
@@ -423,13 +418,15 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
     for scenario in scenarios::steady().into_iter().filter(|s| wanted(s.name)) {
         bench_steady(out, &scenario, steps)?;
     }
-    if filter.is_some() {
+    // Compile times, for the largest scenario layout (the hybrid mix) and the long-context one.
+    let compile_rows: Vec<_> = scenarios::compile_rows()
+        .into_iter()
+        .filter(|(name, _)| wanted(name))
+        .collect();
+    if compile_rows.is_empty() {
         return Ok(());
     }
-
-    // Compile times, for the largest scenario layout (the hybrid mix) and the long-context one.
     w(out, String::new())?;
-    let all = scenarios::all();
     // Each layout with and without the parameter entries (`CudaOptions::param_images`):
     // what the option costs to compile, load and capture.
     let arch = compile::target_arch(device.compute_capability.0, device.compute_capability.1)
@@ -441,7 +438,7 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
         force_compile: force,
         skip_memory_cache: skip,
     };
-    for s in all.get(3).into_iter().chain([&long]) {
+    for (name, s) in &compile_rows {
         let g = Geometry::new(&s.spec).map_err(|e| e.to_string())?;
         for param_entries in [false, true] {
             let options = CudaOptions {
@@ -463,9 +460,9 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
             w(
                 out,
                 format!(
-                    "compile {}{} ({} buckets, {} KB of CUDA C, {} KB of PTX, {arch}): cold {:.1} ms (NVRTC {}), \
+                    "{}{} ({} buckets, {} KB of CUDA C, {} KB of PTX, {arch}): cold {:.1} ms (NVRTC {}), \
                      disk cache {:.2} ms, memory cache {:.3} ms; module load {:.1} ms; warm-up + capture of {} graphs {:.1} ms",
-                    s.name,
+                    name,
                     if param_entries {
                         ", with parameter entries"
                     } else {

@@ -159,6 +159,37 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+/// The GPU benchmark's long-context rows (on [`long_context`]): name, new blocks per step,
+/// requests replaced per step.
+pub const LONG_CONTEXT_ROWS: [(&str, usize, usize); 4] = [
+    ("long-context: steady decode", 0, 0),
+    ("long-context: 32 new blocks / step", 32, 0),
+    ("long-context: 1024 new blocks / step", 1024, 0),
+    ("long-context: 4 requests replaced / step", 0, 4),
+];
+
+/// The layouts whose kernels the GPU benchmark compiles and times (the hybrid mix's, the
+/// largest of [`all`], and the long-context one), each with its row's name: `compile `
+/// and the scenario's.
+pub fn compile_rows() -> Vec<(String, Scenario)> {
+    all()
+        .into_iter()
+        .filter(|s| s.name == "hybrid-240-decode-4-prefill")
+        .chain([long_context()])
+        .map(|s| (format!("compile {}", s.name), s))
+        .collect()
+}
+
+/// The names of the rows only the GPU benchmark has: [`LONG_CONTEXT_ROWS`] and
+/// [`compile_rows`] (a `bench --scenario` filter may select them).
+pub fn gpu_only_rows() -> Vec<String> {
+    LONG_CONTEXT_ROWS
+        .iter()
+        .map(|r| r.0.to_owned())
+        .chain(compile_rows().into_iter().map(|r| r.0))
+        .collect()
+}
+
 /// The long-context scenario: R=1024, T=16384, S=131072, block size 64 — a 1024 × 2048
 /// block table (8 MB), which Megatron's design copies to the device every step. 1024
 /// decode requests with contexts spread over `[16384, 131072)` tokens (about 1.1 M block

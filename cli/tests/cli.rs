@@ -332,6 +332,20 @@ fn bench_refuses_unknown_scenarios_and_zero_steps() {
         assert!(stderr.contains(name), "{name} not listed: {stderr}");
     }
     assert!(out.stdout.is_empty());
+    // The GPU benchmark's own rows (long context, compile times) are named, and a filter
+    // that selects only them is refused on the CPU backend, which has none of them.
+    for row in scenarios::gpu_only_rows() {
+        assert!(stderr.contains(&row), "{row} not listed: {stderr}");
+    }
+    for only_gpu in ["long-context", "compile"] {
+        let out = run(&["bench", "--scenario", only_gpu, "--backend", "cpu"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("the GPU benchmark (`--backend cuda`) also has the rows"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
     assert_refused(&["bench", "--steps", "0"], "steps must lie in [1, ");
     assert_refused(&["bench", "--steps", "-5"], "must not be negative, got -5");
     assert_refused(&["bench", "--steps", "100000000000"], "steps must lie in");
@@ -347,6 +361,9 @@ fn bench_help_lists_every_scenario_name() {
     }
     for s in scenarios::steady() {
         assert!(help.contains(s.name), "{} not in\n{help}", s.name);
+    }
+    for row in scenarios::gpu_only_rows() {
+        assert!(help.contains(&row), "{row} not in\n{help}");
     }
 }
 
