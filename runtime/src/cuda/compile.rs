@@ -227,10 +227,17 @@ fn memory_cache() -> &'static Mutex<HashMap<Key, Arc<str>>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The compile flags for `arch`.
+/// The compile flags for `arch` (`sm_XY`). NVRTC is asked for the virtual architecture
+/// (`compute_XY`): PTX only. Given the real one it also generates the cubin, which this
+/// crate does not use, and the driver generates the same SASS again when it loads the
+/// PTX — on a machine that never compiled these kernels, each takes seconds to tens of
+/// seconds per layout (BENCHMARKS.md, run 50).
 fn flags(arch: &str) -> Vec<String> {
+    let virtual_arch = arch
+        .strip_prefix("sm_")
+        .map_or_else(|| arch.to_owned(), |n| format!("compute_{n}"));
     let mut flags = vec![
-        format!("--gpu-architecture={arch}"),
+        format!("--gpu-architecture={virtual_arch}"),
         "--std=c++17".to_owned(),
     ];
     if std::env::var_os(LINEINFO_ENV).is_some_and(|v| v == "1") {
@@ -411,6 +418,13 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+
+    #[test]
+    fn nvrtc_is_asked_for_ptx_of_the_virtual_architecture() {
+        let f = super::flags("sm_90");
+        assert_eq!(f[0], "--gpu-architecture=compute_90");
+        assert_eq!(super::flags("sm_100")[0], "--gpu-architecture=compute_100");
+    }
 
     fn flags() -> Vec<String> {
         vec![
