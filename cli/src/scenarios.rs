@@ -667,6 +667,25 @@ mod tests {
     use attention_layout_codegen::Geometry;
 
     #[test]
+    fn the_gpu_benchmark_compiles_the_hybrid_mix_and_the_long_context_layouts() {
+        let rows = compile_rows();
+        let names: Vec<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "compile hybrid-240-decode-4-prefill",
+                "compile long-context-1024-decode"
+            ]
+        );
+        // Every GPU-only row is named apart from the scenarios the CPU benchmark has.
+        let gpu = gpu_only_rows();
+        assert_eq!(gpu.len(), LONG_CONTEXT_ROWS.len() + rows.len());
+        for s in all() {
+            assert!(!gpu.iter().any(|r| r == s.name), "{}", s.name);
+        }
+    }
+
+    #[test]
     fn a_steady_scenario_decodes_through_prepared_steps_and_replaces_its_share_of_rows() {
         for sc in steady() {
             let mut engine = SteadyEngine::new(&sc).unwrap();
