@@ -17,6 +17,7 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use attention_layout_cli::bench::median;
+use attention_layout_cli::console;
 
 use attention_layout::devfill::StagingBuilder;
 use attention_layout::dims::RuntimeDims;
@@ -122,7 +123,7 @@ impl Timed {
 
     fn report_advance(self, name: &str) -> Result<(), String> {
         writeln!(
-            std::io::stdout(),
+            console::stdout(),
             "{name} (with origins): try_advance {:.2} µs (median of the {} steps it staged, of {}); {} B staged (median)",
             median(self.advance.clone()),
             self.advance.len(),
@@ -134,7 +135,7 @@ impl Timed {
 
     fn report(self, name: &str) -> Result<(), String> {
         writeln!(
-            std::io::stdout(),
+            console::stdout(),
             "{name}: plan {:.2} µs + build {:.2} µs (medians); {} B staged (median), {} of {} steps delta",
             median(self.plan),
             median(self.build),

@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use attention_layout_cli::bench::median;
+use attention_layout_cli::console;
 
 use attention_layout_cli::scenarios::{SteadyEngine, steady};
 
@@ -39,7 +40,7 @@ fn main() -> Result<(), String> {
             }
         }
         writeln!(
-            std::io::stdout(),
+            console::stdout(),
             "{}: with_step {:.2} µs + advance {:.2} µs (medians)",
             sc.name,
             median(build),

@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use attention_layout_cli::bench::median;
+use attention_layout_cli::console;
 
 use attention_layout::dims::Dims;
 use attention_layout::fill::{self, FillState};
@@ -45,7 +46,7 @@ fn main() -> Result<(), String> {
             engine.advance()?;
         }
         writeln!(
-            std::io::stdout(),
+            console::stdout(),
             "{}: plan {:.2} µs + write {:.2} µs (medians); the full fill's plan {:.2} µs",
             sc.name,
             median(plan),
