@@ -419,10 +419,17 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
         bench_steady(out, &scenario, steps)?;
     }
     // Compile times, for the largest scenario layout (the hybrid mix) and the long-context one.
-    let compile_rows: Vec<_> = scenarios::compile_rows()
-        .into_iter()
-        .filter(|(name, _)| wanted(name))
-        .collect();
+    let all = scenarios::all();
+    let compile_rows: Vec<(String, &Scenario)> = scenarios::COMPILED
+        .iter()
+        .map(|&name| (scenarios::compile_row(name), name))
+        .filter(|(row, _)| wanted(row))
+        .map(|(row, name)| {
+            let s = all.iter().chain([&long]).find(|s| s.name == name);
+            s.map(|s| (row, s))
+                .ok_or_else(|| format!("no benchmark scenario is named {name}"))
+        })
+        .collect::<Result<_, _>>()?;
     if compile_rows.is_empty() {
         return Ok(());
     }

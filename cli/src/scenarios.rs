@@ -132,6 +132,9 @@ fn build(name: &'static str, spec: LayoutSpec, decode: u32, prefills: &[u32]) ->
     }
 }
 
+/// The hybrid mix scenario's name (the largest layout of [`all`]).
+pub const HYBRID_MIX: &str = "hybrid-240-decode-4-prefill";
+
 /// The five scenarios, in the order of BENCHMARKS.md.
 pub fn all() -> Vec<Scenario> {
     let mix = [512, 512, 256, 128];
@@ -144,12 +147,7 @@ pub fn all() -> Vec<Scenario> {
             &mix,
         ),
         build("hybrid-256-decode", spec(ModelKind::Hybrid, true), 256, &[]),
-        build(
-            "hybrid-240-decode-4-prefill",
-            spec(ModelKind::Hybrid, true),
-            240,
-            &mix,
-        ),
+        build(HYBRID_MIX, spec(ModelKind::Hybrid, true), 240, &mix),
         build(
             "hybrid-240-decode-4-prefill-no-graphs",
             spec(ModelKind::Hybrid, false),
@@ -168,27 +166,28 @@ pub const LONG_CONTEXT_ROWS: [(&str, usize, usize); 4] = [
     ("long-context: 4 requests replaced / step", 0, 4),
 ];
 
-/// The layouts whose kernels the GPU benchmark compiles and times (the hybrid mix's, the
-/// largest of [`all`], and the long-context one), each with its row's name: `compile `
-/// and the scenario's.
-pub fn compile_rows() -> Vec<(String, Scenario)> {
-    all()
-        .into_iter()
-        .filter(|s| s.name == "hybrid-240-decode-4-prefill")
-        .chain([long_context()])
-        .map(|s| (format!("compile {}", s.name), s))
-        .collect()
+/// The scenarios whose layouts the GPU benchmark compiles and times: the hybrid mix and
+/// the long-context one.
+pub const COMPILED: [&str; 2] = [HYBRID_MIX, LONG_CONTEXT];
+
+/// The name of the GPU benchmark's compile row for `scenario`.
+pub fn compile_row(scenario: &str) -> String {
+    format!("compile {scenario}")
 }
 
-/// The names of the rows only the GPU benchmark has: [`LONG_CONTEXT_ROWS`] and
-/// [`compile_rows`] (a `bench --scenario` filter may select them).
+/// The names of the rows only the GPU benchmark has: [`LONG_CONTEXT_ROWS`] and the
+/// compile rows of [`COMPILED`] (a `bench --scenario` filter may select them). Names
+/// only: no scenario is built.
 pub fn gpu_only_rows() -> Vec<String> {
     LONG_CONTEXT_ROWS
         .iter()
         .map(|r| r.0.to_owned())
-        .chain(compile_rows().into_iter().map(|r| r.0))
+        .chain(COMPILED.iter().map(|s| compile_row(s)))
         .collect()
 }
+
+/// [`long_context`]'s name.
+pub const LONG_CONTEXT: &str = "long-context-1024-decode";
 
 /// The long-context scenario: R=1024, T=16384, S=131072, block size 64 — a 1024 × 2048
 /// block table (8 MB), which Megatron's design copies to the device every step. 1024
@@ -214,7 +213,7 @@ pub fn long_context() -> Scenario {
         rows.push((false, 1, kv, -1));
     }
     Scenario {
-        name: "long-context-1024-decode",
+        name: LONG_CONTEXT,
         spec,
         rows,
         blocks,
@@ -668,10 +667,12 @@ mod tests {
 
     #[test]
     fn the_gpu_benchmark_compiles_the_hybrid_mix_and_the_long_context_layouts() {
-        let rows = compile_rows();
-        let names: Vec<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
+        // Each compiled scenario is one the benchmark builds.
+        assert!(all().iter().any(|s| s.name == HYBRID_MIX));
+        assert_eq!(long_context().name, LONG_CONTEXT);
+        let rows: Vec<String> = COMPILED.iter().map(|s| compile_row(s)).collect();
         assert_eq!(
-            names,
+            rows,
             [
                 "compile hybrid-240-decode-4-prefill",
                 "compile long-context-1024-decode"
