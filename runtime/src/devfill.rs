@@ -2360,6 +2360,14 @@ mod tests {
         }
     }
 
+    /// The changes that write every entry of each resident row's blocks, in order: what
+    /// an engine sends for rows it just filled.
+    fn filled(rows: &[(u32, &[i32])]) -> Vec<BlockChange> {
+        rows.iter()
+            .flat_map(|&(r, blocks)| (0u32..).zip(blocks).map(move |(j, &id)| set(r, j, id)))
+            .collect()
+    }
+
     #[test]
     fn ids_no_token_lands_in_are_checked_when_they_are_sent() {
         use crate::fill::{BlockCheck, plan_step_checking};
@@ -2394,13 +2402,7 @@ mod tests {
             RequestRow::decode(1, 5, &a, -1),
             RequestRow::decode(1, 2, &b, -1),
         ];
-        let all = [
-            set(2, 0, 3),
-            set(2, 1, 7),
-            set(2, 2, 8),
-            set(2, 3, 6),
-            set(0, 0, 5),
-        ];
+        let all = filled(&[(2, &a), (0, &b)]);
         let first = s.stage(&input(&rows, &[2, 0], &all)).unwrap();
         assert_eq!((first.uploaded_rows, first.changes), (2, 0));
         // The same rows again: nothing but the header, two records and one sampling record.
@@ -2438,7 +2440,7 @@ mod tests {
             RequestRow::decode(1, 5, &a, -1),
             RequestRow::decode(1, 2, &b, -1),
         ];
-        let all = [set(2, 0, 3), set(2, 1, 7), set(2, 2, 8), set(0, 0, 5)];
+        let all = filled(&[(2, &a), (0, &b)]);
         let first = s.stage(&input(&rows, &[2, 0], &all)).unwrap();
         // Nothing known about the device's request table yet: a full step.
         assert!(!first.delta);
@@ -2529,13 +2531,7 @@ mod tests {
     fn only_a_delta_step_of_the_same_short_rows_keeps_its_rows() {
         let mut s = Stager::new();
         let (a, b) = ([3, 7, 8], [5, 6]);
-        let all = [
-            set(2, 0, 3),
-            set(2, 1, 7),
-            set(2, 2, 8),
-            set(0, 0, 5),
-            set(0, 1, 6),
-        ];
+        let all = filled(&[(2, &a), (0, &b)]);
         let rows = [
             RequestRow::decode(1, 5, &a, -1),
             RequestRow::decode(1, 2, &b, -1),
@@ -2613,7 +2609,7 @@ mod tests {
         let mut s = Stager::new();
         s.b.set_delta_steps(false);
         let a = [3, 7];
-        let all = [set(1, 0, 3), set(1, 1, 7)];
+        let all = filled(&[(1, &a)]);
         let rows = [RequestRow::decode(1, 5, &a, -1)];
         s.stage(&input(&rows, &[1], &all)).unwrap();
         let rows = [RequestRow::decode(1, 6, &a, -1)];
@@ -2683,7 +2679,7 @@ mod tests {
         // One engine: resident row 0 holds [3, 7, 8, 6].
         let a = [3, 7, 8, 6];
         let rows = [RequestRow::decode(1, 5, &a, -1)];
-        let all = [set(0, 0, 3), set(0, 1, 7), set(0, 2, 8), set(0, 3, 6)];
+        let all = filled(&[(0, &a)]);
         s.stage(&input(&rows, &[0], &all)).unwrap();
         // A new engine whose view of row 0 starts all -1: it sets entry 0 only, and passes
         // the row with trailing -1s. The device still holds 7, 8, 6 at entries 1..4.
@@ -2737,7 +2733,7 @@ mod tests {
     fn one_known_row(s: &mut Stager) {
         let a = [3, 7, 8, 6];
         let rows = [RequestRow::decode(1, 13, &a, -1)];
-        let all = [set(0, 0, 3), set(0, 1, 7), set(0, 2, 8), set(0, 3, 6)];
+        let all = filled(&[(0, &a)]);
         let first = s.stage(&input(&rows, &[0], &all)).unwrap();
         assert_eq!(first.uploaded_rows, 1);
     }
