@@ -350,76 +350,37 @@ __device__ __noinline__ void al_fill_formats(al_u8* meta, const al_i32* uploaded
   }
 }
 
-// The fill of one step. `padded_tokens`, `fp`, `dp`: the padded dims (ignored when
-// `eager`: read from the header). Out of line: every entry shares this one body.
-//
-// Block 0 is latency-bound: what costs is the chain of dependent global-memory round trips
-// and block barriers, not bandwidth. So each thread reads its own rows' records once, into
-// registers, and every phase takes them from there; loads that do not depend on each other
-// are issued together; and the only barrier of a step without long rows, Mamba prefill or
-// a kernel format is the one of the request scan (besides the head's, at the start). A
-// steady decode step (a delta step without edits, AL_FLAG_KEPT_ROWS) has no scan: it runs
-// the image's head, own table rows, tails and cumulative lengths (one round trip) -> the
-// head's barrier -> patches and records from registers and shared memory, the rows' block
-// ids from their tails, their cumulative lengths from the last step's -> stores.
-__device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
-                                          al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
-                                          bool eager) {
+// Whether a delta step's patches lie in the head (a steady step's few).
+__device__ __forceinline__ bool al_patches_in_head(const AlHeader& h) {
+  return (al_u64)h.off_patches + (al_u64)h.n_patches * AL_WRITE_BYTES <= (al_u64)AL_HEAD_BYTES;
+}
+
+// The rows' part of the fill (after the head's barrier; block 0 only), instantiated twice:
+// KEPT for a steady step with kept rows (AL_FLAG_KEPT_ROWS, checked by al_fill_body), whose
+// instantiation is only the code such a step runs, laid out in one piece; and the general
+// one for every other step. Inline: the thread's records stay in registers. The shared
+// arrays come from the body (an array declared here would exist once per instantiation).
+template <bool KEPT>
+__device__ __forceinline__ void al_fill_rows(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
+                                             al_i32* __restrict__ resident, const al_u8* head, const AlHeader& h,
+                                             al_u32 padded_tokens, al_u32 fp, al_u32 dp, AlRequest (&tab)[AL_PER_THREAD],
+                                             AlTail (&tl)[AL_PER_THREAD], al_u32 last_cu_q, al_u32 last_cu_kv,
+                                             al_u32* s_cu_q, al_u32* s_warp, al_u32* s_chunk) {
+  (void)s_chunk; (void)last_cu_q; (void)last_cu_kv;
   const al_u32 tid = threadIdx.x;
-  const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
-  // The request table on the device: the records of the last step's active rows.
+  const al_u32 first = tid * AL_PER_THREAD;
   AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_REQUESTS_WORD);
   AlTail* tails = reinterpret_cast<AlTail*>(resident + AL_RESIDENT_TAILS_WORD);
-  // (0) One round trip for what everything below needs: the image's head (the header, and
-  // a steady step's edits and patches) and block 0's rows of the request table and their
-  // tails (what a delta step advances; the last kernel wrote them), issued together. The
-  // header is then read from shared memory into registers.
-  __align__(16) __shared__ al_u64 s_head[AL_HEAD_WORDS];
-  for (al_u32 i = tid; i < AL_HEAD_WORDS; i += AL_THREADS) s_head[i] = reinterpret_cast<const al_u64*>(staging)[i];
-  AlRequest tab[AL_PER_THREAD];
-  AlTail tl[AL_PER_THREAD];
-  AL_UNROLL
-  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
-    const bool mine = blockIdx.x == 0u && first + i < AL_MAX_REQUESTS;
-    tab[i] = mine ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
-    tl[i] = mine ? tails[first + i] : AlTail{0u, 0, 0, 0u};
-  }
-  // The cumulative lengths the last fill wrote after the thread's first row: what a step
-  // with AL_FLAG_KEPT_ROWS derives its prefixes from instead of the scan. This thread wrote
-  // them (it owns the row, active or padding, in every launch) and rewrites them in (4).
-  const bool owns = blockIdx.x == 0u && first < AL_MAX_REQUESTS;
-  const al_u32 last_cu_q = owns ? al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[first + 1u] : 0u;
-  const al_u32 last_cu_kv = owns ? al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[first + 1u] : 0u;
-  __syncthreads();  // the head is loaded
-  const al_u8* head = reinterpret_cast<const al_u8*>(s_head);
-  const AlHeader h = *reinterpret_cast<const AlHeader*>(head);
-  if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
   const al_u32 np = fp + dp;
   const al_u32 n = h.active;
-  // The host never sends a step that does not fit; such a launch writes nothing.
-  if (padded_tokens > AL_MAX_TOKENS || np > AL_MAX_REQUESTS || n > np || h.real_tokens > padded_tokens) return;
-
-  const al_u32 workers = gridDim.x - 1u;
-  // Block 0 alone does the workers' part too, when there is one (a steady step has none:
-  // it skips the part's setup).
-  if (blockIdx.x != 0u || (workers == 0u && (h.n_changes != 0u || h.n_jobs != 0u))) {
-    al_worker(meta, staging, head, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
-  }
-  if (blockIdx.x != 0u) return;
-
-  const bool delta = (h.flags & AL_FLAG_DELTA) != 0u;
-  // A delta step's patches lie in the head when it is a steady step's few.
-  const bool patches_in_head = (al_u64)h.off_patches + (al_u64)h.n_patches * AL_WRITE_BYTES <= (al_u64)AL_HEAD_BYTES;
-  // The rows of the last step, kept (see (3)); the host sets the flag only on a delta step
-  // without edits, checked again here, with its patches in the head (so every row's
-  // tokens find their blocks in its tail or the patches, or in block-table entries no
-  // patch of this step writes: no barrier orders the patches before them).
-  const bool kept = delta && (h.flags & AL_FLAG_KEPT_ROWS) != 0u && h.n_edits == 0u && patches_in_head;
+  // KEPT (al_fill_body checked the flag) is a delta step without edits whose patches lie in
+  // the head: the compiler drops every other kind's code from that instantiation.
+  constexpr bool kept = KEPT;
+  const bool delta = KEPT || (h.flags & AL_FLAG_DELTA) != 0u;
+  const bool patches_in_head = KEPT || al_patches_in_head(h);
   const AlRequest* req = delta ? table : reinterpret_cast<const AlRequest*>(al_section(staging, head, h.off_requests, (al_u64)n * AL_REQUEST_BYTES));
   const al_i32* uploaded = reinterpret_cast<const al_i32*>(staging + h.off_blocks);
   al_i32* bt = al_field<al_i32>(meta, AL_OFF_MHA_BLOCK_TABLE);
-  __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
-  __shared__ al_u32 s_warp[2u * AL_WARPS];
 
   // (1) This step's records of the rows the thread owns, read once. A full step reads them
   // (and the sampling) from the staging; a delta step from the request table, advanced here
@@ -461,7 +422,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
       rec[i].kv += rec[i].q;
       rec[i].src = AL_SRC_META << AL_SRC_SHIFT;
     }
-    const al_u32 n_edits = h.n_edits;
+    const al_u32 n_edits = KEPT ? 0u : h.n_edits;
     const AlEdit* edits = reinterpret_cast<const AlEdit*>(al_section(staging, head, h.off_requests, (al_u64)n_edits * AL_EDIT_BYTES));
     if (n_edits == 0u) {
       // A steady step: no edit (the broadcast below runs its unrolled slots whatever their
@@ -628,9 +589,9 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   al_u32 pre_q = 0u, pre_kv = 0u;
   bool any_long = false;
   if (kept) {
-    const al_u32 q = first < n ? rec[0].q : 0u, kv = first < n ? rec[0].kv : 0u;
-    pre_q = last_cu_q - q;
-    pre_kv = last_cu_kv - kv + pre_q;
+    // (rec[0] is all zero for a padding owner.)
+    pre_q = last_cu_q - rec[0].q;
+    pre_kv = last_cu_kv - rec[0].kv + pre_q;
   } else {
     bool long_rows = false;
     AL_UNROLL
@@ -770,7 +731,6 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   // (6) Mamba prefill arrays (present when Fp > 0): chunks, sequence starts, padding entries.
   if constexpr (AL_HAS_MAMBA) {
     if (fp > 0u) {
-      __shared__ al_u32 s_chunk[AL_MAX_REQUESTS + 1u];
       const al_u32 dr = h.attn_decode, fr = h.attn_prefill;
       const al_u32 q0 = s_cu_q[dr];
       const al_u32 l = s_cu_q[dr + fr] - q0;
@@ -857,6 +817,82 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
 
   if constexpr (AL_FLASHINFER || AL_VLLM) {
     al_fill_formats(meta, uploaded, resident, req, s_cu_q, s_warp, padded_tokens, fp, dp, n, h.attn_decode, h.attn_prefill);
+  }
+}
+
+// The fill of one step. `padded_tokens`, `fp`, `dp`: the padded dims (ignored when
+// `eager`: read from the header). Out of line: every entry shares this one body.
+//
+// Block 0 is latency-bound: what costs is the chain of dependent global-memory round trips
+// and block barriers, not bandwidth. So each thread reads its own rows' records once, into
+// registers, and every phase takes them from there; loads that do not depend on each other
+// are issued together; and the only barrier of a step without long rows, Mamba prefill or
+// a kernel format is the one of the request scan (besides the head's, at the start). A
+// steady decode step (a delta step without edits, AL_FLAG_KEPT_ROWS) has no scan: it runs
+// the image's head, own table rows, tails and cumulative lengths (one round trip) -> the
+// head's barrier -> patches and records from registers and shared memory, the rows' block
+// ids from their tails, their cumulative lengths from the last step's -> stores.
+__device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
+                                          al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
+                                          bool eager) {
+  const al_u32 tid = threadIdx.x;
+  const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
+  // The request table on the device: the records of the last step's active rows.
+  AlRequest* table = reinterpret_cast<AlRequest*>(resident + AL_RESIDENT_REQUESTS_WORD);
+  AlTail* tails = reinterpret_cast<AlTail*>(resident + AL_RESIDENT_TAILS_WORD);
+  // (0) One round trip for what everything below needs: the image's head (the header, and
+  // a steady step's edits and patches) and block 0's rows of the request table and their
+  // tails (what a delta step advances; the last kernel wrote them), issued together. The
+  // header is then read from shared memory into registers.
+  __align__(16) __shared__ al_u64 s_head[AL_HEAD_WORDS];
+  for (al_u32 i = tid; i < AL_HEAD_WORDS; i += AL_THREADS) s_head[i] = reinterpret_cast<const al_u64*>(staging)[i];
+  AlRequest tab[AL_PER_THREAD];
+  AlTail tl[AL_PER_THREAD];
+  AL_UNROLL
+  for (al_u32 i = 0u; i < AL_PER_THREAD; ++i) {
+    const bool mine = blockIdx.x == 0u && first + i < AL_MAX_REQUESTS;
+    tab[i] = mine ? table[first + i] : AlRequest{0u, 0u, 0u, 0};
+    tl[i] = mine ? tails[first + i] : AlTail{0u, 0, 0, 0u};
+  }
+  // The cumulative lengths the last fill wrote after the thread's first row: what a step
+  // with AL_FLAG_KEPT_ROWS derives its prefixes from instead of the scan. This thread wrote
+  // them (it owns the row, active or padding, in every launch) and rewrites them in (4).
+  const bool owns = blockIdx.x == 0u && first < AL_MAX_REQUESTS;
+  const al_u32 last_cu_q = owns ? al_field<al_u32>(meta, AL_OFF_MHA_CU_QUERY_SEQ_LENGTHS)[first + 1u] : 0u;
+  const al_u32 last_cu_kv = owns ? al_field<al_u32>(meta, AL_OFF_MHA_CU_KV_SEQ_LENGTHS)[first + 1u] : 0u;
+  __syncthreads();  // the head is loaded
+  const al_u8* head = reinterpret_cast<const al_u8*>(s_head);
+  const AlHeader h = *reinterpret_cast<const AlHeader*>(head);
+  if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
+  const al_u32 np = fp + dp;
+  const al_u32 n = h.active;
+  // The host never sends a step that does not fit; such a launch writes nothing.
+  if (padded_tokens > AL_MAX_TOKENS || np > AL_MAX_REQUESTS || n > np || h.real_tokens > padded_tokens) return;
+
+  const al_u32 workers = gridDim.x - 1u;
+  // Block 0 alone does the workers' part too, when there is one (a steady step has none:
+  // it skips the part's setup).
+  if (blockIdx.x != 0u || (workers == 0u && (h.n_changes != 0u || h.n_jobs != 0u))) {
+    al_worker(meta, staging, head, resident, h, workers == 0u ? 0u : blockIdx.x - 1u, workers == 0u ? 1u : workers);
+  }
+  if (blockIdx.x != 0u) return;
+
+  // The rows of the last step, kept (see (3) in al_fill_rows); the host sets the flag only
+  // on a delta step without edits, checked again here, with its patches in the head (so
+  // every row's tokens find their blocks in its tail or the patches, or in block-table
+  // entries no patch of this step writes: no barrier orders the patches before them).
+  const bool kept = (h.flags & AL_FLAG_DELTA) != 0u && (h.flags & AL_FLAG_KEPT_ROWS) != 0u && h.n_edits == 0u &&
+                    al_patches_in_head(h);
+  __shared__ al_u32 s_cu_q[AL_MAX_REQUESTS + 1u];
+  __shared__ al_u32 s_warp[2u * AL_WARPS];
+  // The Mamba chunk scan's (one word without Mamba: no code reads it).
+  __shared__ al_u32 s_chunk[AL_HAS_MAMBA ? AL_MAX_REQUESTS + 1u : 1u];
+  if (kept) {
+    al_fill_rows<true>(meta, staging, resident, head, h, padded_tokens, fp, dp, tab, tl, last_cu_q, last_cu_kv, s_cu_q,
+                       s_warp, s_chunk);
+  } else {
+    al_fill_rows<false>(meta, staging, resident, head, h, padded_tokens, fp, dp, tab, tl, last_cu_q, last_cu_kv, s_cu_q,
+                        s_warp, s_chunk);
   }
 }
 
