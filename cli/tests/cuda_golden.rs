@@ -4,9 +4,8 @@
 //! Megatron's arrays by `golden::replay` (also run here), so the device output matches
 //! Megatron's.
 //!
-//! One backend per distinct layout of the file (105 of them): the eager entry only
-//! (fast to compile), plus, for the first layouts with buckets, per-bucket kernels and
-//! graphs.
+//! One backend per distinct layout of the file (105 of them) without graphs, plus, for
+//! the first layouts with buckets, one with graphs.
 
 #![allow(
     clippy::panic,
@@ -53,9 +52,9 @@ mod gpu {
             let n_layouts = layouts.len();
             let (cpu, gpus) = layouts.entry(key).or_insert_with(|| {
                 let dims = RuntimeDims::new(Geometry::new(step.spec()).unwrap());
-                let mut gpus = vec![backend(&dims, FillMode::Device, false, false)];
+                let mut gpus = vec![backend(&dims, FillMode::Device, false)];
                 if n_layouts < GRAPHED_LAYOUTS && !dims.geometry().buckets.is_empty() {
-                    gpus.push(backend(&dims, FillMode::Device, true, true));
+                    gpus.push(backend(&dims, FillMode::Device, true));
                 }
                 (HostMetadata::new(dims), gpus)
             });

@@ -156,7 +156,7 @@ mod gpu {
     fn every_bucket_of_a_tuned_table_is_captured_replayed_and_exact() {
         require_device();
         let dims = RuntimeDims::new(NemotronH8bTuned::geometry().unwrap());
-        let gpu = backend(&dims, FillMode::Device, true, true);
+        let gpu = backend(&dims, FillMode::Device, true);
         assert_eq!(
             gpu.report().graphs,
             NemotronH8bTuned::BUCKETS.len() * CudaBackend::STAGING_SLOTS,

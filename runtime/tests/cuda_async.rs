@@ -28,7 +28,7 @@ mod gpu {
 
     fn overlapped(name: &str, src: &str, mode: FillMode, steps: usize, seed: u64) {
         let dims = layouts::dims(src);
-        let mut gpu = backend(&dims, mode, true, true);
+        let mut gpu = backend(&dims, mode, true);
         let mut cpu = HostMetadata::new(dims.clone());
         let mut ring = gpu.snapshot_ring(steps).unwrap();
         let mut w = Workload::new(&dims, seed, layouts::knobs(name));
@@ -90,9 +90,9 @@ mod gpu {
         let large = sizes.iter().max().unwrap();
         assert!(small.0 < large.0, "the test layouts differ in size");
         let (small_dims, large_dims) = (layouts::dims(small.2), layouts::dims(large.2));
-        let mut owner = backend(&small_dims, FillMode::Device, true, true);
-        let mut bigger = backend(&large_dims, FillMode::Device, true, true);
-        let mut twin = backend(&small_dims, FillMode::Device, true, true);
+        let mut owner = backend(&small_dims, FillMode::Device, true);
+        let mut bigger = backend(&large_dims, FillMode::Device, true);
+        let mut twin = backend(&small_dims, FillMode::Device, true);
         let mut ring = owner.snapshot_ring(2).unwrap();
 
         let mut w = Workload::new(&small_dims, 3, layouts::knobs(small.1));

@@ -18,7 +18,7 @@ mod support;
 mod gpu {
     use std::path::PathBuf;
 
-    use attention_layout::codegen::emit_cuda::{self, EmitOptions};
+    use attention_layout::codegen::emit_cuda;
     use attention_layout::cuda::{
         CompileOptions, CudaBackend, CudaOptions, PtxOrigin, RejectedEntry, compile,
     };
@@ -42,15 +42,11 @@ mod gpu {
         };
         let (cc_major, cc_minor) = device.compute_capability;
         let arch = compile::target_arch(cc_major, cc_minor).unwrap();
+        // The entries a default backend compiles: it then finds the entry cached below.
+        let entries = CudaOptions::default().emit_options();
         let source_of = |i: usize| {
             let dims = layouts::dims(layouts::LAYOUTS[i].1);
-            emit_cuda::cuda_source_with(
-                dims.geometry(),
-                EmitOptions {
-                    bucket_entries: false,
-                    param_entries: false,
-                },
-            )
+            emit_cuda::cuda_source_with(dims.geometry(), entries)
         };
         let (source, other) = (source_of(0), source_of(1));
         assert_ne!(source, other);
@@ -95,7 +91,6 @@ mod gpu {
         let backend = CudaBackend::new(
             dims,
             CudaOptions {
-                bucket_kernels: false,
                 compile: options,
                 ..CudaOptions::default()
             },

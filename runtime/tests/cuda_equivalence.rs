@@ -5,7 +5,7 @@
 //! * device fill with graphs (bucketed steps replay graphs, the others run eagerly),
 //!   at least 10,000 steps per layout;
 //! * host fill on the device (the whole buffer copied), with graphs, 10,000 steps;
-//! * device fill without graphs, with and without per-bucket kernels, 2,000 steps each;
+//! * device fill without graphs, 2,000 steps;
 //! * device fill with graphs on steady decode sequences (`support/steady.rs`: delta
 //!   steps, rows finishing and replaced, blocks crossed), at least 10,000 steps per layout;
 //! * device fill with graphs on steps that end through Megatron's async-scheduling
@@ -67,11 +67,10 @@ mod gpu {
         dims: &RuntimeDims,
         mode: FillMode,
         graphs: bool,
-        bucket_kernels: bool,
         n: usize,
         seed: u64,
     ) -> (usize, usize) {
-        let mut gpu = backend(dims, mode, graphs, bucket_kernels);
+        let mut gpu = backend(dims, mode, graphs);
         let mut cpu = HostMetadata::new(dims.clone());
         let mut w = Workload::new(dims, seed, layouts::knobs(name));
         let (mut graphed, mut eager) = (0usize, 0usize);
@@ -79,8 +78,7 @@ mod gpu {
             let st = w.step();
             let rows = st.rows();
             let input = st.input(&rows);
-            let what =
-                format!("{name} {mode:?} graphs={graphs} kernels={bucket_kernels} step {step}");
+            let what = format!("{name} {mode:?} graphs={graphs} step {step}");
             if step_and_compare(&what, &mut cpu, &mut gpu, &input) {
                 graphed += 1;
             } else {
@@ -93,9 +91,7 @@ mod gpu {
                 "{what}: graph replay"
             );
         }
-        eprintln!(
-            "{name} {mode:?} graphs={graphs} kernels={bucket_kernels}: {n} steps, {graphed} graphed, {eager} eager"
-        );
+        eprintln!("{name} {mode:?} graphs={graphs}: {n} steps, {graphed} graphed, {eager} eager");
         if graphs && !dims.geometry().buckets.is_empty() {
             assert!(graphed > 0, "{name}: no step replayed a graph");
         }
@@ -130,7 +126,6 @@ mod gpu {
                 dims,
                 FillMode::Device,
                 true,
-                true,
                 steps(),
                 0xd15c + i as u64,
             );
@@ -149,15 +144,7 @@ mod gpu {
         require_device();
         let (mut graphed, mut eager) = (0, 0);
         for (i, (name, dims)) in all_layouts().iter().enumerate() {
-            let (g, e) = run(
-                name,
-                dims,
-                FillMode::Host,
-                true,
-                true,
-                steps(),
-                0x4057 + i as u64,
-            );
+            let (g, e) = run(name, dims, FillMode::Host, true, steps(), 0x4057 + i as u64);
             graphed += g;
             eager += e;
         }
@@ -182,7 +169,7 @@ mod gpu {
         let header = attention_layout::codegen::emit_cuda::abi::HEADER_BYTES;
         let mut header_only_steps = 0;
         for (i, (name, dims)) in all_layouts().iter().enumerate() {
-            let mut gpu = backend(dims, FillMode::Device, true, true);
+            let mut gpu = backend(dims, FillMode::Device, true);
             let mut cpu = HostMetadata::new(dims.clone());
             let mut driver = SteadyDriver::new(dims, 0x57ead + i as u64, SteadyKnobs::DEFAULT);
             let (mut delta, mut full, mut header_only, mut graphed) = (0u64, 0u64, 0u64, 0u64);
@@ -244,7 +231,7 @@ mod gpu {
             let mut gpu = if params {
                 backend_with_param_images(dims)
             } else {
-                backend(dims, FillMode::Device, true, true)
+                backend(dims, FillMode::Device, true)
             };
             let mut cpu = HostMetadata::new(dims.clone());
             let mut drv = PreparedDriver::new(dims, 0xa57c + i as u64);
@@ -305,7 +292,7 @@ mod gpu {
         n: usize,
         seed: u64,
     ) -> usize {
-        let mut gpu = backend(dims, FillMode::Device, true, true);
+        let mut gpu = backend(dims, FillMode::Device, true);
         let mut cpu = HostMetadata::new(dims.clone());
         let mut state = BatchState::with_prefix_caching(
             dims,
@@ -439,25 +426,8 @@ mod gpu {
         require_device();
         for (i, (name, dims)) in all_layouts().iter().enumerate() {
             let n = (steps() / 5).max(1);
-            let (g, _) = run(
-                name,
-                dims,
-                FillMode::Device,
-                false,
-                true,
-                n,
-                0xea6e + i as u64,
-            );
+            let (g, _) = run(name, dims, FillMode::Device, false, n, 0xea6e + i as u64);
             assert_eq!(g, 0, "{name}: graphs are off");
-            run(
-                name,
-                dims,
-                FillMode::Device,
-                false,
-                false,
-                n,
-                0xea6f + i as u64,
-            );
         }
     }
 }

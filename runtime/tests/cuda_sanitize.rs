@@ -1,5 +1,6 @@
-//! GPU: every bucket's fill entry and the eager entry run at least once (through graphs
-//! and eagerly), on steps shaped exactly like each bucket, plus a short random workload
+//! GPU: the fill entry and the parameter entry run every bucket's shape at least once
+//! (through graphs and eagerly, with and without parameter images), on steps shaped exactly
+//! like each bucket, plus a short random workload
 //! and a short steady decode sequence (delta steps, some keeping their rows: no request
 //! scan), each result compared with the host fill. Small on purpose: this is the binary
 //! to run under `compute-sanitizer` (memcheck, racecheck, synccheck, initcheck); see
@@ -35,7 +36,7 @@ mod gpu {
             let mut gpu = if params {
                 backend_with_param_images(dims)
             } else {
-                backend(dims, FillMode::Device, graphs, true)
+                backend(dims, FillMode::Device, graphs)
             };
             let mut cpu = HostMetadata::new(dims.clone());
             let buckets = dims.buckets().to_vec();
@@ -60,7 +61,7 @@ mod gpu {
                 "{name} graphs={graphs} params={params}: {hit} of {} buckets launched",
                 buckets.len()
             );
-            // The eager entry, on a short random workload: a new engine, whose residency
+            // Eager launches, on a short random workload: a new engine, whose residency
             // view starts from an all -1 table (the bucket steps wrote rows it never
             // clears).
             gpu.reset_residency();
@@ -89,7 +90,7 @@ mod gpu {
 
     #[test]
     #[ignore = "needs a CUDA device"]
-    fn every_bucket_entry_and_the_eager_entry_run() {
+    fn every_bucket_runs_with_and_without_graphs_and_parameter_images() {
         require_device();
         for (name, src) in layouts::LAYOUTS {
             every_bucket(name, &layouts::dims(src));

@@ -76,7 +76,7 @@ mod gpu {
         require_device();
         for (i, (name, src)) in layouts::LAYOUTS.iter().enumerate() {
             let dims = layouts::dims(src);
-            let b = backend(&dims, FillMode::Device, true, true);
+            let b = backend(&dims, FillMode::Device, true);
             let ctx = b.stream().context().clone();
             let stream = ctx.new_stream().unwrap();
 
@@ -125,9 +125,9 @@ mod gpu {
     }
 
     /// A fill graph: the fill captured with a consumer after it (a copy of the whole
-    /// metadata buffer), the node pointed at each step before its launch — a bucket's
-    /// parameter entry with the image in the kernel's parameters for small images, the
-    /// eager entry on the mapped staging for the rest. Steady sequences through `prepare`,
+    /// metadata buffer), the node pointed at each step before its launch — the parameter
+    /// entry with the image in the kernel's parameters for small bucketed images, the
+    /// fill entry on the mapped staging for the rest. Steady sequences through `prepare`,
     /// then an async-scheduling engine's steps through `prepare_with_origin` (rows
     /// finishing and crossing into new blocks at random): the metadata and the consumer's
     /// copy equal the host fill on every step, and both kinds of node ran.
@@ -305,14 +305,14 @@ mod gpu {
         require_device();
         let (_, src) = layouts::LAYOUTS[0];
         let dims = layouts::dims(src);
-        let b = backend(&dims, FillMode::Device, false, false);
+        let b = backend(&dims, FillMode::Device, false);
         let stream = b.stream().context().new_stream().unwrap();
         let mut fill = b.stream_fill().unwrap();
         assert!(matches!(
             fill.enqueue_on(&stream),
             Err(BackendError::StreamFill(StreamFillError::NotPrepared))
         ));
-        let host = backend(&dims, FillMode::Host, false, false);
+        let host = backend(&dims, FillMode::Host, false);
         assert!(matches!(
             host.stream_fill(),
             Err(BackendError::StreamFill(StreamFillError::HostFill))

@@ -116,7 +116,7 @@ mod gpu {
             ),
         ];
         for mode in [FillMode::Device, FillMode::Host] {
-            let mut gpu = backend(&d, mode, true, true);
+            let mut gpu = backend(&d, mode, true);
             let mut cpu = HostMetadata::new(d.clone());
             let ok = StepInput {
                 rows: &good,

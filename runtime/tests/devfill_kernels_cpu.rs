@@ -43,10 +43,11 @@ struct Coverage {
     prefill_steps: u32,
 }
 
-fn run_layout(name: &str, src: &str, steps: usize, seed: u64, bucket_entries: bool) -> Coverage {
+/// `param_entry`: the harness compiles the parameter entry too (not launched here).
+fn run_layout(name: &str, src: &str, steps: usize, seed: u64, param_entry: bool) -> Coverage {
     let cxx = shim::compiler();
     let dims = layouts::dims(src);
-    let harness = shim::build(&cxx, name, dims.geometry(), bucket_entries);
+    let harness = shim::build(&cxx, name, dims.geometry(), param_entry);
     let mut replay = Replay::new(&dims);
     let mut w = Workload::new(&dims, seed, layouts::knobs(name));
     let mut cov = Coverage::default();
@@ -70,10 +71,7 @@ fn run_layout(name: &str, src: &str, steps: usize, seed: u64, bucket_entries: bo
         }
         let rows = st.rows();
         // One to three blocks per launch.
-        let launch = |info: &StepInfo, _: &devfill::Staged| match (bucket_entries, info.bucket) {
-            (true, Some(b)) => (b + 1, 1 + (step % 3) as u32),
-            _ => (0, 1 + (step % 3) as u32),
-        };
+        let launch = |_: &StepInfo, _: &devfill::Staged| (shim::FILL, 1 + (step % 3) as u32);
         let (info, staged) = replay.step(format!("{name} step {step}"), &st.input(&rows), &launch);
         if shown {
             eprintln!("  staged {staged:?} info {:?} {:?}", info.real, info.padded);
@@ -109,8 +107,7 @@ fn steps() -> usize {
 fn emitted_kernels_match_the_host_fill_on_every_test_layout() {
     let mut overflow = 0;
     for (i, (name, src)) in layouts::LAYOUTS.iter().enumerate() {
-        let buckets = i % 2 == 0;
-        let cov = run_layout(name, src, steps(), 0x5eed + i as u64, buckets);
+        let cov = run_layout(name, src, steps(), 0x5eed + i as u64, i % 2 == 0);
         // The workload reaches every path of the staging builder and the kernels.
         assert!(cov.eager > 0, "{name}: no eager step");
         assert!(cov.compact > 0, "{name}: no compact step");
@@ -134,8 +131,8 @@ const H200_WORKERS: u32 = 131;
 /// bucket (resident rows 0.., blocks numbered from 0, no clears in between), then a new
 /// engine — a random workload whose residency view starts from an all -1 table — for
 /// `steps` steps. `reset`: tell the builder the view started over. Launches as the CUDA
-/// backend with graphs and bucket kernels: a matched bucket replays its graph (the
-/// bucket's entry and fixed grid), others run the eager entry on the step's grid.
+/// backend with graphs: a matched bucket replays its graph (the fill entry on the bucket's
+/// fixed grid), others run the fill entry on the step's grid.
 fn bucket_steps_then_a_new_engine(
     name: &str,
     dims: &RuntimeDims,
@@ -150,8 +147,8 @@ fn bucket_steps_then_a_new_engine(
         .map(|b| devfill::grid_for(u64::from(b.requests()) * nkv, H200_WORKERS))
         .collect();
     let launch = |info: &StepInfo, staged: &devfill::Staged| match info.bucket {
-        Some(b) => (b + 1, bucket_grid[b as usize]),
-        None => (0, staged.grid(H200_WORKERS)),
+        Some(b) => (shim::FILL, bucket_grid[b as usize]),
+        None => (shim::FILL, staged.grid(H200_WORKERS)),
     };
     let mut replay = Replay::new(dims);
     replay.builder.set_verify(full_verify);
@@ -257,10 +254,7 @@ fn batch_state_steps_reaching_max_seq_len_with_draft_tokens_match_the_host_fill(
     ] {
         state.admit(p, o).unwrap();
     }
-    let launch = |info: &StepInfo, _: &devfill::Staged| match info.bucket {
-        Some(b) => (b + 1, 2),
-        None => (0, 2),
-    };
+    let launch = |_: &StepInfo, _: &devfill::Staged| (shim::FILL, 2);
     let (mut steps, mut past_the_end, mut waited) = (0u32, 0u32, 0u32);
     while state.live_count() > 0 {
         let live: Vec<_> = state.live().collect();
@@ -426,7 +420,7 @@ impl SteadyCoverage {
 }
 
 /// Runs steady sequences driven with `knobs` through the kernels on every test layout
-/// (bucket entries and the eager entry in turn) and checks every step's bytes against the
+/// (the parameter entry on every other layout's small bucketed images) and checks every step's bytes against the
 /// host fill; returns each layout's coverage, with the driver's finished requests.
 fn run_steady(
     knobs: support::steady::SteadyKnobs,
@@ -448,24 +442,24 @@ fn run_steady_on(
     let mut out = Vec::new();
     for (i, (name, src)) in layouts.iter().enumerate() {
         let dims = layouts::dims(src);
-        let buckets = i % 2 == 1;
+        let param_entry = i % 2 == 1;
         let mut replay = Replay::new(&dims);
         let mut driver = SteadyDriver::new(&dims, seed + i as u64, knobs);
         let mut cov = SteadyCoverage::default();
         let params = std::cell::Cell::new(0u64);
         for k in 0..steps() {
-            // Every other bucketed step whose image fits runs the bucket's parameter entry
+            // Every other bucketed step whose image fits runs the parameter entry
             // (the image passed by value, as `CudaOptions::param_images` launches it).
-            let launch = |info: &StepInfo, staged: &devfill::Staged| match (buckets, info.bucket) {
-                (true, Some(b))
-                    if k % 2 == 1 && staged.bytes <= emit_cuda::abi::PARAM_IMAGE_BYTES =>
-                {
-                    params.set(params.get() + 1);
-                    (shim::param_entry(dims.geometry(), b), 1 + (k % 3) as u32)
-                }
-                (true, Some(b)) => (b + 1, 1 + (k % 3) as u32),
-                _ => (0, 1 + (k % 3) as u32),
-            };
+            let launch =
+                |info: &StepInfo, staged: &devfill::Staged| match (param_entry, info.bucket) {
+                    (true, Some(_))
+                        if k % 2 == 1 && staged.bytes <= emit_cuda::abi::PARAM_IMAGE_BYTES =>
+                    {
+                        params.set(params.get() + 1);
+                        (shim::PARAM, 1 + (k % 3) as u32)
+                    }
+                    _ => (shim::FILL, 1 + (k % 3) as u32),
+                };
             // Now and then the builder forgets what the device's block table holds: every
             // row is then sent again, in a full step that refreshes the request table.
             if k % 37 == 36 {
@@ -479,7 +473,7 @@ fn run_steady_on(
             &cxx,
             &format!("steady-{name}-{seed:x}"),
             dims.geometry(),
-            buckets,
+            param_entry,
             threads,
         );
         replay.check(&harness, name);
@@ -490,7 +484,7 @@ fn run_steady_on(
             driver.finished,
             params.get()
         );
-        if buckets && !dims.buckets().is_empty() {
+        if param_entry && !dims.buckets().is_empty() {
             assert!(params.get() > 0, "{name}: no step ran a parameter entry");
         }
         out.push((*name, cov, driver.finished));
@@ -503,8 +497,8 @@ fn run_steady_on(
 /// their sampling, accept part of their drafts, with and without token ids) go through
 /// the kernels as delta steps wherever the rows advanced, full steps (every 37th, after
 /// the builder forgot the residency) refresh the device's request table, and every step's
-/// bytes equal the host fill's, on every test layout (bucket entries and the eager entry
-/// in turn).
+/// bytes equal the host fill's, on every test layout (the parameter entry on every other
+/// layout's small bucketed images).
 #[test]
 fn steady_decode_sequences_match_the_host_fill_through_delta_steps() {
     let mut total = SteadyCoverage::default();

@@ -820,8 +820,8 @@ __device__ __forceinline__ void al_fill_rows(al_u8* __restrict__ meta, const al_
   }
 }
 
-// The fill of one step. `padded_tokens`, `fp`, `dp`: the padded dims (ignored when
-// `eager`: read from the header). Out of line: every entry shares this one body.
+// The fill of one step; its padded dims come from the image's header. Inline: the two
+// entries (staging, parameters) each compile it once.
 //
 // Block 0 is latency-bound: what costs is the chain of dependent global-memory round trips
 // and block barriers, not bandwidth. So each thread reads its own rows' records once, into
@@ -832,9 +832,8 @@ __device__ __forceinline__ void al_fill_rows(al_u8* __restrict__ meta, const al_
 // the image's head, own table rows, tails and cumulative lengths (one round trip) -> the
 // head's barrier -> patches and records from registers and shared memory, the rows' block
 // ids from their tails, their cumulative lengths from the last step's -> stores.
-__device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
-                                          al_i32* __restrict__ resident, al_u32 padded_tokens, al_u32 fp, al_u32 dp,
-                                          bool eager) {
+__device__ __forceinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8* __restrict__ staging,
+                                             al_i32* __restrict__ resident) {
   const al_u32 tid = threadIdx.x;
   const al_u32 first = tid * AL_PER_THREAD;  // thread tid owns requests [first, first + AL_PER_THREAD)
   // The request table on the device: the records of the last step's active rows.
@@ -863,7 +862,7 @@ __device__ __noinline__ void al_fill_body(al_u8* __restrict__ meta, const al_u8*
   __syncthreads();  // the head is loaded
   const al_u8* head = reinterpret_cast<const al_u8*>(s_head);
   const AlHeader h = *reinterpret_cast<const AlHeader*>(head);
-  if (eager) { padded_tokens = h.pad_tokens; fp = h.pad_prefill; dp = h.pad_decode; }
+  const al_u32 padded_tokens = h.pad_tokens, fp = h.pad_prefill, dp = h.pad_decode;
   const al_u32 np = fp + dp;
   const al_u32 n = h.active;
   // The host never sends a step that does not fit; such a launch writes nothing.

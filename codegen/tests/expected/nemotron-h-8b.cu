@@ -198,7 +198,7 @@ struct AlHeader {
   al_u32 real_decode;  // real decode requests D (active rows [0, D) are decode rows).
   al_u32 attn_decode;  // attention decode count Dr (docs/SEMANTICS.md §3.3; what Mamba uses).
   al_u32 attn_prefill;  // attention prefill count Fr.
-  al_u32 pad_tokens;  // padded tokens Tp (read by the eager entry).
+  al_u32 pad_tokens;  // padded tokens Tp (the kernels' padded dims come from the header).
   al_u32 pad_prefill;  // padded prefill requests Fp.
   al_u32 pad_decode;  // padded decode requests Dp.
   al_u32 flags;  // FLAG_* bits.
@@ -229,635 +229,106 @@ static_assert(AL_RESIDENT_REQUESTS_WORD >= AL_MAX_REQUESTS * AL_BLOCK_TABLE_WIDT
               AL_RESIDENT_TAILS_WORD == AL_RESIDENT_REQUESTS_WORD + AL_MAX_REQUESTS * (AL_REQUEST_BYTES / 4u), "resident layout");
 
 // ---- #include "fill.cuh" (codegen/src/kernels/fill.cuh, the same for every layout) ----
+// ---- Buckets -------------------------------------------------------------------
+// The padded shapes the host pads steps to (the generated Rust's BUCKETS, ascending);
+// each fits the buffer. The kernels read a step's shape from its image's header.
+static_assert(1u <= AL_MAX_TOKENS && 0u + 1u <= AL_MAX_REQUESTS && 1u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 0: 1 tokens, 0 prefill + 1 decode requests, fits the buffer");
+static_assert(2u <= AL_MAX_TOKENS && 0u + 2u <= AL_MAX_REQUESTS && 2u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 1: 2 tokens, 0 prefill + 2 decode requests, fits the buffer");
+static_assert(2u <= AL_MAX_TOKENS && 1u + 1u <= AL_MAX_REQUESTS && 2u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 2: 2 tokens, 1 prefill + 1 decode requests, fits the buffer");
+static_assert(2u <= AL_MAX_TOKENS && 2u + 0u <= AL_MAX_REQUESTS && 2u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 3: 2 tokens, 2 prefill + 0 decode requests, fits the buffer");
+static_assert(4u <= AL_MAX_TOKENS && 0u + 4u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 4: 4 tokens, 0 prefill + 4 decode requests, fits the buffer");
+static_assert(4u <= AL_MAX_TOKENS && 1u + 3u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 5: 4 tokens, 1 prefill + 3 decode requests, fits the buffer");
+static_assert(4u <= AL_MAX_TOKENS && 2u + 2u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 6: 4 tokens, 2 prefill + 2 decode requests, fits the buffer");
+static_assert(4u <= AL_MAX_TOKENS && 4u + 0u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 7: 4 tokens, 4 prefill + 0 decode requests, fits the buffer");
+static_assert(8u <= AL_MAX_TOKENS && 0u + 8u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 8: 8 tokens, 0 prefill + 8 decode requests, fits the buffer");
+static_assert(8u <= AL_MAX_TOKENS && 1u + 7u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 9: 8 tokens, 1 prefill + 7 decode requests, fits the buffer");
+static_assert(8u <= AL_MAX_TOKENS && 2u + 6u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 10: 8 tokens, 2 prefill + 6 decode requests, fits the buffer");
+static_assert(8u <= AL_MAX_TOKENS && 4u + 4u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 11: 8 tokens, 4 prefill + 4 decode requests, fits the buffer");
+static_assert(8u <= AL_MAX_TOKENS && 8u + 0u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 12: 8 tokens, 8 prefill + 0 decode requests, fits the buffer");
+static_assert(16u <= AL_MAX_TOKENS && 0u + 16u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 13: 16 tokens, 0 prefill + 16 decode requests, fits the buffer");
+static_assert(16u <= AL_MAX_TOKENS && 1u + 15u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 14: 16 tokens, 1 prefill + 15 decode requests, fits the buffer");
+static_assert(16u <= AL_MAX_TOKENS && 2u + 14u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 15: 16 tokens, 2 prefill + 14 decode requests, fits the buffer");
+static_assert(16u <= AL_MAX_TOKENS && 4u + 12u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 16: 16 tokens, 4 prefill + 12 decode requests, fits the buffer");
+static_assert(16u <= AL_MAX_TOKENS && 8u + 8u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 17: 16 tokens, 8 prefill + 8 decode requests, fits the buffer");
+static_assert(16u <= AL_MAX_TOKENS && 16u + 0u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 18: 16 tokens, 16 prefill + 0 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 0u + 32u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 19: 32 tokens, 0 prefill + 32 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 1u + 31u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 20: 32 tokens, 1 prefill + 31 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 2u + 30u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 21: 32 tokens, 2 prefill + 30 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 4u + 28u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 22: 32 tokens, 4 prefill + 28 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 8u + 24u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 23: 32 tokens, 8 prefill + 24 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 16u + 16u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 24: 32 tokens, 16 prefill + 16 decode requests, fits the buffer");
+static_assert(32u <= AL_MAX_TOKENS && 32u + 0u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 25: 32 tokens, 32 prefill + 0 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 0u + 64u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 26: 64 tokens, 0 prefill + 64 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 1u + 63u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 27: 64 tokens, 1 prefill + 63 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 2u + 62u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 28: 64 tokens, 2 prefill + 62 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 4u + 60u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 29: 64 tokens, 4 prefill + 60 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 8u + 56u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 30: 64 tokens, 8 prefill + 56 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 16u + 48u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 31: 64 tokens, 16 prefill + 48 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 32u + 32u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 32: 64 tokens, 32 prefill + 32 decode requests, fits the buffer");
+static_assert(64u <= AL_MAX_TOKENS && 64u + 0u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 33: 64 tokens, 64 prefill + 0 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 0u + 128u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 34: 128 tokens, 0 prefill + 128 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 1u + 127u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 35: 128 tokens, 1 prefill + 127 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 2u + 126u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 36: 128 tokens, 2 prefill + 126 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 4u + 124u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 37: 128 tokens, 4 prefill + 124 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 8u + 120u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 38: 128 tokens, 8 prefill + 120 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 16u + 112u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 39: 128 tokens, 16 prefill + 112 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 32u + 96u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 40: 128 tokens, 32 prefill + 96 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 64u + 64u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 41: 128 tokens, 64 prefill + 64 decode requests, fits the buffer");
+static_assert(128u <= AL_MAX_TOKENS && 128u + 0u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 42: 128 tokens, 128 prefill + 0 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 0u + 256u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 43: 256 tokens, 0 prefill + 256 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 44: 256 tokens, 1 prefill + 255 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 45: 256 tokens, 2 prefill + 254 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 46: 256 tokens, 4 prefill + 252 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 47: 256 tokens, 8 prefill + 248 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 48: 256 tokens, 16 prefill + 240 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 49: 256 tokens, 32 prefill + 224 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 50: 256 tokens, 64 prefill + 192 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 51: 256 tokens, 128 prefill + 128 decode requests, fits the buffer");
+static_assert(256u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 52: 256 tokens, 256 prefill + 0 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 53: 512 tokens, 1 prefill + 255 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 54: 512 tokens, 2 prefill + 254 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 55: 512 tokens, 4 prefill + 252 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 56: 512 tokens, 8 prefill + 248 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 57: 512 tokens, 16 prefill + 240 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 58: 512 tokens, 32 prefill + 224 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 59: 512 tokens, 64 prefill + 192 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 60: 512 tokens, 128 prefill + 128 decode requests, fits the buffer");
+static_assert(512u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 61: 512 tokens, 256 prefill + 0 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 62: 1024 tokens, 1 prefill + 255 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 63: 1024 tokens, 2 prefill + 254 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 64: 1024 tokens, 4 prefill + 252 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 65: 1024 tokens, 8 prefill + 248 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 66: 1024 tokens, 16 prefill + 240 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 67: 1024 tokens, 32 prefill + 224 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 68: 1024 tokens, 64 prefill + 192 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 69: 1024 tokens, 128 prefill + 128 decode requests, fits the buffer");
+static_assert(1024u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 70: 1024 tokens, 256 prefill + 0 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 71: 2048 tokens, 1 prefill + 255 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 72: 2048 tokens, 2 prefill + 254 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 73: 2048 tokens, 4 prefill + 252 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 74: 2048 tokens, 8 prefill + 248 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 75: 2048 tokens, 16 prefill + 240 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 76: 2048 tokens, 32 prefill + 224 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 77: 2048 tokens, 64 prefill + 192 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 78: 2048 tokens, 128 prefill + 128 decode requests, fits the buffer");
+static_assert(2048u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 79: 2048 tokens, 256 prefill + 0 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 80: 4096 tokens, 1 prefill + 255 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 81: 4096 tokens, 2 prefill + 254 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 82: 4096 tokens, 4 prefill + 252 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 83: 4096 tokens, 8 prefill + 248 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 84: 4096 tokens, 16 prefill + 240 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 85: 4096 tokens, 32 prefill + 224 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 86: 4096 tokens, 64 prefill + 192 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 87: 4096 tokens, 128 prefill + 128 decode requests, fits the buffer");
+static_assert(4096u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 88: 4096 tokens, 256 prefill + 0 decode requests, fits the buffer");
+
 // ---- Entry points ------------------------------------------------------------
 // Launch with AL_THREADS threads per block and at least one block; block 0 fills the
-// metadata, blocks 1.. apply block-table changes and gather rows.
+// metadata, blocks 1.. apply block-table changes and gather rows. One entry serves
+// every bucket (and steps that match none): the JIT compiles the body into each entry.
 
-/// Eager steps (no bucket matched): padded dims from the staging header.
+/// Every step, its image in the staging buffer.
 extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_eager(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 0u, 0u, 0u, true);
-}
-
-/// Bucket 0: 1 tokens, 0 prefill + 1 decode requests.
-static_assert(1u <= AL_MAX_TOKENS && 0u + 1u <= AL_MAX_REQUESTS && 1u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 0 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_0(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1u, 0u, 1u, false);
-}
-
-/// Bucket 1: 2 tokens, 0 prefill + 2 decode requests.
-static_assert(2u <= AL_MAX_TOKENS && 0u + 2u <= AL_MAX_REQUESTS && 2u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 1 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_1(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2u, 0u, 2u, false);
-}
-
-/// Bucket 2: 2 tokens, 1 prefill + 1 decode requests.
-static_assert(2u <= AL_MAX_TOKENS && 1u + 1u <= AL_MAX_REQUESTS && 2u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 2 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_2(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2u, 1u, 1u, false);
-}
-
-/// Bucket 3: 2 tokens, 2 prefill + 0 decode requests.
-static_assert(2u <= AL_MAX_TOKENS && 2u + 0u <= AL_MAX_REQUESTS && 2u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 3 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_3(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2u, 2u, 0u, false);
-}
-
-/// Bucket 4: 4 tokens, 0 prefill + 4 decode requests.
-static_assert(4u <= AL_MAX_TOKENS && 0u + 4u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 4 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_4(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4u, 0u, 4u, false);
-}
-
-/// Bucket 5: 4 tokens, 1 prefill + 3 decode requests.
-static_assert(4u <= AL_MAX_TOKENS && 1u + 3u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 5 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_5(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4u, 1u, 3u, false);
-}
-
-/// Bucket 6: 4 tokens, 2 prefill + 2 decode requests.
-static_assert(4u <= AL_MAX_TOKENS && 2u + 2u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 6 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_6(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4u, 2u, 2u, false);
-}
-
-/// Bucket 7: 4 tokens, 4 prefill + 0 decode requests.
-static_assert(4u <= AL_MAX_TOKENS && 4u + 0u <= AL_MAX_REQUESTS && 4u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 7 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_7(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4u, 4u, 0u, false);
-}
-
-/// Bucket 8: 8 tokens, 0 prefill + 8 decode requests.
-static_assert(8u <= AL_MAX_TOKENS && 0u + 8u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 8 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_8(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 8u, 0u, 8u, false);
-}
-
-/// Bucket 9: 8 tokens, 1 prefill + 7 decode requests.
-static_assert(8u <= AL_MAX_TOKENS && 1u + 7u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 9 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_9(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 8u, 1u, 7u, false);
-}
-
-/// Bucket 10: 8 tokens, 2 prefill + 6 decode requests.
-static_assert(8u <= AL_MAX_TOKENS && 2u + 6u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 10 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_10(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 8u, 2u, 6u, false);
-}
-
-/// Bucket 11: 8 tokens, 4 prefill + 4 decode requests.
-static_assert(8u <= AL_MAX_TOKENS && 4u + 4u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 11 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_11(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 8u, 4u, 4u, false);
-}
-
-/// Bucket 12: 8 tokens, 8 prefill + 0 decode requests.
-static_assert(8u <= AL_MAX_TOKENS && 8u + 0u <= AL_MAX_REQUESTS && 8u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 12 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_12(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 8u, 8u, 0u, false);
-}
-
-/// Bucket 13: 16 tokens, 0 prefill + 16 decode requests.
-static_assert(16u <= AL_MAX_TOKENS && 0u + 16u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 13 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_13(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 16u, 0u, 16u, false);
-}
-
-/// Bucket 14: 16 tokens, 1 prefill + 15 decode requests.
-static_assert(16u <= AL_MAX_TOKENS && 1u + 15u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 14 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_14(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 16u, 1u, 15u, false);
-}
-
-/// Bucket 15: 16 tokens, 2 prefill + 14 decode requests.
-static_assert(16u <= AL_MAX_TOKENS && 2u + 14u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 15 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_15(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 16u, 2u, 14u, false);
-}
-
-/// Bucket 16: 16 tokens, 4 prefill + 12 decode requests.
-static_assert(16u <= AL_MAX_TOKENS && 4u + 12u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 16 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_16(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 16u, 4u, 12u, false);
-}
-
-/// Bucket 17: 16 tokens, 8 prefill + 8 decode requests.
-static_assert(16u <= AL_MAX_TOKENS && 8u + 8u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 17 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_17(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 16u, 8u, 8u, false);
-}
-
-/// Bucket 18: 16 tokens, 16 prefill + 0 decode requests.
-static_assert(16u <= AL_MAX_TOKENS && 16u + 0u <= AL_MAX_REQUESTS && 16u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 18 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_18(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 16u, 16u, 0u, false);
-}
-
-/// Bucket 19: 32 tokens, 0 prefill + 32 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 0u + 32u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 19 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_19(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 0u, 32u, false);
-}
-
-/// Bucket 20: 32 tokens, 1 prefill + 31 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 1u + 31u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 20 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_20(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 1u, 31u, false);
-}
-
-/// Bucket 21: 32 tokens, 2 prefill + 30 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 2u + 30u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 21 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_21(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 2u, 30u, false);
-}
-
-/// Bucket 22: 32 tokens, 4 prefill + 28 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 4u + 28u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 22 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_22(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 4u, 28u, false);
-}
-
-/// Bucket 23: 32 tokens, 8 prefill + 24 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 8u + 24u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 23 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_23(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 8u, 24u, false);
-}
-
-/// Bucket 24: 32 tokens, 16 prefill + 16 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 16u + 16u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 24 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_24(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 16u, 16u, false);
-}
-
-/// Bucket 25: 32 tokens, 32 prefill + 0 decode requests.
-static_assert(32u <= AL_MAX_TOKENS && 32u + 0u <= AL_MAX_REQUESTS && 32u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 25 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_25(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 32u, 32u, 0u, false);
-}
-
-/// Bucket 26: 64 tokens, 0 prefill + 64 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 0u + 64u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 26 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_26(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 0u, 64u, false);
-}
-
-/// Bucket 27: 64 tokens, 1 prefill + 63 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 1u + 63u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 27 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_27(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 1u, 63u, false);
-}
-
-/// Bucket 28: 64 tokens, 2 prefill + 62 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 2u + 62u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 28 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_28(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 2u, 62u, false);
-}
-
-/// Bucket 29: 64 tokens, 4 prefill + 60 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 4u + 60u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 29 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_29(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 4u, 60u, false);
-}
-
-/// Bucket 30: 64 tokens, 8 prefill + 56 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 8u + 56u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 30 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_30(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 8u, 56u, false);
-}
-
-/// Bucket 31: 64 tokens, 16 prefill + 48 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 16u + 48u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 31 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_31(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 16u, 48u, false);
-}
-
-/// Bucket 32: 64 tokens, 32 prefill + 32 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 32u + 32u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 32 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_32(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 32u, 32u, false);
-}
-
-/// Bucket 33: 64 tokens, 64 prefill + 0 decode requests.
-static_assert(64u <= AL_MAX_TOKENS && 64u + 0u <= AL_MAX_REQUESTS && 64u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 33 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_33(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 64u, 64u, 0u, false);
-}
-
-/// Bucket 34: 128 tokens, 0 prefill + 128 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 0u + 128u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 34 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_34(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 0u, 128u, false);
-}
-
-/// Bucket 35: 128 tokens, 1 prefill + 127 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 1u + 127u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 35 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_35(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 1u, 127u, false);
-}
-
-/// Bucket 36: 128 tokens, 2 prefill + 126 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 2u + 126u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 36 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_36(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 2u, 126u, false);
-}
-
-/// Bucket 37: 128 tokens, 4 prefill + 124 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 4u + 124u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 37 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_37(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 4u, 124u, false);
-}
-
-/// Bucket 38: 128 tokens, 8 prefill + 120 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 8u + 120u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 38 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_38(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 8u, 120u, false);
-}
-
-/// Bucket 39: 128 tokens, 16 prefill + 112 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 16u + 112u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 39 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_39(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 16u, 112u, false);
-}
-
-/// Bucket 40: 128 tokens, 32 prefill + 96 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 32u + 96u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 40 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_40(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 32u, 96u, false);
-}
-
-/// Bucket 41: 128 tokens, 64 prefill + 64 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 64u + 64u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 41 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_41(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 64u, 64u, false);
-}
-
-/// Bucket 42: 128 tokens, 128 prefill + 0 decode requests.
-static_assert(128u <= AL_MAX_TOKENS && 128u + 0u <= AL_MAX_REQUESTS && 128u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 42 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_42(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 128u, 128u, 0u, false);
-}
-
-/// Bucket 43: 256 tokens, 0 prefill + 256 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 0u + 256u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 0u <= AL_MAX_CHUNKS, "bucket 43 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_43(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 0u, 256u, false);
-}
-
-/// Bucket 44: 256 tokens, 1 prefill + 255 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 44 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_44(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 1u, 255u, false);
-}
-
-/// Bucket 45: 256 tokens, 2 prefill + 254 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 45 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_45(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 2u, 254u, false);
-}
-
-/// Bucket 46: 256 tokens, 4 prefill + 252 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 46 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_46(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 4u, 252u, false);
-}
-
-/// Bucket 47: 256 tokens, 8 prefill + 248 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 47 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_47(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 8u, 248u, false);
-}
-
-/// Bucket 48: 256 tokens, 16 prefill + 240 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 48 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_48(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 16u, 240u, false);
-}
-
-/// Bucket 49: 256 tokens, 32 prefill + 224 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 49 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_49(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 32u, 224u, false);
-}
-
-/// Bucket 50: 256 tokens, 64 prefill + 192 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 50 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_50(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 64u, 192u, false);
-}
-
-/// Bucket 51: 256 tokens, 128 prefill + 128 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 51 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_51(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 128u, 128u, false);
-}
-
-/// Bucket 52: 256 tokens, 256 prefill + 0 decode requests.
-static_assert(256u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 256u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 52 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_52(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 256u, 256u, 0u, false);
-}
-
-/// Bucket 53: 512 tokens, 1 prefill + 255 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 53 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_53(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 1u, 255u, false);
-}
-
-/// Bucket 54: 512 tokens, 2 prefill + 254 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 54 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_54(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 2u, 254u, false);
-}
-
-/// Bucket 55: 512 tokens, 4 prefill + 252 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 55 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_55(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 4u, 252u, false);
-}
-
-/// Bucket 56: 512 tokens, 8 prefill + 248 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 56 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_56(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 8u, 248u, false);
-}
-
-/// Bucket 57: 512 tokens, 16 prefill + 240 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 57 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_57(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 16u, 240u, false);
-}
-
-/// Bucket 58: 512 tokens, 32 prefill + 224 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 58 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_58(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 32u, 224u, false);
-}
-
-/// Bucket 59: 512 tokens, 64 prefill + 192 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 59 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_59(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 64u, 192u, false);
-}
-
-/// Bucket 60: 512 tokens, 128 prefill + 128 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 60 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_60(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 128u, 128u, false);
-}
-
-/// Bucket 61: 512 tokens, 256 prefill + 0 decode requests.
-static_assert(512u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 512u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 61 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_61(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 512u, 256u, 0u, false);
-}
-
-/// Bucket 62: 1024 tokens, 1 prefill + 255 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 62 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_62(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 1u, 255u, false);
-}
-
-/// Bucket 63: 1024 tokens, 2 prefill + 254 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 63 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_63(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 2u, 254u, false);
-}
-
-/// Bucket 64: 1024 tokens, 4 prefill + 252 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 64 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_64(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 4u, 252u, false);
-}
-
-/// Bucket 65: 1024 tokens, 8 prefill + 248 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 65 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_65(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 8u, 248u, false);
-}
-
-/// Bucket 66: 1024 tokens, 16 prefill + 240 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 66 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_66(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 16u, 240u, false);
-}
-
-/// Bucket 67: 1024 tokens, 32 prefill + 224 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 67 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_67(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 32u, 224u, false);
-}
-
-/// Bucket 68: 1024 tokens, 64 prefill + 192 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 68 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_68(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 64u, 192u, false);
-}
-
-/// Bucket 69: 1024 tokens, 128 prefill + 128 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 69 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_69(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 128u, 128u, false);
-}
-
-/// Bucket 70: 1024 tokens, 256 prefill + 0 decode requests.
-static_assert(1024u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 1024u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 70 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_70(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 1024u, 256u, 0u, false);
-}
-
-/// Bucket 71: 2048 tokens, 1 prefill + 255 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 71 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_71(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 1u, 255u, false);
-}
-
-/// Bucket 72: 2048 tokens, 2 prefill + 254 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 72 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_72(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 2u, 254u, false);
-}
-
-/// Bucket 73: 2048 tokens, 4 prefill + 252 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 73 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_73(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 4u, 252u, false);
-}
-
-/// Bucket 74: 2048 tokens, 8 prefill + 248 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 74 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_74(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 8u, 248u, false);
-}
-
-/// Bucket 75: 2048 tokens, 16 prefill + 240 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 75 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_75(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 16u, 240u, false);
-}
-
-/// Bucket 76: 2048 tokens, 32 prefill + 224 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 76 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_76(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 32u, 224u, false);
-}
-
-/// Bucket 77: 2048 tokens, 64 prefill + 192 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 77 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_77(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 64u, 192u, false);
-}
-
-/// Bucket 78: 2048 tokens, 128 prefill + 128 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 78 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_78(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 128u, 128u, false);
-}
-
-/// Bucket 79: 2048 tokens, 256 prefill + 0 decode requests.
-static_assert(2048u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 2048u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 79 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_79(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 2048u, 256u, 0u, false);
-}
-
-/// Bucket 80: 4096 tokens, 1 prefill + 255 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 1u + 255u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 1u <= AL_MAX_CHUNKS, "bucket 80 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_80(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 1u, 255u, false);
-}
-
-/// Bucket 81: 4096 tokens, 2 prefill + 254 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 2u + 254u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 2u <= AL_MAX_CHUNKS, "bucket 81 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_81(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 2u, 254u, false);
-}
-
-/// Bucket 82: 4096 tokens, 4 prefill + 252 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 4u + 252u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 4u <= AL_MAX_CHUNKS, "bucket 82 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_82(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 4u, 252u, false);
-}
-
-/// Bucket 83: 4096 tokens, 8 prefill + 248 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 8u + 248u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 8u <= AL_MAX_CHUNKS, "bucket 83 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_83(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 8u, 248u, false);
-}
-
-/// Bucket 84: 4096 tokens, 16 prefill + 240 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 16u + 240u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 16u <= AL_MAX_CHUNKS, "bucket 84 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_84(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 16u, 240u, false);
-}
-
-/// Bucket 85: 4096 tokens, 32 prefill + 224 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 32u + 224u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 32u <= AL_MAX_CHUNKS, "bucket 85 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_85(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 32u, 224u, false);
-}
-
-/// Bucket 86: 4096 tokens, 64 prefill + 192 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 64u + 192u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 64u <= AL_MAX_CHUNKS, "bucket 86 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_86(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 64u, 192u, false);
-}
-
-/// Bucket 87: 4096 tokens, 128 prefill + 128 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 128u + 128u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 128u <= AL_MAX_CHUNKS, "bucket 87 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_87(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 128u, 128u, false);
-}
-
-/// Bucket 88: 4096 tokens, 256 prefill + 0 decode requests.
-static_assert(4096u <= AL_MAX_TOKENS && 256u + 0u <= AL_MAX_REQUESTS && 4096u / AL_CHUNK_SIZE + 256u <= AL_MAX_CHUNKS, "bucket 88 fits the buffer");
-extern "C" __global__ void __launch_bounds__(AL_THREADS)
-al_fill_bucket_88(al_u8* meta, const al_u8* staging, al_i32* resident) {
-  al_fill_body(meta, staging, resident, 4096u, 256u, 0u, false);
+al_fill(al_u8* meta, const al_u8* staging, al_i32* resident) {
+  al_fill_body(meta, staging, resident);
 }

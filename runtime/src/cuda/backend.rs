@@ -43,21 +43,19 @@ pub struct CudaOptions {
     /// Capture a CUDA graph per bucket and replay it for matched steps (else every step
     /// is launched eagerly).
     pub graphs: bool,
-    /// Compile one entry per bucket (else every step uses the eager entry, which reads
-    /// the padded dims from the staging header: much faster to compile).
-    pub bucket_kernels: bool,
     /// NVRTC and PTX cache settings.
     pub compile: CompileOptions,
     /// Stage steady steps as delta steps (device fill: the device advances its request
     /// table, only the header and what changed travel). Off, every step sends every
     /// active row's record: for measuring what delta steps save.
     pub delta_steps: bool,
-    /// With graphs and bucket kernels (device fill): a graphed step whose image fits
+    /// With graphs (device fill): a graphed step whose image fits
     /// [`PARAM_IMAGE_BYTES`](emit_cuda::abi::PARAM_IMAGE_BYTES) (a steady decode step)
     /// passes it in the kernel's parameters — one kernel node, no copy node, no staging
     /// event — instead of copying it to the staging buffer first (about 1.7 µs less per
     /// synchronized step on an H200: BENCHMARKS.md). Costs one more entry per bucket to
-    /// compile, load and capture (`bench --backend cuda` reports the times). On by
+    /// compile and load, and one more graph per bucket to capture (`bench --backend cuda`
+    /// reports the times). On by
     /// default: the GPU equivalence tests and compute-sanitizer memcheck and racecheck have
     /// run over every bucket's parameter entry (docs/gpu-runs/). Off, every graphed step
     /// takes the copy graph.
@@ -70,7 +68,6 @@ impl Default for CudaOptions {
             ordinal: 0,
             mode: FillMode::Device,
             graphs: true,
-            bucket_kernels: true,
             compile: CompileOptions::default(),
             delta_steps: true,
             param_images: true,
@@ -79,14 +76,13 @@ impl Default for CudaOptions {
 }
 
 impl CudaOptions {
-    /// The kernel entries these options compile (device fill): bucket entries with
-    /// [`bucket_kernels`](Self::bucket_kernels), and parameter entries when parameter images
-    /// can be used (bucket kernels, graphs and [`param_images`](Self::param_images)).
+    /// The kernel entries these options compile (device fill): the fill entry, and the
+    /// parameter entry when parameter images can be used (graphs and
+    /// [`param_images`](Self::param_images); it is emitted for layouts with buckets).
     /// [`CudaBackend::new`] compiles and loads exactly these.
     pub fn emit_options(&self) -> EmitOptions {
         EmitOptions {
-            bucket_entries: self.bucket_kernels,
-            param_entries: self.bucket_kernels && self.param_images && self.graphs,
+            param_entries: self.param_images && self.graphs,
         }
     }
 }
@@ -129,7 +125,7 @@ struct StepGraph {
 }
 
 /// A step's image passed by value in a parameter entry's kernel parameters
-/// (`AlParamImage` in the kernels: [`emit_cuda::bucket_param_entry`]).
+/// (`AlParamImage` in the kernels: [`emit_cuda::PARAM_ENTRY`]).
 #[derive(Clone, Copy)]
 #[repr(C, align(16))]
 pub(super) struct ParamImage([u8; emit_cuda::abi::PARAM_IMAGE_BYTES]);
@@ -176,8 +172,8 @@ pub(super) fn find_kernel_node(
 }
 
 /// The three parameter values of a fill entry: the metadata buffer, the image (`T`: the
-/// staging's device address for the entries that read a staging buffer, a [`ParamImage`]
-/// for the parameter entries) and the resident tables.
+/// staging's device address for the fill entry, a [`ParamImage`] for the parameter
+/// entry) and the resident tables.
 pub(super) struct FillArgs<T> {
     pub(super) meta: sys::CUdeviceptr,
     pub(super) image: T,
@@ -265,15 +261,6 @@ fn graphed_copy_bytes(bytes: usize, capacity: usize) -> usize {
         .max(bytes)
 }
 
-/// A fill kernel entry of the backend's module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    /// The eager entry (padded dims from the staging header).
-    Eager,
-    /// Bucket `i`'s entry (the eager one when bucket entries were not compiled).
-    Bucket(usize),
-}
-
 /// The device buffer a host-to-device copy lands in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -298,10 +285,10 @@ struct Device {
     host_graphs: Vec<Option<StepGraph>>,
     /// Per bucket, its parameter graph ([`CudaOptions::param_images`]).
     param_graphs: Vec<ParamGraph>,
-    eager: Option<CudaFunction>,
-    bucket_fns: Vec<CudaFunction>,
-    /// Per bucket, its parameter entry (with bucket kernels).
-    param_fns: Vec<CudaFunction>,
+    /// The fill entry (device fill).
+    fill: Option<CudaFunction>,
+    /// The parameter entry ([`CudaOptions::param_images`], a layout with buckets).
+    param: Option<CudaFunction>,
     _module: Option<Arc<CudaModule>>,
     meta_ptr: sys::CUdeviceptr,
     meta_bytes: usize,
@@ -322,12 +309,10 @@ fn cuda(what: &str) -> impl Fn(result::DriverError) -> BackendError + '_ {
 }
 
 impl Device {
-    fn function(&self, entry: Entry) -> Result<&CudaFunction, BackendError> {
-        let f = match entry {
-            Entry::Eager => self.eager.as_ref(),
-            Entry::Bucket(i) => self.bucket_fns.get(i).or(self.eager.as_ref()),
-        };
-        f.ok_or_else(|| BackendError::Cuda("no fill kernel loaded".into()))
+    fn function(&self) -> Result<&CudaFunction, BackendError> {
+        self.fill
+            .as_ref()
+            .ok_or_else(|| BackendError::Cuda("no fill kernel loaded".into()))
     }
 
     /// The device address and size of `target`, with `bytes` at `offset` checked to fit.
@@ -349,15 +334,15 @@ impl Device {
         }
     }
 
-    /// Launches fill entry `entry` with `grid` blocks on the stream.
+    /// Launches the fill entry with `grid` blocks on the stream.
     ///
     /// # Safety
     ///
     /// When the launch runs (in stream order), the staging buffer must hold an image for
     /// this layout — written by [`StagingBuilder::build`] or [`devfill::write_empty_step`]
     /// and copied in full — since the kernel trusts the offsets and counts in its header.
-    unsafe fn launch_fill(&self, entry: Entry, grid: u32) -> Result<(), BackendError> {
-        let f = self.function(entry)?;
+    unsafe fn launch_fill(&self, grid: u32) -> Result<(), BackendError> {
+        let f = self.function()?;
         // SAFETY: `f` is an entry of this device's module (the invariant above); the three
         // pointers are this backend's live allocations of the sizes the kernels index
         // (metadata: the layout's bytes; staging: the builder's capacity; resident:
@@ -373,34 +358,29 @@ impl Device {
         }
     }
 
-    /// Bucket `i`'s parameter entry.
-    fn param_fn(&self, i: usize) -> Result<&CudaFunction, BackendError> {
-        self.param_fns
-            .get(i)
+    /// The parameter entry.
+    fn param_fn(&self) -> Result<&CudaFunction, BackendError> {
+        self.param
+            .as_ref()
             .ok_or_else(|| BackendError::Cuda("no parameter entry loaded".into()))
     }
 
-    /// Launches bucket `i`'s parameter entry with `image` and `grid` blocks.
+    /// Launches the parameter entry with `image` and `grid` blocks.
     ///
     /// # Safety
     ///
-    /// `image` must hold an image for this layout and bucket (written by
+    /// `image` must hold an image for this layout (written by
     /// [`StagingBuilder::build`] or [`devfill::write_empty_step`], at most
     /// [`PARAM_IMAGE_BYTES`](emit_cuda::abi::PARAM_IMAGE_BYTES)): the kernel trusts the
     /// offsets and counts in its header.
-    unsafe fn launch_param(
-        &self,
-        i: usize,
-        grid: u32,
-        image: &ParamImage,
-    ) -> Result<(), BackendError> {
-        let f = self.param_fn(i)?;
+    unsafe fn launch_param(&self, grid: u32, image: &ParamImage) -> Result<(), BackendError> {
+        let f = self.param_fn()?;
         let mut args = FillArgs {
             meta: self.meta_ptr,
             image: *image,
             resident: self.resident_ptr,
         };
-        // SAFETY: `f` is bucket `i`'s parameter entry of this device's module, whose
+        // SAFETY: `f` is the parameter entry of this device's module, whose
         // parameters are (al_u8*, AlParamImage, al_i32*): `ParamImage` has its size and
         // alignment; the two pointers are this backend's live allocations of the sizes the
         // kernels index; the image is one for this layout (this function's contract); the
@@ -408,7 +388,7 @@ impl Device {
         unsafe { launch_with_args(f, grid, &self.stream, &mut args) }
     }
 
-    /// Captures a launch of bucket `i`'s parameter entry (with `image`, a placeholder) into
+    /// Captures a launch of the parameter entry (with `image`, a placeholder) into
     /// a graph, and finds its kernel node. Nothing runs.
     ///
     /// # Safety
@@ -418,7 +398,6 @@ impl Device {
     /// [`launch_param`](Self::launch_param)'s contract), and `image` must meet it too.
     unsafe fn capture_param(
         &self,
-        i: usize,
         grid: u32,
         image: &ParamImage,
     ) -> Result<ParamGraph, BackendError> {
@@ -426,7 +405,7 @@ impl Device {
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(cuda("begin capture"))?;
         // SAFETY: recorded, not executed; `image` meets the contract (this function's).
-        let recorded = unsafe { self.launch_param(i, grid, image) };
+        let recorded = unsafe { self.launch_param(grid, image) };
         let ended = self
             .stream
             .end_capture(sys::CUgraphInstantiate_flags(0))
@@ -434,7 +413,7 @@ impl Device {
         recorded?;
         let graph = ended?.ok_or_else(|| BackendError::Cuda("capture produced no graph".into()))?;
         graph.upload().map_err(cuda("upload a graph"))?;
-        let (node, params) = find_kernel_node(&graph, self.param_fn(i)?)?;
+        let (node, params) = find_kernel_node(&graph, self.param_fn()?)?;
         Ok(ParamGraph {
             graph,
             node,
@@ -447,7 +426,7 @@ impl Device {
     /// # Safety
     ///
     /// `g` must be a graph [`capture_param`](Self::capture_param) captured on this device,
-    /// and `image` must meet [`launch_param`](Self::launch_param)'s contract for its bucket.
+    /// and `image` must meet [`launch_param`](Self::launch_param)'s contract.
     unsafe fn launch_param_graph(
         &self,
         g: &ParamGraph,
@@ -459,7 +438,7 @@ impl Device {
             resident: self.resident_ptr,
         };
         // SAFETY: `g.node` is the kernel node of the graph `g.graph` was instantiated
-        // from, running `g.params.func` (this bucket's parameter entry), kept with its
+        // from, running `g.params.func` (the parameter entry), kept with its
         // shape; `args` points at one value of each of the entry's parameter types: the
         // pointers are this device's live allocations and the image one for this layout
         // (this function's contract).
@@ -545,7 +524,7 @@ impl Device {
         target: Target,
         offset: usize,
         bytes: usize,
-        kernel: Option<(Entry, u32)>,
+        kernel: Option<u32>,
     ) -> Result<StepGraph, BackendError> {
         self.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -553,10 +532,10 @@ impl Device {
         // SAFETY: while capturing, the copy is recorded, not executed; the graph's launches
         // meet `copy_async`'s contract (this function's contract).
         let recorded = unsafe { self.copy_async(src, target, offset, bytes) }.and_then(|()| {
-            kernel.map_or(Ok(()), |(entry, grid)| {
+            kernel.map_or(Ok(()), |grid| {
                 // SAFETY: recorded, not executed; at each launch the graph's copy brings
                 // an image for this layout (this function's contract).
-                unsafe { self.launch_fill(entry, grid) }
+                unsafe { self.launch_fill(grid) }
             })
         });
         // Always end the capture, so the stream is usable whatever happened.
@@ -683,10 +662,9 @@ impl Device {
             } else {
                 // SAFETY: as above.
                 unsafe { self.copy_async(src, Target::Staging, 0, len) }?;
-                let entry = bucket.map_or(Entry::Eager, |b| Entry::Bucket(b as usize));
                 // SAFETY: the copy just enqueued brings the image `StagingBuilder::build`
                 // wrote for this layout, in full.
-                unsafe { self.launch_fill(entry, grid) }?;
+                unsafe { self.launch_fill(grid) }?;
                 Ok((false, len))
             }
         })
@@ -741,7 +719,7 @@ impl CudaBackend {
         // Kernels (device fill only).
         let mut compile_report = None;
         let mut load_seconds = 0.0;
-        let (module, eager, (bucket_fns, param_fns)) = if options.mode == FillMode::Device {
+        let (module, fill_fn, param_fn) = if options.mode == FillMode::Device {
             let entries = options.emit_options();
             let source = emit_cuda::cuda_source_with(geometry, entries);
             let (major, minor) = device.compute_capability;
@@ -752,30 +730,22 @@ impl CudaBackend {
             let module = ctx
                 .load_module(Ptx::from_src(ptx.to_string()))
                 .map_err(cuda("load the fill kernels"))?;
-            let eager = module
-                .load_function(emit_cuda::EAGER_ENTRY)
-                .map_err(cuda("find the eager entry"))?;
-            let (mut fns, mut param_fns) = (Vec::new(), Vec::new());
-            if entries.bucket_entries {
-                for i in 0..geometry.buckets.len() {
-                    fns.push(
-                        module
-                            .load_function(&emit_cuda::bucket_entry(i))
-                            .map_err(cuda("find a bucket entry"))?,
-                    );
-                    if entries.param_entries {
-                        param_fns.push(
-                            module
-                                .load_function(&emit_cuda::bucket_param_entry(i))
-                                .map_err(cuda("find a bucket's parameter entry"))?,
-                        );
-                    }
-                }
-            }
+            let fill_fn = module
+                .load_function(emit_cuda::FILL_ENTRY)
+                .map_err(cuda("find the fill entry"))?;
+            let param_fn = if entries.param_entries && !geometry.buckets.is_empty() {
+                Some(
+                    module
+                        .load_function(emit_cuda::PARAM_ENTRY)
+                        .map_err(cuda("find the parameter entry"))?,
+                )
+            } else {
+                None
+            };
             load_seconds = t0.elapsed().as_secs_f64();
-            (Some(module), Some(eager), (fns, param_fns))
+            (Some(module), Some(fill_fn), param_fn)
         } else {
-            (None, None, (Vec::new(), Vec::new()))
+            (None, None, None)
         };
 
         // Buffers, all sized for the largest step.
@@ -844,9 +814,8 @@ impl CudaBackend {
                 graphs: Vec::new(),
                 host_graphs: Vec::new(),
                 param_graphs: Vec::new(),
-                eager,
-                bucket_fns,
-                param_fns,
+                fill: fill_fn,
+                param: param_fn,
                 _module: module,
                 meta_ptr,
                 meta_bytes: total,
@@ -952,7 +921,7 @@ impl CudaBackend {
     /// A device fill that runs on the caller's streams and can be captured into the
     /// caller's own graph ([`StreamFill`](super::StreamFill): its contract; or
     /// [`StreamFill::capture`](super::StreamFill::capture) for a
-    /// [`FillGraph`](super::FillGraph), with this backend's parameter entries when it has
+    /// [`FillGraph`](super::FillGraph), with this backend's parameter entry when it has
     /// them), with this backend's kernels and device but buffers of its own (metadata,
     /// resident tables, mapped staging), so it never races with this backend's steps.
     ///
@@ -961,15 +930,15 @@ impl CudaBackend {
     /// [`StreamFillError::HostFill`](crate::backend::StreamFillError::HostFill) for a
     /// host-fill backend; CUDA failures of the allocations.
     pub fn stream_fill(&self) -> Result<super::StreamFill, BackendError> {
-        let eager = self
+        let fill = self
             .dev
-            .eager
+            .fill
             .clone()
             .ok_or(crate::backend::StreamFillError::HostFill)?;
         super::StreamFill::new(
             self.dev.ctx.clone(),
-            eager,
-            self.dev.param_fns.clone(),
+            fill,
+            self.dev.param.clone(),
             self.dims.clone(),
             self.max_workers,
         )
@@ -1011,7 +980,7 @@ impl CudaBackend {
                         unsafe { dev.copy_async(src, Target::Staging, 0, len) }?;
                         // SAFETY: the copy just enqueued brings the empty-step image
                         // `write_empty_step` wrote for bucket `i` of this layout, in full.
-                        unsafe { dev.launch_fill(Entry::Bucket(i), grid) }
+                        unsafe { dev.launch_fill(grid) }
                     })?;
                 }
                 // Module loading happened in the warm-ups, outside capture.
@@ -1023,7 +992,7 @@ impl CudaBackend {
                         let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
                         // The captured length is a placeholder: the first step sets its own.
                         let header = emit_cuda::abi::HEADER_BYTES;
-                        let kernel = Some((Entry::Bucket(i), grid));
+                        let kernel = Some(grid);
                         // SAFETY: a slot's step graph is launched only by
                         // `run_device_step`, right after `set_copy` inside the
                         // `device_access` of that slot, whose image (written by
@@ -1033,8 +1002,8 @@ impl CudaBackend {
                     }
                     dev.graphs.push(graphs);
                 }
-                if self.options.param_images && dev.param_fns.len() == buckets.len() {
-                    // Warm the parameter entries up (module loading stays outside capture),
+                if self.options.param_images && dev.param.is_some() {
+                    // Warm the parameter entry up per bucket (module loading stays outside capture),
                     // then capture each alone, with an empty step's image as placeholder.
                     let mut images = Vec::with_capacity(buckets.len());
                     for (i, b) in buckets.iter().enumerate() {
@@ -1042,7 +1011,7 @@ impl CudaBackend {
                         let mut image = ParamImage([0; emit_cuda::abi::PARAM_IMAGE_BYTES]);
                         devfill::write_empty_step(*b, &mut image.0)?;
                         // SAFETY: `image` is the empty-step image of bucket `i` of this layout.
-                        unsafe { dev.launch_param(i, grid, &image) }?;
+                        unsafe { dev.launch_param(grid, &image) }?;
                         images.push(image);
                     }
                     dev.stream.synchronize().map_err(cuda("warm up"))?;
@@ -1050,7 +1019,7 @@ impl CudaBackend {
                         let grid = self.bucket_grid.get(i).copied().unwrap_or(1);
                         // SAFETY: as above; the graph is launched only through
                         // `launch_param_graph`, which sets an image the builder wrote.
-                        let g = unsafe { dev.capture_param(i, grid, image) }?;
+                        let g = unsafe { dev.capture_param(grid, image) }?;
                         dev.param_graphs.push(g);
                     }
                 }
@@ -1583,9 +1552,8 @@ mod tests {
     }
 
     #[test]
-    fn parameter_entries_are_compiled_only_where_a_parameter_graph_can_use_them() {
-        let on = CudaOptions::default().emit_options();
-        assert!(on.bucket_entries && on.param_entries);
+    fn the_parameter_entry_is_compiled_only_where_a_parameter_graph_can_use_it() {
+        assert!(CudaOptions::default().emit_options().param_entries);
         for off in [
             CudaOptions {
                 param_images: false,
@@ -1596,15 +1564,8 @@ mod tests {
                 ..CudaOptions::default()
             },
         ] {
-            let e = off.emit_options();
-            assert!(e.bucket_entries && !e.param_entries, "{off:?}");
+            assert!(!off.emit_options().param_entries, "{off:?}");
         }
-        let eager = CudaOptions {
-            bucket_kernels: false,
-            ..CudaOptions::default()
-        }
-        .emit_options();
-        assert!(!eager.bucket_entries && !eager.param_entries);
     }
 
     #[test]

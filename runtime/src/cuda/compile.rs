@@ -590,12 +590,12 @@ mod tests {
         let f = flags();
         let i = inputs("kernels", &f);
         let calls = Cell::new(0);
-        let (_, r) = compile_with(&i, &dir.options(), ".entry al_fill_eager", &calls);
+        let (_, r) = compile_with(&i, &dir.options(), ".entry al_fill", &calls);
         let file = r.cache_file.unwrap();
         let good = std::fs::read_to_string(&file).unwrap();
         let damaged = [
             // Same length, one byte changed.
-            good.replacen(".entry al_fill_eager", ".entry al_fill_eagex", 1),
+            good.replacen(".entry al_fill", ".entry al_fill_x", 1),
             // Cut short.
             good.get(..good.len() - 3).unwrap().to_owned(),
             // Another architecture's entry under this name (first line differs).
@@ -611,8 +611,8 @@ mod tests {
         ];
         for (k, (bad, why)) in damaged.iter().zip(want).enumerate() {
             std::fs::write(&file, bad).unwrap();
-            let (ptx, r) = compile_with(&i, &dir.options(), ".entry al_fill_eager", &calls);
-            assert_eq!(&*ptx, ".entry al_fill_eager", "case {k}");
+            let (ptx, r) = compile_with(&i, &dir.options(), ".entry al_fill", &calls);
+            assert_eq!(&*ptx, ".entry al_fill", "case {k}");
             assert_eq!(
                 (r.origin, r.rejected),
                 (PtxOrigin::Nvrtc, Some(why)),
@@ -625,7 +625,7 @@ mod tests {
             );
         }
         std::fs::write(&file, [0xffu8, 0xfe, 0x00]).unwrap();
-        let (_, r) = compile_with(&i, &dir.options(), ".entry al_fill_eager", &calls);
+        let (_, r) = compile_with(&i, &dir.options(), ".entry al_fill", &calls);
         assert_eq!(r.rejected, Some(RejectedEntry::Unreadable));
         assert_eq!(calls.get(), 6);
     }

@@ -38,7 +38,7 @@
 //!   after each other, so the event the last replay recorded covers every earlier one.
 //!   Make another `StreamFill` for another graph.
 //! * The stream must belong to the backend's context ([`StreamFillError::OtherContext`]);
-//!   the captured kernel is the eager entry (padded dims from the staging header), so one
+//!   the captured kernel is the fill entry (padded dims from the staging header), so one
 //!   graph serves every step shape, with a grid sized for the largest step.
 //!
 //! # A graph whose fill node follows the step: [`FillGraph`]
@@ -53,9 +53,9 @@
 //! [`StreamFill::capture`] runs the capture itself and hands back the instantiated graph
 //! as a [`FillGraph`], which owns it: before each launch it points the fill node at the
 //! step (`cuGraphExecKernelNodeSetParams`). A steady step's image (at most
-//! [`abi::PARAM_IMAGE_BYTES`]) then travels in the kernel's parameters to the step's
-//! bucket's parameter entry, so the node reads nothing over the bus; larger steps, and
-//! steps of no bucket, run the eager entry on the mapped staging as above.
+//! [`abi::PARAM_IMAGE_BYTES`]) then travels in the kernel's parameters to the parameter
+//! entry, so the node reads nothing over the bus; larger steps, and
+//! steps of no bucket, run the fill entry on the mapped staging as above.
 
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
@@ -179,10 +179,10 @@ pub struct StreamFill {
     // Fields drop in order: the staging waits for the last kernel that reads it, before
     // the device buffers and the module go.
     staging: MappedStaging,
-    eager: CudaFunction,
-    /// The backend's parameter entries, one per bucket (empty when it compiled none): what
-    /// a [`FillGraph`] points its node at for a small image.
-    params: Vec<CudaFunction>,
+    entry: CudaFunction,
+    /// The backend's parameter entry (when it compiled one): what a [`FillGraph`] points
+    /// its node at for a small image.
+    param: Option<CudaFunction>,
     grid: u32,
     max_workers: u32,
     meta_ptr: sys::CUdeviceptr,
@@ -211,14 +211,14 @@ impl Drop for StreamFill {
 }
 
 impl StreamFill {
-    /// A stream fill for `dims` with the backend's compiled eager entry (`eager`) and
-    /// bucket parameter entries (`params`: one per bucket, or none), in `ctx`, whose grids
+    /// A stream fill for `dims` with the backend's compiled fill entry (`entry`) and
+    /// parameter entry (`param`, if any), in `ctx`, whose grids
     /// use up to `max_workers` worker blocks. Allocates its buffers and initializes its
     /// metadata buffer (synchronously, on a stream of its own).
     pub(super) fn new(
         ctx: Arc<CudaContext>,
-        eager: CudaFunction,
-        params: Vec<CudaFunction>,
+        entry: CudaFunction,
+        param: Option<CudaFunction>,
         dims: RuntimeDims,
         max_workers: u32,
     ) -> Result<Self, BackendError> {
@@ -251,15 +251,12 @@ impl StreamFill {
         let grid = devfill::grid_for(dims.max_requests() as u64 * nkv, max_workers);
         let meta_ptr = meta.device_ptr(&stream).0;
         let resident_ptr = resident.device_ptr(&stream).0;
-        let params = if params.len() == dims.buckets().len() {
-            params
-        } else {
-            Vec::new()
-        };
+        // A layout without buckets has no step a parameter entry serves.
+        let param = param.filter(|_| !dims.buckets().is_empty());
         Ok(Self {
             staging,
-            eager,
-            params,
+            entry,
+            param,
             grid,
             max_workers,
             meta_ptr,
@@ -420,10 +417,10 @@ impl StreamFill {
             .map_err(cuda("bind the CUDA context"))
     }
 
-    /// Enqueues the eager entry on the staging, then the record of `done` (EXTERNAL when
+    /// Enqueues the fill entry on the staging, then the record of `done` (EXTERNAL when
     /// `capturing`). The caller has said that the staging may be read (`MappedStaging`).
     fn enqueue_kernel(&self, stream: &CudaStream, capturing: bool) -> Result<(), BackendError> {
-        // SAFETY: `eager` is the eager entry of the module compiled for this layout; the
+        // SAFETY: `entry` is the fill entry of the module compiled for this layout; the
         // pointers are this fill's live allocations of the sizes the kernel indexes
         // (metadata: the layout's bytes; staging: the builder's buffer length, mapped;
         // resident: `abi::resident_words`). When the kernel runs, the staging holds an
@@ -433,7 +430,7 @@ impl StreamFill {
         // this kernel).
         unsafe {
             launch_fill_kernel(
-                &self.eager,
+                &self.entry,
                 self.grid,
                 stream,
                 [self.meta_ptr, self.staging.device, self.resident_ptr],
@@ -496,7 +493,7 @@ impl StreamFill {
             .map_err(cuda("end capture"))?
             .ok_or_else(|| BackendError::Cuda("the capture produced no graph".into()))?;
         graph.upload().map_err(cuda("upload a graph"))?;
-        let (node, template) = find_kernel_node(&graph, &self.eager)?;
+        let (node, template) = find_kernel_node(&graph, &self.entry)?;
         self.captured = true;
         Ok(FillGraph {
             graph,
@@ -532,9 +529,9 @@ impl StreamFill {
 /// What the fill node of a [`FillGraph`]'s executable graph runs now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NodeReads {
-    /// The eager entry on the mapped staging, as captured.
+    /// The fill entry on the mapped staging, as captured.
     Staging,
-    /// A bucket's parameter entry, the image in the kernel's parameters.
+    /// The parameter entry, the image in the kernel's parameters.
     Params,
 }
 
@@ -543,12 +540,12 @@ enum NodeReads {
 /// fill node at the step (`cuGraphExecKernelNodeSetParams` on the instantiated graph). A
 /// step whose image fits a parameter image
 /// ([`PARAM_IMAGE_BYTES`](attention_layout_codegen::emit_cuda::abi::PARAM_IMAGE_BYTES), a
-/// steady decode step's) and whose shape is a bucket's runs that bucket's parameter entry
+/// steady decode step's) and whose shape is a bucket's runs the parameter entry
 /// with the image in the kernel's parameters, on as many blocks as its block-table work
-/// needs: the node reads nothing over the bus. Any other step runs the eager entry on the
-/// mapped staging, as a plain capture does. Without the backend's parameter entries
+/// needs: the node reads nothing over the bus. Any other step runs the fill entry on the
+/// mapped staging, as a plain capture does. Without the backend's parameter entry
 /// ([`CudaOptions::param_images`](super::CudaOptions::param_images) off) every step runs
-/// the eager entry.
+/// the fill entry.
 ///
 /// The contract is [`StreamFill`]'s, enforced: each [`prepare`](Self::prepare) is followed
 /// by exactly one [`launch`](Self::launch) (a second prepare first is refused with
@@ -561,7 +558,7 @@ pub struct FillGraph {
     graph: CudaGraph,
     /// The fill's kernel node in `graph`'s graph (owned by `graph`).
     node: sys::CUgraphNode,
-    /// The node's parameters as captured (the eager entry on the staging).
+    /// The node's parameters as captured (the fill entry on the staging).
     template: sys::CUDA_KERNEL_NODE_PARAMS,
     stream: Arc<CudaStream>,
     fill: StreamFill,
@@ -599,10 +596,10 @@ impl FillGraph {
         self.fill.reset_residency();
     }
 
-    /// Whether the backend compiled the parameter entries this graph uses for small
+    /// Whether the backend compiled the parameter entry this graph uses for small
     /// images.
     pub fn has_param_entries(&self) -> bool {
-        !self.fill.params.is_empty()
+        self.fill.param.is_some()
     }
 
     /// Plans the step, writes its staging and points the graph's fill node at it; call
@@ -672,15 +669,15 @@ impl FillGraph {
         Ok(info)
     }
 
-    /// Points the fill node at the step just staged: its bucket's parameter entry with the
-    /// image when it fits, else (if it does not already) the eager entry on the staging.
+    /// Points the fill node at the step just staged: its the parameter entry with the
+    /// image when it fits, else (if it does not already) the fill entry on the staging.
     fn point_node(&mut self, info: StepInfo) -> Result<(), BackendError> {
         let fill = &mut self.fill;
         let bytes = fill.staged.bytes;
         let grid = fill.staged.grid(fill.max_workers);
         let entry = info
             .bucket
-            .and_then(|b| fill.params.get(b as usize))
+            .and(fill.param.as_ref())
             .filter(|_| bytes <= abi::PARAM_IMAGE_BYTES);
         let exec = self.graph.cu_graph_exec();
         let (meta, resident) = (fill.meta_ptr, fill.resident_ptr);
@@ -698,7 +695,7 @@ impl FillGraph {
                 resident,
             };
             // SAFETY: `exec` is `graph`'s live executable graph, instantiated from the
-            // graph `node` belongs to; `f` is an entry of the module the captured eager
+            // graph `node` belongs to; `f` is an entry of the module the captured fill
             // entry comes from; `args` holds one value of each of its parameter types
             // (al_u8*, AlParamImage, al_i32*): this fill's live allocations of the sizes
             // the kernels index and an image the builder wrote for this layout and the
@@ -721,7 +718,7 @@ impl FillGraph {
                 image: fill.staging.device,
                 resident,
             };
-            // SAFETY: as above, with the captured parameters: the eager entry on the
+            // SAFETY: as above, with the captured parameters: the fill entry on the
             // mapped staging, which holds the step's whole image (`enqueue_kernel`'s
             // argument; `launch` says the staging may be read before it launches).
             unsafe {

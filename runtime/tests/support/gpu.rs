@@ -17,18 +17,12 @@ pub fn require_device() -> attention_layout::cuda::DeviceInfo {
 
 /// A backend without the parameter entries (`CudaOptions::param_images` off: every graphed
 /// step takes the copy graph), failing the test with the setup error.
-pub fn backend(
-    dims: &RuntimeDims,
-    mode: FillMode,
-    graphs: bool,
-    bucket_kernels: bool,
-) -> CudaBackend {
+pub fn backend(dims: &RuntimeDims, mode: FillMode, graphs: bool) -> CudaBackend {
     backend_with(
         dims,
         CudaOptions {
             mode,
             graphs,
-            bucket_kernels,
             // The copy graph for every graphed step: the parameter entries (the default)
             // have their own tests (`backend_with_param_images`).
             param_images: false,
@@ -37,7 +31,7 @@ pub fn backend(
     )
 }
 
-/// A device-fill backend with graphs and bucket kernels whose small graphed images travel
+/// A device-fill backend with graphs whose small graphed images travel
 /// in the kernel's parameters (`CudaOptions::param_images`).
 pub fn backend_with_param_images(dims: &RuntimeDims) -> CudaBackend {
     backend_with(

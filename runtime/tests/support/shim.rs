@@ -54,12 +54,12 @@ pub struct Harness {
     pub dir: PathBuf,
 }
 
-/// Compiles `geometry`'s kernels (with or without bucket entries) into a harness that
-/// replays a trace file. Entry 0 is the eager entry, entry `i + 1` bucket `i`, and with
-/// bucket entries entry [`param_entry`]`(geometry, i)` bucket `i`'s parameter entry (the
-/// image copied into an `AlParamImage` by value, as a launch passes it).
-pub fn build(cxx: &str, name: &str, geometry: &Geometry, bucket_entries: bool) -> Harness {
-    build_with_threads(cxx, name, geometry, bucket_entries, THREADS)
+/// Compiles `geometry`'s kernels (with or without the parameter entry) into a harness
+/// that replays a trace file. Entry [`FILL`] is the fill entry and, with the parameter
+/// entry (a layout with buckets), entry [`PARAM`] the parameter entry (the image copied
+/// into an `AlParamImage` by value, as a launch passes it).
+pub fn build(cxx: &str, name: &str, geometry: &Geometry, param_entry: bool) -> Harness {
+    build_with_threads(cxx, name, geometry, param_entry, THREADS)
 }
 
 /// [`build`] with `threads` threads per block (whole warps, at most 32 of them: the
@@ -70,40 +70,35 @@ pub fn build_with_threads(
     cxx: &str,
     name: &str,
     geometry: &Geometry,
-    bucket_entries: bool,
+    param_entry: bool,
     threads: u32,
 ) -> Harness {
     let dir = std::env::temp_dir().join(format!(
         "attention-layout-shim-{}-{name}-{}-{threads}",
         std::process::id(),
-        u8::from(bucket_entries)
+        u8::from(param_entry)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cuda_shim.h"), SHIM).unwrap();
     let source = emit_cuda::cuda_source_with(
         geometry,
         EmitOptions {
-            bucket_entries,
-            // Compiled for the CPU too (they are not launched here: the GPU tests run them).
-            param_entries: bucket_entries,
+            param_entries: param_entry,
         },
     );
     std::fs::write(dir.join("kernels.cu"), &source).unwrap();
-    let mut entries = vec![emit_cuda::EAGER_ENTRY.to_owned()];
+    let mut entries = vec![emit_cuda::FILL_ENTRY.to_owned()];
     let mut adapters = String::new();
-    if bucket_entries {
-        entries.extend((0..geometry.buckets.len()).map(emit_cuda::bucket_entry));
-        for i in 0..geometry.buckets.len() {
-            let param = emit_cuda::bucket_param_entry(i);
-            adapters.push_str(&format!(
-                "static void {param}_adapter(unsigned char* meta, const unsigned char* staging, int* resident) {{\n\
-                 \x20 AlParamImage image;\n\
-                 \x20 memcpy(image.bytes, staging, AL_PARAM_IMAGE_BYTES);\n\
-                 \x20 {param}(meta, image, resident);\n\
-                 }}\n"
-            ));
-            entries.push(format!("{param}_adapter"));
-        }
+    if param_entry && !geometry.buckets.is_empty() {
+        let param = emit_cuda::PARAM_ENTRY;
+        adapters.push_str(&format!(
+            "static void {param}_adapter(unsigned char* meta, const unsigned char* staging, int* resident) {{\n\
+             \x20 AlParamImage image;\n\
+             \x20 memcpy(image.bytes, staging, AL_PARAM_IMAGE_BYTES);\n\
+             \x20 {param}(meta, image, resident);\n\
+             }}\n"
+        ));
+        entries.push(format!("{param}_adapter"));
     }
     let main = format!(
         r#"#include "cuda_shim.h"
@@ -176,10 +171,12 @@ int main(int argc, char** argv) {{
     Harness { exe, dir }
 }
 
-/// The harness entry of bucket `i`'s parameter entry (a harness built with bucket entries).
-pub fn param_entry(geometry: &Geometry, i: u32) -> u32 {
-    1 + geometry.buckets.len() as u32 + i
-}
+/// The harness entry of the fill entry.
+pub const FILL: u32 = 0;
+
+/// The harness entry of the parameter entry (a harness built with it, of a layout with
+/// buckets).
+pub const PARAM: u32 = 1;
 
 /// A trace of launches for one harness run.
 pub struct Trace {
