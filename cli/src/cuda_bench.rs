@@ -434,7 +434,7 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
         return Ok(());
     }
     w(out, String::new())?;
-    // Each layout with and without the parameter entries (`CudaOptions::param_images`):
+    // Each layout with and without the parameter entry (`CudaOptions::param_images`):
     // what the option costs to compile, load and capture.
     let arch = compile::target_arch(device.compute_capability.0, device.compute_capability.1)
         .map_err(|e| e.to_string())?;
@@ -471,7 +471,7 @@ pub fn run(steps: usize, filter: Option<&str>, out: &mut dyn Write) -> Result<()
                      disk cache {:.2} ms, memory cache {:.3} ms; module load {:.1} ms; warm-up + capture of {} graphs {:.1} ms",
                     name,
                     if param_entries {
-                        ", with parameter entries"
+                        ", with the parameter entry"
                     } else {
                         ""
                     },

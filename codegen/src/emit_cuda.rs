@@ -385,7 +385,7 @@ pub fn shared_bytes(geometry: &Geometry) -> usize {
         + abi::HEAD_BYTES
 }
 
-/// The CUDA C source of `geometry`'s fill kernels: every bucket's entry and the eager one.
+/// The CUDA C source of `geometry`'s fill kernels: the fill entry (no parameter entry).
 pub fn cuda_source(geometry: &Geometry) -> String {
     cuda_source_with(geometry, EmitOptions::default())
 }

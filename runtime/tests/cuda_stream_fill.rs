@@ -158,7 +158,7 @@ mod gpu {
                 })
                 .unwrap();
             // An eager-only layout has no bucket, so no parameter entry.
-            assert_eq!(g.has_param_entries(), bucketed, "{name}: parameter entries");
+            assert_eq!(g.has_param_entries(), bucketed, "{name}: parameter entry");
             let mut cpu = HostMetadata::new(dims.clone());
             let (mut in_params, mut on_staging) = (0usize, 0usize);
             let mut check = |what: &str,

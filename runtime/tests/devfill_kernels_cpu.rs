@@ -2,7 +2,7 @@
 //! (`support/cuda_shim.h`: one OS thread per CUDA thread) and fed by the staging builder,
 //! write exactly the host fill's bytes into every field's live prefix, step after step of
 //! a random workload (requests arrive, grow, pause, get holes and finish; steps with and
-//! without residency, token ids and intermediate offsets; bucket and eager entries; one to
+//! without residency, token ids and intermediate offsets; the fill and parameter entries; one to
 //! three blocks per launch, block 0 first or last), on the GPU sanitize test's sequence
 //! (a step per bucket, then a new engine on the same backend), and on steps `BatchState`
 //! builds (with its residency) for requests that reach `max_seq_len` with draft tokens.
@@ -479,7 +479,7 @@ fn run_steady_on(
         replay.check(&harness, name);
         shim::clean(&harness);
         println!(
-            "{name}: {cov:?}, {} decode-only steps, {} finished, {} through parameter entries",
+            "{name}: {cov:?}, {} decode-only steps, {} finished, {} through the parameter entry",
             driver.decode_only_steps,
             driver.finished,
             params.get()

@@ -53,12 +53,11 @@ pub struct CudaOptions {
     /// [`PARAM_IMAGE_BYTES`](emit_cuda::abi::PARAM_IMAGE_BYTES) (a steady decode step)
     /// passes it in the kernel's parameters — one kernel node, no copy node, no staging
     /// event — instead of copying it to the staging buffer first (about 1.7 µs less per
-    /// synchronized step on an H200: BENCHMARKS.md). Costs one more entry per bucket to
-    /// compile and load, and one more graph per bucket to capture (`bench --backend cuda`
-    /// reports the times). On by
-    /// default: the GPU equivalence tests and compute-sanitizer memcheck and racecheck have
-    /// run over every bucket's parameter entry (docs/gpu-runs/). Off, every graphed step
-    /// takes the copy graph.
+    /// synchronized step on an H200: BENCHMARKS.md). Costs one more entry to compile and
+    /// load, and one more graph per bucket to capture (`bench --backend cuda` reports the
+    /// times). On by default: the GPU equivalence tests and compute-sanitizer memcheck and
+    /// racecheck have run the parameter entry on every bucket (docs/gpu-runs/). Off, every
+    /// graphed step takes the copy graph.
     pub param_images: bool,
 }
 

@@ -54,8 +54,8 @@
 //! as a [`FillGraph`], which owns it: before each launch it points the fill node at the
 //! step (`cuGraphExecKernelNodeSetParams`). A steady step's image (at most
 //! [`abi::PARAM_IMAGE_BYTES`]) then travels in the kernel's parameters to the parameter
-//! entry, so the node reads nothing over the bus; larger steps, and
-//! steps of no bucket, run the fill entry on the mapped staging as above.
+//! entry, so the node reads nothing over the bus; larger steps, and steps of no bucket,
+//! run the fill entry on the mapped staging as above.
 
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
@@ -212,9 +212,9 @@ impl Drop for StreamFill {
 
 impl StreamFill {
     /// A stream fill for `dims` with the backend's compiled fill entry (`entry`) and
-    /// parameter entry (`param`, if any), in `ctx`, whose grids
-    /// use up to `max_workers` worker blocks. Allocates its buffers and initializes its
-    /// metadata buffer (synchronously, on a stream of its own).
+    /// parameter entry (`param`, if any), in `ctx`, whose grids use up to `max_workers`
+    /// worker blocks. Allocates its buffers and initializes its metadata buffer
+    /// (synchronously, on a stream of its own).
     pub(super) fn new(
         ctx: Arc<CudaContext>,
         entry: CudaFunction,
@@ -669,8 +669,9 @@ impl FillGraph {
         Ok(info)
     }
 
-    /// Points the fill node at the step just staged: its the parameter entry with the
-    /// image when it fits, else (if it does not already) the fill entry on the staging.
+    /// Points the fill node at the step just staged: the parameter entry with the image
+    /// for a bucketed step whose image fits, else (if it does not already) the fill entry
+    /// on the staging.
     fn point_node(&mut self, info: StepInfo) -> Result<(), BackendError> {
         let fill = &mut self.fill;
         let bytes = fill.staged.bytes;

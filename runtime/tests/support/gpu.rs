@@ -15,7 +15,7 @@ pub fn require_device() -> attention_layout::cuda::DeviceInfo {
     }
 }
 
-/// A backend without the parameter entries (`CudaOptions::param_images` off: every graphed
+/// A backend without the parameter entry (`CudaOptions::param_images` off: every graphed
 /// step takes the copy graph), failing the test with the setup error.
 pub fn backend(dims: &RuntimeDims, mode: FillMode, graphs: bool) -> CudaBackend {
     backend_with(
@@ -23,7 +23,7 @@ pub fn backend(dims: &RuntimeDims, mode: FillMode, graphs: bool) -> CudaBackend 
         CudaOptions {
             mode,
             graphs,
-            // The copy graph for every graphed step: the parameter entries (the default)
+            // The copy graph for every graphed step: the parameter entry (the default)
             // have their own tests (`backend_with_param_images`).
             param_images: false,
             ..CudaOptions::default()
