@@ -22,11 +22,8 @@
 //! the comment in the emitted source), so no grid-wide synchronization is needed.
 //!
 //! The entries read a step's padded dims from its image's header, so one entry serves
-//! every bucket (each bucket's graph captures it with that bucket's grid). One entry per
-//! bucket, with the dims as constants and one shared out-of-line body, compiled quickly in
-//! NVRTC but not in the driver: its JIT compiles a kernel's callees into each kernel, 58 KB
-//! of machine code and most of a second per entry (13–54 s per layout on an H200 host);
-//! the constants bought no faster code (every copy had the same size).
+//! every bucket (each bucket's graph captures it with that bucket's grid); [`FILL_ENTRY`]
+//! says why not one entry per bucket.
 
 use std::fmt::Write as _;
 
