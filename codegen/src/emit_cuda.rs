@@ -357,8 +357,19 @@ pub const PARAM_ENTRY: &str = "al_fill_param";
 /// What to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EmitOptions {
-    /// Also the parameter entry ([`PARAM_ENTRY`]).
+    /// Also the parameter entry ([`PARAM_ENTRY`]) where it can run: see
+    /// [`has_param_entry`](Self::has_param_entry).
     pub param_entries: bool,
+}
+
+impl EmitOptions {
+    /// Whether `geometry`'s source has the parameter entry: asked for, and the layout has
+    /// buckets (the entry runs only bucketed steps: a bucket's parameter graph, or a
+    /// `FillGraph`'s bucketed step). What the source, the backend and the tests' harness
+    /// all go by.
+    pub fn has_param_entry(&self, geometry: &Geometry) -> bool {
+        self.param_entries && !geometry.buckets.is_empty()
+    }
 }
 
 /// Why a layout cannot run on the device fill kernels.
@@ -649,7 +660,7 @@ fn emit_entries(out: &mut String, g: &Geometry, options: EmitOptions) {
          \x20 al_fill_body(meta, staging, resident);\n\
          }}\n",
     );
-    if options.param_entries {
+    if options.has_param_entry(g) {
         let _ = write!(
             out,
             "\n/// A step's image in the kernel's parameters (the parameter entry's; read in place:\n\
@@ -742,6 +753,19 @@ count = "off"
             "al_fill_param(al_u8* meta, const __grid_constant__ AlParamImage image, al_i32* resident) {"
         ));
         assert!(with_params.contains("al_fill_body(meta, image.bytes, resident);"));
+        // A layout without buckets runs no step the parameter entry serves: none.
+        let bucketless = geometry(MHA);
+        assert!(bucketless.buckets.is_empty());
+        let asked = EmitOptions {
+            param_entries: true,
+        };
+        assert!(!asked.has_param_entry(&bucketless) && asked.has_param_entry(&g));
+        assert_eq!(
+            cuda_source_with(&bucketless, asked)
+                .matches("extern \"C\" __global__")
+                .count(),
+            1
+        );
         // Every bucket is checked against the buffer, ascending: bucket 0 is (1, 0, 1),
         // bucket 23 is (64, 8, 0).
         assert_eq!(src.matches(" fits the buffer\");").count(), 24);

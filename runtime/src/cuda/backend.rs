@@ -77,7 +77,8 @@ impl Default for CudaOptions {
 impl CudaOptions {
     /// The kernel entries these options compile (device fill): the fill entry, and the
     /// parameter entry when parameter images can be used (graphs and
-    /// [`param_images`](Self::param_images); it is emitted for layouts with buckets).
+    /// [`param_images`](Self::param_images), and a layout with buckets:
+    /// [`EmitOptions::has_param_entry`]).
     /// [`CudaBackend::new`] compiles and loads exactly these.
     pub fn emit_options(&self) -> EmitOptions {
         EmitOptions {
@@ -732,7 +733,7 @@ impl CudaBackend {
             let fill_fn = module
                 .load_function(emit_cuda::FILL_ENTRY)
                 .map_err(cuda("find the fill entry"))?;
-            let param_fn = if entries.param_entries && !geometry.buckets.is_empty() {
+            let param_fn = if entries.has_param_entry(geometry) {
                 Some(
                     module
                         .load_function(emit_cuda::PARAM_ENTRY)

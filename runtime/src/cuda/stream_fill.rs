@@ -212,9 +212,9 @@ impl Drop for StreamFill {
 
 impl StreamFill {
     /// A stream fill for `dims` with the backend's compiled fill entry (`entry`) and
-    /// parameter entry (`param`, if any), in `ctx`, whose grids use up to `max_workers`
-    /// worker blocks. Allocates its buffers and initializes its metadata buffer
-    /// (synchronously, on a stream of its own).
+    /// parameter entry (`param`: loaded for a layout with buckets), in `ctx`, whose grids
+    /// use up to `max_workers` worker blocks. Allocates its buffers and initializes its
+    /// metadata buffer (synchronously, on a stream of its own).
     pub(super) fn new(
         ctx: Arc<CudaContext>,
         entry: CudaFunction,
@@ -251,8 +251,6 @@ impl StreamFill {
         let grid = devfill::grid_for(dims.max_requests() as u64 * nkv, max_workers);
         let meta_ptr = meta.device_ptr(&stream).0;
         let resident_ptr = resident.device_ptr(&stream).0;
-        // A layout without buckets has no step a parameter entry serves.
-        let param = param.filter(|_| !dims.buckets().is_empty());
         Ok(Self {
             staging,
             entry,

@@ -80,16 +80,14 @@ pub fn build_with_threads(
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cuda_shim.h"), SHIM).unwrap();
-    let source = emit_cuda::cuda_source_with(
-        geometry,
-        EmitOptions {
-            param_entries: param_entry,
-        },
-    );
+    let options = EmitOptions {
+        param_entries: param_entry,
+    };
+    let source = emit_cuda::cuda_source_with(geometry, options);
     std::fs::write(dir.join("kernels.cu"), &source).unwrap();
     let mut entries = vec![emit_cuda::FILL_ENTRY.to_owned()];
     let mut adapters = String::new();
-    if param_entry && !geometry.buckets.is_empty() {
+    if options.has_param_entry(geometry) {
         let param = emit_cuda::PARAM_ENTRY;
         adapters.push_str(&format!(
             "static void {param}_adapter(unsigned char* meta, const unsigned char* staging, int* resident) {{\n\
